@@ -1,0 +1,45 @@
+# pcsim: everything installs from nothing into .venv (CPU build of torch, pinned).
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+# The CPU wheel of torch; a plain `pip install torch` could fetch a multi-GB CUDA build.
+TORCH_PIN   ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP       := $(VENV)/.installed
+export BRIAN2_CACHE_DIR := $(CURDIR)/build/brian2-cache
+export CYTHON_CACHE_DIR := $(CURDIR)/build/cython-cache
+export MPLBACKEND := Agg
+
+.PHONY: install test test-fast lint demo check-zoo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and alone, so nothing later can pull a CUDA build; fall back to the CPU index
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_PIN)" \
+	  || $(PIP) install --quiet "$(TORCH_PIN)" --index-url $(TORCH_INDEX)
+	$(PIP) install --quiet -e ".[dev]" "$(TORCH_PIN)"
+	$(PY) -c "import torch, brian2, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+lint: install
+	$(VENV)/bin/ruff check pcsim tests models
+
+check-zoo: install
+	$(VENV)/bin/pcsim check mlp
+	$(VENV)/bin/pcsim check cnn
+	$(VENV)/bin/pcsim check rnn
+
+demo: check-zoo
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,1 @@
+"""pcsim: predictive coding on computational graphs."""
