@@ -1,1 +1,15 @@
-"""pcsim: predictive coding on computational graphs."""
+"""pcsim: predictive coding on computational graphs.
+
+Trace any torch.nn.Module into a graph of value and error populations, then run inference
+learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to rounding.
+"""
+
+from pcsim.algorithms import bp, fa_zil, il, zil
+from pcsim.check import CheckReport, check
+from pcsim.errors import GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
+from pcsim.graph import Graph, Vertex, trace
+from pcsim.numerics import tolerance
+
+__version__ = "0.1.0"
+__all__ = ["trace", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport", "tolerance",
+           "PcsimError", "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

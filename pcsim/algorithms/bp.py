@@ -1,0 +1,29 @@
+"""The oracle: backpropagation by torch autograd over the same graph."""
+
+from __future__ import annotations
+
+import torch
+
+from pcsim.algorithms.problem import Problem
+from pcsim.graph.ir import Graph
+from pcsim.ops.local import call
+
+
+def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, torch.Tensor]:
+    """dL/dtheta for every parameter of the traced module (zeros for unused ones)."""
+    problem = Problem.build(graph, inputs, target, loss, params)
+    used = [n for n in problem.params if graph.users.get(n)]
+    leaves = {n: problem.params[n].detach().requires_grad_(True) for n in used}
+    params = {**problem.params, **leaves}
+    with torch.enable_grad():
+        values = dict(problem.clamped)
+        for name in graph.latent:
+            v = graph[name]
+            values[name] = call(v, [values[p] for p in v.parents], params, graph.constants)
+        total = problem.loss_value(values)
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    out = problem.zero_grads()
+    for n, g in zip(leaves, grads, strict=True):
+        if g is not None:
+            out[n] = g
+    return out

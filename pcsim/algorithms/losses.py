@@ -1,0 +1,85 @@
+"""Output losses, summed over the batch, with their output errors `eps_out = -dL/dmu_out`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pcsim.errors import InputError
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss on one output vertex. Subclasses give the value and its negative gradient."""
+
+    name: str = ""
+
+    def check_target(self, output: str, shape: tuple[int, ...], target: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def value(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def error(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The output error population's value: -dL/dmu (y - mu for MSE)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MSE(Loss):
+    """L = 1/2 sum (mu - y)^2: the output value clamped to the target."""
+
+    name: str = "mse"
+
+    def check_target(self, output, shape, target):
+        if not target.is_floating_point():
+            raise InputError(f"loss 'mse' on output '{output}' needs a floating target, got {target.dtype}")
+        if tuple(target.shape) != tuple(shape):
+            raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, "
+                             f"the output has shape {tuple(shape)}")
+
+    def value(self, mu, target):
+        return 0.5 * ((mu - target) ** 2).sum()
+
+    def error(self, mu, target):
+        return target - mu
+
+
+@dataclass(frozen=True)
+class CrossEntropy(Loss):
+    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices."""
+
+    name: str = "ce"
+
+    def check_target(self, output, shape, target):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}")
+        if len(shape) < 2:
+            raise InputError(f"loss 'ce' on output '{output}' needs logits of shape (batch, classes, ...), "
+                             f"the output has shape {tuple(shape)}")
+        want = (shape[0],) + tuple(shape[2:])
+        if tuple(target.shape) != want:
+            raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, "
+                             f"'ce' on logits of shape {tuple(shape)} needs {want}")
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= shape[1]):
+            raise InputError(f"target for output '{output}' has class indices outside [0, {shape[1]})")
+
+    def value(self, mu, target):
+        return F.cross_entropy(mu, target, reduction="sum")
+
+    def error(self, mu, target):
+        onehot = F.one_hot(target, mu.shape[1]).movedim(-1, 1).to(mu.dtype)
+        return onehot - torch.softmax(mu, dim=1)
+
+
+LOSSES: dict[str, Loss] = {"mse": MSE(), "ce": CrossEntropy()}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    if isinstance(loss, Loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss '{loss}'; choose one of {sorted(LOSSES)} or pass a pcsim Loss")
+    return LOSSES[loss]

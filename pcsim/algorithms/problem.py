@@ -1,0 +1,119 @@
+"""One learning problem: a graph with its data, targets and losses, validated at the boundary.
+
+Everything the algorithms share lives here: the clamped values, the feed-forward pass, each
+vertex's prediction from the current state, and the output errors. Results are returned in
+autograd's sign convention (`dL/dtheta`) keyed by `module.named_parameters()` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from pcsim.algorithms.losses import Loss, get_loss
+from pcsim.errors import InputError
+from pcsim.graph.ir import Graph
+from pcsim.ops.local import Linearisation, call
+
+
+def _as_tuple(x, what: str) -> tuple:
+    if isinstance(x, torch.Tensor):
+        return (x,)
+    if isinstance(x, Sequence) and not isinstance(x, str):
+        return tuple(x)
+    raise InputError(f"{what} must be a tensor or a tuple of tensors, got {type(x).__name__}")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A graph, its parameters, the clamped values, and a target and loss per output."""
+
+    graph: Graph
+    params: Mapping[str, torch.Tensor]
+    clamped: Mapping[str, torch.Tensor]  # inputs and values computed from inputs alone
+    targets: Mapping[str, torch.Tensor]  # output vertex -> target
+    losses: Mapping[str, Loss]  # output vertex -> loss
+
+    @staticmethod
+    def build(graph: Graph, inputs, target, loss="mse",
+              params: Mapping[str, torch.Tensor] | None = None) -> Problem:
+        inputs = _as_tuple(inputs, "inputs")
+        if len(inputs) != len(graph.inputs):
+            raise InputError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
+                             f"got {len(inputs)}")
+        values: dict[str, torch.Tensor] = {}
+        for name, x in zip(graph.inputs, inputs, strict=True):
+            v = graph[name]
+            if not isinstance(x, torch.Tensor):
+                raise InputError(f"input '{name}' must be a tensor, got {type(x).__name__}")
+            if tuple(x.shape) != tuple(v.shape):
+                raise InputError(f"input '{name}' has shape {tuple(x.shape)}; the graph was traced with "
+                                 f"{tuple(v.shape)} (trace again for another shape)")
+            if x.dtype != v.dtype:
+                kind = "integer" if not x.is_floating_point() else "floating"
+                raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
+                                 f"{v.dtype} (convert the input, or trace the module in {x.dtype})")
+            values[name] = x.detach()
+        params = dict(graph.params if params is None else params)
+        missing = [n for v in graph.vertices for n in v.params if n not in params]
+        if missing:
+            raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
+        params = {n: p.detach() for n, p in params.items()}
+        for v in graph.vertices:  # clamped non-input vertices: computed once from the data
+            if v.name in graph.clamped and not v.is_input:
+                values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
+
+        targets = _as_tuple(target, "target")
+        losses = (loss,) * len(graph.outputs) if isinstance(loss, str) else _as_tuple(loss, "loss")
+        if len(targets) != len(graph.outputs):
+            raise InputError(f"the graph has {len(graph.outputs)} output(s) {list(graph.outputs)}, "
+                             f"got {len(targets)} target(s)")
+        if len(losses) != len(graph.outputs):
+            raise InputError(f"the graph has {len(graph.outputs)} output(s), got {len(losses)} losses")
+        tmap, lmap = {}, {}
+        for name, y, lo in zip(graph.outputs, targets, losses, strict=True):
+            if not isinstance(y, torch.Tensor):
+                raise InputError(f"target for output '{name}' must be a tensor, got {type(y).__name__}")
+            lo = get_loss(lo)
+            lo.check_target(name, graph[name].shape, y)
+            if y.is_floating_point() and y.dtype != graph[name].dtype:
+                raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
+                                 f"{graph[name].dtype}")
+            tmap[name], lmap[name] = y.detach(), lo
+        return Problem(graph, params, values, tmap, lmap)
+
+    # -- local computations ---------------------------------------------------------------------
+    def parent_values(self, name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [x[p] if p in x else self.clamped[p] for p in self.graph[name].parents]
+
+    def linearise(self, name: str, x: Mapping[str, torch.Tensor],
+                  params: Mapping[str, torch.Tensor] | None = None) -> Linearisation:
+        """Vertex `name`'s prediction from the state `x`, ready to pull its error back."""
+        return Linearisation(self.graph[name], self.parent_values(name, x),
+                             self.params if params is None else params, self.graph.constants)
+
+    def feedforward(self) -> dict[str, torch.Tensor]:
+        """Every latent vertex's value after the forward pass (all hidden errors zero: C1).
+
+        Values are stored contiguous, as every later state is: some kernels (vectorised
+        transcendental functions, matmul) round differently on strided views, and recomputing
+        a prediction from unchanged parents must give the same bits for errors to be exactly zero.
+        """
+        x: dict[str, torch.Tensor] = {}
+        for name in self.graph.latent:
+            v = self.graph[name]
+            x[name] = call(v, self.parent_values(name, x), self.params, self.graph.constants).detach().contiguous()
+        return x
+
+    def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0) -> torch.Tensor:
+        return precision * self.losses[name].error(mu, self.targets[name])
+
+    def loss_value(self, mu: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.losses[o].value(mu[o], self.targets[o]) for o in self.graph.outputs)
+
+    def zero_grads(self) -> dict[str, torch.Tensor]:
+        """A zero gradient for every parameter of the module, used or not."""
+        return {n: torch.zeros_like(self.params[n]) if n in self.params else torch.zeros_like(p)
+                for n, p in self.graph.params.items()}

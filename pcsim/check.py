@@ -1,0 +1,134 @@
+"""`check`: run a PC rule on a module and compare every update with torch autograd's gradient.
+
+The oracle is autograd on the module itself (not on pcsim's graph), so a tracing mistake cannot
+hide behind a matching mistake in pcsim's own BP.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pcsim.algorithms import bp, fa_zil, il, zil
+from pcsim.algorithms.losses import get_loss
+from pcsim.algorithms.problem import _as_tuple
+from pcsim.errors import InputError
+from pcsim.graph.trace import trace
+from pcsim.numerics import relative_difference, rounding_floor, tolerance
+
+# rule name -> (function, fixed keyword arguments); the CLI's --rule choices are these keys.
+RULES: dict[str, tuple[Any, dict]] = {
+    "zil": (zil, {}),
+    "fa-zil": (fa_zil, {"mode": "wavefront"}),
+    "fa-zil-wavefront": (fa_zil, {"mode": "wavefront"}),
+    "fa-zil-autonomous": (fa_zil, {"mode": "autonomous"}),
+    "il": (il, {}),
+    "bp": (bp, {}),
+}
+
+
+@dataclass(frozen=True)
+class ParamDiff:
+    max_abs: float
+    rel: float  # ||pc - bp|| / ||bp||
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """How far a rule's updates are from autograd's gradients, per parameter and overall."""
+
+    rule: str
+    loss: str
+    dtype: torch.dtype
+    max_abs_diff: float
+    max_rel_diff: float
+    per_param: dict[str, ParamDiff]
+    passed: bool
+    tolerance: float
+    n_vertices: int
+    identity_vertices: int
+    seconds: float
+    grads: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    def to_dict(self, model: str = "") -> dict:
+        """The contract's JSON form (`pcsim check --json`)."""
+        return {
+            "model": model, "rule": self.rule, "loss": self.loss, "dtype": str(self.dtype).replace("torch.", ""),
+            "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff, "passed": self.passed,
+            "n_vertices": self.n_vertices, "identity_vertices": self.identity_vertices,
+            "params": {n: {"max_abs": d.max_abs, "rel": d.rel} for n, d in self.per_param.items()},
+        }
+
+    def table(self, model: str = "") -> str:
+        """A readable per-parameter table."""
+        head = (f"{model + ': ' if model else ''}rule {self.rule}, loss {self.loss}, "
+                f"{str(self.dtype).replace('torch.', '')}, {self.n_vertices} vertices "
+                f"({self.identity_vertices} identity inserted), {self.seconds:.3f} s")
+        w = max([len(n) for n in self.per_param] + [9])
+        lines = [head, f"  {'parameter':<{w}}  {'shape':<16} {'max |pc-bp|':>12} {'rel':>10}"]
+        for n, d in self.per_param.items():
+            shape = str(tuple(self.reference[n].shape)) if n in self.reference else ""
+            lines.append(f"  {n:<{w}}  {shape:<16} {d.max_abs:>12.3e} {d.rel:>10.3e}")
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines.append(f"  max relative deviation {self.max_rel_diff:.3e} (tolerance {self.tolerance:.0e}): {verdict}")
+        return "\n".join(lines)
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
+    """The oracle: autograd on the module itself, losses summed over outputs and batch."""
+    inputs, targets = _as_tuple(inputs, "inputs"), _as_tuple(target, "target")
+    out = module(*inputs)
+    outs = _as_tuple(out, "the module's output")
+    losses = (loss,) * len(outs) if isinstance(loss, str) else _as_tuple(loss, "loss")
+    if len(targets) != len(outs):
+        raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
+    total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
+    named = dict(module.named_parameters())
+    grads = torch.autograd.grad(total, list(named.values()), allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named.items(), grads, strict=True)}
+
+
+def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
+          dtype: torch.dtype = torch.float64, tol: float | None = None, **rule_kwargs) -> CheckReport:
+    """Run `rule` on a copy of `module` in `dtype` and compare with autograd's gradients."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule '{rule}'; choose one of {sorted(RULES)}")
+    fn, fixed = RULES[rule]
+    m = copy.deepcopy(module).to(dtype)
+    for sub in m.modules():  # pcsim runs dropout as the identity; the oracle must too
+        if isinstance(sub, nn.Dropout | nn.Dropout1d | nn.Dropout2d):
+            sub.eval()
+    inputs = tuple(_cast(x, dtype) for x in _as_tuple(inputs, "inputs"))
+    targets = tuple(_cast(y, dtype) for y in _as_tuple(target, "target"))
+    target = targets[0] if len(targets) == 1 else targets
+    reference = autograd_gradients(m, inputs, target, loss)
+    graph = trace(m, *inputs)
+    ran_on = graph.level() if rule.startswith(("zil", "fa-zil")) and rule_kwargs.get("level", True) else graph
+    start = time.perf_counter()
+    grads = fn(graph, inputs, target, loss, **fixed, **rule_kwargs)
+    seconds = time.perf_counter() - start
+    scale = max((torch.linalg.vector_norm(r.double()).item() for r in reference.values()), default=0.0)
+    floor = rounding_floor(scale, dtype)
+    per_param = {}
+    for n, ref in reference.items():
+        got = grads[n]
+        per_param[n] = ParamDiff(max_abs=float((got - ref).abs().max()) if ref.numel() else 0.0,
+                                 rel=relative_difference(got, ref, floor))
+    limit = tolerance(dtype) if tol is None else tol
+    max_rel = max((d.rel for d in per_param.values()), default=0.0)
+    return CheckReport(
+        rule=rule, loss=loss if isinstance(loss, str) else ",".join(map(str, loss)), dtype=dtype,
+        max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
+        per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
+        n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds,
+        grads=grads, reference=reference)

@@ -1,0 +1,21 @@
+"""The exceptions pcsim raises at its boundary. Each message names what is at fault."""
+
+
+class PcsimError(Exception):
+    """Base class of every error pcsim raises on purpose."""
+
+
+class UnsupportedOpError(PcsimError, NotImplementedError):
+    """A traced module uses an operation pcsim has no local rule for."""
+
+
+class TraceError(PcsimError):
+    """torch.fx could not trace the module, or the traced program failed on the example inputs."""
+
+
+class GraphError(PcsimError, ValueError):
+    """A graph is malformed: a cycle, an unknown parent, a missing shape, no output."""
+
+
+class InputError(PcsimError, ValueError):
+    """Inputs or targets do not fit the graph: count, shape or dtype."""

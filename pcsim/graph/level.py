@@ -1,0 +1,69 @@
+"""`level()`: insert identity vertices so every path from a vertex to an output has one length.
+
+Z-IL is exact only on levelled graphs (the AAAI version's Figure 3): a vertex whose children sit
+at different distances from the output would receive its error in pieces at different steps.
+Each latent vertex gets level L = its longest distance to an output; an edge p -> v with
+L(p) > L(v) + 1 is routed through a chain of identity vertices at levels L(p)-1, ..., L(v)+1.
+One chain per parent is shared by all its children, so a parent feeding several skipped levels
+costs L(p) - min L(child) - 1 identities in all. Inputs are clamped, so their edges are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pcsim.graph.ir import Graph, ParentArg, Vertex
+
+
+def identity(x):
+    """The inserted vertices' function: pass the value through unchanged."""
+    return x
+
+
+def _fresh_name(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def level(graph: Graph) -> Graph:
+    """Return a levelled copy of `graph` (the same graph when it is levelled already)."""
+    if graph.is_levelled:
+        return graph
+    levels = graph.max_distance
+    taken = {v.name for v in graph.vertices}
+    chains: dict[str, dict[int, str]] = {}  # parent -> {level: identity vertex at that level}
+    out: list[Vertex] = []
+
+    def at_level(parent: Vertex, target: int) -> str:
+        chain = chains.setdefault(parent.name, {levels[parent.name]: parent.name})
+        current = min(chain)
+        while current > target:
+            current -= 1
+            if current not in chain:
+                name = _fresh_name(f"{parent.name}__level{current}", taken)
+                out.append(Vertex(
+                    name=name, op="identity", shape=parent.shape, dtype=parent.dtype,
+                    parents=(chain[current + 1],), fn=identity, args=(ParentArg(0),),
+                    inserted=True, source=f"identity inserted by level() below '{parent.name}'"))
+                chain[current] = name
+        return chain[target]
+
+    for v in graph.vertices:
+        if v.name in graph.clamped or v.name not in levels:
+            out.append(v)
+            continue
+        parents = []
+        for p in v.parents:
+            pv = graph[p]
+            if p in graph.clamped or levels[p] == levels[v.name] + 1:
+                parents.append(p)
+            else:
+                parents.append(at_level(pv, levels[v.name] + 1))
+        out.append(replace(v, parents=tuple(parents)) if tuple(parents) != v.parents else v)
+    levelled = Graph(vertices=tuple(out), inputs=graph.inputs, outputs=graph.outputs,
+                     params=graph.params, constants=graph.constants, param_names=graph.param_names)
+    assert levelled.is_levelled, "level() left an edge that skips levels"
+    return levelled

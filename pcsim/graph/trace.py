@@ -1,0 +1,294 @@
+"""`trace(module, *example_inputs) -> Graph`: a torch.fx program as a graph of populations.
+
+Each fx node is classified once, from what it computed on the example inputs:
+- placeholder: an input vertex (clamped to data);
+- a parameter (`get_attr`): a `ParamArg` slot of the vertices that read it, never a vertex;
+- anything that does not depend on inputs or parameters (buffers, shapes, `torch.zeros(...)`):
+  folded to a constant, so the graph is specialised to the example's shapes;
+- a tensor computed from inputs or parameters by a supported op: a vertex;
+- a tuple of tensors (chunk, split, recurrent cells): each `getitem` of it becomes a vertex.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from pcsim.errors import InputError, TraceError, UnsupportedOpError
+from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
+from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, ModuleCall
+from pcsim.ops.registry import (DROPOUT, FUNCTIONS, INPLACE_KWARG, METHODS, identity, method_function,
+                                supported_summary)
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with pcsim's leaf modules and the recurrent cells expanded into gates."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in MODULE_CONVERTERS or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        expand = MODULE_EXPANSIONS.get(type(m))
+        if expand is None:
+            return super().call_module(m, forward, args, kwargs)
+        qual = self.path_of_module(m)
+
+        def param(attr: str):
+            if getattr(m, attr, None) is None:
+                return None
+            return self.create_proxy("get_attr", f"{qual}.{attr}" if qual else attr, (), {})
+        return expand(m, param, *args, **kwargs)
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced program once, keeping every node's value (shapes, folded constants)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.values: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            out = super().run_node(n)
+        except Exception as e:  # noqa: BLE001 - reported with the node at fault
+            raise TraceError(f"the module failed at fx node '{n.name}' ({_describe(n, self.module)}) "
+                             f"on the example inputs: {type(e).__name__}: {e}") from e
+        self.values[n] = out
+        return out
+
+
+def _describe(n: fx.Node, gm: nn.Module) -> str:
+    if n.op == "call_module":
+        return f"call_module {n.target} ({type(gm.get_submodule(n.target)).__name__})"
+    if n.op == "call_function":
+        return f"call_function {getattr(n.target, '__module__', '')}.{getattr(n.target, '__name__', n.target)}"
+    return f"{n.op} {n.target}"
+
+
+@dataclass
+class _Multi:
+    """A tuple-valued call; each `getitem` of it becomes a vertex that recomputes and selects."""
+
+    call: ModuleCall
+    parents: tuple[str, ...]
+    source: str
+
+
+class _Builder:
+    def __init__(self, module: nn.Module, gm: fx.GraphModule, values: dict[fx.Node, Any]):
+        self.module, self.gm, self.values = module, gm, values
+        self.param_names = {id(p): n for n, p in module.named_parameters()}
+        self.params = dict(module.named_parameters())
+        self.constants: dict[str, torch.Tensor] = {}
+        self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | _Multi | literal
+        self.vertices: list[Vertex] = []
+        self.inputs: list[str] = []
+
+    # -- Context for module converters --
+    def param(self, m: nn.Module, attr: str):
+        t = getattr(m, attr, None)
+        if t is None:
+            return None
+        if id(t) in self.param_names:
+            return ParamArg(self.param_names[id(t)])
+        return self._const(f"{self._path(m)}.{attr}", t)
+
+    def const(self, m: nn.Module, attr: str):
+        t = getattr(m, attr, None)
+        return None if t is None else self._const(f"{self._path(m)}.{attr}", t)
+
+    def _path(self, m: nn.Module) -> str:
+        return next((n for n, sub in self.module.named_modules() if sub is m), type(m).__name__)
+
+    def _const(self, name: str, value: torch.Tensor) -> ConstArg:
+        self.constants[name] = value.detach()
+        return ConstArg(name)
+
+    # -- templates --
+    def template(self, arg: Any, parents: list[str], node: fx.Node) -> Any:
+        if isinstance(arg, fx.Node):
+            k = self.kind[arg]
+            if isinstance(k, str):
+                if k not in parents:
+                    parents.append(k)
+                return ParentArg(parents.index(k))
+            if isinstance(k, _Multi):
+                raise UnsupportedOpError(f"fx node '{node.name}' ({_describe(node, self.gm)}) uses the whole "
+                                         f"tuple returned by '{arg.name}'; pcsim needs its elements picked "
+                                         "by indexing or unpacking")
+            return k
+        if isinstance(arg, tuple | list):
+            return tuple(self.template(a, parents, node) for a in arg)
+        if isinstance(arg, dict):
+            return {key: self.template(a, parents, node) for key, a in arg.items()}
+        if isinstance(arg, slice):
+            return slice(*(self.values[a] if isinstance(a, fx.Node) else a for a in (arg.start, arg.stop, arg.step)))
+        return arg
+
+    @staticmethod
+    def _depends(arg: Any, kind: dict) -> bool:
+        found = []
+        fx.node.map_arg(arg, lambda n: found.append(isinstance(kind[n], str | ParamArg | _Multi)))
+        return any(found)
+
+    def run(self) -> Graph:
+        outputs: list[str] = []
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                self._placeholder(n)
+            elif n.op == "get_attr":
+                self._get_attr(n)
+            elif n.op == "output":
+                outputs = self._outputs(n)
+            else:
+                self._call(n)
+        return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
+                     params=self.params, constants=self.constants, param_names=tuple(self.params))
+
+    def _placeholder(self, n: fx.Node) -> None:
+        value = self.values[n]
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"input '{n.name}' must be a tensor, got {type(value).__name__}")
+        self.vertices.append(Vertex(n.name, INPUT_OP, tuple(value.shape), value.dtype, source="placeholder"))
+        self.inputs.append(n.name)
+        self.kind[n] = n.name
+
+    def _get_attr(self, n: fx.Node) -> None:
+        value = self.values[n]
+        if isinstance(value, torch.Tensor) and id(value) in self.param_names:
+            self.kind[n] = ParamArg(self.param_names[id(value)])
+        elif isinstance(value, torch.Tensor):
+            self.kind[n] = self._const(str(n.target), value)
+        else:
+            self.kind[n] = value
+
+    def _call(self, n: fx.Node) -> None:
+        value = self.values[n]
+        if not self._depends((n.args, n.kwargs), self.kind):
+            self.kind[n] = self._const(n.name, value) if isinstance(value, torch.Tensor) else value
+            return
+        if n.op == "call_function" and n.target is operator.getitem and isinstance(self.kind[n.args[0]], _Multi):
+            multi = self.kind[n.args[0]]
+            self._vertex(n, multi.call, multi.parents, value, multi.source, select=n.args[1])
+            return
+        if not isinstance(value, torch.Tensor | tuple | list):
+            self.kind[n] = value  # a shape or a Python number: fixed by the example inputs
+            return
+        parents: list[str] = []
+        call = self._convert(n, parents)
+        if isinstance(value, torch.Tensor):
+            self._vertex(n, call, tuple(parents), value, _describe(n, self.gm))
+        elif all(isinstance(v, torch.Tensor) for v in value):
+            self.kind[n] = _Multi(call, tuple(parents), _describe(n, self.gm))
+        else:
+            raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}) returns "
+                                     f"{type(value).__name__} mixing tensors and other values")
+
+    def _convert(self, n: fx.Node, parents: list[str]) -> ModuleCall:
+        unsupported = UnsupportedOpError(
+            f"fx node '{n.name}' ({_describe(n, self.gm)}) is not supported by pcsim.\n"
+            f"Supported:\n{supported_summary()}")
+        if n.op == "call_module":
+            m = self.gm.get_submodule(n.target)
+            convert = MODULE_CONVERTERS.get(type(m))
+            if convert is None:
+                raise unsupported
+            args = self.template(n.args, parents, n)
+            kwargs = self.template(dict(n.kwargs), parents, n)
+            try:
+                return convert(m, self, *args, **kwargs)
+            except UnsupportedOpError as e:
+                raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}): {e}") from None
+        if n.op == "call_method":
+            if n.target not in METHODS:
+                raise unsupported
+            op, fn = METHODS[n.target], method_function(n.target)
+        elif n.target in FUNCTIONS:
+            op, fn = FUNCTIONS[n.target], n.target
+        else:
+            raise unsupported
+        args = self.template(n.args, parents, n)
+        kwargs = self.template(dict(n.kwargs), parents, n)
+        if n.op == "call_function" and n.target in DROPOUT:
+            return ModuleCall("identity", identity, args[:1])
+        if n.op == "call_function" and n.target in INPLACE_KWARG:
+            kwargs.pop("inplace", None)
+        return ModuleCall(op, fn, args, tuple(kwargs.items()))
+
+    def _vertex(self, n, call: ModuleCall, parents, value, source: str, select=None) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise UnsupportedOpError(f"fx node '{n.name}' ({source}) does not produce a tensor")
+        self.vertices.append(Vertex(n.name, call.op, tuple(value.shape), value.dtype, parents=tuple(parents),
+                                    fn=call.fn, args=tuple(call.args), kwargs=tuple(call.kwargs),
+                                    select=select, source=source))
+        self.kind[n] = n.name
+
+    def _outputs(self, n: fx.Node) -> list[str]:
+        found: list[fx.Node] = []
+        fx.node.map_arg(n.args[0], found.append)
+        names = []
+        for i, node in enumerate(found):
+            k = self.kind.get(node)
+            if not isinstance(k, str):
+                raise TraceError(f"output #{i} ('{node.name}') is not computed from the inputs and "
+                                 "parameters, so it has no error to learn from")
+            if k in names:
+                raise TraceError(f"vertex '{k}' is returned twice; return each output once")
+            names.append(k)
+        return _sink_outputs(self.vertices, names)
+
+
+def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
+    """Outputs that also feed other vertices get an identity child that carries the loss."""
+    used = {p for v in vertices for p in v.parents}
+    names = {v.name for v in vertices}
+    result = []
+    for o in outputs:
+        if o in used:
+            sink = o + "__output"
+            while sink in names:
+                sink += "_"
+            src = next(v for v in vertices if v.name == o)
+            vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
+                                   args=(ParentArg(0),), source=f"loss carrier for output '{o}'"))
+            names.add(sink)
+            o = sink
+        result.append(o)
+    return result
+
+
+def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
+    """Trace `module` with torch.fx on `example_inputs` (one tensor per forward argument)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
+    tracer = _Tracer()
+    try:
+        fx_graph = tracer.trace(module)
+    except UnsupportedOpError:
+        raise
+    except Exception as e:  # noqa: BLE001 - fx's own message, with what to do about it
+        raise TraceError(f"torch.fx could not trace {type(module).__name__}: {type(e).__name__}: {e}\n"
+                         "pcsim needs a forward() without data-dependent Python control flow; loops over "
+                         "fixed Python ranges are fine.") from e
+    gm = fx.GraphModule(tracer.root, fx_graph)
+    n_placeholders = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
+    if n_placeholders != len(example_inputs):
+        raise InputError(f"{type(module).__name__}.forward takes {n_placeholders} input(s), "
+                         f"got {len(example_inputs)} example input(s)")
+    recorder = _Recorder(gm)
+    with torch.no_grad():
+        recorder.run(*example_inputs)
+    graph = _Builder(module, gm, recorder.values).run()
+    for v in graph.vertices:
+        if v.name in graph.latent and not v.dtype.is_floating_point:
+            raise UnsupportedOpError(f"{v.describe()} holds {v.dtype} values computed from parameters or "
+                                     "latent vertices; a PC population must be floating point")
+    return graph

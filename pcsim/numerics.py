@@ -1,0 +1,39 @@
+"""Tolerances scaled to the dtype, from one place (tests and `check` use the same numbers)."""
+
+import torch
+
+# Relative tolerance for "equal to backprop up to rounding", per float dtype. float64's 1e-12 is
+# about 4500 ulps, float32's 1e-5 about 84 ulps: room for reassociation across deep graphs.
+_REL_TOL = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.bfloat16: 5e-2,
+    torch.float16: 1e-2,
+}
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative tolerance within which a PC update counts as equal to BP's in `dtype`."""
+    if dtype not in _REL_TOL:
+        raise ValueError(f"no tolerance defined for dtype {dtype}; use a floating dtype")
+    return _REL_TOL[dtype]
+
+
+def relative_difference(got: torch.Tensor, ref: torch.Tensor, scale: float = 0.0) -> float:
+    """||got - ref|| / ||ref||, the denominator floored at `scale` (for exactly-zero references)."""
+    diff = torch.linalg.vector_norm((got - ref).double()).item()
+    norm = max(torch.linalg.vector_norm(ref.double()).item(), scale)
+    if norm == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / norm
+
+
+def rounding_floor(scale: float, dtype: torch.dtype) -> float:
+    """The smallest gradient norm worth a relative comparison, given the largest one (`scale`).
+
+    A parameter whose true gradient is zero (a key bias under softmax's shift invariance, say)
+    gets rounding noise of order eps * scale from any method; measured against its own tiny norm
+    that noise looks like a 100% error. Below this floor the difference is measured against the
+    floor instead, which still fails anything more than a few ulps of `scale` off.
+    """
+    return scale * 4.0 * torch.finfo(dtype).eps / tolerance(dtype)

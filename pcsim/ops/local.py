@@ -1,0 +1,79 @@
+"""A vertex's prediction and its local vector-Jacobian product, from its own call alone.
+
+`Linearisation` evaluates `mu_i = g_i(x_parents; theta_i)` with autograd recording only this one
+call, then pulls a cotangent (the vertex's error) back to its parents (`J^T eps`, the feedback
+its parents' value neurons receive) and to its parameters (`(d mu / d theta)^T eps`, the Hebbian
+term). Nothing outside the vertex and its neighbours is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
+
+
+def resolve(template: Any, parents: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
+            constants: Mapping[str, torch.Tensor]) -> Any:
+    """Fill a call template's slots with values."""
+    if isinstance(template, ParentArg):
+        return parents[template.index]
+    if isinstance(template, ParamArg):
+        return params[template.name]
+    if isinstance(template, ConstArg):
+        return constants[template.name]
+    if isinstance(template, tuple | list):
+        return type(template)(resolve(t, parents, params, constants) for t in template)
+    if isinstance(template, dict):
+        return {k: resolve(t, parents, params, constants) for k, t in template.items()}
+    return template
+
+
+def call(vertex: Vertex, parents: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
+         constants: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The vertex's prediction from its parents' values."""
+    args = resolve(vertex.args, parents, params, constants)
+    kwargs = {k: resolve(v, parents, params, constants) for k, v in vertex.kwargs}
+    out = vertex.fn(*args, **kwargs)
+    return out if vertex.select is None else out[vertex.select]
+
+
+def _differentiable(t: torch.Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex()
+
+
+class Linearisation:
+    """`mu` at the given parent values, and the pullback of a cotangent through this one call."""
+
+    def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor],
+                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor],
+                 wrt_params: bool = True):
+        self.vertex = vertex
+        self._parent_leaves = [p.detach().requires_grad_(True) if _differentiable(p) else p for p in parents]
+        names = vertex.params if wrt_params else ()
+        self._param_leaves = {n: params[n].detach().requires_grad_(True) for n in names}
+        local_params = {**params, **self._param_leaves} if names else params
+        with torch.enable_grad():
+            self._out = call(vertex, self._parent_leaves, local_params, constants)
+        self.mu = self._out.detach()
+
+    def pullback(self, cotangent: torch.Tensor, retain: bool = False
+                 ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        """(J^T cot for each parent, or None for clamped/integer ones; (d mu/d theta)^T cot per param)."""
+        leaves = [p for p in self._parent_leaves if p.requires_grad] + list(self._param_leaves.values())
+        if not leaves or not self._out.requires_grad:
+            grads: Sequence[torch.Tensor | None] = [None] * len(leaves)
+        else:
+            grads = torch.autograd.grad(self._out, leaves, cotangent, retain_graph=retain, allow_unused=True)
+        it = iter(grads)
+        parent_cots = [next(it) if p.requires_grad else None for p in self._parent_leaves]
+        param_cots = {}
+        for name, leaf in self._param_leaves.items():
+            g = next(it)
+            param_cots[name] = torch.zeros_like(leaf) if g is None else g
+        parent_cots = [torch.zeros_like(p) if (c is None and p.requires_grad) else c
+                       for c, p in zip(parent_cots, self._parent_leaves, strict=True)]
+        return parent_cots, param_cots
