@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.inference import accumulate, advance, sweep
+from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph
 
@@ -50,10 +50,10 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             lin = lins.pop(name)
             if name in outputs:
                 eps = problem.output_error(name, lin.mu)
-            else:  # one inference step of a vertex whose error was zero: x += gamma * J^T eps_c
+            else:  # one inference step of a vertex whose error was zero: x += gamma * J^T eps_c;
+                # eps = (x0 - mu) + disp, and x0 is mu itself here, so eps is the displacement
                 fb = feedback.pop(name, None)
-                x = x0[name] if fb is None else x0[name] + gamma * fb
-                eps = x - lin.mu
+                eps = torch.zeros_like(lin.mu) if fb is None else gamma * fb
             parent_cots, hebbian = lin.pullback(eps)
             accumulate(grads, hebbian)
             for p, c in zip(g[name].parents, parent_cots, strict=True):
@@ -67,18 +67,17 @@ WAITING, FIRED, LOCKED = "waiting", "fired", "locked"
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     g = problem.graph
-    x = problem.feedforward()
-    onset = dict(x)  # values when the target appears (all hidden errors zero)
+    x = State.feedforward(problem)  # the state when the target appears: all hidden errors zero
     reachable = [n for n in g.latent if n in g.min_distance]
     gate = dict.fromkeys(reachable, WAITING)
-    latent_parents = {n: [p for p in g[n].parents if p in onset] for n in reachable}
+    latent_parents = {n: [p for p in g[n].parents if p in x] for n in reachable}
     grads = problem.zero_grads()
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
         s = sweep(problem, x)
         for name in reachable:
             if gate[name] != WAITING:
                 continue
-            if any(not torch.equal(x[p], onset[p]) for p in latent_parents[name]):
+            if any(x.moved(p) for p in latent_parents[name]):
                 gate[name] = LOCKED
             elif bool((s.eps[name] != 0).any()):
                 accumulate(grads, s.hebbian[name])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms.inference import accumulate, advance, sweep
+from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph
 
@@ -26,10 +26,10 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     if not output_precision > 0:
         raise ValueError(f"output_precision must be > 0, got {output_precision}")
     problem = Problem.build(graph, inputs, target, loss, params)
-    x = problem.feedforward()
+    x = State.feedforward(problem)
     fixed = None
     if fixed_prediction:
-        fixed = {n: problem.linearise(n, x) for n in graph.latent}
+        fixed = {n: problem.linearise(n, x.base) for n in graph.latent}
     for _ in tqdm(range(steps), desc="IL inference", disable=not progress, leave=False):
         s = sweep(problem, x, precision=output_precision, fixed=fixed)
         x = advance(problem, x, s, gamma)

@@ -1,19 +1,55 @@
-"""One synchronous inference sweep, shared by IL, Z-IL and autonomous Fa-Z-IL.
+"""The PC state and one synchronous inference sweep, shared by IL, Z-IL and autonomous Fa-Z-IL.
 
 From the state at step t, every vertex computes its prediction, its error, the feedback it
 sends its parents (`J^T eps`) and its Hebbian term (`(d mu/d theta)^T eps`); nothing is applied
 until all of them are known, so one step reads only the previous step's state.
+
+Each value population is stored as its feed-forward value plus a displacement, x = base + disp,
+and its error as eps = (base - mu) + disp. The dynamics are unchanged; what changes is rounding:
+an error that is a small difference of two large values (x0 + delta - x0) is not computed by
+cancellation, so exactness is limited by the VJPs' own rounding, as backprop's is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.ops.local import Linearisation
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """Value populations of the latent vertices: `base` (feed-forward values) plus `disp`."""
+
+    base: Mapping[str, torch.Tensor]
+    disp: Mapping[str, torch.Tensor] = field(default_factory=dict)  # absent: zero
+
+    @staticmethod
+    def feedforward(problem: Problem) -> State:
+        return State(problem.feedforward())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        d = self.disp.get(name)
+        return self.base[name] if d is None else self.base[name] + d
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.base
+
+    def values(self) -> dict[str, torch.Tensor]:
+        return {n: self[n] for n in self.base}
+
+    def moved(self, name: str) -> bool:
+        d = self.disp.get(name)
+        return d is not None and bool((d != 0).any())
+
+    def error(self, name: str, mu: torch.Tensor) -> torch.Tensor:
+        d = self.disp.get(name)
+        e = self.base[name] - mu
+        return e if d is None else e + d
 
 
 @dataclass(frozen=True)
@@ -32,10 +68,10 @@ class Sweep:
         return hidden + precision * float(problem.loss_value(self.mu))
 
 
-def sweep(problem: Problem, x: Mapping[str, torch.Tensor], *, params: Mapping[str, torch.Tensor] | None = None,
+def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] | None = None,
           precision: float = 1.0, fixed: Mapping[str, Linearisation] | None = None,
           vertices: Iterable[str] | None = None) -> Sweep:
-    """Errors, feedback and Hebbian terms of state `x`.
+    """Errors, feedback and Hebbian terms of `state`.
 
     `fixed` holds linearisations frozen at the feed-forward state (the fixed-prediction variant);
     otherwise each vertex is linearised at the current state with `params`.
@@ -43,11 +79,12 @@ def sweep(problem: Problem, x: Mapping[str, torch.Tensor], *, params: Mapping[st
     graph = problem.graph
     outputs = set(graph.outputs)
     latent = set(graph.latent)
+    values = state.values() if fixed is None else {}
     mu, eps, feedback, hebbian = {}, {}, {}, {}
     for name in graph.latent if vertices is None else vertices:
-        lin = fixed[name] if fixed is not None else problem.linearise(name, x, params)
+        lin = fixed[name] if fixed is not None else problem.linearise(name, values, params)
         mu[name] = lin.mu
-        e = problem.output_error(name, lin.mu, precision) if name in outputs else x[name] - lin.mu
+        e = problem.output_error(name, lin.mu, precision) if name in outputs else state.error(name, lin.mu)
         eps[name] = e
         parent_cots, hebbian[name] = lin.pullback(e, retain=fixed is not None)
         for p, c in zip(graph[name].parents, parent_cots, strict=True):
@@ -56,18 +93,19 @@ def sweep(problem: Problem, x: Mapping[str, torch.Tensor], *, params: Mapping[st
     return Sweep(mu, eps, feedback, hebbian)
 
 
-def advance(problem: Problem, x: Mapping[str, torch.Tensor], s: Sweep, gamma: float) -> dict[str, torch.Tensor]:
+def advance(problem: Problem, state: State, s: Sweep, gamma: float) -> State:
     """x_i <- x_i + gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex (outputs stay free)."""
     outputs = set(problem.graph.outputs)
-    new = dict(x)
+    disp = dict(state.disp)
     for name in problem.graph.latent:
         if name in outputs:
             continue
         drive = -s.eps[name]
         if name in s.feedback:
             drive = drive + s.feedback[name]
-        new[name] = (x[name] + gamma * drive).contiguous()  # one layout, see Problem.feedforward
-    return new
+        step = (gamma * drive).contiguous()  # one layout for every state, see Problem.feedforward
+        disp[name] = step if name not in disp else disp[name] + step
+    return State(state.base, disp)
 
 
 def accumulate(grads: dict[str, torch.Tensor], hebbian: Mapping[str, torch.Tensor], scale: float = 1.0) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from pcsim.algorithms.inference import accumulate, advance, sweep
+from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph
 
@@ -27,16 +27,17 @@ def prepare_graph(graph: Graph, level: bool) -> Graph:
     return graph.level() if level else graph
 
 
-def initial_state(problem: Problem, init: str, seed: int) -> dict[str, torch.Tensor]:
-    x = problem.feedforward()
+def initial_state(problem: Problem, init: str, seed: int) -> State:
+    state = State.feedforward(problem)
     if init == "feedforward":
-        return x
+        return state
     if init != "random":
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     outputs = set(problem.graph.outputs)
-    return {n: v if n in outputs else torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
-            for n, v in x.items()}
+    disp = {n: torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) - v
+            for n, v in state.base.items() if n not in outputs}
+    return State(state.base, disp)
 
 
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
