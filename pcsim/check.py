@@ -122,7 +122,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     per_param = {}
     for n, ref in reference.items():
         got = grads[n]
-        per_param[n] = ParamDiff(max_abs=float((got - ref).abs().max()) if ref.numel() else 0.0,
+        max_abs = float((got - ref).abs().max()) if ref.numel() else 0.0
+        per_param[n] = ParamDiff(max_abs=max_abs if max_abs == max_abs else float("inf"),
                                  rel=relative_difference(got, ref, floor))
     limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)

@@ -22,6 +22,8 @@ def tolerance(dtype: torch.dtype) -> float:
 def relative_difference(got: torch.Tensor, ref: torch.Tensor, scale: float = 0.0) -> float:
     """||got - ref|| / ||ref||, the denominator floored at `scale` (for exactly-zero references)."""
     diff = torch.linalg.vector_norm((got - ref).double()).item()
+    if diff != diff or diff == float("inf"):  # NaN or overflow: as far from equal as it gets
+        return float("inf")
     norm = max(torch.linalg.vector_norm(ref.double()).item(), scale)
     if norm == 0.0:
         return 0.0 if diff == 0.0 else float("inf")

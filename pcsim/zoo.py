@@ -1,0 +1,133 @@
+"""Model files: the zoo in `models/` and any user file that follows the same convention.
+
+A model file defines `build(seed: int = 0, **dims) -> (module, inputs, target)` and may set
+`LOSS = "ce"` (default `"mse"`). Files are imported by path under a name derived from their
+resolved path, so two files with the same stem never share a module and sys.path is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+import pcsim
+from pcsim.errors import PcsimError
+
+LOSSES = ("mse", "ce")
+
+
+class ModelFileError(PcsimError, ValueError):
+    """A model file is missing, cannot be imported, or does not follow the build() convention."""
+
+
+def zoo_dir() -> Path:
+    """The zoo folder: $PCSIM_MODELS if set, else `models/` at the repository root."""
+    override = os.environ.get("PCSIM_MODELS")
+    if override:
+        return Path(override).expanduser()
+    return Path(pcsim.__file__).resolve().parent.parent / "models"
+
+
+def zoo_names() -> list[str]:
+    """The zoo's model names: its *.py files without a leading underscore, sorted."""
+    folder = zoo_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loaded model file: its name (the file's stem), path, build function and loss."""
+
+    name: str
+    path: Path
+    build: Callable
+    loss: str
+
+    def build_model(self, seed: int = 0, **dims) -> tuple[nn.Module, tuple[torch.Tensor, ...], object]:
+        """Call the file's build() and check its result; inputs always come back as a tuple."""
+        try:
+            result = self.build(seed=seed, **dims)
+        except Exception as e:  # a user's bug: say which file, keep the original error chained
+            raise ModelFileError(f"{self.path}: build() raised {type(e).__name__}: {e}") from e
+        return _validated(result, self.path)
+
+
+def _is_tensors(x) -> bool:
+    if isinstance(x, torch.Tensor):
+        return True
+    return isinstance(x, Sequence) and not isinstance(x, str) and len(x) > 0 and all(
+        isinstance(t, torch.Tensor) for t in x)
+
+
+def _validated(result, path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...], object]:
+    expected = "build() must return (module, inputs, target)"
+    if not isinstance(result, tuple | list) or len(result) != 3:
+        raise ModelFileError(f"{path}: {expected}, got {type(result).__name__}")
+    module, inputs, target = result
+    if not isinstance(module, nn.Module):
+        raise ModelFileError(f"{path}: {expected}; the module is a {type(module).__name__}, not an nn.Module")
+    if not _is_tensors(inputs):
+        raise ModelFileError(f"{path}: {expected}; inputs must be a tensor or a tuple of tensors")
+    if not _is_tensors(target):
+        raise ModelFileError(f"{path}: {expected}; target must be a tensor or a tuple of tensors")
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    target = target if isinstance(target, torch.Tensor) else tuple(target)
+    return module, inputs, target
+
+
+def _resolve(spec: str) -> Path:
+    """A zoo name ("mlp") or a path to a .py file -> the file's path."""
+    as_path = Path(spec).expanduser()
+    looks_like_path = spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
+    if looks_like_path:
+        if not as_path.is_file():
+            raise ModelFileError(f"model file {spec} not found; zoo models: {', '.join(zoo_names()) or 'none'}")
+        return as_path.resolve()
+    zoo_file = zoo_dir() / f"{spec}.py"
+    if spec.startswith("_") or not zoo_file.is_file():
+        raise ModelFileError(f"no zoo model named '{spec}' (no file {zoo_file}); "
+                             f"zoo models: {', '.join(zoo_names()) or 'none'}; or pass a path to a .py file")
+    return zoo_file.resolve()
+
+
+def _import(path: Path) -> ModuleType:
+    # A name unique to the resolved path: same-stem files never collide, reloading a path replaces it.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    name = f"_pcsim_model_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelFileError(f"{path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    # Registered while executing so dataclasses and typing in the file can find their own module.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(name, None)
+        raise ModelFileError(f"{path}: importing the file raised {type(e).__name__}: {e}") from e
+    return module
+
+
+def load_model_file(spec: str | os.PathLike) -> ModelSpec:
+    """Load a zoo model by name or any model file by path; errors name the file."""
+    path = _resolve(os.fspath(spec))
+    module = _import(path)
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise ModelFileError(f"{path}: defines no build(seed=0, **dims) function returning (module, inputs, target)")
+    loss = getattr(module, "LOSS", "mse")
+    if loss not in LOSSES:
+        raise ModelFileError(f"{path}: LOSS must be one of {list(LOSSES)}, got {loss!r}")
+    return ModelSpec(name=path.stem, path=path, build=build, loss=loss)

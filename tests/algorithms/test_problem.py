@@ -1,0 +1,133 @@
+"""Bad inputs get a clear pcsim error naming what is at fault, and change nothing."""
+
+import pytest
+import torch
+from torch import nn
+
+import pcsim
+from tests.equivalence.archs import ARCHS
+
+
+@pytest.fixture
+def mlp():
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    return module, inputs, target, pcsim.trace(module, *inputs)
+
+
+RULES = [pcsim.bp, pcsim.zil, pcsim.fa_zil, pcsim.il]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_wrong_input_count(mlp, rule):
+    _, (x,), y, g = mlp
+    with pytest.raises(pcsim.InputError, match=r"takes 1 input\(s\).*got 2"):
+        rule(g, (x, x), y)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_wrong_input_shape(mlp, rule):
+    _, (x,), y, g = mlp
+    with pytest.raises(pcsim.InputError, match=r"input 'x' has shape \(4, 6\).*traced with \(4, 5\)"):
+        rule(g, (torch.randn(4, 6),), y)
+
+
+def test_integer_input_where_floats_were_traced(mlp):
+    _, (x,), y, g = mlp
+    with pytest.raises(pcsim.InputError, match="input 'x' has integer dtype torch.int64"):
+        pcsim.zil(g, (x.long(),), y)
+
+
+def test_float32_input_on_a_float64_graph(mlp):
+    _, (x,), y, g = mlp
+    with pytest.raises(pcsim.InputError, match="float32"):
+        pcsim.zil(g, (x.float(),), y)
+
+
+def test_target_shape_must_fit_the_output(mlp):
+    _, inputs, y, g = mlp
+    (out,) = g.outputs
+    with pytest.raises(pcsim.InputError, match=rf"target for output '{out}' has shape \(4, 3\)"):
+        pcsim.zil(g, inputs, y[:, :3])
+
+
+def test_mse_needs_a_float_target_and_ce_integer_classes(mlp):
+    _, inputs, y, g = mlp
+    with pytest.raises(pcsim.InputError, match="'mse'.*floating target"):
+        pcsim.zil(g, inputs, y.long())
+    with pytest.raises(pcsim.InputError, match="'ce'.*integer class indices"):
+        pcsim.zil(g, inputs, y, loss="ce")
+    with pytest.raises(pcsim.InputError, match=r"outside \[0, 4\)"):
+        pcsim.zil(g, inputs, torch.tensor([0, 1, 2, 9]), loss="ce")
+    with pytest.raises(pcsim.InputError, match=r"needs \(4,\)"):
+        pcsim.zil(g, inputs, torch.tensor([0, 1, 2]), loss="ce")
+
+
+def test_target_count_must_match_outputs(mlp):
+    _, inputs, y, g = mlp
+    with pytest.raises(pcsim.InputError, match=r"1 output\(s\).*got 2 target\(s\)"):
+        pcsim.zil(g, inputs, (y, y))
+
+
+def test_unknown_loss_and_rule(mlp):
+    module, inputs, y, g = mlp
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        pcsim.zil(g, inputs, y, loss="l1")
+    with pytest.raises(ValueError, match="unknown rule 'magic'"):
+        pcsim.check(module, inputs, y, rule="magic")
+
+
+def test_errors_destroy_nothing(mlp):
+    module, inputs, y, g = mlp
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    for bad in [lambda: pcsim.zil(g, inputs, y[:, :3]), lambda: pcsim.il(g, (inputs[0].long(),), y)]:
+        with pytest.raises(pcsim.PcsimError):
+            bad()
+    for n, p in module.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None, n
+
+
+def test_rules_never_touch_the_module(mlp):
+    module, inputs, y, g = mlp
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    pcsim.zil(g, inputs, y, update_timing="immediate", lr=0.5)
+    pcsim.il(g, inputs, y, steps=3)
+    pcsim.fa_zil(g, inputs, y, mode="autonomous")
+    for n, p in module.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None, n
+
+
+def test_params_override_is_used(mlp):
+    """Rules accept a parameter dict (functional use); the result is autograd's at those values."""
+    module, inputs, y, g = mlp
+    shifted = {n: p.detach() + 0.1 for n, p in module.named_parameters()}
+    got = pcsim.zil(g, inputs, y, params=shifted)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.add_(0.1)
+    try:
+        ref = pcsim.check(module, inputs, y).reference
+    finally:
+        with torch.no_grad():
+            for n, p in module.named_parameters():
+                p.sub_(0.1)
+    for n in ref:
+        assert torch.allclose(got[n], ref[n], rtol=1e-10, atol=1e-14), n
+
+
+def test_several_outputs_take_a_loss_each():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.body(x))
+            return self.a(h), self.b(h)
+
+    torch.manual_seed(0)
+    m = TwoHeads()
+    x, ya, yb = torch.randn(5, 3), torch.randn(5, 2), torch.tensor([0, 2, 1, 1, 0])
+    report = pcsim.check(m, (x,), (ya, yb), rule="zil", loss=("mse", "ce"))
+    assert report.passed, report.table()
+    with pytest.raises(pcsim.InputError, match="losses"):
+        pcsim.zil(pcsim.trace(m, x), (x,), (ya, yb), loss=("mse",))

@@ -1,0 +1,21 @@
+"""Shared test settings: float64 by default, Matplotlib without a screen, Brian2's cache in build/."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("BRIAN2_CACHE_DIR", str(ROOT / "build" / "brian2-cache"))
+os.environ.setdefault("CYTHON_CACHE_DIR", str(ROOT / "build" / "cython-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """Tests run in float64 unless they ask otherwise; the previous default is restored."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
