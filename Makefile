@@ -34,10 +34,11 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check pcsim tests models
 
+# Z-IL and Fa-Z-IL against torch autograd on every model of the zoo (models/*.py)
 check-zoo: install
-	$(VENV)/bin/pcsim check mlp
-	$(VENV)/bin/pcsim check cnn
-	$(VENV)/bin/pcsim check rnn
+	@set -e; for m in $$($(PY) -c "from pcsim.zoo import zoo_names; print(' '.join(zoo_names()))"); do \
+	  for r in zil fa-zil-wavefront fa-zil-autonomous; do $(VENV)/bin/pcsim check $$m --rule $$r; echo; done; \
+	done
 
 demo: check-zoo
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.losses import get_loss
-from pcsim.algorithms.problem import _as_tuple
+from pcsim.algorithms.problem import Problem, _as_tuple
 from pcsim.errors import InputError
 from pcsim.graph.trace import trace
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
@@ -111,8 +111,11 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     inputs = tuple(_cast(x, dtype) for x in _as_tuple(inputs, "inputs"))
     targets = tuple(_cast(y, dtype) for y in _as_tuple(target, "target"))
     target = targets[0] if len(targets) == 1 else targets
-    reference = autograd_gradients(m, inputs, target, loss)
+    if not any(True for _ in m.parameters()):
+        raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
     graph = trace(m, *inputs)
+    Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
+    reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if rule.startswith(("zil", "fa-zil")) and rule_kwargs.get("level", True) else graph
     start = time.perf_counter()
     grads = fn(graph, inputs, target, loss, **fixed, **rule_kwargs)

@@ -3,7 +3,7 @@
 from pcsim.algorithms.bp import bp
 from pcsim.algorithms.fa_zil import fa_zil
 from pcsim.algorithms.il import il
-from pcsim.algorithms.losses import LOSSES, CrossEntropy, Loss, MSE
+from pcsim.algorithms.losses import LOSSES, MSE, CrossEntropy, Loss
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.zil import zil
 

@@ -22,8 +22,15 @@ from torch import nn
 from pcsim.errors import InputError, TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
 from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, ModuleCall
-from pcsim.ops.registry import (DROPOUT, FUNCTIONS, INPLACE_KWARG, METHODS, identity, method_function,
-                                supported_summary)
+from pcsim.ops.registry import (
+    DROPOUT,
+    FUNCTIONS,
+    INPLACE_KWARG,
+    METHODS,
+    identity,
+    method_function,
+    supported_summary,
+)
 
 
 class _Tracer(fx.Tracer):

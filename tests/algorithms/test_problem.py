@@ -102,13 +102,13 @@ def test_params_override_is_used(mlp):
     shifted = {n: p.detach() + 0.1 for n, p in module.named_parameters()}
     got = pcsim.zil(g, inputs, y, params=shifted)
     with torch.no_grad():
-        for n, p in module.named_parameters():
+        for p in module.parameters():
             p.add_(0.1)
     try:
         ref = pcsim.check(module, inputs, y).reference
     finally:
         with torch.no_grad():
-            for n, p in module.named_parameters():
+            for p in module.parameters():
                 p.sub_(0.1)
     for n in ref:
         assert torch.allclose(got[n], ref[n], rtol=1e-10, atol=1e-14), n
@@ -131,3 +131,11 @@ def test_several_outputs_take_a_loss_each():
     assert report.passed, report.table()
     with pytest.raises(pcsim.InputError, match="losses"):
         pcsim.zil(pcsim.trace(m, x), (x,), (ya, yb), loss=("mse",))
+
+
+def test_check_reports_bad_targets_and_parameterless_modules_clearly():
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "ce")
+    with pytest.raises(pcsim.InputError, match="'mse'.*floating target"):
+        pcsim.check(module, inputs, target, loss="mse")
+    with pytest.raises(pcsim.InputError, match="no parameters"):
+        pcsim.check(nn.Tanh(), (torch.randn(4, 3),), torch.randn(4, 3))
