@@ -1,0 +1,19 @@
+"""The torch backend: fixed-step Euler and RK4 on tensors, on whatever device the data is on.
+
+The state stays in torch from step to step (no NumPy round trip), so large batched networks run
+as fast as their VJPs do; on a CUDA machine, trace and pass CUDA tensors to run there.
+"""
+
+from __future__ import annotations
+
+from pcsim.backends.scipy import _run_fixed
+from pcsim.dynamics.fixed_step import FIXED_METHODS
+
+METHODS = FIXED_METHODS
+DEFAULT_METHOD = "euler"
+
+
+def run(field, recorder, *, method, t_end, dt, rtol=None, atol=None, progress=False):
+    if dt is None:
+        raise ValueError("the torch backend integrates with a fixed step: pass dt=")
+    return _run_fixed(field, recorder, method=method, t_end=t_end, dt=dt, progress=progress)

@@ -1,0 +1,121 @@
+"""Presentation protocols and plasticity gates.
+
+The input is shown from t = 0 with the output free; the network starts at (or settles to) the
+feed-forward state where every error is zero. At `t_on` the target is shown: clamped for MSE,
+injected as the output error -dL/dmu for other losses. Plasticity runs through gates: a gate
+is a function of (vertex, its level, t) returning 0 or 1, and its switching times are
+breakpoints at which adaptive solvers restart, so no step straddles a discontinuity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Gate:
+    """Abstract plasticity gate: `gate(vertex, level, t) -> 0.0 or 1.0`."""
+
+    def __call__(self, vertex: str, level: int, t: float) -> float:
+        raise NotImplementedError
+
+    def breakpoints(self, levels: Mapping[str, int]) -> list[float]:
+        """Times at which the gate may switch (for adaptive solvers)."""
+        return []
+
+
+@dataclass(frozen=True)
+class Off(Gate):
+    def __call__(self, vertex, level, t):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Always(Gate):
+    def __call__(self, vertex, level, t):
+        return 1.0
+
+
+@dataclass(frozen=True)
+class After(Gate):
+    """Open from `start` on (e.g. from target onset)."""
+
+    start: float
+
+    def __call__(self, vertex, level, t):
+        return 1.0 if t >= self.start else 0.0
+
+    def breakpoints(self, levels):
+        return [self.start]
+
+
+@dataclass(frozen=True)
+class Windows(Gate):
+    """Vertex at level d is open during [t_on + (offset + stride * d) * width, ... + width).
+
+    Z-IL's schedule in continuous time: with instantaneous errors stride is 1 and offset 0 (the
+    error reaches level d at step d); with leaky errors at tau_e = dt it reaches it at step
+    2d + 1 (stride 2, offset 1). See `discretise`.
+    """
+
+    t_on: float
+    width: float
+    stride: int = 1
+    offset: int = 0
+    # Both edges move back by a millionth of a width, so a fixed-step grid point computed as
+    # k * dt lands inside its window despite rounding, and the next one outside.
+    slack: float = field(default=1e-6)
+
+    def opens(self, level: int) -> float:
+        return self.t_on + (self.offset + self.stride * level) * self.width - self.slack * self.width
+
+    def __call__(self, vertex, level, t):
+        start = self.opens(level)
+        return 1.0 if start <= t < start + self.width else 0.0
+
+    def breakpoints(self, levels):
+        return sorted({self.opens(d) + s * self.width for d in set(levels.values()) for s in (0, 1)})
+
+
+@dataclass(frozen=True)
+class UserGate(Gate):
+    """Wraps a user function `fn(vertex, t) -> bool or float`."""
+
+    fn: Callable[[str, float], float]
+    switch_times: Sequence[float] = ()
+
+    def __call__(self, vertex, level, t):
+        return float(self.fn(vertex, t))
+
+    def breakpoints(self, levels):
+        return list(self.switch_times)
+
+
+def after(t: float) -> After:
+    """Plasticity open from time t on."""
+    return After(float(t))
+
+
+def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky: bool) -> Gate:
+    """Turn the `plasticity=` argument of `simulate` into a Gate."""
+    if isinstance(plasticity, Gate):
+        return plasticity
+    if callable(plasticity):
+        return UserGate(plasticity)
+    if plasticity == "off":
+        return Off()
+    if plasticity == "always":
+        return Always()
+    if plasticity == "zil":
+        width = tau_x if dt is None else dt
+        return Windows(t_on=t_on, width=width, stride=2 if leaky else 1, offset=1 if leaky else 0)
+    raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
+                     f"got {plasticity!r}")
+
+
+def window_grid(t_start: float, t_end: float, breakpoints: Sequence[float]) -> np.ndarray:
+    """[t_start, breakpoints inside the interval..., t_end]: the segments an adaptive solver integrates."""
+    inner = [b for b in sorted(set(breakpoints)) if t_start < b < t_end]
+    return np.array([t_start, *inner, t_end], dtype=float)

@@ -1,0 +1,87 @@
+"""Monitors: which populations and times a simulation records, and the blow-up guard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pcsim.dynamics.field import State, VectorField
+from pcsim.dynamics.trajectory import Trajectory
+from pcsim.errors import PcsimError
+
+
+class SimulationError(PcsimError):
+    """The simulation blew up, or a solver failed; the message says when and where."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """Populations to record (None: all latent vertices) and times (None: every step)."""
+
+    populations: tuple[str, ...] | None = None
+    times: tuple[float, ...] | None = None
+
+    @staticmethod
+    def parse(record) -> Record:
+        if record is None:
+            return Record()
+        if isinstance(record, Record):
+            return record
+        if isinstance(record, dict):
+            pops, times = record.get("populations"), record.get("times")
+            return Record(None if pops is None else tuple(pops), None if times is None else tuple(map(float, times)))
+        if isinstance(record, Sequence) and not isinstance(record, str):
+            return Record(populations=tuple(record))
+        raise ValueError("record must be None, a pcsim Record, a list of population names, "
+                         f"or a dict with 'populations' and/or 'times'; got {record!r}")
+
+
+class Recorder:
+    """Collects observations; checks every state it sees for NaN or inf."""
+
+    def __init__(self, field: VectorField, record: Record, t_end: float):
+        self.field = field
+        unknown = sorted(set(record.populations or ()) - set(field.latent))
+        if unknown:
+            raise ValueError(f"record names populations not in the graph: {unknown}; "
+                             f"known: {field.latent}")
+        self.populations = list(record.populations or field.latent)
+        if record.times is not None:
+            bad = [t for t in record.times if not 0.0 <= t <= t_end]
+            if bad:
+                raise ValueError(f"record times {bad} lie outside [0, t_end = {t_end}]")
+        self.times = None if record.times is None else np.array(sorted(record.times))
+        self.t: list[float] = []
+        self.values: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
+        self.errors: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
+        self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
+
+    def guard(self, t: float, state: State) -> None:
+        for (kind, name), v in state.items():
+            if not bool(torch.isfinite(v).all()):
+                what = {"u": "value", "e": "error", "w": "plasticity"}[kind]
+                raise SimulationError(f"the simulation blew up at t = {t:.6g}: the {what} population "
+                                      f"'{name}' became {'NaN' if bool(torch.isnan(v).any()) else 'inf'}; "
+                                      "try a smaller dt or larger time constants")
+
+    def wants(self, t: float, tol: float) -> bool:
+        return self.times is None or bool(np.any(np.abs(self.times - t) <= tol))
+
+    def add(self, t: float, state: State) -> None:
+        obs = self.field.observe(t, state)
+        self.t.append(float(t))
+        for n in self.populations:
+            self.values[n].append(obs.values[n].detach().cpu().numpy())
+            self.errors[n].append(obs.errors[n].detach().cpu().numpy())
+            self.energy[n].append(obs.energy[n])
+
+    def trajectory(self, final: State, meta: dict) -> Trajectory:
+        def stack(d):
+            return {n: np.stack(v) if v else np.zeros((0,)) for n, v in d.items()}
+        return Trajectory(t=np.array(self.t), values=stack(self.values), errors=stack(self.errors),
+                          energy={n: np.array(v) for n, v in self.energy.items()},
+                          updates={n: u.detach().cpu().numpy() for n, u in self.field.updates(final).items()},
+                          meta=meta)

@@ -1,0 +1,60 @@
+"""`Trajectory`: what a simulation recorded, the same for every backend, saved as one .npz."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcsim.errors import PcsimError
+
+
+@dataclass
+class Trajectory:
+    """Recorded times and, per population, values, errors and energy; updates per parameter.
+
+    values[name] and errors[name] have shape (len(t), *vertex_shape), batch dimension kept;
+    energy[name] has shape (len(t),); updates[param] is the accumulated plasticity in
+    autograd's sign (equal to dL/dtheta under Z-IL's gates at dt = tau_x).
+    """
+
+    t: np.ndarray
+    values: dict[str, np.ndarray]
+    errors: dict[str, np.ndarray]
+    energy: dict[str, np.ndarray]
+    updates: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def total_energy(self) -> np.ndarray:
+        return np.sum([e for e in self.energy.values()], axis=0) if self.energy else np.zeros_like(self.t)
+
+    def to_npz(self, path) -> Path:
+        path = Path(path)
+        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta))}
+        for group in ("values", "errors", "energy", "updates"):
+            for name, a in getattr(self, group).items():
+                arrays[f"{group}/{name}"] = a
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        return path
+
+    @staticmethod
+    def from_npz(path) -> Trajectory:
+        path = Path(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise PcsimError(f"cannot read trajectory file {path}: {e}") from None
+        if "t" not in data or "meta" not in data:
+            raise PcsimError(f"{path} is not a pcsim trajectory (no 't' or 'meta' array)")
+        groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in ("values", "errors", "energy", "updates")}
+        for key in data.files:
+            if "/" in key:
+                g, name = key.split("/", 1)
+                if g in groups:
+                    groups[g][name] = data[key]
+        return Trajectory(t=data["t"], meta=json.loads(str(data["meta"])), **groups)
