@@ -6,11 +6,11 @@ learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to
 
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.check import CheckReport, check
-from pcsim.dynamics import Record, SimulationError, Trajectory, after, simulate
+from pcsim.dynamics import Record, SimulationError, Trajectory, after, discretise, simulate
 from pcsim.errors import GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph import Graph, Vertex, trace
 from pcsim.numerics import tolerance
 
 __version__ = "0.1.0"
 __all__ = ["trace", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport", "tolerance",
-           "simulate", "Trajectory", "Record", "after", "SimulationError", "PcsimError", "UnsupportedOpError", "TraceError", "GraphError", "InputError"]
+           "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError", "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

@@ -26,15 +26,29 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     if not output_precision > 0:
         raise ValueError(f"output_precision must be > 0, got {output_precision}")
     problem = Problem.build(graph, inputs, target, loss, params)
-    x = State.feedforward(problem)
-    fixed = None
-    if fixed_prediction:
-        fixed = {n: problem.linearise(n, x.base) for n in graph.latent}
-    for _ in tqdm(range(steps), desc="IL inference", disable=not progress, leave=False):
-        s = sweep(problem, x, precision=output_precision, fixed=fixed)
-        x = advance(problem, x, s, gamma)
-    s = sweep(problem, x, precision=output_precision, fixed=fixed)
+    *_, s = _inference(problem, gamma, steps, fixed_prediction, output_precision, progress)
     grads = problem.zero_grads()
     for name in graph.latent:
         accumulate(grads, s.hebbian[name], scale=output_precision)
     return grads
+
+
+def _inference(problem: Problem, gamma: float, steps: int, fixed_prediction: bool, output_precision: float,
+               progress: bool = False):
+    """Yield the sweep of every state from step 0 to step `steps`."""
+    x = State.feedforward(problem)
+    fixed = None
+    if fixed_prediction:
+        fixed = {n: problem.linearise(n, x.base) for n in problem.graph.latent}
+    for _ in tqdm(range(steps), desc="IL inference", disable=not progress, leave=False):
+        s = sweep(problem, x, precision=output_precision, fixed=fixed)
+        yield s
+        x = advance(problem, x, s, gamma)
+    yield sweep(problem, x, precision=output_precision, fixed=fixed)
+
+
+def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
+            fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
+    """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
+    problem = Problem.build(graph, inputs, target, loss, params)
+    return [s.eps for s in _inference(problem, gamma, steps, fixed_prediction, output_precision)]

@@ -1,5 +1,6 @@
 """Continuous-time PC: populations as ODEs, protocols and gates, monitors, discretisation."""
 
+from pcsim.dynamics.discretise import Discretisation, discretise
 from pcsim.dynamics.equations import EQUATIONS, Equations
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import After, Always, Gate, Off, UserGate, Windows, after
@@ -7,5 +8,5 @@ from pcsim.dynamics.recording import Record, SimulationError
 from pcsim.dynamics.simulate import simulate
 from pcsim.dynamics.trajectory import Trajectory
 
-__all__ = ["simulate", "Trajectory", "VectorField", "Record", "SimulationError", "EQUATIONS", "Equations",
+__all__ = ["simulate", "discretise", "Discretisation", "Trajectory", "VectorField", "Record", "SimulationError", "EQUATIONS", "Equations",
            "Gate", "Off", "Always", "After", "Windows", "UserGate", "after"]

@@ -48,7 +48,7 @@ class Recorder:
         if unknown:
             raise ValueError(f"record names populations not in the graph: {unknown}; "
                              f"known: {field.latent}")
-        self.populations = list(record.populations or field.latent)
+        self.populations = list(field.latent if record.populations is None else record.populations)
         if record.times is not None:
             bad = [t for t in record.times if not 0.0 <= t <= t_end]
             if bad:

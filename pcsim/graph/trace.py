@@ -27,6 +27,8 @@ from pcsim.ops.registry import (
     FUNCTIONS,
     INPLACE_KWARG,
     METHODS,
+    SHAPE_ONLY_FUNCTIONS,
+    SHAPE_ONLY_METHODS,
     identity,
     method_function,
     supported_summary,
@@ -183,13 +185,18 @@ class _Builder:
             multi = self.kind[n.args[0]]
             self._vertex(n, multi.call, multi.parents, value, multi.source, select=n.args[1])
             return
-        if not isinstance(value, torch.Tensor | tuple | list):
-            self.kind[n] = value  # a shape or a Python number: fixed by the example inputs
+        if not _contains_tensor(value) or _shape_only(n):
+            # a shape, a Python number, or a tensor built from shapes alone (zeros_like):
+            # fixed by the example inputs, so the graph is specialised to their shapes
+            self.kind[n] = self._const(n.name, value) if isinstance(value, torch.Tensor) else value
             return
         parents: list[str] = []
         call = self._convert(n, parents)
         if isinstance(value, torch.Tensor):
             self._vertex(n, call, tuple(parents), value, _describe(n, self.gm))
+            mutated = n.args[0] if n.args and _mutates_first_argument(n, self.gm) else None
+            if isinstance(mutated, fx.Node) and isinstance(self.kind.get(mutated), str):
+                self.kind[mutated] = n.name  # later reads of the mutated tensor see the new value
         elif all(isinstance(v, torch.Tensor) for v in value):
             self.kind[n] = _Multi(call, tuple(parents), _describe(n, self.gm))
         else:
@@ -225,6 +232,9 @@ class _Builder:
             return ModuleCall("identity", identity, args[:1])
         if n.op == "call_function" and n.target in INPLACE_KWARG:
             kwargs.pop("inplace", None)
+            position = INPLACE_KWARG[n.target]
+            if len(args) > position:  # inplace passed positionally
+                args = args[:position] + (False,) + args[position + 1:]
         return ModuleCall(op, fn, args, tuple(kwargs.items()))
 
     def _vertex(self, n, call: ModuleCall, parents, value, source: str, select=None) -> None:
@@ -248,6 +258,32 @@ class _Builder:
                 raise TraceError(f"vertex '{k}' is returned twice; return each output once")
             names.append(k)
         return _sink_outputs(self.vertices, names)
+
+
+def _contains_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, tuple | list):
+        return any(_contains_tensor(v) for v in value)
+    return False
+
+
+def _shape_only(n: fx.Node) -> bool:
+    """Calls whose result depends on their argument's shape and dtype, never its values."""
+    return ((n.op == "call_function" and n.target in SHAPE_ONLY_FUNCTIONS)
+            or (n.op == "call_method" and n.target in SHAPE_ONLY_METHODS))
+
+
+def _mutates_first_argument(n: fx.Node, gm: nn.Module) -> bool:
+    """In-place calls: x.relu_(), F.relu(x, inplace=True), nn.ReLU(inplace=True)(x)."""
+    if n.op == "call_method":
+        return str(n.target).endswith("_")
+    if n.op == "call_function" and n.target in INPLACE_KWARG:
+        position = INPLACE_KWARG[n.target]
+        return bool(n.kwargs.get("inplace", False)) or (len(n.args) > position and n.args[position] is True)
+    if n.op == "call_module":
+        return bool(getattr(gm.get_submodule(n.target), "inplace", False))
+    return False
 
 
 def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
@@ -291,8 +327,16 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
         raise InputError(f"{type(module).__name__}.forward takes {n_placeholders} input(s), "
                          f"got {len(example_inputs)} example input(s)")
     recorder = _Recorder(gm)
-    with torch.no_grad():
-        recorder.run(*example_inputs)
+    # the example run must leave the module as it found it (BatchNorm in training mode would
+    # update its running statistics)
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+    try:
+        with torch.no_grad():
+            recorder.run(*example_inputs)
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(buffers[name])
     graph = _Builder(module, gm, recorder.values).run()
     for v in graph.vertices:
         if v.name in graph.latent and not v.dtype.is_floating_point:

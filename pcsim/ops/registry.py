@@ -65,8 +65,9 @@ FUNCTIONS: dict[object, str] = {
     torch.mean: "mean", torch.sum: "sum",
     F.dropout: "identity", F.dropout1d: "identity", F.dropout2d: "identity",
 }
-# Functions whose `inplace=True` keyword must be dropped (pcsim never writes into a population).
-INPLACE_KWARG = {F.relu, F.leaky_relu, F.elu, F.dropout, F.dropout1d, F.dropout2d}
+# Functions with an `inplace` argument (-> its position), which pcsim drops: it never writes into a
+# population; the tracer instead makes later reads of the argument see the call's result.
+INPLACE_KWARG = {F.relu: 1, F.leaky_relu: 2, F.elu: 2, F.dropout: 3, F.dropout1d: 3, F.dropout2d: 3}
 # Dropout acts as the identity: PC and BP must see one deterministic function.
 DROPOUT = {F.dropout, F.dropout1d, F.dropout2d}
 
@@ -88,6 +89,9 @@ METHODS: dict[str, str] = {
 # Methods and functions that never produce a population: they read shapes, and are folded to
 # constants at trace time (the graph is specialised to the example inputs' shapes).
 SHAPE_QUERIES = {"size", "dim", "numel"}
+# Calls whose result depends only on the shape and dtype of their argument: folded to constants.
+SHAPE_ONLY_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.full_like}
+SHAPE_ONLY_METHODS = {"new_zeros", "new_ones", "new_full"}
 
 
 def method_function(method: str):

@@ -1,0 +1,74 @@
+"""Explicit Euler of the continuous system is IL, and with dt = tau_x and Z-IL gates it is Z-IL.
+
+Oracles: pcsim.il's errors step by step, pcsim.zil, and torch autograd on the module.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import pcsim
+from pcsim.algorithms.il import il_path
+from pcsim.check import autograd_gradients
+from pcsim.numerics import relative_difference, tolerance
+from tests.equivalence.archs import ARCHS
+
+TOL = tolerance(torch.float64)
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.5])
+def test_euler_with_dt_over_tau_gamma_is_il_step_by_step(gamma):
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    tau, steps = 0.3, 12
+    tr = pcsim.simulate(graph, inputs, target, t_end=steps * gamma * tau, tau_x=tau, method="euler",
+                        dt=gamma * tau)
+    path = il_path(graph, inputs, target, gamma=gamma, steps=steps)
+    assert len(tr.t) == steps + 1
+    for k, eps in enumerate(path):
+        for name, e in eps.items():
+            np.testing.assert_allclose(tr.errors[name][k], e.numpy(), rtol=TOL, atol=TOL * 10, err_msg=name)
+
+
+@pytest.mark.parametrize("tau_e", [0.0, 0.25], ids=["instant", "leaky"])
+@pytest.mark.parametrize("arch", ["mlp_sigmoid_bias", "residual_block", "rnn_manual"])
+def test_euler_at_dt_tau_with_zil_gates_is_zil(arch, tau_e):
+    """Accumulated plasticity = pcsim.zil = autograd, with leaky errors under the 2d + 1 mapping."""
+    module, inputs, target = ARCHS[arch](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs).level()
+    dt = 0.25
+    plan = pcsim.discretise(tau_x=dt, tau_e=tau_e, dt=dt, plasticity="zil")
+    assert plan.algorithm == "zil" and plan.exact
+    t_end = (plan.update_step(graph.depth) + 1) * dt
+    tr = pcsim.simulate(graph, inputs, target, t_end=t_end, tau_x=dt, tau_e=tau_e, method="euler", dt=dt,
+                        plasticity="zil", record=[])
+    reference = autograd_gradients(module, inputs, target)
+    zil = pcsim.zil(graph, inputs, target)
+    for name, ref in reference.items():
+        got = torch.as_tensor(tr.updates[name])
+        assert relative_difference(got, ref) <= TOL, name
+        assert relative_difference(got, zil[name]) <= TOL, name
+
+
+def test_leaky_errors_with_the_instant_schedule_are_not_exact():
+    """The shift matters: gates at step d (not 2d + 1) miss the leaky errors."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    dt = 0.25
+    gate = pcsim.dynamics.Windows(t_on=0.0, width=dt)  # the instantaneous-error schedule
+    tr = pcsim.simulate(graph, inputs, target, t_end=12 * dt, tau_x=dt, tau_e=dt, method="euler", dt=dt,
+                        plasticity=gate, record=[])
+    reference = autograd_gradients(module, inputs, target)
+    worst = max(relative_difference(torch.as_tensor(tr.updates[n]), r) for n, r in reference.items())
+    assert worst > 1e-3
+
+
+def test_discretise_names_what_each_setting_becomes():
+    assert pcsim.discretise(tau_x=1.0, dt=0.1, plasticity="off").algorithm == "il"
+    assert pcsim.discretise(tau_x=1.0, dt=0.1).algorithm == "zil-scaled"
+    assert pcsim.discretise(tau_x=1.0, dt=1.0).update_step(3) == 3
+    assert pcsim.discretise(tau_x=1.0, dt=1.0, tau_e=1.0).update_step(3) == 7
+    none = pcsim.discretise(tau_x=1.0, dt=1.0, tau_e=0.3)
+    assert none.algorithm == "none" and not none.exact
+    with pytest.raises(ValueError, match="tau_x"):
+        pcsim.discretise(tau_x=0.0, dt=1.0)

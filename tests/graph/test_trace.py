@@ -1,0 +1,275 @@
+"""trace(): shapes, clamped vertices, folded constants, shared parameters, outputs and errors.
+
+Oracles: torch.fx's ShapeProp for shapes, autograd on the module for gradients, and the rules of
+the public contract (DESIGN.md section 3) for names and errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+import pcsim
+from pcsim.graph.trace import _Tracer
+from tests.graph.helpers import DT, Net, module_grads, random_targets, seeded, trace_and_compare
+
+
+def _x(*shape, seed=0):
+    with seeded(seed):
+        return torch.randn(*shape, dtype=DT)
+
+
+def _net(body, **children) -> nn.Module:
+    with seeded(0):
+        return Net(body, **{k: v() if callable(v) and not isinstance(v, nn.Module) else v
+                            for k, v in children.items()}).to(DT)
+
+
+# -- shapes ---------------------------------------------------------------------------------------
+def _cnn(s, x):
+    h = F.relu(s.bn(s.conv(x)))
+    h = s.pool(h).flatten(1)
+    a, b = h.chunk(2, dim=1)
+    return s.fc(torch.cat([torch.tanh(a), b * a], 1)).softmax(-1), h
+
+
+def _cnn_net():
+    return _net(_cnn, conv=nn.Conv2d(2, 4, 3, padding=1), bn=nn.BatchNorm2d(4).eval(), pool=nn.MaxPool2d(2),
+                fc=nn.Linear(16, 3))
+
+
+def _gru_net():
+    return _net(lambda s, x: s.out(s.cell(s.lin(x), torch.tanh(s.lin(x)))), lin=nn.Linear(4, 5),
+                cell=nn.GRUCell(5, 5), out=nn.Linear(5, 2))
+
+
+@pytest.mark.parametrize(("make", "shape"), [(_cnn_net, (3, 2, 4, 4)), (_gru_net, (3, 4))],
+                         ids=["cnn", "gru-cell"])
+def test_vertex_shapes_equal_shape_propagation(make, shape):
+    net, x = make(), _x(*shape)
+    graph = pcsim.trace(net, x)
+    gm = fx.GraphModule(net, _Tracer().trace(net))  # the same fx program, shapes from torch's ShapeProp
+    ShapeProp(gm).propagate(x)
+    meta = {n.name: n.meta.get("tensor_meta") for n in gm.graph.nodes}
+    checked = 0
+    for v in graph.vertices:
+        if v.name.endswith("__output"):
+            assert v.shape == graph[v.parents[0]].shape
+            continue
+        assert v.shape == tuple(meta[v.name].shape), v.name
+        assert v.dtype == meta[v.name].dtype, v.name
+        checked += 1
+    assert checked >= 8
+
+
+# -- clamped vertices, integer inputs -------------------------------------------------------------
+def test_vertices_computed_from_inputs_alone_are_clamped():
+    net = _net(lambda s, x: s.lin(x.flatten(1) * 2.0 + 1.0), lin=nn.Linear(8, 3))
+    x = _x(3, 2, 4)
+    graph = trace_and_compare(net, (x,))
+    assert {"x", "flatten", "mul", "add"} <= graph.clamped
+    assert graph.latent == ("lin",)
+    assert graph["flatten"].shape == (3, 8)
+
+
+def test_integer_input_feeds_embedding():
+    net = _net(lambda s, i: s.lin(s.emb(i)).sum(1), emb=nn.Embedding(7, 4), lin=nn.Linear(4, 2))
+    with seeded(1):
+        idx = torch.randint(0, 7, (3, 5))
+    graph = trace_and_compare(net, (idx,))
+    assert graph["x"].dtype == torch.int64 and "x" in graph.clamped
+    assert graph["emb"].op == "embedding" and "emb" in graph.latent
+
+
+# -- constants and parameters ----------------------------------------------------------------------
+def test_shape_built_tensors_and_buffers_are_folded():
+    net = _net(lambda s, x: s.lin(x) * s.scale + torch.zeros((x.size(0), 4), dtype=DT) + s.scale * 2.0,
+               lin=nn.Linear(4, 4))
+    net.register_buffer("scale", torch.linspace(0.5, 2.0, 4, dtype=DT))
+    x = _x(3, 4)
+    graph = trace_and_compare(net, (x,))
+    assert [v.op for v in graph.vertices] == ["input", "linear", "mul", "add", "add"]
+    consts = list(graph.constants.values())
+    assert not any(c.requires_grad for c in consts)
+    assert any(c.shape == (3, 4) and torch.equal(c, torch.zeros(3, 4, dtype=DT)) for c in consts)
+    assert any(torch.equal(c, net.scale) for c in consts)
+    assert any(torch.equal(c, net.scale * 2.0) for c in consts)
+    assert set(graph.params) == {"lin.weight", "lin.bias"}
+
+
+def test_tied_weights_appear_once_with_two_users():
+    def body(s, x):
+        return s.b(torch.tanh(s.a(x)))
+    net = _net(body, a=nn.Linear(4, 4, bias=False), b=nn.Linear(4, 4))
+    net.b.weight = net.a.weight
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert graph.param_names == ("a.weight", "b.bias")
+    assert graph.users["a.weight"] == ("a", "b")
+    assert graph.users["b.bias"] == ("b",)
+
+
+def test_module_called_twice_shares_its_parameters():
+    net = _net(lambda s, x: s.lin(torch.tanh(s.lin(x))), lin=nn.Linear(4, 4))
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert graph.users == {"lin.weight": ("lin", "lin_1"), "lin.bias": ("lin", "lin_1")}
+
+
+def test_weight_used_transposed():
+    net = _net(lambda s, x: F.linear(torch.tanh(s.a(x)), s.a.weight.t()), a=nn.Linear(4, 6))
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert "a" in graph.users["a.weight"] and len(graph.users["a.weight"]) == 2
+
+
+# -- outputs ----------------------------------------------------------------------------------------
+def test_output_feeding_other_vertices_gets_an_identity_carrier():
+    def body(s, x):
+        h = s.a(x)
+        return h, s.b(torch.tanh(h))
+    net = _net(body, a=nn.Linear(4, 4), b=nn.Linear(4, 2))
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert graph.outputs == ("a__output", "b")
+    carrier = graph["a__output"]
+    assert carrier.op == "identity" and carrier.parents == ("a",) and carrier.shape == (3, 4)
+    assert graph.children["a__output"] == ()
+    graph.validate()
+
+
+def test_carrier_name_does_not_clash_with_an_existing_vertex():
+    def body(s, x):
+        h = s.a(x)
+        return h, s.a__output(h)
+    net = _net(body, a=nn.Linear(4, 4), a__output=nn.Linear(4, 2))
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert graph["a__output"].op == "linear"
+    carrier = graph.outputs[0]
+    assert carrier.startswith("a__output") and carrier != "a__output"
+    assert graph[carrier].op == "identity" and graph[carrier].parents == ("a",)
+
+
+def test_all_outputs_of_a_tuple_are_outputs_in_order():
+    def body(s, x):
+        h = torch.tanh(s.a(x))
+        return s.c(h), s.b(h), h.sum(1)
+    net = _net(body, a=nn.Linear(4, 4), b=nn.Linear(4, 2), c=nn.Linear(4, 3))
+    graph = trace_and_compare(net, (_x(3, 4),))
+    assert graph.outputs == ("c", "b", "sum_1")
+
+
+# -- errors ------------------------------------------------------------------------------------------
+def _raises(exc, net, *inputs):
+    with pytest.raises(exc) as info:
+        pcsim.trace(net, *inputs)
+    return str(info.value)
+
+
+def test_unsupported_function_names_node_target_and_supported_list():
+    msg = _raises(pcsim.UnsupportedOpError, _net(lambda s, x: torch.cumsum(s.lin(x), 1), lin=nn.Linear(4, 4)),
+                  _x(3, 4))
+    assert "'cumsum'" in msg and "torch.cumsum" in msg and "Supported" in msg and "linear" in msg
+
+
+@pytest.mark.parametrize(("make", "cls"), [(lambda: nn.LSTM(4, 4), "LSTM"),
+                                           (lambda: nn.Conv3d(1, 1, 1), "Conv3d")], ids=["LSTM", "Conv3d"])
+def test_unsupported_module_names_node_class_and_supported_list(make, cls):
+    if cls == "LSTM":
+        body = lambda s, x: s.m(s.lin(x))[0]  # noqa: E731
+    else:
+        body = lambda s, x: s.m(s.lin(x).view(3, 1, 1, 2, 2))  # noqa: E731
+    msg = _raises(pcsim.UnsupportedOpError, _net(body, lin=nn.Linear(4, 4), m=make), _x(3, 4))
+    assert "'m'" in msg and cls in msg and "Supported" in msg and "Conv2d" in msg
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda: nn.Conv2d(1, 1, 1, padding=1, padding_mode="reflect"), ("Conv2d", "reflect")),
+    (lambda: nn.MaxPool2d(2, return_indices=True), ("MaxPool2d", "return_indices")),
+], ids=["conv-reflect", "maxpool-indices"])
+def test_unsupported_module_configuration(make, words):
+    net = _net(lambda s, x: s.m(s.lin(x).view(3, 1, 2, 2)), lin=nn.Linear(4, 4), m=make)
+    msg = _raises(pcsim.UnsupportedOpError, net, _x(3, 4))
+    assert "'m'" in msg and all(w in msg for w in words)
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if h.sum() > 0:
+            return h
+        return -h
+
+
+def test_data_dependent_control_flow_is_a_trace_error():
+    msg = _raises(pcsim.TraceError, DataDependent().to(DT), _x(3, 4))
+    assert "DataDependent" in msg
+
+
+@pytest.mark.parametrize("n_inputs", [0, 2])
+def test_wrong_number_of_example_inputs(n_inputs):
+    msg = _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), *[_x(3, 4)] * n_inputs)
+    assert "1" in msg and str(n_inputs) in msg
+
+
+def test_non_tensor_example_input():
+    _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), [[1.0] * 4] * 3)
+
+
+@pytest.mark.parametrize("body", [lambda s, x: torch.zeros(3, 4, dtype=DT), lambda s, x: s.scale * 2.0,
+                                  lambda s, x: x, lambda s, x: x.flatten(1)],
+                         ids=["zeros", "buffer", "input", "input-flatten"])
+def test_output_without_parameters_is_a_pcsim_error(body):
+    net = _net(body, lin=nn.Linear(4, 4))
+    net.register_buffer("scale", torch.ones(4, dtype=DT))
+    _raises((pcsim.TraceError, pcsim.GraphError), net, _x(3, 4))
+
+
+@pytest.mark.parametrize("body", [lambda s, x: s.lin(x).argmax(1), lambda s, x: s.lin(x).view(torch.int64)],
+                         ids=["argmax", "view-as-int64"])
+def test_integer_valued_latent_vertex_is_a_pcsim_error(body):
+    _raises(pcsim.PcsimError, _net(body, lin=nn.Linear(4, 4)), _x(3, 4))
+
+
+# -- in-place ops, module state and shape queries --------------------------------------------------
+def _discarded_relu_(s, x):
+    h = s.a(x)
+    h.relu_()  # mutates h; the node's own result is never used
+    return s.b(h)
+
+
+def _discarded_inplace_kwarg(s, x):
+    h = s.a(x)
+    F.relu(h, inplace=True)
+    return s.b(h)
+
+
+@pytest.mark.parametrize("body", [_discarded_relu_, _discarded_inplace_kwarg],
+                         ids=["relu_", "F.relu-inplace"])
+def test_inplace_op_with_discarded_result_is_modelled_or_rejected(body):
+    net = _net(body, a=nn.Linear(4, 4), b=nn.Linear(4, 2))
+    x = _x(3, 4)
+    graph = pcsim.trace(net, x)  # the mutation is modelled: later reads see the in-place result
+    targets = random_targets(net, (x,))
+    got, ref = pcsim.bp(graph, (x,), targets[0]), module_grads(net, (x,), targets)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+def test_trace_leaves_module_buffers_unchanged():
+    net = _net(lambda s, x: s.bn(s.lin(x)), lin=nn.Linear(4, 4), bn=nn.BatchNorm1d(4)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pcsim.trace(net, _x(3, 4))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("body", [lambda s, x: s.lin(x.view(x.shape[0], -1)),
+                                  lambda s, x: s.lin(x.flatten(1)).view(s.lin(x.flatten(1)).size())],
+                         ids=["x.shape[0]", "size()"])
+def test_shape_queries_are_folded(body):
+    trace_and_compare(_net(body, lin=nn.Linear(8, 3)), (_x(3, 2, 4),))
