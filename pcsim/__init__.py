@@ -13,4 +13,5 @@ from pcsim.numerics import tolerance
 
 __version__ = "0.1.0"
 __all__ = ["trace", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport", "tolerance",
-           "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError", "UnsupportedOpError", "TraceError", "GraphError", "InputError"]
+           "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError",
+           "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

@@ -8,5 +8,6 @@ from pcsim.dynamics.recording import Record, SimulationError
 from pcsim.dynamics.simulate import simulate
 from pcsim.dynamics.trajectory import Trajectory
 
-__all__ = ["simulate", "discretise", "Discretisation", "Trajectory", "VectorField", "Record", "SimulationError", "EQUATIONS", "Equations",
-           "Gate", "Off", "Always", "After", "Windows", "UserGate", "after"]
+__all__ = ["simulate", "discretise", "Discretisation", "Trajectory", "VectorField", "Record",
+           "SimulationError", "EQUATIONS", "Equations", "Gate", "Off", "Always", "After", "Windows",
+           "UserGate", "after"]
