@@ -21,7 +21,6 @@ from pcsim.zoo import LOSSES, load_model_file
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # Subcommands in the contract that later sessions implement; they answer with exit code 2 until then.
 PENDING = {
-    "simulate": "simulate a model's PC dynamics in continuous time (scipy, brian2 or torch)",
     "train": "train a model with bp, il, zil or fa-zil on a data set",
     "figures": "regenerate the figures",
     "demo": "run a short demonstration",
@@ -42,10 +41,61 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    _simulate_parser(commands)
     for name, summary in PENDING.items():
         # no options of their own: main() parses with parse_known_args so any arguments get the same answer
         commands.add_parser(name, help=f"{summary} (not available yet)", add_help=False)
     return parser
+
+
+def _simulate_parser(commands) -> None:
+    sim = commands.add_parser(
+        "simulate", help="run a model's value and error populations in continuous time",
+        description="Integrate the PC populations of a model from its feed-forward state; the target is shown "
+                    "at --t-on. Writes a Trajectory (.npz) and optionally a plot of every population.")
+    sim.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    sim.add_argument("--backend", choices=["scipy", "torch", "brian2"], default="scipy")
+    sim.add_argument("--method", default=None, help="RK45, DOP853, LSODA, BDF, Radau, euler or rk4")
+    sim.add_argument("--dt", type=float, default=None, help="step for euler/rk4; caps adaptive steps")
+    sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
+    sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
+    sim.add_argument("--tau-x", type=float, default=1.0, help="value time constant (default 1)")
+    sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous")
+    sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off")
+    sim.add_argument("--no-target", action="store_true", help="never show the target")
+    sim.add_argument("--loss", choices=LOSSES, default=None)
+    sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
+    sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
+    sim.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import pcsim
+
+    spec = load_model_file(args.model)
+    module, inputs, target = spec.build_model(seed=args.seed)
+    dtype = DTYPES[args.dtype]
+    module = module.to(dtype)
+    inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
+    target = target.to(dtype) if target.is_floating_point() else target
+    try:
+        graph = pcsim.trace(module, *inputs)
+        traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
+                              loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
+                              tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,
+                              progress=args.progress)
+    except (PcsimError, ValueError, NotImplementedError) as e:
+        return _error(f"{spec.path}: {e}")
+    path = traj.to_npz(args.out)
+    print(f"wrote {path} ({len(traj.t)} time points, {len(traj.values)} populations)")
+    if args.plot:
+        from pcsim.plots.dynamics import plot_trajectory
+
+        plot_trajectory(traj).savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def _error(message: str) -> int:
@@ -95,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    handler = {"check": _check, "simulate": _simulate}[args.command]
     try:
-        return _check(args)
+        return handler(args)
     except (PcsimError, ValueError) as e:
         return _error(str(e))

@@ -144,6 +144,8 @@ class VectorField:
 
     def observe(self, t: float, state: State) -> Observation:
         values, mu, err, _, _, _ = self._local(t, state)
+        if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
+            values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}
         energy = {}
         for n in self.latent:
             if n in self.outputs and self.shown(t):

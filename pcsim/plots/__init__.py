@@ -1,0 +1,1 @@
+"""Matplotlib figures: data in, Figure out, no computation. Imported only when plotting."""

@@ -1,0 +1,46 @@
+"""`pcsim simulate`: writes the Trajectory file and the plot; bad options exit 2 with a message."""
+
+import numpy as np
+import torch
+
+import pcsim
+from pcsim.cli import main
+
+
+def test_simulate_writes_a_trajectory_and_a_plot(tmp_path, capsys):
+    out, png = tmp_path / "run.npz", tmp_path / "run.png"
+    code = main(["simulate", "rnn", "--method", "euler", "--dt", "0.5", "--tau-x", "0.5", "--plasticity", "zil",
+                 "--t-end", "15", "--out", str(out), "--plot", str(png)])
+    assert code == 0, capsys.readouterr().err
+    traj = pcsim.Trajectory.from_npz(out)
+    assert traj.meta["backend"] == "scipy" and traj.meta["method"] == "euler"
+    assert len(traj.t) == 31 and png.stat().st_size > 10_000
+    # Z-IL gates at dt = tau_x: the file's updates are the model's autograd gradients
+    from pcsim.check import autograd_gradients
+    from pcsim.zoo import load_model_file
+
+    module, inputs, target = load_model_file("rnn").build_model(seed=0)
+    module, inputs, target = module.double(), tuple(x.double() for x in inputs), target.double()
+    for name, ref in autograd_gradients(module, inputs, target).items():
+        np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_simulate_reports_bad_options(tmp_path, capsys):
+    code = main(["simulate", "mlp", "--method", "leapfrog", "--out", str(tmp_path / "x.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown method 'leapfrog'" in err and "Traceback" not in err
+    assert not (tmp_path / "x.npz").exists()
+    code = main(["simulate", "mlp", "--tau-x", "-1", "--out", str(tmp_path / "x.npz")])
+    assert code == 2 and "tau_x" in capsys.readouterr().err
+
+
+def test_plot_trajectory_draws_every_population():
+    from pcsim.plots.dynamics import plot_trajectory
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    traj = pcsim.simulate(pcsim.trace(net, x), (x,), y, t_end=1.0, tau_x=0.5, method="rk4", dt=0.1)
+    fig = plot_trajectory(traj)
+    assert len(fig.axes) == 2 * len(traj.values)
+    np.testing.assert_allclose(traj.values["_2"][-1], y.numpy())  # a shown MSE output holds the target
