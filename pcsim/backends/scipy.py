@@ -1,15 +1,14 @@
 """The reference backend: scipy.integrate.solve_ivp, plus fixed-step Euler and RK4.
 
 Adaptive solvers integrate piecewise between target onset and gate switching times, so no step
-straddles a discontinuity. Implicit methods get the Jacobian's sparsity at population level
-(a population depends on its own, its parents', its children's and its co-parents' states),
-which keeps finite-difference Jacobians tractable for networks with thousands of neurons.
+straddles a discontinuity. Implicit methods get the Jacobian's neuron-level sparsity
+(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for networks with
+thousands of neurons.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
@@ -17,46 +16,12 @@ from pcsim.dynamics import fixed_step
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import window_grid
 from pcsim.dynamics.recording import Recorder, SimulationError
+from pcsim.dynamics.sparsity import jacobian_sparsity
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
 METHODS = ADAPTIVE_METHODS + fixed_step.FIXED_METHODS
 IMPLICIT = ("BDF", "Radau")
 DEFAULT_METHOD = "RK45"
-
-
-def jacobian_sparsity(field: VectorField) -> sp.csr_matrix:
-    """Block pattern of d f / d y: which state components can influence which."""
-    g = field.problem.graph
-    latent = set(field.latent)
-    near: dict[str, set[str]] = {}
-    for n in field.latent:
-        parents = {p for p in g[n].parents if p in latent}
-        children = set(g.children[n])
-        coparents = {p for c in children for p in g[c].parents if p in latent}
-        near[n] = {n} | parents | children | coparents
-    offsets, pos = {}, 0
-    for k in field.layout:
-        offsets[k] = pos
-        pos += field.sizes[k]
-
-    def deps(k):
-        kind, name = k
-        if kind == "w":
-            users = [n for n in field.latent if name in g[n].params]
-            verts = set().union(*({n} | {p for p in g[n].parents if p in latent} for n in users))
-        else:
-            verts = near[name]
-        return [key for key in field.layout if key[0] != "w" and key[1] in verts]
-
-    rows, cols = [], []
-    for k in field.layout:
-        r = np.arange(offsets[k], offsets[k] + field.sizes[k])
-        for d in deps(k):
-            c = np.arange(offsets[d], offsets[d] + field.sizes[d])
-            rows.append(np.repeat(r, len(c)))
-            cols.append(np.tile(c, len(r)))
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    return sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(field.size, field.size))
 
 
 def run(field: VectorField, recorder: Recorder, *, method: str, t_end: float, dt: float | None,

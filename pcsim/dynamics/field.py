@@ -69,7 +69,9 @@ class VectorField:
         self.target_shown = target_shown
         self.levels = dict(graph.min_distance)
         self.base = problem.feedforward()
-        plastic = sorted({p for n in self.latent for p in graph[n].params}, key=list(graph.param_names).index)
+        # plasticity accumulators only when some gate can open: they hold one number per weight
+        plastic = [] if isinstance(self.gate, Off) else sorted(
+            {p for n in self.latent for p in graph[n].params}, key=list(graph.param_names).index)
         self.layout: list[tuple[str, str]] = ([("u", n) for n in self.latent] + [("e", n) for n in self.leaky]
                                               + [("w", p) for p in plastic])
         self.shapes = {k: tuple(self.base[k[1]].shape) if k[0] != "w" else tuple(problem.params[k[1]].shape)
