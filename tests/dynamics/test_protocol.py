@@ -1,0 +1,83 @@
+"""Presentation protocol and plasticity gates: onset, losses, per-population time constants."""
+
+import numpy as np
+import torch
+
+import pcsim
+from pcsim.check import autograd_gradients
+from pcsim.numerics import relative_difference
+from tests.equivalence.archs import ARCHS
+
+
+def _mlp(loss="mse"):
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, loss)
+    return module, pcsim.trace(module, *inputs), inputs, target
+
+
+def test_errors_stay_zero_until_the_target_is_shown():
+    _, graph, inputs, target = _mlp()
+    tr = pcsim.simulate(graph, inputs, target, t_end=3.0, t_on=1.0, tau_x=0.5, method="rk4", dt=0.05)
+    before, after = tr.t < 1.0 - 1e-9, tr.t > 1.0 + 1e-9
+    for name in graph.latent:
+        assert np.abs(tr.errors[name][before]).max() == 0.0, name
+        assert np.abs(tr.errors[name][after]).max() > 1e-6, name
+
+
+def test_cross_entropy_target_is_injected_as_an_output_error():
+    module, graph, inputs, target = _mlp("ce")
+    dt = 0.5
+    tr = pcsim.simulate(graph, inputs, target, loss="ce", t_end=(graph.depth + 2) * dt, tau_x=dt, method="euler",
+                        dt=dt, plasticity="zil", record=[])
+    reference = autograd_gradients(module, inputs, target, "ce")
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), r) for n, r in reference.items()) < 1e-12
+
+
+def test_zil_windows_after_a_late_onset_still_give_bp():
+    module, graph, inputs, target = _mlp()
+    dt, t_on = 0.25, 1.0
+    tr = pcsim.simulate(graph, inputs, target, t_end=t_on + (graph.depth + 2) * dt, t_on=t_on, tau_x=dt,
+                        method="euler", dt=dt, plasticity="zil", record=[])
+    reference = autograd_gradients(module, inputs, target)
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), r) for n, r in reference.items()) < 1e-12
+
+
+def test_user_gate_function_equals_the_built_in_windows():
+    _, graph, inputs, target = _mlp()
+    dt = 0.25
+    levels = graph.min_distance
+
+    def gate(vertex, t):  # open during the Euler step that starts at level * dt
+        return abs(t - levels[vertex] * dt) < dt / 2
+
+    kw = dict(t_end=(graph.depth + 2) * dt, tau_x=dt, method="euler", dt=dt, record=[])
+    built_in = pcsim.simulate(graph, inputs, target, plasticity="zil", **kw)
+    user = pcsim.simulate(graph, inputs, target, plasticity=gate, **kw)
+    for name in built_in.updates:
+        np.testing.assert_array_equal(user.updates[name], built_in.updates[name])
+
+
+def test_after_gate_integrates_the_hebbian_term_from_its_start():
+    """Closed form for Euler: the accumulated update is dt / tau_w times the sum of Hebbian terms."""
+    _, graph, inputs, target = _mlp()
+    dt, tau = 0.1, 0.5
+    always = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=tau, method="euler", dt=dt,
+                            plasticity="always", record=[])
+    late = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=tau, method="euler", dt=dt,
+                          plasticity=pcsim.after(0.5), record=[])
+    early = pcsim.simulate(graph, inputs, target, t_end=0.5, tau_x=tau, method="euler", dt=dt,
+                           plasticity="always", record=[])
+    for name in always.updates:  # [0, 1) = [0, 0.5) + [0.5, 1)
+        np.testing.assert_allclose(always.updates[name], early.updates[name] + late.updates[name],
+                                   rtol=1e-10, atol=1e-14)
+
+
+def test_per_population_time_constants():
+    _, graph, inputs, target = _mlp()
+    slow = {n: 0.5 for n in graph.latent}
+    first = graph.latent[0]
+    slow[first] = 50.0  # a population 100x slower barely moves
+    fast = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=0.5, method="rk4", dt=0.05)
+    mixed = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=slow, method="rk4", dt=0.05)
+    move_fast = np.abs(fast.values[first][-1] - fast.values[first][0]).max()
+    move_slow = np.abs(mixed.values[first][-1] - mixed.values[first][0]).max()
+    assert 0 < move_slow < move_fast / 20
