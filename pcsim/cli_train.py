@@ -1,0 +1,84 @@
+"""`pcsim train`: argument parsing and printing for the training loop (pcsim/training)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
+from pcsim.training.rules import RULE_NAMES
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "train", help="train a model with bp, il, zil or fa-zil on a data set",
+        description="Train a zoo model (fitted to the data set's input shape and classes) with a learning rule. "
+                    "Data: digits, mnist-subset, synthetic, or a folder with MNIST/Fashion-MNIST IDX files or "
+                    "CIFAR-10 python batches.")
+    p.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    p.add_argument("--rule", choices=RULE_NAMES, default="zil")
+    p.add_argument("--data", default="digits", metavar="D")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", choices=OPTIMISERS, default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--il-steps", type=int, default=20, help="IL inference steps T (default 20)")
+    p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
+    p.add_argument("--il-fixed-prediction", action="store_true", help="IL with predictions frozen at feed-forward")
+    p.add_argument("--il-output-precision", type=float, default=1.0, help="IL output precision (default 1)")
+    p.add_argument("--check-every", type=int, default=0, metavar="N",
+                   help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")
+    p.add_argument("--out", default=None, metavar="DIR", help="write model.pt, metrics.json, metrics.csv here")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run checkpointed in DIR")
+    p.add_argument("--compare-bp", action="store_true", help="train BP from the same start beside it")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = TrainConfig(model=args.model, rule=args.rule, data=args.data, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+                         lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype, il_gamma=args.il_gamma,
+                         il_steps=args.il_steps, il_fixed_prediction=args.il_fixed_prediction,
+                         il_output_precision=args.il_output_precision, check_every=args.check_every,
+                         checkpoint_every=args.checkpoint_every)
+    if args.resume:
+        run = resume(Path(args.resume))
+        out = Path(args.out or args.resume)
+        print(f"resuming {args.resume} at epoch {run.epoch + 1}, step {run.step}")
+    else:
+        run, out = build_run(config), (Path(args.out) if args.out else None)
+    cfg = run.config
+    baseline = build_run(replace(cfg, rule="bp"), run.data) if args.compare_bp else None
+    print(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
+          f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")
+    if baseline is not None:
+        # BP first, epoch by epoch from the same start, so both columns print together
+        bp_rows = train(baseline, progress=not args.no_progress)
+
+    def show(row):
+        line = (f"epoch {row['epoch']:>3}  {cfg.rule} train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+                f"  test acc {row['test_acc']:.4f}")
+        if "max_deviation" in row:
+            line += f"  deviation {row['max_deviation']:.2e} angle {row['mean_angle_deg']:.2f} deg"
+        if baseline is not None:
+            line += f"  | bp test acc {bp_rows[row['epoch'] - 1]['test_acc']:.4f}"
+        print(line + f"  ({row['seconds']:.1f} s)", flush=True)
+
+    history = train(run, out=out, progress=not args.no_progress, on_epoch=show)
+    if history:
+        final = history[-1]
+        print(f"final: test accuracy {final['test_acc']:.4f}, test loss {final['test_loss']:.4f}"
+              + (f"; wrote {out}/model.pt, metrics.json, metrics.csv" if out else ""))
+    return 0
+
+
+def main_error(message: str) -> int:
+    print(f"pcsim: error: {message}", file=sys.stderr)
+    return 2

@@ -1,0 +1,59 @@
+"""Checkpoints: tensors and plain data only, written atomically, read with weights_only=True.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
+over the previous one, so a run killed mid-write leaves the previous checkpoint intact; loading
+never unpickles code, so opening someone else's checkpoint is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from pcsim.errors import PcsimError
+
+FORMAT = "pcsim-checkpoint-1"
+
+
+class CheckpointError(PcsimError):
+    """A checkpoint is missing, corrupted, or not a pcsim checkpoint."""
+
+
+def save_atomic(obj: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(state: dict, path: Path) -> Path:
+    return save_atomic({"format": FORMAT, **state}, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable pcsim checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a pcsim checkpoint (format {FORMAT} expected)")
+    return state

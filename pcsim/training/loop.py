@@ -1,0 +1,241 @@
+"""The training loop: any rule's gradients fed to a torch optimiser, seeded and resumable.
+
+The loss is the batch mean (each rule's summed-loss gradient divided by the batch size), so
+learning rates mean what they mean in ordinary PyTorch code. Everything random comes from one
+torch.Generator whose state is checkpointed with the model and the optimiser, so a resumed run
+ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from pcsim.algorithms.losses import get_loss
+from pcsim.errors import PcsimError
+from pcsim.numerics import tolerance
+from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
+from pcsim.training.data import Dataset, load_dataset
+from pcsim.training.rules import EXACT_RULES, RuleGradients, compare
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+OPTIMISERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
+
+
+class TrainingError(PcsimError):
+    """Training stopped: an exact rule left autograd's gradients, or the run cannot continue."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "mlp"
+    rule: str = "zil"
+    data: str = "digits"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
+    seed: int = 0
+    dtype: str = "float32"
+    il_gamma: float = 0.1
+    il_steps: int = 20
+    il_fixed_prediction: bool = False
+    il_output_precision: float = 1.0
+    check_every: int = 0  # compare with autograd every N steps (0: never)
+    checkpoint_every: int = 0  # write a checkpoint every N steps (0: only at the end)
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMISERS:
+            raise ValueError(f"optimizer must be one of {OPTIMISERS}, got '{self.optimizer}'")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got '{self.lr_schedule}'")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got '{self.dtype}'")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class Run:
+    """Everything a training run holds; `state()` is what a checkpoint stores."""
+
+    config: TrainConfig
+    module: torch.nn.Module
+    data: Dataset
+    loss: str
+    optimiser: torch.optim.Optimizer
+    generator: torch.Generator
+    epoch: int = 0
+    batch: int = 0  # next batch index within the epoch
+    step: int = 0
+    order: torch.Tensor | None = None  # this epoch's permutation of the training set
+    history: list[dict] = field(default_factory=list)
+    running: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
+                                                    "deviation": [], "angle": []})
+
+    def state(self) -> dict:
+        return {"config": asdict(self.config), "model": self.module.state_dict(),
+                "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
+                "epoch": self.epoch, "batch": self.batch, "step": self.step, "order": self.order,
+                "history": json.dumps(self.history), "running": json.dumps(self.running)}
+
+    def restore(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.batch, self.step, self.order = state["epoch"], state["batch"], state["step"], state["order"]
+        self.history, self.running = json.loads(state["history"]), json.loads(state["running"])
+
+
+def build_run(config: TrainConfig, data: Dataset | None = None) -> Run:
+    from pcsim.zoo import load_model_file
+
+    config.validate()
+    dtype = DTYPES[config.dtype]
+    data = (data or load_dataset(config.data, seed=config.seed)).to(dtype)
+    spec = load_model_file(config.model)
+    module, _, _ = spec.build_model(seed=config.seed, input_shape=data.input_shape, n_classes=data.n_classes)
+    module = module.to(dtype)
+    params = list(module.parameters())
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    else:
+        opt = torch.optim.Adam(params, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    return Run(config, module, data, spec.loss, opt, gen)
+
+
+def _lr(config: TrainConfig, step: int, total: int) -> float:
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * step / max(total, 1)))
+    return config.lr
+
+
+def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
+    if run.loss == "ce":
+        return y
+    return torch.nn.functional.one_hot(y, run.data.n_classes).to(run.data.x_train.dtype)
+
+
+def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
+    """(mean loss, accuracy) on the held-out split, with the module's own forward pass."""
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(run.data.x_test), batch_size):
+            x, y = run.data.x_test[i:i + batch_size], run.data.y_test[i:i + batch_size]
+            out = run.module(x)
+            total += float(get_loss(run.loss).value(out, _targets(run, y)))
+            correct += int((out.argmax(1) == y).sum())
+    n = len(run.data.x_test)
+    return total / n, correct / n
+
+
+def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
+    """Train until `config.epochs`; returns the per-epoch metrics (also written under `out`)."""
+    cfg, data = run.config, run.data
+    rule = RuleGradients(cfg.rule, run.module, run.loss, cfg.il_gamma, cfg.il_steps, cfg.il_fixed_prediction,
+                         cfg.il_output_precision)
+    oracle = RuleGradients("bp", run.module, run.loss)
+    n = len(data.x_train)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    bar = tqdm(total=total, initial=run.step, desc=f"{cfg.model} {cfg.rule}", disable=not progress, leave=False)
+    while run.epoch < cfg.epochs:
+        if run.order is None:
+            run.order = torch.randperm(n, generator=run.generator)
+        start = time.perf_counter()
+        while run.batch < per_epoch:
+            idx = run.order[run.batch * cfg.batch_size:(run.batch + 1) * cfg.batch_size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            target = _targets(run, y)
+            grads = rule(x, target)
+            if cfg.check_every and run.step % cfg.check_every == 0:
+                _check(run, grads, oracle(x, target))
+            for group in run.optimiser.param_groups:
+                group["lr"] = _lr(cfg, run.step, total)
+            for name, p in run.module.named_parameters():
+                p.grad = grads[name] / len(idx)  # the mean loss over the batch
+            run.optimiser.step()
+            with torch.no_grad():
+                outputs = run.module(x)
+            run.running["loss"] += float(get_loss(run.loss).value(outputs, target))
+            run.running["correct"] += int((outputs.argmax(1) == y).sum())
+            run.running["seen"] += len(idx)
+            run.batch += 1
+            run.step += 1
+            bar.update(1)
+            if out is not None and cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
+                run.running["seconds"] += time.perf_counter() - start
+                start = time.perf_counter()
+                save_checkpoint(run.state(), Path(out) / "checkpoint.pt")
+        run.running["seconds"] += time.perf_counter() - start
+        test_loss, test_acc = evaluate(run)
+        r = run.running
+        row = {"epoch": run.epoch + 1, "step": run.step, "train_loss": r["loss"] / r["seen"],
+               "train_acc": r["correct"] / r["seen"], "test_loss": test_loss, "test_acc": test_acc,
+               "seconds": r["seconds"]}
+        if r["deviation"]:
+            row["max_deviation"] = max(r["deviation"])
+            row["mean_angle_deg"] = sum(r["angle"]) / len(r["angle"])
+        run.history.append(row)
+        run.epoch, run.batch, run.order = run.epoch + 1, 0, None
+        run.running = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "deviation": [], "angle": []}
+        if on_epoch is not None:
+            on_epoch(row)
+        if out is not None:
+            write_outputs(run, Path(out))
+    bar.close()
+    return run.history
+
+
+def _check(run: Run, grads: dict, reference: dict) -> None:
+    deviation, angle = compare(grads, reference)
+    run.running["deviation"].append(deviation)
+    run.running["angle"].append(angle)
+    limit = tolerance(DTYPES[run.config.dtype])
+    if run.config.rule in EXACT_RULES and not deviation <= limit:
+        raise TrainingError(f"step {run.step}: rule {run.config.rule} deviates from autograd by {deviation:.3e} "
+                            f"(relative; tolerance {limit:.0e}, angle {angle:.3g} degrees); training stopped")
+
+
+def write_outputs(run: Run, out: Path) -> None:
+    """model.pt (state_dict), metrics.json, metrics.csv and the checkpoint, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic(run.module.state_dict(), out / "model.pt")
+    save_checkpoint(run.state(), out / "checkpoint.pt")
+    summary = dict(run.history[-1]) if run.history else {}
+    doc = {"config": asdict(run.config), "loss": run.loss, "data": run.data.name,
+           "input_shape": list(run.data.input_shape), "n_classes": run.data.n_classes,
+           "epochs": run.history, "final": summary}
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(out / "metrics.json")
+    keys = sorted({k for row in run.history for k in row}, key=lambda k: list(run.history[0]).index(k)
+                  if k in run.history[0] else 99)
+    tmp = out / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(run.history)
+    tmp.replace(out / "metrics.csv")
+
+
+def resume(out: Path, data: Dataset | None = None) -> Run:
+    """Rebuild a run from `out/checkpoint.pt` (its stored config), ready to continue."""
+    state = load_checkpoint(Path(out) / "checkpoint.pt")
+    run = build_run(TrainConfig(**state["config"]), data)
+    run.restore(state)
+    return run

@@ -1,0 +1,58 @@
+"""Gradients for a batch under each learning rule, in autograd's sign, keyed by parameter name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import pcsim
+from pcsim.check import autograd_gradients
+
+RULE_NAMES = ("bp", "il", "zil", "fa-zil")
+EXACT_RULES = ("zil", "fa-zil")
+
+
+@dataclass
+class RuleGradients:
+    """Computes one rule's gradients for a module; traced graphs are cached per input shape."""
+
+    rule: str
+    module: nn.Module
+    loss: str
+    il_gamma: float = 0.1
+    il_steps: int = 20
+    il_fixed_prediction: bool = False
+    il_output_precision: float = 1.0
+    _graphs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.rule not in RULE_NAMES:
+            raise ValueError(f"unknown rule '{self.rule}'; choose one of {RULE_NAMES}")
+
+    def graph(self, x: torch.Tensor):
+        key = (tuple(x.shape), x.dtype)
+        if key not in self._graphs:  # the graph is specialised to shapes: one per batch shape
+            self._graphs[key] = pcsim.trace(self.module, x)
+        return self._graphs[key]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.rule == "bp":
+            return autograd_gradients(self.module, (x,), y, self.loss)
+        g = self.graph(x)
+        if self.rule == "zil":
+            return pcsim.zil(g, (x,), y, self.loss)
+        if self.rule == "fa-zil":
+            return pcsim.fa_zil(g, (x,), y, self.loss, mode="wavefront")
+        return pcsim.il(g, (x,), y, self.loss, gamma=self.il_gamma, steps=self.il_steps,
+                        fixed_prediction=self.il_fixed_prediction, output_precision=self.il_output_precision)
+
+
+def compare(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(relative deviation ||got - ref|| / ||ref||, angle in degrees) over all parameters together."""
+    a = torch.cat([got[n].reshape(-1).double() for n in ref])
+    b = torch.cat([ref[n].reshape(-1).double() for n in ref])
+    rel = float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
+    cos = float(a @ b / (a.norm() * b.norm())) if a.norm() > 0 and b.norm() > 0 else 1.0
+    return rel, float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))

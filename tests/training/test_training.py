@@ -1,0 +1,216 @@
+"""Training with Z-IL and Fa-Z-IL follows BP training exactly; IL tracks it; runs are resumable."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcsim.training import CheckpointError, TrainConfig, TrainingError, build_run, load_checkpoint, resume, train
+from pcsim.training.checkpoint import save_checkpoint
+from pcsim.training.data import load_dataset
+
+MODEL = str(Path(__file__).with_name("small_mlp.py"))
+
+
+@pytest.fixture(scope="module")
+def digits64():
+    return load_dataset("digits", seed=0).to(torch.float64)
+
+
+def _final(config, data):
+    run = build_run(config, data)
+    history = train(run, progress=False)
+    return {n: p.detach().clone() for n, p in run.module.named_parameters()}, history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 0.003)])
+def test_exact_rules_train_exactly_like_bp(digits64, optimizer, lr):
+    base = TrainConfig(model=MODEL, rule="bp", epochs=5, batch_size=64, lr=lr, optimizer=optimizer, dtype="float64")
+    bp_params, bp_history = _final(base, digits64)
+    for rule in ("zil", "fa-zil"):
+        params, history = _final(dataclasses.replace(base, rule=rule), digits64)
+        for name, ref in bp_params.items():
+            rel = float((params[name] - ref).norm() / ref.norm())
+            assert rel <= 1e-10, (rule, name, rel)
+        assert [r["test_acc"] for r in history] == [r["test_acc"] for r in bp_history]
+    assert bp_history[-1]["test_acc"] > 0.85  # it learned something
+
+
+def test_resume_is_bit_identical(digits64, tmp_path):
+    config = TrainConfig(model=MODEL, rule="fa-zil", epochs=2, batch_size=100, lr=0.05, dtype="float64",
+                         checkpoint_every=7)
+    straight = build_run(config, digits64)
+    train(straight, progress=False)
+
+    interrupted = build_run(config, digits64)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(interrupted, out=tmp_path, progress=False, on_epoch=stop_after_first_epoch)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 or state["step"] % 7 == 0
+    resumed = resume(tmp_path, digits64)
+    train(resumed, out=tmp_path, progress=False)
+    for (name, a), (_, b) in zip(straight.module.named_parameters(), resumed.module.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["test_acc"] for r in metrics["epochs"]] == [r["test_acc"] for r in straight.history]
+    torch.load(tmp_path / "model.pt", weights_only=True)
+
+
+def test_resume_mid_epoch_from_a_periodic_checkpoint(digits64, tmp_path):
+    config = TrainConfig(model=MODEL, rule="zil", epochs=1, batch_size=100, lr=0.05, dtype="float64",
+                         checkpoint_every=5)
+    straight = build_run(config, digits64)
+    train(straight, progress=False)
+    partial = build_run(config, digits64)
+    original = save_checkpoint
+
+    calls = []
+
+    def crash_on_second(state, path):  # the run dies right after its second checkpoint
+        original(state, path)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    import pcsim.training.loop as loop
+
+    loop.save_checkpoint, saved = crash_on_second, loop.save_checkpoint
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(partial, out=tmp_path, progress=False)
+    finally:
+        loop.save_checkpoint = saved
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 10
+    resumed = resume(tmp_path, digits64)
+    train(resumed, out=tmp_path, progress=False)
+    for (name, a), (_, b) in zip(straight.module.named_parameters(), resumed.module.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+WRITER = """
+import sys, torch
+from pcsim.training.checkpoint import save_checkpoint
+big = torch.randn(4_000_000, dtype=torch.float64)
+i = 0
+while True:
+    save_checkpoint({"step": i, "blob": big}, sys.argv[1])
+    i += 1
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "1"  # one complete checkpoint exists
+        time.sleep(0.15)  # now it is most likely in the middle of another write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    state = load_checkpoint(path)
+    assert state["step"] >= 0 and state["blob"].shape == (4_000_000,)
+
+
+def test_corrupted_and_foreign_checkpoints_give_clear_errors(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable pcsim checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a pcsim checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_check_every_stops_an_exact_rule_that_deviates(digits64, monkeypatch):
+    config = TrainConfig(model=MODEL, rule="zil", epochs=1, batch_size=200, dtype="float64", check_every=2)
+    run = build_run(config, digits64)
+    import pcsim
+
+    real = pcsim.zil
+    monkeypatch.setattr(pcsim, "zil", lambda *a, **k: real(*a, **{**k, "gamma": 0.99999}))  # a broken schedule
+    with pytest.raises(TrainingError, match="deviates from autograd"):
+        train(run, progress=False)
+
+
+def test_il_logs_its_deviation_and_the_angle_falls_with_steps(digits64):
+    """With fixed prediction IL converges to BP's gradient as T grows (strict IL at output precision 1
+    converges to a damped equilibrium instead, so its angle need not fall)."""
+    angles = []
+    for steps in (2, 10, 50):
+        config = TrainConfig(model=MODEL, rule="il", epochs=1, batch_size=400, dtype="float64", check_every=1,
+                             il_steps=steps, il_gamma=0.1, il_fixed_prediction=True)
+        history = train(build_run(config, digits64), progress=False)
+        assert history[-1]["max_deviation"] > 1e-6  # IL is not exact, and it is not fatal
+        angles.append(history[-1]["mean_angle_deg"])
+    assert angles[0] > angles[1] > angles[2], angles
+
+
+def test_bad_configs_and_data_give_clear_errors(tmp_path):
+    from pcsim.training.data import DataError
+
+    with pytest.raises(ValueError, match="optimizer"):
+        build_run(TrainConfig(model=MODEL, optimizer="rmsprop"))
+    with pytest.raises(DataError, match="unknown data set 'nope'"):
+        load_dataset("nope")
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 8)
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte"):
+        load_dataset(str(tmp_path))
+    (tmp_path / "cifar").mkdir()
+    (tmp_path / "cifar" / "data_batch_1").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_2"):
+        load_dataset(str(tmp_path / "cifar"))
+
+
+def _write_idx(path: Path, array):
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    path.write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def test_mnist_format_folder_is_read(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    data = load_dataset(str(tmp_path))
+    assert data.input_shape == (1, 28, 28) and len(data.x_train) == 30 and len(data.x_test) == 10
+    assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
+    with pytest.raises(Exception, match="t10k-labels-idx1-ubyte"):
+        load_dataset(str(tmp_path))
+
+
+def test_cli_train_writes_the_contract_files(tmp_path, capsys):
+    from pcsim.cli import main
+
+    code = main(["train", MODEL, "--rule", "fa-zil", "--data", "digits", "--epochs", "1", "--out", str(tmp_path),
+                 "--no-progress", "--compare-bp"])
+    out = capsys.readouterr().out
+    assert code == 0 and "bp test acc" in out
+    for name in ("model.pt", "metrics.json", "metrics.csv"):
+        assert (tmp_path / name).exists(), name
+    torch.load(tmp_path / "model.pt", weights_only=True)
+    code = main(["train", MODEL, "--data", "nope", "--no-progress"])
+    assert code == 2 and "unknown data set 'nope'" in capsys.readouterr().err
