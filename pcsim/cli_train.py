@@ -41,7 +41,19 @@ def add_parser(commands) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _init_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: gloo on CPU, nccl on GPUs."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def run_command(args: argparse.Namespace) -> int:
+    _init_distributed()
     config = TrainConfig(model=args.model, rule=args.rule, data=args.data, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                          lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype, il_gamma=args.il_gamma,

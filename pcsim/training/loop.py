@@ -143,9 +143,35 @@ def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
     return total / n, correct / n
 
 
+def _world() -> tuple[int, int]:
+    """(world size, rank) under torch.distributed (torchrun), else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _sum_across_processes(grads: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    if world > 1:
+        import torch.distributed as dist
+
+        for g in grads.values():
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+    return grads
+
+
 def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
-    """Train until `config.epochs`; returns the per-epoch metrics (also written under `out`)."""
+    """Train until `config.epochs`; returns the per-epoch metrics (also written under `out`).
+
+    Under torchrun each process takes every world-th sample of the global batch, computes its
+    rule's gradients on that shard, and the shards' gradients are summed across processes, so the
+    update is that of the global batch; only rank 0 writes files.
+    """
     cfg, data = run.config, run.data
+    world, rank = _world()
+    out = out if rank == 0 else None
+    progress = progress and rank == 0
     rule = RuleGradients(cfg.rule, run.module, run.loss, cfg.il_gamma, cfg.il_steps, cfg.il_fixed_prediction,
                          cfg.il_output_precision)
     oracle = RuleGradients("bp", run.module, run.loss)
@@ -161,9 +187,14 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             idx = run.order[run.batch * cfg.batch_size:(run.batch + 1) * cfg.batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
             target = _targets(run, y)
-            grads = rule(x, target)
-            if cfg.check_every and run.step % cfg.check_every == 0:
-                _check(run, grads, oracle(x, target))
+            mine = slice(rank, None, world)
+            if len(idx[mine]):
+                grads = rule(x[mine], target[mine])
+                if cfg.check_every and run.step % cfg.check_every == 0:
+                    _check(run, grads, oracle(x[mine], target[mine]))
+            else:  # fewer samples than processes in the last batch
+                grads = {n: torch.zeros_like(p) for n, p in run.module.named_parameters()}
+            grads = _sum_across_processes(grads, world)
             for group in run.optimiser.param_groups:
                 group["lr"] = _lr(cfg, run.step, total)
             for name, p in run.module.named_parameters():

@@ -214,3 +214,22 @@ def test_cli_train_writes_the_contract_files(tmp_path, capsys):
     torch.load(tmp_path / "model.pt", weights_only=True)
     code = main(["train", MODEL, "--data", "nope", "--no-progress"])
     assert code == 2 and "unknown data set 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    """torchrun with 2 processes sums the shards' gradients: the same update as the global batch."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    common = ["train", MODEL, "--rule", "fa-zil", "--data", "digits", "--epochs", "1", "--batch-size", "64",
+              "--dtype", "float32", "--no-progress"]
+    one = subprocess.run([sys.executable, "-m", "pcsim", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", "-m", "pcsim", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
+    for name in a:
+        rel = float((a[name] - b[name]).norm() / a[name].norm())
+        assert rel <= 1e-6, (name, rel)
