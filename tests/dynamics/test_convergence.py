@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import pcsim
 from tests.dynamics.models import deep_tanh_problem
@@ -40,3 +41,15 @@ def test_leaky_errors_tend_to_instantaneous_ones(problem):
                    - reference).max() for te in (1e-1, 1e-2, 1e-3)]
     assert gaps[0] > gaps[1] > gaps[2], gaps
     assert gaps[2] < 0.02 * gaps[0], gaps
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_cuda_matches_scipy(problem):
+    _, _, _, reference = problem
+    model, inputs, target = deep_tanh_problem(depth=3)
+    model, inputs, target = model.cuda(), tuple(x.cuda() for x in inputs), target.cuda()
+    graph = pcsim.trace(model, *inputs)
+    tr = pcsim.simulate(graph, inputs, target, backend="torch", t_end=T_END, tau_x=0.5, method="rk4",
+                        dt=T_END / 40, record={"times": [T_END]})
+    got = np.concatenate([tr.values[n][-1].ravel() for n in graph.latent])
+    assert np.abs(got - reference).max() < 1e-6  # RK4's error at this step, on the GPU
