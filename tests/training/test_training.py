@@ -43,6 +43,11 @@ def test_exact_rules_train_exactly_like_bp(digits64, optimizer, lr):
     assert bp_history[-1]["test_acc"] > 0.85  # it learned something
 
 
+def _assert_bit_identical(a_module, b_module):
+    for (name, a), (_, b) in zip(a_module.named_parameters(), b_module.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_resume_is_bit_identical(digits64, tmp_path):
     config = TrainConfig(model=MODEL, rule="fa-zil", epochs=2, batch_size=100, lr=0.05, dtype="float64",
                          checkpoint_every=7)
@@ -63,8 +68,7 @@ def test_resume_is_bit_identical(digits64, tmp_path):
     assert state["epoch"] == 1 or state["step"] % 7 == 0
     resumed = resume(tmp_path, digits64)
     train(resumed, out=tmp_path, progress=False)
-    for (name, a), (_, b) in zip(straight.module.named_parameters(), resumed.module.named_parameters(), strict=True):
-        assert torch.equal(a, b), name
+    _assert_bit_identical(straight.module, resumed.module)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["test_acc"] for r in metrics["epochs"]] == [r["test_acc"] for r in straight.history]
     torch.load(tmp_path / "model.pt", weights_only=True)
@@ -97,8 +101,7 @@ def test_resume_mid_epoch_from_a_periodic_checkpoint(digits64, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 10
     resumed = resume(tmp_path, digits64)
     train(resumed, out=tmp_path, progress=False)
-    for (name, a), (_, b) in zip(straight.module.named_parameters(), resumed.module.named_parameters(), strict=True):
-        assert torch.equal(a, b), name
+    _assert_bit_identical(straight.module, resumed.module)
 
 
 WRITER = """
