@@ -39,3 +39,12 @@ def rounding_floor(scale: float, dtype: torch.dtype) -> float:
     floor instead, which still fails anything more than a few ulps of `scale` off.
     """
     return scale * 4.0 * torch.finfo(dtype).eps / tolerance(dtype)
+
+
+def deviation_and_angle(got: dict, ref: dict) -> tuple[float, float]:
+    """(||got - ref|| / ||ref||, angle in degrees) over all parameters of `ref` taken as one vector."""
+    a = torch.cat([got[n].reshape(-1).double() for n in ref])
+    b = torch.cat([ref[n].reshape(-1).double() for n in ref])
+    rel = float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
+    cos = float(a @ b / (a.norm() * b.norm())) if a.norm() > 0 and b.norm() > 0 else 1.0
+    return rel, float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))

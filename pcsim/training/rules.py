@@ -9,6 +9,7 @@ from torch import nn
 
 import pcsim
 from pcsim.check import autograd_gradients
+from pcsim.numerics import deviation_and_angle
 
 RULE_NAMES = ("bp", "il", "zil", "fa-zil")
 EXACT_RULES = ("zil", "fa-zil")
@@ -51,8 +52,4 @@ class RuleGradients:
 
 def compare(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, float]:
     """(relative deviation ||got - ref|| / ||ref||, angle in degrees) over all parameters together."""
-    a = torch.cat([got[n].reshape(-1).double() for n in ref])
-    b = torch.cat([ref[n].reshape(-1).double() for n in ref])
-    rel = float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
-    cos = float(a @ b / (a.norm() * b.norm())) if a.norm() > 0 and b.norm() > 0 else 1.0
-    return rel, float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
+    return deviation_and_angle(got, ref)

@@ -1,0 +1,139 @@
+"""Questions about the learning rule, answered with library calls.
+
+- `locality_audit`: is each parameter's update a function of its post-synaptic error and its
+  pre-synaptic activity alone? Checked by perturbation, not by reading code.
+- `timing_sensitivity`: how far from BP is the update of each level when taken k steps late or early?
+- `il_convergence`: IL's relative error and angle to BP over gamma, T, output precision, fixed prediction.
+- `energy_trace`: energy per population over discrete inference steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import pcsim
+from pcsim.algorithms.inference import State, advance, sweep
+from pcsim.algorithms.problem import Problem
+from pcsim.graph.ir import Graph
+from pcsim.numerics import deviation_and_angle, relative_difference
+
+
+@dataclass(frozen=True)
+class LocalityReport:
+    parameter: str
+    vertex: str  # the post-synaptic population
+    pre: tuple[str, ...]  # the pre-synaptic populations (the vertex's parents)
+    local: bool  # unchanged (bit for bit) when every other population is perturbed
+    depends_on_post: bool  # changes when the post-synaptic error changes
+    depends_on_pre: bool  # changes when pre-synaptic activity changes (False for biases)
+    form: str
+
+
+FORMS = {"linear": "post error x pre activity (outer product; bias: post error)",
+         "conv1d": "post error * pre activity, correlated over kernel positions",
+         "conv2d": "post error * pre activity, correlated over kernel positions",
+         "embedding": "post error scattered to the active token's row",
+         "layer_norm": "post error x normalised pre activity", "batch_norm": "post error x normalised pre activity"}
+
+
+def _hebbian(problem: Problem, values: dict, eps_post: torch.Tensor, vertex: str) -> dict[str, torch.Tensor]:
+    lin = problem.linearise(vertex, values)
+    return lin.pullback(eps_post)[1]
+
+
+def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0) -> list[LocalityReport]:
+    """Perturb every population other than a vertex and its parents; its update must not move."""
+    problem = Problem.build(graph, inputs, target, loss)
+    gen = torch.Generator().manual_seed(seed)
+    base = problem.feedforward()
+    values = {n: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for n, v in base.items()}
+    values.update(problem.clamped)  # inputs are pre-synaptic activity too
+    reports = []
+    for v in graph.vertices:
+        if not v.params or v.name not in graph.latent:
+            continue
+        eps = torch.randn(base[v.name].shape, generator=gen, dtype=base[v.name].dtype)
+        ref = _hebbian(problem, values, eps, v.name)
+        others = {n: x + torch.randn(x.shape, generator=gen, dtype=x.dtype)
+                  if n != v.name and n not in v.parents and x.is_floating_point() else x
+                  for n, x in values.items()}
+        moved_others = _hebbian(problem, others, eps, v.name)
+        moved_post = _hebbian(problem, values, 2.0 * eps + 1.0, v.name)
+        pre = [p for p in v.parents if values[p].is_floating_point()]
+        moved_pre = (_hebbian(problem, {n: x + 1.0 if n in pre else x for n, x in values.items()}, eps, v.name)
+                     if pre else ref)
+        for p in v.params:
+            reports.append(LocalityReport(
+                parameter=p, vertex=v.name, pre=tuple(v.parents),
+                local=bool(torch.equal(moved_others[p], ref[p])),
+                depends_on_post=not torch.equal(moved_post[p], ref[p]),
+                depends_on_pre=not torch.equal(moved_pre[p], ref[p]),
+                form=FORMS.get(v.op, f"(d mu / d theta)^T post error of op '{v.op}'")))
+    return reports
+
+
+def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterable[int] = range(-1, 3)
+                       ) -> tuple[list[int], list[int], np.ndarray]:
+    """Divergence from BP (relative, over each level's parameters) when level d updates at step d + k.
+
+    Returns (levels, offsets, matrix[level, offset]); the k = 0 column is Z-IL (rounding only).
+    Parameters shared across levels are left out (their update mixes several steps).
+    """
+    g = graph.level()
+    offsets = list(offsets)
+    bp = pcsim.bp(g, inputs, target, loss)
+    levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
+    owned = {p: u[0] for p, u in g.users.items() if len(u) == 1}
+    out = np.full((len(levels), len(offsets)), np.nan)
+    for i, d in enumerate(levels):
+        at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
+        params = [p for p, u in owned.items() if u in at_level]
+        if not params:
+            continue
+        for j, k in enumerate(offsets):
+            if d + k < 0:
+                continue
+            got = pcsim.zil(g, inputs, target, loss, schedule={n: d + k for n in at_level})
+            ref = torch.cat([bp[p].reshape(-1) for p in params])
+            out[i, j] = relative_difference(torch.cat([got[p].reshape(-1) for p in params]), ref)
+    return levels, offsets, out
+
+
+def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
+                   precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
+    """IL's relative error and angle to BP for every combination asked for (Rosenbaum-style panels)."""
+    bp = pcsim.bp(graph, inputs, target, loss)
+    rows = []
+    for fixed in fixed_prediction:
+        for gamma in gammas:
+            for precision in precisions:
+                for t in steps:
+                    got = pcsim.il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
+                                   output_precision=precision)
+                    rel, angle = deviation_and_angle(got, bp)
+                    rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,
+                                 "steps": t, "relative_error": rel, "angle_deg": angle})
+    return rows
+
+
+def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
+                 ) -> dict[str, np.ndarray]:
+    """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
+    problem = Problem.build(graph, inputs, target, loss)
+    state = State.feedforward(problem)
+    trace: dict[str, list[float]] = {n: [] for n in graph.latent}
+    outputs = set(graph.outputs)
+    for t in range(steps + 1):
+        s = sweep(problem, state)
+        for n in graph.latent:
+            if n in outputs:
+                trace[n].append(float(problem.losses[n].value(s.mu[n], problem.targets[n])))
+            else:
+                trace[n].append(0.5 * float((s.eps[n].double() ** 2).sum()))
+        if t < steps:
+            state = advance(problem, state, s, gamma)
+    return {n: np.array(v) for n, v in trace.items()}

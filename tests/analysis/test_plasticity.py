@@ -1,0 +1,55 @@
+"""The analysis functions answer their questions correctly (oracles: closed forms and autograd)."""
+
+import numpy as np
+import torch
+
+import pcsim
+from pcsim.analysis import energy_trace, il_convergence, locality_audit, timing_sensitivity
+from pcsim.numerics import tolerance
+from tests.equivalence.archs import ARCHS
+
+
+def _problem(arch="mlp_tanh_bias"):
+    module, inputs, target = ARCHS[arch](torch.float64, "mse")
+    return pcsim.trace(module, *inputs), inputs, target
+
+
+def test_every_update_is_local_and_hebbian():
+    graph, inputs, target = _problem("residual_block")
+    reports = locality_audit(graph, inputs, target)
+    assert {r.parameter for r in reports} == set(graph.param_names)
+    for r in reports:
+        assert r.local and r.depends_on_post, r
+        assert r.depends_on_pre == (not r.parameter.endswith("bias")), r  # a bias sees no pre-synaptic input
+
+
+def test_timing_sensitivity_is_exact_on_the_diagonal_only():
+    graph, inputs, target = _problem()
+    levels, offsets, matrix = timing_sensitivity(graph, inputs, target, offsets=[-1, 0, 1, 2])
+    diagonal = matrix[:, offsets.index(0)]
+    assert np.all(diagonal <= tolerance(torch.float64)), diagonal
+    off = np.delete(matrix, offsets.index(0), axis=1)
+    off = off[~np.isnan(off)]
+    assert off.size and np.all(off > 1e-6), off
+
+
+def test_il_convergence_rows_match_direct_calls():
+    graph, inputs, target = _problem()
+    rows = il_convergence(graph, inputs, target, steps=(5, 200), fixed_prediction=(True,))
+    assert [r["steps"] for r in rows] == [5, 200]
+    assert rows[1]["relative_error"] < rows[0]["relative_error"] and rows[1]["angle_deg"] < rows[0]["angle_deg"]
+    module = ARCHS["mlp_tanh_bias"](torch.float64, "mse")[0]
+    reference = pcsim.check(module, inputs, target, rule="bp").reference  # autograd on the module
+    got = pcsim.il(graph, inputs, target, steps=200, fixed_prediction=True)
+    a = torch.cat([got[n].reshape(-1) for n in reference])
+    b = torch.cat([reference[n].reshape(-1) for n in reference])
+    assert abs(float((a - b).norm() / b.norm()) - rows[1]["relative_error"]) < 1e-12
+
+
+def test_energy_trace_sums_to_the_free_energy_and_falls():
+    graph, inputs, target = _problem()
+    trace = energy_trace(graph, inputs, target, gamma=0.05, steps=20)
+    total = np.sum(list(trace.values()), axis=0)
+    (out,) = graph.outputs
+    assert trace[out][0] == total[0]  # at the feed-forward state only the output carries energy
+    assert np.all(np.diff(total) <= 1e-12) and total[-1] < total[0]
