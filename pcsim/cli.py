@@ -70,11 +70,15 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
+    sim.add_argument("--target", choices=["numpy", "cython", "cpp_standalone"], default=None,
+                     help="Brian2 code-generation target for --backend brian2 (default numpy)")
 
 
 def _simulate(args: argparse.Namespace) -> int:
     import pcsim
 
+    if args.target and args.backend != "brian2":
+        return _error(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
     spec = load_model_file(args.model)
     module, inputs, target = spec.build_model(seed=args.seed)
     dtype = DTYPES[args.dtype]
@@ -86,7 +90,8 @@ def _simulate(args: argparse.Namespace) -> int:
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
                               loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
                               tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,
-                              progress=args.progress)
+                              progress=args.progress,
+                              **({"codegen_target": args.target} if args.target else {}))
     except (PcsimError, ValueError, NotImplementedError) as e:
         return _error(f"{spec.path}: {e}")
     path = traj.to_npz(args.out)

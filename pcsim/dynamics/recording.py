@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pcsim.dynamics.field import State, VectorField
+from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.errors import PcsimError
 
@@ -71,7 +71,10 @@ class Recorder:
         return self.times is None or bool(np.any(np.abs(self.times - t) <= tol))
 
     def add(self, t: float, state: State) -> None:
-        obs = self.field.observe(t, state)
+        self.add_observation(t, self.field.observe(t, state))
+
+    def add_observation(self, t: float, obs: Observation) -> None:
+        """Record what a backend observed itself (e.g. Brian2's monitors) at time t."""
         self.t.append(float(t))
         for n in self.populations:
             self.values[n].append(obs.values[n].detach().cpu().numpy())

@@ -71,6 +71,7 @@ def simulate(graph: Graph, inputs, target=None, *, backend: str = "scipy", loss=
             "tau_x": tau_x, "tau_e": tau_e, "tau_w": field.tau_w, "target_shown": target_shown,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
             "loss": loss if isinstance(loss, str) else list(loss)}
+    meta.update({k: v for k, v in backend_options.items() if isinstance(v, str | int | float | bool)})
     return recorder.trajectory(final, meta)
 
 

@@ -1,0 +1,344 @@
+"""Build the rendered network as Brian2 objects, run it on a code-generation target, read it back.
+
+Schedule of one Euler step (all within `when='before_groups'`, then the groups' state updaters):
+  order 0  forward summed variables   mu_k = sum over synapses (reads the values x of step k)
+  order 1  feedback summed variables  fb_m = sum of J^T err (err depends on this step's mu)
+  order 2  synaptic plasticity        w += dt gate hebb / tau_w (err_post, x_pre of step k)
+  order 3  monitors                   x, err, mu of step k
+  groups   x += dt (fb - err) / tau_x, leaky errors, bias accumulators: all from step k's state
+so one step reads only the previous step's state, as explicit Euler does.
+
+Time is in Brian2's seconds: pcsim's time unit is one second of Brian2 time.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcsim.backends.brian2.render import Network as Spec
+from pcsim.backends.brian2.render import checked_steps, render
+from pcsim.dynamics.field import Observation, VectorField
+from pcsim.dynamics.recording import Recorder, SimulationError
+from pcsim.errors import PcsimError
+
+TARGETS = ("numpy", "cython", "cpp_standalone")
+INSTALL = ("install it with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with "
+           "numpy >= 2.4), or run `make install`, which puts it in .venv")
+
+
+class Brian2Unavailable(PcsimError, ImportError):
+    """Brian2 is not installed (or fails at import)."""
+
+
+class CythonFallbackWarning(UserWarning):
+    """The cython target was asked for but no working compiler was found: numpy runs instead."""
+
+
+def import_brian2():
+    try:
+        import brian2
+    except ImportError as e:
+        raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); "
+                                f"{INSTALL}") from e
+    return brian2
+
+
+def project_build_dir() -> Path:
+    """The project's build/ folder (next to pyproject.toml), else ./build."""
+    root = Path(__file__).resolve().parents[3]
+    return root / "build" if (root / "pyproject.toml").exists() else Path.cwd() / "build"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BRIAN2_CACHE_DIR") or project_build_dir() / "brian2-cache")
+
+
+def cython_available(b2) -> bool:
+    from brian2.codegen.runtime.cython_rt import CythonCodeObject
+
+    try:
+        return bool(CythonCodeObject.is_available())
+    except Exception:  # noqa: BLE001 - any failure of the test compilation means no cython
+        return False
+
+
+@contextmanager
+def preferences(b2, target: str):
+    """Set Brian2's preferences for one run (float64, the target, the cache) and restore them after."""
+    prefs = b2.prefs
+    keys = ["codegen.target", "core.default_float_dtype", "codegen.runtime.cython.cache_dir",
+            "codegen.runtime.numpy.discard_units"]
+    saved = {k: prefs[k] for k in keys}
+    try:
+        prefs["core.default_float_dtype"] = np.float64
+        prefs["codegen.runtime.numpy.discard_units"] = True
+        if target == "cython":
+            directory = cache_dir() / "cython"
+            directory.mkdir(parents=True, exist_ok=True)
+            prefs["codegen.runtime.cython.cache_dir"] = str(directory)
+            if not cython_available(b2):
+                warnings.warn("brian2 target 'cython' needs a working C++ compiler and Cython, and the test "
+                              "compilation failed; running on the 'numpy' target instead (same results, slower)",
+                              CythonFallbackWarning, stacklevel=4)
+                target = "numpy"
+        prefs["codegen.target"] = "cython" if target == "cython" else "numpy"
+        yield target
+    finally:
+        for k, v in saved.items():
+            prefs[k] = v
+
+
+@contextmanager
+def standalone(b2, directory: Path, threads: int):
+    """The cpp_standalone device for one build; re-initialised and swapped back afterwards."""
+    from brian2.devices.device import all_devices, reset_device, set_device
+
+    device = all_devices["cpp_standalone"]
+    saved_threads = b2.prefs["devices.cpp_standalone.openmp_threads"]
+    set_device("cpp_standalone", build_on_run=False)
+    b2.prefs["devices.cpp_standalone.openmp_threads"] = threads
+    try:
+        yield device
+    finally:
+        b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
+        device.reinit()
+        reset_device()
+
+
+def _wanted_steps(recorder: Recorder, n: int, dt: float, t_end: float) -> list[int]:
+    steps = []
+    for k in range(n + 1):
+        t = min(k * dt, t_end) if k else 0.0
+        if recorder.wants(t, 1e-9 * dt):
+            steps.append(k)
+    return steps
+
+
+class Built:
+    """The Brian2 objects of one rendered network, in their own Network."""
+
+    def __init__(self, b2, spec: Spec, populations, monitor_every: int | None, final_recorded: bool):
+        second = b2.second
+        n = spec.n_steps
+        self.spec = spec
+        self.clock = b2.Clock(dt=spec.dt * second, name="pcsim_clock")
+        # ticks once, at t = 0, within the n + 1 steps of the run: constant input drives
+        once = b2.Clock(dt=(n + 1) * spec.dt * second, name="pcsim_once_clock")
+        self.groups, self.drives, self.synapses, self.monitors = {}, [], [], {}
+
+        def namespace(obj):
+            ns = {k: v * second for k, v in obj.times.items()}
+            ns.update({k: b2.TimedArray(v, dt=spec.dt * second) for k, v in obj.tables.items()})
+            return ns
+
+        for pop in spec.populations.values():
+            g = b2.NeuronGroup(pop.n, "\n".join(pop.equations), method="euler", namespace=namespace(pop),
+                               clock=self.clock, name=pop.name)
+            for var, value in pop.values.items():
+                setattr(g, var, value)
+            self.groups[pop.vertex] = g
+        by_name = {p.name: self.groups[p.vertex] for p in spec.populations.values()}
+        for proj in spec.projections:
+            pre, post = by_name[proj.pre], by_name[proj.post]
+            if proj.once:
+                drive = b2.NeuronGroup(post.N, f"{proj.forward} : 1", clock=once, name=f"d_{proj.name}")
+                setattr(post, proj.forward, b2.linked_var(drive, proj.forward))
+                self.drives.append(drive)
+                post = drive
+            s = b2.Synapses(pre, post, "\n".join(proj.equations), method="euler", namespace=namespace(proj),
+                            clock=self.clock, name=proj.name)
+            s.connect(i=proj.i.astype(np.int32), j=proj.j.astype(np.int32))
+            for var, value in proj.values.items():
+                setattr(s, var, value)
+            for updater in s.summed_updaters.values():
+                updater.when = "before_groups"
+                updater.order = 0 if updater.target is post else 1  # predictions first, then feedback
+            if getattr(s, "state_updater", None) is not None:
+                s.state_updater.when, s.state_updater.order = "before_groups", 2
+            self.synapses.append((proj, s))
+        monitors = []
+        # the state at t_end: recorded at steps 0 and n of the n + 1 the network runs (unless the
+        # populations' own monitors record step n)
+        last = b2.Clock(dt=n * spec.dt * second, name="pcsim_final_clock")
+        self.final = {}
+        for name, pop in spec.populations.items():
+            if not pop.clamped and not (final_recorded and name in populations):
+                self.final[name] = b2.StateMonitor(self.groups[name], ["x", "err"] if pop.leaky else ["x"],
+                                                   record=True, when="before_groups", order=3, clock=last,
+                                                   name=f"f_{pop.name}")
+        monitors += self.final.values()
+        if monitor_every is not None:
+            every = b2.Clock(dt=monitor_every * spec.dt * second, name="pcsim_monitor_clock")
+            for name in populations:
+                pop = spec.populations[name]
+                self.monitors[name] = b2.StateMonitor(self.groups[name], list(pop.monitor), record=True,
+                                                      when="before_groups", order=3, clock=every,
+                                                      name=f"m_{pop.name}")
+            monitors += self.monitors.values()
+        self.network = _network_class(b2)(list(self.groups.values()), self.drives, [s for _, s in self.synapses],
+                                          monitors, name="pcsim_network")
+
+    def run(self, b2, report):
+        """n + 1 steps: Euler's n, and one more that only observes the state at t_end (gates are shut)."""
+        self.network.run((self.spec.n_steps + 1) * self.spec.dt * b2.second, report=report, namespace={})
+
+
+class _ByName(set):
+    """A set that iterates in name order."""
+
+    def __iter__(self):
+        return iter(sorted(set.__iter__(self), key=lambda obj: obj.name))
+
+
+def _network_class(b2):
+    """A Network whose clocks iterate in name order.
+
+    Brian2 keeps a network's clocks in a set and writes code for them in its iteration order (by
+    object id), which changes from one process to the next: cpp_standalone's main.cpp then differs
+    on every build and is recompiled. Name order keeps standalone rebuilds incremental.
+    """
+
+    class Network(b2.Network):
+        @property
+        def _clocks(self):
+            return self.__dict__.get("_pcsim_clocks", _ByName())
+
+        @_clocks.setter
+        def _clocks(self, value):
+            self.__dict__["_pcsim_clocks"] = _ByName(value)
+
+    return Network
+
+
+def _hash(spec: Spec) -> str:
+    h = hashlib.sha1()
+    for p in spec.populations.values():
+        h.update(repr((p.name, p.n, p.equations, sorted(p.times), sorted(p.tables))).encode())
+    for s in spec.projections:
+        h.update(repr((s.name, s.pre, s.post, s.size, s.equations, sorted(s.times), sorted(s.tables))).encode())
+    return h.hexdigest()[:16]
+
+
+def run(field: VectorField, recorder: Recorder, *, method: str, t_end: float, dt: float | None, rtol=None,
+        atol=None, progress: bool = False, codegen_target: str = "numpy", directory=None, threads: int = 0,
+        inputs_once: bool = True):
+    """Integrate on Brian2 with explicit Euler; returns the final state in the field's layout.
+
+    codegen_target: 'numpy' (default), 'cython' (falls back to numpy with one warning when nothing compiles) or
+        'cpp_standalone' (built under build/brian2-standalone/<network hash> unless `directory` is given).
+    threads: OpenMP threads for cpp_standalone (0: none).
+    inputs_once: sum the clamped inputs' projections at the first step only (they cannot change).
+    """
+    target = codegen_target
+    if target not in TARGETS:
+        raise ValueError(f"unknown brian2 codegen_target '{target}'; choose one of {list(TARGETS)}")
+    if dt is None:
+        raise ValueError("the brian2 backend integrates with a fixed step (its clock): pass dt=")
+    b2 = import_brian2()
+    n = checked_steps(t_end, dt)
+    spec = render(field, dt=dt, n_steps=n, inputs_once=inputs_once)
+    wanted = _wanted_steps(recorder, n, dt, t_end)
+    pops = [p for p in recorder.populations if p in spec.populations]
+    every = (math.gcd(*wanted) or n) if pops and wanted else None
+    report = "text" if progress else None
+    # Brian2 calls gc.collect() at every run; with torch loaded that scans ~10^5 objects each time.
+    # Freezing what exists now leaves those collections only the objects made here.
+    gc.freeze()
+    try:
+        with preferences(b2, target) as target:
+            final, monitors = _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads,
+                                             field)
+        gc.collect()  # free this run's Brian2 objects now, so the next run's names (and code) repeat
+    finally:
+        gc.unfreeze()
+    _guard(final, t_end)
+    _observe(field, recorder, monitors, wanted, dt, t_end)
+    return final
+
+
+def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field):
+    if target == "cpp_standalone":
+        where = Path(directory) if directory else project_build_dir() / "brian2-standalone" / _hash(spec)
+        with standalone(b2, where, threads) as device:
+            built = Built(b2, spec, pops, every, spec.n_steps in wanted)
+            # (as for the network's clocks, see _network_class)
+            if type(device.clocks) is set:
+                device.clocks = _ByName(device.clocks)
+            built.run(b2, report)
+            device.build(directory=str(where), compile=True, run=True, with_output=False)
+            return _read(built, field)
+    built = Built(b2, spec, pops, every, spec.n_steps in wanted)
+    built.run(b2, report)
+    return _read(built, field)
+
+
+def _read(built: Built, field: VectorField):
+    """Final state in the field's layout, and the monitors' arrays (read before a device is reset)."""
+    spec = built.spec
+    found = {}
+    acc = {p: np.zeros(int(np.prod(s, dtype=np.int64))) for p, s in spec.param_shapes.items()}
+    for name, pop in spec.populations.items():
+        if pop.clamped:
+            continue
+        mon = built.final.get(name, built.monitors.get(name))
+        found["u", name] = np.asarray(mon.x[:])[:, -1] - pop.values["x"]
+        if pop.leaky:
+            found["e", name] = np.asarray(mon.err[:])[:, -1]
+        if pop.bias is not None:
+            w_b = np.asarray(built.groups[name].w_b[:])
+            acc[pop.bias] += np.bincount(pop.bias_index, weights=w_b, minlength=acc[pop.bias].size)
+    for proj, s in built.synapses:
+        if proj.plastic:
+            # a weight shared across batch copies or positions sums its synapses' accumulators
+            kidx = np.asarray(s.kidx[:], dtype=np.int64)
+            acc[proj.param] += np.bincount(kidx, weights=np.asarray(s.w[:]), minlength=acc[proj.param].size)
+    state = {}
+    for key in field.layout:
+        kind, name = key
+        arr = acc[name] if kind == "w" else found[key]
+        state[key] = torch.as_tensor(arr, dtype=field.dtype, device=field.device).reshape(field.shapes[key])
+    monitors = {}
+    for name, mon in built.monitors.items():
+        steps = np.rint(np.asarray(mon.t_[:]) / spec.dt).astype(np.int64)
+        monitors[name] = {var: dict(zip(steps.tolist(), np.asarray(getattr(mon, var)[:]).T, strict=True))
+                          for var in spec.populations[name].monitor}
+    return state, monitors
+
+
+def _observe(field: VectorField, recorder: Recorder, monitors, wanted, dt, t_end):
+    """The Recorder's observations, built from the monitors: values, errors and energy per population."""
+    problem = field.problem
+    for k in wanted:
+        t = min(k * dt, t_end) if k else 0.0
+        values, errors, energy = {}, {}, {}
+        for name in recorder.populations:
+            mon = monitors[name]
+            shape = tuple(field.base[name].shape)
+            err = mon["err"][k].reshape(shape)
+            if name in field.outputs and field.shown(t):
+                # a shown output's value is its prediction plus its error (MSE: the target)
+                mu = mon["mu"][k].reshape(shape)
+                values[name] = torch.as_tensor(mu + err)
+                energy[name] = float(problem.losses[name].value(torch.as_tensor(mu), problem.targets[name].double()))
+            else:
+                values[name] = torch.as_tensor(mon["x"][k].reshape(shape))
+                energy[name] = 0.5 * float(np.sum(err * err))
+            errors[name] = torch.as_tensor(err)
+        recorder.add_observation(t, Observation(values, errors, energy))
+
+
+def _guard(state, t_end):
+    for (kind, name), v in state.items():
+        if not bool(torch.isfinite(v).all()):
+            what = {"u": "value", "e": "error", "w": "plasticity"}[kind]
+            raise SimulationError(f"the Brian2 simulation blew up before t = {t_end:.6g}: the {what} population "
+                                  f"'{name}' is not finite; try a smaller dt or larger time constants")

@@ -1,0 +1,282 @@
+"""The Brian2 backend: real NeuronGroups and Synapses that integrate the same system as pcsim's Euler.
+
+Oracles: pcsim's own explicit Euler (scipy backend, method='euler', same dt) step by step; scipy's
+DOP853 at tight tolerance with Euler's O(dt) error estimated from two step sizes; torch autograd
+on the module for Z-IL. Compiled targets (cython, cpp_standalone) are marked slow: each code object
+compiles for seconds, so they run on the smallest network that shows the point.
+"""
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pcsim
+from pcsim.check import autograd_gradients
+from pcsim.numerics import relative_difference
+from tests.equivalence.archs import ARCHS
+
+brian2 = pytest.importorskip("brian2")
+
+from pcsim.backends.brian2 import describe  # noqa: E402
+from pcsim.backends.brian2.runner import Brian2Unavailable, CythonFallbackWarning  # noqa: E402
+
+# Brian2's equation parser uses pyparsing's old camelCase names
+pytestmark = pytest.mark.filterwarnings("ignore:.*(parseString|parseAll|scanString|parse_all).*")
+
+TOL = 1e-12  # float64, as the issue asks: pcsim's Euler and Brian2's differ only by rounding
+
+
+class SmallCNN(nn.Module):
+    """(B,2,6,6): Conv2d(pad 1) -> tanh -> AvgPool2d(2) -> Conv2d(stride 1) -> sigmoid -> flatten -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
+                                 nn.Conv2d(3, 2, 2), nn.Sigmoid(), nn.Flatten(), nn.Linear(2 * 2 * 2, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def small_cnn():
+    g = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    module = SmallCNN().double()
+    return module, (torch.randn(2, 2, 6, 6, generator=g),), torch.randn(2, 3, generator=g)
+
+
+def tiny_mlp(seed=0):
+    torch.manual_seed(seed)
+    module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    return module, (torch.randn(2, 3, generator=g),), torch.randn(2, 2, generator=g)
+
+
+def problem(name):
+    if name == "small_cnn":
+        return small_cnn()
+    return ARCHS[name](torch.float64, "mse")
+
+
+def assert_same_path(got, ref, tol=TOL):
+    """Values, errors, energy at every recorded time, and accumulated updates, equal to rounding."""
+    assert np.array_equal(got.t, ref.t)
+    for group in ("values", "errors", "energy", "updates"):
+        a, b = getattr(got, group), getattr(ref, group)
+        assert set(a) == set(b), group
+        for name in b:
+            scale = max(1.0, float(np.abs(b[name]).max(initial=0.0)))
+            diff = float(np.abs(a[name] - b[name]).max(initial=0.0))
+            assert diff <= tol * scale, (group, name, diff)
+
+
+# -- numpy target: the same Euler path as pcsim -----------------------------------------------------------
+CASES = {  # arch -> settings that exercise a different part of the rendering each
+    "mlp_tanh_bias": {"t_on": 0.3},  # free output first, then clamped; plasticity from after(0.3)
+    "mlp_relu_bias": {"tau_e": 0.2},  # leaky error populations
+    "mlp_sigmoid_nobias": {},
+    "residual_block": {"tau_e": 0.1, "t_on": 0.2},  # levelled: identity vertices and an add of two parents
+    "small_cnn": {},  # conv2d kernels shared across positions and batch, avg_pool2d, flatten
+}
+
+
+@pytest.mark.parametrize("arch", list(CASES))
+def test_numpy_target_is_pcsims_euler_path(arch):
+    module, inputs, target = problem(arch)
+    graph = pcsim.trace(module, *inputs).level()
+    kw = dict(t_end=1.5, tau_x=0.5, dt=0.05, method="euler", plasticity=pcsim.after(0.1), **CASES[arch])
+    ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
+    got = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
+    assert got.meta["backend"] == "brian2" and len(got.t) == 31
+    assert any(np.abs(u).max() > 0 for u in ref.updates.values())  # plasticity did act
+    assert_same_path(got, ref)
+
+
+@pytest.mark.parametrize("arch", ["mlp_tanh_bias", "small_cnn"])
+def test_distance_to_dop853_is_eulers_first_order_error(arch):
+    """|Brian2(dt) - DOP853| halves with dt, and is the size Richardson's estimate from two pcsim
+    Euler runs predicts for a first-order method: 2 |E(dt) - E(dt/2)|."""
+    module, inputs, target = problem(arch)
+    graph = pcsim.trace(module, *inputs)
+    T, dt = 1.0, 0.05
+
+    def final(backend, **kw):
+        tr = pcsim.simulate(graph, inputs, target, backend=backend, t_end=T, tau_x=0.5, record={"times": [T]}, **kw)
+        return np.concatenate([tr.values[n][-1].ravel() for n in graph.latent]
+                              + [tr.errors[n][-1].ravel() for n in graph.latent])
+
+    reference = final("scipy", method="DOP853", rtol=1e-10, atol=1e-12)  # Euler's error here is ~1e-3
+    e1 = np.abs(final("brian2", method="euler", dt=dt) - reference).max()
+    e2 = np.abs(final("brian2", method="euler", dt=dt / 2) - reference).max()
+    richardson = 2 * np.abs(final("scipy", method="euler", dt=dt) - final("scipy", method="euler", dt=dt / 2)).max()
+    print(f"{arch}: |E(dt) - ref| = {e1:.3e}, |E(dt/2) - ref| = {e2:.3e}, Richardson {richardson:.3e}")
+    assert 1.7 < e1 / e2 < 2.3, (e1, e2)
+    assert 0.5 * richardson < e1 < 1.5 * richardson, (e1, richardson)
+
+
+# -- Z-IL on Brian2: the synapses' accumulators are autograd's gradients -----------------------------------
+@pytest.mark.parametrize("arch,tau_e", [("mlp_tanh_bias", 0.0), ("residual_block", 0.0),
+                                        ("residual_block", 0.25), ("small_cnn", 0.0)])
+def test_zil_on_brian2_gives_autograd_gradients(arch, tau_e):
+    module, inputs, target = problem(arch)
+    graph = pcsim.trace(module, *inputs).level()
+    dt = 0.25
+    plan = pcsim.discretise(tau_x=dt, tau_e=tau_e, dt=dt, plasticity="zil")
+    assert plan.exact
+    tr = pcsim.simulate(graph, inputs, target, backend="brian2", t_end=(plan.update_step(graph.depth) + 1) * dt,
+                        tau_x=dt, tau_e=tau_e, method="euler", dt=dt, plasticity="zil", record=[])
+    reference = autograd_gradients(module, inputs, target)
+    for name, ref in reference.items():
+        assert relative_difference(torch.as_tensor(tr.updates[name]), ref) <= 1e-10, name
+
+
+def test_rendering_is_brian2_equations_with_one_summed_variable_per_projection():
+    module, inputs, target = problem("residual_block")
+    graph = pcsim.trace(module, *inputs).level()
+    problem_ = pcsim.algorithms.problem.Problem.build(graph, inputs, target)
+    field = pcsim.dynamics.VectorField(problem_, tau_x=1.0, gate=pcsim.dynamics.Always())
+    text = describe(field, dt=0.1, t_end=1.0)
+    eqs = pcsim.dynamics.EQUATIONS
+    assert eqs.value in text and eqs.error_instant in text and eqs.output_error_instant in text
+    assert "mu = mu_0 + mu_1 : 1" in text  # the add vertex: one summed variable per incoming projection
+    assert "mu_0_post = weight * x_pre : 1 (summed)" in text and "fb_0_pre = weight * err_post : 1 (summed)" in text
+    assert "dw/dt = gate_syn * hebb / tau_w : 1 (clock-driven)" in text  # plasticity as synaptic state
+    assert "dw_b/dt = gate * hebb_b / tau_w : 1" in text  # biases: per-neuron accumulators
+    assert text.count("NeuronGroup") == len(graph.latent) + 1  # + the clamped input
+
+
+def test_brian2_state_does_not_leak_between_runs():
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    target_before = brian2.prefs["codegen.target"]
+    device_before = brian2.get_device()
+    a = pcsim.simulate(graph, inputs, target, backend="brian2", t_end=0.5, tau_x=0.25, dt=0.05)
+    b = pcsim.simulate(graph, inputs, target, backend="brian2", t_end=0.5, tau_x=0.25, dt=0.05)
+    assert_same_path(a, b, tol=0.0)
+    assert brian2.prefs["codegen.target"] == target_before and brian2.get_device() is device_before
+
+
+# -- clear messages ------------------------------------------------------------------------------------
+def test_missing_brian2_says_how_to_install(monkeypatch):
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    monkeypatch.setitem(sys.modules, "brian2", None)  # `import brian2` now fails
+    with pytest.raises(Brian2Unavailable, match=r"pip install 'brian2"):
+        pcsim.simulate(graph, inputs, target, backend="brian2", t_end=0.5, dt=0.1)
+
+
+def test_cython_without_a_compiler_falls_back_to_numpy_with_one_warning(monkeypatch):
+    from brian2.codegen.runtime.cython_rt import CythonCodeObject
+
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    kw = dict(t_end=0.5, tau_x=0.25, dt=0.05, plasticity="always")
+    reference = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
+    monkeypatch.setattr(CythonCodeObject, "is_available", classmethod(lambda cls: False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = pcsim.simulate(graph, inputs, target, backend="brian2", codegen_target="cython", **kw)
+    ours = [w for w in caught if issubclass(w.category, CythonFallbackWarning)]
+    assert len(ours) == 1 and "'numpy' target instead" in str(ours[0].message)
+    assert_same_path(got, reference, tol=0.0)
+
+
+class WithLayerNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm, self.head = nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.fc(x)))
+
+
+class WithSoftmax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.softmax(self.fc(x), dim=-1))
+
+
+@pytest.mark.parametrize("module,vertex,why", [(WithLayerNorm, "norm", "normalises"),
+                                               (WithSoftmax, "softmax", "normalises across neurons")])
+def test_unsupported_op_names_the_vertex_and_why(module, vertex, why):
+    module = module().double()
+    x, y = torch.randn(2, 3), torch.randn(2, 2)
+    graph = pcsim.trace(module, x)
+    with pytest.raises(pcsim.UnsupportedOpError) as info:
+        pcsim.simulate(graph, (x,), y, backend="brian2", t_end=0.5, dt=0.1)
+    msg = str(info.value)
+    assert f"vertex '{vertex}'" in msg and why in msg and "Brian2 equations" in msg
+
+
+def test_other_refusals_are_explained():
+    module, inputs, target = ARCHS["cnn_pools"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    with pytest.raises(pcsim.UnsupportedOpError, match="max over a window"):
+        pcsim.simulate(graph, inputs, target, backend="brian2", t_end=0.5, dt=0.1)
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "ce")
+    graph = pcsim.trace(module, *inputs)
+    with pytest.raises(pcsim.PcsimError, match="MSE output error"):
+        pcsim.simulate(graph, inputs, target, loss="ce", backend="brian2", t_end=0.5, dt=0.1)
+    with pytest.raises(ValueError, match="whole number of steps"):
+        pcsim.simulate(graph, inputs, None, backend="brian2", t_end=0.55, dt=0.1)
+    with pytest.raises(ValueError, match="unknown method 'RK45'"):
+        pcsim.simulate(graph, inputs, None, backend="brian2", t_end=0.5, dt=0.1, method="RK45")
+
+
+def test_cli_simulate_on_brian2_writes_the_same_trajectory_as_euler(tmp_path, capsys):
+    from pcsim.cli import main
+
+    model = tmp_path / "tiny.py"
+    model.write_text("import torch\nfrom torch import nn\n\n"
+                     "def build(seed=0):\n    torch.manual_seed(seed)\n"
+                     "    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), "
+                     "(torch.randn(2, 3),), torch.randn(2, 2)\n")
+    common = ["--method", "euler", "--dt", "0.1", "--t-end", "1", "--tau-x", "0.5", "--plasticity", "always"]
+    files = {}
+    for backend in ("brian2", "scipy"):
+        files[backend] = tmp_path / f"{backend}.npz"
+        extra = ["--target", "numpy"] if backend == "brian2" else []
+        code = main(["simulate", str(model), "--backend", backend, *extra, *common, "--out", str(files[backend])])
+        assert code == 0, capsys.readouterr().err
+    got, ref = (pcsim.Trajectory.from_npz(files[b]) for b in ("brian2", "scipy"))
+    assert got.meta["codegen_target"] == "numpy"
+    assert_same_path(got, ref)
+    code = main(["simulate", str(model), "--target", "cython", "--out", str(tmp_path / "x.npz")])
+    assert code == 2 and "--backend brian2" in capsys.readouterr().err
+
+
+# -- compiled targets (slow: every code object compiles) ----------------------------------------------------
+@pytest.mark.slow
+def test_cython_target_is_pcsims_euler_path():
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    kw = dict(t_end=1.0, tau_x=0.5, dt=0.05, method="euler", plasticity="always", t_on=0.2)
+    ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CythonFallbackWarning)  # a fallback would not test cython
+        got = pcsim.simulate(graph, inputs, target, backend="brian2", codegen_target="cython", **kw)
+    assert_same_path(got, ref)
+
+
+@pytest.mark.slow
+def test_cpp_standalone_runs_twice_equal_to_euler_and_zil_exact():
+    """Two builds in one process (device.reinit between them); Z-IL gates at dt = tau_x, so the same
+    run checks the Euler path and autograd's gradients; the second build reuses the compiled code."""
+    device_before = brian2.get_device()
+    for seed in (0, 1):
+        module, inputs, target = tiny_mlp(seed)
+        graph = pcsim.trace(module, *inputs)
+        kw = dict(t_end=0.75, tau_x=0.25, dt=0.25, method="euler", plasticity="zil")
+        ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
+        got = pcsim.simulate(graph, inputs, target, backend="brian2", codegen_target="cpp_standalone", **kw)
+        assert_same_path(got, ref)
+        for name, grad in autograd_gradients(module, inputs, target).items():
+            assert relative_difference(torch.as_tensor(got.updates[name]), grad) <= 1e-10, name
+    assert brian2.get_device() is device_before
