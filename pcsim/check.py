@@ -84,11 +84,21 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
 
 
+def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
+    """The module's output tensors in the order the tracer sees them: nested tuples and lists
+    flattened, None left out (e.g. `(out, (h_n, c_n))` of an LSTM, `(out, None)` of attention)."""
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    if isinstance(out, tuple | list):
+        return tuple(t for o in out if o is not None for t in _flat_outputs(o))
+    raise InputError(f"the module's output must be tensors or (nested) tuples of tensors, got {type(out).__name__}")
+
+
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch."""
     inputs, targets = _as_tuple(inputs, "inputs"), _as_tuple(target, "target")
     out = module(*inputs)
-    outs = _as_tuple(out, "the module's output")
+    outs = _flat_outputs(out)
     losses = (loss,) * len(outs) if isinstance(loss, str) else _as_tuple(loss, "loss")
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")

@@ -11,6 +11,7 @@ Each fx node is classified once, from what it computed on the example inputs:
 
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from pcsim.errors import InputError, TraceError, UnsupportedOpError
+from pcsim.errors import InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
-from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, ModuleCall
+from pcsim.graph.provenance import example_calls, exception_user_line, user_line
+from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, NEEDS_EXAMPLE, ModuleCall
 from pcsim.ops.registry import (
     DROPOUT,
     FUNCTIONS,
@@ -36,7 +38,13 @@ from pcsim.ops.registry import (
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer, with pcsim's leaf modules and the recurrent cells expanded into gates."""
+    """fx's tracer, with pcsim's leaf modules, composite modules expanded (ops/expansions.py) and
+    a stack trace per node, so errors can name the user's line."""
+
+    def __init__(self, examples: dict[int, list[dict]] | None = None):
+        super().__init__()
+        self.record_stack_traces = True
+        self.examples = {k: list(v) for k, v in (examples or {}).items()}  # id(module) -> example calls, in order
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in MODULE_CONVERTERS or super().is_leaf_module(m, qualname)
@@ -45,13 +53,27 @@ class _Tracer(fx.Tracer):
         expand = MODULE_EXPANSIONS.get(type(m))
         if expand is None:
             return super().call_module(m, forward, args, kwargs)
-        qual = self.path_of_module(m)
+        example = {}
+        if type(m) in NEEDS_EXAMPLE:
+            pending = self.examples.get(id(m))
+            if not pending:
+                raise TraceError(f"{type(m).__name__} '{self.path_of_module(m)}' is called more often while "
+                                 "tracing than when the module ran on the example inputs")
+            example = pending.pop(0)
+        return expand(m, _Scope(self, m, example), *args, **kwargs)
 
-        def param(attr: str):
-            if getattr(m, attr, None) is None:
-                return None
-            return self.create_proxy("get_attr", f"{qual}.{attr}" if qual else attr, (), {})
-        return expand(m, param, *args, **kwargs)
+
+class _Scope:
+    """What an expansion may ask: a module's parameters as get_attr proxies, its example shapes."""
+
+    def __init__(self, tracer: _Tracer, module: nn.Module, example: dict):
+        self.tracer, self.module, self.example = tracer, module, example
+        self.qual = tracer.path_of_module(module)
+
+    def __call__(self, attr: str):
+        if getattr(self.module, attr, None) is None:
+            return None
+        return self.tracer.create_proxy("get_attr", f"{self.qual}.{attr}" if self.qual else attr, (), {})
 
 
 class _Recorder(fx.Interpreter):
@@ -65,10 +87,22 @@ class _Recorder(fx.Interpreter):
         try:
             out = super().run_node(n)
         except Exception as e:  # noqa: BLE001 - reported with the node at fault
-            raise TraceError(f"the module failed at fx node '{n.name}' ({_describe(n, self.module)}) "
-                             f"on the example inputs: {type(e).__name__}: {e}") from e
+            raise TraceError(f"the module failed at fx node '{n.name}' ({_describe(n, self.module)}"
+                             f"{_at(n)}) on the example inputs: {type(e).__name__}: {e}{_where(n)}") from e
         self.values[n] = out
         return out
+
+
+def _at(n: fx.Node) -> str:
+    """' at file.py:12' for the user's line a node came from, or ''."""
+    line = user_line(n.stack_trace)
+    return f" at {line.short}" if line else ""
+
+
+def _where(n: fx.Node) -> str:
+    """The user's frame a node came from, as a detail line, or ''."""
+    line = user_line(n.stack_trace)
+    return f"\n{line}" if line else ""
 
 
 def _describe(n: fx.Node, gm: nn.Module) -> str:
@@ -127,9 +161,9 @@ class _Builder:
                     parents.append(k)
                 return ParentArg(parents.index(k))
             if isinstance(k, _Multi):
-                raise UnsupportedOpError(f"fx node '{node.name}' ({_describe(node, self.gm)}) uses the whole "
-                                         f"tuple returned by '{arg.name}'; pcsim needs its elements picked "
-                                         "by indexing or unpacking")
+                raise UnsupportedOpError(f"fx node '{node.name}' ({_describe(node, self.gm)}){_at(node)} uses "
+                                         f"the whole tuple returned by '{arg.name}'; pcsim needs its elements "
+                                         f"picked by indexing or unpacking{_where(node)}")
             return k
         if isinstance(arg, tuple | list):
             return tuple(self.template(a, parents, node) for a in arg)
@@ -200,32 +234,34 @@ class _Builder:
         elif all(isinstance(v, torch.Tensor) for v in value):
             self.kind[n] = _Multi(call, tuple(parents), _describe(n, self.gm))
         else:
-            raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}) returns "
-                                     f"{type(value).__name__} mixing tensors and other values")
+            raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)} returns "
+                                     f"{type(value).__name__} mixing tensors and other values{_where(n)}")
 
     def _convert(self, n: fx.Node, parents: list[str]) -> ModuleCall:
-        unsupported = UnsupportedOpError(
-            f"fx node '{n.name}' ({_describe(n, self.gm)}) is not supported by pcsim.\n"
-            f"Supported:\n{supported_summary()}")
+        def unsupported() -> UnsupportedOpError:
+            return UnsupportedOpError(
+                f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)} is not supported by pcsim.{_where(n)}\n"
+                f"Supported:\n{supported_summary()}")
         if n.op == "call_module":
             m = self.gm.get_submodule(n.target)
             convert = MODULE_CONVERTERS.get(type(m))
             if convert is None:
-                raise unsupported
+                raise unsupported()
             args = self.template(n.args, parents, n)
             kwargs = self.template(dict(n.kwargs), parents, n)
             try:
                 return convert(m, self, *args, **kwargs)
             except UnsupportedOpError as e:
-                raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}): {e}") from None
+                raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)}: {e}{_where(n)}") \
+                    from None
         if n.op == "call_method":
             if n.target not in METHODS:
-                raise unsupported
+                raise unsupported()
             op, fn = METHODS[n.target], method_function(n.target)
         elif n.target in FUNCTIONS:
             op, fn = FUNCTIONS[n.target], n.target
         else:
-            raise unsupported
+            raise unsupported()
         args = self.template(n.args, parents, n)
         kwargs = self.template(dict(n.kwargs), parents, n)
         if n.op == "call_function" and n.target in DROPOUT:
@@ -239,7 +275,7 @@ class _Builder:
 
     def _vertex(self, n, call: ModuleCall, parents, value, source: str, select=None) -> None:
         if not isinstance(value, torch.Tensor):
-            raise UnsupportedOpError(f"fx node '{n.name}' ({source}) does not produce a tensor")
+            raise UnsupportedOpError(f"fx node '{n.name}' ({source}){_at(n)} does not produce a tensor{_where(n)}")
         self.vertices.append(Vertex(n.name, call.op, tuple(value.shape), value.dtype, parents=tuple(parents),
                                     fn=call.fn, args=tuple(call.args), kwargs=tuple(call.kwargs),
                                     select=select, source=source))
@@ -305,6 +341,29 @@ def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
     return result
 
 
+def _restore(module: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
+
+
+def _expanded_root(module: nn.Module, n_inputs: int) -> nn.Module:
+    """fx traces the root's own forward, so a root whose type is expanded (a bare nn.LSTM, say) is
+    wrapped in a module that calls it with the same argument names: its call then goes through
+    the expansion. Parameters keep their names (the builder names them by identity)."""
+    params = [p.name for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if n_inputs > len(params):
+        raise InputError(f"{type(module).__name__}.forward takes {len(params)} input(s), "
+                         f"got {n_inputs} example input(s)")
+    args = ", ".join(params[:n_inputs])
+    namespace: dict = {}
+    exec(f"def forward(self, {args}):\n    return self.inner({args})\n", namespace)  # noqa: S102
+    root = type(type(module).__name__, (nn.Module,), {"forward": namespace["forward"]})()
+    root.inner = module
+    return root
+
+
 def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
     """Trace `module` with torch.fx on `example_inputs` (one tensor per forward argument)."""
     if not isinstance(module, nn.Module):
@@ -312,13 +371,29 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
-    tracer = _Tracer()
+    # the example run must leave the module as it found it (BatchNorm in training mode would
+    # update its running statistics)
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
     try:
-        fx_graph = tracer.trace(module)
-    except UnsupportedOpError:
+        examples = example_calls(module, example_inputs, NEEDS_EXAMPLE)
+    except Exception as e:  # noqa: BLE001 - the user's module failed on the example inputs
+        line = exception_user_line(e)
+        raise TraceError(f"{type(module).__name__} failed on the example inputs"
+                         f"{f' at {line.short}' if line else ''}: {type(e).__name__}: {e}"
+                         f"{f'{chr(10)}{line}' if line else ''}") from e
+    finally:
+        _restore(module, buffers)
+    tracer = _Tracer(examples)
+    try:
+        root = _expanded_root(module, len(example_inputs)) if type(module) in MODULE_EXPANSIONS else module
+        fx_graph = tracer.trace(root)
+    except PcsimError:
         raise
-    except Exception as e:  # noqa: BLE001 - fx's own message, with what to do about it
-        raise TraceError(f"torch.fx could not trace {type(module).__name__}: {type(e).__name__}: {e}\n"
+    except Exception as e:  # noqa: BLE001 - fx's own message, with the user's line and what to do about it
+        line = exception_user_line(e)
+        raise TraceError(f"torch.fx could not trace {type(module).__name__}"
+                         f"{f' at {line.short}' if line else ''}: {type(e).__name__}: {e}\n"
+                         f"{f'{line}{chr(10)}' if line else ''}"
                          "pcsim needs a forward() without data-dependent Python control flow; loops over "
                          "fixed Python ranges are fine.") from e
     gm = fx.GraphModule(tracer.root, fx_graph)
@@ -327,16 +402,11 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
         raise InputError(f"{type(module).__name__}.forward takes {n_placeholders} input(s), "
                          f"got {len(example_inputs)} example input(s)")
     recorder = _Recorder(gm)
-    # the example run must leave the module as it found it (BatchNorm in training mode would
-    # update its running statistics)
-    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
     try:
         with torch.no_grad():
             recorder.run(*example_inputs)
     finally:
-        with torch.no_grad():
-            for name, b in module.named_buffers():
-                b.copy_(buffers[name])
+        _restore(module, buffers)
     graph = _Builder(module, gm, recorder.values).run()
     for v in graph.vertices:
         if v.name in graph.latent and not v.dtype.is_floating_point:

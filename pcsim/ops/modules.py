@@ -1,8 +1,9 @@
 """Standard `torch.nn` modules in pcsim's terms.
 
 Converters turn one leaf module call into one vertex (its functional form, parameters as
-`ParamArg`, buffers as `ConstArg`). Expansions run at fx-trace time and rewrite a composite module
-(recurrent cells) into elementary calls, so PC runs on each gate as its own population.
+`ParamArg`, buffers as `ConstArg`). Expansions (`ops/expansions.py`) run at fx-trace time and
+rewrite a composite module (recurrent cells and layers, attention) into elementary calls, so PC
+runs on each gate as its own population.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def _softmax(op: str, fn):
 
 MODULE_CONVERTERS: dict[type, Callable[..., ModuleCall]] = {
     nn.Linear: _linear,
+    nn.modules.linear.NonDynamicallyQuantizableLinear: _linear,  # MultiheadAttention.out_proj
     nn.Conv1d: _conv("conv1d", F.conv1d),
     nn.Conv2d: _conv("conv2d", F.conv2d),
     nn.MaxPool2d: _max_pool2d,
@@ -145,46 +147,6 @@ MODULE_CONVERTERS: dict[type, Callable[..., ModuleCall]] = {
 }
 
 
-# -- expansions: run on fx proxies at trace time ------------------------------------------------
-def _rnn_cell(m: nn.RNNCell, p: Callable[[str], Any], x, hx=None):
-    pre = F.linear(x, p("weight_ih"), p("bias_ih"))
-    if hx is not None:
-        pre = pre + F.linear(hx, p("weight_hh"), p("bias_hh"))
-    elif m.bias:
-        pre = pre + p("bias_hh")  # h = 0: only the recurrent bias remains
-    return torch.tanh(pre) if m.nonlinearity == "tanh" else torch.relu(pre)
-
-
-def _lstm_cell(m: nn.LSTMCell, p: Callable[[str], Any], x, hx=None):
-    gates = F.linear(x, p("weight_ih"), p("bias_ih"))
-    if hx is not None:
-        gates = gates + F.linear(hx[0], p("weight_hh"), p("bias_hh"))
-    elif m.bias:
-        gates = gates + p("bias_hh")
-    i, f, g, o = gates.chunk(4, 1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = i * g if hx is None else f * hx[1] + i * g
-    return o * torch.tanh(c), c
-
-
-def _gru_cell(m: nn.GRUCell, p: Callable[[str], Any], x, hx=None):
-    gi = F.linear(x, p("weight_ih"), p("bias_ih"))
-    i_r, i_z, i_n = gi.chunk(3, 1)
-    if hx is None:
-        if not m.bias:
-            r, z, n = None, torch.sigmoid(i_z), torch.tanh(i_n)
-            return n - z * n
-        h_r, h_z, h_n = p("bias_hh").chunk(3, 0)
-    else:
-        h_r, h_z, h_n = F.linear(hx, p("weight_hh"), p("bias_hh")).chunk(3, 1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
-    return n - z * n if hx is None else n + z * (hx - n)  # (1 - z) n + z h
-
-
-MODULE_EXPANSIONS: dict[type, Callable[..., Any]] = {
-    nn.RNNCell: _rnn_cell,
-    nn.LSTMCell: _lstm_cell,
-    nn.GRUCell: _gru_cell,
-}
+# Composite modules (recurrent cells and layers, attention, encoder layers) are expanded at trace
+# time into elementary calls: see `ops/expansions.py`.
+from pcsim.ops.expansions import MODULE_EXPANSIONS, NEEDS_EXAMPLE  # noqa: E402, F401 (re-exported)

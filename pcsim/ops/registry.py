@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pcsim.ops.expansions import attention_softmax
+
 
 @dataclass(frozen=True)
 class OpDef:
@@ -32,7 +34,7 @@ _FAMILIES = {
     "parametric": ["linear", "conv1d", "conv2d", "batch_norm", "layer_norm", "embedding"],
     "pooling": ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"],
     "activation": ["relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "log_softmax",
-                   "elu", "softplus", "exp", "log", "sqrt", "rsqrt", "abs", "pow", "square"],
+                   "attention_softmax", "elu", "softplus", "exp", "log", "sqrt", "rsqrt", "abs", "pow", "square"],
     "arithmetic": ["add", "sub", "mul", "div", "neg", "matmul", "bmm"],
     "shape": ["view", "reshape", "permute", "transpose", "contiguous", "flatten", "unsqueeze", "squeeze",
               "t", "expand", "getitem", "cat", "stack", "chunk", "split", "unbind", "identity",
@@ -49,7 +51,7 @@ FUNCTIONS: dict[object, str] = {
     torch.relu: "relu", F.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh", F.tanh: "tanh",
     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu", F.silu: "silu",
     torch.softmax: "softmax", F.softmax: "softmax", torch.log_softmax: "log_softmax",
-    F.log_softmax: "log_softmax", F.elu: "elu", F.softplus: "softplus",
+    F.log_softmax: "log_softmax", attention_softmax: "attention_softmax", F.elu: "elu", F.softplus: "softplus",
     torch.exp: "exp", torch.log: "log", torch.sqrt: "sqrt", torch.rsqrt: "rsqrt", torch.abs: "abs",
     torch.pow: "pow", operator.pow: "pow", torch.square: "square",
     operator.add: "add", torch.add: "add", operator.iadd: "add",

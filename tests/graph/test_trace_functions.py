@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsim.ops import expansions
 from pcsim.ops.registry import FUNCTIONS, METHODS
 from tests.graph.helpers import DT, Net, seeded, trace_and_compare
 
@@ -132,6 +133,9 @@ FUNCTION_CASES = [
     Case(F.silu, "F.silu", lambda s, x: F.silu(h(s, x)), "silu", "silu"),
     Case(torch.softmax, "torch.softmax", lambda s, x: torch.softmax(h(s, x), 1), "softmax", "softmax"),
     Case(F.softmax, "F.softmax", lambda s, x: F.softmax(cube(s, x), dim=-1), "softmax", "softmax"),
+    Case(expansions.attention_softmax, "attention_softmax",  # what MultiheadAttention's masks expand to
+         lambda s, x: expansions.attention_softmax(cube(s, x), torch.ones(4, 4, dtype=torch.bool).triu(1)),
+         "attention_softmax", "attention_softmax"),
     Case(torch.log_softmax, "torch.log_softmax", lambda s, x: torch.log_softmax(h(s, x), 1), "log_softmax",
          "log_softmax"),
     Case(F.log_softmax, "F.log_softmax", lambda s, x: F.log_softmax(h(s, x), dim=1), "log_softmax",

@@ -77,6 +77,9 @@ def _layer_norm():
 CASES = [
     ModuleCase("Linear", nn.Linear, lambda: nn.Linear(4, 5), lambda s, x: s.m(torch.tanh(s.lin(x))),
                "linear"),
+    ModuleCase("NonDynamicallyQuantizableLinear", nn.modules.linear.NonDynamicallyQuantizableLinear,
+               lambda: nn.modules.linear.NonDynamicallyQuantizableLinear(4, 5),  # MultiheadAttention.out_proj
+               lambda s, x: s.m(torch.tanh(s.lin(x))), "linear"),
     ModuleCase("Conv1d", nn.Conv1d, lambda: nn.Conv1d(2, 3, 3, padding=1), lambda s, x: s.m(_seq(s, x)),
                "conv1d", lin=(4, 12)),
     ModuleCase("Conv2d", nn.Conv2d, lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), _apply_img, "conv2d",
@@ -183,8 +186,10 @@ def _cell_body(cls, with_hx):
     return body
 
 
-def test_every_module_expansion_has_a_case():
-    assert {p.values[0] for p in _cell_cases()} == set(MODULE_EXPANSIONS)
+def test_every_cell_expansion_has_a_case():
+    # the layer and attention expansions are tested in tests/ops/test_expansions.py
+    cells = {nn.RNNCell, nn.LSTMCell, nn.GRUCell}
+    assert {p.values[0] for p in _cell_cases()} == cells and cells <= set(MODULE_EXPANSIONS)
 
 
 @pytest.mark.parametrize(("cls", "bias", "with_hx", "nonlinearity"), list(_cell_cases()))

@@ -1,0 +1,99 @@
+"""Where a traced node came from in the user's code, and what the expansions need to know first.
+
+fx records a stack trace per node (`Tracer.record_stack_traces`); the user's line is the innermost
+frame outside torch and pcsim. The same rule picks the user's line out of an exception raised
+while tracing (data-dependent control flow). `example_calls` runs the module once on the example
+inputs with hooks on the modules whose expansion needs concrete shapes (`NEEDS_EXAMPLE`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# torch's and pcsim's own folders: frames there are not the user's code
+_LIBRARIES = (str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parents[1]))
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>[^\n]+)\n(?P<code>(?: {4}[^\n]*)?)')
+
+
+@dataclass(frozen=True)
+class UserLine:
+    """One frame of the user's code."""
+
+    file: str
+    line: int
+    function: str
+    code: str
+
+    @property
+    def short(self) -> str:
+        return f"{Path(self.file).name}:{self.line}"
+
+    def __str__(self) -> str:
+        text = f'File "{self.file}", line {self.line}, in {self.function}'
+        return f"{text}\n    {self.code}" if self.code else text
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_user(file: str) -> bool:
+    try:
+        resolved = str(Path(file).resolve())
+    except (OSError, RuntimeError):
+        resolved = file
+    return not resolved.startswith(_LIBRARIES) and not file.startswith("<")
+
+
+def user_line(stack_trace: str | None) -> UserLine | None:
+    """The innermost user frame in an fx node's `stack_trace` text, or None."""
+    if not stack_trace:
+        return None
+    frames = [UserLine(m["file"], int(m["line"]), m["function"].strip(), m["code"].strip())
+              for m in _FRAME.finditer(stack_trace)]
+    users = [f for f in frames if _is_user(f.file)]
+    return users[-1] if users else None
+
+
+def exception_user_line(error: BaseException) -> UserLine | None:
+    """The innermost user frame of an exception's traceback, or None."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_user(f.filename)]
+    if not frames:
+        return None
+    f = frames[-1]
+    return UserLine(f.filename, f.lineno or 0, f.name, (f.line or "").strip())
+
+
+def example_calls(module: nn.Module, inputs: tuple, kinds: frozenset[type]) -> dict[int, list[dict]]:
+    """Run `module(*inputs)` once; for each submodule whose type is in `kinds`, the shapes of the
+    tensors it received, per call in call order: {id(submodule): [{argument name: shape}, ...]}.
+
+    Runs with autograd enabled so that modules with a no-grad fast path (TransformerEncoderLayer,
+    MultiheadAttention) take their ordinary path and call their submodules.
+    """
+    targets = [m for m in module.modules() if type(m) in kinds]
+    if not targets:
+        return {}
+    calls: dict[int, list[dict]] = {}
+
+    def hook(sub, args, kwargs):
+        try:
+            bound = inspect.signature(sub.forward).bind(*args, **kwargs).arguments
+        except TypeError:
+            bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
+        calls.setdefault(id(sub), []).append(
+            {name: tuple(v.shape) for name, v in bound.items() if isinstance(v, torch.Tensor)})
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in targets]
+    try:
+        with torch.enable_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls

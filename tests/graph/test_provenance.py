@@ -1,0 +1,118 @@
+"""Errors name the user's line: unsupported ops, data-dependent control flow, failures on the inputs.
+
+The expected line numbers come from the test's own source (`inspect`), never from pcsim's output.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+import pcsim
+from pcsim.graph.provenance import UserLine, user_line
+
+THIS_FILE = __file__
+
+
+def line_of(fn, text: str) -> int:
+    """The line number of the first source line of `fn` containing `text`."""
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+class FFT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return torch.fft.fft(h).real
+
+
+class Inner(nn.Module):
+    def forward(self, h):
+        return torch.cumsum(h, dim=1)
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.inner = nn.Linear(4, 4), Inner()
+
+    def forward(self, x):
+        return self.inner(self.lin(x))
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if h.sum() > 0:
+            return h
+        return -h
+
+
+class BadShapes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.gru = nn.Linear(4, 4), nn.GRU(5, 3)
+
+    def forward(self, x):
+        return self.gru(self.lin(x).unsqueeze(0))[0]
+
+
+def _x():
+    return torch.randn(3, 4, dtype=torch.float64)
+
+
+def _error(exc, module) -> str:
+    with pytest.raises(exc) as info:
+        pcsim.trace(module.double(), _x())
+    return str(info.value)
+
+
+def test_unsupported_op_names_the_op_and_the_users_line():
+    msg = _error(pcsim.UnsupportedOpError, FFT())
+    line = line_of(FFT.forward, "torch.fft.fft")
+    first = msg.splitlines()[0]
+    assert "fft" in first and f"test_provenance.py:{line}" in first
+    assert f'File "{THIS_FILE}", line {line}, in forward' in msg
+    assert "return torch.fft.fft(h).real" in msg and "Supported" in msg
+
+
+def test_unsupported_op_inside_a_submodule_names_that_line():
+    msg = _error(pcsim.UnsupportedOpError, Nested())
+    assert "cumsum" in msg.splitlines()[0]
+    assert f"line {line_of(Inner.forward, 'torch.cumsum')}, in forward" in msg
+    assert "return torch.cumsum(h, dim=1)" in msg
+
+
+def test_data_dependent_control_flow_reports_fx_and_the_line():
+    msg = _error(pcsim.TraceError, DataDependent())
+    line = line_of(DataDependent.forward, "if h.sum() > 0")
+    assert "symbolically traced variables cannot be used as inputs to control flow" in msg
+    assert f"test_provenance.py:{line}" in msg.splitlines()[0]
+    assert "if h.sum() > 0:" in msg and "data-dependent" in msg
+
+
+def test_module_failing_on_the_example_inputs_names_the_line():
+    msg = _error(pcsim.TraceError, BadShapes())
+    assert "example inputs" in msg
+    assert f"test_provenance.py:{line_of(BadShapes.forward, 'self.gru(')}" in msg
+
+
+def test_user_line_skips_torch_and_pcsim_frames():
+    torch_file = torch.__file__
+    text = (f'File "{THIS_FILE}", line 10, in forward\n    y = self.m(x)\n'
+            f'  File "{torch_file}", line 5, in __call__\n    return f()\n')
+    assert user_line(text) == UserLine(THIS_FILE, 10, "forward", "y = self.m(x)")
+    assert user_line(f'File "{torch_file}", line 5, in f\n    g()\n') is None
+    assert user_line(None) is None
+    assert UserLine("/a/b/model.py", 3, "forward", "x").short == "model.py:3"
