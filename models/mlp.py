@@ -1,4 +1,6 @@
-"""Multilayer perceptron classifier (default: 8x8 digits, 64 -> 32 -> 32 -> 10, tanh).
+"""Multilayer perceptron classifier (default: MNIST-sized, 784 -> 1000 -> 1000 -> 10, tanh).
+
+`input_shape=(64,)` (or (1, 8, 8)) and `hidden=(32, 32)` give the small digits network.
 
 Plain PyTorch; `build()` returns a deterministic (model, inputs, target) triple.
 """
@@ -25,7 +27,7 @@ class MLP(nn.Module):
     def __init__(
         self,
         in_features: int,
-        hidden: tuple[int, ...] = (32, 32),
+        hidden: tuple[int, ...] = (1000, 1000),
         n_classes: int = 10,
         activation: str = "tanh",
     ) -> None:
@@ -48,18 +50,19 @@ class MLP(nn.Module):
 def build(
     seed: int = 0,
     *,
-    input_shape: tuple[int, ...] = (64,),
+    input_shape: tuple[int, ...] = (784,),
     n_classes: int = 10,
-    hidden: tuple[int, ...] = (32, 32),
+    hidden: tuple[int, ...] = (1000, 1000),
     activation: str = "tanh",
     batch: int = 8,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], torch.Tensor]:
     """Build an MLP with random inputs and class-index targets.
 
     Dims:
-        input_shape: per-sample input shape, e.g. (64,) or (1, 8, 8); flattened in forward.
+        input_shape: per-sample input shape, e.g. (784,) (default), (64,) or (1, 8, 8); flattened
+                     in forward.
         n_classes:   number of output logits / classes.
-        hidden:      widths of the hidden layers (default (32, 32)).
+        hidden:      widths of the hidden layers (default (1000, 1000)).
         activation:  "tanh" (default), "relu", "sigmoid" or "gelu".
         batch:       number of samples in the returned inputs (default 8).
 

@@ -21,7 +21,7 @@ class ManyToOneRNN(nn.Module):
     batch-size-dependent zero tensor.
     """
 
-    def __init__(self, seq_len: int = 6, input_size: int = 5, hidden_size: int = 8, n_out: int = 3) -> None:
+    def __init__(self, seq_len: int = 10, input_size: int = 5, hidden_size: int = 8, n_out: int = 3) -> None:
         super().__init__()
         self.seq_len = seq_len
         self.init_state = nn.Linear(input_size, hidden_size)
@@ -38,7 +38,7 @@ class ManyToOneRNN(nn.Module):
 def build(
     seed: int = 0,
     *,
-    input_shape: tuple[int, int] = (6, 5),
+    input_shape: tuple[int, int] = (10, 5),
     hidden_size: int = 8,
     n_out: int = 3,
     n_classes: int | None = None,
@@ -47,7 +47,7 @@ def build(
     """Build the RNN with random sequences and random real-valued targets.
 
     Dims:
-        input_shape: per-sample shape (seq_len, input_size); default (6, 5).
+        input_shape: per-sample shape (seq_len, input_size); default (10, 5).
         hidden_size: width of the recurrent state (default 8).
         n_out:       number of regression outputs (default 3).
         n_classes:   alias for n_out, so generic training code can size the head;

@@ -20,6 +20,15 @@ TOL = pcsim.tolerance(DT)
 EXACT = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is several times faster than two (no OpenMP hand-offs)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def flat(out) -> list[torch.Tensor]:
     """A module's outputs in the order fx sees them (nested tuples flattened, None dropped)."""
     if isinstance(out, torch.Tensor):
