@@ -44,3 +44,8 @@ demo: check-zoo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
+.PHONY: bench
+bench: install
+	$(PY) benchmarks/brian2_throughput.py

@@ -75,12 +75,19 @@ def assert_same_path(got, ref, tol=TOL):
 
 
 # -- numpy target: the same Euler path as pcsim -----------------------------------------------------------
+def late_hidden_gate(vertex, t):
+    """A user's gate function: plasticity on every vertex but the output, from t = 0.4 on."""
+    return vertex != "fc3" and t >= 0.4
+
+
 CASES = {  # arch -> settings that exercise a different part of the rendering each
-    "mlp_tanh_bias": {"t_on": 0.3},  # free output first, then clamped; plasticity from after(0.3)
-    "mlp_relu_bias": {"tau_e": 0.2},  # leaky error populations
-    "mlp_sigmoid_nobias": {},
+    "mlp_tanh_bias": {"t_on": 0.3},  # free output first, then clamped; plasticity from after(0.1)
+    "mlp_relu_bias": {"tau_e": 0.2, "plasticity": "always"},  # leaky error populations
+    "mlp_sigmoid_nobias": {"plasticity": "zil"},  # Z-IL windows at dt < tau_x
     "residual_block": {"tau_e": 0.1, "t_on": 0.2},  # levelled: identity vertices and an add of two parents
-    "small_cnn": {},  # conv2d kernels shared across positions and batch, avg_pool2d, flatten
+    "small_cnn": {"tau_x": {"net_0": 0.4, "net_1": 0.3}},  # conv2d kernels shared across positions and
+    # batch, avg_pool2d, flatten; per-population time constants
+    "mlp_tanh_nobias": {"plasticity": late_hidden_gate},  # a user gate function, sampled on the step grid
 }
 
 
@@ -88,7 +95,10 @@ CASES = {  # arch -> settings that exercise a different part of the rendering ea
 def test_numpy_target_is_pcsims_euler_path(arch):
     module, inputs, target = problem(arch)
     graph = pcsim.trace(module, *inputs).level()
-    kw = dict(t_end=1.5, tau_x=0.5, dt=0.05, method="euler", plasticity=pcsim.after(0.1), **CASES[arch])
+    settings = {"plasticity": pcsim.after(0.1), "tau_x": 0.5, **CASES[arch]}
+    if isinstance(settings["tau_x"], dict):
+        settings["tau_x"] = {n: settings["tau_x"].get(n, 0.5) for n in graph.latent}
+    kw = dict(t_end=1.5, dt=0.05, method="euler", **settings)
     ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
     got = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
     assert got.meta["backend"] == "brian2" and len(got.t) == 31
@@ -119,8 +129,8 @@ def test_distance_to_dop853_is_eulers_first_order_error(arch):
 
 
 # -- Z-IL on Brian2: the synapses' accumulators are autograd's gradients -----------------------------------
-@pytest.mark.parametrize("arch,tau_e", [("mlp_tanh_bias", 0.0), ("residual_block", 0.0),
-                                        ("residual_block", 0.25), ("small_cnn", 0.0)])
+@pytest.mark.parametrize("arch,tau_e", [("mlp_tanh_bias", 0.0), ("residual_block", 0.0), ("residual_block", 0.25),
+                                        ("small_cnn", 0.0), ("rnn_manual", 0.0)])  # rnn: weights shared in time
 def test_zil_on_brian2_gives_autograd_gradients(arch, tau_e):
     module, inputs, target = problem(arch)
     graph = pcsim.trace(module, *inputs).level()

@@ -5,18 +5,10 @@ Every latent vertex becomes one neuron population (batch x features neurons) who
 summed variables (`mu_0 + mu_1 + b`, `fb_0 + fb_1`): two Synapses summing into one variable keep
 only the last (brian2 issue 766). Every edge into a latent vertex becomes one projection that
 carries both directions: its prediction onto the post-synaptic population (`mu_k_post = ...
-(summed)`) and J^T err onto the pre-synaptic one (`fb_m_pre = ... (summed)`). Per op:
-
-  linear, conv2d        weight * x_pre / weight * err_post; each synapse holds a copy of the weight
-                        it reads and its index `kidx` into the parameter, so a kernel shared across
-                        batch copies and positions sums its synapses' accumulators when read back
-  avg_pool2d, adaptive  fixed weights (torch's own 1 / window size, taken from the op)
-  activations           one-to-one: f(x_pre) / f'(x_pre) * err_post
-  add, sub, neg, scale  one-to-one (or broadcast), weights = the op's coefficients
-  reshapes, identity    one-to-one index maps (taken from the op applied to neuron indices)
-
-Biases are per-neuron constants `b` with their own accumulators. Clamped vertices (inputs, and
-what is computed from inputs alone) are constant populations `x`.
+(summed)`) and J^T err onto the pre-synaptic one (`fb_m_pre = ... (summed)`); ops.py says what
+each op's synapses compute. Plasticity is synaptic state: a per-synapse accumulator `w` gated by
+its post-synaptic vertex's gate. Biases are per-neuron constants `b` with their own accumulators.
+Clamped vertices (inputs, and what is computed from inputs alone) are constant populations `x`.
 """
 
 from __future__ import annotations
@@ -26,16 +18,12 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from pcsim.backends.brian2.ops import Offset, edges_of, to_numpy
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import After, Always, Gate, Off, Windows
-from pcsim.errors import PcsimError, UnsupportedOpError
-from pcsim.graph.ir import ParamArg, ParentArg, Vertex, template_slots
-from pcsim.ops.local import call
-
-WHY = "it cannot be written as Brian2 equations"
+from pcsim.errors import PcsimError
 
 
 class RenderError(PcsimError, NotImplementedError):
@@ -130,302 +118,6 @@ class Network:
         return "\n".join(lines)
 
 
-# -- per-op edges -------------------------------------------------------------------------------------
-@dataclass
-class Edge:
-    parent: int  # parent position in vertex.parents
-    i: np.ndarray
-    j: np.ndarray
-    forward: str  # per-synapse contribution to mu, in x_pre (and weight)
-    backward: str  # per-synapse contribution to the parent's feedback, in err_post (and x_pre, weight)
-    weight: np.ndarray | None = None
-    param: str | None = None
-    kidx: np.ndarray | None = None
-
-
-@dataclass
-class Offset:
-    """Per-neuron additive term of mu: a bias (with its parameter) or a constant."""
-
-    values: np.ndarray
-    param: str | None = None
-    index: np.ndarray | None = None
-
-
-def _bind(vertex: Vertex, names: tuple[str, ...], defaults: dict):
-    """The call's arguments by name (positional first, then keywords, then defaults)."""
-    out = dict(defaults)
-    out.update(zip(names, vertex.args, strict=False))
-    out.update(dict(vertex.kwargs))
-    return out
-
-
-def _unsupported(vertex: Vertex, why: str) -> UnsupportedOpError:
-    return UnsupportedOpError(f"the brian2 backend cannot render {vertex.describe()}: {why}")
-
-
-def _single_parent(vertex: Vertex, arg) -> None:
-    if arg != ParentArg(0) or len(vertex.parents) != 1:
-        raise _unsupported(vertex, f"expected one population as its first argument; {WHY}")
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _param(vertex: Vertex, slot, params, what: str) -> torch.Tensor | None:
-    if slot is None:
-        return None
-    if not isinstance(slot, ParamArg):
-        raise _unsupported(vertex, f"its {what} is not a module parameter (a population or constant as a "
-                                   f"{what} would make a synapse multiply two variables); {WHY}")
-    return params[slot.name].detach()
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float64).reshape(-1).cpu().numpy()
-
-
-def _linear(vertex, shapes, params, constants):
-    a = _bind(vertex, ("input", "weight", "bias"), {"bias": None})
-    _single_parent(vertex, a["input"])
-    W = _param(vertex, a["weight"], params, "weight")
-    b = _param(vertex, a["bias"], params, "bias")
-    (shape_in,) = shapes
-    if W.dim() != 2 or shape_in[-1] != W.shape[1]:
-        raise _unsupported(vertex, f"weight of shape {tuple(W.shape)} on input {shape_in}")
-    n_out, n_in = W.shape
-    lead = int(np.prod(shape_in[:-1], dtype=np.int64))
-    rows = np.arange(lead, dtype=np.int64)[:, None, None]
-    o = np.arange(n_out, dtype=np.int64)[None, :, None]
-    c = np.arange(n_in, dtype=np.int64)[None, None, :]
-    i = np.broadcast_to(rows * n_in + c, (lead, n_out, n_in)).reshape(-1)
-    j = np.broadcast_to(rows * n_out + o, (lead, n_out, n_in)).reshape(-1)
-    k = np.broadcast_to(o * n_in + c, (lead, n_out, n_in)).reshape(-1)
-    edges = [Edge(0, i, j, "weight * x_pre", "weight * err_post", _np(W)[k], a["weight"].name, k)]
-    offsets = []
-    if b is not None:
-        idx = np.arange(lead * n_out, dtype=np.int64) % n_out
-        offsets.append(Offset(_np(b)[idx], a["bias"].name, idx))
-    return edges, offsets
-
-
-def _conv2d(vertex, shapes, params, constants):
-    a = _bind(vertex, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-              {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
-    _single_parent(vertex, a["input"])
-    W = _param(vertex, a["weight"], params, "weight")
-    b = _param(vertex, a["bias"], params, "bias")
-    (shape_in,) = shapes
-    if len(shape_in) != 4:
-        raise _unsupported(vertex, f"conv2d on an input of shape {shape_in} (expected batch, channels, h, w)")
-    B, C, H, Wd = shape_in
-    _, O, Ho, Wo = vertex.shape
-    O_, Cg, KH, KW = W.shape
-    groups = int(a["groups"])
-    (sh, sw), (dh, dw) = _pair(a["stride"]), _pair(a["dilation"])
-    pad = a["padding"]
-    if pad == "valid":
-        pad = 0
-    if pad == "same":
-        ph, pw = (dh * (KH - 1)) // 2, (dw * (KW - 1)) // 2
-    else:
-        ph, pw = _pair(pad)
-    # one synapse per (batch, out channel, out position, in channel of the group, kernel position)
-    bb, oo, oh, ow, cl, kh, kw = np.meshgrid(np.arange(B), np.arange(O), np.arange(Ho), np.arange(Wo),
-                                             np.arange(Cg), np.arange(KH), np.arange(KW), indexing="ij")
-    ih, iw = oh * sh - ph + kh * dh, ow * sw - pw + kw * dw
-    ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < Wd)
-    cc = (oo // (O_ // groups)) * Cg + cl
-    i = (((bb * C + cc) * H + ih) * Wd + iw)[ok].astype(np.int64)
-    j = (((bb * O + oo) * Ho + oh) * Wo + ow)[ok].astype(np.int64)
-    k = (((oo * Cg + cl) * KH + kh) * KW + kw)[ok].astype(np.int64)
-    edges = [Edge(0, i, j, "weight * x_pre", "weight * err_post", _np(W)[k], a["weight"].name, k)]
-    offsets = []
-    if b is not None:
-        idx = (np.arange(B * O * Ho * Wo, dtype=np.int64) // (Ho * Wo)) % O
-        offsets.append(Offset(_np(b)[idx], a["bias"].name, idx))
-    return edges, offsets
-
-
-def _plane_local_linear(vertex, shapes, params, constants):
-    """avg_pool2d and adaptive_avg_pool2d: a fixed linear map on each (sample, channel) plane, taken
-    from the op itself applied to one-hot planes (so padding, ceil_mode and divisors are torch's)."""
-    _single_parent(vertex, vertex.args[0] if vertex.args else None)
-    (shape_in,) = shapes
-    if len(shape_in) != 4 or len(vertex.shape) != 4:
-        raise _unsupported(vertex, f"pooling on shape {shape_in} (expected batch, channels, h, w)")
-    B, C, H, W = shape_in
-    Ho, Wo = vertex.shape[2:]
-    pins, pouts, vals = [], [], []
-    chunk = max(1, 4_000_000 // max(1, Ho * Wo))
-    for start in range(0, H * W, chunk):
-        idx = torch.arange(start, min(start + chunk, H * W))
-        planes = torch.zeros(len(idx), 1, H * W, dtype=torch.float64)
-        planes[torch.arange(len(idx)), 0, idx] = 1.0
-        out = call(vertex, [planes.reshape(len(idx), 1, H, W)], params, constants).reshape(len(idx), Ho * Wo)
-        nz = torch.nonzero(out)
-        pins.append(idx[nz[:, 0]].numpy())
-        pouts.append(nz[:, 1].numpy())
-        vals.append(out[nz[:, 0], nz[:, 1]].numpy())
-    pin, pout, val = (np.concatenate(v) for v in (pins, pouts, vals))
-    order = np.lexsort((pin, pout))
-    pin, pout, val = pin[order], pout[order], val[order]
-    planes = np.arange(B * C, dtype=np.int64)[:, None]
-    i = (planes * (H * W) + pin[None, :]).reshape(-1)
-    j = (planes * (Ho * Wo) + pout[None, :]).reshape(-1)
-    weight = np.broadcast_to(val[None, :], (B * C, val.size)).reshape(-1).copy()
-    return [Edge(0, i, j, "weight * x_pre", "weight * err_post", weight)], []
-
-
-# Elementwise activations: (forward in x_pre, derivative in x_pre) with the op's own arguments.
-def _act_relu(a):
-    return "x_pre * int(x_pre > 0)", "int(x_pre > 0)"
-
-
-def _act_leaky(a):
-    s = float(a.get("negative_slope", 0.01))
-    return (f"x_pre * (int(x_pre > 0) + {s!r} * int(x_pre <= 0))", f"(int(x_pre > 0) + {s!r} * int(x_pre <= 0))")
-
-
-def _act_elu(a):
-    al = float(a.get("alpha", 1.0))
-    return (f"x_pre * int(x_pre > 0) + {al!r} * (exp(x_pre) - 1) * int(x_pre <= 0)",
-            f"(int(x_pre > 0) + {al!r} * exp(x_pre) * int(x_pre <= 0))")
-
-
-def _act_softplus(a):
-    beta, thr = float(a.get("beta", 1.0)), float(a.get("threshold", 20.0))
-    above = f"int({beta!r} * x_pre > {thr!r})"
-    return (f"{above} * x_pre + (1 - {above}) * log(1 + exp({beta!r} * x_pre)) / {beta!r}",
-            f"({above} + (1 - {above}) / (1 + exp(-{beta!r} * x_pre)))")
-
-
-ACTIVATIONS = {
-    "relu": (("input",), {}, _act_relu),
-    "leaky_relu": (("input", "negative_slope"), {"negative_slope": 0.01}, _act_leaky),
-    "tanh": (("input",), {}, lambda a: ("tanh(x_pre)", "(1 - tanh(x_pre)**2)")),
-    "sigmoid": (("input",), {}, lambda a: ("1 / (1 + exp(-x_pre))",
-                                           "(1 / (1 + exp(-x_pre))) * (1 - 1 / (1 + exp(-x_pre)))")),
-    "silu": (("input",), {}, lambda a: ("x_pre / (1 + exp(-x_pre))",
-                                        "(1 / (1 + exp(-x_pre))) * (1 + x_pre * (1 - 1 / (1 + exp(-x_pre))))")),
-    "elu": (("input", "alpha"), {"alpha": 1.0}, _act_elu),
-    "softplus": (("input", "beta", "threshold"), {"beta": 1.0, "threshold": 20.0}, _act_softplus),
-    "exp": (("input",), {}, lambda a: ("exp(x_pre)", "exp(x_pre)")),
-}
-
-
-def _activation(vertex, shapes, params, constants):
-    names, defaults, render = ACTIVATIONS[vertex.op]
-    a = _bind(vertex, names, defaults)
-    _single_parent(vertex, a["input"])
-    if tuple(shapes[0]) != tuple(vertex.shape):
-        raise _unsupported(vertex, "an elementwise op that changes shape")
-    extra = sorted(k for k in a if k not in names and k != "inplace")
-    if extra:
-        raise _unsupported(vertex, f"arguments {extra} have no Brian2 rendering")
-    fwd, der = render(a)
-    n = int(np.prod(vertex.shape, dtype=np.int64))
-    idx = np.arange(n, dtype=np.int64)
-    return [Edge(0, idx, idx.copy(), fwd, f"{der} * err_post")], []
-
-
-INDEX_OPS = {"identity", "flatten", "reshape", "view", "contiguous", "permute", "transpose", "t", "squeeze",
-             "unsqueeze", "getitem", "expand", "chunk", "split", "unbind"}
-
-
-def _index_map(vertex, shapes, params, constants):
-    """Ops that only move values: the op applied to the parent's neuron indices gives the wiring."""
-    slots = [s for s in _slots(vertex) if isinstance(s, ParentArg)]
-    if len(vertex.parents) != 1 or len(slots) != 1:
-        raise _unsupported(vertex, f"a '{vertex.op}' of {len(vertex.parents)} populations; {WHY}")
-    (shape_in,) = shapes
-    index = torch.arange(int(np.prod(shape_in, dtype=np.int64)), dtype=torch.int64).reshape(shape_in)
-    out = call(vertex, [index], params, constants)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(vertex.shape):
-        raise _unsupported(vertex, "its index map does not have the vertex's shape")
-    i = out.reshape(-1).numpy().astype(np.int64)
-    j = np.arange(i.size, dtype=np.int64)
-    return [Edge(0, i, j, "x_pre", "err_post")], []
-
-
-AFFINE_OPS = {"add", "sub", "neg", "mul", "div"}
-
-
-def _affine(vertex, shapes, params, constants):
-    """Elementwise ops affine in their parents (add, sub, neg, scaling): weights = coefficients,
-    read from the op by probing; anything not affine (a product of populations) is refused."""
-    zeros = [torch.zeros(s, dtype=torch.float64) for s in shapes]
-    c0 = None
-    try:
-        c0 = call(vertex, zeros, params, constants)
-        coefs = []
-        for k, s in enumerate(shapes):
-            probe = list(zeros)
-            probe[k] = torch.ones(s, dtype=torch.float64)
-            coefs.append(call(vertex, probe, params, constants) - c0)
-        g = torch.Generator().manual_seed(0)
-        rnd = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
-        got = call(vertex, rnd, params, constants)
-        want = c0 + sum(cf * torch.broadcast_to(r, cf.shape) for cf, r in zip(coefs, rnd, strict=True))
-        affine = bool(torch.allclose(got, want, rtol=1e-12, atol=1e-12)) and bool(torch.isfinite(got).all())
-    except (RuntimeError, TypeError, ValueError):
-        affine = False
-    if not affine or tuple(c0.shape) != tuple(vertex.shape):
-        raise _unsupported(vertex, f"'{vertex.op}' here is not affine in its parent populations (a product or "
-                                   "quotient of populations: a synapse carries one presynaptic variable); " + WHY)
-    n = int(np.prod(vertex.shape, dtype=np.int64))
-    j = np.arange(n, dtype=np.int64)
-    edges = []
-    for k, s in enumerate(shapes):
-        src = torch.arange(int(np.prod(s, dtype=np.int64)), dtype=torch.int64).reshape(s)
-        i = torch.broadcast_to(src, vertex.shape).reshape(-1).numpy().astype(np.int64)
-        w = _np(coefs[k])
-        if np.all(w == 1.0):
-            edges.append(Edge(k, i, j.copy(), "x_pre", "err_post"))
-        else:
-            edges.append(Edge(k, i, j.copy(), "weight * x_pre", "weight * err_post", w))
-    offsets = [] if not bool((c0 != 0).any()) else [Offset(_np(c0))]
-    return edges, offsets
-
-
-def _slots(vertex):
-    return list(template_slots((vertex.args, dict(vertex.kwargs))))
-
-
-RENDERERS = {"linear": _linear, "conv2d": _conv2d, "avg_pool2d": _plane_local_linear,
-             "adaptive_avg_pool2d": _plane_local_linear}
-RENDERERS.update(dict.fromkeys(ACTIVATIONS, _activation))
-RENDERERS.update(dict.fromkeys(INDEX_OPS, _index_map))
-RENDERERS.update(dict.fromkeys(AFFINE_OPS, _affine))
-
-REASONS = {
-    "max_pool2d": "Brian2's summed variables can only add over synapses; a max over a window is no sum",
-    "softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "log_softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "attention_softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "layer_norm": "it normalises by statistics over neurons (a divisive interaction among a population)",
-    "batch_norm": "it normalises by statistics over neurons",
-    "matmul": "a product of two variables; a synapse carries one presynaptic variable",
-    "bmm": "a product of two variables; a synapse carries one presynaptic variable",
-    "gelu": "it needs erf, which Brian2's code generators do not provide",
-    "embedding": "it indexes a table by an integer input (no synaptic sum)",
-    "cat": "it concatenates populations (not supported by this backend yet)",
-    "stack": "it stacks populations (not supported by this backend yet)",
-}
-
-
-def edges_of(vertex: Vertex, shapes, params, constants):
-    if vertex.select is not None and vertex.op not in INDEX_OPS:
-        raise _unsupported(vertex, f"it selects output {vertex.select} of a tuple-valued call; {WHY}")
-    renderer = RENDERERS.get(vertex.op)
-    if renderer is None:
-        why = REASONS.get(vertex.op, "no synaptic form is known for this op")
-        supported = ", ".join(sorted(RENDERERS))
-        raise _unsupported(vertex, f"{why}, so {WHY}.\nThe brian2 backend renders: {supported}")
-    return renderer(vertex, shapes, params, constants)
-
-
 # -- gates ---------------------------------------------------------------------------------------------
 def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: float):
     """('gate = ... : 1', times, tables), or None when the gate never opens for this vertex."""
@@ -478,9 +170,9 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             n = int(np.prod(v.shape, dtype=np.int64))
             if name in graph.clamped:
                 pops[name] = Population(f"c{k}_{_identifier(name)}", name, n, ["x : 1 (constant)"],
-                                        {"x": _np(problem.clamped[name])}, clamped=True)
+                                        {"x": to_numpy(problem.clamped[name])}, clamped=True)
             else:
-                pops[name] = Population(f"p{k}_{_identifier(name)}", name, n, [], {"x": _np(field.base[name])})
+                pops[name] = Population(f"p{k}_{_identifier(name)}", name, n, [], {"x": to_numpy(field.base[name])})
         return pops[name]
 
     gates = {n: gate_equation(gate, n, field.levels.get(n), n_steps, dt) if plastic else None
@@ -573,7 +265,7 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         free_err = E.error_leaky if leaky else E.error_instant
         shown_err = E.output_error_leaky if leaky else E.output_error_instant
         if field.target_shown:
-            pop.values["y"] = _np(problem.targets[name])
+            pop.values["y"] = to_numpy(problem.targets[name])
             eqs += ["y : 1 (constant)", "target_err = y - mu : 1"]  # MSE: -dL/dmu
         if not field.target_shown:
             eqs += [E.free_output, free_err]

@@ -220,11 +220,13 @@ def _network_class(b2):
 
 
 def _hash(spec: Spec) -> str:
+    """The network's structure (names and equations, not sizes): one build folder per structure, so
+    a rebuild at another batch size recompiles only the files that changed."""
     h = hashlib.sha1()
     for p in spec.populations.values():
-        h.update(repr((p.name, p.n, p.equations, sorted(p.times), sorted(p.tables))).encode())
+        h.update(repr((p.name, p.equations, sorted(p.times), sorted(p.tables))).encode())
     for s in spec.projections:
-        h.update(repr((s.name, s.pre, s.post, s.size, s.equations, sorted(s.times), sorted(s.tables))).encode())
+        h.update(repr((s.name, s.pre, s.post, s.equations, sorted(s.times), sorted(s.tables))).encode())
     return h.hexdigest()[:16]
 
 
