@@ -34,11 +34,9 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check pcsim tests models
 
-# Z-IL and Fa-Z-IL against torch autograd on every model of the zoo (models/*.py)
+# Z-IL, Fa-Z-IL and unlevelled Z-IL against torch autograd on every model of the zoo at full size (Table 1)
 check-zoo: install
-	@set -e; for m in $$($(PY) -c "from pcsim.zoo import zoo_names; print(' '.join(zoo_names()))"); do \
-	  for r in zil fa-zil-wavefront fa-zil-autonomous; do $(VENV)/bin/pcsim check $$m --rule $$r; echo; done; \
-	done
+	$(VENV)/bin/pcsim check --all --threads 1
 
 demo: check-zoo
 

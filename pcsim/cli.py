@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from pcsim import cli_figures, cli_train
+from pcsim import cli_figures, cli_train, cli_zoo
 from pcsim.check import RULES, check
 from pcsim.errors import PcsimError
 from pcsim.zoo import LOSSES, load_model_file
@@ -24,7 +24,6 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PENDING = {
     "demo": "run a short demonstration",
     "bench": "time the rules on the zoo models",
-    "graph": "show a model's traced graph",
 }
 
 
@@ -34,12 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     chk = commands.add_parser(
         "check", help="compare a PC rule's weight updates with autograd's gradients",
         description="Run a PC rule on a model and compare every parameter's update with torch autograd.")
-    chk.add_argument("model", metavar="MODEL", help="a zoo model name (e.g. mlp) or the path of a model .py file")
+    chk.add_argument("model", metavar="MODEL", nargs="?",
+                     help="a zoo model name (e.g. mlp) or the path of a model .py file")
     chk.add_argument("--rule", choices=list(RULES), default="zil", help="the learning rule (default: zil)")
     chk.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    cli_zoo.add_check_all_arguments(chk)
+    cli_zoo.add_graph_parser(commands)
     _simulate_parser(commands)
     cli_train.add_parser(commands)
     cli_figures.add_parser(commands)
@@ -123,6 +125,14 @@ def _finite_or_none(value):
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.all:
+        return cli_zoo.run_check_all(args, DTYPES[args.dtype])
+    if args.table or args.models:
+        return _error("--table and --models go with --all")
+    if args.model is None:
+        return _error("check needs a MODEL, or --all for every zoo model")
     spec = load_model_file(args.model)
     # With --json, anything the model file or pcsim prints goes to stderr so stdout stays one JSON object.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = {"check": _check, "simulate": _simulate, "train": cli_train.run_command,
-               "figures": cli_figures.run_command}[args.command]
+               "figures": cli_figures.run_command, "graph": cli_zoo.run_graph}[args.command]
     try:
         return handler(args)
     except (PcsimError, ValueError) as e:

@@ -1,0 +1,50 @@
+"""A traced graph drawn by levels (from `pcsim.graph.layout`): inserted identity vertices marked."""
+
+from __future__ import annotations
+
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+STYLE = {  # kind -> (marker, face colour, edge colour, size, legend label)
+    "input": ("s", "#bbbbbb", "#555555", 50, "input (clamped)"),
+    "clamped": ("s", "#e5e5e5", "#888888", 40, "computed from inputs (clamped)"),
+    "latent": ("o", "#6fa8dc", "#1c4587", 50, "vertex (value + error)"),
+    "output": ("o", "#93c47d", "#274e13", 80, "output"),
+    "identity": ("s", "#ea9999", "#cc0000", 60, "identity inserted by level()"),
+    "unused": ("o", "white", "#999999", 30, "reaches no output"),
+}
+
+
+def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int = 80) -> Figure:
+    """One column per level (outputs right); edges as lines; `labels=None`: names if few vertices."""
+    n = len(lay.names)
+    per_column = max((sum(1 for v in lay.names if lay.column[v] == c) for c in range(lay.n_levels)), default=1)
+    width = min(max(4.0, 0.9 * lay.n_levels + 1.5), 40.0)
+    height = min(max(3.0, 0.6 * per_column + 1.5), 30.0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.subplots()
+    segments = [(lay.position(p), lay.position(c)) for p, c in lay.edges]
+    ax.add_collection(LineCollection(segments, colors="#999999", linewidths=0.8, zorder=1))
+    for kind, (marker, face, edge, size, label) in STYLE.items():
+        members = [v for v in lay.names if lay.kind[v] == kind]
+        if members:
+            xs, ys = zip(*(lay.position(v) for v in members), strict=True)
+            ax.scatter(xs, ys, marker=marker, s=size, c=face, edgecolors=edge, zorder=2,
+                       label=f"{label} ({len(members)})")
+    if labels or (labels is None and n <= max_labels):
+        for v in lay.names:
+            x, y = lay.position(v)
+            ax.annotate(v, (x, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7,
+                        color="#cc0000" if lay.kind[v] == "identity" else "black")
+    ax.set_xticks(range(lay.n_levels))
+    ax.set_xticklabels([str(lay.n_levels - 1 - c) for c in range(lay.n_levels)], fontsize=7)
+    ax.set_xlabel("level (distance to the output)")
+    ax.set_yticks([])
+    ax.margins(x=0.05, y=0.15)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ident = len(lay.identity)
+    ax.set_title(f"{title}{': ' if title else ''}{n} vertices, {lay.n_levels} levels, {ident} identity "
+                 f"vertex{'' if ident == 1 else 'es'} inserted", fontsize=9)
+    return fig

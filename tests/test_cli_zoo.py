@@ -1,0 +1,110 @@
+"""`pcsim check --all` (the paper's Table 1) and `pcsim graph`, in-process.
+
+Expectations come from autograd (through pcsim.check) and from the models' structure: a skip
+connection must make unlevelled Z-IL diverge; a levelled graph must be exact.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from pcsim.cli import main
+from pcsim.table import COLUMNS, markdown, zoo_row, zoo_table
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(argv, capsys):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("model",) and not cells[0].startswith("---"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_check_all_on_a_few_models_writes_the_table(tmp_path, capsys):
+    out_md = tmp_path / "table.md"
+    code, out, err = run(["check", "--all", "--models", "residual_mlp,tied_autoencoder,rnn", "--table", out_md],
+                         capsys)
+    assert code == 0, err
+    assert out_md.read_text() == out
+    header = next(line for line in out.splitlines() if line.startswith("| model"))
+    assert all(column in header for column in COLUMNS)
+    rows = table_rows(out)
+    assert list(rows) == ["residual_mlp", "tied_autoencoder", "rnn"]
+    cols = [c.strip() for c in header.strip().strip("|").split("|")]
+    res = dict(zip(cols, rows["residual_mlp"], strict=True))
+    assert res["identity"] == "1"
+    for column in ("Z-IL", "Fa-Z-IL wavefront", "Fa-Z-IL autonomous"):
+        for row in rows.values():
+            assert float(dict(zip(cols, row, strict=True))[column]) <= 1e-12
+    assert float(res["Z-IL unlevelled"]) > 1e-6  # the skip connection: exact only once levelled
+    tied = dict(zip(cols, rows["tied_autoencoder"], strict=True))
+    assert tied["identity"] == "0" and float(tied["Z-IL unlevelled"]) <= 1e-12
+    assert "residual_mlp: Z-IL max relative deviation" in err  # progress goes to stderr
+    assert re.search(r"Wall time for the whole table: \d+ s", out)
+
+
+def test_zoo_row_at_reduced_size_and_markdown():
+    row = zoo_row("densenet_block", dims=dict(input_shape=(3, 6, 6), stem=3, num_layers=3, growth=2, bn_size=1,
+                                               batch=1))
+    assert row.passed and row.identity > 0 and row.vertices > 0 and row.depth > 0
+    assert row.deviation["Z-IL unlevelled"] > 1e-6
+    assert set(row.seconds) == set(COLUMNS) and row.total_seconds >= sum(row.seconds.values())
+    text = markdown([row])
+    assert "| densenet_block |" in text and "Every levelled rule is within the tolerance" in text
+    rows = zoo_table(["residual_mlp"], columns=["Z-IL"])
+    assert list(rows[0].deviation) == ["Z-IL"]
+    with pytest.raises(ValueError, match="unknown column"):
+        zoo_table(["residual_mlp"], columns=["BP"])
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["check", "--all", "mlp"], "takes no MODEL"),
+    (["check", "mlp", "--table", "x.md"], "go with --all"),
+    (["check"], "needs a MODEL"),
+    (["check", "--all", "--models", "no_such_model"], "no_such_model"),
+])
+def test_check_all_usage_errors(capsys, argv, fragment):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == "" and fragment in err and "Traceback" not in err
+
+
+def test_graph_draws_the_levelled_residual_mlp(tmp_path, capsys):
+    png = tmp_path / "g.png"
+    code, out, err = run(["graph", "residual_mlp", "--level", "--out", png], capsys)
+    assert code == 0, err
+    assert png.stat().st_size > 5_000 and "1 identity inserted" in out
+    dot = tmp_path / "g.dot"
+    code, out, _ = run(["graph", "residual_mlp", "--level", "--out", dot], capsys)
+    text = dot.read_text()
+    assert code == 0 and text.startswith("digraph") and text.count("shape=square") == 1
+    code, out, _ = run(["graph", "residual_mlp", "--out", tmp_path / "u.svg"], capsys)
+    assert code == 0 and "0 identity inserted" in out and (tmp_path / "u.svg").read_text().lstrip().startswith("<")
+
+
+def test_graph_without_out_prints_the_vertices(capsys):
+    code, out, _ = run(["graph", "residual_mlp"], capsys)
+    assert code == 0
+    assert "fc1" in out and "levelled: False" in out and "0 identity inserted" in out
+    code, out, err = run(["graph", "no_such_model"], capsys)
+    assert code == 2 and "no_such_model" in err
