@@ -170,6 +170,15 @@ def test_brian2_state_does_not_leak_between_runs():
     assert brian2.prefs["codegen.target"] == target_before and brian2.get_device() is device_before
 
 
+def test_importing_pcsim_and_the_backend_does_not_import_brian2():
+    import subprocess
+
+    code = ("import sys, pcsim, pcsim.backends.brian2, pcsim.backends.brian2.render, pcsim.backends.brian2.ops; "
+            "print('brian2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 # -- clear messages ------------------------------------------------------------------------------------
 def test_missing_brian2_says_how_to_install(monkeypatch):
     module, inputs, target = tiny_mlp()
