@@ -173,21 +173,31 @@ def _multihead_attention(m: nn.MultiheadAttention, p: Scope, query, key, value, 
     elif m.batch_first:  # (N, L, E) -> (L, N, E)
         inputs = tuple(t.transpose(1, 0) for t in inputs)
     query, key, value = inputs * 3 if self_attention else inputs
-    heads, embed = m.num_heads, m.embed_dim
-    head_dim = embed // heads
-    tgt, batch, src = query.size(0), query.size(1), key.size(0)
+    q, k, v = _project(m, p, query, key, value, self_attention)
+    tgt, batch, src = query.size(0), query.size(1), key.size(0)  # folded to ints by the builder
+    return _attend(m, q, k, v, tgt, batch, src, batched, need_weights, average_attn_weights, attn_mask,
+                   key_padding_mask)
+
+
+def _project(m: nn.MultiheadAttention, p: Scope, query, key, value, self_attention: bool):
+    """q, k, v: one packed projection then a split for self-attention, three projections otherwise."""
+    if m._qkv_same_embed_dim and self_attention:
+        return F.linear(query, p("in_proj_weight"), p("in_proj_bias")).chunk(3, -1)
     b_q = b_k = b_v = None
     if m.in_proj_bias is not None:
         b_q, b_k, b_v = p("in_proj_bias").chunk(3)
-    if m._qkv_same_embed_dim and self_attention:  # one packed projection, then q, k, v
-        q, k, v = F.linear(query, p("in_proj_weight"), p("in_proj_bias")).chunk(3, -1)
-    elif m._qkv_same_embed_dim:
+    if m._qkv_same_embed_dim:
         w_q, w_k, w_v = p("in_proj_weight").chunk(3)
-        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
     else:
-        q = F.linear(query, p("q_proj_weight"), b_q)
-        k = F.linear(key, p("k_proj_weight"), b_k)
-        v = F.linear(value, p("v_proj_weight"), b_v)
+        w_q, w_k, w_v = p("q_proj_weight"), p("k_proj_weight"), p("v_proj_weight")
+    return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+
+def _attend(m: nn.MultiheadAttention, q, k, v, tgt, batch, src, batched: bool, need_weights: bool,
+            average_attn_weights: bool, attn_mask, key_padding_mask):
+    """Projected q, k, v of shape (L, N, E) -> attention output (and weights) as torch returns them."""
+    heads, embed = m.num_heads, m.embed_dim
+    head_dim = embed // heads
     # (L, N, E) -> (N * heads, L, head_dim)
     q = q.reshape(tgt, batch * heads, head_dim).transpose(0, 1)
     k = k.reshape(src, batch * heads, head_dim).transpose(0, 1)

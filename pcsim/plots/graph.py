@@ -46,5 +46,5 @@ def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int
     ax.legend(loc="upper left", fontsize=7, frameon=False)
     ident = len(lay.identity)
     ax.set_title(f"{title}{': ' if title else ''}{n} vertices, {lay.n_levels} levels, {ident} identity "
-                 f"vertex{'' if ident == 1 else 'es'} inserted", fontsize=9)
+                 f"{'vertex' if ident == 1 else 'vertices'} inserted", fontsize=9)
     return fig
