@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.inference import State, accumulate, advance, sweep
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import Problem, _fresh
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -37,7 +37,7 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     lins = {}
     for name in g.latent:  # forward pass, keeping each vertex's local linearisation
         lins[name] = problem.linearise(name, x0)
-        x0[name] = lins[name].mu.contiguous()  # the layout the synchronous state uses
+        x0[name] = _fresh(lins[name].mu)  # the storage the synchronous state uses
     by_level: dict[int, list[str]] = {}
     for name in g.latent:
         if name in g.min_distance:

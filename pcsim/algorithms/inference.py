@@ -104,6 +104,8 @@ def advance(problem: Problem, state: State, s: Sweep, gamma: float) -> State:
         if name in s.feedback:
             drive = drive + s.feedback[name]
         step = (gamma * drive).contiguous()  # one layout for every state, see Problem.feedforward
+        if name not in disp and not bool((step != 0).any()):
+            continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
         disp[name] = step if name not in disp else disp[name] + step
     return State(state.base, disp)
 

@@ -18,6 +18,11 @@ from pcsim.graph.ir import Graph
 from pcsim.ops.local import Linearisation, call
 
 
+def _fresh(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy in its own, allocator-aligned, contiguous storage (never a view)."""
+    return t.detach().clone(memory_format=torch.contiguous_format)
+
+
 def _as_tuple(x, what: str) -> tuple:
     if isinstance(x, torch.Tensor):
         return (x,)
@@ -97,14 +102,15 @@ class Problem:
     def feedforward(self) -> dict[str, torch.Tensor]:
         """Every latent vertex's value after the forward pass (all hidden errors zero: C1).
 
-        Values are stored contiguous, as every later state is: some kernels (vectorised
-        transcendental functions, matmul) round differently on strided views, and recomputing
-        a prediction from unchanged parents must give the same bits for errors to be exactly zero.
+        Values are stored in fresh contiguous allocations, as every later state is: some kernels
+        (vectorised transcendental functions, MKL's matmul) round differently on strided or
+        unaligned views, and recomputing a prediction from unchanged parents must give the same
+        bits for errors to be exactly zero.
         """
         x: dict[str, torch.Tensor] = {}
         for name in self.graph.latent:
             v = self.graph[name]
-            x[name] = call(v, self.parent_values(name, x), self.params, self.graph.constants).detach().contiguous()
+            x[name] = _fresh(call(v, self.parent_values(name, x), self.params, self.graph.constants))
         return x
 
     def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0) -> torch.Tensor:
