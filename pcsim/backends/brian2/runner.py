@@ -98,7 +98,7 @@ def preferences(b2, target: str):
 
 
 @contextmanager
-def standalone(b2, directory: Path, threads: int):
+def standalone(b2, threads: int):
     """The cpp_standalone device for one build; re-initialised and swapped back afterwards."""
     from brian2.devices.device import all_devices, reset_device, set_device
 
@@ -270,7 +270,7 @@ def run(field: VectorField, recorder: Recorder, *, method: str, t_end: float, dt
 def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field):
     if target == "cpp_standalone":
         where = Path(directory) if directory else project_build_dir() / "brian2-standalone" / _hash(spec)
-        with standalone(b2, where, threads) as device:
+        with standalone(b2, threads) as device:
             built = Built(b2, spec, pops, every, spec.n_steps in wanted)
             # (as for the network's clocks, see _network_class)
             if type(device.clocks) is set:
