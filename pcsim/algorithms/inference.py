@@ -12,7 +12,7 @@ cancellation, so exactness is limited by the VJPs' own rounding, as backprop's i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -70,11 +70,13 @@ class Sweep:
 
 def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] | None = None,
           precision: float = 1.0, fixed: Mapping[str, Linearisation] | None = None,
-          vertices: Iterable[str] | None = None) -> Sweep:
+          vertices: Iterable[str] | None = None, plastic: Container[str] | None = None) -> Sweep:
     """Errors, feedback and Hebbian terms of `state`.
 
     `fixed` holds linearisations frozen at the feed-forward state (the fixed-prediction variant);
     otherwise each vertex is linearised at the current state with `params`.
+    `plastic`: the vertices whose Hebbian terms are wanted (default all); the others get none,
+    so a step whose gates are closed costs no weight-gradient products.
     """
     graph = problem.graph
     outputs = set(graph.outputs)
@@ -82,11 +84,14 @@ def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] 
     values = state.values() if fixed is None else {}
     mu, eps, feedback, hebbian = {}, {}, {}, {}
     for name in graph.latent if vertices is None else vertices:
-        lin = fixed[name] if fixed is not None else problem.linearise(name, values, params)
+        want = plastic is None or name in plastic
+        lin = fixed[name] if fixed is not None else problem.linearise(name, values, params, wrt_params=want)
         mu[name] = lin.mu
         e = problem.output_error(name, lin.mu, precision) if name in outputs else state.error(name, lin.mu)
         eps[name] = e
-        parent_cots, hebbian[name] = lin.pullback(e, retain=fixed is not None)
+        parent_cots, heb = lin.pullback(e, retain=fixed is not None)
+        if want:
+            hebbian[name] = heb
         for p, c in zip(graph[name].parents, parent_cots, strict=True):
             if c is not None and p in latent:
                 feedback[p] = c if p not in feedback else feedback[p] + c

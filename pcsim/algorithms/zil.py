@@ -66,8 +66,8 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     params = dict(problem.params)
     grads = problem.zero_grads()
     for t in range(max(steps.values()) + 1):
-        s = sweep(problem, x, params=params)
         due = [n for n in g.latent if steps.get(n) == t]
+        s = sweep(problem, x, params=params, plastic=set(due))
         for name in due:
             accumulate(grads, s.hebbian[name])
         if update_timing == "immediate":
