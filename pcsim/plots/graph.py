@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
 
 STYLE = {  # kind -> (marker, face colour, edge colour, size, legend label)
     "input": ("s", "#bbbbbb", "#555555", 50, "input (clamped)"),
@@ -15,16 +17,27 @@ STYLE = {  # kind -> (marker, face colour, edge colour, size, legend label)
 }
 
 
-def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int = 80) -> Figure:
-    """One column per level (outputs right); edges as lines; `labels=None`: names if few vertices."""
+def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int = 80,
+               ax: Axes | None = None, arc_skips: bool = False) -> Figure:
+    """One column per level (outputs right); edges as lines; `labels=None`: names if few vertices.
+    With `ax`, draws into that axes (panels of a larger figure) and returns its figure.
+    `arc_skips`: edges that span more than one level drawn as orange arcs (a straight skip edge
+    along a chain would hide behind the chain's own edges)."""
     n = len(lay.names)
-    per_column = max((sum(1 for v in lay.names if lay.column[v] == c) for c in range(lay.n_levels)), default=1)
-    width = min(max(4.0, 0.9 * lay.n_levels + 1.5), 40.0)
-    height = min(max(3.0, 0.6 * per_column + 1.5), 30.0)
-    fig = Figure(figsize=(width, height), layout="constrained")
-    ax = fig.subplots()
-    segments = [(lay.position(p), lay.position(c)) for p, c in lay.edges]
+    if ax is None:
+        per_column = max((sum(1 for v in lay.names if lay.column[v] == c) for c in range(lay.n_levels)), default=1)
+        width = min(max(4.0, 0.9 * lay.n_levels + 1.5), 40.0)
+        height = min(max(3.0, 0.6 * per_column + 1.5), 30.0)
+        ax = Figure(figsize=(width, height), layout="constrained").subplots()
+    fig = ax.figure
+    skips = [(p, c) for p, c in lay.edges if arc_skips and lay.column[c] - lay.column[p] > 1]
+    segments = [(lay.position(p), lay.position(c)) for p, c in lay.edges if (p, c) not in skips]
     ax.add_collection(LineCollection(segments, colors="#999999", linewidths=0.8, zorder=1))
+    for p, c in skips:
+        ax.add_patch(FancyArrowPatch(lay.position(p), lay.position(c), connectionstyle="arc3,rad=-0.4",
+                                     arrowstyle="-", color="#e69138", linewidth=1.4, zorder=1))
+    if skips:  # a legend entry for the arcs (patches would show as boxes)
+        ax.plot([], [], color="#e69138", linewidth=1.4, label=f"skip edge over > 1 level ({len(skips)})")
     for kind, (marker, face, edge, size, label) in STYLE.items():
         members = [v for v in lay.names if lay.kind[v] == kind]
         if members:

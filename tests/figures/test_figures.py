@@ -37,3 +37,69 @@ def test_timing_figure_data_is_exact_on_its_diagonal():
     m = np.asarray(data["matrix"])
     k0 = data["offsets"].index(0)
     assert np.all(m[:, k0] <= 1e-12) and np.all(np.delete(m, k0, axis=1)[~np.isnan(np.delete(m, k0, axis=1))] > 1e-6)
+
+
+def _figure(name):
+    from pcsim.cli_figures import _load
+
+    return _load(next(figures_dir().glob(f"{name}_*.py")))
+
+
+def test_residual_graph_figure_levels_the_skip_edge():
+    """fig1: as traced, the skip edge spans two levels and Z-IL is off; levelled, one identity
+    vertex and Z-IL equals autograd (pcsim.check's oracle)."""
+    import torch
+
+    from pcsim.numerics import tolerance
+
+    module = _figure("fig1")
+    data = module.compute(module.SMOKE)
+    traced, levelled = data["panels"]["as traced"], data["panels"]["levelled"]
+    lay = levelled["layout"]
+    assert [v for v in lay["names"] if lay["kind"][v] == "identity"] == ["tanh__level2"]
+    assert all(lay["column"][c] - lay["column"][p] == 1 for p, c in lay["edges"] if lay["kind"][p] != "input"
+               and lay["kind"][p] != "clamped")
+    assert ("tanh", "add") in traced["layout"]["edges"]
+    assert traced["layout"]["column"]["add"] - traced["layout"]["column"]["tanh"] == 2
+    assert levelled["zil_deviation"] <= tolerance(torch.float64) < 1e-6 < traced["zil_deviation"]
+    fig = module.plot(data)
+    assert len(fig.axes) == 2 and any("exact" in t.get_text() for t in fig.axes[1].texts)
+
+
+def test_divergence_figure_numbers_are_pcsim_check_all_numbers(capsys):
+    """fig2's numbers and `pcsim check --all`'s table agree (both come from pcsim.table)."""
+    models = ["residual_mlp", "tied_autoencoder"]
+    module = _figure("fig2")
+    data = module.compute({"models": models, "dims": {}, "dtype": "float64"})
+    assert main(["check", "--all", "--models", ",".join(models)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    table = {cells[0]: dict(zip(header, cells, strict=True))
+             for cells in ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[1:])}
+    for row in data["rows"]:
+        for column, value in row["deviation"].items():
+            assert table[row["model"]][column] == f"{value:.1e}", (row["model"], column)
+    assert data["rows"][0]["deviation"]["Z-IL unlevelled"] > 1e-6 >= data["rows"][0]["deviation"]["Z-IL"]
+    module.plot({**data, "rows": [{**data["rows"][0], "deviation": {"Z-IL unlevelled": float("inf")}}]})
+
+
+def test_timing_figure_full_config_needs_the_benchmark_json(tmp_path):
+    module = _figure("fig6")
+    with pytest.raises(Exception, match=r"no_such\.json is missing: run `make bench`"):
+        module.compute({"source": str(tmp_path / "no_such.json")})
+
+
+def test_timing_figure_draws_the_benchmark_schema(tmp_path):
+    """A file in the benchmark's schema: one bar per model and rule, memory panel when measured."""
+    rule = {"median_ms": 2.0, "ratio_to_bp": 2.0, "peak_mem_mb": 3.0, "peak_mem_ratio": 1.5, "runs": 3}
+    bench = {"machine": {"cpu": "test cpu", "cores": 2}, "dtype": "float64", "created": "now", "method": "m",
+             "models": [{"model": m, "batch": 2, "depth": 3,
+                         "rules": {"bp": {**rule, "ratio_to_bp": 1.0}, "zil": rule, "il-T5": rule, "new-rule": rule}}
+                        for m in ("a", "b")]}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(bench))
+    module = _figure("fig6")
+    fig = module.plot(module.compute({"source": str(path)}))
+    time_ax, memory_ax = fig.axes
+    assert len(time_ax.patches) == 2 * 3 and len(memory_ax.patches) == 2 * 3  # bp is the 1x line, not a bar
+    assert "test cpu" in fig.get_suptitle() and "new-rule" in [t.get_text() for t in time_ax.get_legend().texts]
