@@ -38,7 +38,10 @@ lint: install
 check-zoo: install
 	$(VENV)/bin/pcsim check --all --threads 1
 
-demo: check-zoo
+# The newcomer's tour (about a minute): Z-IL vs autograd on the zoo at small sizes, continuous time with scipy
+# and Brian2, BP and Z-IL training on digits; figures and summary.md in out/
+demo: install
+	$(VENV)/bin/pcsim demo --out out
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from pcsim import cli_figures, cli_train, cli_zoo
+from pcsim import cli_demo, cli_figures, cli_train, cli_zoo
 from pcsim.check import RULES, check
 from pcsim.errors import PcsimError
 from pcsim.zoo import LOSSES, load_model_file
@@ -22,7 +22,6 @@ from pcsim.zoo import LOSSES, load_model_file
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # Subcommands in the contract that later sessions implement; they answer with exit code 2 until then.
 PENDING = {
-    "demo": "run a short demonstration",
     "bench": "time the rules on the zoo models",
 }
 
@@ -45,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     _simulate_parser(commands)
     cli_train.add_parser(commands)
     cli_figures.add_parser(commands)
+    cli_demo.add_parser(commands)
     for name, summary in PENDING.items():
         # no options of their own: main() parses with parse_known_args so any arguments get the same answer
         commands.add_parser(name, help=f"{summary} (not available yet)", add_help=False)
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = {"check": _check, "simulate": _simulate, "train": cli_train.run_command,
-               "figures": cli_figures.run_command, "graph": cli_zoo.run_graph}[args.command]
+               "figures": cli_figures.run_command, "graph": cli_zoo.run_graph,
+               "demo": cli_demo.run_command}[args.command]
     try:
         return handler(args)
     except (PcsimError, ValueError) as e:
