@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.inference import State, accumulate, advance, sweep
-from pcsim.algorithms.problem import Problem, _fresh
+from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, still
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -32,57 +32,102 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
 
 
 def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
+    """One forward pass keeping each vertex's local graph, then one pullback per vertex, level by level.
+
+    The wave is carried in autograd's sign, delta = -eps (negation is exact, so every term has
+    the bits of the Hebbian rule's, negated): each parameter's pullback is then dL/dtheta itself,
+    first assigned and then summed, with no zero tensors and no per-parameter subtraction.
+    Only vertices that reach an output are computed; each local graph is freed by its pullback.
+    """
     g = problem.graph
-    x0: dict[str, torch.Tensor] = {}
-    lins = {}
-    for name in g.latent:  # forward pass, keeping each vertex's local linearisation
-        lins[name] = problem.linearise(name, x0)
-        x0[name] = _fresh(lins[name].mu)  # the storage the synchronous state uses
+    reach = g.min_distance
+    order = [n for n in g.latent if n in reach]
+    values: dict[str, torch.Tensor] = {}
+    lins: dict[str, LocalVJP] = {}
+    for name in order:  # the forward pass
+        v = g[name]
+        parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
+        track = [p in values and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+        lins[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
+        values[name] = aligned(lins[name].mu)
+    del values  # from here on, each local graph holds exactly what its pullback needs
     by_level: dict[int, list[str]] = {}
-    for name in g.latent:
-        if name in g.min_distance:
-            by_level.setdefault(g.min_distance[name], []).append(name)
+    for name in order:
+        by_level.setdefault(reach[name], []).append(name)
     outputs = set(g.outputs)
-    feedback: dict[str, torch.Tensor] = {}
-    grads = problem.zero_grads()
+    delta: dict[str, torch.Tensor] = {}  # sum over children of -J^T eps_c, i.e. -feedback
+    grads: dict[str, torch.Tensor] = {}
     for t in sorted(by_level):
         for name in by_level[t]:
             lin = lins.pop(name)
             if name in outputs:
-                eps = problem.output_error(name, lin.mu)
-            else:  # one inference step of a vertex whose error was zero: x += gamma * J^T eps_c;
-                # eps = (x0 - mu) + disp, and x0 is mu itself here, so eps is the displacement
-                fb = feedback.pop(name, None)
-                eps = torch.zeros_like(lin.mu) if fb is None else gamma * fb
-            parent_cots, hebbian = lin.pullback(eps)
-            accumulate(grads, hebbian)
+                d = -problem.output_error(name, lin.mu)
+            else:  # one inference step of a vertex whose error was zero: eps = gamma * feedback
+                d = delta.pop(name, None)
+                if d is None:
+                    continue  # no feedback: error, Hebbian terms and feedback are all zero
+                if gamma != 1.0:
+                    d = gamma * d
+            parent_cots, hebbian = lin.pullback(d)
+            del lin, d
+            for p, h in hebbian.items():
+                add_into(grads, p, h)
             for p, c in zip(g[name].parents, parent_cots, strict=True):
-                if c is not None and p in x0:
-                    feedback[p] = c if p not in feedback else feedback[p] + c
-    return grads
+                if c is not None:
+                    add_into(delta, p, c)
+    return complete(grads, problem)
 
 
 WAITING, FIRED, LOCKED = "waiting", "fired", "locked"
 
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
+    """The synchronous dynamics with a local gate per vertex, no clock.
+
+    Vertices that are `still` are not recomputed (their error is exactly zero, so their gate
+    stays shut); Hebbian terms are computed only where a gate can still open: a waiting vertex
+    whose parents have not moved.
+    """
     g = problem.graph
-    x = State.feedforward(problem)  # the state when the target appears: all hidden errors zero
+    base = problem.feedforward()  # the state when the target appears: all hidden errors zero
+    disp: dict[str, torch.Tensor] = {}
     reachable = [n for n in g.latent if n in g.min_distance]
     gate = dict.fromkeys(reachable, WAITING)
-    latent_parents = {n: [p for p in g[n].parents if p in x] for n in reachable}
-    grads = problem.zero_grads()
+    latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}
+    outputs = set(g.outputs)
+    grads: dict[str, torch.Tensor] = {}
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
-        s = sweep(problem, x)
-        for name in reachable:
-            if gate[name] != WAITING:
-                continue
-            if any(x.moved(p) for p in latent_parents[name]):
-                gate[name] = LOCKED
-            elif bool((s.eps[name] != 0).any()):
-                accumulate(grads, s.hebbian[name])
-                gate[name] = FIRED
-        if all(v != WAITING for v in gate.values()):
+        moved_now = {n for n, d in disp.items() if bool((d != 0).any())}
+        values = {n: base[n] + d for n, d in disp.items()}
+        eps: dict[str, torch.Tensor] = {}
+        feedback: dict[str, torch.Tensor] = {}
+        for name in g.latent:
+            v = g[name]
+            if name not in outputs and still(name, disp, latent_parents[name], (), {}, {}):
+                continue  # exactly zero error: the gate stays as it is
+            parents = [values[p] if p in values else base[p] if p in base else problem.clamped[p]
+                       for p in v.parents]
+            track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+            waiting = gate.get(name) == WAITING
+            parents_moved = any(p in moved_now for p in latent_parents[name])
+            lin = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
+            e = problem.output_error(name, lin.mu) if name in outputs else base[name] - lin.mu
+            if name in disp:
+                e = e + disp[name]
+            eps[name] = e
+            parent_cots, hebbian = lin.pullback(e)
+            if waiting:
+                if parents_moved:
+                    gate[name] = LOCKED
+                elif bool((e != 0).any()):
+                    for p, h in hebbian.items():
+                        grads[p] = -h if p not in grads else grads[p] - h
+                    gate[name] = FIRED
+            for p, c in zip(v.parents, parent_cots, strict=True):
+                if c is not None:
+                    add_into(feedback, p, c)
+        if all(s != WAITING for s in gate.values()):
             break
-        x = advance(problem, x, s, gamma)
-    return grads
+        disp = advance(g.latent, outputs, disp, eps, feedback, gamma)
+    return complete(grads, problem)
+

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import torch
 
-from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.wave import LocalVJP, advance, complete, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -27,17 +27,18 @@ def prepare_graph(graph: Graph, level: bool) -> Graph:
     return graph.level() if level else graph
 
 
-def initial_state(problem: Problem, init: str, seed: int) -> State:
-    state = State.feedforward(problem)
+def initial_state(problem: Problem, init: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(base, disp): feed-forward values and the displacements from them (absent: zero)."""
+    base = problem.feedforward()
     if init == "feedforward":
-        return state
+        return base, {}
     if init != "random":
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     outputs = set(problem.graph.outputs)
     disp = {n: torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) - v
-            for n, v in state.base.items() if n not in outputs}
-    return State(state.base, disp)
+            for n, v in base.items() if n not in outputs}
+    return base, disp
 
 
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
@@ -62,17 +63,57 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
         if unknown:
             raise ValueError(f"schedule names vertices not in the graph: {unknown}")
         steps.update(schedule)
-    x = initial_state(problem, init, seed)
+    base, disp = initial_state(problem, init, seed)
     params = dict(problem.params)
-    grads = problem.zero_grads()
+    grads: dict[str, torch.Tensor] = {}
     for t in range(max(steps.values()) + 1):
-        due = [n for n in g.latent if steps.get(n) == t]
-        s = sweep(problem, x, params=params, plastic=set(due))
-        for name in due:
-            accumulate(grads, s.hebbian[name])
+        due = {n for n in g.latent if steps.get(n) == t}
+        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads)
         if update_timing == "immediate":
-            for name in due:
-                for p, h in s.hebbian[name].items():
+            for name in g.latent:
+                for p, h in hebbian.get(name, {}).items():
                     params[p] = params[p] + lr * h
-        x = advance(problem, x, s, gamma)
-    return grads
+    return complete(grads, problem)
+
+
+def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: dict[str, torch.Tensor],
+                     params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
+                     grads: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """One inference step from (base, disp): every vertex's error and feedback from the same state,
+    then x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
+
+    The Hebbian terms of the `due` vertices are subtracted from `grads` (autograd's sign) and
+    returned. Vertices that are `still` are skipped: their error, feedback and Hebbian terms are
+    exactly zero, and a zero drive leaves them where they are. Returns (hebbian, new disp).
+    """
+    g = problem.graph
+    outputs = set(g.outputs)
+    original = problem.params
+    moved = {n: base[n] + d for n, d in disp.items()}  # values that differ from the feed-forward ones
+    eps: dict[str, torch.Tensor] = {}
+    feedback: dict[str, torch.Tensor] = {}
+    hebbian: dict[str, dict[str, torch.Tensor]] = {}
+    for name in g.latent:
+        v = g[name]
+        latent_parents = [p for p in v.parents if p in base]
+        if name not in outputs and still(name, disp, latent_parents, v.params, params, original):
+            continue
+        parents = [moved[p] if p in moved else base[p] if p in base else problem.clamped[p] for p in v.parents]
+        track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+        lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
+        if name in outputs:
+            e = problem.output_error(name, lin.mu)
+        else:
+            e = base[name] - lin.mu
+            if name in disp:
+                e = e + disp[name]
+        eps[name] = e
+        parent_cots, heb = lin.pullback(e)
+        if name in due:
+            hebbian[name] = heb
+            for p, h in heb.items():
+                grads[p] = -h if p not in grads else grads[p] - h
+        for p, c in zip(v.parents, parent_cots, strict=True):
+            if c is not None:
+                feedback[p] = c if p not in feedback else feedback[p] + c
+    return hebbian, advance(g.latent, outputs, disp, eps, feedback, gamma)

@@ -1,0 +1,193 @@
+"""Time per weight update and peak memory of BP, Z-IL, Fa-Z-IL and IL on every zoo model (issue 8).
+
+    .venv/bin/python benchmarks/bench_rules.py [--models mlp resnet18] [--rules bp fa-zil-wavefront]
+        [--reps 10] [--device cpu|cuda] [--threads N] [--budget-s 240] [--out benchmarks/results/rules_cpu]
+
+Every rule runs on the same module, data and float32 parameters. BP is torch autograd on the
+nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter). Tracing
+and levelling are per-shape setup, done once outside the timed region as in training; every
+timed call of a PC rule includes building its Problem (validation, clamped values) and the
+feed-forward pass. Each repetition runs every rule once, the order rotated, after a warm-up
+call per rule; figures are medians, and a rule's ratio to BP is the median over repetitions
+of its time over BP's time in the same repetition. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _measure import interleaved, peak_memory_mb, summary, timed  # noqa: E402
+
+import pcsim  # noqa: E402
+from pcsim.algorithms.losses import get_loss  # noqa: E402
+from pcsim.zoo import load_model_file, zoo_names  # noqa: E402
+
+RULES = ("bp", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
+# Realistic batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences at 128.
+DIMS = {
+    "mlp": {"batch": 256},  # 784-1000-1000-10, tanh
+    "alexnet": {"batch": 128},
+    "resnet18": {"batch": 128},
+    "densenet_block": {"batch": 128},
+    "cnn": {"batch": 128},
+    "rnn": {"batch": 128},
+    "lstm": {"batch": 128},
+    "gru": {"batch": 128},
+    "transformer": {"batch": 32},  # 64 tokens, d_model 256, 8 heads
+    "residual_mlp": {"batch": 128},
+    "tied_autoencoder": {"batch": 256},
+}
+METHOD = ("time per weight update, {device}, float32, {threads} torch thread(s); tracing and levelling once "
+          "outside the timed region; one warm-up call per rule; repetitions interleave every rule (order "
+          "rotated); median time and median per-repetition ratio to BP of the same repetition; IL runs "
+          "fewer repetitions where {reps} would exceed the per-model budget ({budget:.0f} s); peak memory: "
+          "{memory}, one call per rule")
+
+
+@dataclass
+class Case:
+    name: str
+    batch: int
+    depth: int
+    runs: dict
+
+
+def case(name: str, device: torch.device, rules: list[str]) -> Case:
+    dims = DIMS.get(name, {})
+    spec = load_model_file(name)
+    module, inputs, target = spec.build_model(0, **dims)
+    module = module.to(device=device).eval()
+    inputs = tuple(x.to(device) for x in inputs)
+    target = target.to(device)
+    graph = pcsim.trace(module, *inputs)  # per-shape setup, outside the timed region
+    levelled = graph.level()
+    loss = get_loss(spec.loss)
+    used = [p for n, p in module.named_parameters() if graph.users.get(n)]
+
+    def bp():
+        total = loss.value(module(*inputs), target)
+        return torch.autograd.grad(total, used, allow_unused=True)
+
+    def il(steps):
+        return lambda: pcsim.il(graph, inputs, target, spec.loss, steps=steps)
+
+    every = {
+        "bp": bp,
+        "zil": lambda: pcsim.zil(levelled, inputs, target, spec.loss),
+        "fa-zil-wavefront": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="wavefront"),
+        "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="autonomous"),
+        "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
+    }
+    return Case(name, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules})
+
+
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": dev}
+
+
+def measure(c: Case, device: torch.device, reps: int, budget_s: float, log=print) -> dict:
+    """Warm-up, per-rule repetition counts within the budget, interleaved timing, then peak memory."""
+    first = {}
+    for rule, fn in c.runs.items():  # warm-up; IL at larger T is estimated from smaller T first
+        est = _estimate(rule, first)
+        if est is not None and 3 * est > budget_s:
+            log(f"  {rule}: skipped (about {est:.0f} s per update, over the budget)")
+            continue
+        first[rule] = timed(fn, device)
+        log(f"  warm-up {rule}: {1e3 * first[rule]:.1f} ms")
+    counts = {r: reps if r == "bp" else min(reps, max(3, int(budget_s / max(first[r], 1e-9)))) for r in first}
+    times = interleaved({r: c.runs[r] for r in first}, counts, device, log)
+    stats = summary(times, "bp") if "bp" in times else summary(times, next(iter(times)))
+    mem = {r: peak_memory_mb(c.runs[r], device) for r in first}
+    for r in stats:
+        stats[r]["peak_mem_mb"] = mem[r]
+        stats[r]["peak_mem_ratio"] = mem[r] / mem["bp"] if mem.get("bp") else float("nan")
+    return {"model": c.name, "batch": c.batch, "depth": c.depth,
+            "rules": {r: {k: stats[r][k] for k in ("median_ms", "ratio_to_bp", "peak_mem_mb", "peak_mem_ratio",
+                                                   "runs")} for r in RULES if r in stats}}
+
+
+def _estimate(rule: str, first: dict) -> float | None:
+    """IL costs about T times one inference step: extrapolate T=100 from T=20, T=20 from T=5."""
+    if not rule.startswith("il-T"):
+        return None
+    steps = int(rule[4:])
+    known = [(int(r[4:]), t) for r, t in first.items() if r.startswith("il-T")]
+    return max((t * steps / s for s, t in known), default=None)
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# Exact rules vs BP: time per weight update and peak memory ({m['device']}, float32)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; torch {m['torch']} on {m['threads']} "
+             f"thread(s); created {result['created']}.", "", f"Method: {result['method']}.", "",
+             "Ratios are to BP in the same repetition (median of per-repetition ratios); "
+             "Done-when targets: Fa-Z-IL wavefront <= 1.05x BP time and <= 1.2x BP peak memory, "
+             "Z-IL <= depth x BP.", "",
+             "| model | batch | depth | rule | median ms | x BP time | peak MiB | x BP memory | runs |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for mod in result["models"]:
+        for r, s in mod["rules"].items():
+            lines.append(f"| {mod['model']} | {mod['batch']} | {mod['depth']} | {r} | {s['median_ms']:.1f} | "
+                         f"{s['ratio_to_bp']:.2f} | {s['peak_mem_mb']:.1f} | {s['peak_mem_ratio']:.2f} | "
+                         f"{s['runs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=None, help="zoo names (default: all)")
+    ap.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--budget-s", type=float, default=240.0,
+                    help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
+    ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/rules_DEVICE)")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_default_dtype(torch.float32)
+    rules = ["bp", *[r for r in args.rules if r != "bp"]]
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"rules_{device.type}")
+    memory = ("torch.cuda.max_memory_allocated above the allocation before the call" if device.type == "cuda" else
+              "peak of the cumulative allocation curve recorded by torch.profiler(profile_memory=True)")
+    result = {"machine": machine(device), "dtype": "float32",
+              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "method": METHOD.format(device=device.type, threads=torch.get_num_threads(), reps=args.reps,
+                                      budget=args.budget_s, memory=memory),
+              "models": []}
+    for name in args.models or zoo_names():
+        print(f"{name}:", flush=True)
+        result["models"].append(measure(case(name, device, rules), device, args.reps, args.budget_s))
+        out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

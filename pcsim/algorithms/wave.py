@@ -1,0 +1,128 @@
+"""Exact shortcuts shared by Z-IL and Fa-Z-IL: lean local VJPs and the skip rule for still vertices.
+
+`LocalVJP` is `pcsim.ops.local.Linearisation` without what the exact rules never read: autograd
+tracks only the parents whose feedback is used (latent ones: the cotangent of a clamped input is
+a whole extra matmul that backprop does not compute either) and the parameters only when a
+Hebbian term is wanted; absent results stay `None` instead of being materialised as zeros.
+
+`still(...)` is the skip rule of the synchronous sweeps: a vertex whose own value and whose
+latent parents' values still hold their feed-forward tensors (no displacement), and whose
+parameters are the original tensors, recomputes exactly its feed-forward prediction (same
+kernels on the same storage: see `Problem.feedforward`), so its error is exactly zero and so
+are its feedback and Hebbian terms: nothing needs computing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from pcsim.algorithms.problem import Problem
+from pcsim.graph.ir import Vertex
+from pcsim.ops.local import call
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when it owns contiguous storage from its start, else a fresh contiguous copy.
+
+    MKL and the vectorised element-wise kernels can round differently on views that start inside
+    a storage; every value a child reads must therefore start at an allocator-aligned address.
+    """
+    if t.is_contiguous() and t.storage_offset() == 0:
+        return t
+    return t.detach().clone(memory_format=torch.contiguous_format)
+
+
+class LocalVJP:
+    """`mu` of one vertex, and the pullback of one cotangent to the tracked parents and parameters."""
+
+    __slots__ = ("mu", "_out", "_tracked", "_param_names", "_leaves")
+
+    def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
+                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool):
+        args: list[torch.Tensor] = []
+        leaves: list[torch.Tensor] = []
+        for p, t in zip(parents, track, strict=True):
+            if t:
+                p = p.detach().requires_grad_(True)
+                leaves.append(p)
+            args.append(p)
+        names = vertex.params if wrt_params else ()
+        if names:
+            own = {n: params[n].detach().requires_grad_(True) for n in names}
+            leaves.extend(own.values())
+            params = {**params, **own}
+        if leaves:
+            with torch.enable_grad():
+                out = call(vertex, args, params, constants)
+        else:
+            out = call(vertex, args, params, constants)
+        self._out = out
+        self.mu = out.detach()
+        self._tracked = tuple(track)
+        self._param_names = names
+        self._leaves = leaves
+
+    def pullback(self, cotangent: torch.Tensor) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        """(J^T cot per parent, None where untracked or unused; (d mu/d theta)^T cot per parameter reached).
+
+        Frees this vertex's autograd graph: each vertex is pulled back once.
+        """
+        leaves, self._leaves = self._leaves, []
+        out, self._out = self._out, None
+        if not leaves or not out.requires_grad:
+            grads: Sequence[torch.Tensor | None] = [None] * len(leaves)
+        else:
+            grads = torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
+        it = iter(grads)
+        parent_cots = [next(it) if t else None for t in self._tracked]
+        param_cots = {}
+        for name in self._param_names:
+            g = next(it)
+            if g is not None:
+                param_cots[name] = g
+        return parent_cots, param_cots
+
+
+def add_into(total: dict[str, torch.Tensor], key: str, term: torch.Tensor) -> None:
+    """total[key] += term, out of place (a VJP result may alias a cotangent still in use)."""
+    prev = total.get(key)
+    total[key] = term if prev is None else prev + term
+
+
+def still(name: str, disp: Mapping[str, torch.Tensor], latent_parents: Sequence[str],
+          own_params: Sequence[str], params: Mapping[str, torch.Tensor],
+          original: Mapping[str, torch.Tensor]) -> bool:
+    """True when vertex `name` provably has error, feedback and Hebbian terms exactly zero (see above)."""
+    if name in disp or any(p in disp for p in latent_parents):
+        return False
+    return all(params[q] is original[q] for q in own_params)
+
+
+def complete(grads: dict[str, torch.Tensor], problem: Problem) -> dict[str, torch.Tensor]:
+    """Every parameter of the module (as `Problem.zero_grads`), zero where no term arrived."""
+    return {n: grads[n] if n in grads else torch.zeros_like(problem.params.get(n, p))
+            for n, p in problem.graph.params.items()}
+
+
+def advance(latent: Sequence[str], outputs: set[str], disp: Mapping[str, torch.Tensor],
+            eps: Mapping[str, torch.Tensor], feedback: Mapping[str, torch.Tensor],
+            gamma: float) -> dict[str, torch.Tensor]:
+    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex; returns the new displacements.
+
+    Vertices absent from both `eps` and `feedback` were still (zero drive) and keep their state.
+    The arithmetic is `pcsim.algorithms.inference.advance`'s, term for term, so states match bits.
+    """
+    new_disp = dict(disp)
+    for name in latent:
+        if name in outputs or (name not in eps and name not in feedback):
+            continue
+        drive = -eps[name] if name in eps else None
+        if name in feedback:  # -0 + f is f bit for bit, so a still vertex's drive is its feedback
+            drive = feedback[name] if drive is None else drive + feedback[name]
+        step = (gamma * drive).contiguous()  # one layout for every state, see Problem.feedforward
+        if name not in new_disp and not bool((step != 0).any()):
+            continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
+        new_disp[name] = step if name not in new_disp else new_disp[name] + step
+    return new_disp
