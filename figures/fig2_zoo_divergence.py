@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 
 import numpy as np
@@ -51,7 +52,8 @@ def compute(config: dict) -> dict:
         torch.set_num_threads(config["threads"])
     start = time.perf_counter()
     try:
-        rows = zoo_table(config["models"], dtype=dtype, dims=_dims(config))
+        rows = zoo_table(config["models"], dtype=dtype, dims=_dims(config),  # minutes at full size: say where it is
+                         progress=lambda line: print(f"  fig2 {line}", file=sys.stderr, flush=True))
         used = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads)

@@ -56,7 +56,8 @@ def plot(data: dict) -> Figure:
         for name, level in zip(data["layers"], data["levels"], strict=True):
             top.semilogy(run["t"], np.maximum(run["errors"][name], 1e-16), label=f"layer {name} (level {level})")
             bottom.plot(run["t"], run["values"][name], label=f"layer {name}")
-        top.set(title=f"{label}: |error| per layer after target onset (t = 0)", xlabel="time", ylabel="max |eps|")
+        top.set(xlabel="time", ylabel="max |eps|")
+        top.set_title(f"{label}: |error| per layer after target onset (t = 0)", fontsize=9)
         bottom.set(title="value of one neuron per layer", xlabel="time", ylabel="x")
         if data["layers"]:
             top.legend(fontsize=7)

@@ -9,6 +9,7 @@ across rules so that load from other processes hits all of them alike, into the 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -40,44 +41,44 @@ RULES = {"zil": ("Z-IL", "#1c4587"), "fa-zil-wavefront": ("Fa-Z-IL wavefront", "
 
 
 def _machine() -> dict:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return {"cpu": platform.processor() or platform.machine(), "cpus": cpus, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "torch": torch.__version__}
+    """The keys benchmarks/bench_rules.py records."""
+    return {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
 
 
 def _measure(cfg: dict) -> dict:
-    """A tiny benchmark in the benchmark's schema: medians of interleaved repetitions."""
+    """A tiny benchmark in the benchmark's schema: interleaved repetitions, the order rotated each
+    time; median time, and median over repetitions of the ratio to BP's time in the same one."""
     module = small_mlp(cfg["seed"], sizes=tuple(cfg["sizes"]))
     gen = torch.Generator().manual_seed(cfg["seed"])
     x = torch.randn(cfg["batch"], cfg["sizes"][0], generator=gen, dtype=torch.float64)
     y = torch.randn(cfg["batch"], cfg["sizes"][-1], generator=gen, dtype=torch.float64)
-    graph = pcsim.trace(module, x)  # traced once, outside the timing: the rules' cost per update
+    graph = pcsim.trace(module, x)  # traced and levelled once, outside the timing: the cost per update
+    levelled = graph.level()
     runs = {
         "bp": lambda: autograd_gradients(module, (x,), y, "mse"),
-        "zil": lambda: pcsim.zil(graph, (x,), y, "mse"),
-        "fa-zil-wavefront": lambda: pcsim.fa_zil(graph, (x,), y, "mse", mode="wavefront"),
-        "fa-zil-autonomous": lambda: pcsim.fa_zil(graph, (x,), y, "mse", mode="autonomous"),
+        "zil": lambda: pcsim.zil(levelled, (x,), y, "mse"),
+        "fa-zil-wavefront": lambda: pcsim.fa_zil(levelled, (x,), y, "mse", mode="wavefront"),
+        "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, (x,), y, "mse", mode="autonomous"),
         **{f"il-T{t}": (lambda t=t: pcsim.il(graph, (x,), y, "mse", steps=t)) for t in cfg["il_steps"]},
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up: first calls pay for imports and allocator growth
+    names = list(runs)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for fn in runs.values():  # warm-up: first calls pay for lazy imports and allocator growth
         fn()
-    for _ in range(cfg["reps"]):
-        for key, fn in runs.items():
+    for rep in range(cfg["reps"]):
+        for key in names[rep % len(names):] + names[:rep % len(names)]:
             start = time.perf_counter()
-            fn()
+            runs[key]()
             times[key].append((time.perf_counter() - start) * 1e3)
-    bp_ms = statistics.median(times["bp"])
-    rules = {k: {"median_ms": statistics.median(v), "ratio_to_bp": statistics.median(v) / bp_ms,
+    rules = {k: {"median_ms": statistics.median(v),
+                 "ratio_to_bp": statistics.median(t / b for t, b in zip(v, times["bp"], strict=True)),
                  "peak_mem_mb": None, "peak_mem_ratio": None, "runs": len(v)} for k, v in times.items()}
     model = "mlp " + "-".join(map(str, cfg["sizes"]))
     return {"machine": _machine(), "dtype": "float64", "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "method": f"in-process smoke benchmark: median of {cfg['reps']} repetitions interleaved across rules "
-                      "after one warm-up; BP is torch autograd on the module; memory not measured",
-            "models": [{"model": model, "batch": cfg["batch"], "depth": graph.level().depth, "rules": rules}]}
+            "method": f"in-process smoke benchmark: {cfg['reps']} repetitions interleaved across rules (order "
+                      "rotated) after one warm-up; BP is torch autograd on the module; memory not measured",
+            "models": [{"model": model, "batch": cfg["batch"], "depth": levelled.depth, "rules": rules}]}
 
 
 def compute(config: dict) -> dict:
@@ -96,8 +97,8 @@ def compute(config: dict) -> dict:
 
 def _machine_name(machine: dict) -> str:
     cpu = machine.get("cpu") or machine.get("processor") or machine.get("cpu_model") or machine.get("name") or ""
-    extras = [f"{machine[k]} {label}" for k, label in (("cpus", "CPU(s)"), ("cores", "cores"),
-                                                      ("torch_threads", "torch thread(s)")) if machine.get(k)]
+    extras = [f"{machine[k]} {label}" for k, label in (("cores", "cores"), ("threads", "torch thread(s)"))
+              if machine.get(k)]
     return ", ".join([str(cpu)] * bool(cpu) + extras) or ", ".join(f"{k} {v}" for k, v in machine.items())
 
 
@@ -106,11 +107,16 @@ def _rule_keys(models: list[dict]) -> list[str]:
     return [k for k in RULES if k in present] + sorted(present - set(RULES))
 
 
+def _finite(v) -> bool:
+    """A number to draw: None (not measured), NaN and infinities are left out."""
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 def plot(data: dict) -> Figure:
     bench = data["bench"]
     models = bench["models"]
     keys = _rule_keys(models)
-    memory = any(m["rules"].get(k, {}).get("peak_mem_ratio") is not None for m in models for k in keys)
+    memory = any(_finite(m["rules"].get(k, {}).get("peak_mem_ratio")) for m in models for k in keys)
     fig = Figure(figsize=(max(7.0, 1.1 * len(models) + 3.0), 7.2 if memory else 4.6), layout="constrained")
     axes = fig.subplots(2 if memory else 1, 1, sharex=True, squeeze=False)[:, 0]
     x = np.arange(len(models))
@@ -122,17 +128,18 @@ def plot(data: dict) -> Figure:
         for i, key in enumerate(keys):
             label, colour = RULES.get(key, (key, "#999999"))
             values = [m["rules"].get(key, {}).get(field) for m in models]
-            heights = [np.nan if v is None else v for v in values]
+            heights = [v if _finite(v) else np.nan for v in values]
             bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, heights, width, color=colour, label=label)
-            ax.bar_label(bars, labels=["" if v is None else f"{v:.2g}" for v in values], fontsize=6,
+            ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.2g}" for h in heights], fontsize=6,
                          rotation=90, padding=2)
         ax.axhline(1.0, color="black", linewidth=1.0, label="BP (1x)")
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", which="both", alpha=0.25)
     axes[0].legend(fontsize=7, ncol=4, loc="upper left", frameon=False)
-    top = max((m["rules"][k]["ratio_to_bp"] for m in models for k in keys if k in m["rules"]), default=1.0)
-    axes[0].set_ylim(top=top * 8)
+    ratios = [m["rules"].get(k, {}).get("ratio_to_bp") for m in models for k in keys]
+    top = max((r for r in ratios if _finite(r)), default=1.0)
+    axes[0].set_ylim(top=max(top, 1.0) * 8)  # room for the bar labels and the legend
     axes[-1].set_xticks(x, [f"{m['model']}\nbatch {m.get('batch', '?')}, depth {m.get('depth', '?')}"
                             for m in models], fontsize=8)
     fig.suptitle(f"IL, Z-IL and Fa-Z-IL cost per weight update relative to BP ({bench.get('dtype', '')}; "
