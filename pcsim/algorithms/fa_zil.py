@@ -42,19 +42,27 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     g = problem.graph
     reach = g.min_distance
     order = [n for n in g.latent if n in reach]
+    outputs = set(g.outputs)
+    pending = {n: len({c for c in g.children[n] if c in reach}) for n in order}  # children still to compute
     values: dict[str, torch.Tensor] = {}
     lins: dict[str, LocalVJP] = {}
     for name in order:  # the forward pass
         v = g[name]
         parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
         track = [p in values and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        lins[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
-        values[name] = aligned(lins[name].mu)
-    del values  # from here on, each local graph holds exactly what its pullback needs
+        lin = lins[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
+        values[name] = aligned(lin.mu)
+        if name not in outputs:
+            lin.mu = None  # the value lives on only where a child's op saved it, as in backprop
+        del parents, lin
+        for p in set(v.parents) & values.keys():
+            pending[p] -= 1
+            if not pending[p]:
+                del values[p]
+    del values
     by_level: dict[int, list[str]] = {}
     for name in order:
         by_level.setdefault(reach[name], []).append(name)
-    outputs = set(g.outputs)
     delta: dict[str, torch.Tensor] = {}  # sum over children of -J^T eps_c, i.e. -feedback
     grads: dict[str, torch.Tensor] = {}
     for t in sorted(by_level):

@@ -3,7 +3,8 @@
 `LocalVJP` is `pcsim.ops.local.Linearisation` without what the exact rules never read: autograd
 tracks only the parents whose feedback is used (latent ones: the cotangent of a clamped input is
 a whole extra matmul that backprop does not compute either) and the parameters only when a
-Hebbian term is wanted; absent results stay `None` instead of being materialised as zeros.
+Hebbian term is wanted; absent results stay `None` instead of being materialised as zeros; and
+it holds no tensor that its op did not save, so a forward pass of them costs backprop's memory.
 
 `still(...)` is the skip rule of the synchronous sweeps: a vertex whose own value and whose
 latent parents' values still hold their feed-forward tensors (no displacement), and whose
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Vertex
@@ -34,55 +36,71 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone(memory_format=torch.contiguous_format)
 
 
-class LocalVJP:
-    """`mu` of one vertex, and the pullback of one cotangent to the tracked parents and parameters."""
+class _Attach(torch.autograd.Function):
+    """A parent's value entering a child's local graph. Its backward hands the cotangent to the
+    child (`holder[slot]`) instead of a leaf: no leaf tensor keeps the parent's storage alive,
+    so a value lives exactly as long as the child's own op saves it, as in backprop."""
 
-    __slots__ = ("mu", "_out", "_tracked", "_param_names", "_leaves")
+    @staticmethod
+    def forward(ctx, value, token, holder, slot):
+        ctx.holder, ctx.slot = holder, slot
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, cot):
+        ctx.holder[ctx.slot] = cot
+        return None, None, None, None
+
+
+class LocalVJP:
+    """`mu` of one vertex, and the pullback of one cotangent to the tracked parents and parameters.
+
+    Only the output's gradient edge is kept, not the output tensor: after the forward pass the
+    caller may drop `mu` (set it to None) and the vertex then holds only what its op saved.
+    """
+
+    __slots__ = ("mu", "_edge", "_tracked", "_cots", "_token", "_param_names", "_param_leaves")
 
     def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
                  params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool):
-        args: list[torch.Tensor] = []
-        leaves: list[torch.Tensor] = []
-        for p, t in zip(parents, track, strict=True):
-            if t:
-                p = p.detach().requires_grad_(True)
-                leaves.append(p)
-            args.append(p)
-        names = vertex.params if wrt_params else ()
-        if names:
-            own = {n: params[n].detach().requires_grad_(True) for n in names}
-            leaves.extend(own.values())
-            params = {**params, **own}
-        if leaves:
-            with torch.enable_grad():
-                out = call(vertex, args, params, constants)
-        else:
-            out = call(vertex, args, params, constants)
-        self._out = out
-        self.mu = out.detach()
         self._tracked = tuple(track)
+        self._cots: dict[int, torch.Tensor] = {}
+        self._token = torch.empty((), requires_grad=True) if any(track) else None
+        names = vertex.params if wrt_params else ()
         self._param_names = names
-        self._leaves = leaves
+        self._param_leaves = [params[n].detach().requires_grad_(True) for n in names]
+        if names:
+            params = {**params, **dict(zip(names, self._param_leaves, strict=True))}
+        if self._token is None and not names:
+            out = call(vertex, parents, params, constants)
+        else:
+            with torch.enable_grad():
+                args = [_Attach.apply(p, self._token, self._cots, i) if t else p
+                        for i, (p, t) in enumerate(zip(parents, track, strict=True))]
+                out = call(vertex, args, params, constants)
+        self._edge = get_gradient_edge(out) if out.requires_grad else None
+        self.mu = out.detach()
 
-    def pullback(self, cotangent: torch.Tensor) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+    def pullback(self, cotangent: torch.Tensor, hebbian: bool = True, feedback: bool = True
+                 ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
         """(J^T cot per parent, None where untracked or unused; (d mu/d theta)^T cot per parameter reached).
 
+        `hebbian=False` skips the parameter terms (autograd then computes no weight products),
+        `feedback=False` the parents' terms.
         Frees this vertex's autograd graph: each vertex is pulled back once.
         """
-        leaves, self._leaves = self._leaves, []
-        out, self._out = self._out, None
-        if not leaves or not out.requires_grad:
-            grads: Sequence[torch.Tensor | None] = [None] * len(leaves)
-        else:
-            grads = torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
-        it = iter(grads)
-        parent_cots = [next(it) if t else None for t in self._tracked]
+        edge, self._edge = self._edge, None
+        own = self._param_leaves if hebbian else []
+        token = [] if self._token is None or not feedback else [self._token]
+        leaves = token + own
         param_cots = {}
-        for name in self._param_names:
-            g = next(it)
-            if g is not None:
-                param_cots[name] = g
-        return parent_cots, param_cots
+        if edge is not None and leaves:
+            grads = torch.autograd.grad([edge], leaves, [cotangent], allow_unused=True)
+            for name, g in zip(self._param_names, grads[len(leaves) - len(own):], strict=False):
+                if g is not None:
+                    param_cots[name] = g
+        cots, self._cots = self._cots, {}
+        return [cots.get(i) for i in range(len(self._tracked))], param_cots
 
 
 def add_into(total: dict[str, torch.Tensor], key: str, term: torch.Tensor) -> None:

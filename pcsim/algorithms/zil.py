@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, advance, complete, still
+from pcsim.algorithms.wave import LocalVJP, advance, aligned, complete, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -63,12 +63,16 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
         if unknown:
             raise ValueError(f"schedule names vertices not in the graph: {unknown}")
         steps.update(schedule)
-    base, disp = initial_state(problem, init, seed)
+    if init == "feedforward":  # C1; each vertex's local graph at that state is kept for its first use
+        base, disp, cached = feedforward(problem)
+    else:
+        (base, disp), cached = initial_state(problem, init, seed), {}
     params = dict(problem.params)
     grads: dict[str, torch.Tensor] = {}
-    for t in range(max(steps.values()) + 1):
+    last = max(steps.values())
+    for t in range(last + 1):
         due = {n for n in g.latent if steps.get(n) == t}
-        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads)
+        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads, cached, final=t == last)
         if update_timing == "immediate":
             for name in g.latent:
                 for p, h in hebbian.get(name, {}).items():
@@ -76,15 +80,35 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     return complete(grads, problem)
 
 
+def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, LocalVJP]]:
+    """The feed-forward state (as `Problem.feedforward`: same kernels, aligned storage), no
+    displacements, and every vertex's local graph at that state."""
+    g = problem.graph
+    base: dict[str, torch.Tensor] = {}
+    cached: dict[str, LocalVJP] = {}
+    for name in g.latent:
+        v = g[name]
+        parents = [base[p] if p in base else problem.clamped[p] for p in v.parents]
+        track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+        cached[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
+        base[name] = aligned(cached[name].mu)
+    return base, {}, cached
+
+
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
-                     grads: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+                     grads: dict[str, torch.Tensor], cached: dict[str, LocalVJP], final: bool = False
+                     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step from (base, disp): every vertex's error and feedback from the same state,
     then x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
 
     The Hebbian terms of the `due` vertices are subtracted from `grads` (autograd's sign) and
-    returned. Vertices that are `still` are skipped: their error, feedback and Hebbian terms are
-    exactly zero, and a zero drive leaves them where they are. Returns (hebbian, new disp).
+    returned. Exact savings: vertices that are `still` are skipped (their error, feedback and
+    Hebbian terms are exactly zero, and a zero drive leaves them where they are); a vertex whose
+    parents and parameters have not changed is pulled back through its `cached` feed-forward
+    graph (its prediction is bit for bit the feed-forward one); and on the `final` step, whose
+    resulting state is never read, only the due vertices' Hebbian terms are computed.
+    Returns (hebbian, new disp).
     """
     g = problem.graph
     outputs = set(g.outputs)
@@ -94,13 +118,19 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: d
     feedback: dict[str, torch.Tensor] = {}
     hebbian: dict[str, dict[str, torch.Tensor]] = {}
     for name in g.latent:
+        if final and name not in due:
+            continue
         v = g[name]
         latent_parents = [p for p in v.parents if p in base]
         if name not in outputs and still(name, disp, latent_parents, v.params, params, original):
             continue
-        parents = [moved[p] if p in moved else base[p] if p in base else problem.clamped[p] for p in v.parents]
-        track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
+        unchanged = not any(p in disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
+        lin = cached.pop(name, None)
+        if lin is None or not unchanged:
+            parents = [moved[p] if p in moved else base[p] if p in base else problem.clamped[p] for p in v.parents]
+            track = [not final and p in base and x.is_floating_point()
+                     for p, x in zip(v.parents, parents, strict=True)]
+            lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
             e = problem.output_error(name, lin.mu)
         else:
@@ -108,7 +138,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: d
             if name in disp:
                 e = e + disp[name]
         eps[name] = e
-        parent_cots, heb = lin.pullback(e)
+        parent_cots, heb = lin.pullback(e, hebbian=name in due, feedback=not final)
         if name in due:
             hebbian[name] = heb
             for p, h in heb.items():
@@ -116,4 +146,6 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: d
         for p, c in zip(v.parents, parent_cots, strict=True):
             if c is not None:
                 feedback[p] = c if p not in feedback else feedback[p] + c
+    if final:
+        return hebbian, disp
     return hebbian, advance(g.latent, outputs, disp, eps, feedback, gamma)
