@@ -131,15 +131,25 @@ def _run_stage(counter: str, work, config: DemoConfig, out: Path, debug: bool) -
     except Exception as e:  # noqa: BLE001 - a newcomer gets one line, not a traceback (--debug for that)
         if debug:
             raise
-        message = str(e).splitlines()[0] if str(e) else ""
+        message = _first(e)
         stage.fail(f"{type(e).__name__}: {message}")
-        print(f"  could not finish: {type(e).__name__}: {message}", flush=True)
+        print(f"\n  could not finish: {type(e).__name__}: {message}", flush=True)  # (may follow an open line)
     print(f"  -> {'ok' if stage.ok else 'FAILED'} ({time.perf_counter() - started:.1f} s)", flush=True)
     return stage
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _begin(label: str) -> float:
+    """Print what starts now (the line is finished by the caller with the time it took)."""
+    print(f"{label} ...", end="", flush=True)
+    return time.perf_counter()
+
+
+def _first(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
 
 
 # -- stage 1: the zoo table --------------------------------------------------------------------
@@ -155,8 +165,8 @@ def stage_table(config: DemoConfig, out: Path, stage: Stage) -> None:
         try:
             row = zoo_row(name, torch.float64, dims=ZOO_DIMS.get(name))
         except (PcsimError, ValueError, RuntimeError) as e:
-            stage.fail(f"{name}: {str(e).splitlines()[0]}")
-            _say(f"  [{i:>2}/{len(names)}] {name:<17} could not run: {str(e).splitlines()[0]}")
+            stage.fail(f"{name}: {_first(e)}")
+            _say(f"  [{i:>2}/{len(names)}] {name:<17} could not run: {_first(e)}")
             continue
         rows.append(row)
         if not row.passed:
@@ -189,8 +199,8 @@ def console_table(rows, columns) -> str:
     lines += ["", "  Each number: max over parameters of ||PC update - autograd gradient|| / ||autograd gradient||"
                   " (float64).", f"  Exact means every one of {', '.join(exact)} is within {tol:.0e}."]
     if any(not must for _, _, must in columns.values()):
-        lines.append("  'Z-IL unlevelled' skips level(): it is far off wherever identity vertices are needed "
-                     "(+identity > 0), which is why Z-IL levels the graph first.")
+        lines += ["  'Z-IL unlevelled' skips level(): it is far off wherever identity vertices are needed",
+                  "  (+identity > 0), which is why Z-IL levels the graph first."]
     return "\n".join(lines)
 
 
@@ -227,23 +237,22 @@ def stage_dynamics(config: DemoConfig, out: Path, stage: Stage) -> None:
     _say(f"  network: {len(layers)} linear layers of tanh units, tau_x = {config.tau_x}, target shown at "
          f"t = {config.t_on}, simulated to t = {config.t_end}")
     runs, lines = {}, []
-    t = time.perf_counter()
+    t = _begin("  scipy solve_ivp RK45 (adaptive steps, rtol 1e-6)")
     runs["scipy RK45"] = pcsim.simulate(graph, (x,), y, backend="scipy", method="RK45", rtol=1e-6, atol=1e-9, **common)
-    _say(f"  scipy solve_ivp RK45 (adaptive, rtol 1e-6): {time.perf_counter() - t:.1f} s")
-    t = time.perf_counter()
+    _say(f" {time.perf_counter() - t:.1f} s")
+    t = _begin(f"  Brian2 (numpy target, explicit Euler, dt = {config.brian2_dt})")
     try:
         runs["Brian2 Euler"] = pcsim.simulate(graph, (x,), y, backend="brian2", method="euler",
                                               dt=config.brian2_dt, codegen_target="numpy", **common)
     except ImportError as e:  # pcsim's Brian2Unavailable is an ImportError; its message says how to install
-        _say(f"  Brian2: skipped, not installed ({str(e).split(';')[0].split('(')[0].strip()}; "
-             "`make install` puts it in .venv)")
+        detail = _first(e.__cause__) if e.__cause__ else _first(e).split(";")[0]
+        _say(f" skipped: Brian2 is not installed or fails at import ({detail}); `make install` puts it in .venv")
         lines.append("Brian2 was not installed: only the scipy run is drawn.")
     else:
         b2, ref = runs["Brian2 Euler"], runs["scipy RK45"]
         after = b2.t > config.t_on + config.brian2_dt
         gap = max(float(np.abs(b2.values[n][after] - _at(ref, n, b2.t)[after]).max()) for n in layers)
-        _say(f"  Brian2 (numpy target, Euler dt = {config.brian2_dt}): {time.perf_counter() - t:.1f} s; "
-             f"largest value difference to scipy {gap:.1e} (Euler's O(dt) error)")
+        _say(f" {time.perf_counter() - t:.1f} s; largest value difference to scipy {gap:.1e} (Euler's O(dt) error)")
         lines.append(f"Brian2 (numpy target, explicit Euler, dt = {config.brian2_dt}) against scipy RK45: largest "
                      f"value difference {gap:.1e} after onset, Euler's first-order error.")
     from pcsim.plots.demo import plot_backends
@@ -256,13 +265,15 @@ def stage_dynamics(config: DemoConfig, out: Path, stage: Stage) -> None:
     mapping = pcsim.discretise(tau_x=config.tau_x, dt=config.tau_x, plasticity="zil")
     reference = autograd_gradients(net, (x,), y, "mse")
     t_end = (graph.depth + 2) * config.tau_x
+    # Brian2 sums each neuron's synapses in its own order: its tests hold this mapping to 1e-10, not 1e-12.
+    limits = {"scipy": tolerance(torch.float64), "brian2": 100 * tolerance(torch.float64)}
     backends = ["scipy"] + (["brian2"] if "Brian2 Euler" in runs else [])
     lines.append(f"Explicit Euler at dt = tau_x with Z-IL gates ({mapping.note}):")
     for backend in backends:
         euler = pcsim.simulate(graph, (x,), y, backend=backend, method="euler", dt=config.tau_x, tau_x=config.tau_x,
                                t_end=t_end, plasticity="zil", record=[])
         worst = max(relative_difference(torch.as_tensor(euler.updates[k]), g) for k, g in reference.items())
-        ok = worst <= tolerance(torch.float64)
+        ok = worst <= limits[backend]
         _say(f"  Euler at dt = tau_x with Z-IL gates ({backend}): plasticity vs autograd {worst:.1e} "
              f"{'(equal to rounding)' if ok else 'DEVIATES'}")
         lines.append(f"- {backend}: largest relative deviation from autograd {worst:.1e}")
@@ -297,8 +308,8 @@ def stage_training(config: DemoConfig, out: Path, stage: Stage) -> None:
     snapshots = []
     t = time.perf_counter()
     bp_rows = train(bp_run, progress=progress, on_epoch=lambda row: snapshots.append(_params(bp_run.module)))
-    _say(f"  BP: {config.epochs} epoch(s) in {time.perf_counter() - t:.1f} s, "
-         f"test accuracy {bp_rows[-1]['test_acc']:.3f}")
+    _say(f"  BP: {config.epochs} epoch(s) in {time.perf_counter() - t:.1f} s; now Z-IL from the same start "
+         "(loss: training batch mean, acc: held-out accuracy)")
     zil_run = _mlp_run(cfg, data, config.hidden)
     divergence, relative = [], []
 
@@ -308,10 +319,9 @@ def stage_training(config: DemoConfig, out: Path, stage: Stage) -> None:
         relative.append(float(torch.cat([(mine[k] - theirs[k]).reshape(-1) for k in theirs]).norm()
                               / torch.cat([theirs[k].reshape(-1) for k in theirs]).norm()))
         bp = bp_rows[row["epoch"] - 1]
-        _say(f"  Z-IL epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
-             f"(BP {bp['train_loss']:.4f}), "
-             f"test acc {row['test_acc']:.3f} (BP {bp['test_acc']:.3f}), gradients within {row['max_deviation']:.1e} "
-             f"of autograd, max |theta_Z-IL - theta_BP| = {divergence[-1]:.1e}")
+        _say(f"  epoch {row['epoch']}/{config.epochs}  Z-IL loss {row['train_loss']:.4f} acc {row['test_acc']:.3f} | "
+             f"BP loss {bp['train_loss']:.4f} acc {bp['test_acc']:.3f} | Z-IL gradient vs autograd "
+             f"{row['max_deviation']:.0e}, max |theta - theta_BP| {divergence[-1]:.0e}")
 
     zil_rows = train(zil_run, progress=progress, on_epoch=compare)  # stops with TrainingError if Z-IL deviates
     limit = 100 * tolerance(torch.float64)  # the bound the training tests hold Z-IL to (1e-10)

@@ -75,7 +75,7 @@ def test_missing_brian2_is_one_clear_line(tmp_path, capsys, monkeypatch):
     code, out, err = run(["demo", "--quick", "--only", "dynamics", "--out", tmp_path], capsys)
     assert code == 0, out + err
     skipped = [line for line in out.splitlines() if "Brian2" in line and "skipped" in line]
-    assert len(skipped) == 1 and "not installed" in skipped[0]
+    assert len(skipped) == 1 and "not installed" in skipped[0] and "make install" in skipped[0]
     assert (tmp_path / "dynamics.png").is_file()
     assert "Euler at dt = tau_x with Z-IL gates (scipy)" in out and "(brian2)" not in out
 
