@@ -94,7 +94,10 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--only takes a comma-separated subset of {','.join(STAGES)}; got '{args.only}'")
     config = QUICK if args.quick else FULL
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread beats two (no hand-offs), and leaves a core free

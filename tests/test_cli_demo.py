@@ -99,3 +99,10 @@ def test_only_takes_known_stages(tmp_path, capsys, only):
     code, out, err = run(["demo", "--only", only, "--out", tmp_path], capsys)
     assert code == 2 and out == ""
     assert err.startswith("pcsim: error: --only") and ",".join(STAGES) in err
+
+
+def test_an_out_path_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, out, err = run(["demo", "--out", blocker / "sub"], capsys)
+    assert code == 2 and out == "" and err.startswith("pcsim: error: cannot write to --out") and "Traceback" not in err
