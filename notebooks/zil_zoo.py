@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import pcsim
-from pcsim.cli_demo import ZOO_DIMS  # the small build() dims that `pcsim demo` uses
+from pcsim.demo import ZOO_DIMS  # the small build() dims that `pcsim demo` uses
 from pcsim.zoo import load_model_file, zoo_names
 
 SMALL = os.environ.get("PCSIM_NOTEBOOK_SMALL") == "1"  # the test suite runs notebooks small

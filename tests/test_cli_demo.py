@@ -11,7 +11,8 @@ import pytest
 
 import pcsim.table
 from pcsim.cli import main
-from pcsim.cli_demo import QUICK, STAGES
+from pcsim.cli_demo import STAGES
+from pcsim.demo import QUICK
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
