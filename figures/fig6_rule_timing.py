@@ -107,6 +107,10 @@ def _rule_keys(models: list[dict]) -> list[str]:
     return [k for k in RULES if k in present] + sorted(present - set(RULES))
 
 
+def _ratio(h: float) -> str:
+    return "" if math.isnan(h) else (f"{h:.0f}" if h >= 10 else f"{h:.2g}")
+
+
 def _finite(v) -> bool:
     """A number to draw: None (not measured), NaN and infinities are left out."""
     return isinstance(v, int | float) and math.isfinite(v)
@@ -130,17 +134,16 @@ def plot(data: dict) -> Figure:
             values = [m["rules"].get(key, {}).get(field) for m in models]
             heights = [v if _finite(v) else np.nan for v in values]
             bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, heights, width, color=colour, label=label)
-            ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.2g}" for h in heights], fontsize=6,
-                         rotation=90, padding=2)
+            ax.bar_label(bars, labels=[_ratio(h) for h in heights], fontsize=6, rotation=90, padding=2)
         ax.axhline(1.0, color="black", linewidth=1.0, label="BP (1x)")
         ax.set_yscale("log")
+        drawn = [v for m in models for k in keys if _finite(v := m["rules"].get(k, {}).get(field)) and v > 0]
+        room = 8.0 if ax is axes[0] else 1.8  # above the tallest bar: its label, and the legend on top
+        ax.set_ylim(min([0.5, *drawn]) * 0.7, max([1.0, *drawn]) * room)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", which="both", alpha=0.25)
     axes[0].legend(fontsize=7, ncol=4, loc="upper left", frameon=False)
-    ratios = [m["rules"].get(k, {}).get("ratio_to_bp") for m in models for k in keys]
-    top = max((r for r in ratios if _finite(r)), default=1.0)
-    axes[0].set_ylim(top=max(top, 1.0) * 8)  # room for the bar labels and the legend
-    axes[-1].set_xticks(x, [f"{m['model']}\nbatch {m.get('batch', '?')}, depth {m.get('depth', '?')}"
+    axes[-1].set_xticks(x, [f"{m['model']}\nbatch {m.get('batch', '?')}\ndepth {m.get('depth', '?')}"
                             for m in models], fontsize=8)
     fig.suptitle(f"IL, Z-IL and Fa-Z-IL cost per weight update relative to BP ({bench.get('dtype', '')}; "
                  f"{data['source']})\nmachine: {_machine_name(bench.get('machine', {}))}; "
