@@ -98,20 +98,20 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     """
     g = problem.graph
     base = problem.feedforward()  # the state when the target appears: all hidden errors zero
-    disp: dict[str, torch.Tensor] = {}
+    neg_disp: dict[str, torch.Tensor] = {}  # -(x - x_ff), see wave.advance
     reachable = [n for n in g.latent if n in g.min_distance]
     gate = dict.fromkeys(reachable, WAITING)
     latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}
     outputs = set(g.outputs)
     grads: dict[str, torch.Tensor] = {}
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
-        moved_now = {n for n, d in disp.items() if bool((d != 0).any())}
-        values = {n: base[n] + d for n, d in disp.items()}
-        eps: dict[str, torch.Tensor] = {}
-        feedback: dict[str, torch.Tensor] = {}
+        moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
+        values = {n: base[n] - d for n, d in neg_disp.items()}  # base + disp, bit for bit
+        delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
+        neg_feedback: dict[str, torch.Tensor] = {}
         for name in g.latent:
             v = g[name]
-            if name not in outputs and still(name, disp, latent_parents[name], (), {}, {}):
+            if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
                 continue  # exactly zero error: the gate stays as it is
             parents = [values[p] if p in values else base[p] if p in base else problem.clamped[p]
                        for p in v.parents]
@@ -119,23 +119,26 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             waiting = gate.get(name) == WAITING
             parents_moved = any(p in moved_now for p in latent_parents[name])
             lin = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
-            e = problem.output_error(name, lin.mu) if name in outputs else base[name] - lin.mu
-            if name in disp:
-                e = e + disp[name]
-            eps[name] = e
-            parent_cots, hebbian = lin.pullback(e)
+            if name in outputs:
+                d = -problem.output_error(name, lin.mu)
+            else:
+                d = lin.mu - base[name]
+                if name in neg_disp:
+                    d = d + neg_disp[name]
+            delta[name] = d
+            parent_cots, own = lin.pullback(d)
             if waiting:
                 if parents_moved:
                     gate[name] = LOCKED
-                elif bool((e != 0).any()):
-                    for p, h in hebbian.items():
-                        grads[p] = -h if p not in grads else grads[p] - h
+                elif bool((d != 0).any()):
+                    for p, gp in own.items():
+                        add_into(grads, p, gp)
                     gate[name] = FIRED
             for p, c in zip(v.parents, parent_cots, strict=True):
                 if c is not None:
-                    add_into(feedback, p, c)
+                    add_into(neg_feedback, p, c)
         if all(s != WAITING for s in gate.values()):
             break
-        disp = advance(g.latent, outputs, disp, eps, feedback, gamma)
+        neg_disp = advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)
     return complete(grads, problem)
 

@@ -124,23 +124,28 @@ def complete(grads: dict[str, torch.Tensor], problem: Problem) -> dict[str, torc
             for n, p in problem.graph.params.items()}
 
 
-def advance(latent: Sequence[str], outputs: set[str], disp: Mapping[str, torch.Tensor],
-            eps: Mapping[str, torch.Tensor], feedback: Mapping[str, torch.Tensor],
+def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
+            delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
             gamma: float) -> dict[str, torch.Tensor]:
-    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex; returns the new displacements.
+    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
 
-    Vertices absent from both `eps` and `feedback` were still (zero drive) and keep their state.
-    The arithmetic is `pcsim.algorithms.inference.advance`'s, term for term, so states match bits.
+    Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
+    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
+    `pcsim.algorithms.inference.advance` term for term with every bit mirrored, and no tensor
+    is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
     """
-    new_disp = dict(disp)
+    new = dict(neg_disp)
     for name in latent:
-        if name in outputs or (name not in eps and name not in feedback):
+        if name in outputs or (name not in delta and name not in neg_feedback):
             continue
-        drive = -eps[name] if name in eps else None
-        if name in feedback:  # -0 + f is f bit for bit, so a still vertex's drive is its feedback
-            drive = feedback[name] if drive is None else drive + feedback[name]
+        if name not in delta:
+            drive = neg_feedback[name]  # -0 + f is f bit for bit: a still vertex's drive is its feedback
+        elif name in neg_feedback:
+            drive = neg_feedback[name] - delta[name]
+        else:
+            drive = -delta[name]
         step = (gamma * drive).contiguous()  # one layout for every state, see Problem.feedforward
-        if name not in new_disp and not bool((step != 0).any()):
+        if name not in new and not bool((step != 0).any()):
             continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
-        new_disp[name] = step if name not in new_disp else new_disp[name] + step
-    return new_disp
+        new[name] = step if name not in new else new[name] + step
+    return new

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, advance, aligned, complete, still
+from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -28,7 +28,7 @@ def prepare_graph(graph: Graph, level: bool) -> Graph:
 
 
 def initial_state(problem: Problem, init: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(base, disp): feed-forward values and the displacements from them (absent: zero)."""
+    """(base, neg_disp): feed-forward values and the negated displacements from them (absent: zero)."""
     base = problem.feedforward()
     if init == "feedforward":
         return base, {}
@@ -36,9 +36,9 @@ def initial_state(problem: Problem, init: str, seed: int) -> tuple[dict[str, tor
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     outputs = set(problem.graph.outputs)
-    disp = {n: torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) - v
-            for n, v in base.items() if n not in outputs}
-    return base, disp
+    neg_disp = {n: v - torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
+                for n, v in base.items() if n not in outputs}
+    return base, neg_disp
 
 
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
@@ -73,10 +73,10 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     for t in range(last + 1):
         due = {n for n in g.latent if steps.get(n) == t}
         hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads, cached, final=t == last)
-        if update_timing == "immediate":
+        if update_timing == "immediate":  # theta += lr * h, with h = -dL/dtheta (exact negation)
             for name in g.latent:
-                for p, h in hebbian.get(name, {}).items():
-                    params[p] = params[p] + lr * h
+                for p, d in hebbian.get(name, {}).items():
+                    params[p] = params[p] - lr * d
     return complete(grads, problem)
 
 
@@ -95,57 +95,66 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
     return base, {}, cached
 
 
-def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], disp: dict[str, torch.Tensor],
+def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
                      grads: dict[str, torch.Tensor], cached: dict[str, LocalVJP], final: bool = False
                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """One inference step from (base, disp): every vertex's error and feedback from the same state,
-    then x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
+    """One inference step: every vertex's error and feedback from the same state, then
+    x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
 
-    The Hebbian terms of the `due` vertices are subtracted from `grads` (autograd's sign) and
-    returned. Exact savings: vertices that are `still` are skipped (their error, feedback and
-    Hebbian terms are exactly zero, and a zero drive leaves them where they are); a vertex whose
-    parents and parameters have not changed is pulled back through its `cached` feed-forward
-    graph (its prediction is bit for bit the feed-forward one); and on the `final` step, whose
-    resulting state is never read, only the due vertices' Hebbian terms are computed.
-    Returns (hebbian, new disp).
+    The state is carried in autograd's sign (see `wave.advance`): errors as delta = -eps and
+    displacements negated, so each due vertex's parameter pullback is dL/dtheta itself; it is
+    added to `grads` and returned. Exact savings: vertices that are `still` are skipped (their
+    error, feedback and Hebbian terms are exactly zero, and a zero drive leaves them where they
+    are); a vertex whose parents and parameters have not changed is pulled back through its
+    `cached` feed-forward graph (its prediction is bit for bit the feed-forward one); and on the
+    `final` step, whose resulting state is never read, only the due vertices' Hebbian terms are
+    computed. Returns (dL/dtheta terms per due vertex, new negated displacements).
     """
     g = problem.graph
     outputs = set(g.outputs)
     original = problem.params
-    moved = {n: base[n] + d for n, d in disp.items()}  # values that differ from the feed-forward ones
-    eps: dict[str, torch.Tensor] = {}
-    feedback: dict[str, torch.Tensor] = {}
-    hebbian: dict[str, dict[str, torch.Tensor]] = {}
+    moved: dict[str, torch.Tensor] = {}  # values that differ from the feed-forward ones, built once per step
+
+    def value(p: str) -> torch.Tensor:
+        if p in neg_disp:
+            if p not in moved:
+                moved[p] = base[p] - neg_disp[p]  # base + disp, bit for bit
+            return moved[p]
+        return base[p] if p in base else problem.clamped[p]
+
+    delta: dict[str, torch.Tensor] = {}
+    neg_feedback: dict[str, torch.Tensor] = {}
+    terms: dict[str, dict[str, torch.Tensor]] = {}
     for name in g.latent:
         if final and name not in due:
             continue
         v = g[name]
         latent_parents = [p for p in v.parents if p in base]
-        if name not in outputs and still(name, disp, latent_parents, v.params, params, original):
+        if name not in outputs and still(name, neg_disp, latent_parents, v.params, params, original):
             continue
-        unchanged = not any(p in disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
+        unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
         lin = cached.pop(name, None)
         if lin is None or not unchanged:
-            parents = [moved[p] if p in moved else base[p] if p in base else problem.clamped[p] for p in v.parents]
+            parents = [value(p) for p in v.parents]
             track = [not final and p in base and x.is_floating_point()
                      for p, x in zip(v.parents, parents, strict=True)]
             lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
-            e = problem.output_error(name, lin.mu)
+            d = -problem.output_error(name, lin.mu)
         else:
-            e = base[name] - lin.mu
-            if name in disp:
-                e = e + disp[name]
-        eps[name] = e
-        parent_cots, heb = lin.pullback(e, hebbian=name in due, feedback=not final)
+            d = lin.mu - base[name]  # -(x_ff - mu)
+            if name in neg_disp:
+                d = d + neg_disp[name]
+        delta[name] = d
+        parent_cots, own = lin.pullback(d, hebbian=name in due, feedback=not final)
         if name in due:
-            hebbian[name] = heb
-            for p, h in heb.items():
-                grads[p] = -h if p not in grads else grads[p] - h
+            terms[name] = own
+            for p, gp in own.items():
+                add_into(grads, p, gp)
         for p, c in zip(v.parents, parent_cots, strict=True):
             if c is not None:
-                feedback[p] = c if p not in feedback else feedback[p] + c
+                add_into(neg_feedback, p, c)
     if final:
-        return hebbian, disp
-    return hebbian, advance(g.latent, outputs, disp, eps, feedback, gamma)
+        return terms, neg_disp
+    return terms, advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)
