@@ -65,8 +65,8 @@ class Case:
     runs: dict
 
 
-def case(name: str, device: torch.device, rules: list[str]) -> Case:
-    dims = DIMS.get(name, {})
+def case(name: str, device: torch.device, rules: list[str], batch: int | None = None) -> Case:
+    dims = {**DIMS.get(name, {}), **({"batch": batch} if batch else {})}
     spec = load_model_file(name)
     module, inputs, target = spec.build_model(0, **dims)
     module = module.to(device=device).eval()
@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--budget-s", type=float, default=240.0,
                     help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
+    ap.add_argument("--batch", type=int, default=None, help="override every selected model's batch")
+    ap.add_argument("--append", action="store_true", help="add to OUT.json's models instead of starting anew")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/rules_DEVICE)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -179,9 +181,15 @@ def main(argv=None) -> int:
               "method": METHOD.format(device=device.type, threads=torch.get_num_threads(), reps=args.reps,
                                       budget=args.budget_s, memory=memory),
               "models": []}
+    if args.append and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        result["models"] = old["models"]
+        result["method"] = old["method"] if old["method"] == result["method"] else (
+            old["method"] + "; later models: " + result["method"])
     for name in args.models or zoo_names():
         print(f"{name}:", flush=True)
-        result["models"].append(measure(case(name, device, rules), device, args.reps, args.budget_s))
+        result["models"] = [m for m in result["models"] if m["model"] != name]
+        result["models"].append(measure(case(name, device, rules, args.batch), device, args.reps, args.budget_s))
         out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         out.with_suffix(".md").write_text(markdown(result))
