@@ -46,7 +46,9 @@ demo: install
 clean:
 	rm -rf $(VENV) build .pytest_cache
 
+# BP, Z-IL, Fa-Z-IL and IL per weight update on every zoo model: benchmarks/results/rules_cpu.{json,md} (long);
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
 bench: install
+	$(PY) benchmarks/bench_rules.py --threads 1
 	$(PY) benchmarks/brian2_throughput.py
