@@ -52,3 +52,15 @@ def small_mlp(seed: int, sizes=(64, 32, 32, 10), activation=nn.Tanh) -> nn.Modul
     for a, b in zip(sizes, sizes[1:], strict=False):
         layers += [nn.Linear(a, b), activation()]
     return nn.Sequential(*layers[:-1]).double()
+
+
+def script_main(path: str, argv: list[str] | None = None) -> int:
+    """`python figures/figN_name.py [--smoke]`: the same as `pcsim figures [--smoke] --only figN`."""
+    import argparse
+
+    from pcsim.cli import main
+
+    parser = argparse.ArgumentParser(description=f"regenerate {Path(path).stem} into figures/out/")
+    parser.add_argument("--smoke", action="store_true", help="tiny configuration, into figures/out/smoke/")
+    args = parser.parse_args(argv)
+    return main(["figures", "--only", Path(path).stem, *(["--smoke"] if args.smoke else [])])

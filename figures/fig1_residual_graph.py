@@ -18,6 +18,11 @@ from pcsim.graph.layout import Layout, layout
 from pcsim.plots.graph import plot_graph
 from pcsim.zoo import load_model_file
 
+try:
+    from figures._common import script_main
+except ImportError:  # run as a script from figures/
+    from _common import script_main
+
 CONFIG = {"model": "residual_mlp", "seed": 0, "dims": {}}
 SMOKE = {"model": "residual_mlp", "seed": 0, "dims": {"hidden": 4, "batch": 2}}
 
@@ -53,3 +58,7 @@ def plot(data: dict) -> Figure:
     fig.suptitle("Levelling a residual block: identity vertices on skip edges make every edge span one level",
                  fontsize=10)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

@@ -20,6 +20,11 @@ from matplotlib.figure import Figure
 from pcsim.numerics import tolerance
 from pcsim.table import zoo_table
 
+try:
+    from figures._common import script_main
+except ImportError:  # run as a script from figures/
+    from _common import script_main
+
 # models None: every zoo model at its default size; threads 1 as `make check-zoo` (figures/table1.md)
 CONFIG = {"models": None, "dims": {}, "dtype": "float64", "threads": 1}
 SMOKE = {"models": ["cnn", "lstm", "mlp", "residual_mlp", "rnn", "tied_autoencoder"], "dtype": "float64",
@@ -104,3 +109,7 @@ def plot(data: dict) -> Figure:
     ax.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
     ax.grid(axis="y", which="major", alpha=0.3)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

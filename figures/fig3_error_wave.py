@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 import pcsim
 
 try:
-    from figures._common import small_mlp
-except ImportError:
-    from _common import small_mlp
+    from figures._common import script_main, small_mlp
+except ImportError:  # run as a script from figures/
+    from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 1, "t_end": 3.0, "tau_x": 0.2, "points": 301, "dt_brian2": 0.002}
 SMOKE = {"seed": 0, "batch": 1, "t_end": 0.5, "tau_x": 0.2, "points": 11, "dt_brian2": 0.05}
@@ -62,3 +62,7 @@ def plot(data: dict) -> Figure:
         if data["layers"]:
             top.legend(fontsize=7)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

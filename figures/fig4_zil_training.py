@@ -14,9 +14,9 @@ from pcsim.check import autograd_gradients
 from pcsim.training.data import digits
 
 try:
-    from figures._common import small_mlp
+    from figures._common import script_main, small_mlp
 except ImportError:  # run as a script from figures/
-    from _common import small_mlp
+    from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "iterations": 300, "batch": 32, "lr": 0.05, "eval_every": 25}
 SMOKE = {"seed": 0, "iterations": 6, "batch": 16, "lr": 0.05, "eval_every": 3}
@@ -84,3 +84,7 @@ def plot(data: dict) -> Figure:
               title="divergence from BP (float64)")
     right.legend(fontsize=8)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

@@ -11,9 +11,9 @@ from pcsim.analysis import il_convergence
 from pcsim.training.data import digits
 
 try:
-    from figures._common import small_mlp
-except ImportError:
-    from _common import small_mlp
+    from figures._common import script_main, small_mlp
+except ImportError:  # run as a script from figures/
+    from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 64, "steps": [1, 2, 5, 10, 20, 50, 100, 200, 500], "gammas": [0.05, 0.1, 0.2, 0.5],
           "precisions": [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001], "precision_steps": 400}
@@ -57,3 +57,7 @@ def plot(data: dict) -> Figure:
     ax.legend(loc="lower left", fontsize=8)
     twin.legend(loc="upper right", fontsize=8)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

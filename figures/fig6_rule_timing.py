@@ -26,9 +26,9 @@ from pcsim.check import autograd_gradients
 from pcsim.errors import InputError
 
 try:
-    from figures._common import small_mlp
+    from figures._common import script_main, small_mlp
 except ImportError:  # run as a script from figures/
-    from _common import small_mlp
+    from _common import script_main, small_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"source": "benchmarks/results/rules_cpu.json"}
@@ -149,3 +149,7 @@ def plot(data: dict) -> Figure:
                  f"{data['source']})\nmachine: {_machine_name(bench.get('machine', {}))}; "
                  f"{bench.get('created', '')}", fontsize=8)
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

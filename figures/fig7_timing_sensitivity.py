@@ -13,9 +13,9 @@ from pcsim.analysis import timing_sensitivity
 from pcsim.training.data import digits
 
 try:
-    from figures._common import small_mlp
-except ImportError:
-    from _common import small_mlp
+    from figures._common import script_main, small_mlp
+except ImportError:  # run as a script from figures/
+    from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 32, "sizes": [64, 32, 32, 32, 32, 10], "offsets": [-2, -1, 0, 1, 2, 3]}
 SMOKE = {"seed": 0, "batch": 4, "sizes": [64, 8, 8, 10], "offsets": [-1, 0, 1]}
@@ -46,3 +46,7 @@ def plot(data: dict) -> Figure:
                         color="w" if m[i, j] < 1e-6 else "k")
     fig.colorbar(im, ax=ax, label="||update - BP|| / ||BP||")
     return fig
+
+
+if __name__ == "__main__":
+    raise SystemExit(script_main(__file__))

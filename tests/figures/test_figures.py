@@ -103,3 +103,14 @@ def test_timing_figure_draws_the_benchmark_schema(tmp_path):
     time_ax, memory_ax = fig.axes
     assert len(time_ax.patches) == 2 * 3 and len(memory_ax.patches) == 2 * 3  # bp is the 1x line, not a bar
     assert "test cpu" in fig.get_suptitle() and "new-rule" in [t.get_text() for t in time_ax.get_legend().texts]
+
+
+def test_each_script_runs_on_its_own_with_smoke(capsys):
+    """`python figures/fig1_residual_graph.py --smoke` is `pcsim figures --smoke --only fig1_residual_graph`."""
+    from pcsim.cli_figures import _load
+
+    common = _load(figures_dir() / "_common.py")
+    assert common.script_main(str(figures_dir() / "fig1_residual_graph.py"), ["--smoke"]) == 0
+    assert "out/smoke/fig1.png" in capsys.readouterr().out
+    for path in figures_dir().glob("fig*.py"):
+        assert 'if __name__ == "__main__":' in path.read_text(), path.name
