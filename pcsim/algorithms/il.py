@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.relaxation import Relaxation
 from pcsim.graph.ir import Graph
 
 
@@ -21,34 +21,39 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
        fixed_prediction: bool = False, output_precision: float = 1.0, params=None,
        progress: bool = False) -> dict[str, torch.Tensor]:
     """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign)."""
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if not output_precision > 0:
-        raise ValueError(f"output_precision must be > 0, got {output_precision}")
+    _check(steps, output_precision)
     problem = Problem.build(graph, inputs, target, loss, params)
-    *_, s = _inference(problem, gamma, steps, fixed_prediction, output_precision, progress)
-    grads = problem.zero_grads()
-    for name in graph.latent:
-        accumulate(grads, s.hebbian[name], scale=output_precision)
-    return grads
+    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    relax.run(steps, lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False))
+    return _update(problem, relax.hebbian(relax.errors()), output_precision)  # only the final state's terms
 
 
-def _inference(problem: Problem, gamma: float, steps: int, fixed_prediction: bool, output_precision: float,
-               progress: bool = False):
-    """Yield the sweep of every state from step 0 to step `steps`."""
-    x = State.feedforward(problem)
-    fixed = None
-    if fixed_prediction:
-        fixed = {n: problem.linearise(n, x.base) for n in problem.graph.latent}
-    for _ in tqdm(range(steps), desc="IL inference", disable=not progress, leave=False):
-        s = sweep(problem, x, precision=output_precision, fixed=fixed)
-        yield s
-        x = advance(problem, x, s, gamma)
-    yield sweep(problem, x, precision=output_precision, fixed=fixed)
+def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
+    """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own fresh storage."""
+    grads: dict[str, torch.Tensor] = {}
+    for terms in hebbian.values():  # graph order, as `accumulate` would add them
+        for p, h in terms.items():
+            h = h.neg() if scale == 1.0 else h / -scale  # 0 - h / scale
+            grads[p] = h if p not in grads else grads[p].add_(h)
+    missing = [n for n in problem.graph.params if n not in grads]  # read by no vertex with an error
+    if missing:
+        zeros = problem.zero_grads()
+        grads.update({n: zeros[n] for n in missing})
+    return {n: grads[n] for n in problem.graph.params}
 
 
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
     """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
+    _check(steps, output_precision)
     problem = Problem.build(graph, inputs, target, loss, params)
-    return [s.eps for s in _inference(problem, gamma, steps, fixed_prediction, output_precision)]
+    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    path = [relax.full(relax.step()) for _ in range(steps)]
+    return path + [relax.full({n: e.clone() for n, e in relax.errors().items()})]
+
+
+def _check(steps: int, output_precision: float) -> None:
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not output_precision > 0:
+        raise ValueError(f"output_precision must be > 0, got {output_precision}")

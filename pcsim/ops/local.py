@@ -50,9 +50,12 @@ class Linearisation:
 
     def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor],
                  params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor],
-                 wrt_params: bool = True):
+                 wrt_params: bool = True, wrt_parents: Sequence[bool] | None = None):
+        """`wrt_parents[i]` False: parent i is a constant here (a clamped input): no feedback to it."""
         self.vertex = vertex
-        self._parent_leaves = [p.detach().requires_grad_(True) if _differentiable(p) else p for p in parents]
+        wanted = [True] * len(parents) if wrt_parents is None else wrt_parents
+        self._parent_leaves = [p.detach().requires_grad_(True) if w and _differentiable(p) else p.detach()
+                               for p, w in zip(parents, wanted, strict=True)]
         names = vertex.params if wrt_params else ()
         self._param_leaves = {n: params[n].detach().requires_grad_(True) for n in names}
         local_params = {**params, **self._param_leaves} if names else params

@@ -1,0 +1,193 @@
+"""IL's synchronous inference loop, computing only what changes: the fast path of `pcsim.il`.
+
+The dynamics are `inference.sweep` followed by `inference.advance`, step for step; the tests
+hold the two to float64 rounding. What this loop does not recompute, and why that is exact:
+
+- a vertex whose latent parents have not moved since its last linearisation keeps its
+  prediction and its linearisation (same inputs, same outputs). From the feed-forward start
+  that is every vertex until the error wave reaches its parents, and the first layer (whose
+  parent is the clamped input) at every step;
+- a hidden vertex whose prediction is still its feed-forward value has error `disp` exactly,
+  and exactly zero until it moves; a zero error sends no feedback, a zero drive moves nothing;
+- feedback goes only to latent parents (never to a clamped input), and Hebbian terms are taken
+  only from the final state, the only one IL's update reads;
+- with `fixed_prediction` every linearisation stays at the feed-forward state.
+
+Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
+(`pcsim.ops.vjp`); every other op goes through autograd on its one call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pcsim.algorithms.problem import Problem
+from pcsim.ops.vjp import LinearOp, LocalOp, local_op
+
+
+class Relaxation:
+    """The state of IL's inference from the feed-forward start, advanced in place by `step()`.
+
+    Per hidden vertex: `base` (feed-forward value), `disp` (displacement, absent while zero) and
+    `x = base + disp`, the last two in buffers updated in place once the vertex has moved.
+
+    A linear vertex L with a latent parent P is handled by increments: its prediction moved by
+    `W disp_P` from its feed-forward value, so `eps_L = disp_L - disp_P W^T` is one GEMM with
+    accumulation, with no cancellation of two large values, and P's value `x_P` is not needed
+    (it is materialised only for the vertex's other children and for the Hebbian terms).
+    """
+
+    def __init__(self, problem: Problem, gamma: float, precision: float = 1.0, fixed_prediction: bool = False):
+        g = problem.graph
+        self.problem = problem
+        self.gamma = gamma
+        self.precision = precision
+        self.fixed = fixed_prediction
+        self.latent = g.latent
+        latent = set(self.latent)
+        self.outputs = set(g.outputs)
+        self.hidden = [n for n in self.latent if n not in self.outputs]
+        self.parents = {n: g[n].parents for n in self.latent}
+        self.base = problem.feedforward()
+        self.x = dict(self.base)  # current values; outputs stay at their feed-forward value (free)
+        self.disp: dict[str, torch.Tensor] = {}
+        self.children = {n: tuple(dict.fromkeys(c for c in g.children[n] if c in latent)) for n in self.latent}
+        self.ops: dict[str, LocalOp] = {}
+        for n in self.latent:
+            v = g[n]
+            op = local_op(v, problem.params, g.constants, [p in latent for p in v.parents],
+                          [g[p].shape for p in v.parents])
+            op.at(self._parent_values(n), mu=self.base[n])  # the forward pass already computed mu
+            self.ops[n] = op
+        self.incremental = {n for n, op in self.ops.items()
+                            if not self.fixed and isinstance(op, LinearOp) and op.wanted[0]
+                            and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
+        self.needs_x = {n for n in self.hidden if any(c not in self.incremental for c in self.children[n])}
+        self.at_feedforward = set(self.latent)  # mu is still base[n], so eps is exactly disp
+        self.stale: set[str] = set()  # latent parents moved since the last linearisation
+        self._x_behind: set[str] = set()  # moved, but x not yet recomputed (no child needed it)
+        self._buf: dict[tuple[str, str], torch.Tensor] = {}
+        self._output_eps: dict[str, torch.Tensor] = {}
+
+    def _parent_values(self, name: str) -> list[torch.Tensor]:
+        return self.problem.parent_values(name, self.x)
+
+    def _buffer(self, name: str, kind: str) -> torch.Tensor:
+        buf = self._buf.get((name, kind))
+        if buf is None:
+            buf = self._buf[name, kind] = torch.empty_like(self.base[name], memory_format=torch.contiguous_format)
+        return buf
+
+    def errors(self) -> dict[str, torch.Tensor]:
+        """Every latent vertex's error at the current state; absent means exactly zero.
+
+        The tensors are this object's buffers: valid until the next `advance`, not to be written.
+        """
+        for n in self.latent:  # topological order, so a child reads its parents' new values
+            if n in self.stale and n not in self.incremental:
+                self.ops[n].at(self._parent_values(n))
+                self.at_feedforward.discard(n)
+                self._output_eps.pop(n, None)
+        eps = {}
+        for n in self.latent:
+            if n in self.incremental and self.parents[n][0] in self.disp:
+                self._incremental_error(n, eps)
+            elif n in self.outputs:
+                if n not in self._output_eps:
+                    self._output_eps[n] = self.problem.output_error(n, self.ops[n].mu, self.precision)
+                eps[n] = self._output_eps[n]
+            elif n in self.at_feedforward:  # (base - base) + disp
+                if n in self.disp:
+                    eps[n] = self.disp[n]
+            else:  # (base - mu) + disp, not x - mu: no cancellation of two large values
+                e = torch.sub(self.base[n], self.ops[n].mu, out=self._buffer(n, "eps"))
+                eps[n] = e if n not in self.disp else e.add_(self.disp[n])
+        self.stale.clear()
+        return eps
+
+    def _incremental_error(self, n: str, eps: dict[str, torch.Tensor]) -> None:
+        op = self.ops[n]
+        dp = self.disp[self.parents[n][0]]
+        self.at_feedforward.discard(n)
+        if n in self.outputs:
+            if n in self.stale or n not in self._output_eps:
+                mu = torch.addmm(self.base[n], dp, op.weight.t(), out=self._buffer(n, "mu"))
+                op.mu = mu
+                self._output_eps[n] = self.problem.output_error(n, mu, self.precision)
+            eps[n] = self._output_eps[n]
+        elif n in self.disp:
+            eps[n] = torch.addmm(self.disp[n], dp, op.weight.t(), alpha=-1, out=self._buffer(n, "eps"))
+        else:
+            eps[n] = torch.mm(dp, op.weight.t(), out=self._buffer(n, "eps")).neg_()
+
+    def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """sum over children c of J_c^T eps_c per latent vertex; absent means exactly zero."""
+        fb: dict[str, torch.Tensor] = {}
+        for n, e in eps.items():
+            for p, c in zip(self.parents[n], self.ops[n].vjp(e), strict=True):
+                if c is not None:
+                    fb[p] = c if p not in fb else fb[p] + c
+        return fb
+
+    def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, torch.Tensor]) -> None:
+        """disp_i <- disp_i + gamma (feedback_i - eps_i), for every hidden vertex; x_i where a child reads it."""
+        gamma = self.gamma
+        moved = []
+        for n in self.hidden:
+            e, f = eps.get(n), fb.get(n)
+            if e is None and f is None:
+                continue  # zero drive: the population keeps its value (and its feed-forward tensor)
+            d = self.disp.get(n)
+            if d is None:  # first move
+                drive = f if e is None else torch.sub(f, e) if f is not None else -e
+                self.disp[n] = drive * gamma
+            elif f is None:
+                d.add_(e, alpha=-gamma)
+            elif e is d:  # at the feed-forward prediction: d + gamma (f - d)
+                d.lerp_(f, gamma)
+            else:  # d + gamma f - gamma e: no buffer for the drive
+                d.add_(f, alpha=gamma).sub_(e, alpha=gamma)
+            moved.append(n)
+        for n in moved:
+            if n in self.needs_x:
+                self._update_x(n)
+            else:
+                self._x_behind.add(n)
+            if not self.fixed:
+                self.stale.update(self.children[n])
+
+    def _update_x(self, n: str) -> None:
+        if self.x[n] is self.base[n]:
+            self.x[n] = self.base[n] + self.disp[n]  # fresh storage: never write into base
+        else:
+            torch.add(self.base[n], self.disp[n], out=self.x[n])
+        self._x_behind.discard(n)
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One synchronous inference step; returns a copy of the errors of the state it started from."""
+        eps = self.errors()
+        snapshot = {n: e.clone() for n, e in eps.items()}
+        self.advance(eps, self.feedback(eps))
+        return snapshot
+
+    def run(self, steps: int, progress=None) -> None:
+        for _ in range(steps) if progress is None else progress(range(steps)):
+            eps = self.errors()
+            self.advance(eps, self.feedback(eps))
+
+    def hebbian(self, eps: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """(d mu / d theta)^T eps per vertex with a non-zero error and parameters, at the current state."""
+        for n in list(self._x_behind):
+            self._update_x(n)
+        out = {}
+        for n in self.latent:
+            if n in eps and self.problem.graph[n].params:
+                op = self.ops[n]
+                if n in self.incremental:  # its input moved without a relinearisation: move the point
+                    op.at(self._parent_values(n), mu=op.mu)
+                out[n] = op.hebbian(eps[n])
+        return out
+
+    def full(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`eps` with explicit zeros for the vertices whose error is exactly zero."""
+        return {n: eps[n] if n in eps else torch.zeros_like(self.base[n]) for n in self.latent}

@@ -1,0 +1,118 @@
+"""IL's fast inference loop (pcsim.il, il_path) is IL: the literal sweep/advance loop is the oracle.
+
+The literal loop below linearises every vertex at every step and applies `advance` as written;
+the fast loop skips what is exactly unchanged and uses explicit VJPs. They must agree to float64
+rounding. Where the literal loop itself loses digits (a linear vertex's error as the difference
+of two large predictions, in LSTMs), float32 runs are measured against the float64 literal loop.
+"""
+
+import pytest
+import torch
+
+import pcsim
+from pcsim.algorithms.il import il, il_path
+from pcsim.algorithms.inference import State, accumulate, advance, sweep
+from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.relaxation import Relaxation
+from pcsim.numerics import relative_difference, rounding_floor, tolerance
+from tests.equivalence.archs import ARCHS
+
+TOL = tolerance(torch.float64)
+
+
+def literal_il(graph, inputs, target, loss="mse", *, gamma=0.1, steps=100, fixed_prediction=False,
+               output_precision=1.0):
+    """IL as first written: sweep every vertex, advance, Hebbian terms of the final sweep."""
+    problem = Problem.build(graph, inputs, target, loss)
+    x = State.feedforward(problem)
+    fixed = {n: problem.linearise(n, x.base) for n in graph.latent} if fixed_prediction else None
+    path = []
+    for _ in range(steps):
+        s = sweep(problem, x, precision=output_precision, fixed=fixed, plastic=())
+        path.append(s.eps)
+        x = advance(problem, x, s, gamma)
+    s = sweep(problem, x, precision=output_precision, fixed=fixed)
+    path.append(s.eps)
+    grads = problem.zero_grads()
+    for name in graph.latent:
+        accumulate(grads, s.hebbian[name], scale=output_precision)
+    return grads, path
+
+
+def _worst(got: dict, ref: dict, dtype=torch.float64) -> float:
+    floor = rounding_floor(max(float(r.abs().max()) for r in ref.values()), dtype)
+    return max(relative_difference(got[n].double(), ref[n].double(), floor) for n in ref)
+
+
+VARIANTS = {
+    "plain": dict(gamma=0.1, steps=8),
+    "fixed_prediction": dict(gamma=0.3, steps=5, fixed_prediction=True),
+    "output_precision": dict(gamma=0.2, steps=6, output_precision=0.1),
+    "no_steps": dict(steps=0),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("arch", ["mlp_tanh_bias", "mlp_sigmoid_nobias", "mlp_relu_bias", "residual_block",
+                                  "cnn_pools", "rnn_manual", "rnn_shared", "gru"])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_fast_il_equals_the_literal_loop(arch, variant, loss):
+    module, inputs, target = ARCHS[arch](torch.float64, loss)
+    graph = pcsim.trace(module, *inputs)
+    ref, _ = literal_il(graph, inputs, target, loss, **VARIANTS[variant])
+    got = il(graph, inputs, target, loss, **VARIANTS[variant])
+    assert list(got) == list(ref)
+    assert _worst(got, ref) <= TOL
+
+
+@pytest.mark.parametrize("arch", ["mlp_tanh_bias", "residual_block", "rnn_manual"])
+@pytest.mark.parametrize("fixed_prediction", [False, True])
+def test_il_path_equals_the_literal_loop_at_every_step(arch, fixed_prediction):
+    module, inputs, target = ARCHS[arch](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    _, ref = literal_il(graph, inputs, target, gamma=0.2, steps=6, fixed_prediction=fixed_prediction)
+    got = il_path(graph, inputs, target, gamma=0.2, steps=6, fixed_prediction=fixed_prediction)
+    assert len(got) == len(ref) == 7
+    for g, r in zip(got, ref, strict=True):
+        assert set(g) == set(r)
+        for name in r:
+            assert relative_difference(g[name], r[name], rounding_floor(1.0, torch.float64)) <= TOL, name
+
+
+@pytest.mark.parametrize("arch", ["lstm", "lstm_manual"])
+def test_fast_il_loses_no_more_digits_than_the_literal_loop(arch):
+    """Oracle: the literal loop in float64. In float32 the fast loop is at least as close to it."""
+    module, inputs, target = ARCHS[arch](torch.float64, "ce")
+    graph = pcsim.trace(module, *inputs)
+    oracle, _ = literal_il(graph, inputs, target, "ce", gamma=0.1, steps=7)
+    inputs32 = tuple(i.float() if i.is_floating_point() else i for i in inputs)
+    torch.set_default_dtype(torch.float32)
+    graph32 = pcsim.trace(module.float(), *inputs32)
+    literal32, _ = literal_il(graph32, inputs32, target, "ce", gamma=0.1, steps=7)
+    fast32 = il(graph32, inputs32, target, "ce", gamma=0.1, steps=7)
+    assert _worst(fast32, oracle, torch.float32) <= _worst(literal32, oracle, torch.float32)
+    assert _worst(fast32, oracle, torch.float32) <= 1e-2
+
+
+def test_the_first_layer_is_never_recomputed_and_clamped_inputs_get_no_feedback():
+    """From the feed-forward start the wave reaches a vertex's parents only after its depth."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    problem = Problem.build(pcsim.trace(module, *inputs), inputs, target)
+    relax = Relaxation(problem, gamma=0.1)
+    first, *_, out = problem.graph.latent
+    eps = relax.errors()
+    assert set(eps) == {out}, "only the output has an error at the feed-forward state"
+    assert set(relax.feedback(eps)) == set(problem.graph[out].parents)
+    for _ in range(10):
+        relax.step()
+    assert first in relax.at_feedforward, "its only parent is the clamped input"
+    assert relax.ops[first].vjp(relax.errors()[first]) == [None]
+
+
+def test_steps_and_precision_are_validated_by_il_path_too():
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    with pytest.raises(ValueError, match="steps"):
+        il_path(graph, inputs, target, steps=-1)
+    with pytest.raises(ValueError, match="output_precision"):
+        il_path(graph, inputs, target, output_precision=-1.0)
