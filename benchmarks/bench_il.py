@@ -47,20 +47,24 @@ def main(argv=None):
     for f in runs.values():  # warm-up
         f()
     times = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}  # this process's CPU time: what other processes' load does not add
     load0 = os.getloadavg()[0]
     for _ in range(args.reps):
         for k, f in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             f()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     print(f"threads {torch.get_num_threads()}, load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"bp median {1e3 * statistics.median(times['bp']):.1f} ms")
     for k in runs:
         if k == "bp":
             continue
         ratios = [a / b for a, b in zip(times[k], times["bp"], strict=True)]
+        cpu_ratios = [a / b for a, b in zip(cpu[k], cpu["bp"], strict=True)]
         print(f"{k}: median {1e3 * statistics.median(times[k]):.1f} ms, ratio median {statistics.median(ratios):.2f}x "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f}); CPU-time ratio median "
+              f"{statistics.median(cpu_ratios):.2f}x (min {min(cpu_ratios):.2f}, max {max(cpu_ratios):.2f})")
 
 
 if __name__ == "__main__":

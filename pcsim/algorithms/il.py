@@ -29,11 +29,17 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
-    """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own fresh storage."""
+    """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own storage.
+
+    The terms are fresh tensors nobody else reads (`LocalOp.hebbian`): negating them in place saves
+    a 4 MB allocation, and its page faults, per weight matrix of the 784-1000-1000-10 MLP.
+    """
     grads: dict[str, torch.Tensor] = {}
     for terms in hebbian.values():  # graph order, as `accumulate` would add them
         for p, h in terms.items():
-            h = h.neg() if scale == 1.0 else h / -scale  # 0 - h / scale
+            if not h.is_contiguous():  # an expanded view, say: no writing into it
+                h = h.contiguous()
+            h = h.neg_() if scale == 1.0 else h.div_(-scale)  # 0 - h / scale, in the term's own storage
             grads[p] = h if p not in grads else grads[p].add_(h)
     missing = [n for n in problem.graph.params if n not in grads]  # read by no vertex with an error
     if missing:

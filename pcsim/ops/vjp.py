@@ -11,10 +11,10 @@ Every other op falls back to `Linearisation` (autograd on the one call).
 `local_op(vertex, ...)` picks the implementation; all share one interface:
 `at(parents, mu=None)` moves the linearisation point (computing `mu` unless it is given),
 `vjp(cot)` returns `J^T cot` per parent (None where not wanted), `hebbian(cot)` the
-`(d mu / d theta)^T cot` per parameter at the current point. The explicit ops write `mu` and
-their feedback into buffers of their own, reused from call to call (IL runs many steps of the
-same shapes; fresh 1 MB tensors cost page faults): a returned tensor is valid until the op's
-next call of the same method, and the caller must not write into it.
+`(d mu / d theta)^T cot` per parameter at the current point, in tensors the caller may overwrite.
+The explicit ops write `mu` and their feedback into buffers of their own, reused from call to
+call (IL runs many steps of the same shapes; fresh 1 MB tensors cost page faults): a returned
+tensor is valid until the op's next call of the same method, and the caller must not write into it.
 """
 
 from __future__ import annotations
