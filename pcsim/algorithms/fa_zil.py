@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, still
+from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, pull_back, still
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -66,6 +66,7 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     delta: dict[str, torch.Tensor] = {}  # sum over children of -J^T eps_c, i.e. -feedback
     grads: dict[str, torch.Tensor] = {}
     for t in sorted(by_level):
+        items, names = [], []
         for name in by_level[t]:
             lin = lins.pop(name)
             if name in outputs:
@@ -76,13 +77,16 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
                     continue  # no feedback: error, Hebbian terms and feedback are all zero
                 if gamma != 1.0:
                     d = gamma * d
-            parent_cots, hebbian = lin.pullback(d)
-            del lin, d
-            for p, h in hebbian.items():
+            items.append((lin, d, True, True))
+            names.append(name)
+        lin = d = None
+        for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):
+            for p, h in own.items():
                 add_into(grads, p, h)
             for p, c in zip(g[name].parents, parent_cots, strict=True):
                 if c is not None:
                     add_into(delta, p, c)
+        del items
     return complete(grads, problem)
 
 
@@ -109,6 +113,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         values = {n: base[n] - d for n, d in neg_disp.items()}  # base + disp, bit for bit
         delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
         neg_feedback: dict[str, torch.Tensor] = {}
+        items, names, fires = [], [], []
         for name in g.latent:
             v = g[name]
             if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
@@ -126,17 +131,21 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
                 if name in neg_disp:
                     d = d + neg_disp[name]
             delta[name] = d
-            parent_cots, own = lin.pullback(d)
-            if waiting:
-                if parents_moved:
-                    gate[name] = LOCKED
-                elif bool((d != 0).any()):
-                    for p, gp in own.items():
-                        add_into(grads, p, gp)
-                    gate[name] = FIRED
-            for p, c in zip(v.parents, parent_cots, strict=True):
+            fire = waiting and not parents_moved and bool((d != 0).any())
+            items.append((lin, d, fire, True))
+            names.append(name)
+            fires.append(fire)
+            if waiting and parents_moved:
+                gate[name] = LOCKED
+        for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):
+            if fire:
+                for p, gp in own.items():
+                    add_into(grads, p, gp)
+                gate[name] = FIRED
+            for p, c in zip(g[name].parents, parent_cots, strict=True):
                 if c is not None:
                     add_into(neg_feedback, p, c)
+        del items
         if all(s != WAITING for s in gate.values()):
             break
         neg_disp = advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)

@@ -103,6 +103,36 @@ class LocalVJP:
         return [cots.get(i) for i in range(len(self._tracked))], param_cots
 
 
+def pull_back(items: Sequence[tuple[LocalVJP, torch.Tensor, bool, bool]]
+              ) -> list[tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]]:
+    """`LocalVJP.pullback` for many vertices in one autograd call: (vertex, cotangent, hebbian, feedback).
+
+    The local graphs share nothing, so each vertex gets exactly the terms its own pullback would
+    (same kernels, nothing summed across vertices); one engine call per step or level instead of
+    one per vertex removes most of the per-vertex overhead that backprop does not have.
+    """
+    edges, cots, leaves, spans = [], [], [], []
+    for lin, cot, hebbian, feedback in items:
+        edge, lin._edge = lin._edge, None
+        own = lin._param_leaves if hebbian else []
+        token = [] if lin._token is None or not feedback else [lin._token]
+        if edge is None or not (own or token):
+            spans.append((0, 0, 0))
+            continue
+        edges.append(edge)
+        cots.append(cot)
+        spans.append((len(leaves) + len(token), len(own), 1))
+        leaves.extend(token + own)
+    grads = torch.autograd.grad(edges, leaves, cots, allow_unused=True) if edges else ()
+    out = []
+    for (lin, _, _, _), (start, n, _) in zip(items, spans, strict=True):
+        param_cots = {name: g for name, g in zip(lin._param_names, grads[start:start + n], strict=False)
+                      if g is not None}
+        held, lin._cots = lin._cots, {}
+        out.append(([held.get(i) for i in range(len(lin._tracked))], param_cots))
+    return out
+
+
 def add_into(total: dict[str, torch.Tensor], key: str, term: torch.Tensor) -> None:
     """total[key] += term, out of place (a VJP result may alias a cotangent still in use)."""
     prev = total.get(key)

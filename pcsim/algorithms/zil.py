@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, still
+from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, pull_back, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -126,6 +126,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     delta: dict[str, torch.Tensor] = {}
     neg_feedback: dict[str, torch.Tensor] = {}
     terms: dict[str, dict[str, torch.Tensor]] = {}
+    items, names = [], []
     for name in g.latent:
         if final and name not in due:
             continue
@@ -147,14 +148,17 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             if name in neg_disp:
                 d = d + neg_disp[name]
         delta[name] = d
-        parent_cots, own = lin.pullback(d, hebbian=name in due, feedback=not final)
+        items.append((lin, d, name in due, not final))
+        names.append(name)
+    for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):  # one autograd call per step
         if name in due:
             terms[name] = own
             for p, gp in own.items():
                 add_into(grads, p, gp)
-        for p, c in zip(v.parents, parent_cots, strict=True):
+        for p, c in zip(g[name].parents, parent_cots, strict=True):
             if c is not None:
                 add_into(neg_feedback, p, c)
+    del items
     if final:
         return terms, neg_disp
     return terms, advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)
