@@ -19,7 +19,9 @@ def add_parser(commands) -> None:
     p = commands.add_parser("figures", help="regenerate the figures into figures/out/",
                             description="Run every figures/fig*.py: compute(config) -> data, plot(data) -> Figure; "
                                         "the PNG and a JSON with the seed, config and versions go to figures/out/ "
-                                        "(figures/out/smoke/ with --smoke).")
+                                        "(figures/out/smoke/ with --smoke). The full fig2 runs the whole zoo "
+                                        "(minutes); the full fig6 reads benchmarks/results/rules_cpu.json "
+                                        "(make bench).")
     p.add_argument("--smoke", action="store_true", help="tiny configurations: checks that every figure runs")
     p.add_argument("--only", default=None, help="comma-separated figure names, e.g. fig4,fig7")
 
@@ -42,6 +44,7 @@ def run_command(args: argparse.Namespace) -> int:
         if not scripts:
             raise ValueError(f"no figure matches --only {args.only}")
     failed = []
+    begin = time.perf_counter()
     for path in scripts:
         module = _load(path)
         common = _load(path.with_name("_common.py"))
@@ -55,4 +58,6 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"{path.stem}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         print(f"{path.stem}: wrote {png} ({time.perf_counter() - start:.1f} s)", flush=True)
+    print(f"{len(scripts) - len(failed)} of {len(scripts)} figure(s) written in {time.perf_counter() - begin:.0f} s"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
