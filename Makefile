@@ -25,11 +25,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, brian2, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
 	touch $(STAMP)
 
+# Two worker processes (one torch thread each): the suite is CPU-bound and the machine has 2 cores.
+# Tests of one file stay on one worker (they may share a module fixture or an output folder).
+PYTEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests
 
 test-fast: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
 
 lint: install
 	$(VENV)/bin/ruff check pcsim tests models

@@ -7,6 +7,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
 
@@ -81,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
             line += f"  deviation {row['max_deviation']:.2e} angle {row['mean_angle_deg']:.2f} deg"
         if baseline is not None:
             line += f"  | bp test acc {bp_rows[row['epoch'] - 1]['test_acc']:.4f}"
-        print(line + f"  ({row['seconds']:.1f} s)", flush=True)
+        tqdm.write(line + f"  ({row['seconds']:.1f} s)")  # above the progress bar, not inside it
 
     history = train(run, out=out, progress=not args.no_progress, on_epoch=show)
     if history:

@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("BRIAN2_CACHE_DIR", str(ROOT / "build" / "brian2-cache"))
 os.environ.setdefault("CYTHON_CACHE_DIR", str(ROOT / "build" / "cython-cache"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core already: more threads would oversubscribe
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

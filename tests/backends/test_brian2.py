@@ -272,16 +272,50 @@ def test_cli_simulate_on_brian2_writes_the_same_trajectory_as_euler(tmp_path, ca
 
 
 # -- compiled targets (slow: every code object compiles) ----------------------------------------------------
-@pytest.mark.slow
-def test_cython_target_is_pcsims_euler_path():
-    module, inputs, target = tiny_mlp()
-    graph = pcsim.trace(module, *inputs)
-    kw = dict(t_end=1.0, tau_x=0.5, dt=0.05, method="euler", plasticity="always", t_on=0.2)
+class EveryRenderedOp(nn.Module):
+    """One network with every op the issue lists: conv2d, avg pooling, flatten, dense layers, tanh, ReLU,
+    sigmoid and a residual add (levelled: identity vertices). Compiled targets build one code object per
+    group and projection, each for seconds, so one network covers them all rather than one per arch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(27, 5), nn.Linear(5, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.flatten(self.pool(torch.tanh(self.conv(x))), 1)
+        a = torch.relu(self.fc1(h))
+        return self.fc3(torch.sigmoid(self.fc2(a)) + a)
+
+
+def every_rendered_op():
+    torch.manual_seed(3)
+    module = EveryRenderedOp().double()
+    g = torch.Generator().manual_seed(4)
+    return module, (torch.randn(2, 2, 6, 6, generator=g),), torch.randn(2, 3, generator=g)
+
+
+def test_every_rendered_op_network_on_numpy_is_pcsims_euler_path():
+    """The control for the compiled test below: the same network and settings on the numpy target."""
+    check_compiled_path("numpy")
+
+
+def check_compiled_path(codegen_target):
+    module, inputs, target = every_rendered_op()
+    graph = pcsim.trace(module, *inputs).level()
+    assert any(v.op == "identity" for v in graph.vertices)  # the skip edge was levelled
+    kw = dict(t_end=0.6, dt=0.05, method="euler", tau_x=0.5, tau_e=0.1, plasticity=pcsim.after(0.1))
     ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CythonFallbackWarning)  # a fallback would not test cython
-        got = pcsim.simulate(graph, inputs, target, backend="brian2", codegen_target="cython", **kw)
+        got = pcsim.simulate(graph, inputs, target, backend="brian2", codegen_target=codegen_target, **kw)
+    assert any(np.abs(u).max() > 0 for u in ref.updates.values())  # plasticity did act
     assert_same_path(got, ref)
+
+
+@pytest.mark.slow
+def test_cython_target_is_pcsims_euler_path():
+    check_compiled_path("cython")
 
 
 @pytest.mark.slow
