@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
+from pcsim.ops.vjp import local_op
 
 
 @dataclass(frozen=True)
@@ -40,31 +41,69 @@ FORMS = {"linear": "post error x pre activity (outer product; bias: post error)"
          "layer_norm": "post error x normalised pre activity", "batch_norm": "post error x normalised pre activity"}
 
 
-def _hebbian(problem: Problem, values: dict, eps_post: torch.Tensor, vertex: str) -> dict[str, torch.Tensor]:
-    lin = problem.linearise(vertex, values)
-    return lin.pullback(eps_post)[1]
+# A plasticity rule as the audit sees it: (problem, values of every population, errors of every latent
+# population, the post-synaptic vertex) -> the update of each of that vertex's parameters.
+UpdateRule = Callable[[Problem, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], str], dict]
+AUDITED_RULES = ("zil", "fa-zil", "il")
 
 
-def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0) -> list[LocalityReport]:
-    """Perturb every population other than a vertex and its parents; its update must not move."""
+def _sweep_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
+    """The Hebbian term as Z-IL, autonomous Fa-Z-IL and the wavefront compute it (Linearisation.pullback)."""
+    return problem.linearise(vertex, values).pullback(errors[vertex])[1]
+
+
+def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
+    """The Hebbian term as IL's inference loop computes it (pcsim.ops.vjp kernels)."""
+    g = problem.graph
+    v = g[vertex]
+    op = local_op(v, problem.params, g.constants, [p in g.latent for p in v.parents], [g[p].shape for p in v.parents])
+    op.at(problem.parent_values(vertex, values))
+    return op.hebbian(errors[vertex])
+
+
+def _rule(rule: str | UpdateRule) -> UpdateRule:
+    if callable(rule):
+        return rule
+    if rule in ("zil", "fa-zil"):
+        return _sweep_hebbian
+    if rule == "il":
+        return _fast_il_hebbian
+    raise ValueError(f"rule must be one of {AUDITED_RULES} or a callable (problem, values, errors, vertex), "
+                     f"got {rule!r}")
+
+
+def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
+                   rule: str | UpdateRule = "zil") -> list[LocalityReport]:
+    """Perturb every population other than a vertex's own error and its parents' values; its update must not move.
+
+    `rule`: 'zil' / 'fa-zil' (run on the levelled graph) or 'il' audit the code each algorithm uses for
+    its plasticity; a callable `(problem, values, errors, vertex) -> {parameter: update}` audits any
+    other rule. It sees every population's value and error; a local rule reads only its own.
+    """
+    update = _rule(rule)
+    if rule in ("zil", "fa-zil"):
+        graph = graph.level()
     problem = Problem.build(graph, inputs, target, loss)
     gen = torch.Generator().manual_seed(seed)
+
+    def noise(x, scale=1.0):
+        return x + scale * torch.randn(x.shape, generator=gen, dtype=x.dtype) if x.is_floating_point() else x
+
     base = problem.feedforward()
-    values = {n: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for n, v in base.items()}
+    values = {n: noise(v, 0.1) for n, v in base.items()}
     values.update(problem.clamped)  # inputs are pre-synaptic activity too
+    errors = {n: noise(torch.zeros_like(v)) for n, v in base.items()}
     reports = []
     for v in graph.vertices:
         if not v.params or v.name not in graph.latent:
             continue
-        eps = torch.randn(base[v.name].shape, generator=gen, dtype=base[v.name].dtype)
-        ref = _hebbian(problem, values, eps, v.name)
-        others = {n: x + torch.randn(x.shape, generator=gen, dtype=x.dtype)
-                  if n != v.name and n not in v.parents and x.is_floating_point() else x
-                  for n, x in values.items()}
-        moved_others = _hebbian(problem, others, eps, v.name)
-        moved_post = _hebbian(problem, values, 2.0 * eps + 1.0, v.name)
+        ref = update(problem, values, errors, v.name)
+        other_values = {n: x if n in v.parents else noise(x) for n, x in values.items()}
+        other_errors = {n: e if n == v.name else noise(e) for n, e in errors.items()}
+        moved_others = update(problem, other_values, other_errors, v.name)
+        moved_post = update(problem, values, {**errors, v.name: 2.0 * errors[v.name] + 1.0}, v.name)
         pre = [p for p in v.parents if values[p].is_floating_point()]
-        moved_pre = (_hebbian(problem, {n: x + 1.0 if n in pre else x for n, x in values.items()}, eps, v.name)
+        moved_pre = (update(problem, {n: x + 1.0 if n in pre else x for n, x in values.items()}, errors, v.name)
                      if pre else ref)
         for p in v.params:
             reports.append(LocalityReport(

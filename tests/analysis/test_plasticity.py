@@ -1,6 +1,7 @@
 """The analysis functions answer their questions correctly (oracles: closed forms and autograd)."""
 
 import numpy as np
+import pytest
 import torch
 
 import pcsim
@@ -53,3 +54,47 @@ def test_energy_trace_sums_to_the_free_energy_and_falls():
     (out,) = graph.outputs
     assert trace[out][0] == total[0]  # at the feed-forward state only the output carries energy
     assert np.all(np.diff(total) <= 1e-12) and total[-1] < total[0]
+
+
+def _zoo_problem(name):
+    from pcsim.demo import ZOO_DIMS
+    from pcsim.zoo import load_model_file
+
+    spec = load_model_file(name)
+    module, inputs, target = spec.build_model(seed=0, **ZOO_DIMS[name])
+    module = module.double()
+    inputs = tuple(x.double() if x.is_floating_point() else x for x in inputs)
+    return pcsim.trace(module, *inputs), inputs, target, spec.loss
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(__import__("pcsim.demo", fromlist=["ZOO_DIMS"]).ZOO_DIMS))
+def test_every_rule_is_local_on_the_zoo(name):
+    graph, inputs, target, loss = _zoo_problem(name)
+    for rule in ("zil", "fa-zil", "il"):
+        reports = locality_audit(graph, inputs, target, loss, rule=rule)
+        assert reports, (name, rule)
+        bad = [r for r in reports if not (r.local and r.depends_on_post)]
+        assert not bad, (name, rule, bad[:3])
+
+
+def test_a_rule_that_reads_another_layers_error_is_caught():
+    """The mutant adds a trace of the next vertex's error to each update: the audit must flag it, and only it."""
+    graph, inputs, target = _problem("mlp_tanh_bias")
+    latent = list(graph.level().latent)
+
+    def reads_a_neighbour(problem, values, errors, vertex):
+        honest = problem.linearise(vertex, values).pullback(errors[vertex])[1]
+        other = latent[(latent.index(vertex) + 1) % len(latent)]
+        return {p: h + 1e-3 * errors[other].sum() for p, h in honest.items()}
+
+    caught = locality_audit(graph, inputs, target, rule=reads_a_neighbour)
+    assert caught and not any(r.local for r in caught)
+    control = locality_audit(graph, inputs, target, rule="zil")
+    assert {r.parameter for r in control} == {r.parameter for r in caught} and all(r.local for r in control)
+
+
+def test_unknown_rule_is_a_clear_error():
+    graph, inputs, target = _problem()
+    with pytest.raises(ValueError, match="rule must be one of"):
+        locality_audit(graph, inputs, target, rule="hebb")
