@@ -21,8 +21,9 @@ import torch.fx as fx
 from torch import nn
 
 from pcsim.errors import InputError, PcsimError, TraceError, UnsupportedOpError
+from pcsim.graph.fx_tracer import Recorder, Tracer, describe, line_detail, line_suffix
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
-from pcsim.graph.provenance import example_calls, exception_user_line, user_line
+from pcsim.graph.provenance import example_calls, exception_user_line
 from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, NEEDS_EXAMPLE, ModuleCall
 from pcsim.ops.registry import (
     DROPOUT,
@@ -35,82 +36,6 @@ from pcsim.ops.registry import (
     method_function,
     supported_summary,
 )
-
-
-class _Tracer(fx.Tracer):
-    """fx's tracer, with pcsim's leaf modules, composite modules expanded (ops/expansions.py) and
-    a stack trace per node, so errors can name the user's line."""
-
-    def __init__(self, examples: dict[int, list[dict]] | None = None):
-        super().__init__()
-        self.record_stack_traces = True
-        self.examples = {k: list(v) for k, v in (examples or {}).items()}  # id(module) -> example calls, in order
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in MODULE_CONVERTERS or super().is_leaf_module(m, qualname)
-
-    def call_module(self, m, forward, args, kwargs):
-        expand = MODULE_EXPANSIONS.get(type(m))
-        if expand is None:
-            return super().call_module(m, forward, args, kwargs)
-        example = {}
-        if type(m) in NEEDS_EXAMPLE:
-            pending = self.examples.get(id(m))
-            if not pending:
-                raise TraceError(f"{type(m).__name__} '{self.path_of_module(m)}' is called more often while "
-                                 "tracing than when the module ran on the example inputs")
-            example = pending.pop(0)
-        return expand(m, _Scope(self, m, example), *args, **kwargs)
-
-
-class _Scope:
-    """What an expansion may ask: a module's parameters as get_attr proxies, its example shapes."""
-
-    def __init__(self, tracer: _Tracer, module: nn.Module, example: dict):
-        self.tracer, self.module, self.example = tracer, module, example
-        self.qual = tracer.path_of_module(module)
-
-    def __call__(self, attr: str):
-        if getattr(self.module, attr, None) is None:
-            return None
-        return self.tracer.create_proxy("get_attr", f"{self.qual}.{attr}" if self.qual else attr, (), {})
-
-
-class _Recorder(fx.Interpreter):
-    """Runs the traced program once, keeping every node's value (shapes, folded constants)."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm)
-        self.values: dict[fx.Node, Any] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        try:
-            out = super().run_node(n)
-        except Exception as e:  # noqa: BLE001 - reported with the node at fault
-            raise TraceError(f"the module failed at fx node '{n.name}' ({_describe(n, self.module)}"
-                             f"{_at(n)}) on the example inputs: {type(e).__name__}: {e}{_where(n)}") from e
-        self.values[n] = out
-        return out
-
-
-def _at(n: fx.Node) -> str:
-    """' at file.py:12' for the user's line a node came from, or ''."""
-    line = user_line(n.stack_trace)
-    return f" at {line.short}" if line else ""
-
-
-def _where(n: fx.Node) -> str:
-    """The user's frame a node came from, as a detail line, or ''."""
-    line = user_line(n.stack_trace)
-    return f"\n{line}" if line else ""
-
-
-def _describe(n: fx.Node, gm: nn.Module) -> str:
-    if n.op == "call_module":
-        return f"call_module {n.target} ({type(gm.get_submodule(n.target)).__name__})"
-    if n.op == "call_function":
-        return f"call_function {getattr(n.target, '__module__', '')}.{getattr(n.target, '__name__', n.target)}"
-    return f"{n.op} {n.target}"
 
 
 @dataclass
@@ -161,9 +86,9 @@ class _Builder:
                     parents.append(k)
                 return ParentArg(parents.index(k))
             if isinstance(k, _Multi):
-                raise UnsupportedOpError(f"fx node '{node.name}' ({_describe(node, self.gm)}){_at(node)} uses "
+                raise UnsupportedOpError(f"fx node '{node.name}' ({describe(node, self.gm)}){line_suffix(node)} uses "
                                          f"the whole tuple returned by '{arg.name}'; pcsim needs its elements "
-                                         f"picked by indexing or unpacking{_where(node)}")
+                                         f"picked by indexing or unpacking{line_detail(node)}")
             return k
         if isinstance(arg, tuple | list):
             return tuple(self.template(a, parents, node) for a in arg)
@@ -227,20 +152,21 @@ class _Builder:
         parents: list[str] = []
         call = self._convert(n, parents)
         if isinstance(value, torch.Tensor):
-            self._vertex(n, call, tuple(parents), value, _describe(n, self.gm))
+            self._vertex(n, call, tuple(parents), value, describe(n, self.gm))
             mutated = n.args[0] if n.args and _mutates_first_argument(n, self.gm) else None
             if isinstance(mutated, fx.Node) and isinstance(self.kind.get(mutated), str):
                 self.kind[mutated] = n.name  # later reads of the mutated tensor see the new value
         elif all(isinstance(v, torch.Tensor) for v in value):
-            self.kind[n] = _Multi(call, tuple(parents), _describe(n, self.gm))
+            self.kind[n] = _Multi(call, tuple(parents), describe(n, self.gm))
         else:
-            raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)} returns "
-                                     f"{type(value).__name__} mixing tensors and other values{_where(n)}")
+            raise UnsupportedOpError(f"fx node '{n.name}' ({describe(n, self.gm)}){line_suffix(n)} returns "
+                                     f"{type(value).__name__} mixing tensors and other values{line_detail(n)}")
 
     def _convert(self, n: fx.Node, parents: list[str]) -> ModuleCall:
         def unsupported() -> UnsupportedOpError:
             return UnsupportedOpError(
-                f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)} is not supported by pcsim.{_where(n)}\n"
+                f"fx node '{n.name}' ({describe(n, self.gm)}){line_suffix(n)} is not supported by pcsim."
+                f"{line_detail(n)}\n"
                 f"Supported:\n{supported_summary()}")
         if n.op == "call_module":
             m = self.gm.get_submodule(n.target)
@@ -252,8 +178,8 @@ class _Builder:
             try:
                 return convert(m, self, *args, **kwargs)
             except UnsupportedOpError as e:
-                raise UnsupportedOpError(f"fx node '{n.name}' ({_describe(n, self.gm)}){_at(n)}: {e}{_where(n)}") \
-                    from None
+                raise UnsupportedOpError(f"fx node '{n.name}' ({describe(n, self.gm)}){line_suffix(n)}: {e}"
+                                         f"{line_detail(n)}") from None
         if n.op == "call_method":
             if n.target not in METHODS:
                 raise unsupported()
@@ -275,7 +201,8 @@ class _Builder:
 
     def _vertex(self, n, call: ModuleCall, parents, value, source: str, select=None) -> None:
         if not isinstance(value, torch.Tensor):
-            raise UnsupportedOpError(f"fx node '{n.name}' ({source}){_at(n)} does not produce a tensor{_where(n)}")
+            raise UnsupportedOpError(f"fx node '{n.name}' ({source}){line_suffix(n)} does not produce a tensor"
+                                     f"{line_detail(n)}")
         self.vertices.append(Vertex(n.name, call.op, tuple(value.shape), value.dtype, parents=tuple(parents),
                                     fn=call.fn, args=tuple(call.args), kwargs=tuple(call.kwargs),
                                     select=select, source=source))
@@ -383,7 +310,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
                          f"{f'{chr(10)}{line}' if line else ''}") from e
     finally:
         _restore(module, buffers)
-    tracer = _Tracer(examples)
+    tracer = Tracer(examples)
     try:
         root = _expanded_root(module, len(example_inputs)) if type(module) in MODULE_EXPANSIONS else module
         fx_graph = tracer.trace(root)
@@ -401,7 +328,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
     if n_placeholders != len(example_inputs):
         raise InputError(f"{type(module).__name__}.forward takes {n_placeholders} input(s), "
                          f"got {len(example_inputs)} example input(s)")
-    recorder = _Recorder(gm)
+    recorder = Recorder(gm)
     try:
         with torch.no_grad():
             recorder.run(*example_inputs)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import pcsim
-from pcsim.graph.trace import _Tracer
+from pcsim.graph.fx_tracer import Tracer
 from tests.graph.helpers import DT, Net, module_grads, random_targets, seeded, trace_and_compare
 
 
@@ -52,7 +52,7 @@ def _gru_net():
 def test_vertex_shapes_equal_shape_propagation(make, shape):
     net, x = make(), _x(*shape)
     graph = pcsim.trace(net, x)
-    gm = fx.GraphModule(net, _Tracer().trace(net))  # the same fx program, shapes from torch's ShapeProp
+    gm = fx.GraphModule(net, Tracer().trace(net))  # the same fx program, shapes from torch's ShapeProp
     ShapeProp(gm).propagate(x)
     meta = {n.name: n.meta.get("tensor_meta") for n in gm.graph.nodes}
     checked = 0
