@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 import pcsim
-from pcsim.demo import ZOO_DIMS  # the small build() dims that `pcsim demo` uses
-from pcsim.zoo import load_model_file, zoo_names
+from pcsim.zoo import SMALL_DIMS, load_model_file, zoo_names  # SMALL_DIMS: the sizes `pcsim demo` uses
 
 SMALL = os.environ.get("PCSIM_NOTEBOOK_SMALL") == "1"  # the test suite runs notebooks small
 TOL = pcsim.tolerance(torch.float64)
@@ -41,7 +40,7 @@ RULES = {"Z-IL": "zil", "Fa-Z-IL wavefront": "fa-zil-wavefront", "Fa-Z-IL autono
 
 # %%
 spec = load_model_file("residual_mlp")
-module, inputs, target = spec.build_model(seed=0, **ZOO_DIMS["residual_mlp"])
+module, inputs, target = spec.build_model(seed=0, **SMALL_DIMS["residual_mlp"])
 graph = pcsim.trace(module, *inputs)
 levelled = graph.level()
 print(levelled.summary())
@@ -57,7 +56,7 @@ print(report.table(model=spec.name))
 # where no identity vertex is needed, far off wherever one is.
 
 # %%
-names = [n for n in zoo_names() if n in ZOO_DIMS]
+names = [n for n in zoo_names() if n in SMALL_DIMS]
 if SMALL:  # the test suite checks every zoo model already (tests/test_zoo_models.py); keep this run short
     slow = {"alexnet", "gru", "lstm", "resnet18"}
     print(f"small run: leaving out {sorted(slow & set(names))} (run without PCSIM_NOTEBOOK_SMALL=1 for all)")
@@ -69,7 +68,7 @@ print("-" * len(header))
 failed = []
 for name in names:
     spec = load_model_file(name)
-    module, inputs, target = spec.build_model(seed=0, **ZOO_DIMS[name])
+    module, inputs, target = spec.build_model(seed=0, **SMALL_DIMS[name])
     module = module.double()
     inputs = tuple(t.double() if t.is_floating_point() else t for t in inputs)
     graph = pcsim.trace(module, *inputs)

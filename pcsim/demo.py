@@ -23,26 +23,10 @@ from torch import nn
 from pcsim.errors import PcsimError
 from pcsim.numerics import relative_difference, tolerance
 
-# build() dims per zoo model: the same architecture (ResNet-18 keeps its 8 blocks) at a size that
-# checks in a second or two. A zoo model not listed here is left out of the demo, with a note.
-ZOO_DIMS: dict[str, dict] = {
-    "alexnet": dict(channels=(4, 6, 8, 8, 8), hidden=16, batch=2),
-    "cnn": dict(batch=4),
-    "densenet_block": dict(input_shape=(3, 8, 8), stem=4, num_layers=3, growth=3, bn_size=2, batch=2),
-    "gru": dict(input_shape=(3, 3), hidden_size=5, batch=2),
-    "lstm": dict(input_shape=(4, 3), hidden_size=5, num_layers=2, batch=2),
-    "mlp": dict(input_shape=(20,), hidden=(16, 12), batch=4),
-    "residual_mlp": dict(batch=4),
-    "resnet18": dict(input_shape=(3, 8, 8), width=4, batch=2),
-    "rnn": dict(input_shape=(10, 3), hidden_size=5, batch=4),
-    "tied_autoencoder": dict(input_shape=(12,), code=5, batch=4),
-    "transformer": dict(input_shape=(6,), vocab=20, d_model=8, nhead=2, dim_feedforward=16, batch=2),
-}
-
 
 @dataclass(frozen=True)
 class DemoConfig:
-    models: tuple[str, ...] | None  # None: every zoo model that has small dims above
+    models: tuple[str, ...] | None  # None: every zoo model in pcsim.zoo.SMALL_DIMS
     t_end: float  # continuous time: simulated time, target onset, value time constant, Brian2 step
     t_on: float
     tau_x: float
@@ -89,14 +73,14 @@ def first_line(error: BaseException) -> str:
 def stage_table(config: DemoConfig, out: Path, stage: Stage) -> None:
     """Z-IL and Fa-Z-IL against backprop (torch autograd) on the model zoo, at small sizes."""
     from pcsim.table import COLUMNS, markdown, zoo_row
-    from pcsim.zoo import zoo_names
+    from pcsim.zoo import SMALL_DIMS, zoo_names
 
-    names = list(config.models) if config.models is not None else [n for n in zoo_names() if n in ZOO_DIMS]
-    skipped = [n for n in zoo_names() if n not in ZOO_DIMS] if config.models is None else []
+    names = list(config.models) if config.models is not None else [n for n in zoo_names() if n in SMALL_DIMS]
+    skipped = [n for n in zoo_names() if n not in SMALL_DIMS] if config.models is None else []
     rows = []
     for i, name in enumerate(names, 1):
         try:
-            row = zoo_row(name, torch.float64, dims=ZOO_DIMS.get(name))
+            row = zoo_row(name, torch.float64, dims=SMALL_DIMS.get(name))
         except (PcsimError, ValueError, RuntimeError) as e:
             stage.fail(f"{name}: {first_line(e)}")
             _say(f"  [{i:>2}/{len(names)}] {name:<17} could not run: {first_line(e)}")

@@ -25,6 +25,22 @@ from pcsim.errors import PcsimError
 
 LOSSES = ("mse", "ce")
 
+# build() dims per shipped zoo model: the same architecture (ResNet-18 keeps its 8 blocks) at a size
+# that checks in a second or two; used by `pcsim demo`, the zil_zoo notebook and the tests.
+SMALL_DIMS: dict[str, dict] = {
+    "alexnet": dict(channels=(4, 6, 8, 8, 8), hidden=16, batch=2),
+    "cnn": dict(batch=4),
+    "densenet_block": dict(input_shape=(3, 8, 8), stem=4, num_layers=3, growth=3, bn_size=2, batch=2),
+    "gru": dict(input_shape=(4, 3), hidden_size=5, batch=2),
+    "lstm": dict(input_shape=(4, 3), hidden_size=5, num_layers=2, batch=2),
+    "mlp": dict(input_shape=(20,), hidden=(16, 12), batch=4),
+    "residual_mlp": dict(batch=4),
+    "resnet18": dict(input_shape=(3, 8, 8), width=4, batch=2),
+    "rnn": dict(input_shape=(10, 3), hidden_size=5, batch=4),
+    "tied_autoencoder": dict(input_shape=(12,), code=5, batch=4),
+    "transformer": dict(input_shape=(6,), vocab=20, d_model=8, nhead=2, dim_feedforward=16, batch=2),
+}
+
 
 class ModelFileError(PcsimError, ValueError):
     """A model file is missing, cannot be imported, or does not follow the build() convention."""

@@ -12,24 +12,11 @@ from torch import nn
 
 import pcsim
 from pcsim.numerics import tolerance
-from pcsim.zoo import load_model_file, zoo_names
+from pcsim.zoo import SMALL_DIMS, load_model_file, zoo_names
 
 ISSUE_ZOO = {"mlp", "alexnet", "rnn", "lstm", "gru", "resnet18", "transformer", "densenet_block",
              "tied_autoencoder", "residual_mlp"}
-# build() dims for the tests: every model at a size that runs in about a second
-REDUCED: dict[str, dict] = {
-    "alexnet": dict(channels=(4, 6, 8, 8, 8), hidden=16, batch=2),
-    "cnn": dict(batch=4),
-    "densenet_block": dict(input_shape=(3, 8, 8), stem=4, num_layers=3, growth=3, bn_size=2, batch=2),
-    "gru": dict(input_shape=(4, 3), hidden_size=5, batch=2),
-    "lstm": dict(input_shape=(4, 3), hidden_size=5, num_layers=2, batch=2),
-    "mlp": dict(input_shape=(20,), hidden=(16, 12), batch=4),
-    "residual_mlp": dict(batch=4),
-    "resnet18": dict(input_shape=(3, 8, 8), width=4, batch=2),
-    "rnn": dict(input_shape=(10, 3), hidden_size=5, batch=4),
-    "tied_autoencoder": dict(input_shape=(12,), code=5, batch=4),
-    "transformer": dict(input_shape=(6,), vocab=20, d_model=8, nhead=2, dim_feedforward=16, batch=2),
-}
+REDUCED = SMALL_DIMS  # every model at a size that runs in about a second
 RULES = ["zil", "fa-zil-wavefront", "fa-zil-autonomous"]
 TOL = tolerance(torch.float64)
 

@@ -7,6 +7,7 @@ import torch
 import pcsim
 from pcsim.analysis import energy_trace, il_convergence, locality_audit, timing_sensitivity
 from pcsim.numerics import tolerance
+from pcsim.zoo import SMALL_DIMS
 from tests.equivalence.archs import ARCHS
 
 
@@ -57,18 +58,17 @@ def test_energy_trace_sums_to_the_free_energy_and_falls():
 
 
 def _zoo_problem(name):
-    from pcsim.demo import ZOO_DIMS
     from pcsim.zoo import load_model_file
 
     spec = load_model_file(name)
-    module, inputs, target = spec.build_model(seed=0, **ZOO_DIMS[name])
+    module, inputs, target = spec.build_model(seed=0, **SMALL_DIMS[name])
     module = module.double()
     inputs = tuple(x.double() if x.is_floating_point() else x for x in inputs)
     return pcsim.trace(module, *inputs), inputs, target, spec.loss
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(__import__("pcsim.demo", fromlist=["ZOO_DIMS"]).ZOO_DIMS))
+@pytest.mark.parametrize("name", sorted(SMALL_DIMS))
 def test_every_rule_is_local_on_the_zoo(name):
     graph, inputs, target, loss = _zoo_problem(name)
     for rule in ("zil", "fa-zil", "il"):
