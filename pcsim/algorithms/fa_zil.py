@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, pull_back, still
+from pcsim.algorithms.wave import LocalVJP, Sums, advance, aligned, complete, pull_back, still
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -63,8 +63,8 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     by_level: dict[int, list[str]] = {}
     for name in order:
         by_level.setdefault(reach[name], []).append(name)
-    delta: dict[str, torch.Tensor] = {}  # sum over children of -J^T eps_c, i.e. -feedback
-    grads: dict[str, torch.Tensor] = {}
+    delta = Sums()  # sum over children of -J^T eps_c, i.e. -feedback
+    grads = Sums()
     for t in sorted(by_level):
         items, names = [], []
         for name in by_level[t]:
@@ -82,10 +82,10 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         lin = d = None
         for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):
             for p, h in own.items():
-                add_into(grads, p, h)
+                grads.add(p, h)
             for p, c in zip(g[name].parents, parent_cots, strict=True):
                 if c is not None:
-                    add_into(delta, p, c)
+                    delta.add(p, c)
         del items
     return complete(grads, problem)
 
@@ -107,12 +107,12 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     gate = dict.fromkeys(reachable, WAITING)
     latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}
     outputs = set(g.outputs)
-    grads: dict[str, torch.Tensor] = {}
+    grads = Sums()
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
         moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
         values = {n: base[n] - d for n, d in neg_disp.items()}  # base + disp, bit for bit
         delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
-        neg_feedback: dict[str, torch.Tensor] = {}
+        neg_feedback = Sums()
         items, names, fires = [], [], []
         for name in g.latent:
             v = g[name]
@@ -140,11 +140,11 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):
             if fire:
                 for p, gp in own.items():
-                    add_into(grads, p, gp)
+                    grads.add(p, gp)
                 gate[name] = FIRED
             for p, c in zip(g[name].parents, parent_cots, strict=True):
                 if c is not None:
-                    add_into(neg_feedback, p, c)
+                    neg_feedback.add(p, c)
         del items
         if all(s != WAITING for s in gate.values()):
             break

@@ -133,10 +133,35 @@ def pull_back(items: Sequence[tuple[LocalVJP, torch.Tensor, bool, bool]]
     return out
 
 
-def add_into(total: dict[str, torch.Tensor], key: str, term: torch.Tensor) -> None:
-    """total[key] += term, out of place (a VJP result may alias a cotangent still in use)."""
-    prev = total.get(key)
-    total[key] = term if prev is None else prev + term
+class Sums(dict):
+    """Running sums by key, bit for bit `prev + term` in arrival order, with one allocation per key.
+
+    The first term is stored as given (a VJP result may alias a cotangent still in use); the
+    second makes a fresh tensor that this object owns, and later terms are added into that one
+    in place. A weight shared by many vertices (an unrolled RNN's) then costs one buffer, as in
+    autograd's own accumulation, instead of a new allocation per term. A popped tensor is the
+    caller's: it is never written again.
+    """
+
+    __slots__ = ("_owned",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owned: set[str] = set()
+
+    def add(self, key: str, term: torch.Tensor) -> None:
+        prev = self.get(key)
+        if prev is None:
+            self[key] = term
+        elif key in self._owned and prev.shape == term.shape and prev.dtype == term.dtype:
+            prev.add_(term)
+        else:
+            self[key] = prev + term
+            self._owned.add(key)
+
+    def pop(self, key: str, *default):
+        self._owned.discard(key)
+        return super().pop(key, *default)
 
 
 def still(name: str, disp: Mapping[str, torch.Tensor], latent_parents: Sequence[str],

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, add_into, advance, aligned, complete, pull_back, still
+from pcsim.algorithms.wave import LocalVJP, Sums, advance, aligned, complete, pull_back, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -68,7 +68,7 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     else:
         (base, disp), cached = initial_state(problem, init, seed), {}
     params = dict(problem.params)
-    grads: dict[str, torch.Tensor] = {}
+    grads = Sums()
     last = max(steps.values())
     for t in range(last + 1):
         due = {n for n in g.latent if steps.get(n) == t}
@@ -97,7 +97,7 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
 
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
-                     grads: dict[str, torch.Tensor], cached: dict[str, LocalVJP], final: bool = False
+                     grads: Sums, cached: dict[str, LocalVJP], final: bool = False
                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
@@ -124,7 +124,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
         return base[p] if p in base else problem.clamped[p]
 
     delta: dict[str, torch.Tensor] = {}
-    neg_feedback: dict[str, torch.Tensor] = {}
+    neg_feedback = Sums()
     terms: dict[str, dict[str, torch.Tensor]] = {}
     items, names = [], []
     for name in g.latent:
@@ -154,10 +154,10 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
         if name in due:
             terms[name] = own
             for p, gp in own.items():
-                add_into(grads, p, gp)
+                grads.add(p, gp)
         for p, c in zip(g[name].parents, parent_cots, strict=True):
             if c is not None:
-                add_into(neg_feedback, p, c)
+                neg_feedback.add(p, c)
     del items
     if final:
         return terms, neg_disp
