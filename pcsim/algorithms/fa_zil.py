@@ -70,7 +70,7 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         for name in by_level[t]:
             lin = lins.pop(name)
             if name in outputs:
-                d = -problem.output_error(name, lin.mu)
+                d = problem.output_gradient(name, lin.mu)
             else:  # one inference step of a vertex whose error was zero: eps = gamma * feedback
                 d = delta.pop(name, None)
                 if d is None:
@@ -125,7 +125,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             parents_moved = any(p in moved_now for p in latent_parents[name])
             lin = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
             if name in outputs:
-                d = -problem.output_error(name, lin.mu)
+                d = problem.output_gradient(name, lin.mu)
             else:
                 d = lin.mu - base[name]
                 if name in neg_disp:

@@ -26,6 +26,13 @@ class Loss:
         """The output error population's value: -dL/dmu (y - mu for MSE)."""
         raise NotImplementedError
 
+    def gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """dL/dmu, bit for bit `-error(mu, target)` (the exact rules run in autograd's sign).
+
+        Subclasses that can compute it in one pass (`mu - y` is exactly `-(y - mu)`) override it.
+        """
+        return -self.error(mu, target)
+
 
 @dataclass(frozen=True)
 class MSE(Loss):
@@ -45,6 +52,9 @@ class MSE(Loss):
 
     def error(self, mu, target):
         return target - mu
+
+    def gradient(self, mu, target):
+        return mu - target
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,14 @@ class CrossEntropy(Loss):
         return F.cross_entropy(mu, target, reduction="sum")
 
     def error(self, mu, target):
-        onehot = F.one_hot(target, mu.shape[1]).movedim(-1, 1).to(mu.dtype)
-        return onehot - torch.softmax(mu, dim=1)
+        return self._onehot(mu, target) - torch.softmax(mu, dim=1)
+
+    def gradient(self, mu, target):
+        return torch.softmax(mu, dim=1) - self._onehot(mu, target)
+
+    @staticmethod
+    def _onehot(mu, target):
+        return F.one_hot(target, mu.shape[1]).movedim(-1, 1).to(mu.dtype)
 
 
 LOSSES: dict[str, Loss] = {"mse": MSE(), "ce": CrossEntropy()}

@@ -119,7 +119,12 @@ class Problem:
         return x
 
     def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0) -> torch.Tensor:
-        return precision * self.losses[name].error(mu, self.targets[name])
+        e = self.losses[name].error(mu, self.targets[name])
+        return e if precision == 1.0 else precision * e  # 1.0 * e is e: no pass over the output for it
+
+    def output_gradient(self, name: str, mu: torch.Tensor) -> torch.Tensor:
+        """dL/dmu at output `name`: `-output_error(name, mu)` bit for bit, in one pass."""
+        return self.losses[name].gradient(mu, self.targets[name])
 
     def loss_value(self, mu: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.losses[o].value(mu[o], self.targets[o]) for o in self.graph.outputs)

@@ -142,7 +142,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                      for p, x in zip(v.parents, parents, strict=True)]
             lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
-            d = -problem.output_error(name, lin.mu)
+            d = problem.output_gradient(name, lin.mu)
         else:
             d = lin.mu - base[name]  # -(x_ff - mu)
             if name in neg_disp:
