@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, Sums, advance, aligned, complete, pull_back, still
+from pcsim.algorithms.sums import Sums
+from pcsim.algorithms.wave import LocalVJP, SliceVJP, advance, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -45,12 +46,12 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     outputs = set(g.outputs)
     pending = {n: len({c for c in g.children[n] if c in reach}) for n in order}  # children still to compute
     values: dict[str, torch.Tensor] = {}
-    lins: dict[str, LocalVJP] = {}
+    lins: dict[str, LocalVJP | SliceVJP] = {}
     for name in order:  # the forward pass
         v = g[name]
         parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
         track = [p in values and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        lin = lins[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
+        lin = lins[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
         values[name] = aligned(lin.mu)
         if name not in outputs:
             lin.mu = None  # the value lives on only where a child's op saved it, as in backprop
@@ -123,13 +124,14 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
             waiting = gate.get(name) == WAITING
             parents_moved = any(p in moved_now for p in latent_parents[name])
-            lin = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
+            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved,
+                            hold_parents=True)
             if name in outputs:
                 d = problem.output_gradient(name, lin.mu)
             else:
                 d = lin.mu - base[name]
                 if name in neg_disp:
-                    d = d + neg_disp[name]
+                    d.add_(neg_disp[name])  # d is fresh: in place, the same sum
             delta[name] = d
             fire = waiting and not parents_moved and bool((d != 0).any())
             items.append((lin, d, fire, True))

@@ -21,6 +21,7 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.sums import Placed, Where
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
 
@@ -57,29 +58,56 @@ class LocalVJP:
 
     Only the output's gradient edge is kept, not the output tensor: after the forward pass the
     caller may drop `mu` (set it to None) and the vertex then holds only what its op saved.
+
+    `hold_parents=True` enters the tracked parents as autograd leaves instead of through
+    `_Attach`: cheaper (no Python callback in either direction), but each leaf keeps its parent's
+    storage alive until the pullback. The synchronous sweeps hold every value for the whole step
+    anyway, so they use it; the wavefront, whose values must die as in backprop, does not.
     """
 
-    __slots__ = ("mu", "_edge", "_tracked", "_cots", "_token", "_param_names", "_param_leaves")
+    __slots__ = ("mu", "_edge", "_tracked", "_cots", "_token", "_parent_leaves", "_param_names", "_param_leaves")
 
     def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
-                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool):
+                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool,
+                 hold_parents: bool = False):
         self._tracked = tuple(track)
         self._cots: dict[int, torch.Tensor] = {}
-        self._token = torch.empty((), requires_grad=True) if any(track) else None
+        self._token = torch.empty((), requires_grad=True) if any(track) and not hold_parents else None
+        self._parent_leaves = [p.detach().requires_grad_(True) for p, t in zip(parents, track, strict=True) if t
+                               ] if hold_parents else []
         names = vertex.params if wrt_params else ()
         self._param_names = names
         self._param_leaves = [params[n].detach().requires_grad_(True) for n in names]
         if names:
             params = {**params, **dict(zip(names, self._param_leaves, strict=True))}
-        if self._token is None and not names:
+        if self._token is None and not self._parent_leaves and not names:
             out = call(vertex, parents, params, constants)
         else:
             with torch.enable_grad():
-                args = [_Attach.apply(p, self._token, self._cots, i) if t else p
-                        for i, (p, t) in enumerate(zip(parents, track, strict=True))]
+                if hold_parents:
+                    leaves = iter(self._parent_leaves)
+                    args = [next(leaves) if t else p for p, t in zip(parents, track, strict=True)]
+                else:
+                    args = [_Attach.apply(p, self._token, self._cots, i) if t else p
+                            for i, (p, t) in enumerate(zip(parents, track, strict=True))]
                 out = call(vertex, args, params, constants)
         self._edge = get_gradient_edge(out) if out.requires_grad else None
         self.mu = out.detach()
+
+    def _inputs(self, hebbian: bool, feedback: bool) -> tuple[list[torch.Tensor], int]:
+        """The autograd inputs of one pullback (parents' first), and how many are the parents'."""
+        parents = ([] if not feedback else [self._token] if self._token is not None else self._parent_leaves)
+        return parents + (self._param_leaves if hebbian else []), len(parents)
+
+    def _results(self, grads: Sequence[torch.Tensor | None], n_parents: int
+                 ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        param_cots = {name: g for name, g in zip(self._param_names, grads[n_parents:], strict=False)
+                      if g is not None}
+        if self._token is None and n_parents:  # leaves: the parents' terms are autograd's results
+            it = iter(grads[:n_parents])
+            return [next(it) if t else None for t in self._tracked], param_cots
+        cots, self._cots = self._cots, {}
+        return [cots.get(i) for i in range(len(self._tracked))], param_cots
 
     def pullback(self, cotangent: torch.Tensor, hebbian: bool = True, feedback: bool = True
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
@@ -89,21 +117,58 @@ class LocalVJP:
         `feedback=False` the parents' terms.
         Frees this vertex's autograd graph: each vertex is pulled back once.
         """
-        edge, self._edge = self._edge, None
-        own = self._param_leaves if hebbian else []
-        token = [] if self._token is None or not feedback else [self._token]
-        leaves = token + own
-        param_cots = {}
-        if edge is not None and leaves:
-            grads = torch.autograd.grad([edge], leaves, [cotangent], allow_unused=True)
-            for name, g in zip(self._param_names, grads[len(leaves) - len(own):], strict=False):
-                if g is not None:
-                    param_cots[name] = g
-        cots, self._cots = self._cots, {}
-        return [cots.get(i) for i in range(len(self._tracked))], param_cots
+        return pull_back([(self, cotangent, hebbian, feedback)])[0]
 
 
-def pull_back(items: Sequence[tuple[LocalVJP, torch.Tensor, bool, bool]]
+SELECTIONS = frozenset({"chunk", "split", "unbind", "getitem"})
+
+
+class SliceVJP:
+    """A vertex whose value is a strict part of its one latent parent's: a chunk, split, unbind or
+    basic index, i.e. a view into the parent's storage. Its feedback is its error put back in that
+    place, a `Placed` term that `Sums` writes into the parent's sum directly, with no autograd:
+    autograd would pad every part to the parent's full size (a cat with zeros) and the parent
+    would then add up the pads, full-size passes that backprop (one fused op) does not make.
+    """
+
+    __slots__ = ("mu", "_slot", "_n_parents", "_where")
+
+    def __init__(self, mu: torch.Tensor, slot: int, n_parents: int, where: Where):
+        self.mu, self._slot, self._n_parents, self._where = mu, slot, n_parents, where
+
+    @classmethod
+    def of(cls, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
+           params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor]) -> SliceVJP | None:
+        """The vertex as a `SliceVJP`, or None where it is not a strict view of one tracked parent."""
+        if vertex.op not in SELECTIONS or vertex.params or sum(bool(t) for t in track) != 1:
+            return None
+        slot = [bool(t) for t in track].index(True)
+        parent = parents[slot]
+        if not parent.is_contiguous():
+            return None
+        out = call(vertex, parents, params, constants)
+        if (not isinstance(out, torch.Tensor) or not 0 < out.numel() < parent.numel()
+                or out.untyped_storage().data_ptr() != parent.untyped_storage().data_ptr()):
+            return None  # a copy (advanced indexing) or the whole parent: autograd's pullback is the right one
+        where = Where(tuple(parent.shape), tuple(out.shape), tuple(out.stride()),
+                      out.storage_offset() - parent.storage_offset())
+        return cls(out, slot, len(parents), where)
+
+    def _results(self, cotangent: torch.Tensor, feedback: bool
+                 ) -> tuple[list[Placed | None], dict[str, torch.Tensor]]:
+        place = Placed(cotangent, self._where) if feedback else None
+        return [place if i == self._slot else None for i in range(self._n_parents)], {}
+
+
+def local_vjp(vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
+              params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool,
+              hold_parents: bool = False) -> LocalVJP | SliceVJP:
+    """A `SliceVJP` where the vertex selects part of a parent, else a `LocalVJP` (autograd on its call)."""
+    return (SliceVJP.of(vertex, parents, track, params, constants)
+            or LocalVJP(vertex, parents, track, params, constants, wrt_params, hold_parents))
+
+
+def pull_back(items: Sequence[tuple[LocalVJP | SliceVJP, torch.Tensor, bool, bool]]
               ) -> list[tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]]:
     """`LocalVJP.pullback` for many vertices in one autograd call: (vertex, cotangent, hebbian, feedback).
 
@@ -111,57 +176,23 @@ def pull_back(items: Sequence[tuple[LocalVJP, torch.Tensor, bool, bool]]
     (same kernels, nothing summed across vertices); one engine call per step or level instead of
     one per vertex removes most of the per-vertex overhead that backprop does not have.
     """
-    edges, cots, leaves, spans = [], [], [], []
+    edges, cots, inputs, spans = [], [], [], []
     for lin, cot, hebbian, feedback in items:
-        edge, lin._edge = lin._edge, None
-        own = lin._param_leaves if hebbian else []
-        token = [] if lin._token is None or not feedback else [lin._token]
-        if edge is None or not (own or token):
-            spans.append((0, 0, 0))
+        if isinstance(lin, SliceVJP):
+            spans.append(None)
             continue
-        edges.append(edge)
-        cots.append(cot)
-        spans.append((len(leaves) + len(token), len(own), 1))
-        leaves.extend(token + own)
-    grads = torch.autograd.grad(edges, leaves, cots, allow_unused=True) if edges else ()
-    out = []
-    for (lin, _, _, _), (start, n, _) in zip(items, spans, strict=True):
-        param_cots = {name: g for name, g in zip(lin._param_names, grads[start:start + n], strict=False)
-                      if g is not None}
-        held, lin._cots = lin._cots, {}
-        out.append(([held.get(i) for i in range(len(lin._tracked))], param_cots))
-    return out
-
-
-class Sums(dict):
-    """Running sums by key, bit for bit `prev + term` in arrival order, with one allocation per key.
-
-    The first term is stored as given (a VJP result may alias a cotangent still in use); the
-    second makes a fresh tensor that this object owns, and later terms are added into that one
-    in place. A weight shared by many vertices (an unrolled RNN's) then costs one buffer, as in
-    autograd's own accumulation, instead of a new allocation per term. A popped tensor is the
-    caller's: it is never written again.
-    """
-
-    __slots__ = ("_owned",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._owned: set[str] = set()
-
-    def add(self, key: str, term: torch.Tensor) -> None:
-        prev = self.get(key)
-        if prev is None:
-            self[key] = term
-        elif key in self._owned and prev.shape == term.shape and prev.dtype == term.dtype:
-            prev.add_(term)
+        edge, lin._edge = lin._edge, None
+        wanted, n_parents = lin._inputs(hebbian, feedback)
+        if edge is None or not wanted:
+            wanted, n_parents = [], 0
         else:
-            self[key] = prev + term
-            self._owned.add(key)
-
-    def pop(self, key: str, *default):
-        self._owned.discard(key)
-        return super().pop(key, *default)
+            edges.append(edge)
+            cots.append(cot)
+        spans.append((len(inputs), len(wanted), n_parents))
+        inputs.extend(wanted)
+    grads = torch.autograd.grad(edges, inputs, cots, allow_unused=True) if edges else ()
+    return [lin._results(cot, feedback) if span is None else lin._results(grads[span[0]:span[0] + span[1]], span[2])
+            for (lin, cot, _, feedback), span in zip(items, spans, strict=True)]
 
 
 def still(name: str, disp: Mapping[str, torch.Tensor], latent_parents: Sequence[str],
@@ -199,7 +230,8 @@ def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, tor
             drive = neg_feedback[name] - delta[name]
         else:
             drive = -delta[name]
-        step = (gamma * drive).contiguous()  # one layout for every state, see Problem.feedforward
+        step = drive if gamma == 1.0 else gamma * drive  # 1.0 * drive is drive: no pass for it
+        step = aligned(step)  # one layout for every state, see Problem.feedforward
         if name not in new and not bool((step != 0).any()):
             continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
         new[name] = step if name not in new else new[name] + step

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import LocalVJP, Sums, advance, aligned, complete, pull_back, still
+from pcsim.algorithms.sums import Sums
+from pcsim.algorithms.wave import LocalVJP, SliceVJP, advance, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -80,24 +81,25 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     return complete(grads, problem)
 
 
-def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, LocalVJP]]:
+def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, LocalVJP | SliceVJP]]:
     """The feed-forward state (as `Problem.feedforward`: same kernels, aligned storage), no
     displacements, and every vertex's local graph at that state."""
     g = problem.graph
     base: dict[str, torch.Tensor] = {}
-    cached: dict[str, LocalVJP] = {}
+    cached: dict[str, LocalVJP | SliceVJP] = {}
     for name in g.latent:
         v = g[name]
         parents = [base[p] if p in base else problem.clamped[p] for p in v.parents]
         track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        cached[name] = LocalVJP(v, parents, track, problem.params, g.constants, wrt_params=True)
+        cached[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True,
+                                 hold_parents=True)
         base[name] = aligned(cached[name].mu)
     return base, {}, cached
 
 
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
-                     grads: Sums, cached: dict[str, LocalVJP], final: bool = False
+                     grads: Sums, cached: dict[str, LocalVJP | SliceVJP], final: bool = False
                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
@@ -140,13 +142,14 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             parents = [value(p) for p in v.parents]
             track = [not final and p in base and x.is_floating_point()
                      for p, x in zip(v.parents, parents, strict=True)]
-            lin = LocalVJP(v, parents, track, params, g.constants, wrt_params=name in due)
+            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due,
+                            hold_parents=True)
         if name in outputs:
             d = problem.output_gradient(name, lin.mu)
         else:
             d = lin.mu - base[name]  # -(x_ff - mu)
             if name in neg_disp:
-                d = d + neg_disp[name]
+                d.add_(neg_disp[name])  # d is fresh: in place, the same sum
         delta[name] = d
         items.append((lin, d, name in due, not final))
         names.append(name)

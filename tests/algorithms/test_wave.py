@@ -1,41 +1,83 @@
-"""`wave.Sums`: in-place accumulation that is bit for bit the out-of-place sum, and writes only its own tensors."""
+"""`wave.local_vjp`: a vertex selecting part of its parent pulls back without autograd, to autograd's result."""
 
+import pytest
 import torch
+from torch import nn
 
-from pcsim.algorithms.wave import Sums
-
-
-def test_sums_equal_left_to_right_out_of_place_sums_bit_for_bit():
-    gen = torch.Generator().manual_seed(0)
-    terms = [torch.randn(7, 5, generator=gen) * 10.0 ** k for k in (-3, 0, 2, -1, 4)]
-    sums = Sums()
-    expected = None
-    for t in terms:
-        sums.add("w", t)
-        expected = t if expected is None else expected + t
-    assert torch.equal(sums["w"], expected)
+import pcsim
+from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.sums import Sums
+from pcsim.algorithms.wave import SELECTIONS, LocalVJP, SliceVJP, local_vjp, pull_back
+from pcsim.ops.local import call
 
 
-def test_sums_never_write_a_term_or_a_popped_total():
-    a, b, c, d = (torch.full((3,), float(v)) for v in (1, 2, 4, 8))
-    copies = [t.clone() for t in (a, b, c, d)]
-    sums = Sums()
-    sums.add("k", a)
-    assert sums["k"] is a  # the first term is kept as given
-    sums.add("k", b)
-    sums.add("k", c)  # now into the sum's own buffer
-    total = sums.pop("k")
-    sums.add("k", total)  # a popped tensor is the caller's again: the next term makes a new one
-    sums.add("k", d)
-    assert torch.equal(total, torch.full((3,), 7.0))
-    assert torch.equal(sums["k"], torch.full((3,), 15.0))
-    for t, orig in zip((a, b, c, d), copies, strict=True):
-        assert torch.equal(t, orig)
+class Chunks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 12)
+
+    def forward(self, x):
+        a, b, c = self.fc(x).chunk(3, -1)
+        return a * b + c
 
 
-def test_sums_broadcast_terms_fall_back_to_out_of_place():
-    sums = Sums()
-    sums.add("b", torch.ones(3))
-    sums.add("b", torch.ones(3))
-    sums.add("b", torch.ones(2, 3))  # does not fit the owned buffer: a new, broadcast sum
-    assert sums["b"].shape == (2, 3) and torch.equal(sums["b"], torch.full((2, 3), 3.0))
+class Slices(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 12)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        return h[:, 1:5] + h[:, ::3] + h[:, 0:1]
+
+
+class Gather(nn.Module):  # advanced indexing copies: autograd's pullback stays
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+        self.register_buffer("idx", torch.tensor([0, 2, 2, 5]))
+
+    def forward(self, x):
+        return self.fc(x)[:, self.idx]
+
+
+def _selection_vjps(module):
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    graph = pcsim.trace(module, x)
+    problem = Problem.build(graph, (x,), torch.zeros(graph[graph.outputs[0]].shape))
+    values = problem.feedforward()
+    out = []
+    for v in graph.vertices:
+        if v.op in SELECTIONS and v.name in values:
+            parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
+            track = [p in values for p in v.parents]
+            out.append((v, parents, track, local_vjp(v, parents, track, problem.params, graph.constants, True)))
+    return problem, out
+
+
+@pytest.mark.parametrize("module", [Chunks, Slices])
+def test_selections_pull_back_to_autograds_vjp(module):
+    torch.manual_seed(0)
+    problem, found = _selection_vjps(module())
+    assert found and all(isinstance(lin, SliceVJP) for *_, lin in found)
+    for v, parents, track, lin in found:
+        slot = track.index(True)
+        cot = torch.randn(v.shape)
+        (terms, own), = pull_back([(lin, cot, True, True)])
+        assert own == {} and all(t is None for i, t in enumerate(terms) if i != slot)
+        sums = Sums()
+        sums.add("parent", terms[slot])
+        leaf = parents[slot].clone().requires_grad_(True)
+        args = [leaf if i == slot else p for i, p in enumerate(parents)]
+        (expected,) = torch.autograd.grad(call(v, args, problem.params, problem.graph.constants), leaf, cot)
+        assert torch.equal(sums["parent"], expected), v.name
+        assert torch.equal(lin.mu, call(v, parents, problem.params, problem.graph.constants))
+
+
+def test_copies_and_untracked_parents_keep_autograds_pullback():
+    torch.manual_seed(0)
+    _, found = _selection_vjps(Gather())
+    assert found and all(isinstance(lin, LocalVJP) for *_, lin in found)
+    _, found = _selection_vjps(Chunks())
+    v, parents, track, _ = found[0]
+    assert SliceVJP.of(v, parents, [False] * len(track), {}, {}) is None  # no latent parent: nothing to place

@@ -1,0 +1,79 @@
+"""Running sums of feedback and Hebbian terms for the exact rules, without a buffer per term.
+
+A vertex's feedback is the sum of its children's pullbacks, and a shared weight's update the sum
+of its users' Hebbian terms. `Sums` adds them in arrival order, bit for bit as `prev + term`
+would, but allocates once per key; a `Placed` term (the pullback of a vertex that selects part of
+its parent, see `wave.SliceVJP`) is written straight into its place in the parent's sum instead
+of being padded to the parent's size first.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Where(NamedTuple):
+    """Where a part sits inside its parent: the parent's shape, and the part's view geometry."""
+
+    parent_shape: tuple[int, ...]
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+
+
+class Placed(NamedTuple):
+    """A term that is `value` at `where` inside the parent and exactly zero elsewhere."""
+
+    value: torch.Tensor
+    where: Where
+
+
+class Sums(dict):
+    """Running sums by key, bit for bit `prev + term` in arrival order, with one allocation per key.
+
+    The first term is stored as given (a VJP result may alias a cotangent still in use); the
+    second makes a fresh tensor that this object owns, and later terms are added into that one
+    in place. A weight shared by many vertices (an unrolled RNN's) then costs one buffer, as in
+    autograd's own accumulation, instead of a new allocation per term. A `Placed` term is added
+    into its part of an owned, contiguous buffer (zeros where nothing arrived yet): the same
+    values as adding its zero-padded form, up to the sign of zero. A popped tensor is the
+    caller's: it is never written again.
+    """
+
+    __slots__ = ("_owned",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owned: set[str] = set()
+
+    def add(self, key: str, term: torch.Tensor | Placed) -> None:
+        if isinstance(term, Placed):
+            self._place(key, term)
+            return
+        prev = self.get(key)
+        if prev is None:
+            self[key] = term
+        elif key in self._owned and prev.shape == term.shape and prev.dtype == term.dtype:
+            prev.add_(term)
+        else:
+            self[key] = prev + term
+            self._owned.add(key)
+
+    def _place(self, key: str, term: Placed) -> None:
+        value, where = term
+        prev = self.get(key)
+        if prev is None:
+            buf = torch.zeros(where.parent_shape, dtype=value.dtype, device=value.device)
+        elif key in self._owned and prev.is_contiguous() and tuple(prev.shape) == where.parent_shape:
+            buf = prev
+        else:  # a term that is not ours, or a layout the geometry does not describe: copy once
+            buf = prev.clone(memory_format=torch.contiguous_format)
+        buf.as_strided(where.size, where.stride, buf.storage_offset() + where.offset).add_(value)
+        self[key] = buf
+        self._owned.add(key)
+
+    def pop(self, key: str, *default):
+        self._owned.discard(key)
+        return super().pop(key, *default)
