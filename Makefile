@@ -51,8 +51,11 @@ clean:
 	rm -rf $(VENV) build .pytest_cache
 
 # BP, Z-IL, Fa-Z-IL and IL per weight update on every zoo model: benchmarks/results/rules_cpu.{json,md} (long);
+# the wavefront alone on the big models at batch 128: benchmarks/results/rules_cpu_wavefront.{json,md};
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
 bench: install
 	$(PY) benchmarks/bench_rules.py --threads 1
+	$(PY) benchmarks/bench_rules.py --threads 1 --models alexnet resnet18 densenet_block transformer \
+		--rules bp fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront
 	$(PY) benchmarks/brian2_throughput.py
