@@ -82,11 +82,8 @@ def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             names.append(name)
         lin = d = None
         for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):
-            for p, h in own.items():
-                grads.add(p, h)
-            for p, c in zip(g[name].parents, parent_cots, strict=True):
-                if c is not None:
-                    delta.add(p, c)
+            grads.add_all(own.items())
+            delta.add_all(zip(g[name].parents, parent_cots, strict=True))
         del items
     return complete(grads, problem)
 
@@ -141,12 +138,9 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
                 gate[name] = LOCKED
         for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):
             if fire:
-                for p, gp in own.items():
-                    grads.add(p, gp)
+                grads.add_all(own.items())
                 gate[name] = FIRED
-            for p, c in zip(g[name].parents, parent_cots, strict=True):
-                if c is not None:
-                    neg_feedback.add(p, c)
+            neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
         del items
         if all(s != WAITING for s in gate.values()):
             break

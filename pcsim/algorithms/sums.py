@@ -61,6 +61,12 @@ class Sums(dict):
             self[key] = prev + term
             self._owned.add(key)
 
+    def add_all(self, pairs) -> None:
+        """`add` for every (key, term) pair, skipping absent (None) terms: one pullback's results."""
+        for key, term in pairs:
+            if term is not None:
+                self.add(key, term)
+
     def _place(self, key: str, term: Placed) -> None:
         value, where = term
         prev = self.get(key)

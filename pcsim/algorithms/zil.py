@@ -156,11 +156,8 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):  # one autograd call per step
         if name in due:
             terms[name] = own
-            for p, gp in own.items():
-                grads.add(p, gp)
-        for p, c in zip(g[name].parents, parent_cots, strict=True):
-            if c is not None:
-                neg_feedback.add(p, c)
+            grads.add_all(own.items())
+        neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
     del items
     if final:
         return terms, neg_disp
