@@ -35,7 +35,7 @@ import pcsim  # noqa: E402
 from pcsim.algorithms.losses import get_loss  # noqa: E402
 from pcsim.zoo import load_model_file, zoo_names  # noqa: E402
 
-RULES = ("bp", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
+RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
 # at 128. Zoo models whose defaults are the paper's toy figures (8 -> 16 -> 4, 8x8 digits, 8 hidden
 # units) are widened here to the sizes a researcher trains; on toy sizes every rule is dominated by
@@ -90,6 +90,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
 
     every = {
         "bp": bp,
+        "bp-graph": lambda: pcsim.bp(graph, inputs, target, spec.loss),
         "zil": lambda: pcsim.zil(levelled, inputs, target, spec.loss),
         "fa-zil-wavefront": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="wavefront"),
         "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="autonomous"),

@@ -15,8 +15,9 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import LocalVJP, SliceVJP, advance, aligned, complete, local_vjp, pull_back, still
+from pcsim.algorithms.wave import advance, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import call
 
 MODES = ("wavefront", "autonomous")
 
@@ -33,59 +34,51 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
 
 
 def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
-    """One forward pass keeping each vertex's local graph, then one pullback per vertex, level by level.
+    """One forward pass recording one autograd graph over the vertices, then the wave as one engine call.
 
-    The wave is carried in autograd's sign, delta = -eps (negation is exact, so every term has
-    the bits of the Hebbian rule's, negated): each parameter's pullback is then dL/dtheta itself,
-    first assigned and then summed, with no zero tensors and no per-parameter subtraction.
-    Only vertices that reach an output are computed; each local graph is freed by its pullback.
+    The wave's step t pulls back every vertex at distance t from the outputs, once, after all its
+    children: a reverse topological sweep in which a vertex's error is the sum of its children's
+    pullbacks (times gamma: one inference step from a zero error) and its Hebbian term the pullback
+    of that error to its parameters. Autograd's engine runs exactly that sweep, in C++, on the
+    tensors the forward pass saved, with one node per vertex op: the work and the memory of backprop.
+    It is carried in autograd's sign, delta = -eps, so each parameter's result is dL/dtheta itself.
+    The engine orders each vertex's sum of its children's terms (and each shared weight's) its own
+    way, so the result equals the reference wave (tests/algorithms) to rounding, not always bit for bit.
+    Only vertices that reach an output are computed.
     """
     g = problem.graph
     reach = g.min_distance
     order = [n for n in g.latent if n in reach]
     outputs = set(g.outputs)
+    wanted = list(dict.fromkeys(q for n in order for q in g[n].params))
+    leaves = {q: problem.params[q].detach().requires_grad_(True) for q in wanted}
+    params = {**problem.params, **leaves}
     pending = {n: len({c for c in g.children[n] if c in reach}) for n in order}  # children still to compute
     values: dict[str, torch.Tensor] = {}
-    lins: dict[str, LocalVJP | SliceVJP] = {}
-    for name in order:  # the forward pass
-        v = g[name]
-        parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
-        track = [p in values and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        lin = lins[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
-        values[name] = aligned(lin.mu)
-        if name not in outputs:
-            lin.mu = None  # the value lives on only where a child's op saved it, as in backprop
-        del parents, lin
-        for p in set(v.parents) & values.keys():
-            pending[p] -= 1
-            if not pending[p]:
-                del values[p]
+    roots, cotangents = [], []
+    with torch.enable_grad():
+        for name in order:  # the forward pass
+            v = g[name]
+            parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
+            out = call(v, parents, params, g.constants)
+            if name in outputs:  # a sink (Graph.validate): its error is its loss's alone
+                if out.requires_grad:
+                    roots.append(out)
+                    cotangents.append(problem.output_gradient(name, out.detach()))
+            else:
+                if gamma != 1.0 and out.requires_grad:
+                    if any(out is p for p in parents):
+                        out = out.view_as(out)  # its own node, so the scaling is this vertex's alone
+                    out.register_hook(lambda delta: gamma * delta)
+                values[name] = out
+            del parents, out
+            for p in set(v.parents) & values.keys():
+                pending[p] -= 1
+                if not pending[p]:
+                    del values[p]
     del values
-    by_level: dict[int, list[str]] = {}
-    for name in order:
-        by_level.setdefault(reach[name], []).append(name)
-    delta = Sums()  # sum over children of -J^T eps_c, i.e. -feedback
-    grads = Sums()
-    for t in sorted(by_level):
-        items, names = [], []
-        for name in by_level[t]:
-            lin = lins.pop(name)
-            if name in outputs:
-                d = problem.output_gradient(name, lin.mu)
-            else:  # one inference step of a vertex whose error was zero: eps = gamma * feedback
-                d = delta.pop(name, None)
-                if d is None:
-                    continue  # no feedback: error, Hebbian terms and feedback are all zero
-                if gamma != 1.0:
-                    d = gamma * d
-            items.append((lin, d, True, True))
-            names.append(name)
-        lin = d = None
-        for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):
-            grads.add_all(own.items())
-            delta.add_all(zip(g[name].parents, parent_cots, strict=True))
-        del items
-    return complete(grads, problem)
+    grads = torch.autograd.grad(roots, list(leaves.values()), cotangents, allow_unused=True) if roots else ()
+    return complete({q: d for q, d in zip(leaves, grads, strict=False) if d is not None}, problem)
 
 
 WAITING, FIRED, LOCKED = "waiting", "fired", "locked"
@@ -121,8 +114,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
             waiting = gate.get(name) == WAITING
             parents_moved = any(p in moved_now for p in latent_parents[name])
-            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved,
-                            hold_parents=True)
+            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
             if name in outputs:
                 d = problem.output_gradient(name, lin.mu)
             else:

@@ -1,10 +1,11 @@
-"""Exact shortcuts shared by Z-IL and Fa-Z-IL: lean local VJPs and the skip rule for still vertices.
+"""Exact shortcuts of the synchronous sweeps (Z-IL, autonomous Fa-Z-IL): lean local VJPs and the skip rule.
 
 `LocalVJP` is `pcsim.ops.local.Linearisation` without what the exact rules never read: autograd
 tracks only the parents whose feedback is used (latent ones: the cotangent of a clamped input is
 a whole extra matmul that backprop does not compute either) and the parameters only when a
-Hebbian term is wanted; absent results stay `None` instead of being materialised as zeros; and
-it holds no tensor that its op did not save, so a forward pass of them costs backprop's memory.
+Hebbian term is wanted, and absent results stay `None` instead of being materialised as zeros.
+`pull_back` pulls a whole step's vertices back in one engine call. (The wavefront needs none of
+this: it is one autograd graph over all vertices, see `fa_zil._wavefront`.)
 
 `still(...)` is the skip rule of the synchronous sweeps: a vertex whose own value and whose
 latent parents' values still hold their feed-forward tensors (no displacement), and whose
@@ -37,77 +38,46 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone(memory_format=torch.contiguous_format)
 
 
-class _Attach(torch.autograd.Function):
-    """A parent's value entering a child's local graph. Its backward hands the cotangent to the
-    child (`holder[slot]`) instead of a leaf: no leaf tensor keeps the parent's storage alive,
-    so a value lives exactly as long as the child's own op saves it, as in backprop."""
-
-    @staticmethod
-    def forward(ctx, value, token, holder, slot):
-        ctx.holder, ctx.slot = holder, slot
-        return value.view_as(value)
-
-    @staticmethod
-    def backward(ctx, cot):
-        ctx.holder[ctx.slot] = cot
-        return None, None, None, None
-
-
 class LocalVJP:
     """`mu` of one vertex, and the pullback of one cotangent to the tracked parents and parameters.
 
-    Only the output's gradient edge is kept, not the output tensor: after the forward pass the
-    caller may drop `mu` (set it to None) and the vertex then holds only what its op saved.
-
-    `hold_parents=True` enters the tracked parents as autograd leaves instead of through
-    `_Attach`: cheaper (no Python callback in either direction), but each leaf keeps its parent's
-    storage alive until the pullback. The synchronous sweeps hold every value for the whole step
-    anyway, so they use it; the wavefront, whose values must die as in backprop, does not.
+    The tracked parents enter as autograd leaves, so each keeps its parent's storage alive until
+    the pullback: the synchronous sweeps that use this hold every value for the whole step anyway.
+    Only the output's gradient edge is kept, not the output tensor.
     """
 
-    __slots__ = ("mu", "_edge", "_tracked", "_cots", "_token", "_parent_leaves", "_param_names", "_param_leaves")
+    __slots__ = ("mu", "_edge", "_tracked", "_parent_leaves", "_param_names", "_param_leaves")
 
     def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
-                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool,
-                 hold_parents: bool = False):
+                 params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool):
         self._tracked = tuple(track)
-        self._cots: dict[int, torch.Tensor] = {}
-        self._token = torch.empty((), requires_grad=True) if any(track) and not hold_parents else None
-        self._parent_leaves = [p.detach().requires_grad_(True) for p, t in zip(parents, track, strict=True) if t
-                               ] if hold_parents else []
+        self._parent_leaves = [p.detach().requires_grad_(True) for p, t in zip(parents, track, strict=True) if t]
         names = vertex.params if wrt_params else ()
         self._param_names = names
         self._param_leaves = [params[n].detach().requires_grad_(True) for n in names]
         if names:
             params = {**params, **dict(zip(names, self._param_leaves, strict=True))}
-        if self._token is None and not self._parent_leaves and not names:
+        if not self._parent_leaves and not names:
             out = call(vertex, parents, params, constants)
         else:
             with torch.enable_grad():
-                if hold_parents:
-                    leaves = iter(self._parent_leaves)
-                    args = [next(leaves) if t else p for p, t in zip(parents, track, strict=True)]
-                else:
-                    args = [_Attach.apply(p, self._token, self._cots, i) if t else p
-                            for i, (p, t) in enumerate(zip(parents, track, strict=True))]
+                leaves = iter(self._parent_leaves)
+                args = [next(leaves) if t else p for p, t in zip(parents, track, strict=True)]
                 out = call(vertex, args, params, constants)
         self._edge = get_gradient_edge(out) if out.requires_grad else None
         self.mu = out.detach()
 
     def _inputs(self, hebbian: bool, feedback: bool) -> tuple[list[torch.Tensor], int]:
         """The autograd inputs of one pullback (parents' first), and how many are the parents'."""
-        parents = ([] if not feedback else [self._token] if self._token is not None else self._parent_leaves)
+        parents = self._parent_leaves if feedback else []
         return parents + (self._param_leaves if hebbian else []), len(parents)
 
     def _results(self, grads: Sequence[torch.Tensor | None], n_parents: int
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
         param_cots = {name: g for name, g in zip(self._param_names, grads[n_parents:], strict=False)
                       if g is not None}
-        if self._token is None and n_parents:  # leaves: the parents' terms are autograd's results
-            it = iter(grads[:n_parents])
-            return [next(it) if t else None for t in self._tracked], param_cots
-        cots, self._cots = self._cots, {}
-        return [cots.get(i) for i in range(len(self._tracked))], param_cots
+        it = iter(grads[:n_parents])
+        return [next(it) if t and n_parents else None for t in self._tracked], param_cots
 
     def pullback(self, cotangent: torch.Tensor, hebbian: bool = True, feedback: bool = True
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
@@ -161,11 +131,11 @@ class SliceVJP:
 
 
 def local_vjp(vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
-              params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool,
-              hold_parents: bool = False) -> LocalVJP | SliceVJP:
+              params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor], wrt_params: bool
+              ) -> LocalVJP | SliceVJP:
     """A `SliceVJP` where the vertex selects part of a parent, else a `LocalVJP` (autograd on its call)."""
     return (SliceVJP.of(vertex, parents, track, params, constants)
-            or LocalVJP(vertex, parents, track, params, constants, wrt_params, hold_parents))
+            or LocalVJP(vertex, parents, track, params, constants, wrt_params))
 
 
 def pull_back(items: Sequence[tuple[LocalVJP | SliceVJP, torch.Tensor, bool, bool]]

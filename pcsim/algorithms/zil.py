@@ -91,8 +91,7 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
         v = g[name]
         parents = [base[p] if p in base else problem.clamped[p] for p in v.parents]
         track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        cached[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True,
-                                 hold_parents=True)
+        cached[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
         base[name] = aligned(cached[name].mu)
     return base, {}, cached
 
@@ -142,8 +141,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             parents = [value(p) for p in v.parents]
             track = [not final and p in base and x.is_floating_point()
                      for p, x in zip(v.parents, parents, strict=True)]
-            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due,
-                            hold_parents=True)
+            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
             d = problem.output_gradient(name, lin.mu)
         else:

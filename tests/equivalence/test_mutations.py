@@ -27,12 +27,17 @@ def test_gamma_below_one_breaks_equality():
     assert not report.passed and report.max_rel_diff > 1e-6 * 0.99  # ~ (1 - gamma) * depth
 
 
+RULES = {"zil": pcsim.zil, "wavefront": lambda *a, **k: pcsim.fa_zil(*a, mode="wavefront", **k),
+         "autonomous": lambda *a, **k: pcsim.fa_zil(*a, mode="autonomous", **k)}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("gamma", [0.5, 0.9, 0.99999])
-def test_gamma_scales_each_level_by_gamma_to_the_distance(gamma):
+def test_gamma_scales_each_level_by_gamma_to_the_distance(gamma, rule):
     """Closed form: without C3, the update of a vertex at distance d is gamma^d times BP's."""
     _, inputs, target, graph = _problem("mlp_sigmoid_bias")
     bp = pcsim.bp(graph, inputs, target)
-    got = pcsim.zil(graph, inputs, target, gamma=gamma)
+    got = RULES[rule](graph, inputs, target, gamma=gamma)
     for name, users in graph.users.items():
         (vertex,) = users
         expected = gamma ** graph.min_distance[vertex] * bp[name]
