@@ -50,12 +50,16 @@ demo: install
 clean:
 	rm -rf $(VENV) build .pytest_cache
 
-# BP, Z-IL, Fa-Z-IL and IL per weight update on every zoo model: benchmarks/results/rules_cpu.{json,md} (long);
+# BP (on the module and on the traced graph), Z-IL, Fa-Z-IL and IL per weight update on every zoo model
+# (image models at batch 32, rules over 30 s per update skipped): benchmarks/results/rules_cpu.{json,md} (long);
 # the wavefront alone on the big models at batch 128: benchmarks/results/rules_cpu_wavefront.{json,md};
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
 bench: install
-	$(PY) benchmarks/bench_rules.py --threads 1
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 \
+		--models mlp residual_mlp tied_autoencoder cnn rnn lstm gru transformer
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --batch 32 --append \
+		--models alexnet resnet18 densenet_block
 	$(PY) benchmarks/bench_rules.py --threads 1 --models alexnet resnet18 densenet_block transformer \
-		--rules bp fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront
+		--rules bp bp-graph fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront
 	$(PY) benchmarks/brian2_throughput.py

@@ -81,7 +81,7 @@ if __name__ == "__main__":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_rules  # noqa: E402
 
-        bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--rules", "bp", "zil",
+        bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--rules", "bp", "bp-graph", "zil",
                           "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20"])
     else:
         timing(device)
