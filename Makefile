@@ -51,7 +51,8 @@ clean:
 	rm -rf $(VENV) build .pytest_cache
 
 # BP (on the module and on the traced graph), Z-IL, Fa-Z-IL and IL per weight update on every zoo model
-# (image models at batch 32, rules over 30 s per update skipped): benchmarks/results/rules_cpu.{json,md} (long);
+# (image models at batch 32; at least 3 runs per rule, IL at a larger T skipped when its estimate is over a
+# third of the budget): benchmarks/results/rules_cpu.{json,md} (about an hour);
 # the wavefront alone on the big models at batch 128: benchmarks/results/rules_cpu_wavefront.{json,md};
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench

@@ -37,7 +37,7 @@ def _problem(arch, loss="mse", dtype=torch.float64):
 
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_fast_rules_equal_the_reference_bit_for_bit(arch, loss):
+def test_fast_rules_equal_the_reference(arch, loss):
     g, inputs, target = _problem(arch, loss)
     _same(pcsim.zil(g, inputs, target, loss), ref.zil(g, inputs, target, loss))
     _close(pcsim.fa_zil(g, inputs, target, loss, mode="wavefront"), ref.fa_zil_wavefront(g, inputs, target, loss))
@@ -45,7 +45,7 @@ def test_fast_rules_equal_the_reference_bit_for_bit(arch, loss):
 
 
 @pytest.mark.parametrize("arch", ["mlp_tanh_bias", "cnn_pools", "residual_block", "lstm_manual", "attention"])
-def test_float32_bit_for_bit(arch):
+def test_float32_equals_the_reference(arch):
     g, inputs, target = _problem(arch, "ce", torch.float32)
     _same(pcsim.zil(g, inputs, target, "ce"), ref.zil(g, inputs, target, "ce"))
     _close(pcsim.fa_zil(g, inputs, target, "ce"), ref.fa_zil_wavefront(g, inputs, target, "ce"))
@@ -63,7 +63,7 @@ def test_zil_options_bit_for_bit(arch):
 
 
 @pytest.mark.parametrize("arch", ["mlp_sigmoid_bias", "residual_block", "gru"])
-def test_fa_zil_gamma_bit_for_bit(arch):
+def test_fa_zil_gamma_equals_the_reference(arch):
     g, inputs, target = _problem(arch)
     _close(pcsim.fa_zil(g, inputs, target, gamma=0.5), ref.fa_zil_wavefront(g, inputs, target, gamma=0.5))
     _same(pcsim.fa_zil(g, inputs, target, mode="autonomous", gamma=0.5),
