@@ -35,7 +35,8 @@ CONFIG = {"source": "benchmarks/results/rules_cpu.json"}
 SMOKE = {"measure": {"seed": 0, "sizes": [16, 16, 16, 4], "batch": 8, "reps": 5, "il_steps": [5, 20]}}
 
 # rule key in the JSON -> (legend label, colour); keys not listed here are drawn after these, in grey
-RULES = {"bp-graph": ("BP on the traced graph", "#999999"), "zil": ("Z-IL", "#1c4587"), "fa-zil-wavefront": ("Fa-Z-IL wavefront", "#38761d"),
+RULES = {"bp-graph": ("BP on the traced graph", "#999999"), "zil": ("Z-IL", "#1c4587"),
+         "fa-zil-wavefront": ("Fa-Z-IL wavefront", "#38761d"),
          "fa-zil-autonomous": ("Fa-Z-IL autonomous", "#6aa84f"), "il-T5": ("IL, T = 5", "#f6b26b"),
          "il-T20": ("IL, T = 20", "#e69138"), "il-T100": ("IL, T = 100", "#b45f06")}
 
