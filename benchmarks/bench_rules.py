@@ -4,7 +4,8 @@
         [--reps 10] [--device cpu|cuda] [--threads N] [--budget-s 240] [--out benchmarks/results/rules_cpu]
 
 Every rule runs on the same module, data and float32 parameters. BP is torch autograd on the
-nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter). Tracing
+nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter); "bp-graph"
+is autograd over pcsim's traced graph of it (`pcsim.bp`), what the decomposition alone costs. Tracing
 and levelling are per-shape setup, done once outside the timed region as in training; every
 timed call of a PC rule includes building its Problem (validation, clamped values) and the
 feed-forward pass. Each repetition runs every rule once, the order rotated, after a warm-up

@@ -1,7 +1,7 @@
 """The exact shortcuts (lean local VJPs, skipping still vertices, the wave in autograd's sign)
 return the same values as the straightforward rules in `reference_rules.py`: Z-IL and autonomous
 Fa-Z-IL bit for bit; the wavefront, whose sums over a vertex's children autograd's engine orders,
-to rounding (and bit for bit where no vertex or weight sums three or more terms)."""
+to rounding (bit for bit on 16 of the 19 test architectures)."""
 
 import pytest
 import torch
