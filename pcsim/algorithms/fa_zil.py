@@ -17,8 +17,8 @@ import torch
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import advance, complete, local_vjp, pull_back, still
+from pcsim.algorithms.wavefront import WavePlan, wavefront
 from pcsim.graph.ir import Graph
-from pcsim.ops.local import call
 
 MODES = ("wavefront", "autonomous")
 
@@ -30,56 +30,9 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
     g = graph.level()
     problem = Problem.build(g, inputs, target, loss, params)
-    run = _wavefront if mode == "wavefront" else _autonomous
-    return run(problem, gamma)
-
-
-def _wavefront(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
-    """One forward pass recording one autograd graph over the vertices, then the wave as one engine call.
-
-    The wave's step t pulls back every vertex at distance t from the outputs, once, after all its
-    children: a reverse topological sweep in which a vertex's error is the sum of its children's
-    pullbacks (times gamma: one inference step from a zero error) and its Hebbian term the pullback
-    of that error to its parameters. Autograd's engine runs exactly that sweep, in C++, on the
-    tensors the forward pass saved, with one node per vertex op: the work and the memory of backprop.
-    It is carried in autograd's sign, delta = -eps, so each parameter's result is dL/dtheta itself.
-    The engine orders each vertex's sum of its children's terms (and each shared weight's) its own
-    way, so the result equals the reference wave (tests/algorithms) to rounding, not always bit for bit.
-    Only vertices that reach an output are computed.
-    """
-    g = problem.graph
-    reach = g.min_distance
-    order = [n for n in g.latent if n in reach]
-    outputs = set(g.outputs)
-    wanted = list(dict.fromkeys(q for n in order for q in g[n].params))
-    leaves = {q: problem.params[q].detach().requires_grad_(True) for q in wanted}
-    params = {**problem.params, **leaves}
-    pending = {n: len({c for c in g.children[n] if c in reach}) for n in order}  # children still to compute
-    values: dict[str, torch.Tensor] = {}
-    roots, cotangents = [], []
-    with torch.enable_grad():
-        for name in order:  # the forward pass
-            v = g[name]
-            parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
-            out = call(v, parents, params, g.constants)
-            if name in outputs:  # a sink (Graph.validate): its error is its loss's alone
-                if out.requires_grad:
-                    roots.append(out)
-                    cotangents.append(problem.output_gradient(name, out.detach()))
-            else:
-                if gamma != 1.0 and out.requires_grad:
-                    if any(out is p for p in parents):
-                        out = out.view_as(out)  # its own node, so the scaling is this vertex's alone
-                    out.register_hook(lambda delta: gamma * delta)
-                values[name] = out
-            del parents, out
-            for p in set(v.parents) & values.keys():
-                pending[p] -= 1
-                if not pending[p]:
-                    del values[p]
-    del values
-    grads = torch.autograd.grad(roots, list(leaves.values()), cotangents, allow_unused=True) if roots else ()
-    return complete({q: d for q, d in zip(leaves, grads, strict=False) if d is not None}, problem)
+    if mode == "wavefront":
+        return wavefront(problem, gamma, WavePlan.of(g, gamma))
+    return _autonomous(problem, gamma)
 
 
 WAITING, FIRED, LOCKED = "waiting", "fired", "locked"

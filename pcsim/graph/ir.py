@@ -53,6 +53,32 @@ def template_slots(template: Any):
             yield from template_slots(item)
 
 
+def compile_template(template: Any) -> Callable[[Any, Any, Any], Any]:
+    """The template as a function `(parents, params, constants) -> filled template`.
+
+    The structure is walked once here rather than at every call: the hot loops (one forward pass
+    per update, one relinearisation per inference step) fill the same templates thousands of times.
+    """
+    if isinstance(template, ParentArg):
+        i = template.index
+        return lambda parents, params, constants: parents[i]
+    if isinstance(template, ParamArg):
+        name = template.name
+        return lambda parents, params, constants: params[name]
+    if isinstance(template, ConstArg):
+        name = template.name
+        return lambda parents, params, constants: constants[name]
+    if isinstance(template, tuple) and not any(True for _ in template_slots(template)):
+        return lambda parents, params, constants: template  # literals only: immutable, shared
+    if isinstance(template, tuple | list):
+        kind, items = type(template), [compile_template(t) for t in template]
+        return lambda parents, params, constants: kind([f(parents, params, constants) for f in items])
+    if isinstance(template, dict):
+        entries = [(k, compile_template(t)) for k, t in template.items()]
+        return lambda parents, params, constants: {k: f(parents, params, constants) for k, f in entries}
+    return lambda parents, params, constants: template
+
+
 @dataclass(frozen=True)
 class Vertex:
     """One population: an input (clamped to data) or a latent vertex with a prediction."""
@@ -83,6 +109,14 @@ class Vertex:
     def constants(self) -> tuple[str, ...]:
         slots = template_slots((self.args, dict(self.kwargs)))
         return tuple(dict.fromkeys(s.name for s in slots if isinstance(s, ConstArg)))
+
+    @cached_property
+    def bind(self) -> Callable[[Any, Any, Any], tuple[tuple, dict]]:
+        """`(parents, params, constants) -> (args, kwargs)` of this vertex's call (see `compile_template`)."""
+        args = compile_template(self.args)
+        kwargs = compile_template(dict(self.kwargs))
+        return lambda parents, params, constants: (args(parents, params, constants),
+                                                   kwargs(parents, params, constants))
 
     def describe(self) -> str:
         return f"vertex '{self.name}' (op {self.op}, shape {tuple(self.shape)})"

@@ -9,34 +9,16 @@ term). Nothing outside the vertex and its neighbours is touched.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 
-from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
-
-
-def resolve(template: Any, parents: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
-            constants: Mapping[str, torch.Tensor]) -> Any:
-    """Fill a call template's slots with values."""
-    if isinstance(template, ParentArg):
-        return parents[template.index]
-    if isinstance(template, ParamArg):
-        return params[template.name]
-    if isinstance(template, ConstArg):
-        return constants[template.name]
-    if isinstance(template, tuple | list):
-        return type(template)(resolve(t, parents, params, constants) for t in template)
-    if isinstance(template, dict):
-        return {k: resolve(t, parents, params, constants) for k, t in template.items()}
-    return template
+from pcsim.graph.ir import Vertex
 
 
 def call(vertex: Vertex, parents: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
          constants: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The vertex's prediction from its parents' values."""
-    args = resolve(vertex.args, parents, params, constants)
-    kwargs = {k: resolve(v, parents, params, constants) for k, v in vertex.kwargs}
+    args, kwargs = vertex.bind(parents, params, constants)
     out = vertex.fn(*args, **kwargs)
     return out if vertex.select is None else out[vertex.select]
 
