@@ -31,7 +31,7 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
     g = graph.level()
     problem = Problem.build(g, inputs, target, loss, params)
     if mode == "wavefront":
-        return wavefront(problem, gamma, WavePlan.of(g, gamma))
+        return wavefront(problem, gamma, WavePlan.of(g))
     return _autonomous(problem, gamma)
 
 

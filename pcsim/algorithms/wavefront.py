@@ -26,14 +26,11 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.wave import complete
-from pcsim.graph.ir import Graph, ParentArg
-from pcsim.graph.level import identity as inserted_identity
+from pcsim.graph.ir import Graph
 from pcsim.ops.local import call
-from pcsim.ops.registry import identity as dropout_identity
 from pcsim.ops.shared import SharedLinear, WeightSum
 from pcsim.ops.vjp import is_linear
 
-_IDENTITIES = (inserted_identity, dropout_identity)  # calls that return their argument itself
 Layer = tuple[str, str | None]  # (weight, bias) parameter names of a linear vertex
 
 
@@ -46,14 +43,12 @@ class WavePlan:
     tuple_calls: dict[str, Hashable]  # vertex -> key of the tuple-valued call it selects from
     tuple_users: dict[Hashable, int]  # key -> number of vertices selecting from that call
     shared: dict[str, Layer]  # linear vertices whose (weight, bias) another linear vertex applies too
-    batches: dict[str, tuple[str, ...]]  # first vertex -> shared-layer vertices computed with it, in one call
 
     @classmethod
-    def of(cls, g: Graph, gamma: float = 1.0) -> WavePlan:
-        """The plan for `g`; at gamma 1 an identity vertex's value is its parent's tensor itself."""
+    def of(cls, g: Graph) -> WavePlan:
         reach = g.min_distance
         order = tuple(n for n in g.latent if n in reach)
-        tuple_calls = _tuple_calls(g, order, _sources(g, order, gamma))
+        tuple_calls = _tuple_calls(g, order)
         users: dict[Hashable, int] = {}
         for key in tuple_calls.values():
             users[key] = users.get(key, 0) + 1
@@ -66,33 +61,17 @@ class WavePlan:
                 layers.setdefault((v.args[1].name, bias), []).append(n)
         layers = {layer: names for layer, names in layers.items() if len(names) > 1}
         shared = {n: layer for layer, names in layers.items() for n in names}
-        batches = _batches(g, order, layers.values())
-        return cls(order, _frees(g, order, batches), tuple_calls, {k: c for k, c in users.items() if c > 1},
-                   shared, batches)
+        return cls(order, _frees(g, order), tuple_calls, {k: c for k, c in users.items() if c > 1}, shared)
 
 
-def _sources(g: Graph, order: tuple[str, ...], gamma: float) -> dict[str, str]:
-    """Vertex -> the vertex whose tensor it holds: itself, or its parent's source through an identity.
-
-    At gamma != 1 every identity vertex gets a tensor (and a scaling) of its own: no aliasing.
-    """
-    source: dict[str, str] = {}
-    for n in order:
-        v = g[n]
-        passes = (gamma == 1.0 and v.fn in _IDENTITIES and v.args == (ParentArg(0),) and not v.kwargs
-                  and v.select is None)
-        source[n] = source.get(v.parents[0], v.parents[0]) if passes else n
-    return source
-
-
-def _tuple_calls(g: Graph, order: tuple[str, ...], source: dict[str, str]) -> dict[str, Hashable]:
+def _tuple_calls(g: Graph, order: tuple[str, ...]) -> dict[str, Hashable]:
     """Selecting vertex -> a key naming the call it indexes into (the same call on the same tensors)."""
     keys = {}
     for n in order:
         v = g[n]
         if v.select is None:
             continue
-        key = (v.fn, v.args, v.kwargs, tuple(source.get(p, p) for p in v.parents))
+        key = (v.fn, v.args, v.kwargs, v.parents)
         try:
             hash(key)
         except TypeError:  # a list or dict literal in the call: not merged
@@ -101,37 +80,9 @@ def _tuple_calls(g: Graph, order: tuple[str, ...], source: dict[str, str]) -> di
     return keys
 
 
-def _batches(g: Graph, order: tuple[str, ...], layers) -> dict[str, tuple[str, ...]]:
-    """Vertices of one shared layer whose inputs all exist when the first of them is due: one call for them.
-
-    The input projections of a recurrent layer (every step's `W_ih x_t`) read values computed
-    before the recurrence starts, so they go through one matrix product, as `nn.LSTM` does; the
-    recurrent projections (`W_hh h_t`) wait for each other and stay one call each.
-    """
-    position = {n: i for i, n in enumerate(order)}
-    batches = {}
-    for names in layers:
-        left = list(names)
-        while len(left) > 1:
-            lead = position[left[0]]
-            ready = [n for n in left if all(position.get(p, -1) < lead for p in g[n].parents)]
-            shapes = {tuple(g[g[n].parents[0]].shape) for n in ready}
-            if len(ready) > 1 and all(len(s) >= 2 for s in shapes) and len({s[1:] for s in shapes}) == 1:
-                batches[ready[0]] = tuple(ready)
-            left = [n for n in left if n not in ready] if len(ready) > 1 else left[1:]
-    return batches
-
-
-def _frees(g: Graph, order: tuple[str, ...], batches: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """Vertex -> the values it reads last (a batch reads its members' inputs when its first member is due)."""
-    reader = {n: lead for lead, members in batches.items() for n in members}
-    position = {n: i for i, n in enumerate(order)}
-    last_reader: dict[str, str] = {}
-    for n in order:
-        r = reader.get(n, n)
-        for p in g[n].parents:
-            if p not in last_reader or position[r] > position[last_reader[p]]:
-                last_reader[p] = r
+def _frees(g: Graph, order: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Vertex -> the values it is the last to read."""
+    last_reader = {p: n for n in order for p in g[n].parents}
     frees: dict[str, list[str]] = {}
     for p, n in last_reader.items():
         if p not in g.clamped:
@@ -140,7 +91,7 @@ def _frees(g: Graph, order: tuple[str, ...], batches: dict[str, tuple[str, ...]]
 
 
 def wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch.Tensor]:
-    """dL/dtheta per parameter by the wave (see the module docstring); `plan` is `WavePlan.of(problem.graph, gamma)`."""
+    """dL/dtheta per parameter by the wave (see the module docstring); `plan` is `WavePlan.of(problem.graph)`."""
     g = problem.graph
     outputs = set(g.outputs)
     wanted = list(dict.fromkeys(q for n in plan.order for q in g[n].params))
@@ -181,7 +132,6 @@ class _Forward:
         self.params = {**problem.params, **leaves}
         self.sums = {layer: WeightSum() for layer in dict.fromkeys(plan.shared.values())}
         self.values: dict[str, torch.Tensor] = {}  # the values some later vertex still reads
-        self._batched: dict[str, torch.Tensor] = {}  # outputs of batched vertices not yet due
         self._calls: dict[Hashable, list] = {}  # tuple-valued results still to select from, with their count
 
     def _read(self, names) -> list[torch.Tensor]:
@@ -192,18 +142,10 @@ class _Forward:
         return SharedLinear.apply(x, self.leaves[weight], bias and self.leaves[bias], self.sums[layer])
 
     def compute(self, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(the vertex's value, the parent values it was computed from; [] when computed earlier)."""
+        """(the vertex's value, the parent values it was computed from)."""
         plan, g = self.plan, self.problem.graph
-        if name in self._batched:  # computed with the first vertex of its batch, which read its input
-            return self._batched.pop(name), []
         v = g[name]
         parents = self._read(v.parents)
-        if name in plan.batches:
-            members = plan.batches[name]
-            xs = self._read(g[m].parents[0] for m in members)
-            ys = self._linear(name, torch.cat(xs)).split([x.shape[0] for x in xs])
-            self._batched.update(zip(members, ys, strict=True))
-            return self._batched.pop(name), parents
         if name in plan.shared:
             return self._linear(name, parents[0]), parents
         if name in plan.tuple_calls:  # one call for all the vertices that select from it

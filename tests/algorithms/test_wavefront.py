@@ -1,4 +1,4 @@
-"""The wavefront's plan (shared tuple calls, shared and batched linear layers) keeps its result BP's.
+"""The wavefront's plan (shared tuple calls, shared linear layers) keeps its result BP's.
 
 The oracle is torch autograd on the module itself (`nn.LSTM` and `nn.GRU` run their own fused
 kernels there); at gamma != 1 it is the reference wave of `reference_rules.py`.
@@ -44,9 +44,10 @@ def _assert_close(got, want):
 def test_wavefront_on_stacked_recurrent_layers_equals_autograd(kind):
     module, x, target, g = _problem(kind)
     plan = WavePlan.of(g.level())
-    # both layers' input projections are batched; the gates of each step come from one split
-    assert sorted(len(m) for m in plan.batches.values()) == [6, 6]
-    assert plan.tuple_calls and plan.shared
+    # the gates of each step come from one split; both layers' weights are shared by all 6 steps
+    assert plan.tuple_calls
+    assert {layer for layer in plan.shared.values()} == {
+        (f"rnn.weight_{k}_l{i}", f"rnn.bias_{k}_l{i}") for k in ("ih", "hh") for i in (0, 1)}
     loss = 0.5 * ((module(x) - target) ** 2).sum()
     names = [n for n, _ in module.named_parameters()]
     want = dict(zip(names, torch.autograd.grad(loss, list(module.parameters())), strict=True))
@@ -55,8 +56,6 @@ def test_wavefront_on_stacked_recurrent_layers_equals_autograd(kind):
 
 @pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
 def test_wavefront_with_gamma_equals_the_reference_wave(kind):
-    """At gamma != 1 every identity vertex scales its own error: no call is shared through one."""
     _, x, target, g = _problem(kind)
-    assert len(WavePlan.of(g.level(), 0.5).tuple_calls) < len(WavePlan.of(g.level()).tuple_calls)
     _assert_close(pcsim.fa_zil(g, (x,), target, "mse", gamma=0.5),
                   ref.fa_zil_wavefront(g, (x,), target, "mse", gamma=0.5))

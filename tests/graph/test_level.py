@@ -148,3 +148,30 @@ def test_levelled_traced_graph_keeps_module_gradients(body):
     targets = random_targets(net, (x,))
     ref = module_grads(net, (x,), targets)
     assert_grads_match(pcsim.bp(lg, (x,), targets if len(targets) > 1 else targets[0]), ref)
+
+
+class _Gates(nn.Module):
+    """A 2H-wide pre-activation split in two gates; the second reaches the output 2 levels sooner."""
+
+    def __init__(self):
+        super().__init__()
+        self.pre, self.head = nn.Linear(3, 8), nn.Linear(4, 2)
+
+    def forward(self, x):
+        i, o = self.pre(x).chunk(2, -1)
+        return self.head(torch.tanh(torch.tanh(torch.tanh(i))) * o)
+
+
+def test_chain_runs_below_a_smaller_single_parent_vertex():
+    """The o gate is raised next to its parent, so its identities are H wide, not 2H."""
+    with seeded(0):
+        module = _Gates().to(DT)
+    x = torch.randn(5, 3, dtype=DT)
+    g = pcsim.trace(module, x)
+    levelled = level(g)
+    inserted = [v for v in levelled.vertices if v.inserted]
+    assert len(inserted) == 3  # levels 4, 3, 2 between o (raised to 5) and the product (1)
+    assert all(tuple(v.shape) == (5, 4) for v in inserted)  # o's shape; the pre-activation is (5, 8)
+    _edges_step_one_level(levelled)
+    targets = random_targets(module, (x,))
+    assert_grads_match(pcsim.zil(levelled, (x,), targets), module_grads(module, (x,), targets))
