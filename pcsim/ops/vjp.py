@@ -157,8 +157,7 @@ _ELEMENTWISE_FNS = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid"
                     torch.relu: "relu", F.relu: "relu"}
 
 
-def is_linear(v: Vertex) -> bool:
-    """`F.linear(parent, W)` or `F.linear(parent, W, b)` with parameters W (and b)."""
+def _is_linear(v: Vertex) -> bool:
     a = v.args
     return (v.fn is F.linear and not v.kwargs and len(v.parents) == 1 and len(a) in (2, 3)
             and a[0] == ParentArg(0) and isinstance(a[1], ParamArg)
@@ -180,7 +179,7 @@ def local_op(vertex: Vertex, params: Mapping[str, torch.Tensor], constants: Mapp
              wanted: Sequence[bool], parent_shapes: Sequence[tuple[int, ...]]) -> LocalOp:
     """The fastest exact implementation of `vertex`'s local computations (autograd if no kernel is known)."""
     if vertex.select is None:
-        if is_linear(vertex):
+        if _is_linear(vertex):
             return LinearOp(vertex, params, constants, wanted)
         if _is_elementwise(vertex):
             return ElementwiseOp(vertex, params, constants, wanted)
