@@ -10,8 +10,8 @@ from torch import nn
 
 import pcsim
 from pcsim.algorithms.wavefront import WavePlan
-from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from tests.algorithms import reference_rules as ref
+from tests.graph.helpers import assert_grads_match, module_grads
 
 
 class _Recurrent(nn.Module):
@@ -33,26 +33,15 @@ def _problem(kind):
     return module, x, target, pcsim.trace(module, x)
 
 
-def _assert_close(got, want):
-    scale = max(float(t.norm()) for t in want.values())
-    for name, w in want.items():
-        rel = relative_difference(got[name], w, rounding_floor(scale, w.dtype))
-        assert rel <= tolerance(w.dtype), f"{name}: relative difference {rel:.2e}"
-
-
 @pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
 def test_wavefront_on_stacked_recurrent_layers_equals_autograd(kind):
     module, x, target, g = _problem(kind)
-    plan = WavePlan.of(g.level())
-    assert plan.tuple_calls  # the gates of each step come from one split
-    loss = 0.5 * ((module(x) - target) ** 2).sum()
-    names = [n for n, _ in module.named_parameters()]
-    want = dict(zip(names, torch.autograd.grad(loss, list(module.parameters())), strict=True))
-    _assert_close(pcsim.fa_zil(g, (x,), target, "mse"), want)
+    assert WavePlan.of(g.level()).tuple_calls  # the gates of each step come from one split
+    assert_grads_match(pcsim.fa_zil(g, (x,), target, "mse"), module_grads(module, (x,), (target,)))
 
 
 @pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
 def test_wavefront_with_gamma_equals_the_reference_wave(kind):
     _, x, target, g = _problem(kind)
-    _assert_close(pcsim.fa_zil(g, (x,), target, "mse", gamma=0.5),
-                  ref.fa_zil_wavefront(g, (x,), target, "mse", gamma=0.5))
+    assert_grads_match(pcsim.fa_zil(g, (x,), target, "mse", gamma=0.5),
+                       ref.fa_zil_wavefront(g, (x,), target, "mse", gamma=0.5))
