@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.problem import Problem, _fresh
+from pcsim.algorithms.problem import Problem
 
 
 class _State:
@@ -104,7 +104,7 @@ def fa_zil_wavefront(graph, inputs, target, loss="mse", *, gamma=1.0):
     x0, lins = {}, {}
     for name in g.latent:
         lins[name] = problem.linearise(name, x0)
-        x0[name] = _fresh(lins[name].mu)
+        x0[name] = lins[name].mu.clone(memory_format=torch.contiguous_format)
     by_level = {}
     for name in g.latent:
         if name in g.min_distance:
