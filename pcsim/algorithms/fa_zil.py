@@ -16,7 +16,7 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import advance, complete, local_vjp, pull_back, still
+from pcsim.algorithms.wave import Values, advance, complete, identity_delta, local_vjp, pull_back, still
 from pcsim.algorithms.wavefront import WavePlan, wavefront
 from pcsim.graph.ir import Graph
 
@@ -55,7 +55,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     grads = Sums()
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
         moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
-        values = {n: base[n] - d for n, d in neg_disp.items()}  # base + disp, bit for bit
+        value = Values(base, neg_disp, problem.clamped)
         delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
         neg_feedback = Sums()
         items, names, fires = [], [], []
@@ -63,8 +63,14 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             v = g[name]
             if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
                 continue  # exactly zero error: the gate stays as it is
-            parents = [values[p] if p in values else base[p] if p in base else problem.clamped[p]
-                       for p in v.parents]
+            if v.inserted and name not in outputs:  # an identity: no parameters, J = I, no autograd
+                d = delta[name] = identity_delta(name, v.parents[0], neg_disp)
+                neg_feedback.add(v.parents[0], d)
+                if gate.get(name) == WAITING:
+                    moved = v.parents[0] in moved_now
+                    gate[name] = LOCKED if moved else FIRED if bool((d != 0).any()) else WAITING
+                continue
+            parents = [value(p) for p in v.parents]
             track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
             waiting = gate.get(name) == WAITING
             parents_moved = any(p in moved_now for p in latent_parents[name])

@@ -174,6 +174,41 @@ def still(name: str, disp: Mapping[str, torch.Tensor], latent_parents: Sequence[
     return all(params[q] is original[q] for q in own_params)
 
 
+class Values:
+    """The state's values within one step, `x = x_ff - neg_disp` (base + disp bit for bit), each
+    computed on its first read: a moved vertex read only by inserted identities needs none."""
+
+    __slots__ = ("_base", "_neg_disp", "_clamped", "_moved")
+
+    def __init__(self, base: Mapping[str, torch.Tensor], neg_disp: Mapping[str, torch.Tensor],
+                 clamped: Mapping[str, torch.Tensor]):
+        self._base, self._neg_disp, self._clamped = base, neg_disp, clamped
+        self._moved: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        if name in self._neg_disp:
+            if name not in self._moved:
+                self._moved[name] = self._base[name] - self._neg_disp[name]
+            return self._moved[name]
+        return self._base[name] if name in self._base else self._clamped[name]
+
+
+def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """-eps of an identity vertex inserted by `level()`, with its parent latent and moved or itself moved.
+
+    Its prediction is its parent's value and both share the feed-forward value, so in autograd's
+    sign `delta = mu - x = neg_disp[name] - neg_disp[parent]`: one pass, no autograd (the pullback
+    of delta is delta itself), and no cancellation of `(x_ff - d_p) - x_ff`. The general sum
+    `(mu - x_ff) + neg_disp` differs only in that rounding: where the parent has not moved, as
+    at Z-IL's due step, the two are the same bits. A levelled GRU has more inserted identities
+    than vertices of its own, so the synchronous sweeps spend much of their time here.
+    """
+    own, up = neg_disp.get(name), neg_disp.get(parent)
+    if up is None:
+        return own  # read only: every consumer of delta makes new tensors
+    return -up if own is None else own - up
+
+
 def complete(grads: dict[str, torch.Tensor], problem: Problem) -> dict[str, torch.Tensor]:
     """Every parameter of the module (as `Problem.zero_grads`), zero where no term arrived."""
     return {n: grads[n] if n in grads else torch.zeros_like(problem.params.get(n, p))

@@ -16,7 +16,18 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import LocalVJP, SliceVJP, advance, aligned, complete, local_vjp, pull_back, still
+from pcsim.algorithms.wave import (
+    LocalVJP,
+    SliceVJP,
+    Values,
+    advance,
+    aligned,
+    complete,
+    identity_delta,
+    local_vjp,
+    pull_back,
+    still,
+)
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -115,14 +126,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     g = problem.graph
     outputs = set(g.outputs)
     original = problem.params
-    moved: dict[str, torch.Tensor] = {}  # values that differ from the feed-forward ones, built once per step
-
-    def value(p: str) -> torch.Tensor:
-        if p in neg_disp:
-            if p not in moved:
-                moved[p] = base[p] - neg_disp[p]  # base + disp, bit for bit
-            return moved[p]
-        return base[p] if p in base else problem.clamped[p]
+    value = Values(base, neg_disp, problem.clamped)  # values that differ from the feed-forward ones, once per step
 
     delta: dict[str, torch.Tensor] = {}
     neg_feedback = Sums()
@@ -134,6 +138,14 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
         v = g[name]
         latent_parents = [p for p in v.parents if p in base]
         if name not in outputs and still(name, neg_disp, latent_parents, v.params, params, original):
+            continue
+        if v.inserted and name not in outputs:  # an identity: J = I, no autograd needed
+            cached.pop(name, None)
+            d = identity_delta(name, v.parents[0], neg_disp)
+            delta[name] = d
+            neg_feedback.add(v.parents[0], d)
+            if name in due:
+                terms[name] = {}
             continue
         unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
         lin = cached.pop(name, None)

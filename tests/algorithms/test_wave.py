@@ -7,7 +7,8 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import SELECTIONS, LocalVJP, SliceVJP, local_vjp, pull_back
+from pcsim.algorithms.wave import SELECTIONS, LocalVJP, SliceVJP, Values, identity_delta, local_vjp, pull_back
+from pcsim.numerics import tolerance
 from pcsim.ops.local import call
 
 
@@ -81,3 +82,17 @@ def test_copies_and_untracked_parents_keep_autograds_pullback():
     _, found = _selection_vjps(Chunks())
     v, parents, track, _ = found[0]
     assert SliceVJP.of(v, parents, [False] * len(track), {}, {}) is None  # no latent parent: nothing to place
+
+
+@pytest.mark.parametrize("moved", [("i", "p"), ("i",), ("p",)])
+def test_identity_delta_is_its_prediction_minus_its_value(moved):
+    """-eps of an inserted identity i below p is x_p - x_i (autograd's sign), for each side that moved."""
+    gen = torch.Generator().manual_seed(0)
+    x_ff = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    base = {"p": x_ff, "i": x_ff}  # an identity's feed-forward value is its parent's
+    neg_disp = {n: 1e-3 * torch.randn(3, 4, generator=gen, dtype=torch.float64) for n in moved}
+    value = Values(base, neg_disp, {})
+    want = value("p") - value("i")
+    got = identity_delta("i", "p", neg_disp)
+    assert torch.allclose(got, want, rtol=0, atol=tolerance(torch.float64) * float(x_ff.abs().max())), (got - want)
+    assert not torch.equal(want, torch.zeros_like(want))
