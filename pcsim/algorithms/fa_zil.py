@@ -16,7 +16,7 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import Values, advance, complete, identity_delta, local_vjp, pull_back, still
+from pcsim.algorithms.wave import Values, advance, complete, identity_delta, local_vjp, pull_back, still, vertex_delta
 from pcsim.algorithms.wavefront import WavePlan, wavefront
 from pcsim.graph.ir import Graph
 
@@ -57,6 +57,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
         value = Values(base, neg_disp, problem.clamped)
         delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
+        neg_pred: dict[str, torch.Tensor] = {}  # x_ff - mu, for `advance`'s closed form at gamma 1
         neg_feedback = Sums()
         items, names, fires = [], [], []
         for name in g.latent:
@@ -64,7 +65,10 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
                 continue  # exactly zero error: the gate stays as it is
             if v.inserted and name not in outputs:  # an identity: no parameters, J = I, no autograd
-                d = delta[name] = identity_delta(name, v.parents[0], neg_disp)
+                d, pred = identity_delta(name, v.parents[0], neg_disp)
+                delta[name] = d
+                if pred is not None:
+                    neg_pred[name] = pred
                 neg_feedback.add(v.parents[0], d)
                 if gate.get(name) == WAITING:
                     moved = v.parents[0] in moved_now
@@ -77,10 +81,12 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
             if name in outputs:
                 d = problem.output_gradient(name, lin.mu)
+            elif not any(p in neg_disp for p in latent_parents[name]):  # mu is x_ff bit for bit (see `still`)
+                d = neg_disp[name]
             else:
-                d = lin.mu - base[name]
-                if name in neg_disp:
-                    d.add_(neg_disp[name])  # d is fresh: in place, the same sum
+                d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
+                if pred is not None:
+                    neg_pred[name] = pred
             delta[name] = d
             fire = waiting and not parents_moved and bool((d != 0).any())
             items.append((lin, d, fire, True))
@@ -96,6 +102,6 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
         del items
         if all(s != WAITING for s in gate.values()):
             break
-        neg_disp = advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)
+        neg_disp = advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma, neg_pred)
     return complete(grads, problem)
 

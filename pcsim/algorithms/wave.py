@@ -193,20 +193,37 @@ class Values:
         return self._base[name] if name in self._base else self._clamped[name]
 
 
-def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """-eps of an identity vertex inserted by `level()`, with its parent latent and moved or itself moved.
+def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(delta, neg_pred) of an identity vertex inserted by `level()` that moved or whose parent moved.
 
     Its prediction is its parent's value and both share the feed-forward value, so in autograd's
-    sign `delta = mu - x = neg_disp[name] - neg_disp[parent]`: one pass, no autograd (the pullback
-    of delta is delta itself), and no cancellation of `(x_ff - d_p) - x_ff`. The general sum
-    `(mu - x_ff) + neg_disp` differs only in that rounding: where the parent has not moved, as
-    at Z-IL's due step, the two are the same bits. A levelled GRU has more inserted identities
-    than vertices of its own, so the synchronous sweeps spend much of their time here.
+    sign `delta = mu - x = neg_disp[name] - neg_disp[parent]` and `neg_pred = x_ff - mu` is the
+    parent's `neg_disp` itself: one pass, no autograd (the pullback of delta is delta itself), and
+    no cancellation of `(x_ff - d_p) - x_ff`. The general sum `(mu - x_ff) + neg_disp` differs only
+    in that rounding: where the parent has not moved, as at Z-IL's due step, they are the same bits.
+    A levelled GRU has more inserted identities than vertices of its own, so the synchronous sweeps
+    spend much of their time here. The results are read only (every consumer makes new tensors).
     """
     own, up = neg_disp.get(name), neg_disp.get(parent)
     if up is None:
-        return own  # read only: every consumer of delta makes new tensors
-    return -up if own is None else own - up
+        return own, None
+    return (-up if own is None else own - up), up
+
+
+def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(delta, neg_pred) of a hidden vertex: `delta = (mu - x_ff) + neg_disp` in autograd's sign, and
+    `neg_pred = x_ff - mu` when the closed-form update (`advance` at gamma 1) wants it.
+
+    `neg_disp - (x_ff - mu)` is `(mu - x_ff) + neg_disp` bit for bit (negation is exact), so both
+    forms give the same delta.
+    """
+    if not with_pred:
+        d = mu - x_ff
+        return (d if neg_disp is None else d.add_(neg_disp)), None  # d is fresh: in place, the same sum
+    pred = x_ff - mu
+    return (mu - x_ff if neg_disp is None else neg_disp - pred), pred
 
 
 def complete(grads: dict[str, torch.Tensor], problem: Problem) -> dict[str, torch.Tensor]:
@@ -217,25 +234,42 @@ def complete(grads: dict[str, torch.Tensor], problem: Problem) -> dict[str, torc
 
 def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
             delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
-            gamma: float) -> dict[str, torch.Tensor]:
+            gamma: float, neg_pred: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
     and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
     `pcsim.algorithms.inference.advance` term for term with every bit mirrored, and no tensor
     is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
+
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the
+    update takes its closed form x <- mu + feedback, i.e. `neg_disp <- neg_feedback + neg_pred`:
+    one pass over the state instead of two (`drive`, then the sum). It rounds differently from
+    `x + (-eps + feedback)` but is the same dynamics; at Z-IL's conditions the values it changes
+    are read by no later due vertex, so the weight updates keep their bits.
     """
     new = dict(neg_disp)
+    closed = gamma == 1.0 and neg_pred is not None
     for name in latent:
         if name in outputs or (name not in delta and name not in neg_feedback):
             continue
         if name not in delta:
-            drive = neg_feedback[name]  # -0 + f is f bit for bit: a still vertex's drive is its feedback
+            step = neg_feedback[name]  # -0 + f is f bit for bit: a still vertex's drive is its feedback
+        elif closed:
+            f, p = neg_feedback.get(name), neg_pred.get(name)
+            if f is None and p is None:  # x <- mu = x_ff: back to the feed-forward tensor itself
+                new.pop(name, None)
+                continue
+            moved = f if p is None else p if f is None else f + p
+            if name not in new and not bool((moved != 0).any()):
+                continue
+            new[name] = aligned(moved)
+            continue
         elif name in neg_feedback:
-            drive = neg_feedback[name] - delta[name]
+            step = neg_feedback[name] - delta[name]
         else:
-            drive = -delta[name]
-        step = drive if gamma == 1.0 else gamma * drive  # 1.0 * drive is drive: no pass for it
+            step = -delta[name]
+        step = step if gamma == 1.0 else gamma * step  # 1.0 * drive is drive: no pass for it
         step = aligned(step)  # one layout for every state, see Problem.feedforward
         if name not in new and not bool((step != 0).any()):
             continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment

@@ -27,6 +27,7 @@ from pcsim.algorithms.wave import (
     local_vjp,
     pull_back,
     still,
+    vertex_delta,
 )
 from pcsim.graph.ir import Graph
 
@@ -82,9 +83,14 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     params = dict(problem.params)
     grads = Sums()
     last = max(steps.values())
+    # C1-C3 on a levelled graph: every value the closed-form update rounds differently is read by
+    # no later due vertex (see `wave.advance`), so the updates keep their bits; the study options
+    # follow the literal update, which the reference rules reproduce bit for bit.
+    closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and not schedule
     for t in range(last + 1):
         due = {n for n in g.latent if steps.get(n) == t}
-        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads, cached, final=t == last)
+        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads, cached, final=t == last,
+                                         closed=closed)
         if update_timing == "immediate":  # theta += lr * h, with h = -dL/dtheta (exact negation)
             for name in g.latent:
                 for p, d in hebbian.get(name, {}).items():
@@ -109,8 +115,8 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
 
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
-                     grads: Sums, cached: dict[str, LocalVJP | SliceVJP], final: bool = False
-                     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+                     grads: Sums, cached: dict[str, LocalVJP | SliceVJP], final: bool = False,
+                     closed: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
 
@@ -121,7 +127,8 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     are); a vertex whose parents and parameters have not changed is pulled back through its
     `cached` feed-forward graph (its prediction is bit for bit the feed-forward one); and on the
     `final` step, whose resulting state is never read, only the due vertices' Hebbian terms are
-    computed. Returns (dL/dtheta terms per due vertex, new negated displacements).
+    computed. `closed`: take `advance`'s closed form at gamma 1 (x <- mu + feedback), one pass less
+    per vertex. Returns (dL/dtheta terms per due vertex, new negated displacements).
     """
     g = problem.graph
     outputs = set(g.outputs)
@@ -129,6 +136,8 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     value = Values(base, neg_disp, problem.clamped)  # values that differ from the feed-forward ones, once per step
 
     delta: dict[str, torch.Tensor] = {}
+    closed = closed and gamma == 1.0
+    neg_pred: dict[str, torch.Tensor] = {}
     neg_feedback = Sums()
     terms: dict[str, dict[str, torch.Tensor]] = {}
     items, names = [], []
@@ -141,8 +150,10 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             continue
         if v.inserted and name not in outputs:  # an identity: J = I, no autograd needed
             cached.pop(name, None)
-            d = identity_delta(name, v.parents[0], neg_disp)
+            d, pred = identity_delta(name, v.parents[0], neg_disp)
             delta[name] = d
+            if pred is not None:
+                neg_pred[name] = pred
             neg_feedback.add(v.parents[0], d)
             if name in due:
                 terms[name] = {}
@@ -156,10 +167,12 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
             d = problem.output_gradient(name, lin.mu)
+        elif unchanged:  # mu is x_ff bit for bit (see `still`): delta is the displacement itself
+            d = neg_disp[name]
         else:
-            d = lin.mu - base[name]  # -(x_ff - mu)
-            if name in neg_disp:
-                d.add_(neg_disp[name])  # d is fresh: in place, the same sum
+            d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), closed)
+            if pred is not None:
+                neg_pred[name] = pred
         delta[name] = d
         items.append((lin, d, name in due, not final))
         names.append(name)
@@ -171,4 +184,4 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     del items
     if final:
         return terms, neg_disp
-    return terms, advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma)
+    return terms, advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma, neg_pred if closed else None)

@@ -7,7 +7,17 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import SELECTIONS, LocalVJP, SliceVJP, Values, identity_delta, local_vjp, pull_back
+from pcsim.algorithms.wave import (
+    SELECTIONS,
+    LocalVJP,
+    SliceVJP,
+    Values,
+    advance,
+    identity_delta,
+    local_vjp,
+    pull_back,
+    vertex_delta,
+)
 from pcsim.numerics import tolerance
 from pcsim.ops.local import call
 
@@ -93,6 +103,29 @@ def test_identity_delta_is_its_prediction_minus_its_value(moved):
     neg_disp = {n: 1e-3 * torch.randn(3, 4, generator=gen, dtype=torch.float64) for n in moved}
     value = Values(base, neg_disp, {})
     want = value("p") - value("i")
-    got = identity_delta("i", "p", neg_disp)
+    got, neg_pred = identity_delta("i", "p", neg_disp)
     assert torch.allclose(got, want, rtol=0, atol=tolerance(torch.float64) * float(x_ff.abs().max())), (got - want)
     assert not torch.equal(want, torch.zeros_like(want))
+    pred = x_ff if neg_pred is None else x_ff - neg_pred  # x_ff - neg_pred: the prediction, x_p
+    assert torch.equal(pred, value("p"))
+
+
+def test_closed_form_update_is_the_literal_one_at_gamma_1():
+    """`advance`'s closed form x <- mu + feedback equals x + (-eps + feedback) to rounding, vertex by vertex."""
+    gen = torch.Generator().manual_seed(1)
+    names = ["a", "b", "c", "d"]
+    x_ff = {n: torch.randn(5, generator=gen, dtype=torch.float64) for n in names}
+    mu = {n: x_ff[n] + 0.1 * torch.randn(5, generator=gen, dtype=torch.float64) for n in names}
+    neg_disp = {n: 0.1 * torch.randn(5, generator=gen, dtype=torch.float64) for n in ["a", "b"]}
+    fb = {n: torch.randn(5, generator=gen, dtype=torch.float64) for n in ["a", "c"]}
+    delta, neg_pred = {}, {}
+    for n in names:
+        delta[n], neg_pred[n] = vertex_delta(mu[n], x_ff[n], neg_disp.get(n), True)
+        assert torch.equal(delta[n], (mu[n] - x_ff[n]) + neg_disp[n] if n in neg_disp else mu[n] - x_ff[n])
+    literal = advance(names, set(), neg_disp, delta, fb, 1.0)
+    closed = advance(names, set(), neg_disp, delta, fb, 1.0, neg_pred)
+    assert sorted(literal) == sorted(closed) == names
+    for n in names:
+        want = -(mu[n] - fb.get(n, 0.0) - x_ff[n])  # -(x_new - x_ff) with x_new = mu - neg_feedback
+        assert torch.allclose(closed[n], want, rtol=0, atol=1e-15), n
+        assert torch.allclose(closed[n], literal[n], rtol=0, atol=1e-15), n
