@@ -16,7 +16,17 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import Values, advance, complete, identity_delta, local_vjp, pull_back, still, vertex_delta
+from pcsim.algorithms.wave import (
+    Values,
+    advance,
+    complete,
+    identity_delta,
+    local_vjp,
+    pull_back,
+    selection_delta,
+    still,
+    vertex_delta,
+)
 from pcsim.algorithms.wavefront import WavePlan, wavefront
 from pcsim.graph.ir import Graph
 
@@ -74,19 +84,25 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
                     moved = v.parents[0] in moved_now
                     gate[name] = LOCKED if moved else FIRED if bool((d != 0).any()) else WAITING
                 continue
-            parents = [value(p) for p in v.parents]
-            track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
             waiting = gate.get(name) == WAITING
             parents_moved = any(p in moved_now for p in latent_parents[name])
-            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
-            if name in outputs:
-                d = problem.output_gradient(name, lin.mu)
-            elif not any(p in neg_disp for p in latent_parents[name]):  # mu is x_ff bit for bit (see `still`)
-                d = neg_disp[name]
+            fast = gamma == 1.0 and name not in outputs  # as Z-IL: the closed forms at C3
+            selected = selection_delta(v, neg_disp, problem.params, g.constants) if fast else None
+            if selected is not None:  # a chunk of a moved parent: its displacement selected, no value formed
+                lin, d, neg_pred[name] = selected
             else:
-                d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
-                if pred is not None:
-                    neg_pred[name] = pred
+                parents = [value(p) for p in v.parents]
+                track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+                lin = local_vjp(v, parents, track, problem.params, g.constants,
+                                wrt_params=waiting and not parents_moved)
+                if name in outputs:
+                    d = problem.output_gradient(name, lin.mu)
+                elif not any(p in neg_disp for p in latent_parents[name]):
+                    d = neg_disp[name]  # mu is x_ff bit for bit (see `still`)
+                else:
+                    d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
+                    if pred is not None:
+                        neg_pred[name] = pred
             delta[name] = d
             fire = waiting and not parents_moved and bool((d != 0).any())
             items.append((lin, d, fire, True))

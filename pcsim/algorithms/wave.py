@@ -211,6 +211,24 @@ def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
     return (-up if own is None else own - up), up
 
 
+def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
+                    constants: Mapping[str, torch.Tensor]) -> tuple[SliceVJP, torch.Tensor, torch.Tensor] | None:
+    """(local VJP, delta, neg_pred) of a vertex that selects part of its one latent parent, which moved.
+
+    A selection is an index map, so its prediction moved by the same selection of the parent's
+    displacement: `neg_pred` is that view of `neg_disp[parent]` (no pass) and `delta = neg_disp -
+    neg_pred` one pass, without forming the parent's value; the same values as the general form
+    up to rounding (see `identity_delta`). None where the vertex is not such a view.
+    """
+    if vertex.op not in SELECTIONS or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
+        return None
+    lin = SliceVJP.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
+    if lin is None:
+        return None
+    own, pred = neg_disp.get(vertex.name), lin.mu
+    return lin, (-pred if own is None else own - pred), pred
+
+
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(delta, neg_pred) of a hidden vertex: `delta = (mu - x_ff) + neg_disp` in autograd's sign, and

@@ -26,6 +26,7 @@ from pcsim.algorithms.wave import (
     identity_delta,
     local_vjp,
     pull_back,
+    selection_delta,
     still,
     vertex_delta,
 )
@@ -159,6 +160,15 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                 terms[name] = {}
             continue
         unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
+        fast = closed and not (unchanged or final or name in outputs)  # the literal sum for the study options
+        selected = selection_delta(v, neg_disp, params, g.constants) if fast else None
+        if selected is not None:  # a chunk of a moved parent: its displacement selected, no value formed
+            cached.pop(name, None)
+            lin, d, neg_pred[name] = selected
+            delta[name] = d
+            items.append((lin, d, name in due, True))
+            names.append(name)
+            continue
         lin = cached.pop(name, None)
         if lin is None or not unchanged:
             parents = [value(p) for p in v.parents]

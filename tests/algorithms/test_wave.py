@@ -16,6 +16,7 @@ from pcsim.algorithms.wave import (
     identity_delta,
     local_vjp,
     pull_back,
+    selection_delta,
     vertex_delta,
 )
 from pcsim.numerics import tolerance
@@ -129,3 +130,33 @@ def test_closed_form_update_is_the_literal_one_at_gamma_1():
         want = -(mu[n] - fb.get(n, 0.0) - x_ff[n])  # -(x_new - x_ff) with x_new = mu - neg_feedback
         assert torch.allclose(closed[n], want, rtol=0, atol=1e-15), n
         assert torch.allclose(closed[n], literal[n], rtol=0, atol=1e-15), n
+
+
+@pytest.mark.parametrize("own_moved", [True, False])
+def test_selection_delta_is_its_prediction_minus_its_value(own_moved):
+    """-eps of a chunk of a moved parent is select(x_p) - x (autograd's sign), from displacements alone."""
+    gen = torch.Generator().manual_seed(2)
+    g = pcsim.trace(_Chunk(), torch.randn(3, 8, dtype=torch.float64))
+    item = next(v for v in g.vertices if v.op == "chunk" and v.name not in g.clamped)
+    parent = item.parents[0]
+    x_ff = {parent: torch.randn(3, 8, generator=gen, dtype=torch.float64)}
+    x_ff[item.name] = call(item, [x_ff[parent]], {}, g.constants).clone()
+    neg_disp = {parent: 1e-3 * torch.randn(3, 8, generator=gen, dtype=torch.float64)}
+    if own_moved:
+        neg_disp[item.name] = 1e-3 * torch.randn(x_ff[item.name].shape, generator=gen, dtype=torch.float64)
+    value = Values(x_ff, neg_disp, {})
+    lin, got, neg_pred = selection_delta(item, neg_disp, {}, g.constants)
+    mu = call(item, [value(parent)], {}, g.constants)
+    assert torch.allclose(got, mu - value(item.name), rtol=0, atol=1e-15)
+    assert torch.allclose(x_ff[item.name] - neg_pred, mu, rtol=0, atol=1e-15)
+    assert isinstance(lin, SliceVJP)
+
+
+class _Chunk(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8).double()
+
+    def forward(self, x):
+        a, b = self.lin(x).chunk(2, dim=1)
+        return a * b
