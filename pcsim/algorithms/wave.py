@@ -16,7 +16,7 @@ are its feedback and Hebbian terms: nothing needs computing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import torch
 from torch.autograd.graph import get_gradient_edge
@@ -25,6 +25,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Placed, Where
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
+from pcsim.ops.vjp import is_add, is_linear
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -227,6 +228,37 @@ def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params
         return None
     own, pred = neg_disp.get(vertex.name), lin.mu
     return lin, (-pred if own is None else own - pred), pred
+
+
+def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
+                 latent: Container[str], parent_shapes: Sequence[tuple[int, ...]]
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, torch.Tensor]]] | None:
+    """(delta, neg_pred, feedback per latent parent) of a linear layer or a sum whose latent parents moved.
+
+    The prediction of an affine map moves by its linear part applied to the parents' displacements:
+    `neg_pred = neg_disp_p W^T` for `F.linear` (one matrix product, no bias, no parent value formed)
+    and the sum of the parents' `neg_disp` for `a + b`; the Jacobian is the same at every point, so
+    the feedback is `delta W` (or delta itself). The same values as the general form up to rounding
+    (see `identity_delta`). None for any other vertex, or one whose latent parents have not moved.
+    """
+    if is_linear(vertex):
+        p = vertex.parents[0]
+        if p not in neg_disp or p not in latent:
+            return None
+        w = params[vertex.args[1].name].detach()
+        pred = neg_disp[p].matmul(w.t())
+        own = neg_disp.get(vertex.name)
+        d = -pred if own is None else own - pred
+        return d, pred, [(p, d.matmul(w))]
+    if is_add(vertex, parent_shapes):
+        moved = [neg_disp[p] for p in vertex.parents if p in neg_disp]
+        if not moved:
+            return None
+        pred = moved[0] if len(moved) == 1 else moved[0] + moved[1]
+        own = neg_disp.get(vertex.name)
+        d = -pred if own is None else own - pred
+        return d, pred, [(p, d) for p in vertex.parents if p in latent]
+    return None
 
 
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool

@@ -21,6 +21,7 @@ from pcsim.algorithms.wave import (
     SliceVJP,
     Values,
     advance,
+    affine_delta,
     aligned,
     complete,
     identity_delta,
@@ -160,14 +161,21 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                 terms[name] = {}
             continue
         unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
-        fast = closed and not (unchanged or final or name in outputs)  # the literal sum for the study options
+        fast = closed and not (unchanged or final or name in outputs or name in due)  # literal for the study options
         selected = selection_delta(v, neg_disp, params, g.constants) if fast else None
         if selected is not None:  # a chunk of a moved parent: its displacement selected, no value formed
             cached.pop(name, None)
             lin, d, neg_pred[name] = selected
             delta[name] = d
-            items.append((lin, d, name in due, True))
+            items.append((lin, d, False, True))
             names.append(name)
+            continue
+        affine = affine_delta(v, neg_disp, params, base, [g[p].shape for p in v.parents]) if fast else None
+        if affine is not None:  # a linear layer or a sum: its moved prediction from the displacements
+            cached.pop(name, None)
+            d, neg_pred[name], feedback = affine
+            delta[name] = d
+            neg_feedback.add_all(feedback)
             continue
         lin = cached.pop(name, None)
         if lin is None or not unchanged:

@@ -157,7 +157,8 @@ _ELEMENTWISE_FNS = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid"
                     torch.relu: "relu", F.relu: "relu"}
 
 
-def _is_linear(v: Vertex) -> bool:
+def is_linear(v: Vertex) -> bool:
+    """`F.linear(parent, W[, b])` with parameters W and b: an affine map of its one parent."""
     a = v.args
     return (v.fn is F.linear and not v.kwargs and len(v.parents) == 1 and len(a) in (2, 3)
             and a[0] == ParentArg(0) and isinstance(a[1], ParamArg)
@@ -170,7 +171,8 @@ def _is_elementwise(v: Vertex) -> bool:
             and len(v.parents) == 1)
 
 
-def _is_add(v: Vertex, parent_shapes: Sequence[tuple[int, ...]]) -> bool:
+def is_add(v: Vertex, parent_shapes: Sequence[tuple[int, ...]]) -> bool:
+    """`a + b` of two parents of the vertex's own shape (no broadcasting)."""
     return (v.fn in (operator.add, torch.add) and v.args == (ParentArg(0), ParentArg(1)) and not v.kwargs
             and len(v.parents) == 2 and all(tuple(s) == tuple(v.shape) for s in parent_shapes))
 
@@ -179,10 +181,10 @@ def local_op(vertex: Vertex, params: Mapping[str, torch.Tensor], constants: Mapp
              wanted: Sequence[bool], parent_shapes: Sequence[tuple[int, ...]]) -> LocalOp:
     """The fastest exact implementation of `vertex`'s local computations (autograd if no kernel is known)."""
     if vertex.select is None:
-        if _is_linear(vertex):
+        if is_linear(vertex):
             return LinearOp(vertex, params, constants, wanted)
         if _is_elementwise(vertex):
             return ElementwiseOp(vertex, params, constants, wanted)
-        if _is_add(vertex, parent_shapes):
+        if is_add(vertex, parent_shapes):
             return AddOp(vertex, params, constants, wanted)
     return LocalOp(vertex, params, constants, wanted)

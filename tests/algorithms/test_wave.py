@@ -13,6 +13,7 @@ from pcsim.algorithms.wave import (
     SliceVJP,
     Values,
     advance,
+    affine_delta,
     identity_delta,
     local_vjp,
     pull_back,
@@ -160,3 +161,45 @@ class _Chunk(nn.Module):
     def forward(self, x):
         a, b = self.lin(x).chunk(2, dim=1)
         return a * b
+
+
+class _Affine(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.lin = nn.Linear(6, 6).double(), nn.Linear(6, 6).double()
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x))  # latent: it depends on parameters
+        return self.lin(h) + h
+
+
+@pytest.mark.parametrize("op", ["linear", "add"])
+@pytest.mark.parametrize("own_moved", [True, False])
+def test_affine_delta_is_its_prediction_minus_its_value(op, own_moved):
+    """delta, neg_pred and feedback of a linear layer / a sum from displacements, against mu(x) and autograd's VJP."""
+    gen = torch.Generator().manual_seed(3)
+    module = _Affine()
+    g = pcsim.trace(module, torch.randn(4, 6, dtype=torch.float64))
+    v = next(u for u in g.vertices if u.op == op and all(p in g.latent for p in u.parents))
+    params = {n: p.detach() for n, p in g.params.items()}
+    x_ff, neg_disp = {}, {}
+    for u in g.vertices:
+        if u.name in g.latent:
+            x_ff[u.name] = torch.randn(u.shape, generator=gen, dtype=torch.float64)
+    for p in v.parents:
+        neg_disp[p] = 1e-3 * torch.randn(g[p].shape, generator=gen, dtype=torch.float64)
+    if own_moved:
+        neg_disp[v.name] = 1e-3 * torch.randn(v.shape, generator=gen, dtype=torch.float64)
+    x_ff[v.name] = call(v, [x_ff[p] for p in v.parents], params, g.constants)  # the feed-forward prediction
+    value = Values(x_ff, neg_disp, {})
+    d, neg_pred, feedback = affine_delta(v, neg_disp, params, set(x_ff), [g[p].shape for p in v.parents])
+    parents = [value(p).clone().requires_grad_(True) for p in v.parents]
+    mu = call(v, parents, params, g.constants)
+    assert torch.allclose(d, mu.detach() - value(v.name), rtol=0, atol=1e-14)
+    assert torch.allclose(x_ff[v.name] - neg_pred, mu.detach(), rtol=0, atol=1e-14)
+    want = torch.autograd.grad(mu, parents, d)
+    got = {}
+    for p, term in feedback:
+        got[p] = got[p] + term if p in got else term
+    for p, w in zip(v.parents, want, strict=True):
+        assert torch.allclose(got[p], w, rtol=0, atol=1e-14), p
