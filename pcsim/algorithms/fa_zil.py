@@ -14,19 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from pcsim.algorithms.displacement import Values, advance, identity_delta, selection_delta, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import (
-    Values,
-    advance,
-    complete,
-    identity_delta,
-    local_vjp,
-    pull_back,
-    selection_delta,
-    still,
-    vertex_delta,
-)
+from pcsim.algorithms.wave import complete, local_vjp, pull_back, still
 from pcsim.algorithms.wavefront import WavePlan, wavefront
 from pcsim.graph.ir import Graph
 
@@ -57,7 +48,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     """
     g = problem.graph
     base = problem.feedforward()  # the state when the target appears: all hidden errors zero
-    neg_disp: dict[str, torch.Tensor] = {}  # -(x - x_ff), see wave.advance
+    neg_disp: dict[str, torch.Tensor] = {}  # -(x - x_ff), see displacement.advance
     reachable = [n for n in g.latent if n in g.min_distance]
     gate = dict.fromkeys(reachable, WAITING)
     latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}

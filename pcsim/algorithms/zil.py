@@ -14,23 +14,10 @@ from collections.abc import Mapping
 
 import torch
 
+from pcsim.algorithms.displacement import Values, advance, affine_delta, identity_delta, selection_delta, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import (
-    LocalVJP,
-    SliceVJP,
-    Values,
-    advance,
-    affine_delta,
-    aligned,
-    complete,
-    identity_delta,
-    local_vjp,
-    pull_back,
-    selection_delta,
-    still,
-    vertex_delta,
-)
+from pcsim.algorithms.wave import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")
@@ -86,7 +73,7 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     grads = Sums()
     last = max(steps.values())
     # C1-C3 on a levelled graph: every value the closed-form update rounds differently is read by
-    # no later due vertex (see `wave.advance`), so the updates keep their bits; the study options
+    # no later due vertex (see `displacement.advance`), so the updates keep their bits; the study options
     # follow the literal update, which the reference rules reproduce bit for bit.
     closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and not schedule
     for t in range(last + 1):
@@ -122,7 +109,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
 
-    The state is carried in autograd's sign (see `wave.advance`): errors as delta = -eps and
+    The state is carried in autograd's sign (see `displacement.advance`): errors as delta = -eps and
     displacements negated, so each due vertex's parameter pullback is dL/dtheta itself; it is
     added to `grads` and returned. Exact savings: vertices that are `still` are skipped (their
     error, feedback and Hebbian terms are exactly zero, and a zero drive leaves them where they

@@ -56,7 +56,7 @@ def test_zil_options_bit_for_bit(arch):
     """The study options that break C1-C3 still follow the full synchronous dynamics exactly.
 
     From a random start, an inserted identity whose parent has moved computes its error as
-    `neg_disp - neg_disp_parent` (`wave.identity_delta`) where the reference forms both values
+    `neg_disp - neg_disp_parent` (`displacement.identity_delta`) where the reference forms both values
     first, `(x_ff - d_p) - x_ff + d`: the same dynamics, to rounding rather than bit for bit.
     """
     g, inputs, target = _problem(arch)

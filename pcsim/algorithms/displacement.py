@@ -1,0 +1,169 @@
+"""The synchronous sweeps' state in displacement form: each vertex's error and its update.
+
+Z-IL and autonomous Fa-Z-IL carry the state as the feed-forward values `x_ff` and negated
+displacements `neg_disp = -(x - x_ff)` (absent: zero), errors as `delta = -eps = mu - x`: the
+pullbacks are then autograd's own sign (see `advance`). A general vertex computes
+`delta = (mu - x_ff) + neg_disp` from its prediction at the current values (`vertex_delta`).
+Vertices whose prediction is a linear map of their latent parents need no value at all: an
+identity inserted by `level()` (`identity_delta`), a chunk of its parent (`selection_delta`), a
+linear layer or a sum (`affine_delta`) move their prediction by the same map of the parents'
+displacements, `neg_pred = x_ff - mu`. At gamma 1 the update has the closed form x <- mu +
+feedback (`advance` with `neg_pred`). These forms round differently from the general one; where
+they are used at Z-IL's conditions the values they change are read by no later due vertex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping, Sequence
+
+import torch
+
+from pcsim.algorithms.wave import SELECTIONS, SliceVJP, aligned
+from pcsim.graph.ir import Vertex
+from pcsim.ops.vjp import is_add, is_linear
+
+
+class Values:
+    """The state's values within one step, `x = x_ff - neg_disp` (base + disp bit for bit), each
+    computed on its first read: a moved vertex read only by inserted identities needs none."""
+
+    __slots__ = ("_base", "_neg_disp", "_clamped", "_moved")
+
+    def __init__(self, base: Mapping[str, torch.Tensor], neg_disp: Mapping[str, torch.Tensor],
+                 clamped: Mapping[str, torch.Tensor]):
+        self._base, self._neg_disp, self._clamped = base, neg_disp, clamped
+        self._moved: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        if name in self._neg_disp:
+            if name not in self._moved:
+                self._moved[name] = self._base[name] - self._neg_disp[name]
+            return self._moved[name]
+        return self._base[name] if name in self._base else self._clamped[name]
+
+
+def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(delta, neg_pred) of an identity vertex inserted by `level()` that moved or whose parent moved.
+
+    Its prediction is its parent's value and both share the feed-forward value, so in autograd's
+    sign `delta = mu - x = neg_disp[name] - neg_disp[parent]` and `neg_pred = x_ff - mu` is the
+    parent's `neg_disp` itself: one pass, no autograd (the pullback of delta is delta itself), and
+    no cancellation of `(x_ff - d_p) - x_ff`. The general sum `(mu - x_ff) + neg_disp` differs only
+    in that rounding: where the parent has not moved, as at Z-IL's due step, they are the same bits.
+    A levelled GRU has more inserted identities than vertices of its own, so the synchronous sweeps
+    spend much of their time here. The results are read only (every consumer makes new tensors).
+    """
+    own, up = neg_disp.get(name), neg_disp.get(parent)
+    if up is None:
+        return own, None
+    return (-up if own is None else own - up), up
+
+
+def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
+                    constants: Mapping[str, torch.Tensor]) -> tuple[SliceVJP, torch.Tensor, torch.Tensor] | None:
+    """(local VJP, delta, neg_pred) of a vertex that selects part of its one latent parent, which moved.
+
+    A selection is an index map, so its prediction moved by the same selection of the parent's
+    displacement: `neg_pred` is that view of `neg_disp[parent]` (no pass) and `delta = neg_disp -
+    neg_pred` one pass, without forming the parent's value; the same values as the general form
+    up to rounding (see `identity_delta`). None where the vertex is not such a view.
+    """
+    if vertex.op not in SELECTIONS or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
+        return None
+    lin = SliceVJP.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
+    if lin is None:
+        return None
+    own, pred = neg_disp.get(vertex.name), lin.mu
+    return lin, (-pred if own is None else own - pred), pred
+
+
+def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
+                 latent: Container[str], parent_shapes: Sequence[tuple[int, ...]]
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, torch.Tensor]]] | None:
+    """(delta, neg_pred, feedback per latent parent) of a linear layer or a sum whose latent parents moved.
+
+    The prediction of an affine map moves by its linear part applied to the parents' displacements:
+    `neg_pred = neg_disp_p W^T` for `F.linear` (one matrix product, no bias, no parent value formed)
+    and the sum of the parents' `neg_disp` for `a + b`; the Jacobian is the same at every point, so
+    the feedback is `delta W` (or delta itself). The same values as the general form up to rounding
+    (see `identity_delta`). None for any other vertex, or one whose latent parents have not moved.
+    """
+    if is_linear(vertex):
+        p = vertex.parents[0]
+        if p not in neg_disp or p not in latent:
+            return None
+        w = params[vertex.args[1].name].detach()
+        pred = neg_disp[p].matmul(w.t())
+        own = neg_disp.get(vertex.name)
+        d = -pred if own is None else own - pred
+        return d, pred, [(p, d.matmul(w))]
+    if is_add(vertex, parent_shapes):
+        moved = [neg_disp[p] for p in vertex.parents if p in neg_disp]
+        if not moved:
+            return None
+        pred = moved[0] if len(moved) == 1 else moved[0] + moved[1]
+        own = neg_disp.get(vertex.name)
+        d = -pred if own is None else own - pred
+        return d, pred, [(p, d) for p in vertex.parents if p in latent]
+    return None
+
+
+def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(delta, neg_pred) of a hidden vertex: `delta = (mu - x_ff) + neg_disp` in autograd's sign, and
+    `neg_pred = x_ff - mu` when the closed-form update (`advance` at gamma 1) wants it.
+
+    `neg_disp - (x_ff - mu)` is `(mu - x_ff) + neg_disp` bit for bit (negation is exact), so both
+    forms give the same delta.
+    """
+    if not with_pred:
+        d = mu - x_ff
+        return (d if neg_disp is None else d.add_(neg_disp)), None  # d is fresh: in place, the same sum
+    pred = x_ff - mu
+    return (mu - x_ff if neg_disp is None else neg_disp - pred), pred
+
+
+def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
+            delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
+            gamma: float, neg_pred: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
+
+    Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
+    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
+    `pcsim.algorithms.inference.advance` term for term with every bit mirrored, and no tensor
+    is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
+
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the
+    update takes its closed form x <- mu + feedback, i.e. `neg_disp <- neg_feedback + neg_pred`:
+    one pass over the state instead of two (`drive`, then the sum). It rounds differently from
+    `x + (-eps + feedback)` but is the same dynamics; at Z-IL's conditions the values it changes
+    are read by no later due vertex, so the weight updates keep their bits.
+    """
+    new = dict(neg_disp)
+    closed = gamma == 1.0 and neg_pred is not None
+    for name in latent:
+        if name in outputs or (name not in delta and name not in neg_feedback):
+            continue
+        if name not in delta:
+            step = neg_feedback[name]  # -0 + f is f bit for bit: a still vertex's drive is its feedback
+        elif closed:
+            f, p = neg_feedback.get(name), neg_pred.get(name)
+            if f is None and p is None:  # x <- mu = x_ff: back to the feed-forward tensor itself
+                new.pop(name, None)
+                continue
+            moved = f if p is None else p if f is None else f + p
+            if name not in new and not bool((moved != 0).any()):
+                continue
+            new[name] = aligned(moved)
+            continue
+        elif name in neg_feedback:
+            step = neg_feedback[name] - delta[name]
+        else:
+            step = -delta[name]
+        step = step if gamma == 1.0 else gamma * step  # 1.0 * drive is drive: no pass for it
+        step = aligned(step)  # one layout for every state, see Problem.feedforward
+        if name not in new and not bool((step != 0).any()):
+            continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
+        new[name] = step if name not in new else new[name] + step
+    return new
