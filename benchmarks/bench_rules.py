@@ -56,8 +56,9 @@ DIMS = {
 }
 METHOD = ("time per weight update, {device}, float32, {threads} torch thread(s); tracing and levelling once "
           "outside the timed region; one warm-up call per rule; repetitions interleave every rule (order "
-          "rotated); median time and median per-repetition ratio to BP of the same repetition; IL runs "
-          "fewer repetitions where {reps} would exceed the per-model budget ({budget:.0f} s); peak memory: "
+          "rotated); median time and median per-repetition ratio to BP of the same repetition; a slow rule "
+          "runs fewer repetitions (at least 3) where {reps} would exceed the per-model budget ({budget:.0f} s); "
+          "peak memory: "
           "{memory}, one call per rule")
 
 
