@@ -18,6 +18,7 @@ from collections.abc import Container, Mapping, Sequence
 
 import torch
 
+from pcsim.algorithms.sums import Placed
 from pcsim.algorithms.wave import SELECTIONS, SliceVJP, aligned
 from pcsim.graph.ir import Vertex
 from pcsim.ops.vjp import is_add, is_linear
@@ -107,6 +108,29 @@ def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: M
         d = -pred if own is None else own - pred
         return d, pred, [(p, d) for p in vertex.parents if p in latent]
     return None
+
+
+def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
+                constants: Mapping[str, torch.Tensor], latent: Container[str],
+                parent_shapes: Sequence[tuple[int, ...]], closed: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[str, torch.Tensor | Placed]]] | None:
+    """(delta, neg_pred, feedback terms per parent) of a hidden vertex whose prediction is a linear
+    map of its parents, from the displacements alone; None where the general form is needed.
+
+    An inserted identity always takes its form (`identity_delta`); a selection or an affine vertex
+    only where `closed`, the caller's promise that the values these forms round differently are
+    never read (Z-IL's conditions, see `advance`), so that the study options keep the literal sums.
+    """
+    if vertex.inserted:
+        d, pred = identity_delta(vertex.name, vertex.parents[0], neg_disp)
+        return d, pred, [(vertex.parents[0], d)]
+    if not closed:
+        return None
+    selected = selection_delta(vertex, neg_disp, params, constants)
+    if selected is not None:
+        lin, d, pred = selected
+        return d, pred, [(vertex.parents[0], lin.placed(d))]
+    return affine_delta(vertex, neg_disp, params, latent, parent_shapes)
 
 
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.displacement import Values, advance, identity_delta, selection_delta, vertex_delta
+from pcsim.algorithms.displacement import Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import complete, local_vjp, pull_back, still
@@ -65,35 +65,32 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             v = g[name]
             if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
                 continue  # exactly zero error: the gate stays as it is
-            if v.inserted and name not in outputs:  # an identity: no parameters, J = I, no autograd
-                d, pred = identity_delta(name, v.parents[0], neg_disp)
+            waiting = gate.get(name) == WAITING
+            parents_moved = any(p in moved_now for p in latent_parents[name])
+            # as Z-IL, the closed forms at C3; never where a plastic vertex's gate could still open
+            fast = gamma == 1.0 and not (waiting and not parents_moved and v.params)
+            form = None if name in outputs else linear_form(v, neg_disp, problem.params, g.constants, base,
+                                                            [g[p].shape for p in v.parents], fast)
+            if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
+                d, pred, feedback = form
                 delta[name] = d
                 if pred is not None:
                     neg_pred[name] = pred
-                neg_feedback.add(v.parents[0], d)
-                if gate.get(name) == WAITING:
-                    moved = v.parents[0] in moved_now
-                    gate[name] = LOCKED if moved else FIRED if bool((d != 0).any()) else WAITING
+                neg_feedback.add_all(feedback)
+                if waiting:
+                    gate[name] = LOCKED if parents_moved else FIRED if bool((d != 0).any()) else WAITING
                 continue
-            waiting = gate.get(name) == WAITING
-            parents_moved = any(p in moved_now for p in latent_parents[name])
-            fast = gamma == 1.0 and name not in outputs  # as Z-IL: the closed forms at C3
-            selected = selection_delta(v, neg_disp, problem.params, g.constants) if fast else None
-            if selected is not None:  # a chunk of a moved parent: its displacement selected, no value formed
-                lin, d, neg_pred[name] = selected
+            parents = [value(p) for p in v.parents]
+            track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
+            if name in outputs:
+                d = problem.output_gradient(name, lin.mu)
+            elif not any(p in neg_disp for p in latent_parents[name]):
+                d = neg_disp[name]  # mu is x_ff bit for bit (see `still`)
             else:
-                parents = [value(p) for p in v.parents]
-                track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-                lin = local_vjp(v, parents, track, problem.params, g.constants,
-                                wrt_params=waiting and not parents_moved)
-                if name in outputs:
-                    d = problem.output_gradient(name, lin.mu)
-                elif not any(p in neg_disp for p in latent_parents[name]):
-                    d = neg_disp[name]  # mu is x_ff bit for bit (see `still`)
-                else:
-                    d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
-                    if pred is not None:
-                        neg_pred[name] = pred
+                d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
+                if pred is not None:
+                    neg_pred[name] = pred
             delta[name] = d
             fire = waiting and not parents_moved and bool((d != 0).any())
             items.append((lin, d, fire, True))

@@ -124,9 +124,13 @@ class SliceVJP:
                       out.storage_offset() - parent.storage_offset())
         return cls(out, slot, len(parents), where)
 
+    def placed(self, cotangent: torch.Tensor) -> Placed:
+        """The feedback to the parent: `cotangent` in this vertex's place, zero elsewhere."""
+        return Placed(cotangent, self._where)
+
     def _results(self, cotangent: torch.Tensor, feedback: bool
                  ) -> tuple[list[Placed | None], dict[str, torch.Tensor]]:
-        place = Placed(cotangent, self._where) if feedback else None
+        place = self.placed(cotangent) if feedback else None
         return [place if i == self._slot else None for i in range(self._n_parents)], {}
 
 

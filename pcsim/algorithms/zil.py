@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from pcsim.algorithms.displacement import Values, advance, affine_delta, identity_delta, selection_delta, vertex_delta
+from pcsim.algorithms.displacement import Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
@@ -137,31 +137,16 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
         latent_parents = [p for p in v.parents if p in base]
         if name not in outputs and still(name, neg_disp, latent_parents, v.params, params, original):
             continue
-        if v.inserted and name not in outputs:  # an identity: J = I, no autograd needed
+        unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
+        fast = closed and not (unchanged or final or name in due)  # literal sums for the study options
+        form = None if name in outputs else linear_form(v, neg_disp, params, g.constants, base,
+                                                        [g[p].shape for p in v.parents], fast)
+        if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
             cached.pop(name, None)
-            d, pred = identity_delta(name, v.parents[0], neg_disp)
+            d, pred, feedback = form
             delta[name] = d
             if pred is not None:
                 neg_pred[name] = pred
-            neg_feedback.add(v.parents[0], d)
-            if name in due:
-                terms[name] = {}
-            continue
-        unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
-        fast = closed and not (unchanged or final or name in outputs or name in due)  # literal for the study options
-        selected = selection_delta(v, neg_disp, params, g.constants) if fast else None
-        if selected is not None:  # a chunk of a moved parent: its displacement selected, no value formed
-            cached.pop(name, None)
-            lin, d, neg_pred[name] = selected
-            delta[name] = d
-            items.append((lin, d, False, True))
-            names.append(name)
-            continue
-        affine = affine_delta(v, neg_disp, params, base, [g[p].shape for p in v.parents]) if fast else None
-        if affine is not None:  # a linear layer or a sum: its moved prediction from the displacements
-            cached.pop(name, None)
-            d, neg_pred[name], feedback = affine
-            delta[name] = d
             neg_feedback.add_all(feedback)
             continue
         lin = cached.pop(name, None)
