@@ -10,9 +10,11 @@ from pcsim.algorithms.displacement import (
     advance,
     affine_delta,
     identity_delta,
+    linear_form,
     selection_delta,
     vertex_delta,
 )
+from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import SliceVJP
 from pcsim.numerics import tolerance
 from pcsim.ops.local import call
@@ -125,3 +127,21 @@ def test_affine_delta_is_its_prediction_minus_its_value(op, own_moved):
         got[p] = got[p] + term if p in got else term
     for p, w in zip(v.parents, want, strict=True):
         assert torch.allclose(got[p], w, rtol=0, atol=1e-14), p
+
+
+def test_linear_form_routes_a_chunks_feedback_to_its_parent_as_autograd_does():
+    """`linear_form` on a chunk: its delta, and a feedback term that sums to autograd's VJP; None when not closed."""
+    gen = torch.Generator().manual_seed(4)
+    g = pcsim.trace(_Chunk(), torch.randn(3, 8, dtype=torch.float64))
+    item = next(v for v in g.vertices if v.op == "chunk" and v.name not in g.clamped)
+    parent = item.parents[0]
+    neg_disp = {parent: torch.randn(3, 8, generator=gen, dtype=torch.float64)}
+    args = (item, neg_disp, {}, g.constants, {parent}, [g[parent].shape])
+    assert linear_form(*args, closed=False) is None
+    d, _, feedback = linear_form(*args, closed=True)
+    assert [p for p, _ in feedback] == [parent]
+    sums = Sums()
+    sums.add_all(feedback)
+    x = neg_disp[parent].clone().requires_grad_(True)
+    want, = torch.autograd.grad(call(item, [x], {}, g.constants), x, d)
+    assert torch.equal(sums[parent], want)
