@@ -25,7 +25,8 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     problem = Problem.build(graph, inputs, target, loss, params)
     relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
     relax.run(steps, lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False))
-    return _update(problem, relax.hebbian(relax.errors()), output_precision)  # only the final state's terms
+    plastic = {n for n in relax.latent if problem.graph[n].params}  # only their errors enter the update
+    return _update(problem, relax.hebbian(relax.errors(only=plastic)), output_precision)
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:

@@ -16,15 +16,33 @@ loop does not recompute, and why that is exact:
 - with `fixed_prediction` every linearisation stays at the feed-forward state.
 
 Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
-(`pcsim.ops.vjp`); every other op goes through autograd on its one call.
+(`pcsim.ops.vjp`); every other op goes through autograd on its one call. A linear child's
+feedback `eps W` is not formed: the GEMM accumulates it into the parent's displacement
+(`addmm_`), and the final state's errors are computed only where a parameter reads them.
+Together these took IL at T = 20 on the 784-1000-1000-10 MLP from about 9.5x to 9.1x BP.
 """
 
 from __future__ import annotations
+
+from collections.abc import Container
 
 import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.ops.vjp import LinearOp, LocalOp, local_op
+
+
+class Feedback:
+    """One vertex's feedback: a dense sum of its children's VJPs plus products `cot @ W` not yet formed."""
+
+    __slots__ = ("dense", "products")
+
+    def __init__(self) -> None:
+        self.dense: torch.Tensor | None = None
+        self.products: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, term: torch.Tensor) -> None:
+        self.dense = term if self.dense is None else self.dense + term
 
 
 class Relaxation:
@@ -80,18 +98,21 @@ class Relaxation:
             buf = self._buf[name, kind] = torch.empty_like(self.base[name], memory_format=torch.contiguous_format)
         return buf
 
-    def errors(self) -> dict[str, torch.Tensor]:
-        """Every latent vertex's error at the current state; absent means exactly zero.
+    def errors(self, only: Container[str] | None = None) -> dict[str, torch.Tensor]:
+        """Every latent vertex's error at the current state (or those in `only`); absent means exactly zero.
 
         The tensors are this object's buffers: valid until the next `advance`, not to be written.
+        `only` serves the final state, whose update reads the errors of vertices with parameters
+        alone: the others' predictions (a tanh each, in an MLP) are not recomputed.
         """
-        for n in self.latent:  # topological order, so a child reads its parents' new values
+        names = self.latent if only is None else [n for n in self.latent if n in only]
+        for n in names:  # topological order, so a child reads its parents' new values
             if n in self.stale and n not in self.incremental:
                 self.ops[n].at(self._parent_values(n))
                 self.at_feedforward.discard(n)
                 self._output_eps.pop(n, None)
         eps = {}
-        for n in self.latent:
+        for n in names:
             if n in self.incremental and self.parents[n][0] in self.disp:
                 self._incremental_error(n, eps)
             elif n in self.outputs:
@@ -104,7 +125,7 @@ class Relaxation:
             else:  # (base - mu) + disp, not x - mu: no cancellation of two large values
                 e = torch.sub(self.base[n], self.ops[n].mu, out=self._buffer(n, "eps"))
                 eps[n] = e if n not in self.disp else e.add_(self.disp[n])
-        self.stale.clear()
+        self.stale.difference_update(names)
         return eps
 
     def _incremental_error(self, n: str, eps: dict[str, torch.Tensor]) -> None:
@@ -113,7 +134,7 @@ class Relaxation:
         self.at_feedforward.discard(n)
         if n in self.outputs:
             if n in self.stale or n not in self._output_eps:
-                mu = torch.addmm(self.base[n], dp, op.weight.t(), out=self._buffer(n, "mu"))
+                mu = _shifted(self.base[n], dp, op.weight, self._buffer(n, "mu"))
                 op.mu = mu
                 self._output_eps[n] = self.problem.output_error(n, mu, self.precision)
             eps[n] = self._output_eps[n]
@@ -122,33 +143,57 @@ class Relaxation:
         else:
             eps[n] = torch.mm(dp, op.weight.t(), out=self._buffer(n, "eps")).neg_()
 
-    def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """sum over children c of J_c^T eps_c per latent vertex; absent means exactly zero."""
-        fb: dict[str, torch.Tensor] = {}
+    def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, Feedback]:
+        """sum over children c of J_c^T eps_c per latent vertex; absent means exactly zero.
+
+        A linear child's term `eps_c W` is left as a product (`Feedback.products`): `advance`
+        accumulates it into the displacement with one GEMM, instead of forming it and adding it.
+        """
+        fb: dict[str, Feedback] = {}
         for n, e in eps.items():
-            for p, c in zip(self.parents[n], self.ops[n].vjp(e), strict=True):
+            op = self.ops[n]
+            if isinstance(op, LinearOp) and op.wanted[0] and e.dim() == 2:
+                fb.setdefault(self.parents[n][0], Feedback()).products.append((e, op.weight))
+                continue
+            for p, c in zip(self.parents[n], op.vjp(e), strict=True):
                 if c is not None:
-                    fb[p] = c if p not in fb else fb[p] + c
+                    fb.setdefault(p, Feedback()).add(c)
         return fb
 
-    def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, torch.Tensor]) -> None:
-        """disp_i <- disp_i + gamma (feedback_i - eps_i), for every hidden vertex; x_i where a child reads it."""
+    def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback]) -> None:
+        """disp_i <- disp_i + gamma (feedback_i - eps_i), for every hidden vertex; x_i where a child reads it.
+
+        Parents come before children, so a child's error is read (as a product's factor) before
+        the child's own displacement, which it may alias, moves.
+        """
         gamma = self.gamma
         moved = []
         for n in self.hidden:
             e, f = eps.get(n), fb.get(n)
             if e is None and f is None:
                 continue  # zero drive: the population keeps its value (and its feed-forward tensor)
+            dense, products = (None, ()) if f is None else (f.dense, f.products)
             d = self.disp.get(n)
-            if d is None:  # first move
-                drive = f if e is None else torch.sub(f, e) if f is not None else -e
-                self.disp[n] = drive * gamma
-            elif f is None:
-                d.add_(e, alpha=-gamma)
-            elif e is d:  # at the feed-forward prediction: d + gamma (f - d)
-                d.lerp_(f, gamma)
-            else:  # d + gamma f - gamma e: no buffer for the drive
-                d.add_(f, alpha=gamma).sub_(e, alpha=gamma)
+            if d is None:  # first move: fresh storage, never the feed-forward tensor
+                if dense is not None:
+                    d = torch.sub(dense, e).mul_(gamma) if e is not None else dense * gamma
+                elif e is not None:
+                    d = e * -gamma
+                for cot, w in products:
+                    d = torch.mm(cot, w).mul_(gamma) if d is None else d.addmm_(cot, w, alpha=gamma)
+                self.disp[n] = d
+            else:
+                if e is d and dense is not None:  # at the feed-forward prediction: d + gamma (dense - d)
+                    d.lerp_(dense, gamma)
+                elif e is d:
+                    d.mul_(1 - gamma)
+                else:  # d + gamma dense - gamma e: no buffer for the drive
+                    if dense is not None:
+                        d.add_(dense, alpha=gamma)
+                    if e is not None:
+                        d.sub_(e, alpha=gamma)
+                for cot, w in products:
+                    d.addmm_(cot, w, alpha=gamma)
             moved.append(n)
         for n in moved:
             if n in self.needs_x:
@@ -193,3 +238,11 @@ class Relaxation:
     def full(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`eps` with explicit zeros for the vertices whose error is exactly zero."""
         return {n: eps[n] if n in eps else torch.zeros_like(self.base[n]) for n in self.latent}
+
+
+def _shifted(base: torch.Tensor, dp: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`base + dp W^T` into `out`. For a narrow output (a classifier's logits) as `(W dp^T)^T`: MKL
+    forms the 256x1000 @ 1000x10 product in 0.38 ms but its transpose in 0.18 ms (this project's CPU)."""
+    if weight.shape[0] <= 16:
+        return torch.add(base, torch.mm(weight, dp.t()).t(), out=out)
+    return torch.addmm(base, dp, weight.t(), out=out)

@@ -65,6 +65,17 @@ def test_fast_il_equals_the_literal_loop(arch, variant, loss):
     assert _worst(got, ref) <= TOL
 
 
+@pytest.mark.parametrize("width", [3, 40])  # a classifier's narrow logits, a wide regression output
+def test_fast_il_equals_the_literal_loop_for_narrow_and_wide_outputs(width):
+    """The output's prediction is moved by a product whose layout depends on its width (`_shifted`)."""
+    torch.manual_seed(7)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 9), torch.nn.Tanh(), torch.nn.Linear(9, width)).double()
+    x, target = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, width, dtype=torch.float64)
+    graph = pcsim.trace(module, x)
+    ref, _ = literal_il(graph, (x,), target, gamma=0.3, steps=5)
+    assert _worst(il(graph, (x,), target, gamma=0.3, steps=5), ref) <= TOL
+
+
 @pytest.mark.parametrize("arch", ["mlp_tanh_bias", "residual_block", "rnn_manual"])
 @pytest.mark.parametrize("fixed_prediction", [False, True])
 def test_il_path_equals_the_literal_loop_at_every_step(arch, fixed_prediction):
