@@ -155,7 +155,8 @@ def markdown(result: dict) -> str:
              "Z-IL <= depth x BP.", "",
              "| model | batch | depth | rule | median ms | x BP time | peak MiB | x BP memory | runs |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    sizes = [f"- {mod['model']}: {mod['dims']}" for mod in result["models"] if mod.get("dims")]
+    sizes = [f"- {mod['model']}: {mod['dims']}" + (f" (measured {mod['measured']})" if mod.get("measured") else "")
+             for mod in result["models"] if mod.get("dims")]
     for mod in result["models"]:
         for r, s in mod["rules"].items():
             lines.append(f"| {mod['model']} | {mod['batch']} | {mod['depth']} | {r} | {s['median_ms']:.1f} | "
@@ -202,7 +203,8 @@ def main(argv=None) -> int:
         print(f"{name}:", flush=True)
         result["models"] = [m for m in result["models"] if m["model"] != name]
         c = case(name, device, rules, args.batch, args.toy)
-        result["models"].append(measure(c, device, args.reps, args.budget_s))
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
+        result["models"].append({**measure(c, device, args.reps, args.budget_s), "measured": stamp})
         out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         out.with_suffix(".md").write_text(markdown(result))
