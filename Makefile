@@ -57,9 +57,9 @@ clean:
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
 bench: install
-	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 \
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 \
 		--models mlp residual_mlp tied_autoencoder cnn rnn lstm gru transformer
-	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --batch 32 --append \
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 --batch 32 --append \
 		--models alexnet resnet18 densenet_block
 	$(PY) benchmarks/bench_rules.py --threads 1 --models alexnet resnet18 densenet_block transformer \
 		--rules bp bp-graph fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront

@@ -50,13 +50,19 @@ def interleaved(runs: Mapping[str, Callable[[], object]], counts: Mapping[str, i
 
 
 def summary(times: Mapping[str, list[tuple[int, float]]], base: str = "bp") -> dict[str, dict[str, float]]:
-    """Median time, and median over repetitions of the ratio to the baseline's time in that repetition."""
+    """Median time, and median over repetitions of the ratio to the baseline's time in that repetition.
+
+    The ratio's quartiles over the repetitions (`ratio_q1`, `ratio_q3`) say how far a single run
+    can move on a shared machine: a target missed inside that range is a miss within the noise.
+    """
     ref = dict(times[base])
     out = {}
     for n, ts in times.items():
         ratios = [t / ref[r] for r, t in ts if r in ref]
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (float("nan"),) * 3
         out[n] = {"median_ms": 1e3 * statistics.median(t for _, t in ts),
-                  "ratio_to_bp": statistics.median(ratios) if ratios else float("nan"), "runs": len(ts)}
+                  "ratio_to_bp": statistics.median(ratios) if ratios else float("nan"),
+                  "ratio_q1": q1, "ratio_q3": q3, "runs": len(ts)}
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -132,8 +133,8 @@ def measure(c: Case, device: torch.device, reps: int, budget_s: float, log=print
         stats[r]["peak_mem_mb"] = mem[r]
         stats[r]["peak_mem_ratio"] = mem[r] / mem["bp"] if mem.get("bp") else float("nan")
     return {"model": c.name, "dims": c.dims, "batch": c.batch, "depth": c.depth,
-            "rules": {r: {k: stats[r][k] for k in ("median_ms", "ratio_to_bp", "peak_mem_mb", "peak_mem_ratio",
-                                                   "runs")} for r in RULES if r in stats}}
+            "rules": {r: {k: stats[r][k] for k in ("median_ms", "ratio_to_bp", "ratio_q1", "ratio_q3", "peak_mem_mb",
+                                                   "peak_mem_ratio", "runs")} for r in RULES if r in stats}}
 
 
 def _estimate(rule: str, first: dict) -> float | None:
@@ -145,23 +146,30 @@ def _estimate(rule: str, first: dict) -> float | None:
     return max((t * steps / s for s, t in known), default=None)
 
 
+def _quartiles(s: dict) -> str:
+    """The ratio's quartiles over the repetitions, '-' where not recorded (older runs) or one run."""
+    q1, q3 = s.get("ratio_q1", float("nan")), s.get("ratio_q3", float("nan"))
+    return "-" if math.isnan(q1) or math.isnan(q3) else f"{q1:.2f}-{q3:.2f}"
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Exact rules vs BP: time per weight update and peak memory ({m['device']}, float32)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; torch {m['torch']} on {m['threads']} "
              f"thread(s); created {result['created']}.", "", f"Method: {result['method']}.", "",
-             "Ratios are to BP in the same repetition (median of per-repetition ratios); "
+             "Ratios are to BP in the same repetition (median of per-repetition ratios; quartiles: their 25th and "
+             "75th percentiles, how far one run moves on this shared machine); "
              "Done-when targets: Fa-Z-IL wavefront <= 1.05x BP time and <= 1.2x BP peak memory, "
              "Z-IL <= depth x BP.", "",
-             "| model | batch | depth | rule | median ms | x BP time | peak MiB | x BP memory | runs |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| model | batch | depth | rule | median ms | x BP time | quartiles | peak MiB | x BP memory | runs |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     sizes = [f"- {mod['model']}: {mod['dims']}" + (f" (measured {mod['measured']})" if mod.get("measured") else "")
              for mod in result["models"] if mod.get("dims")]
     for mod in result["models"]:
         for r, s in mod["rules"].items():
             lines.append(f"| {mod['model']} | {mod['batch']} | {mod['depth']} | {r} | {s['median_ms']:.1f} | "
-                         f"{s['ratio_to_bp']:.2f} | {s['peak_mem_mb']:.1f} | {s['peak_mem_ratio']:.2f} | "
-                         f"{s['runs']} |")
+                         f"{s['ratio_to_bp']:.2f} | {_quartiles(s)} | {s['peak_mem_mb']:.1f} | "
+                         f"{s['peak_mem_ratio']:.2f} | {s['runs']} |")
     if sizes:
         lines += ["", "Sizes (besides the batch):", *sizes]
     return "\n".join(lines) + "\n"
