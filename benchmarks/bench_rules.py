@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +38,7 @@ import pcsim  # noqa: E402
 from pcsim.algorithms.losses import get_loss  # noqa: E402
 from pcsim.zoo import load_model_file, zoo_names  # noqa: E402
 
+FUSED = (nn.RNN, nn.LSTM, nn.GRU)
 RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
 # at 128. Zoo models whose defaults are the paper's toy figures (8 -> 16 -> 4, 8x8 digits, 8 hidden
@@ -72,14 +74,16 @@ class Case:
     dims: str = ""
 
 
-def case(name: str, device: torch.device, rules: list[str], batch: int | None = None, toy: bool = False) -> Case:
+def case(name: str, device: torch.device, rules: list[str], batch: int | None = None, toy: bool = False,
+         fused: bool = False) -> Case:
     dims = {**({} if toy else DIMS.get(name, {})), **({"batch": batch} if batch else {})}
     spec = load_model_file(name)
     module, inputs, target = spec.build_model(0, **dims)
     module = module.to(device=device).eval()
     inputs = tuple(x.to(device) for x in inputs)
     target = target.to(device)
-    graph = pcsim.trace(module, *inputs)  # per-shape setup, outside the timed region
+    # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (pcsim.ops.fused)
+    graph = pcsim.trace(module, *inputs, fused=FUSED if fused else ())
     levelled = graph.level()
     loss = get_loss(spec.loss)
     used = [p for n, p in module.named_parameters() if graph.users.get(n)]
@@ -100,7 +104,8 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
         "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
     }
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
-    return Case(name, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules}, size)
+    label = f"{name}, fused layers" if fused else name
+    return Case(label, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules}, size)
 
 
 def machine(device: torch.device) -> dict:
@@ -186,6 +191,8 @@ def main(argv=None) -> int:
                     help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
     ap.add_argument("--batch", type=int, default=None, help="override every selected model's batch")
     ap.add_argument("--toy", action="store_true", help="the zoo's default (toy) sizes instead of DIMS")
+    ap.add_argument("--fused", action="store_true",
+                    help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
     ap.add_argument("--append", action="store_true", help="add to OUT.json's models instead of starting anew")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/rules_DEVICE)")
     args = ap.parse_args(argv)
@@ -209,8 +216,8 @@ def main(argv=None) -> int:
             old["method"] + "; later models: " + result["method"])
     for name in args.models or zoo_names():
         print(f"{name}:", flush=True)
-        result["models"] = [m for m in result["models"] if m["model"] != name]
-        c = case(name, device, rules, args.batch, args.toy)
+        c = case(name, device, rules, args.batch, args.toy, args.fused)
+        result["models"] = [m for m in result["models"] if m["model"] != c.name]
         stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
         result["models"].append({**measure(c, device, args.reps, args.budget_s), "measured": stamp})
         out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part

@@ -10,8 +10,9 @@ from pcsim.dynamics import Record, SimulationError, Trajectory, after, discretis
 from pcsim.errors import GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph import Graph, Vertex, trace
 from pcsim.numerics import tolerance
+from pcsim.ops.fused import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
-__all__ = ["trace", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport", "tolerance",
-           "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError",
+__all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport",
+           "tolerance", "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError",
            "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

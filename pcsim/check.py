@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +110,12 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
 
 
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
-          dtype: torch.dtype = torch.float64, tol: float | None = None, **rule_kwargs) -> CheckReport:
-    """Run `rule` on a copy of `module` in `dtype` and compare with autograd's gradients."""
+          dtype: torch.dtype = torch.float64, tol: float | None = None, fused: bool | Iterable[type[nn.Module]] = False,
+          **rule_kwargs) -> CheckReport:
+    """Run `rule` on a copy of `module` in `dtype` and compare with autograd's gradients.
+
+    `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
+    """
     if rule not in RULES:
         raise ValueError(f"unknown rule '{rule}'; choose one of {sorted(RULES)}")
     fn, fixed = RULES[rule]
@@ -123,7 +128,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
-    graph = trace(m, *inputs)
+    graph = trace(m, *inputs, fused=fused)
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if rule.startswith(("zil", "fa-zil")) and rule_kwargs.get("level", True) else graph

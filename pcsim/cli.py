@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
+    chk.add_argument("--fused", action="store_true",
+                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     cli_zoo.add_check_all_arguments(chk)
     cli_zoo.add_graph_parser(commands)
@@ -140,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
         module, inputs, target = spec.build_model(seed=args.seed)
         try:
             report = check(module, inputs, target, rule=args.rule, loss=args.loss or spec.loss,
-                           dtype=DTYPES[args.dtype])
+                           dtype=DTYPES[args.dtype], fused=args.fused)
         except (PcsimError, ValueError) as e:  # say which model file the traced module came from
             return _error(f"{spec.path}: {e}")
     if args.json:

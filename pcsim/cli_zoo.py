@@ -28,6 +28,8 @@ def run_check_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
 
     if args.model is not None:
         raise ValueError("check --all takes no MODEL (use --models A,B to pick zoo models)")
+    if args.fused:
+        raise ValueError("check --all runs the zoo's traced graphs as they are; --fused goes with one MODEL")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     start = time.perf_counter()
     rows = zoo_table(models, dtype=dtype, progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -188,3 +188,12 @@ def test_console_script_is_installed():
         pytest.skip("no pcsim console script next to this interpreter")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("usage: pcsim")
+
+
+def test_check_fused_runs_one_vertex_per_recurrent_layer(capsys):
+    code, out, err = run(["check", "gru", "--fused", "--rule", "fa-zil-wavefront", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["passed"] and report["n_vertices"] < 10  # unrolled, the GRU has hundreds
+    code, _, err = run(["check", "--all", "--fused"], capsys)
+    assert code == 2 and "--fused goes with one MODEL" in err

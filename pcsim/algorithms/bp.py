@@ -18,6 +18,8 @@ def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, to
     with torch.enable_grad():
         values = dict(problem.clamped)
         for name in graph.latent:
+            if name not in graph.min_distance:
+                continue  # reaches no output: no part of the loss
             v = graph[name]
             values[name] = call(v, [values[p] for p in v.parents], params, graph.constants)
         total = problem.loss_value(values)

@@ -29,7 +29,7 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
     """Fa-Z-IL on the levelled graph; returns dL/dtheta per parameter (autograd's sign)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
-    g = graph.level()
+    g = graph.level().pruned()  # vertices that reach no output change no update (Graph.pruned)
     problem = Problem.build(g, inputs, target, loss, params)
     if mode == "wavefront":
         return wavefront(problem, gamma, WavePlan.of(g))

@@ -58,6 +58,8 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     if update_timing not in UPDATE_TIMINGS:
         raise ValueError(f"update_timing must be one of {UPDATE_TIMINGS}, got '{update_timing}'")
     g = prepare_graph(graph, level)
+    if init == "feedforward" and not schedule:  # vertices that reach no output change no update (Graph.pruned)
+        g = g.pruned()
     problem = Problem.build(g, inputs, target, loss, params)
     steps = dict(g.min_distance)
     if schedule:

@@ -17,16 +17,17 @@ class Tracer(fx.Tracer):
     """fx's tracer, with pcsim's leaf modules, composite modules expanded (ops/expansions.py) and
     a stack trace per node, so errors can name the user's line."""
 
-    def __init__(self, examples: dict[int, list[dict]] | None = None):
+    def __init__(self, examples: dict[int, list[dict]] | None = None, fused: frozenset[type] = frozenset()):
         super().__init__()
+        self.fused = fused  # module types kept whole (ops/fused.py), not expanded
         self.record_stack_traces = True
         self.examples = {k: list(v) for k, v in (examples or {}).items()}  # id(module) -> example calls, in order
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in MODULE_CONVERTERS or super().is_leaf_module(m, qualname)
+        return type(m) in MODULE_CONVERTERS or type(m) in self.fused or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
-        expand = MODULE_EXPANSIONS.get(type(m))
+        expand = None if type(m) in self.fused else MODULE_EXPANSIONS.get(type(m))
         if expand is None:
             return super().call_module(m, forward, args, kwargs)
         example = {}

@@ -278,6 +278,21 @@ class Graph:
 
         return level(self)
 
+    def pruned(self) -> Graph:
+        """This graph without the latent vertices that reach no output (an LSTM's unused `c_n`, say).
+
+        From the feed-forward start such a vertex's error stays zero until a parent has moved, so
+        its feedback reaches each vertex only after that vertex's error wave has passed: Z-IL's
+        and Fa-Z-IL's updates are the same without it, and its forward call is not paid for.
+        Returns `self` when every latent vertex reaches an output.
+        """
+        dead = {n for n in self.latent if n not in self.min_distance}
+        if not dead:
+            return self
+        return Graph(vertices=tuple(v for v in self.vertices if v.name not in dead), inputs=self.inputs,
+                     outputs=self.outputs, params=self.params, constants=self.constants,
+                     param_names=self.param_names)
+
     # -- display ----------------------------------------------------------------------------
     def summary(self) -> str:
         dist = self.max_distance

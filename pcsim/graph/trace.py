@@ -6,13 +6,17 @@ Each fx node is classified once, from what it computed on the example inputs:
 - anything that does not depend on inputs or parameters (buffers, shapes, `torch.zeros(...)`):
   folded to a constant, so the graph is specialised to the example's shapes;
 - a tensor computed from inputs or parameters by a supported op: a vertex;
-- a tuple of tensors (chunk, split, recurrent cells): each `getitem` of it becomes a vertex.
+- a tuple of tensors (chunk, split, a fused LSTM's `(output, (h_n, c_n))`, nested or not): each
+  `getitem` that picks one tensor of it becomes a vertex.
+
+Modules whose type is in `fused` (`ops/fused.py`) stay one call each instead of being expanded.
 """
 
 from __future__ import annotations
 
 import inspect
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,7 @@ from pcsim.errors import InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph.fx_tracer import Recorder, Tracer, describe, line_detail, line_suffix
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
 from pcsim.graph.provenance import example_calls, exception_user_line
+from pcsim.ops.fused import FUSED_CONVERTERS
 from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, NEEDS_EXAMPLE, ModuleCall
 from pcsim.ops.registry import (
     DROPOUT,
@@ -38,18 +43,56 @@ from pcsim.ops.registry import (
 )
 
 
+@dataclass(frozen=True)
+class Flattened:
+    """A call whose nested tuple result is returned flat, so one index selects any of its tensors."""
+
+    fn: Any
+
+    def __call__(self, *args, **kwargs):
+        return tuple(item for _, item in _leaves(self.fn(*args, **kwargs)))
+
+
+def _leaves(value: Any, path: tuple[int, ...] = ()):
+    """(path, item) of every non-tuple item of a nested tuple, depth first."""
+    for i, item in enumerate(value):
+        if isinstance(item, tuple | list):
+            yield from _leaves(item, path + (i,))
+        else:
+            yield path + (i,), item
+
+
 @dataclass
 class _Multi:
-    """A tuple-valued call; each `getitem` of it becomes a vertex that recomputes and selects."""
+    """A tuple-valued call; each `getitem` picking one tensor of it becomes a vertex that recomputes
+    and selects. `index` maps a tensor's path in the (possibly nested) tuple to its position in
+    what `call` returns; `prefix` is the path of the sub-tuple this node stands for."""
 
     call: ModuleCall
     parents: tuple[str, ...]
     source: str
+    index: dict[tuple[int, ...], int]
+    prefix: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, call: ModuleCall, parents: tuple[str, ...], source: str, value: tuple) -> _Multi:
+        paths = [p for p, _ in _leaves(value)]
+        if any(len(p) > 1 for p in paths):
+            call = ModuleCall(call.op, Flattened(call.fn), call.args, call.kwargs, call.notes)
+        return cls(call, parents, source, {p: i for i, p in enumerate(paths)})
+
+    def pick(self, i: Any) -> tuple[int, ...] | None:
+        """The path `self[i]` names, or None when `i` is not an integer index of this tuple."""
+        width = len({p[len(self.prefix)] for p in self.index if p[:len(self.prefix)] == self.prefix})
+        if not isinstance(i, int) or not -width <= i < width:
+            return None
+        return self.prefix + (i % width,)
 
 
 class _Builder:
-    def __init__(self, module: nn.Module, gm: fx.GraphModule, values: dict[fx.Node, Any]):
+    def __init__(self, module: nn.Module, gm: fx.GraphModule, values: dict[fx.Node, Any], fused: frozenset[type]):
         self.module, self.gm, self.values = module, gm, values
+        self.converters = {**MODULE_CONVERTERS, **{t: FUSED_CONVERTERS[t] for t in fused}}
         self.param_names = {id(p): n for n, p in module.named_parameters()}
         self.params = dict(module.named_parameters())
         self.constants: dict[str, torch.Tensor] = {}
@@ -141,8 +184,7 @@ class _Builder:
             self.kind[n] = self._const(n.name, value) if isinstance(value, torch.Tensor) else value
             return
         if n.op == "call_function" and n.target is operator.getitem and isinstance(self.kind[n.args[0]], _Multi):
-            multi = self.kind[n.args[0]]
-            self._vertex(n, multi.call, multi.parents, value, multi.source, select=n.args[1])
+            self._pick(n, self.kind[n.args[0]], value)
             return
         if not _contains_tensor(value) or _shape_only(n):
             # a shape, a Python number, or a tensor built from shapes alone (zeros_like):
@@ -156,11 +198,22 @@ class _Builder:
             mutated = n.args[0] if n.args and _mutates_first_argument(n, self.gm) else None
             if isinstance(mutated, fx.Node) and isinstance(self.kind.get(mutated), str):
                 self.kind[mutated] = n.name  # later reads of the mutated tensor see the new value
-        elif all(isinstance(v, torch.Tensor) for v in value):
-            self.kind[n] = _Multi(call, tuple(parents), describe(n, self.gm))
+        elif all(isinstance(v, torch.Tensor) for _, v in _leaves(value)):
+            self.kind[n] = _Multi.of(call, tuple(parents), describe(n, self.gm), value)
         else:
             raise UnsupportedOpError(f"fx node '{n.name}' ({describe(n, self.gm)}){line_suffix(n)} returns "
                                      f"{type(value).__name__} mixing tensors and other values{line_detail(n)}")
+
+    def _pick(self, n: fx.Node, multi: _Multi, value: Any) -> None:
+        path = multi.pick(n.args[1])
+        if path is None:
+            raise UnsupportedOpError(f"fx node '{n.name}'{line_suffix(n)} indexes the tuple returned by "
+                                     f"'{n.args[0].name}' with {n.args[1]!r}; pcsim needs one integer index per "
+                                     f"item (or unpacking){line_detail(n)}")
+        if path in multi.index:
+            self._vertex(n, multi.call, multi.parents, value, multi.source, select=multi.index[path])
+        else:  # a nested tuple (an LSTM's (h_n, c_n)): its items are picked in turn
+            self.kind[n] = _Multi(multi.call, multi.parents, multi.source, multi.index, path)
 
     def _convert(self, n: fx.Node, parents: list[str]) -> ModuleCall:
         def unsupported() -> UnsupportedOpError:
@@ -170,7 +223,7 @@ class _Builder:
                 f"Supported:\n{supported_summary()}")
         if n.op == "call_module":
             m = self.gm.get_submodule(n.target)
-            convert = MODULE_CONVERTERS.get(type(m))
+            convert = self.converters.get(type(m))
             if convert is None:
                 raise unsupported()
             args = self.template(n.args, parents, n)
@@ -208,12 +261,35 @@ class _Builder:
                                     select=select, source=source))
         self.kind[n] = n.name
 
+    def _items(self, n: fx.Node, multi: _Multi) -> list[str]:
+        """One selecting vertex per tensor of the tuple `n` stands for, named `n_i` (`n_i_j` when nested)."""
+        taken = {v.name for v in self.vertices}
+        names = []
+        for path, index in multi.index.items():
+            if path[:len(multi.prefix)] != multi.prefix:
+                continue
+            value, rest = self.values[n], path[len(multi.prefix):]
+            for i in rest:
+                value = value[i]
+            name = "_".join([n.name, *map(str, rest)])
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            self.vertices.append(Vertex(name, multi.call.op, tuple(value.shape), value.dtype, parents=multi.parents,
+                                        fn=multi.call.fn, args=tuple(multi.call.args),
+                                        kwargs=tuple(multi.call.kwargs), select=index, source=multi.source))
+            names.append(name)
+        return names
+
     def _outputs(self, n: fx.Node) -> list[str]:
         found: list[fx.Node] = []
         fx.node.map_arg(n.args[0], found.append)
         names = []
         for i, node in enumerate(found):
             k = self.kind.get(node)
+            if isinstance(k, _Multi):  # a tuple returned whole (a bare fused LSTM's result): each tensor an output
+                names += self._items(node, k)
+                continue
             if not isinstance(k, str):
                 raise TraceError(f"output #{i} ('{node.name}') is not computed from the inputs and "
                                  "parameters, so it has no error to learn from")
@@ -268,6 +344,20 @@ def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
     return result
 
 
+def _fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type]:
+    if isinstance(fused, bool):
+        return frozenset(FUSED_CONVERTERS) if fused else frozenset()
+    if isinstance(fused, type):
+        fused = (fused,)
+    types = frozenset(fused)
+    for t in types:
+        if t not in FUSED_CONVERTERS:
+            known = ", ".join(f"nn.{k.__name__}" for k in FUSED_CONVERTERS)
+            raise InputError(f"trace(fused=...) got {getattr(t, '__name__', t)!r}; the module types that can be "
+                             f"fused into one vertex are {known}")
+    return types
+
+
 def _restore(module: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, b in module.named_buffers():
@@ -291,10 +381,17 @@ def _expanded_root(module: nn.Module, n_inputs: int) -> nn.Module:
     return root
 
 
-def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
-    """Trace `module` with torch.fx on `example_inputs` (one tensor per forward argument)."""
+def trace(module: nn.Module, *example_inputs: torch.Tensor,
+          fused: bool | Iterable[type[nn.Module]] = False) -> Graph:
+    """Trace `module` with torch.fx on `example_inputs` (one tensor per forward argument).
+
+    `fused`: module types (of `pcsim.RECURRENT_LAYERS`: nn.RNN, nn.LSTM, nn.GRU), or True for all
+    of them, kept as one vertex per call running torch's fused kernel, instead of one vertex per
+    gate and time step (see `pcsim.ops.fused`).
+    """
     if not isinstance(module, nn.Module):
         raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
+    fused = _fused_types(fused)
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
@@ -310,9 +407,10 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
                          f"{f'{chr(10)}{line}' if line else ''}") from e
     finally:
         _restore(module, buffers)
-    tracer = Tracer(examples)
+    tracer = Tracer(examples, fused)
     try:
-        root = _expanded_root(module, len(example_inputs)) if type(module) in MODULE_EXPANSIONS else module
+        wrap = type(module) in MODULE_EXPANSIONS or type(module) in fused
+        root = _expanded_root(module, len(example_inputs)) if wrap else module
         fx_graph = tracer.trace(root)
     except PcsimError:
         raise
@@ -334,7 +432,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor) -> Graph:
             recorder.run(*example_inputs)
     finally:
         _restore(module, buffers)
-    graph = _Builder(module, gm, recorder.values).run()
+    graph = _Builder(module, gm, recorder.values, fused).run()
     for v in graph.vertices:
         if v.name in graph.latent and not v.dtype.is_floating_point:
             raise UnsupportedOpError(f"{v.describe()} holds {v.dtype} values computed from parameters or "

@@ -40,6 +40,7 @@ _FAMILIES = {
               "t", "expand", "getitem", "cat", "stack", "chunk", "split", "unbind", "identity",
               "view_as", "reshape_as", "expand_as"],
     "reduction": ["mean", "sum"],
+    "fused layer (trace(fused=True))": ["rnn", "lstm", "gru"],
 }
 OPS: dict[str, OpDef] = {n: OpDef(n, fam) for fam, names in _FAMILIES.items() for n in names}
 

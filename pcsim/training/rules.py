@@ -26,6 +26,7 @@ class RuleGradients:
     il_steps: int = 20
     il_fixed_prediction: bool = False
     il_output_precision: float = 1.0
+    fused: bool = False  # trace nn.RNN/LSTM/GRU as one vertex per call (pcsim.ops.fused)
     _graphs: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -35,7 +36,7 @@ class RuleGradients:
     def graph(self, x: torch.Tensor):
         key = (tuple(x.shape), x.dtype)
         if key not in self._graphs:  # the graph is specialised to shapes: one per batch shape
-            self._graphs[key] = pcsim.trace(self.module, x)
+            self._graphs[key] = pcsim.trace(self.module, x, fused=self.fused)
         return self._graphs[key]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -333,3 +333,13 @@ def test_cpp_standalone_runs_twice_equal_to_euler_and_zil_exact():
         for name, grad in autograd_gradients(module, inputs, target).items():
             assert relative_difference(torch.as_tensor(got.updates[name]), grad) <= 1e-10, name
     assert brian2.get_device() is device_before
+
+
+def test_a_fused_recurrent_layer_is_refused_with_the_way_out():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    graph = pcsim.trace(gru, x, fused=True)
+    with pytest.raises(pcsim.UnsupportedOpError, match=r"vertex '.*'.*fused into one vertex.*without `fused`"):
+        pcsim.simulate(graph, (x,), (torch.zeros(5, 2, 4), torch.zeros(1, 2, 4)), backend="brian2", t_end=0.5,
+                       dt=0.1)

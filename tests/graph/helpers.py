@@ -78,9 +78,9 @@ def assert_grads_match(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor
                                    msg=lambda m, name=name: f"gradient of '{name}': {m}")
 
 
-def trace_and_compare(module: nn.Module, inputs: tuple, seed: int = 1) -> pcsim.Graph:
+def trace_and_compare(module: nn.Module, inputs: tuple, seed: int = 1, fused=False) -> pcsim.Graph:
     """Trace, then check that pcsim.bp on the graph gives the module's own autograd gradients."""
-    graph = pcsim.trace(module, *inputs)
+    graph = pcsim.trace(module, *inputs, fused=fused)
     targets = random_targets(module, inputs, seed)
     ref = module_grads(module, inputs, targets)
     got = pcsim.bp(graph, inputs, targets if len(targets) > 1 else targets[0])

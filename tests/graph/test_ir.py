@@ -9,8 +9,17 @@ import torch
 
 import pcsim
 from pcsim.graph.ir import ConstArg, Graph, ParamArg, ParentArg, Vertex
-from tests.graph.dags import BATCH, WIDTH, build_graph, make_params, tanh_linear_sum
-from tests.graph.helpers import DT
+from tests.graph.dags import (
+    BATCH,
+    WIDTH,
+    build_graph,
+    example_data,
+    make_params,
+    reference_grads,
+    tanh_linear_sum,
+    weight_name,
+)
+from tests.graph.helpers import DT, TOL
 
 SHAPE = (BATCH, WIDTH)
 
@@ -129,3 +138,25 @@ def test_summary_and_repr_name_every_vertex():
     for v in g.vertices:
         assert v.name in text
     assert "levelled=False" in repr(g)
+
+
+def test_pruned_drops_only_the_latent_vertices_that_reach_no_output():
+    g = _drawn()  # d reads a and reaches no output
+    p = g.pruned()
+    assert "d" not in p and set(p.latent) == set(g.latent) - {"d"}
+    assert p.min_distance == g.min_distance and p.inputs == g.inputs and p.outputs == g.outputs
+    assert p.pruned() is p and build_graph({"a": ("x",), "b": ("a",)}).pruned().latent == ("a", "b")
+
+
+@pytest.mark.parametrize("rule", ["zil", "wavefront", "autonomous"])
+def test_exact_rules_ignore_a_dead_end_vertex(rule):
+    """A vertex that reaches no output (`d`, hanging off `a`) changes no update: autograd's oracle."""
+    spec = {"a": ("x",), "b": ("a",), "d": ("a",), "c": ("b",)}
+    g = build_graph(spec, outputs=("c",))
+    inputs, targets = example_data(g)
+    ref = reference_grads(spec, g.params, g.inputs, inputs, g.outputs, targets)
+    run = pcsim.zil if rule == "zil" else (lambda *a: pcsim.fa_zil(*a, mode=rule))
+    got = run(g, inputs, targets[0])
+    assert float(ref[weight_name("a", 0)].norm()) > 0 and float(got[weight_name("d", 0)].abs().max()) == 0
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=TOL, atol=TOL * float(ref[name].abs().max() + 1))

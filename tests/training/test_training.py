@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pcsim
 from pcsim.training import CheckpointError, TrainConfig, TrainingError, build_run, load_checkpoint, resume, train
 from pcsim.training.checkpoint import save_checkpoint
 from pcsim.training.data import load_dataset
@@ -236,3 +237,25 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     for name in a:
         rel = float((a[name] - b[name]).norm() / a[name].norm())
         assert rel <= 1e-6, (name, rel)
+
+
+def test_fused_recurrent_layers_train_exactly_like_bp(digits64, monkeypatch):
+    """`fused_recurrent`: an LSTM traced as one vertex per layer call, on torch's kernel."""
+    model = str(Path(__file__).with_name("small_lstm.py"))
+    base = TrainConfig(model=model, rule="bp", epochs=1, batch_size=128, lr=0.5, dtype="float64")
+    bp_params, _ = _final(base, digits64)
+    traced = []
+    real_trace = pcsim.trace
+
+    def spy(*args, **kwargs):
+        graph = real_trace(*args, **kwargs)
+        traced.append({v.op for v in graph.vertices})
+        return graph
+
+    monkeypatch.setattr(pcsim, "trace", spy)
+    for rule in ("zil", "fa-zil"):
+        params, _ = _final(dataclasses.replace(base, rule=rule, fused_recurrent=True), digits64)
+        assert traced and all("lstm" in ops and "sigmoid" not in ops for ops in traced)
+        for name, ref in bp_params.items():
+            rel = float((params[name] - ref).norm() / ref.norm())
+            assert rel <= 1e-10, (rule, name, rel)

@@ -315,11 +315,14 @@ REASONS = {
     "embedding": "it indexes a table by an integer input (no synaptic sum)",
     "cat": "it concatenates populations (not supported by this backend yet)",
     "stack": "it stacks populations (not supported by this backend yet)",
+    **dict.fromkeys(("rnn", "lstm", "gru"), "it is a whole recurrent layer fused into one vertex "
+                                            "(trace(..., fused=...)); traced without `fused`, each gate is a "
+                                            "population of its own"),
 }
 
 
 def edges_of(vertex: Vertex, shapes, params, constants):
-    if vertex.select is not None and vertex.op not in INDEX_OPS:
+    if vertex.select is not None and vertex.op not in INDEX_OPS and vertex.op not in REASONS:
         raise _unsupported(vertex, f"it selects output {vertex.select} of a tuple-valued call; {WHY}")
     renderer = RENDERERS.get(vertex.op)
     if renderer is None:
