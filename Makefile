@@ -53,6 +53,7 @@ clean:
 # BP (on the module and on the traced graph), Z-IL, Fa-Z-IL and IL per weight update on every zoo model
 # (image models at batch 32; at least 3 runs per rule, IL at a larger T skipped when its estimate is over a
 # third of the budget): benchmarks/results/rules_cpu.{json,md} (about an hour);
+# the LSTM and GRU traced with fused recurrent layers (rows "MODEL, fused layers") into the same file;
 # the wavefront alone on the big models at batch 128: benchmarks/results/rules_cpu_wavefront.{json,md};
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
@@ -61,6 +62,7 @@ bench: install
 		--models mlp residual_mlp tied_autoencoder cnn rnn lstm gru transformer
 	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 --batch 32 --append \
 		--models alexnet resnet18 densenet_block
-	$(PY) benchmarks/bench_rules.py --threads 1 --models alexnet resnet18 densenet_block transformer \
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 --fused --append --models lstm gru
+	$(PY) benchmarks/bench_rules.py --threads 1 --reps 20 --models alexnet resnet18 densenet_block transformer \
 		--rules bp bp-graph fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront
 	$(PY) benchmarks/brian2_throughput.py

@@ -14,10 +14,10 @@ Modules whose type is in `fused` (`ops/fused.py`) stay one call each instead of 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import operator
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from pcsim.errors import InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph.fx_tracer import Recorder, Tracer, describe, line_detail, line_suffix
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
 from pcsim.graph.provenance import example_calls, exception_user_line
+from pcsim.graph.tuples import TupleCall, leaves
 from pcsim.ops.fused import FUSED_CONVERTERS
 from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, NEEDS_EXAMPLE, ModuleCall
 from pcsim.ops.registry import (
@@ -43,52 +44,6 @@ from pcsim.ops.registry import (
 )
 
 
-@dataclass(frozen=True)
-class Flattened:
-    """A call whose nested tuple result is returned flat, so one index selects any of its tensors."""
-
-    fn: Any
-
-    def __call__(self, *args, **kwargs):
-        return tuple(item for _, item in _leaves(self.fn(*args, **kwargs)))
-
-
-def _leaves(value: Any, path: tuple[int, ...] = ()):
-    """(path, item) of every non-tuple item of a nested tuple, depth first."""
-    for i, item in enumerate(value):
-        if isinstance(item, tuple | list):
-            yield from _leaves(item, path + (i,))
-        else:
-            yield path + (i,), item
-
-
-@dataclass
-class _Multi:
-    """A tuple-valued call; each `getitem` picking one tensor of it becomes a vertex that recomputes
-    and selects. `index` maps a tensor's path in the (possibly nested) tuple to its position in
-    what `call` returns; `prefix` is the path of the sub-tuple this node stands for."""
-
-    call: ModuleCall
-    parents: tuple[str, ...]
-    source: str
-    index: dict[tuple[int, ...], int]
-    prefix: tuple[int, ...] = ()
-
-    @classmethod
-    def of(cls, call: ModuleCall, parents: tuple[str, ...], source: str, value: tuple) -> _Multi:
-        paths = [p for p, _ in _leaves(value)]
-        if any(len(p) > 1 for p in paths):
-            call = ModuleCall(call.op, Flattened(call.fn), call.args, call.kwargs, call.notes)
-        return cls(call, parents, source, {p: i for i, p in enumerate(paths)})
-
-    def pick(self, i: Any) -> tuple[int, ...] | None:
-        """The path `self[i]` names, or None when `i` is not an integer index of this tuple."""
-        width = len({p[len(self.prefix)] for p in self.index if p[:len(self.prefix)] == self.prefix})
-        if not isinstance(i, int) or not -width <= i < width:
-            return None
-        return self.prefix + (i % width,)
-
-
 class _Builder:
     def __init__(self, module: nn.Module, gm: fx.GraphModule, values: dict[fx.Node, Any], fused: frozenset[type]):
         self.module, self.gm, self.values = module, gm, values
@@ -96,7 +51,7 @@ class _Builder:
         self.param_names = {id(p): n for n, p in module.named_parameters()}
         self.params = dict(module.named_parameters())
         self.constants: dict[str, torch.Tensor] = {}
-        self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | _Multi | literal
+        self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | TupleCall | literal
         self.vertices: list[Vertex] = []
         self.inputs: list[str] = []
 
@@ -128,7 +83,7 @@ class _Builder:
                 if k not in parents:
                     parents.append(k)
                 return ParentArg(parents.index(k))
-            if isinstance(k, _Multi):
+            if isinstance(k, TupleCall):
                 raise UnsupportedOpError(f"fx node '{node.name}' ({describe(node, self.gm)}){line_suffix(node)} uses "
                                          f"the whole tuple returned by '{arg.name}'; pcsim needs its elements "
                                          f"picked by indexing or unpacking{line_detail(node)}")
@@ -144,7 +99,7 @@ class _Builder:
     @staticmethod
     def _depends(arg: Any, kind: dict) -> bool:
         found = []
-        fx.node.map_arg(arg, lambda n: found.append(isinstance(kind[n], str | ParamArg | _Multi)))
+        fx.node.map_arg(arg, lambda n: found.append(isinstance(kind[n], str | ParamArg | TupleCall)))
         return any(found)
 
     def run(self) -> Graph:
@@ -183,7 +138,7 @@ class _Builder:
         if not self._depends((n.args, n.kwargs), self.kind):
             self.kind[n] = self._const(n.name, value) if isinstance(value, torch.Tensor) else value
             return
-        if n.op == "call_function" and n.target is operator.getitem and isinstance(self.kind[n.args[0]], _Multi):
+        if n.op == "call_function" and n.target is operator.getitem and isinstance(self.kind[n.args[0]], TupleCall):
             self._pick(n, self.kind[n.args[0]], value)
             return
         if not _contains_tensor(value) or _shape_only(n):
@@ -198,13 +153,13 @@ class _Builder:
             mutated = n.args[0] if n.args and _mutates_first_argument(n, self.gm) else None
             if isinstance(mutated, fx.Node) and isinstance(self.kind.get(mutated), str):
                 self.kind[mutated] = n.name  # later reads of the mutated tensor see the new value
-        elif all(isinstance(v, torch.Tensor) for _, v in _leaves(value)):
-            self.kind[n] = _Multi.of(call, tuple(parents), describe(n, self.gm), value)
+        elif all(isinstance(v, torch.Tensor) for _, v in leaves(value)):
+            self.kind[n] = TupleCall.of(call, tuple(parents), describe(n, self.gm), value)
         else:
             raise UnsupportedOpError(f"fx node '{n.name}' ({describe(n, self.gm)}){line_suffix(n)} returns "
                                      f"{type(value).__name__} mixing tensors and other values{line_detail(n)}")
 
-    def _pick(self, n: fx.Node, multi: _Multi, value: Any) -> None:
+    def _pick(self, n: fx.Node, multi: TupleCall, value: Any) -> None:
         path = multi.pick(n.args[1])
         if path is None:
             raise UnsupportedOpError(f"fx node '{n.name}'{line_suffix(n)} indexes the tuple returned by "
@@ -213,7 +168,7 @@ class _Builder:
         if path in multi.index:
             self._vertex(n, multi.call, multi.parents, value, multi.source, select=multi.index[path])
         else:  # a nested tuple (an LSTM's (h_n, c_n)): its items are picked in turn
-            self.kind[n] = _Multi(multi.call, multi.parents, multi.source, multi.index, path)
+            self.kind[n] = dataclasses.replace(multi, prefix=path)
 
     def _convert(self, n: fx.Node, parents: list[str]) -> ModuleCall:
         def unsupported() -> UnsupportedOpError:
@@ -261,23 +216,18 @@ class _Builder:
                                     select=select, source=source))
         self.kind[n] = n.name
 
-    def _items(self, n: fx.Node, multi: _Multi) -> list[str]:
+    def _items(self, n: fx.Node, multi: TupleCall) -> list[str]:
         """One selecting vertex per tensor of the tuple `n` stands for, named `n_i` (`n_i_j` when nested)."""
         taken = {v.name for v in self.vertices}
         names = []
-        for path, index in multi.index.items():
-            if path[:len(multi.prefix)] != multi.prefix:
-                continue
-            value, rest = self.values[n], path[len(multi.prefix):]
-            for i in rest:
-                value = value[i]
+        for rest, position, value in multi.items(self.values[n]):
             name = "_".join([n.name, *map(str, rest)])
             while name in taken:
                 name += "_"
             taken.add(name)
             self.vertices.append(Vertex(name, multi.call.op, tuple(value.shape), value.dtype, parents=multi.parents,
                                         fn=multi.call.fn, args=tuple(multi.call.args),
-                                        kwargs=tuple(multi.call.kwargs), select=index, source=multi.source))
+                                        kwargs=tuple(multi.call.kwargs), select=position, source=multi.source))
             names.append(name)
         return names
 
@@ -287,7 +237,7 @@ class _Builder:
         names = []
         for i, node in enumerate(found):
             k = self.kind.get(node)
-            if isinstance(k, _Multi):  # a tuple returned whole (a bare fused LSTM's result): each tensor an output
+            if isinstance(k, TupleCall):  # a tuple returned whole (a bare fused LSTM's result): each tensor an output
                 names += self._items(node, k)
                 continue
             if not isinstance(k, str):

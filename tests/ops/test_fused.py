@@ -186,9 +186,15 @@ def test_unknown_fused_types_and_training_dropout_are_refused():
         pcsim.trace(net.train(), torch.randn(2, 1, 3, dtype=DT), fused=True)
 
 
-def test_a_bare_fused_module_traces_as_the_root():
+@pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM], ids=lambda c: c.__name__)
+def test_a_bare_fused_module_traces_as_the_root_with_one_output_per_tensor(cls):
     with seeded(0):
-        m = nn.GRU(3, 4).to(DT)
+        m = cls(3, 4).to(DT)
         x = torch.randn(2, 5, 3, dtype=DT)
     graph = pcsim.trace(m, x, fused=True)
-    assert [graph[o].op for o in graph.outputs] == ["gru", "gru"]
+    with torch.no_grad():
+        want = flat(m(x))
+    assert [graph[o].op for o in graph.outputs] == [OP[cls]] * len(want)
+    assert [graph[o].shape for o in graph.outputs] == [tuple(w.shape) for w in want]
+    report = pcsim.check(m, (x,), _target(m, (x,)), rule="fa-zil-wavefront", fused=True)
+    assert report.max_rel_diff <= TOL, report.table()
