@@ -73,6 +73,8 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
+    sim.add_argument("--fused", action="store_true",
+                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
     sim.add_argument("--target", choices=["numpy", "cython", "cpp_standalone"], default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")
@@ -90,7 +92,7 @@ def _simulate(args: argparse.Namespace) -> int:
     inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
     target = target.to(dtype) if target.is_floating_point() else target
     try:
-        graph = pcsim.trace(module, *inputs)
+        graph = pcsim.trace(module, *inputs, fused=args.fused)
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
                               loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
                               tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,

@@ -58,6 +58,8 @@ def add_graph_parser(commands) -> None:
     gr.add_argument("--labels", choices=["auto", "on", "off"], default="auto",
                     help="vertex names on the drawing (auto: only for graphs of up to 80 vertices)")
     gr.add_argument("--seed", type=int, default=0)
+    gr.add_argument("--fused", action="store_true",
+                    help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
 
 
 def run_graph(args: argparse.Namespace) -> int:
@@ -67,7 +69,7 @@ def run_graph(args: argparse.Namespace) -> int:
     spec = load_model_file(args.model)
     module, inputs, _ = spec.build_model(seed=args.seed)
     try:
-        graph = trace(module, *inputs)
+        graph = trace(module, *inputs, fused=args.fused)
     except PcsimError as e:
         raise type(e)(f"{spec.path}: {e}") from e
     if args.level:

@@ -44,3 +44,20 @@ def test_plot_trajectory_draws_every_population():
     fig = plot_trajectory(traj)
     assert len(fig.axes) == 2 * len(traj.values)
     np.testing.assert_allclose(traj.values["_2"][-1], y.numpy())  # a shown MSE output holds the target
+
+
+def test_simulate_a_fused_lstm_gives_autograd_gradients(tmp_path, capsys):
+    """The ODEs on a graph whose LSTM layer is one vertex: Z-IL's gates still read BP's gradients."""
+    out = tmp_path / "lstm.npz"
+    code = main(["simulate", "lstm", "--fused", "--method", "euler", "--dt", "1", "--plasticity", "zil",
+                 "--t-end", "4", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    traj = pcsim.Trajectory.from_npz(out)
+    from pcsim.check import autograd_gradients
+    from pcsim.zoo import load_model_file
+
+    spec = load_model_file("lstm")
+    module, inputs, target = spec.build_model(seed=0)
+    module, inputs = module.double(), tuple(x.double() for x in inputs)
+    for name, ref in autograd_gradients(module, inputs, target, spec.loss).items():
+        np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)

@@ -108,3 +108,10 @@ def test_graph_without_out_prints_the_vertices(capsys):
     assert "fc1" in out and "levelled: False" in out and "0 identity inserted" in out
     code, out, err = run(["graph", "no_such_model"], capsys)
     assert code == 2 and "no_such_model" in err
+
+
+def test_graph_fused_prints_one_vertex_per_item_of_the_layer(capsys):
+    code, out, _ = run(["graph", "lstm", "--fused"], capsys)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert sum(r[1] == "lstm" for r in rows) == 3 and "sigmoid" not in out  # output, h_n, c_n; no gates
