@@ -38,6 +38,25 @@ def equivalence(device: torch.device) -> bool:
     return ok
 
 
+def fused_equivalence(device: torch.device) -> bool:
+    """The zoo's LSTM and GRU traced with fused layers (cuDNN's kernel on CUDA in float32)."""
+    from pcsim.zoo import load_model_file
+
+    ok = True
+    for dtype in (torch.float64, torch.float32):
+        for name in ("lstm", "gru"):
+            spec = load_model_file(name)
+            module, inputs, target = spec.build_model(0, batch=16)
+            module, inputs, target = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
+            worst = max(pcsim.check(module, inputs, target, rule=rule, loss=spec.loss, dtype=dtype,
+                                    fused=True).max_rel_diff for rule in ("zil", "fa-zil-wavefront"))
+            passed = worst <= tolerance(dtype)
+            ok &= passed
+            print(f"{device.type} {str(dtype)[6:]:8} {name + ' (fused)':20} max rel {worst:.2e} "
+                  f"{'ok' if passed else 'FAIL'}")
+    return ok
+
+
 def timing(device: torch.device, repeats: int = 20) -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(784, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 1000),
@@ -77,12 +96,15 @@ if __name__ == "__main__":
     if device.type != "cuda":
         print("no CUDA device: running the same checks on the CPU")
     good = equivalence(device)
+    good &= fused_equivalence(device)
     if device.type == "cuda":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_rules  # noqa: E402
 
         bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--rules", "bp", "bp-graph", "zil",
                           "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20"])
+        bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--fused", "--append",
+                          "--models", "lstm", "gru", "--rules", "bp", "bp-graph", "zil", "fa-zil-wavefront"])
     else:
         timing(device)
     sys.exit(0 if good else 1)
