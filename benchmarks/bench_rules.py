@@ -80,6 +80,9 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
     spec = load_model_file(name)
     module, inputs, target = spec.build_model(0, **dims)
     module = module.to(device=device).eval()
+    for m in module.modules():  # cuDNN runs no backward in eval mode; without dropout, train mode is the same map
+        if isinstance(m, nn.RNNBase) and (m.dropout == 0 or m.num_layers == 1):
+            m.train()
     inputs = tuple(x.to(device) for x in inputs)
     target = target.to(device)
     # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (pcsim.ops.fused)

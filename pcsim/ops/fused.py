@@ -49,7 +49,9 @@ class RecurrentLayer:
                 hx = tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
         if hx is None:
             hx = self._zeros(input)
-        result = _KERNELS[self.kernel](input, hx, list(weights), self.bias, self.num_layers, 0.0, False,
+        # dropout 0 and train=True: the same values as eval mode, but cuDNN refuses a backward pass
+        # through a kernel run in inference mode, and Z-IL pulls errors back through this one
+        result = _KERNELS[self.kernel](input, hx, list(weights), self.bias, self.num_layers, 0.0, True,
                                        self.bidirectional, self.batch_first)
         output, hidden = result[0], result[1:]
         if not batched:
