@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.displacement import Values, advance, linear_form, vertex_delta
+from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import complete, local_vjp, pull_back, still
@@ -57,9 +57,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
         moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
         value = Values(base, neg_disp, problem.clamped)
-        delta: dict[str, torch.Tensor] = {}  # -eps, as in Z-IL's synchronous step
-        neg_pred: dict[str, torch.Tensor] = {}  # x_ff - mu, for `advance`'s closed form at gamma 1
-        neg_feedback = Sums()
+        drives = Drives()  # as in Z-IL's synchronous step
         items, names, fires = [], [], []
         for name in g.latent:
             v = g[name]
@@ -72,11 +70,7 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             form = None if name in outputs else linear_form(v, neg_disp, problem.params, g.constants, base,
                                                             [g[p].shape for p in v.parents], fast)
             if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
-                d, pred, feedback = form
-                delta[name] = d
-                if pred is not None:
-                    neg_pred[name] = pred
-                neg_feedback.add_all(feedback)
+                d = drives.form(name, form)
                 if waiting:
                     gate[name] = LOCKED if parents_moved else FIRED if bool((d != 0).any()) else WAITING
                 continue
@@ -84,14 +78,12 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
             lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
             if name in outputs:
-                d = problem.output_gradient(name, lin.mu)
+                d, pred = problem.output_gradient(name, lin.mu), None
             elif not any(p in neg_disp for p in latent_parents[name]):
-                d = neg_disp[name]  # mu is x_ff bit for bit (see `still`)
+                d, pred = neg_disp[name], None  # mu is x_ff bit for bit (see `still`)
             else:
                 d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
-                if pred is not None:
-                    neg_pred[name] = pred
-            delta[name] = d
+            drives.own(name, d, pred)
             fire = waiting and not parents_moved and bool((d != 0).any())
             items.append((lin, d, fire, True))
             names.append(name)
@@ -102,10 +94,10 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
             if fire:
                 grads.add_all(own.items())
                 gate[name] = FIRED
-            neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
+            drives.neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
         del items
         if all(s != WAITING for s in gate.values()):
             break
-        neg_disp = advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma, neg_pred)
+        neg_disp = advance(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma, drives.neg_pred)
     return complete(grads, problem)
 

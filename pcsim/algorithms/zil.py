@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from pcsim.algorithms.displacement import Values, advance, linear_form, vertex_delta
+from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
@@ -126,10 +126,8 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     original = problem.params
     value = Values(base, neg_disp, problem.clamped)  # values that differ from the feed-forward ones, once per step
 
-    delta: dict[str, torch.Tensor] = {}
     closed = closed and gamma == 1.0
-    neg_pred: dict[str, torch.Tensor] = {}
-    neg_feedback = Sums()
+    drives = Drives()
     terms: dict[str, dict[str, torch.Tensor]] = {}
     items, names = [], []
     for name in g.latent:
@@ -145,11 +143,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                                                         [g[p].shape for p in v.parents], fast)
         if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
             cached.pop(name, None)
-            d, pred, feedback = form
-            delta[name] = d
-            if pred is not None:
-                neg_pred[name] = pred
-            neg_feedback.add_all(feedback)
+            drives.form(name, form)
             continue
         lin = cached.pop(name, None)
         if lin is None or not unchanged:
@@ -158,22 +152,21 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                      for p, x in zip(v.parents, parents, strict=True)]
             lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due)
         if name in outputs:
-            d = problem.output_gradient(name, lin.mu)
+            d, pred = problem.output_gradient(name, lin.mu), None
         elif unchanged:  # mu is x_ff bit for bit (see `still`): delta is the displacement itself
-            d = neg_disp[name]
+            d, pred = neg_disp[name], None
         else:
             d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), closed)
-            if pred is not None:
-                neg_pred[name] = pred
-        delta[name] = d
+        drives.own(name, d, pred)
         items.append((lin, d, name in due, not final))
         names.append(name)
     for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):  # one autograd call per step
         if name in due:
             terms[name] = own
             grads.add_all(own.items())
-        neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
+        drives.neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
     del items
     if final:
         return terms, neg_disp
-    return terms, advance(g.latent, outputs, neg_disp, delta, neg_feedback, gamma, neg_pred if closed else None)
+    return terms, advance(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma,
+                          drives.neg_pred if closed else None)
