@@ -32,7 +32,7 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
     g = graph.level().pruned()  # vertices that reach no output change no update (Graph.pruned)
     problem = Problem.build(g, inputs, target, loss, params)
     if mode == "wavefront":
-        return wavefront(problem, gamma, WavePlan.of(g))
+        return wavefront(problem, gamma, g.derived(WavePlan, WavePlan.of))
     return _autonomous(problem, gamma)
 
 

@@ -8,7 +8,7 @@ three kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a parame
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -136,9 +136,19 @@ class Graph:
     params: Mapping[str, torch.Tensor] = field(default_factory=dict)
     constants: Mapping[str, torch.Tensor] = field(default_factory=dict)
     param_names: tuple[str, ...] = ()
+    # what `derived` computed from this graph's structure, by key (not part of the graph's value)
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.validate()
+
+    def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
+        """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so
+        neither does anything worked out from its structure (its levelled copy, a wave's plan).
+        Algorithms called once per update on the same graph then pay for it once."""
+        if key not in self._derived:
+            self._derived[key] = build(self)
+        return self._derived[key]
 
     # -- lookup ---------------------------------------------------------------------------
     @cached_property
@@ -273,10 +283,11 @@ class Graph:
         return max(self.max_distance.values(), default=0)
 
     def level(self) -> Graph:
-        """A new, levelled graph with identity vertices on edges that skip levels (see `level.py`)."""
+        """A levelled graph with identity vertices on edges that skip levels (see `level.py`); `self`
+        when it is levelled already. Computed once per graph."""
         from pcsim.graph.level import level
 
-        return level(self)
+        return self.derived("level", level)
 
     def pruned(self) -> Graph:
         """This graph without the latent vertices that reach no output (an LSTM's unused `c_n`, say).
@@ -284,8 +295,11 @@ class Graph:
         From the feed-forward start such a vertex's error stays zero until a parent has moved, so
         its feedback reaches each vertex only after that vertex's error wave has passed: Z-IL's
         and Fa-Z-IL's updates are the same without it, and its forward call is not paid for.
-        Returns `self` when every latent vertex reaches an output.
+        Returns `self` when every latent vertex reaches an output. Computed once per graph.
         """
+        return self.derived("pruned", Graph._pruned)
+
+    def _pruned(self) -> Graph:
         dead = {n for n in self.latent if n not in self.min_distance}
         if not dead:
             return self

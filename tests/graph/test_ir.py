@@ -160,3 +160,12 @@ def test_exact_rules_ignore_a_dead_end_vertex(rule):
     assert float(ref[weight_name("a", 0)].norm()) > 0 and float(got[weight_name("d", 0)].abs().max()) == 0
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=TOL, atol=TOL * float(ref[name].abs().max() + 1))
+
+
+def test_derived_structure_is_computed_once_per_graph():
+    g = _drawn()
+    calls = []
+    assert g.derived("k", lambda graph: calls.append(graph) or len(graph)) == len(g)
+    assert g.derived("k", lambda graph: calls.append(graph) or -1) == len(g) and calls == [g]
+    assert g.level() is g.level() and g.level().is_levelled and g.pruned() is g.pruned()
+    assert g.level().level() is g.level()  # a levelled graph is its own levelled copy
