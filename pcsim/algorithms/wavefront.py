@@ -90,7 +90,9 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch
         for name in plan.order:  # the forward pass
             v = g[name]
             parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
-            if name in plan.tuple_calls:
+            if v.inserted:  # an identity level() inserted: the parent's tensor, no call to make
+                out = parents[0]
+            elif name in plan.tuple_calls:
                 out = _selected(v, plan.tuple_calls[name], plan.tuple_users, calls, parents, params, g.constants)
             else:
                 out = call(v, parents, params, g.constants)
