@@ -220,9 +220,13 @@ def main(argv=None) -> int:
     for name in args.models or zoo_names():
         print(f"{name}:", flush=True)
         c = case(name, device, rules, args.batch, args.toy, args.fused)
-        result["models"] = [m for m in result["models"] if m["model"] != c.name]
         stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
-        result["models"].append({**measure(c, device, args.reps, args.budget_s), "measured": stamp})
+        entry = {**measure(c, device, args.reps, args.budget_s), "measured": stamp}
+        known = [i for i, m in enumerate(result["models"]) if m["model"] == c.name]
+        if known:  # a rerun keeps the model's place in the table
+            result["models"][known[0]] = entry
+        else:
+            result["models"].append(entry)
         out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         out.with_suffix(".md").write_text(markdown(result))
