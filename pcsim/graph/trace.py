@@ -54,6 +54,7 @@ class _Builder:
         self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | TupleCall | literal
         self.vertices: list[Vertex] = []
         self.inputs: list[str] = []
+        self._item_vertices: dict[fx.Node, list[tuple[tuple[int, ...], str]]] = {}  # see _items
 
     # -- Context for module converters --
     def param(self, m: nn.Module, attr: str):
@@ -80,13 +81,9 @@ class _Builder:
         if isinstance(arg, fx.Node):
             k = self.kind[arg]
             if isinstance(k, str):
-                if k not in parents:
-                    parents.append(k)
-                return ParentArg(parents.index(k))
-            if isinstance(k, TupleCall):
-                raise UnsupportedOpError(f"fx node '{node.name}' ({describe(node, self.gm)}){line_suffix(node)} uses "
-                                         f"the whole tuple returned by '{arg.name}'; pcsim needs its elements "
-                                         f"picked by indexing or unpacking{line_detail(node)}")
+                return self._parent_slot(k, parents)
+            if isinstance(k, TupleCall):  # a tuple passed on whole (an LSTM's (h_n, c_n) to a decoder)
+                return _nested([(rest, self._parent_slot(name, parents)) for rest, name in self._items(arg, k)])
             return k
         if isinstance(arg, tuple | list):
             return tuple(self.template(a, parents, node) for a in arg)
@@ -95,6 +92,12 @@ class _Builder:
         if isinstance(arg, slice):
             return slice(*(self.values[a] if isinstance(a, fx.Node) else a for a in (arg.start, arg.stop, arg.step)))
         return arg
+
+    @staticmethod
+    def _parent_slot(name: str, parents: list[str]) -> ParentArg:
+        if name not in parents:
+            parents.append(name)
+        return ParentArg(parents.index(name))
 
     @staticmethod
     def _depends(arg: Any, kind: dict) -> bool:
@@ -216,10 +219,13 @@ class _Builder:
                                     select=select, source=source))
         self.kind[n] = n.name
 
-    def _items(self, n: fx.Node, multi: TupleCall) -> list[str]:
-        """One selecting vertex per tensor of the tuple `n` stands for, named `n_i` (`n_i_j` when nested)."""
+    def _items(self, n: fx.Node, multi: TupleCall) -> list[tuple[tuple[int, ...], str]]:
+        """(path, vertex) for each tensor of the tuple `n` stands for: one selecting vertex each, named
+        `n_i` (`n_i_j` when nested), made on the first use of the whole tuple."""
+        if n in self._item_vertices:
+            return self._item_vertices[n]
         taken = {v.name for v in self.vertices}
-        names = []
+        names = self._item_vertices[n] = []
         for rest, position, value in multi.items(self.values[n]):
             name = "_".join([n.name, *map(str, rest)])
             while name in taken:
@@ -228,7 +234,7 @@ class _Builder:
             self.vertices.append(Vertex(name, multi.call.op, tuple(value.shape), value.dtype, parents=multi.parents,
                                         fn=multi.call.fn, args=tuple(multi.call.args),
                                         kwargs=tuple(multi.call.kwargs), select=position, source=multi.source))
-            names.append(name)
+            names.append((rest, name))
         return names
 
     def _outputs(self, n: fx.Node) -> list[str]:
@@ -238,7 +244,7 @@ class _Builder:
         for i, node in enumerate(found):
             k = self.kind.get(node)
             if isinstance(k, TupleCall):  # a tuple returned whole (a bare fused LSTM's result): each tensor an output
-                names += self._items(node, k)
+                names += [name for _, name in self._items(node, k)]
                 continue
             if not isinstance(k, str):
                 raise TraceError(f"output #{i} ('{node.name}') is not computed from the inputs and "
@@ -247,6 +253,22 @@ class _Builder:
                 raise TraceError(f"vertex '{k}' is returned twice; return each output once")
             names.append(k)
         return _sink_outputs(self.vertices, names)
+
+
+def _nested(leaves: list[tuple[tuple[int, ...], Any]]) -> tuple:
+    """The nested tuple whose item at each path is the given leaf (paths in depth-first order)."""
+    out: list = []
+    for path, leaf in leaves:
+        level = out
+        for i in path[:-1]:
+            if len(level) <= i:
+                level.append([])
+            level = level[i]
+        level.append(leaf)
+
+    def freeze(x):
+        return tuple(freeze(i) for i in x) if isinstance(x, list) else x
+    return freeze(out)
 
 
 def _contains_tensor(value: Any) -> bool:

@@ -273,3 +273,14 @@ def test_trace_leaves_module_buffers_unchanged():
                          ids=["x.shape[0]", "size()"])
 def test_shape_queries_are_folded(body):
     trace_and_compare(_net(body, lin=nn.Linear(8, 3)), (_x(3, 2, 4),))
+
+
+def test_a_tuple_handed_on_whole_becomes_its_items():
+    """torch.cat(x.chunk(3)): the chunk call's items, one vertex each, are the cat's parents."""
+    with seeded(0):
+        net = Net(lambda s, x: s.out(torch.cat(torch.tanh(s.lin(x)).chunk(3, -1), -1)), lin=nn.Linear(3, 6),
+                  out=nn.Linear(6, 2)).to(DT)
+        x = torch.randn(4, 3, dtype=DT)
+    graph = trace_and_compare(net, (x,))
+    cat = next(v for v in graph.vertices if v.op == "cat")
+    assert [graph[p].op for p in cat.parents] == ["chunk"] * 3

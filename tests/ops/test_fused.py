@@ -198,3 +198,33 @@ def test_a_bare_fused_module_traces_as_the_root_with_one_output_per_tensor(cls):
     assert [graph[o].shape for o in graph.outputs] == [tuple(w.shape) for w in want]
     report = pcsim.check(m, (x,), _target(m, (x,)), rule="fa-zil-wavefront", fused=True)
     assert report.max_rel_diff <= TOL, report.table()
+
+
+class Seq2Seq(nn.Module):
+    """An encoder LSTM whose final (h_n, c_n) is handed whole to a decoder LSTM."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.LSTM(3, 4, batch_first=True), nn.LSTM(2, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        _, state = self.enc(x)
+        out, _ = self.dec(y, state)
+        return self.head(out)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unrolled"])
+def test_a_state_tuple_handed_on_whole_is_traced(fused):
+    with seeded(0):
+        net = Seq2Seq().to(DT)
+        inputs = (torch.randn(2, 5, 3, dtype=DT), torch.randn(2, 4, 2, dtype=DT))
+    target = _target(net, inputs)
+    for rule in EXACT:
+        report = pcsim.check(net, inputs, target, rule=rule, fused=fused)
+        assert report.max_rel_diff <= TOL, report.table(rule)
+    if fused:
+        graph = pcsim.trace(net, *inputs, fused=True)
+        fed = [v for v in graph.vertices if v.op == "lstm" and v.name in graph.min_distance]
+        assert any([graph[p].op for p in v.parents] == ["input", "lstm", "lstm"] for v in fed)  # y, h_n, c_n
+
