@@ -16,12 +16,15 @@ LOSS = "ce"
 
 class GRUClassifier(nn.Module):
     def __init__(self, input_size: int = 32, hidden_size: int = 128, num_layers: int = 2,
-                 n_classes: int = 10) -> None:
+                 n_classes: int = 10, images: bool = False) -> None:
         super().__init__()
+        self.images = images  # (batch, C, H, W) inputs, read as H steps of C * W features
         self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers)
         self.head = nn.Linear(hidden_size, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.images:
+            x = x.permute(0, 2, 1, 3).flatten(2)
         _, h_n = self.gru(x.transpose(0, 1))  # h_n: (num_layers, batch, hidden)
         return self.head(h_n[-1])
 
@@ -45,19 +48,21 @@ def build(
         num_layers:  stacked GRU layers (default 2).
         batch:       number of sequences in the returned inputs (default 4).
 
-    Returns (model, (x,), y): x of shape (batch, seq_len, input_size), y int64 class indices.
+    Returns (model, (x,), y): x of shape (batch, seq_len, input_size), or (batch, C, H, W) when built
+    for images, y int64 class indices.
     """
     input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) == 3:  # images: one step per row
-        input_shape = (input_shape[1], input_shape[0] * input_shape[2])
+    image = input_shape if len(input_shape) == 3 else None
+    if image:  # images: one step per row
+        input_shape = (image[1], image[0] * image[2])
     if len(input_shape) != 2:
         raise ValueError(f"gru needs input_shape=(seq_len, input_size), got {input_shape}")
     seq_len, input_size = input_shape
     with torch.random.fork_rng(devices=[]):  # seed the default init without touching the caller's RNG
         torch.manual_seed(seed)
-        model = GRUClassifier(input_size, hidden_size, num_layers, n_classes)
+        model = GRUClassifier(input_size, hidden_size, num_layers, n_classes, images=image is not None)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, seq_len, input_size), generator=gen, dtype=torch.get_default_dtype())
+    x = torch.randn((batch, *(image or input_shape)), generator=gen, dtype=torch.get_default_dtype())
     y = torch.randint(0, n_classes, (batch,), generator=gen, dtype=torch.int64)
     return model, (x,), y

@@ -111,3 +111,19 @@ def test_residual_mlp_levels_with_exactly_one_identity_vertex():
     assert levelled.n_identity == 1 and levelled.is_levelled
     (ident,) = levelled.identity_vertices
     assert levelled[ident].parents == ("tanh",) and levelled.children[ident] == ("add",)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_recurrent_models_built_for_images_read_their_rows_as_steps(name):
+    """`pcsim train lstm --data digits` hands (batch, C, H, W) images to the model built for them."""
+    spec, module, inputs, target = reduced(name, input_shape=(2, 3, 4), n_classes=3, batch=2)
+    (x,) = inputs
+    assert x.shape == (2, 2, 3, 4)
+    rows = x.permute(0, 2, 1, 3).reshape(2, 3, 8)  # step t: row t of every channel
+    rebuilt = reduced(name, input_shape=(3, 8), n_classes=3, batch=2)[1]
+    rebuilt.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), rebuilt(rows), rtol=0, atol=0)
+    for fused in (False, True):
+        report = pcsim.check(module, inputs, target, rule="zil", loss=spec.loss, fused=fused)
+        assert report.max_rel_diff <= TOL, report.table(name)
