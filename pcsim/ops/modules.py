@@ -3,7 +3,8 @@
 Converters turn one leaf module call into one vertex (its functional form, parameters as
 `ParamArg`, buffers as `ConstArg`). Expansions (`ops/expansions.py`) run at fx-trace time and
 rewrite a composite module (recurrent cells and layers, attention) into elementary calls, so PC
-runs on each gate as its own population.
+runs on each gate as its own population; `trace(..., fused=...)` keeps recurrent layers whole
+instead (`ops/fused.py`).
 """
 
 from __future__ import annotations
