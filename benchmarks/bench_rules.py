@@ -107,6 +107,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
         "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
     }
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
+    fused = fused and any(isinstance(m, FUSED) for m in module.modules())  # the label says what was measured
     label = f"{name}, fused layers" if fused else name
     return Case(label, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules}, size)
 
