@@ -321,6 +321,8 @@ def _fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type]:
         return frozenset(FUSED_CONVERTERS) if fused else frozenset()
     if isinstance(fused, type):
         fused = (fused,)
+    if isinstance(fused, str) or not isinstance(fused, Iterable):
+        raise InputError(f"trace(fused=...) takes True or module types such as (nn.LSTM, nn.GRU), got {fused!r}")
     types = frozenset(fused)
     for t in types:
         if t not in FUSED_CONVERTERS:

@@ -180,6 +180,9 @@ def test_unknown_fused_types_and_training_dropout_are_refused():
     net, inputs = _rnn(nn.LSTM, bf=True, layers=1)
     with pytest.raises(pcsim.InputError, match=r"'Linear'.*nn\.RNN, nn\.LSTM, nn\.GRU"):
         pcsim.trace(net, *inputs, fused=(nn.Linear,))
+    for bad in ("lstm", 3):
+        with pytest.raises(pcsim.InputError, match=r"takes True or module types.*got"):
+            pcsim.trace(net, *inputs, fused=bad)
     with seeded(0):
         net = Net(lambda s, x: s.m(x)[0], m=nn.GRU(3, 4, num_layers=2, dropout=0.5)).to(DT)
     with pytest.raises(pcsim.UnsupportedOpError, match=r"dropout=0\.5.*\.eval\(\)"):
