@@ -9,18 +9,11 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from pcsim.cli import main
 from pcsim.table import COLUMNS, markdown, zoo_row, zoo_table
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(argv, capsys):

@@ -21,13 +21,7 @@ RULES = ["zil", "fa-zil-wavefront", "fa-zil-autonomous"]
 TOL = tolerance(torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one torch thread is several times faster than two (no OpenMP hand-offs)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reduced(name: str, **extra):

@@ -20,13 +20,7 @@ TOL = pcsim.tolerance(DT)
 EXACT = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one torch thread is several times faster than two (no OpenMP hand-offs)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flat(out) -> list[torch.Tensor]:
