@@ -28,8 +28,8 @@ from pcsim.errors import InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph.fx_tracer import Recorder, Tracer, describe, line_detail, line_suffix
 from pcsim.graph.ir import INPUT_OP, ConstArg, Graph, ParamArg, ParentArg, Vertex
 from pcsim.graph.provenance import example_calls, exception_user_line
-from pcsim.graph.tuples import TupleCall, leaves
-from pcsim.ops.fused import FUSED_CONVERTERS
+from pcsim.graph.tuples import TupleCall, leaves, nested
+from pcsim.ops.fused import FUSED_CONVERTERS, fused_types
 from pcsim.ops.modules import MODULE_CONVERTERS, MODULE_EXPANSIONS, NEEDS_EXAMPLE, ModuleCall
 from pcsim.ops.registry import (
     DROPOUT,
@@ -83,7 +83,7 @@ class _Builder:
             if isinstance(k, str):
                 return self._parent_slot(k, parents)
             if isinstance(k, TupleCall):  # a tuple passed on whole (an LSTM's (h_n, c_n) to a decoder)
-                return _nested([(rest, self._parent_slot(name, parents)) for rest, name in self._items(arg, k)])
+                return nested([(rest, self._parent_slot(name, parents)) for rest, name in self._items(arg, k)])
             return k
         if isinstance(arg, tuple | list):
             return tuple(self.template(a, parents, node) for a in arg)
@@ -255,22 +255,6 @@ class _Builder:
         return _sink_outputs(self.vertices, names)
 
 
-def _nested(leaves: list[tuple[tuple[int, ...], Any]]) -> tuple:
-    """The nested tuple whose item at each path is the given leaf (paths in depth-first order)."""
-    out: list = []
-    for path, leaf in leaves:
-        level = out
-        for i in path[:-1]:
-            if len(level) <= i:
-                level.append([])
-            level = level[i]
-        level.append(leaf)
-
-    def freeze(x):
-        return tuple(freeze(i) for i in x) if isinstance(x, list) else x
-    return freeze(out)
-
-
 def _contains_tensor(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return True
@@ -316,22 +300,6 @@ def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
     return result
 
 
-def _fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type]:
-    if isinstance(fused, bool):
-        return frozenset(FUSED_CONVERTERS) if fused else frozenset()
-    if isinstance(fused, type):
-        fused = (fused,)
-    if isinstance(fused, str) or not isinstance(fused, Iterable):
-        raise InputError(f"trace(fused=...) takes True or module types such as (nn.LSTM, nn.GRU), got {fused!r}")
-    types = frozenset(fused)
-    for t in types:
-        if t not in FUSED_CONVERTERS:
-            known = ", ".join(f"nn.{k.__name__}" for k in FUSED_CONVERTERS)
-            raise InputError(f"trace(fused=...) got {getattr(t, '__name__', t)!r}; the module types that can be "
-                             f"fused into one vertex are {known}")
-    return types
-
-
 def _restore(module: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, b in module.named_buffers():
@@ -365,7 +333,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
-    fused = _fused_types(fused)
+    fused = fused_types(fused)
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")

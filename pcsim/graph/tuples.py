@@ -67,3 +67,19 @@ class TupleCall:
                 for i in rest:
                     item = item[i]
                 yield rest, position, item
+
+
+def nested(leaves: list[tuple[tuple[int, ...], Any]]) -> tuple:
+    """The nested tuple whose item at each path is the given leaf (paths in depth-first order)."""
+    out: list = []
+    for path, leaf in leaves:
+        level = out
+        for i in path[:-1]:
+            if len(level) <= i:
+                level.append([])
+            level = level[i]
+        level.append(leaf)
+
+    def freeze(x):
+        return tuple(freeze(i) for i in x) if isinstance(x, list) else x
+    return freeze(out)

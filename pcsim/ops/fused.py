@@ -11,14 +11,14 @@ Brian2 backend and any analysis of gate errors need the unrolled graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from pcsim.errors import UnsupportedOpError
+from pcsim.errors import InputError, UnsupportedOpError
 from pcsim.ops.modules import Context, ModuleCall
 
 _KERNELS: dict[str, Callable[..., Any]] = {
@@ -83,3 +83,20 @@ def _recurrent_layer(m: nn.RNNBase, ctx: Context, input, hx=None) -> ModuleCall:
 
 RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
 FUSED_CONVERTERS: dict[type, Callable[..., ModuleCall]] = dict.fromkeys(RECURRENT_LAYERS, _recurrent_layer)
+
+
+def fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type]:
+    """`trace`'s `fused` argument as the set of module types to keep whole, checked."""
+    if isinstance(fused, bool):
+        return frozenset(FUSED_CONVERTERS) if fused else frozenset()
+    if isinstance(fused, type):
+        fused = (fused,)
+    if isinstance(fused, str) or not isinstance(fused, Iterable):
+        raise InputError(f"trace(fused=...) takes True or module types such as (nn.LSTM, nn.GRU), got {fused!r}")
+    types = frozenset(fused)
+    for t in types:
+        if t not in FUSED_CONVERTERS:
+            known = ", ".join(f"nn.{k.__name__}" for k in FUSED_CONVERTERS)
+            raise InputError(f"trace(fused=...) got {getattr(t, '__name__', t)!r}; the module types that can be "
+                             f"fused into one vertex are {known}")
+    return types
