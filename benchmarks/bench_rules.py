@@ -38,7 +38,6 @@ import pcsim  # noqa: E402
 from pcsim.algorithms.losses import get_loss  # noqa: E402
 from pcsim.zoo import load_model_file, zoo_names  # noqa: E402
 
-FUSED = (nn.RNN, nn.LSTM, nn.GRU)
 RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
 # at 128. Zoo models whose defaults are the paper's toy figures (8 -> 16 -> 4, 8x8 digits, 8 hidden
@@ -86,7 +85,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
     inputs = tuple(x.to(device) for x in inputs)
     target = target.to(device)
     # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (pcsim.ops.fused)
-    graph = pcsim.trace(module, *inputs, fused=FUSED if fused else ())
+    graph = pcsim.trace(module, *inputs, fused=fused)
     levelled = graph.level()
     loss = get_loss(spec.loss)
     used = [p for n, p in module.named_parameters() if graph.users.get(n)]
@@ -107,7 +106,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
         "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
     }
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
-    fused = fused and any(isinstance(m, FUSED) for m in module.modules())  # the label says what was measured
+    fused = fused and any(isinstance(m, pcsim.RECURRENT_LAYERS) for m in module.modules())  # label what ran
     label = f"{name}, fused layers" if fused else name
     return Case(label, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules}, size)
 

@@ -38,8 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
-    chk.add_argument("--fused", action="store_true",
-                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+    cli_zoo.add_fused_flag(chk)
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     cli_zoo.add_check_all_arguments(chk)
     cli_zoo.add_graph_parser(commands)
@@ -73,8 +72,7 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
-    sim.add_argument("--fused", action="store_true",
-                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+    cli_zoo.add_fused_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
     sim.add_argument("--target", choices=["numpy", "cython", "cpp_standalone"], default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from pcsim.cli_zoo import add_fused_flag
 from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
 
@@ -34,8 +35,7 @@ def add_parser(commands) -> None:
     p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
     p.add_argument("--il-fixed-prediction", action="store_true", help="IL with predictions frozen at feed-forward")
     p.add_argument("--il-output-precision", type=float, default=1.0, help="IL output precision (default 1)")
-    p.add_argument("--fused", action="store_true",
-                   help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+    add_fused_flag(p)
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")

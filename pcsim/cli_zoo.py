@@ -23,6 +23,12 @@ def add_check_all_arguments(chk: argparse.ArgumentParser) -> None:
     chk.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def add_fused_flag(parser: argparse.ArgumentParser) -> None:
+    """`--fused`, as `pcsim.trace(..., fused=True)`, for every command that traces a model."""
+    parser.add_argument("--fused", action="store_true",
+                        help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+
+
 def run_check_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
     from pcsim.table import markdown, zoo_table
 
@@ -58,8 +64,7 @@ def add_graph_parser(commands) -> None:
     gr.add_argument("--labels", choices=["auto", "on", "off"], default="auto",
                     help="vertex names on the drawing (auto: only for graphs of up to 80 vertices)")
     gr.add_argument("--seed", type=int, default=0)
-    gr.add_argument("--fused", action="store_true",
-                    help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+    add_fused_flag(gr)
 
 
 def run_graph(args: argparse.Namespace) -> int:

@@ -86,6 +86,13 @@ def _gru_cell(m: nn.GRUCell, p: Scope, x, hx=None):
 
 
 # -- nn.RNN / nn.LSTM / nn.GRU: unrolled over the example's sequence length ------------------------
+def refuse_dropout_between_layers(m: nn.RNNBase) -> None:
+    """A stacked recurrent layer in training mode with dropout would drop values; pcsim never does."""
+    if m.dropout > 0 and m.num_layers > 1 and m.training:
+        raise UnsupportedOpError(f"{type(m).__name__}(dropout={m.dropout}) in training mode drops values between "
+                                 "layers; pcsim runs dropout as the identity: call .eval() on the module first")
+
+
 def _recurrent(m: nn.RNNBase, p: Scope, input, hx=None):
     name = type(m).__name__
     shape = p.example.get("input")
@@ -93,9 +100,7 @@ def _recurrent(m: nn.RNNBase, p: Scope, input, hx=None):
         raise UnsupportedOpError(f"{name} must receive a tensor (a PackedSequence is not supported)")
     if len(shape) not in (2, 3):
         raise UnsupportedOpError(f"{name} input must be 2-D or 3-D, got shape {shape}")
-    if m.dropout > 0 and m.num_layers > 1 and m.training:
-        raise UnsupportedOpError(f"{name}(dropout={m.dropout}) in training mode drops values between layers; "
-                                 "pcsim runs dropout as the identity: call .eval() on the module first")
+    refuse_dropout_between_layers(m)
     batched = len(shape) == 3
     time_dim = 1 if (batched and m.batch_first) else 0
     steps = shape[time_dim]

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcsim.errors import InputError, UnsupportedOpError
+from pcsim.errors import InputError
+from pcsim.ops.expansions import refuse_dropout_between_layers
 from pcsim.ops.modules import Context, ModuleCall
 
 _KERNELS: dict[str, Callable[..., Any]] = {
@@ -69,10 +70,7 @@ class RecurrentLayer:
 
 
 def _recurrent_layer(m: nn.RNNBase, ctx: Context, input, hx=None) -> ModuleCall:
-    name = type(m).__name__
-    if m.dropout > 0 and m.num_layers > 1 and m.training:
-        raise UnsupportedOpError(f"{name}(dropout={m.dropout}) in training mode drops values between layers; "
-                                 "pcsim runs dropout as the identity: call .eval() on the module first")
+    refuse_dropout_between_layers(m)
     kernel = {nn.LSTM: "lstm", nn.GRU: "gru"}.get(type(m)) or f"rnn_{m.nonlinearity}"
     layer = RecurrentLayer(kernel, m.hidden_size, getattr(m, "proj_size", 0), m.num_layers, m.bias,
                            m.bidirectional, m.batch_first)
