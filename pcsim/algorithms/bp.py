@@ -11,6 +11,7 @@ from pcsim.ops.local import call
 
 def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, torch.Tensor]:
     """dL/dtheta for every parameter of the traced module (zeros for unused ones)."""
+    graph = graph.pruned()  # a vertex that reaches no output is no part of the loss
     problem = Problem.build(graph, inputs, target, loss, params)
     used = [n for n in problem.params if graph.users.get(n)]
     leaves = {n: problem.params[n].detach().requires_grad_(True) for n in used}
@@ -18,8 +19,6 @@ def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, to
     with torch.enable_grad():
         values = dict(problem.clamped)
         for name in graph.latent:
-            if name not in graph.min_distance:
-                continue  # reaches no output: no part of the loss
             v = graph[name]
             values[name] = call(v, [values[p] for p in v.parents], params, graph.constants)
         total = problem.loss_value(values)
