@@ -35,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[5, 20, 100])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    ap.add_argument("--compile", action="store_true", help="also time pcsim.il(compile=True) (rows 'ilT-compiled')")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,7 +45,9 @@ def main(argv=None):
     runs = {"bp": lambda: bp_step(model, x, y)}
     for t in args.steps:
         runs[f"il{t}"] = lambda t=t: pcsim.il(graph, (x,), y, "ce", gamma=0.1, steps=t)
-    for f in runs.values():  # warm-up
+        if args.compile:
+            runs[f"il{t}-compiled"] = lambda t=t: pcsim.il(graph, (x,), y, "ce", gamma=0.1, steps=t, compile=True)
+    for f in runs.values():  # warm-up (and, with --compile, compilation)
         f()
     times = {k: [] for k in runs}
     cpu = {k: [] for k in runs}  # this process's CPU time: what other processes' load does not add

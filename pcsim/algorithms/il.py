@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from pcsim.algorithms import steady
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.graph.ir import Graph
@@ -19,12 +20,22 @@ from pcsim.graph.ir import Graph
 
 def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
        fixed_prediction: bool = False, output_precision: float = 1.0, params=None,
-       progress: bool = False) -> dict[str, torch.Tensor]:
-    """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign)."""
+       progress: bool = False, compile: bool = False) -> dict[str, torch.Tensor]:
+    """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign).
+
+    `compile`: once the error wave has reached every vertex, run the remaining steps as one
+    torch.compile'd function per step (`pcsim.algorithms.steady`): the same dynamics with the
+    element-wise work fused. The first call per graph and shape compiles (seconds); needs a C++
+    compiler, and falls back to the eager loop with a warning where compiling fails.
+    """
     _check(steps, output_precision)
     problem = Problem.build(graph, inputs, target, loss, params)
     relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
-    relax.run(steps, lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False))
+    bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
+    if compile:
+        steady.run(relax, steps, bar)
+    else:
+        relax.run(steps, bar)
     plastic = {n for n in relax.latent if problem.graph[n].params}  # only their errors enter the update
     return _update(problem, relax.hebbian(relax.errors(only=plastic)), output_precision)
 

@@ -21,9 +21,9 @@ TOL = tolerance(torch.float64)
 
 
 def literal_il(graph, inputs, target, loss="mse", *, gamma=0.1, steps=100, fixed_prediction=False,
-               output_precision=1.0):
+               output_precision=1.0, params=None):
     """IL as first written: sweep every vertex, advance, Hebbian terms of the final sweep."""
-    problem = Problem.build(graph, inputs, target, loss)
+    problem = Problem.build(graph, inputs, target, loss, params)
     x = State.feedforward(problem)
     fixed = {n: problem.linearise(n, x.base) for n in graph.latent} if fixed_prediction else None
     path = []
