@@ -259,3 +259,28 @@ def test_fused_recurrent_layers_train_exactly_like_bp(digits64, monkeypatch):
         for name, ref in bp_params.items():
             rel = float((params[name] - ref).norm() / ref.norm())
             assert rel <= 1e-10, (rule, name, rel)
+
+
+@pytest.mark.slow
+def test_cli_il_compile_trains_as_the_eager_il_loop(tmp_path, capsys):
+    """`--il-compile` reaches pcsim.il(compile=True) (the compiled step is built) and changes no update."""
+    from pcsim.algorithms import steady
+    from pcsim.cli import main
+
+    built = []
+    real = steady._compile
+    for compiled in (False, True):
+        steady._compile = lambda step, example: built.append(1) or real(step, example)
+        try:
+            code = main(["train", MODEL, "--rule", "il", "--data", "digits", "--epochs", "1", "--batch-size", "400",
+                         "--dtype", "float64", "--il-steps", "12", "--out", str(tmp_path / str(compiled)),
+                         "--no-progress", *(["--il-compile"] if compiled else [])])
+        finally:
+            steady._compile = real
+        assert code == 0
+        assert json.loads((tmp_path / str(compiled) / "metrics.json").read_text())["config"]["il_compile"] is compiled
+    assert 1 <= len(built) <= 2, "compiled for the --il-compile run only, once per batch shape"
+    a = torch.load(tmp_path / "False" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "True" / "model.pt", weights_only=True)
+    for name in a:
+        assert float((a[name] - b[name]).norm() / a[name].norm()) <= 1e-10, name
