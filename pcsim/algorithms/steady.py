@@ -2,17 +2,20 @@
 
 From the feed-forward start the first steps differ from each other: the error wave spreads one
 vertex per step, and `Relaxation` skips what has not moved. Once the sets of moved, stale and
-feed-forward vertices at the start of a step repeat (its `signature`), every later step runs the
-same ops on new values. That step is written here as a pure function of the state, with every
-tensor it reads passed in as an argument. It is recorded as a graph of ATen ops (`make_fx`) and
-compiled with torch.compile (inductor), which fuses the element-wise work around the matrix
-products: on the 784-1000-1000-10 MLP, a tanh, the error, the tanh's VJP and the displacement
-update become one loop per vertex instead of six passes over memory.
+feed-forward vertices at the start of a step repeat (its `Signature`), every later step runs the
+same ops on new values. That step is written here as a function of the state with every tensor
+it reads passed in as an argument, recorded as a graph of ATen ops (`make_fx`), and compiled by
+inductor, which fuses the element-wise work around the matrix products: on the 784-1000-1000-10
+MLP, each tanh vertex's prediction, error, VJP and displacement update become one loop instead
+of seven passes over memory, and the new displacements are written into the state's own buffers.
 
-The formulas are `Relaxation`'s, op for op. Rounding may differ where the compiler contracts a
-product and a sum; the tests hold the result to the literal loop within the dtype's tolerance.
-The compiled step is kept on the graph, keyed by everything its ops depend on (signature,
-shapes, dtypes, gamma, precision), so only the first call per shape pays for compilation.
+The formulas are `Relaxation`'s, op for op; rounding differs by a few ulps where the compiled
+loops associate differently, and the tests hold the result to the literal loop at the dtype's
+tolerance. Inductor is called without dynamo, whose per-call guards cost 0.5 ms a step on that
+MLP; what they would check (shapes, strides, dtypes, aliasing) is in the key under which the
+compiled step is kept on the graph, so each new layout compiles once (seconds) and no call runs
+code compiled for another. Its pattern matcher is off: in torch 2.13 it rewrites
+`add(x, mm(a, b), alpha=g)` into an addmm that drops the alpha.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def run(relax: Relaxation, steps: int, progress=None) -> None:
 
 def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
     step = _Step(relax, sig)
+    if not step.moved:  # nothing moves any more: the remaining steps change nothing
+        return
     tensors = step.inputs()
     compiled = relax.problem.graph.derived(step.key(tensors), lambda _: _compile(step, tensors))
     n_disp = len(step.moved)
@@ -94,7 +99,7 @@ def _compile(step: _Step, example: tuple[torch.Tensor, ...]):
     except Exception as exc:  # noqa: BLE001 - any failure of the optional compiler falls back
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         warnings.warn(f"pcsim.il(compile=True): compiling the steady inference step failed "
-                      f"({type(exc).__name__}: {first}); these steps run eagerly", RuntimeWarning, stacklevel=5)
+                      f"({type(exc).__name__}: {first}); these steps run eagerly", RuntimeWarning, stacklevel=7)
         return None
 
 
