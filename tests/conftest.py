@@ -1,4 +1,4 @@
-"""Shared test settings: float64 by default, Matplotlib without a screen, Brian2's cache in build/."""
+"""Shared test settings: float64 by default, Matplotlib without a screen, Brian2's and inductor's caches in build/."""
 
 import os
 from pathlib import Path
@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("BRIAN2_CACHE_DIR", str(ROOT / "build" / "brian2-cache"))
 os.environ.setdefault("CYTHON_CACHE_DIR", str(ROOT / "build" / "cython-cache"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor-cache"))  # il(compile=True)
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core already: more threads would oversubscribe
     torch.set_num_threads(1)
 
