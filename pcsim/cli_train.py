@@ -35,9 +35,9 @@ def add_parser(commands) -> None:
     p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
     p.add_argument("--il-fixed-prediction", action="store_true", help="IL with predictions frozen at feed-forward")
     p.add_argument("--il-output-precision", type=float, default=1.0, help="IL output precision (default 1)")
-    p.add_argument("--il-compile", action="store_true",
-                   help="IL: compile the inference steps after the error wave settles (torch.compile; needs a C++ "
-                        "compiler; seconds on the first batch)")
+    p.add_argument("--compile", action="store_true",
+                   help="il: compile the inference steps after the error wave settles; fa-zil: compile the wavefront "
+                        "(inductor; needs a C++ compiler; seconds on the first batch of each shape)")
     add_fused_flag(p)
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
@@ -65,7 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                          lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype, il_gamma=args.il_gamma,
                          il_steps=args.il_steps, il_fixed_prediction=args.il_fixed_prediction,
-                         il_output_precision=args.il_output_precision, il_compile=args.il_compile,
+                         il_output_precision=args.il_output_precision, compile=args.compile,
                          fused_recurrent=args.fused,
                          check_every=args.check_every,
                          checkpoint_every=args.checkpoint_every)

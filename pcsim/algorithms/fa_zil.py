@@ -18,21 +18,28 @@ from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import complete, local_vjp, pull_back, still
-from pcsim.algorithms.wavefront import WavePlan, wavefront
+from pcsim.algorithms.wavefront import WavePlan, compiled_wavefront, wavefront
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
 
 
 def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront", gamma: float = 1.0,
-           params=None) -> dict[str, torch.Tensor]:
-    """Fa-Z-IL on the levelled graph; returns dL/dtheta per parameter (autograd's sign)."""
+           params=None, compile: bool = False) -> dict[str, torch.Tensor]:
+    """Fa-Z-IL on the levelled graph; returns dL/dtheta per parameter (autograd's sign).
+
+    `compile` (wavefront only): the forward pass and the wave as one inductor-compiled function
+    (`compiled_wavefront`), compiled on the first call per graph and layout (seconds).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+    if compile and mode != "wavefront":
+        raise ValueError("compile=True applies to mode='wavefront' only; the autonomous mode runs eagerly")
     g = graph.level().pruned()  # vertices that reach no output change no update (Graph.pruned)
     problem = Problem.build(g, inputs, target, loss, params)
     if mode == "wavefront":
-        return wavefront(problem, gamma, g.derived(WavePlan, WavePlan.of))
+        plan = g.derived(WavePlan, WavePlan.of)
+        return compiled_wavefront(problem, gamma, plan) if compile else wavefront(problem, gamma, plan)
     return _autonomous(problem, gamma)
 
 

@@ -11,29 +11,22 @@ of seven passes over memory, and the new displacements are written into the stat
 
 The formulas are `Relaxation`'s, op for op; rounding differs by a few ulps where the compiled
 loops associate differently, and the tests hold the result to the literal loop at the dtype's
-tolerance. Inductor is called without dynamo, whose per-call guards cost 0.5 ms a step on that
-MLP; what they would check (shapes, strides, dtypes, aliasing) is in the key under which the
-compiled step is kept on the graph, so each new layout compiles once (seconds) and no call runs
-code compiled for another. Its pattern matcher is off: in torch 2.13 it rewrites
-`add(x, mm(a, b), alpha=g)` into an addmm that drops the alpha.
+tolerance. How it is compiled, and kept per layout, is `pcsim.algorithms.compiled`.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
-import torch._inductor
 import torch.nn.functional as F
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.relaxation import Relaxation, _shifted
 from pcsim.ops.local import call
 from pcsim.ops.vjp import AddOp, ElementwiseOp, LinearOp
 
 _aten = torch.ops.aten
-_INDUCTOR = {"pattern_matcher": False}
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,8 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
     if not step.moved:  # nothing moves any more: the remaining steps change nothing
         return
     tensors = step.inputs()
-    compiled = relax.problem.graph.derived(step.key(tensors), lambda _: _compile(step, tensors))
+    compiled = relax.problem.graph.derived(step.key(tensors), lambda _: compile_function(
+        step, tensors, "IL's steady inference step", mutated=len(step.moved), stacklevel=6))
     n_disp = len(step.moved)
     for k in range(remaining):
         if k:
@@ -82,25 +76,6 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
             compiled(*tensors)  # writes the new displacements into `tensors[:n_disp]`
     if compiled is not None:
         step.adopt(tensors[:n_disp])
-
-
-def _compile(step: _Step, example: tuple[torch.Tensor, ...]):
-    """The compiled step, or None (with a warning) where tracing or compiling fails: the eager loop
-    computes the same update, so a missing C++ compiler costs time, not the result."""
-    try:
-        traced = make_fx(step, tracing_mode="fake")(*example)
-        if any(n.op == "get_attr" for n in traced.graph.nodes):  # a value not passed in would go stale
-            raise RuntimeError("the traced step captured a tensor constant")
-        # inductor directly, without dynamo: its guards cost 0.5 ms per call here; `key` holds what they check
-        compiled = torch._inductor.compile(traced, list(example), options=_INDUCTOR)
-        n = len(step.moved)
-        compiled(*(t.clone() for t in example[:n]), *example[n:])  # compiles now; writes into copies
-        return compiled
-    except Exception as exc:  # noqa: BLE001 - any failure of the optional compiler falls back
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        warnings.warn(f"pcsim.il(compile=True): compiling the steady inference step failed "
-                      f"({type(exc).__name__}: {first}); these steps run eagerly", RuntimeWarning, stacklevel=7)
-        return None
 
 
 class _Step:
@@ -132,11 +107,7 @@ class _Step:
 
     def key(self, tensors: tuple[torch.Tensor, ...]) -> tuple:
         r = self.relax
-        layout = tuple((k, tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device)
-                       for k, t in zip(self.names, tensors, strict=True))
-        first: dict[int, int] = {}  # inputs sharing memory (a feed-forward value that is also a prediction)
-        aliases = tuple(first.setdefault(t.untyped_storage().data_ptr(), i) for i, t in enumerate(tensors))
-        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, layout, aliases)
+        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, tuple(self.names), layout_key(tensors))
 
     def adopt(self, disp: tuple[torch.Tensor, ...]) -> None:
         """Hand the final displacements back to `relax`, with its values where a child reads them."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.wave import complete
 from pcsim.graph.ir import Graph, Vertex
@@ -76,9 +77,13 @@ def _frees(g: Graph, order: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     return {n: tuple(ps) for n, ps in frees.items()}
 
 
-def wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch.Tensor]:
-    """dL/dtheta per parameter by the wave (see the module docstring); `plan` is `WavePlan.of(problem.graph)`."""
+def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) -> dict[str, torch.Tensor]:
+    """dL/dtheta per parameter by the wave (see the module docstring); `plan` is `WavePlan.of(problem.graph)`.
+
+    `constants`: the graph's constant tensors, or others in their place (`compiled_wavefront` passes
+    them as arguments)."""
     g = problem.graph
+    constants = g.constants if constants is None else constants
     outputs = set(g.outputs)
     wanted = list(dict.fromkeys(q for n in plan.order for q in g[n].params))
     leaves = {q: problem.params[q].detach().requires_grad_(True) for q in wanted}
@@ -93,9 +98,9 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch
             if v.inserted:  # an identity level() inserted: the parent's tensor, no call to make
                 out = parents[0]
             elif name in plan.tuple_calls:
-                out = _selected(v, plan.tuple_calls[name], plan.tuple_users, calls, parents, params, g.constants)
+                out = _selected(v, plan.tuple_calls[name], plan.tuple_users, calls, parents, params, constants)
             else:
-                out = call(v, parents, params, g.constants)
+                out = call(v, parents, params, constants)
             if name in outputs:  # a sink (Graph.validate): its error is its loss's alone
                 if out.requires_grad:
                     roots.append(out)
@@ -125,3 +130,40 @@ def _selected(v: Vertex, key: Hashable, users: dict[Hashable, int], calls: dict[
     if not entry[1]:
         del calls[key]
     return entry[0][v.select]
+
+
+def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch.Tensor]:
+    """`wavefront`, forward pass and wave, as one compiled function of the data and parameters.
+
+    Inductor fuses what the eager wave runs as separate kernels and autograd nodes: on a graph traced
+    per gate, an LSTM step's gate activations, products and their VJPs. The result is the same
+    wave's, to rounding; it falls back to `wavefront` where compiling fails
+    (`pcsim.algorithms.compiled`).
+    """
+    g = problem.graph
+    names = ([("clamped", n) for n in problem.clamped] + [("target", n) for n in problem.targets]
+             + [("param", n) for n in problem.params] + [("const", n) for n in g.constants])
+    source = {"clamped": problem.clamped, "target": problem.targets, "param": problem.params, "const": g.constants}
+    tensors = tuple(source[kind][n] for kind, n in names)
+    wave = _Wave(problem, gamma, plan, names)
+    fn = g.derived(("fa-zil-wavefront", gamma, tuple(names), layout_key(tensors)),
+                   lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", stacklevel=5))
+    if fn is None:
+        return wavefront(problem, gamma, plan)
+    return dict(zip(g.params, fn(*tensors), strict=True))
+
+
+class _Wave:
+    """`wavefront` as a function of tensors alone: the problem rebuilt around its arguments."""
+
+    def __init__(self, problem: Problem, gamma: float, plan: WavePlan, names: list[tuple[str, str]]):
+        self.problem, self.gamma, self.plan, self.names = problem, gamma, plan, names
+
+    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts: dict[str, dict[str, torch.Tensor]] = {"clamped": {}, "target": {}, "param": {}, "const": {}}
+        for (kind, n), t in zip(self.names, tensors, strict=True):
+            parts[kind][n] = t
+        p = self.problem
+        rebuilt = Problem(p.graph, parts["param"], parts["clamped"], parts["target"], p.losses)
+        grads = wavefront(rebuilt, self.gamma, self.plan, parts["const"])
+        return tuple(grads[n] for n in p.graph.params)

@@ -51,7 +51,7 @@ class TrainConfig:
     il_steps: int = 20
     il_fixed_prediction: bool = False
     il_output_precision: float = 1.0
-    il_compile: bool = False  # IL's steps after the error wave settles as one compiled function each
+    compile: bool = False  # il, fa-zil: their work compiled by inductor (pcsim.algorithms.compiled)
     fused_recurrent: bool = False  # nn.RNN/LSTM/GRU as one vertex per call, on torch's fused kernel
     check_every: int = 0  # compare with autograd every N steps (0: never)
     checkpoint_every: int = 0  # write a checkpoint every N steps (0: only at the end)
@@ -175,7 +175,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     out = out if rank == 0 else None
     progress = progress and rank == 0
     rule = RuleGradients(cfg.rule, run.module, run.loss, cfg.il_gamma, cfg.il_steps, cfg.il_fixed_prediction,
-                         cfg.il_output_precision, cfg.il_compile, cfg.fused_recurrent)
+                         cfg.il_output_precision, cfg.compile, cfg.fused_recurrent)
     oracle = RuleGradients("bp", run.module, run.loss)
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)

@@ -26,7 +26,7 @@ class RuleGradients:
     il_steps: int = 20
     il_fixed_prediction: bool = False
     il_output_precision: float = 1.0
-    il_compile: bool = False  # IL's steady steps compiled (pcsim.algorithms.steady)
+    compile: bool = False  # IL's steady steps, Fa-Z-IL's wavefront: compiled (pcsim.algorithms.compiled)
     fused: bool = False  # trace nn.RNN/LSTM/GRU as one vertex per call (pcsim.ops.fused)
     _graphs: dict = field(default_factory=dict)
 
@@ -47,10 +47,10 @@ class RuleGradients:
         if self.rule == "zil":
             return pcsim.zil(g, (x,), y, self.loss)
         if self.rule == "fa-zil":
-            return pcsim.fa_zil(g, (x,), y, self.loss, mode="wavefront")
+            return pcsim.fa_zil(g, (x,), y, self.loss, mode="wavefront", compile=self.compile)
         return pcsim.il(g, (x,), y, self.loss, gamma=self.il_gamma, steps=self.il_steps,
                         fixed_prediction=self.il_fixed_prediction, output_precision=self.il_output_precision,
-                        compile=self.il_compile)
+                        compile=self.compile)
 
 
 def compare(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pcsim
-from pcsim.algorithms import steady
+from pcsim.algorithms import compiled, steady
 from tests.algorithms.test_relaxation import TOL, _worst, literal_il
 from tests.equivalence.archs import ARCHS
 
@@ -77,8 +77,8 @@ def test_a_mutated_compiled_step_fails_the_same_check(monkeypatch):
 def test_one_compilation_serves_new_data_of_the_same_shape(monkeypatch):
     """Every value the step reads is an argument: new inputs and targets give their own IL update."""
     traces = []
-    make_fx = steady.make_fx
-    monkeypatch.setattr(steady, "make_fx", lambda *a, **k: traces.append(1) or make_fx(*a, **k))
+    make_fx = compiled.make_fx
+    monkeypatch.setattr(compiled, "make_fx", lambda *a, **k: traces.append(1) or make_fx(*a, **k))
     loss, kw = CASES["residual_block"]
     graph, inputs, target = _build("residual_block", loss)
     _il_compiled(graph, inputs, target, loss, **kw)

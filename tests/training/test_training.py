@@ -262,25 +262,30 @@ def test_fused_recurrent_layers_train_exactly_like_bp(digits64, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_il_compile_trains_as_the_eager_il_loop(tmp_path, capsys):
-    """`--il-compile` reaches pcsim.il(compile=True) (the compiled step is built) and changes no update."""
-    from pcsim.algorithms import steady
+@pytest.mark.parametrize("rule", ["il", "fa-zil"])
+def test_cli_compile_trains_as_the_eager_rule(rule, tmp_path, capsys, monkeypatch):
+    """`--compile` reaches the rule's compiled path (code is compiled) and changes no update."""
+    from pcsim.algorithms import compiled as compiled_module
+    from pcsim.algorithms import steady, wavefront
     from pcsim.cli import main
 
     built = []
-    real = steady._compile
-    for compiled in (False, True):
-        steady._compile = lambda step, example: built.append(1) or real(step, example)
-        try:
-            code = main(["train", MODEL, "--rule", "il", "--data", "digits", "--epochs", "1", "--batch-size", "400",
-                         "--dtype", "float64", "--il-steps", "12", "--out", str(tmp_path / str(compiled)),
-                         "--no-progress", *(["--il-compile"] if compiled else [])])
-        finally:
-            steady._compile = real
+    real = compiled_module.compile_function
+
+    def spy(*args, **kwargs):
+        built.append(args[2])
+        return real(*args, **kwargs)
+
+    for module in (steady, wavefront):  # where the rules call it
+        monkeypatch.setattr(module, "compile_function", spy)
+    for mode in ("eager", "compiled"):
+        code = main(["train", MODEL, "--rule", rule, "--data", "digits", "--epochs", "1", "--batch-size", "400",
+                     "--dtype", "float64", "--il-steps", "12", "--out", str(tmp_path / mode), "--no-progress",
+                     *(["--compile"] if mode == "compiled" else [])])
         assert code == 0
-        assert json.loads((tmp_path / str(compiled) / "metrics.json").read_text())["config"]["il_compile"] is compiled
-    assert 1 <= len(built) <= 2, "compiled for the --il-compile run only, once per batch shape"
-    a = torch.load(tmp_path / "False" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "True" / "model.pt", weights_only=True)
+        assert json.loads((tmp_path / mode / "metrics.json").read_text())["config"]["compile"] is (mode == "compiled")
+    assert 1 <= len(built) <= 2, "compiled for the --compile run only, once per batch shape"
+    a = torch.load(tmp_path / "eager" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)
     for name in a:
         assert float((a[name] - b[name]).norm() / a[name].norm()) <= 1e-10, name

@@ -1,0 +1,103 @@
+"""`fa_zil(compile=True)` and the shared compile path (`pcsim.algorithms.compiled`).
+
+Oracle: torch autograd on the module itself (`pcsim.check.autograd_gradients`). Each case also
+asserts that compiled code ran (an entry on the graph, no fallback warning), so that a silent
+fallback to the eager wave cannot pass for it.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+import pcsim
+from pcsim.algorithms import compiled
+from pcsim.algorithms.compiled import layout_key
+from pcsim.check import autograd_gradients
+from tests.equivalence.archs import ARCHS
+from tests.graph.helpers import assert_grads_match
+
+pytestmark = pytest.mark.slow  # each case compiles: seconds apiece
+
+ARCH_CASES = ["mlp_tanh_bias", "cnn_pools", "lstm_manual", "gru", "attention", "batchnorm1d_mlp",
+              "resnet_conv_block", "multi_ops", "embedding_mlp"]
+
+
+def _entries(graph, kind="fa-zil-wavefront") -> list:
+    g = graph.level().pruned()
+    return [v for k, v in g._derived.items() if isinstance(k, tuple) and k[0] == kind]
+
+
+def _fa_zil_compiled(graph, inputs, target, loss, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback must not pass for compiled code
+        return pcsim.fa_zil(graph, inputs, target, loss, compile=True, **kw)
+
+
+@pytest.mark.parametrize("arch", ARCH_CASES)
+def test_compiled_wavefront_equals_autograd(arch):
+    loss = "ce" if arch != "resnet_conv_block" else "mse"
+    module, inputs, target = ARCHS[arch](torch.float64, loss)
+    graph = pcsim.trace(module, *inputs)
+    got = _fa_zil_compiled(graph, inputs, target, loss)
+    assert len(_entries(graph)) == 1 and _entries(graph)[0] is not None, "the compiled wave ran"
+    assert_grads_match(got, autograd_gradients(module, inputs, target, loss))
+
+
+def test_compiled_wavefront_keeps_gamma_and_a_mutated_gamma_fails():
+    """gamma scales the wave once per hidden level (eager and compiled alike); 0.99999 is not 1."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    eager = pcsim.fa_zil(graph, inputs, target, gamma=0.5)
+    assert_grads_match(_fa_zil_compiled(graph, inputs, target, "mse", gamma=0.5), eager)
+    with pytest.raises(AssertionError):
+        assert_grads_match(_fa_zil_compiled(graph, inputs, target, "mse", gamma=0.99999),
+                           autograd_gradients(module, inputs, target))
+
+
+def test_one_compilation_serves_new_data_and_parameters(monkeypatch):
+    """Every value the compiled wave reads is an argument: new data gives its own gradients."""
+    traces = []
+    make_fx = compiled.make_fx
+    monkeypatch.setattr(compiled, "make_fx", lambda *a, **k: traces.append(1) or make_fx(*a, **k))
+    module, inputs, target = ARCHS["gru"](torch.float64, "ce")
+    graph = pcsim.trace(module, *inputs)
+    _fa_zil_compiled(graph, inputs, target, "ce")
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    inputs2 = tuple(torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in inputs)
+    target2 = torch.randint(0, 4, target.shape, generator=gen)
+    got = _fa_zil_compiled(graph, inputs2, target2, "ce")
+    assert len(traces) == 1, "the second call reused the compiled wave"
+    assert_grads_match(got, autograd_gradients(module, inputs2, target2, "ce"))
+
+
+def test_a_failed_compilation_warns_and_runs_the_eager_wave(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler on this machine")
+
+    monkeypatch.setattr(torch._inductor, "compile", broken)
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    with pytest.warns(RuntimeWarning, match="compiling the Fa-Z-IL wavefront failed .*no C\\+\\+ compiler"):
+        got = pcsim.fa_zil(graph, inputs, target, compile=True)
+    eager = pcsim.fa_zil(graph, inputs, target)
+    assert all(torch.equal(got[n], eager[n]) for n in eager)
+    assert _entries(graph) == [None], "the failure is remembered: no second attempt per call"
+
+
+def test_compile_is_refused_for_the_autonomous_mode():
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    with pytest.raises(ValueError, match="compile=True applies to mode='wavefront'"):
+        pcsim.fa_zil(pcsim.trace(module, *inputs), inputs, target, mode="autonomous", compile=True)
+
+
+def test_layout_key_tells_layouts_and_shared_memory_apart():
+    a = torch.zeros(4, 6)
+    assert layout_key([a, a.clone()]) == layout_key([torch.ones(4, 6), torch.ones(4, 6)])
+    assert layout_key([a, a]) != layout_key([a, a.clone()])  # the same memory twice
+    assert layout_key([a.t()]) != layout_key([a.t().contiguous()])  # strides
+    assert layout_key([a[1:]]) != layout_key([a[:3]])  # offsets
+    assert layout_key([a]) != layout_key([a.float()])  # float64 by default in the tests
