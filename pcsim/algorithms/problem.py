@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pcsim.algorithms.losses import Loss, get_loss
+from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import Linearisation, call
@@ -83,7 +83,13 @@ class Problem:
                 values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
 
         targets = _as_tuple(target, "target")
-        losses = (loss,) * len(graph.outputs) if isinstance(loss, str) else _as_tuple(loss, "loss")
+        if isinstance(loss, (str, Loss)):  # one loss for every output
+            losses = (loss,) * len(graph.outputs)
+        elif isinstance(loss, Sequence):  # one per output
+            losses = tuple(loss)
+        else:
+            raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them "
+                             f"(one per output), got {type(loss).__name__}")
         if len(targets) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s) {list(graph.outputs)}, "
                              f"got {len(targets)} target(s)")

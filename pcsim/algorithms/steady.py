@@ -107,7 +107,8 @@ class _Step:
 
     def key(self, tensors: tuple[torch.Tensor, ...]) -> tuple:
         r = self.relax
-        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, tuple(self.names), layout_key(tensors))
+        losses = tuple(r.problem.losses.items())  # the output errors' formulas are traced into the step
+        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, losses, tuple(self.names), layout_key(tensors))
 
     def adopt(self, disp: tuple[torch.Tensor, ...]) -> None:
         """Hand the final displacements back to `relax`, with its values where a child reads them."""

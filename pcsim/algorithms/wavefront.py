@@ -146,7 +146,8 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
     source = {"clamped": problem.clamped, "target": problem.targets, "param": problem.params, "const": g.constants}
     tensors = tuple(source[kind][n] for kind, n in names)
     wave = _Wave(problem, gamma, plan, names)
-    fn = g.derived(("fa-zil-wavefront", gamma, tuple(names), layout_key(tensors)),
+    losses = tuple(problem.losses.items())  # their gradients are traced into the function
+    fn = g.derived(("fa-zil-wavefront", gamma, losses, tuple(names), layout_key(tensors)),
                    lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", stacklevel=5))
     if fn is None:
         return wavefront(problem, gamma, plan)

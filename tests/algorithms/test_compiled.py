@@ -101,3 +101,33 @@ def test_layout_key_tells_layouts_and_shared_memory_apart():
     assert layout_key([a.t()]) != layout_key([a.t().contiguous()])  # strides
     assert layout_key([a[1:]]) != layout_key([a[:3]])  # offsets
     assert layout_key([a]) != layout_key([a.float()])  # float64 by default in the tests
+
+
+def test_another_loss_on_the_same_layout_is_compiled_apart():
+    """A loss is traced into the compiled code: two losses with the same target layout get two."""
+    from dataclasses import dataclass
+
+    from pcsim.algorithms.losses import MSE
+
+    @dataclass(frozen=True)
+    class DoubledMSE(MSE):
+        name: str = "doubled-mse"
+
+        def value(self, mu, target):
+            return ((mu - target) ** 2).sum()
+
+        def error(self, mu, target):
+            return 2 * (target - mu)
+
+        def gradient(self, mu, target):
+            return 2 * (mu - target)
+
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    for loss in ("mse", DoubledMSE()):
+        got = _fa_zil_compiled(graph, inputs, target, loss)
+        assert_grads_match(got, pcsim.fa_zil(graph, inputs, target, loss))
+        il = pcsim.il(graph, inputs, target, loss, steps=12, compile=True)
+        assert_grads_match(il, pcsim.il(graph, inputs, target, loss, steps=12))
+    assert len(_entries(graph)) == 2
+    assert len([k for k in graph._derived if isinstance(k, tuple) and k[0] == "il-steady"]) == 2

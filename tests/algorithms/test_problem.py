@@ -74,6 +74,16 @@ def test_unknown_loss_and_rule(mlp):
         pcsim.zil(g, inputs, y, loss="l1")
     with pytest.raises(ValueError, match="unknown rule 'magic'"):
         pcsim.check(module, inputs, y, rule="magic")
+    with pytest.raises(ValueError, match="loss must be a name \\(ce, mse\\), a Loss, or a tuple of them"):
+        pcsim.il(g, inputs, y, loss=2)
+
+
+def test_a_loss_instance_serves_every_output(mlp):
+    from pcsim.algorithms.losses import MSE
+
+    _, inputs, y, g = mlp
+    by_name, by_instance = pcsim.zil(g, inputs, y, loss="mse"), pcsim.zil(g, inputs, y, loss=MSE())
+    assert all(torch.equal(by_name[n], by_instance[n]) for n in by_name)
 
 
 def test_errors_destroy_nothing(mlp):
