@@ -23,10 +23,10 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
        progress: bool = False, compile: bool = False) -> dict[str, torch.Tensor]:
     """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign).
 
-    `compile`: once the error wave has reached every vertex, run the remaining steps as one
-    torch.compile'd function per step (`pcsim.algorithms.steady`): the same dynamics with the
-    element-wise work fused. The first call per graph and shape compiles (seconds); needs a C++
-    compiler, and falls back to the eager loop with a warning where compiling fails.
+    `compile`: once the error wave has reached every vertex, run each remaining step as one
+    inductor-compiled function (`pcsim.algorithms.steady`): the same dynamics with the element-wise
+    work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
+    and falls back to the eager loop with a warning where compiling fails.
     """
     _check(steps, output_precision)
     problem = Problem.build(graph, inputs, target, loss, params)

@@ -68,6 +68,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.compile and self.rule not in ("il", "fa-zil"):
+            raise ValueError(f"compile applies to the rules il and fa-zil, not '{self.rule}'")
 
 
 @dataclass

@@ -131,3 +131,28 @@ def test_another_loss_on_the_same_layout_is_compiled_apart():
         assert_grads_match(il, pcsim.il(graph, inputs, target, loss, steps=12))
     assert len(_entries(graph)) == 2
     assert len([k for k in graph._derived if isinstance(k, tuple) and k[0] == "il-steady"]) == 2
+
+
+def test_fused_recurrent_layers_compile_too():
+    """nn.LSTM kept whole (`fused=True`): its kernel is traced and compiled like any other op."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    lstm, head = nn.LSTM(3, 5, batch_first=True).double(), nn.Linear(5, 4).double()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = lstm, head
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[1][0][-1])
+
+    module = Net()
+    x, y = torch.randn(6, 4, 3), torch.randint(0, 4, (6,))
+    graph = pcsim.trace(module, x, fused=True)
+    assert_grads_match(_fa_zil_compiled(graph, (x,), y, "ce"), autograd_gradients(module, (x,), y, "ce"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = pcsim.il(graph, (x,), y, "ce", steps=10, compile=True)
+    assert_grads_match(got, pcsim.il(graph, (x,), y, "ce", steps=10))

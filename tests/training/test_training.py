@@ -171,6 +171,8 @@ def test_bad_configs_and_data_give_clear_errors(tmp_path):
 
     with pytest.raises(ValueError, match="optimizer"):
         build_run(TrainConfig(model=MODEL, optimizer="rmsprop"))
+    with pytest.raises(ValueError, match="compile applies to the rules il and fa-zil, not 'zil'"):
+        build_run(TrainConfig(model=MODEL, rule="zil", compile=True))
     with pytest.raises(DataError, match="unknown data set 'nope'"):
         load_dataset("nope")
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 8)
