@@ -55,6 +55,7 @@ clean:
 # third of the budget): benchmarks/results/rules_cpu.{json,md} (about an hour);
 # the LSTM and GRU traced with fused recurrent layers (rows "MODEL, fused layers") into the same file;
 # the wavefront alone on the big models at batch 128: benchmarks/results/rules_cpu_wavefront.{json,md};
+# compile=True (IL, Fa-Z-IL wavefront) against the eager rules: rules_cpu_il_compiled, rules_cpu_wavefront_compiled;
 # Brian2 backend throughput against scipy RK45 and torch Euler: benchmarks/results/brian2_throughput.{json,md}
 .PHONY: bench
 bench: install
@@ -65,4 +66,12 @@ bench: install
 	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 --fused --append --models lstm gru
 	$(PY) benchmarks/bench_rules.py --threads 1 --reps 20 --models alexnet resnet18 densenet_block transformer \
 		--rules bp bp-graph fa-zil-wavefront --out benchmarks/results/rules_cpu_wavefront
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 --models mlp residual_mlp tied_autoencoder cnn \
+		--rules bp il-T5 il-T5-compiled il-T20 il-T20-compiled il-T100 il-T100-compiled \
+		--out benchmarks/results/rules_cpu_il_compiled
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 20 \
+		--models lstm gru mlp residual_mlp tied_autoencoder cnn rnn transformer \
+		--rules bp fa-zil-wavefront fa-zil-wavefront-compiled --out benchmarks/results/rules_cpu_wavefront_compiled
+	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 10 --append --models alexnet resnet18 densenet_block \
+		--rules bp fa-zil-wavefront fa-zil-wavefront-compiled --out benchmarks/results/rules_cpu_wavefront_compiled
 	$(PY) benchmarks/brian2_throughput.py
