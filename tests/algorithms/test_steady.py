@@ -24,6 +24,8 @@ CASES = {  # arch: (loss, IL options); enough steps for the error wave to settle
     "residual_block": ("mse", dict(gamma=0.1, steps=12)),
     "cnn_pools": ("ce", dict(gamma=0.1, steps=14)),  # convolutions and pools: torch.func.vjp in the step
     "gru": ("mse", dict(gamma=0.1, steps=40)),
+    "attention": ("ce", dict(gamma=0.1, steps=40)),  # softmax, layer norm, bmm: torch.func.vjp in the step
+    "multi_ops": ("mse", dict(gamma=0.1, steps=40)),  # cat, split, exp, sqrt, division, ...
 }
 
 
