@@ -79,7 +79,7 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
 
 
 class _Step:
-    """One steady step of `relax` as a pure function of tensors (`__call__`), with its inputs."""
+    """One steady step of `relax` as a function of tensors alone (`__call__`), with its arguments."""
 
     def __init__(self, relax: Relaxation, sig: Signature):
         self.relax, self.sig = relax, sig
@@ -126,7 +126,8 @@ class _Step:
         r._output_eps = {n: e for n, e in r._output_eps.items() if n not in self.sig.stale}
 
     # -- the step itself ----------------------------------------------------------------------
-    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, *tensors: torch.Tensor) -> tuple[()]:
+        """One step from the state in `tensors`; the new displacements overwrite the first ones."""
         t = dict(zip(self.names, tensors, strict=True))
         r, sig = self.relax, self.sig
         g = r.problem.graph
@@ -149,7 +150,7 @@ class _Step:
                 mu[n], pull[n] = _linearise(r.ops[n], [value(p) for p in r.parents[n]], params, constants)
             elif ("mu", n) in t:
                 mu[n] = t["mu", n]
-                if _generic(r.ops[n]):
+                if _generic(r.ops[n]) and any(r.ops[n].wanted):  # feedback to a latent parent
                     point = [t["point", f"{n}/{i}"] for i in range(len(r.parents[n]))]
                     pull[n] = _linearise(r.ops[n], point, params, constants)[1]
         eps = self._errors(t, disp, mu, params)
@@ -202,7 +203,8 @@ class _Step:
         return dense, products
 
     def _advance(self, d, e, dense, products) -> torch.Tensor:
-        """`Relaxation.advance` for one vertex, out of place: the same ops in the same order."""
+        """`Relaxation.advance` for one vertex, out of place: the same update, the products as a
+        product and a sum (inductor's addmm fusion is off, see `pcsim.algorithms.compiled`)."""
         gamma = self.relax.gamma
         if e is None and dense is None and not products:
             return d
@@ -259,5 +261,7 @@ def _vjp(op, e, mu, pullback, params) -> list[torch.Tensor | None]:
         return [_BACKWARD[op.vertex.op](e, mu) if op.wanted[0] else None]
     if isinstance(op, AddOp):
         return [e if w else None for w in op.wanted]
+    if not any(op.wanted):  # every parent clamped: no feedback to send
+        return [None] * len(op.wanted)
     cots = iter(pullback(e))
     return [next(cots) if w else None for w in op.wanted]
