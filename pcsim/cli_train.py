@@ -76,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         run, out = build_run(config), (Path(args.out) if args.out else None)
     cfg = run.config
-    baseline = build_run(replace(cfg, rule="bp"), run.data) if args.compare_bp else None
+    baseline = build_run(replace(cfg, rule="bp", compile=False), run.data) if args.compare_bp else None
     print(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
           f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")
     if baseline is not None:
