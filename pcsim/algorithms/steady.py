@@ -24,9 +24,7 @@ import torch.nn.functional as F
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.relaxation import Relaxation, _shifted
 from pcsim.ops.local import call
-from pcsim.ops.vjp import AddOp, ElementwiseOp, LinearOp
-
-_aten = torch.ops.aten
+from pcsim.ops.vjp import ACTIVATION_BACKWARD, AddOp, ElementwiseOp, LinearOp
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,7 @@ class _Step:
         for n, d in zip(self.moved, disp, strict=True):
             r.disp[n] = d
             if n in r.needs_x:
-                if r.x[n] is r.base[n]:
-                    r.x[n] = r.base[n] + d
-                else:
-                    r.x[n] = torch.add(r.base[n], d)
-                r._x_behind.discard(n)
+                r._update_x(n)
             else:
                 r._x_behind.add(n)
         r._output_eps = {n: e for n, e in r._output_eps.items() if n not in self.sig.stale}
@@ -249,16 +243,13 @@ def _linearise(op, parents, params, constants):
     return mu, pullback
 
 
-_BACKWARD = {"tanh": lambda e, mu: _aten.tanh_backward(e, mu), "sigmoid": lambda e, mu: _aten.sigmoid_backward(e, mu),
-             "relu": lambda e, mu: _aten.threshold_backward(e, mu, 0)}
-
-
 def _vjp(op, e, mu, pullback, params) -> list[torch.Tensor | None]:
     """`op.vjp(e)` as a pure function: J^T e per parent, None where the parent is not latent."""
     if isinstance(op, LinearOp):
         return [e.matmul(params[op.weight_name]) if op.wanted[0] else None]
     if isinstance(op, ElementwiseOp):
-        return [_BACKWARD[op.vertex.op](e, mu) if op.wanted[0] else None]
+        backward, extra = ACTIVATION_BACKWARD[op.vertex.op]
+        return [backward(e, mu, *extra) if op.wanted[0] else None]
     if isinstance(op, AddOp):
         return [e if w else None for w in op.wanted]
     if not any(op.wanted):  # every parent clamped: no feedback to send

@@ -111,20 +111,20 @@ class LinearOp(LocalOp):
         return out
 
 
+# J^T cot of an activation from its output mu, as autograd computes it: (ATen op, extra arguments)
+ACTIVATION_BACKWARD = {"tanh": (_aten.tanh_backward, ()), "sigmoid": (_aten.sigmoid_backward, ()),
+                       "relu": (_aten.threshold_backward, (0,))}
+
+
 class ElementwiseOp(LocalOp):
     """An activation whose derivative is a function of its output: tanh, sigmoid, relu."""
 
     _FORWARD = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
-    _BACKWARD = {
-        "tanh": lambda cot, mu, out: _aten.tanh_backward.grad_input(cot, mu, grad_input=out),
-        "sigmoid": lambda cot, mu, out: _aten.sigmoid_backward.grad_input(cot, mu, grad_input=out),
-        "relu": lambda cot, mu, out: _aten.threshold_backward.grad_input(cot, mu, 0, grad_input=out),
-    }
 
     def __init__(self, vertex, params, constants, wanted):
         super().__init__(vertex, params, constants, wanted)
         self._forward = self._FORWARD.get(vertex.op)
-        self._backward = self._BACKWARD[vertex.op]
+        self._backward, self._backward_args = ACTIVATION_BACKWARD[vertex.op]
         self._mu_buf: torch.Tensor | None = None
         self._fb_buf: torch.Tensor | None = None
 
@@ -140,7 +140,7 @@ class ElementwiseOp(LocalOp):
             return [None]
         if self._fb_buf is None:
             self._fb_buf = torch.empty_like(cot, memory_format=torch.contiguous_format)
-        return [self._backward(cot, self.mu, self._fb_buf)]
+        return [self._backward.grad_input(cot, self.mu, *self._backward_args, grad_input=self._fb_buf)]
 
 
 class AddOp(LocalOp):
