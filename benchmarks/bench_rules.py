@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_rules.py [--models mlp resnet18] [--rules bp fa-zil-wavefront]
         [--reps 10] [--device cpu|cuda] [--threads N] [--budget-s 240] [--out benchmarks/results/rules_cpu]
+        [--deadline-s S] [--keep-going]
 
 Every rule runs on the same module, data and float32 parameters. BP is torch autograd on the
 nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter); "bp-graph"
@@ -22,6 +23,7 @@ import math
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +194,8 @@ def markdown(result: dict) -> str:
                          f"{s['peak_mem_ratio']:.2f} | {s['runs']} |")
     if sizes:
         lines += ["", "Sizes (besides the batch):", *sizes]
+    if result.get("not_measured"):
+        lines += ["", "Not measured:", *(f"- {m['model']}: {m['reason']}" for m in result["not_measured"])]
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +214,12 @@ def main(argv=None) -> int:
                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
     ap.add_argument("--append", action="store_true", help="add to OUT.json's models instead of starting anew")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/rules_DEVICE)")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no model after this many seconds of the run (a lent machine's time is counted)")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="a model that raises is listed under 'Not measured' with its error; the run goes on")
     args = ap.parse_args(argv)
+    started = time.monotonic()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,23 +236,44 @@ def main(argv=None) -> int:
     if args.append and out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
         result["models"] = old["models"]
+        result["not_measured"] = old.get("not_measured", [])
         result["method"] = old["method"] if old["method"] == result["method"] else (
             old["method"] + "; later models: " + result["method"])
     for name in args.models or zoo_names():
+        if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
+            _not_measured(result, name, f"the run's deadline ({args.deadline_s:.0f} s) had passed")
+            continue
         print(f"{name}:", flush=True)
-        c = case(name, device, rules, args.batch, args.toy, args.fused)
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
-        entry = {**measure(c, device, args.reps, args.budget_s), "measured": stamp}
+        try:
+            c = case(name, device, rules, args.batch, args.toy, args.fused)
+            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
+            entry = {**measure(c, device, args.reps, args.budget_s), "measured": stamp}
+        except Exception as e:  # noqa: BLE001 - reported in the table, not hidden
+            if not args.keep_going:
+                raise
+            _not_measured(result, name, f"{type(e).__name__}: {e}".splitlines()[0])
+            continue
         known = [i for i, m in enumerate(result["models"]) if m["model"] == c.name]
+        result["not_measured"] = [m for m in result.get("not_measured", []) if m["model"] != c.name]
         if known:  # a rerun keeps the model's place in the table
             result["models"][known[0]] = entry
         else:
             result["models"].append(entry)
-        out.parent.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps its part
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(result))
+        _write(out, result)  # after every model: a long run keeps its part
+    _write(out, result)
     print(markdown(result))
     return 0
+
+
+def _write(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+
+
+def _not_measured(result: dict, name: str, reason: str) -> None:
+    print(f"{name}: not measured ({reason})", flush=True)
+    result.setdefault("not_measured", []).append({"model": name, "reason": reason})
 
 
 if __name__ == "__main__":

@@ -1,63 +1,130 @@
-"""GPU check (issue 6): the equivalence suite's architectures on CUDA, then BP vs Fa-Z-IL timing.
+"""GPU check (issues 6 and 8): the exact rules against autograd on the device, then the timing table.
 
-Run on a machine with a GPU:  .venv/bin/python benchmarks/device_check.py  (a few minutes at most).
-Prints one line per check; exits 1 if any exact rule misses its tolerance. On CUDA the timing is
-bench_rules.py's (every zoo model, every rule, interleaved; IL T=100 left out for time), written
-to benchmarks/results/rules_cuda.{json,md}; without a GPU a short BP vs Fa-Z-IL table on the CPU.
+On a lent GPU machine, as one call (its python3 holds torch; Brian2 and mlxtend, absent there, are
+not needed here):
+
+    PYTHONUNBUFFERED=1 python3 benchmarks/device_check.py --out "$OUT"
+
+1. Equivalence: every architecture of tests/equivalence in float64 and float32, Z-IL and both
+   Fa-Z-IL modes against autograd, and the zoo's LSTM and GRU traced with fused layers (cuDNN's
+   kernel); written to OUT/device_check.{json,md}. The exit status is 1 if any misses its tolerance.
+2. Timing (bench_rules.py): every zoo model, every rule but IL at T = 100, cheapest models first, so
+   a short lease still measures the small ones; OUT/rules_cuda.{json,md}, the fused LSTM and GRU
+   appended; then the compiled wavefront on the per-gate LSTM and GRU, OUT/rules_cuda_compiled.
+   Nothing new starts after --deadline-s; what that leaves out is listed as not measured, and a model
+   that fails is listed with its error while the others go on.
+
+Without a GPU the same equivalence runs on the CPU, and the timing is a short MLP table, printed
+(the CPU tables come from `make bench`). `--smoke` (the test suite's): toy sizes, a few architectures,
+two repetitions, the GPU's timing path run on the CPU.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_rules  # noqa: E402
+from _measure import interleaved, summary  # noqa: E402
 
 import pcsim  # noqa: E402
 from pcsim.numerics import tolerance  # noqa: E402
+from pcsim.zoo import load_model_file  # noqa: E402
 from tests.equivalence.archs import ARCHS  # noqa: E402
 
+EXACT_RULES = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
+# Cheapest first: when the lease runs short, the models left out are the big image ones.
+DEVICE_ORDER = ("mlp", "rnn", "lstm", "gru", "tied_autoencoder", "residual_mlp", "cnn", "transformer",
+                "alexnet", "resnet18", "densenet_block")
+SMOKE_ARCHS = ("mlp_tanh_bias", "rnn_shared", "residual_block")
 
-def equivalence(device: torch.device) -> bool:
-    ok = True
+
+def equivalence(device: torch.device, archs) -> list[dict]:
+    """Worst relative difference to autograd over the exact rules, per architecture and dtype."""
+    rows = []
     for dtype in (torch.float64, torch.float32):
-        for arch, build in sorted(ARCHS.items()):
-            module, inputs, target = build(dtype, "mse")
-            module = module.to(device)
-            inputs = tuple(x.to(device) for x in inputs)
-            target = target.to(device)
-            worst = 0.0
-            for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
-                worst = max(worst, pcsim.check(module, inputs, target, rule=rule, dtype=dtype).max_rel_diff)
-            passed = worst <= tolerance(dtype)
-            ok &= passed
-            print(f"{device.type} {str(dtype)[6:]:8} {arch:20} max rel {worst:.2e} {'ok' if passed else 'FAIL'}")
-    return ok
+        for arch in archs:
+            module, inputs, target = ARCHS[arch](dtype, "mse")
+            module, inputs, target = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
+            worst = max(pcsim.check(module, inputs, target, rule=rule, dtype=dtype).max_rel_diff
+                        for rule in EXACT_RULES)
+            rows.append(_row(device, dtype, arch, worst, EXACT_RULES))
+    return rows
 
 
-def fused_equivalence(device: torch.device) -> bool:
+def fused_equivalence(device: torch.device, batch: int = 16) -> list[dict]:
     """The zoo's LSTM and GRU traced with fused layers (cuDNN's kernel on CUDA in float32)."""
-    from pcsim.zoo import load_model_file
-
-    ok = True
+    rows = []
+    rules = ("zil", "fa-zil-wavefront")
     for dtype in (torch.float64, torch.float32):
         for name in ("lstm", "gru"):
             spec = load_model_file(name)
-            module, inputs, target = spec.build_model(0, batch=16)
+            module, inputs, target = spec.build_model(0, batch=batch)
             module, inputs, target = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
             worst = max(pcsim.check(module, inputs, target, rule=rule, loss=spec.loss, dtype=dtype,
-                                    fused=True).max_rel_diff for rule in ("zil", "fa-zil-wavefront"))
-            passed = worst <= tolerance(dtype)
-            ok &= passed
-            print(f"{device.type} {str(dtype)[6:]:8} {name + ' (fused)':20} max rel {worst:.2e} "
-                  f"{'ok' if passed else 'FAIL'}")
-    return ok
+                                    fused=True).max_rel_diff for rule in rules)
+            rows.append(_row(device, dtype, f"{name} (fused)", worst, rules))
+    return rows
 
 
-def timing(device: torch.device, repeats: int = 20) -> None:
+def _row(device: torch.device, dtype: torch.dtype, arch: str, worst: float, rules) -> dict:
+    row = {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "arch": arch, "rules": list(rules),
+           "max_rel_diff": worst, "tolerance": tolerance(dtype), "ok": bool(worst <= tolerance(dtype))}
+    print(f"{row['device']} {row['dtype']:8} {arch:20} max rel {worst:.2e} {'ok' if row['ok'] else 'FAIL'}",
+          flush=True)
+    return row
+
+
+def write_equivalence(out: Path, device: torch.device, rows: list[dict]) -> None:
+    result = {"machine": bench_rules.machine(device), "rows": rows,
+              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    m = result["machine"]
+    lines = [f"# Exact rules against autograd on {m['device']}", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; torch {m['torch']}; "
+             f"created {result['created']}.", "",
+             "Worst relative difference to torch autograd's gradients over the rules named, per architecture "
+             "(tests/equivalence) and dtype; the tolerance is pcsim.numerics.tolerance(dtype).", "",
+             "| device | dtype | architecture | rules | max rel diff | tolerance | |",
+             "|---|---|---|---|---:|---:|---|"]
+    lines += [f"| {r['device']} | {r['dtype']} | {r['arch']} | {', '.join(r['rules'])} | {r['max_rel_diff']:.2e} | "
+              f"{r['tolerance']:.0e} | {'ok' if r['ok'] else 'FAIL'} |" for r in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "device_check.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "device_check.md").write_text("\n".join(lines) + "\n")
+
+
+def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: bool) -> None:
+    """bench_rules.py's tables on the device, each call given what is left of the deadline."""
+    started = time.monotonic()
+    models, recurrent = (["mlp", "rnn"], ["lstm"]) if smoke else (list(DEVICE_ORDER), ["lstm", "gru"])
+    common = ["--device", device.type, "--keep-going", *(["--toy", "--reps", "2", "--budget-s", "1"] if smoke else
+                                                         ["--reps", "10", "--budget-s", "30"])]
+    exact = ["bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous"]
+    table = str(out / f"rules_{device.type}")
+    calls = [
+        ["--models", *models, "--rules", *exact, *([] if smoke else ["il-T5", "il-T20"]), "--out", table],
+        ["--models", *recurrent, "--fused", "--append", "--rules", *exact[:4], "--out", table],
+        ["--models", *(["rnn"] if smoke else recurrent), "--rules", "bp", "fa-zil-wavefront",
+         "fa-zil-wavefront-compiled", "--out", table + "_compiled"],
+    ]
+    for args in calls:
+        left = deadline_s - (time.monotonic() - started)
+        bench_rules.main([*common, "--deadline-s", f"{max(left, 0.0):.0f}", *args])
+
+
+def mlp_timing(device: torch.device, repeats: int = 20) -> None:
+    """A quick look on a machine without a GPU: BP, the exact rules and IL on the MLP, printed."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(784, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 1000),
                               torch.nn.ReLU(), torch.nn.Linear(1000, 10)).to(device)
@@ -71,40 +138,37 @@ def timing(device: torch.device, repeats: int = 20) -> None:
     runs = {"bp": bp, "fa-zil wavefront": lambda: pcsim.fa_zil(graph, (x,), y, "ce"),
             "zil": lambda: pcsim.zil(graph, (x,), y, "ce"),
             "il T=20": lambda: pcsim.il(graph, (x,), y, "ce", steps=20)}
-    times = {k: [] for k in runs}
     for _ in range(3):  # warm-up
         for f in runs.values():
             f()
-    for _ in range(repeats):  # interleaved, so drift hits every rule alike
-        for k, f in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            f()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[k].append(time.perf_counter() - t0)
-    base = sorted(times["bp"])[repeats // 2]
+    times = interleaved(runs, dict.fromkeys(runs, repeats), device, log=lambda _: None)
+    stats = summary(times, "bp")
     print(f"\nMLP 784-1000-1000-10, batch 256, float32 on {device}:")
-    for k, ts in times.items():
-        med = sorted(ts)[repeats // 2]
-        print(f"  {k:18} {1e3 * med:8.2f} ms  {med / base:6.2f} x BP")
+    for k, s in stats.items():
+        print(f"  {k:18} {s['median_ms']:8.2f} ms  {s['ratio_to_bp']:6.2f} x BP")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results"),
+                    help="folder for the tables (default: $OUT where set, else benchmarks/results)")
+    ap.add_argument("--deadline-s", type=float, default=360.0,
+                    help="seconds of timing after the equivalence checks; nothing new starts after them")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes, few architectures: the test suite's run")
+    args = ap.parse_args(argv)
+    device, out = torch.device(args.device), Path(args.out)
+    if device.type != "cuda":
+        print("no CUDA device: running the checks on the CPU", flush=True)
+    rows = equivalence(device, SMOKE_ARCHS if args.smoke else sorted(ARCHS))
+    rows += fused_equivalence(device, batch=4 if args.smoke else 16)
+    write_equivalence(out, device, rows)
+    if device.type == "cuda" or args.smoke:
+        timing_tables(out, device, args.deadline_s, args.smoke)
+    else:
+        mlp_timing(device)
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 if __name__ == "__main__":
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type != "cuda":
-        print("no CUDA device: running the same checks on the CPU")
-    good = equivalence(device)
-    good &= fused_equivalence(device)
-    if device.type == "cuda":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import bench_rules  # noqa: E402
-
-        bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--rules", "bp", "bp-graph", "zil",
-                          "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20"])
-        bench_rules.main(["--device", "cuda", "--reps", "10", "--budget-s", "30", "--fused", "--append",
-                          "--models", "lstm", "gru", "--rules", "bp", "bp-graph", "zil", "fa-zil-wavefront"])
-    else:
-        timing(device)
-    sys.exit(0 if good else 1)
+    sys.exit(main())

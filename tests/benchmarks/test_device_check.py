@@ -1,0 +1,51 @@
+"""benchmarks/device_check.py, the script a lent GPU runs once: its smoke run on the CPU, end to end.
+
+No GPU has been lent so far, so the CUDA run itself is untested; this keeps every path it takes
+working on the CPU (equivalence against autograd, the timing tables, the deadline, the outputs
+written under --out, where the device tool collects them) so that the one run on a GPU is not spent
+on a broken script.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcsim.numerics import tolerance
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_run_checks_every_rule_against_autograd_and_writes_its_tables(tmp_path):
+    done = run("benchmarks/device_check.py", "--smoke", "--out", str(tmp_path), "--device", "cpu")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    rows = json.loads((tmp_path / "device_check.json").read_text())["rows"]
+    archs = {(r["arch"], r["dtype"]) for r in rows}
+    assert archs == {(a, d) for a in ("mlp_tanh_bias", "rnn_shared", "residual_block", "lstm (fused)", "gru (fused)")
+                     for d in ("float64", "float32")}
+    for r in rows:  # the oracle is autograd, inside pcsim.check; the tolerance is the suite's
+        assert r["max_rel_diff"] <= tolerance(getattr(torch, r["dtype"])), r
+        assert r["ok"]
+    assert (tmp_path / "device_check.md").read_text().count("| ok |") == len(rows)
+
+    table = json.loads((tmp_path / "rules_cpu.json").read_text())
+    measured = {m["model"]: m["rules"] for m in table["models"]}
+    assert set(measured) == {"mlp", "rnn", "lstm, fused layers"}
+    for model, rules in measured.items():
+        expected = {"bp", "bp-graph", "zil", "fa-zil-wavefront"} | ({"fa-zil-autonomous"} if "fused" not in model
+                                                                     else set())
+        assert set(rules) == expected, model
+        assert rules["bp"]["ratio_to_bp"] == 1.0 and rules["bp"]["peak_mem_ratio"] == 1.0
+        assert all(r["runs"] == 2 and r["median_ms"] > 0 for r in rules.values())
+    compiled = json.loads((tmp_path / "rules_cpu_compiled.json").read_text())
+    assert set(compiled["models"][0]["rules"]) == {"bp", "fa-zil-wavefront", "fa-zil-wavefront-compiled"}
+    assert "compile and run fa-zil-wavefront-compiled" in done.stdout  # the first call did compile
