@@ -148,7 +148,7 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
     wave = _Wave(problem, gamma, plan, names)
     losses = tuple(problem.losses.items())  # their gradients are traced into the function
     fn = g.derived(("fa-zil-wavefront", gamma, losses, tuple(names), layout_key(tensors)),
-                   lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", stacklevel=5))
+                   lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", fold=True, stacklevel=5))
     if fn is None:
         return wavefront(problem, gamma, plan)
     return dict(zip(g.params, fn(*tensors), strict=True))

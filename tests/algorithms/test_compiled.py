@@ -9,17 +9,18 @@ import warnings
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 import pcsim
 from pcsim.algorithms import compiled
-from pcsim.algorithms.compiled import layout_key
+from pcsim.algorithms.compiled import fold_products, layout_key
 from pcsim.check import autograd_gradients
 from tests.equivalence.archs import ARCHS
 from tests.graph.helpers import assert_grads_match
 
 pytestmark = pytest.mark.slow  # each case compiles: seconds apiece
 
-ARCH_CASES = ["mlp_tanh_bias", "cnn_pools", "lstm_manual", "gru", "attention", "batchnorm1d_mlp",
+ARCH_CASES = ["mlp_tanh_bias", "cnn_pools", "lstm_manual", "gru", "rnn_shared", "attention", "batchnorm1d_mlp",
               "resnet_conv_block", "multi_ops", "embedding_mlp"]
 
 
@@ -156,3 +157,37 @@ def test_fused_recurrent_layers_compile_too():
         warnings.simplefilter("error", RuntimeWarning)
         got = pcsim.il(graph, (x,), y, "ce", steps=10, compile=True)
     assert_grads_match(got, pcsim.il(graph, (x,), y, "ce", steps=10))
+
+
+def _targets(gm) -> list:
+    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+
+
+@pytest.mark.parametrize("form", ["plain", "twice transposed", "transposed", "product first"])
+def test_fold_products_turns_an_accumulated_product_into_addmm(form):
+    """The sums autograd records for a shared weight; the oracle is the unfolded function run eagerly."""
+    def fn(acc, a, b):
+        product = {"plain": lambda: a @ b, "twice transposed": lambda: (a @ b).t().t(),
+                   "transposed": lambda: (b.t() @ a.t()).t()}.get(form, lambda: a @ b)()
+        return product + acc if form == "product first" else acc + product
+
+    acc, a, b = torch.randn(5, 4), torch.randn(5, 3), torch.randn(3, 4)
+    gm = fold_products(make_fx(fn, tracing_mode="fake")(acc, a, b))
+    assert torch.ops.aten.addmm.default in _targets(gm) and torch.ops.aten.mm.default not in _targets(gm)
+    assert torch.ops.aten.add.Tensor not in _targets(gm)
+    torch.testing.assert_close(gm(acc, a, b), fn(acc, a, b), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", ["alpha", "product reused", "broadcast"])
+def test_fold_products_leaves_other_adds_alone(case):
+    acc, a, b = torch.randn(5, 4), torch.randn(5, 3), torch.randn(3, 4)
+    fn = {"alpha": lambda acc, a, b: torch.add(acc, a @ b, alpha=0.1),  # inductor's own rewrite drops alpha
+          "product reused": _reused, "broadcast": lambda acc, a, b: acc[:1] + a @ b}[case]
+    gm = fold_products(make_fx(fn, tracing_mode="fake")(acc, a, b))
+    assert torch.ops.aten.addmm.default not in _targets(gm)
+    torch.testing.assert_close(gm(acc, a, b), fn(acc, a, b), rtol=0, atol=0)
+
+
+def _reused(acc, a, b):
+    product = a @ b
+    return acc + product, 2 * product
