@@ -91,11 +91,12 @@ def _same_layout(*nodes: torch.fx.Node) -> bool:
 
 
 def compile_function(fn: Callable, example: Sequence[torch.Tensor], what: str, *, mutated: int = 0,
-                     fold: bool = False, stacklevel: int = 2) -> Callable | None:
+                     fold: bool = False, options: dict | None = None, stacklevel: int = 2) -> Callable | None:
     """`fn` compiled for arguments laid out as `example`, or None (warned) where that fails.
 
     `mutated`: the first `mutated` arguments are written in place by `fn`; the compiling call runs
     on copies of them, so that compiling changes no state. `fold`: apply `fold_products` first.
+    `options`: inductor options on top of `INDUCTOR_OPTIONS`.
     """
     try:
         traced = make_fx(fn, tracing_mode="fake")(*example)
@@ -103,7 +104,7 @@ def compile_function(fn: Callable, example: Sequence[torch.Tensor], what: str, *
             raise RuntimeError("the traced function captured a tensor constant")
         if fold:
             traced = fold_products(traced)
-        compiled = torch._inductor.compile(traced, list(example), options=INDUCTOR_OPTIONS)
+        compiled = torch._inductor.compile(traced, list(example), options={**INDUCTOR_OPTIONS, **(options or {})})
         compiled(*(t.clone() for t in example[:mutated]), *example[mutated:])  # compiles now, in this try
         return compiled
     except Exception as exc:  # noqa: BLE001 - the optional compiler's failures all fall back
