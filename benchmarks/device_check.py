@@ -115,7 +115,7 @@ def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: boo
     calls = [
         ["--models", *models, "--rules", *exact, *([] if smoke else ["il-T5", "il-T20"]), "--out", table],
         ["--models", *recurrent, "--fused", "--append", "--rules", *exact[:4], "--out", table],
-        ["--models", *(["rnn"] if smoke else recurrent), "--rules", "bp", "fa-zil-wavefront",
+        ["--models", *(["mlp"] if smoke else recurrent), "--rules", "bp", "fa-zil-wavefront",
          "fa-zil-wavefront-compiled", "--out", table + "_compiled"],
     ]
     for args in calls:
