@@ -10,7 +10,9 @@ not needed here):
    kernel); written to OUT/device_check.{json,md}. The exit status is 1 if any misses its tolerance.
 2. Timing (bench_rules.py): every zoo model, every rule but IL at T = 100, cheapest models first, so
    a short lease still measures the small ones; OUT/rules_cuda.{json,md}, the fused LSTM and GRU
-   appended; then the compiled wavefront on the per-gate LSTM and GRU, OUT/rules_cuda_compiled.
+   appended; then the compiled wavefront on the per-gate LSTM and GRU and on ResNet-18 (whose
+   inductor options, batch norm's layout choice, were measured on the CPU only),
+   OUT/rules_cuda_compiled.
    Nothing new starts after --deadline-s; what that leaves out is listed as not measured, and a model
    that fails is listed with its error while the others go on.
 
@@ -115,7 +117,7 @@ def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: boo
     calls = [
         ["--models", *models, "--rules", *exact, *([] if smoke else ["il-T5", "il-T20"]), "--out", table],
         ["--models", *recurrent, "--fused", "--append", "--rules", *exact[:4], "--out", table],
-        ["--models", *(["mlp"] if smoke else recurrent), "--rules", "bp", "fa-zil-wavefront",
+        ["--models", *(["mlp"] if smoke else [*recurrent, "resnet18"]), "--rules", "bp", "fa-zil-wavefront",
          "fa-zil-wavefront-compiled", "--out", table + "_compiled"],
     ]
     for args in calls:
