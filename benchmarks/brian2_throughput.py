@@ -13,6 +13,8 @@ values are compared with torch Euler's: they integrate the same system with the 
 
     python benchmarks/brian2_throughput.py            # writes benchmarks/results/brian2_throughput.{json,md}
     python benchmarks/brian2_throughput.py --quick    # a smaller network, for a smoke test
+    python3 benchmarks/brian2_throughput.py --device cuda --only "torch Euler" "scipy LSODA"  # on a GPU
+                                                      # (with the row 'torch Euler, cuda'; no Brian2 needed)
 """
 
 from __future__ import annotations
@@ -71,12 +73,18 @@ def machine() -> dict:
         cxx = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     except (OSError, IndexError):
         cxx = "none found"
-    import brian2
     import scipy
 
+    try:  # a lent GPU machine has no Brian2: its table has the torch and scipy rows
+        import brian2
+
+        brian2_version = brian2.__version__
+    except ImportError:
+        brian2_version = "not installed"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "brian2": brian2.__version__,
-            "scipy": scipy.__version__, "numpy": np.__version__, "compiler": cxx,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "brian2": brian2_version,
+            "scipy": scipy.__version__, "numpy": np.__version__, "compiler": cxx, "gpu": gpu,
             "load_average_at_start": os.getloadavg()}
 
 
@@ -99,7 +107,7 @@ def table(results, meta) -> str:
              "instantaneous errors, plasticity off.",
              f"Machine: {m['cpu']}, {m['cores']} cores, load average at start "
              f"{', '.join(f'{v:.1f}' for v in m['load_average_at_start'])}; torch {m['torch']} on "
-             f"{m['torch_threads']} thread(s), Brian2 {m['brian2']}, {m['compiler']}.", "",
+             f"{m['torch_threads']} thread(s), Brian2 {m['brian2']}, {m['compiler']}; GPU: {m.get('gpu', 'none')}.", "",
              "| batch | backend | warm (s) | first call (s) | model ms per wall s | warm / torch Euler "
              "| max abs diff to torch Euler |",
              "|---:|---|---:|---:|---:|---:|---:|"]
@@ -118,8 +126,11 @@ def main(argv=None):
                         help="torch CPU threads (default 1: Brian2's generated code runs on one core too)")
     parser.add_argument("--only", nargs="+", default=None, help="labels to run, e.g. 'torch Euler'")
     parser.add_argument("--quick", action="store_true", help="a 64-32-32-10 network for 10 ms (smoke test)")
+    parser.add_argument("--device", default="cpu",
+                        help="also run torch Euler on this device ('cuda'), as the row 'torch Euler, cuda'")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(args.torch_threads)
     sizes, t_end = ((64, 32, 32, 10), 10.0) if args.quick else ((784, 256, 256, 10), 100.0)
     dt, tau_x = 0.1, 10.0
@@ -131,10 +142,15 @@ def main(argv=None):
         module, inputs, target = network(sizes, batch)
         graph = pcsim.trace(module, *inputs)
         finals = {}
-        for label, backend, kw in RUNS:
-            if args.only and label not in args.only and label != "torch Euler":
+        runs = [(label, backend, kw, graph, inputs, target) for label, backend, kw in RUNS]
+        if device.type != "cpu":  # the same network, traced again on the device: the torch backend runs there
+            on = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
+            runs.append((f"torch Euler, {device.type}", "torch", {"method": "euler"}, pcsim.trace(on[0], *on[1]),
+                         on[1], on[2]))
+        for label, backend, kw, g, xs, y in runs:
+            if args.only and label not in args.only and label != "torch Euler" and not label.endswith(device.type):
                 continue
-            first, warm, final = run_one(graph, inputs, target, backend, kw, settings, args.repeats)
+            first, warm, final = run_one(g, xs, y, backend, kw, settings, args.repeats)
             finals[label] = (first, warm, final)
             print(f"batch {batch:>3}  {label:<22} warm {warm:8.2f} s   first {first:8.2f} s", flush=True)
         ref_warm, ref_final = finals["torch Euler"][1], finals["torch Euler"][2]
@@ -144,7 +160,7 @@ def main(argv=None):
                             "max_abs_diff_to_torch_euler": float(np.abs(final - ref_final).max())})
     meta["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "brian2_throughput_quick" if args.quick else "brian2_throughput"
+    name = "brian2_throughput" + ("_quick" if args.quick else "") + ("" if device.type == "cpu" else f"_{device.type}")
     (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(table(results, meta))
     print(table(results, meta))

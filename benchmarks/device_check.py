@@ -13,8 +13,10 @@ not needed here):
    appended; then the compiled wavefront on the per-gate LSTM and GRU and on ResNet-18 (whose
    inductor options, batch norm's layout choice, were measured on the CPU only),
    OUT/rules_cuda_compiled.
-   Nothing new starts after --deadline-s; what that leaves out is listed as not measured, and a model
-   that fails is listed with its error while the others go on.
+3. ODE throughput (brian2_throughput.py): torch Euler on the GPU and on the CPU, and scipy's LSODA,
+   on the 784-256-256-10 network; OUT/brian2_throughput_cuda.{json,md}.
+Nothing new starts after --deadline-s; what that leaves out is listed as not measured, and a model
+that fails is listed with its error while the others go on.
 
 Without a GPU the same equivalence runs on the CPU, and the timing is a short MLP table, printed
 (the CPU tables come from `make bench`). `--smoke` (the test suite's): toy sizes, a few architectures,
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_rules  # noqa: E402
+import brian2_throughput  # noqa: E402
 from _measure import interleaved, summary  # noqa: E402
 
 import pcsim  # noqa: E402
@@ -123,6 +126,14 @@ def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: boo
     for args in calls:
         left = deadline_s - (time.monotonic() - started)
         bench_rules.main([*common, "--deadline-s", f"{max(left, 0.0):.0f}", *args])
+    if time.monotonic() - started > deadline_s:
+        print("ODE throughput: not measured (the deadline had passed)", flush=True)
+        return
+    try:  # issue 8's ODE throughput, torch Euler on the device beside the CPU's and scipy's
+        brian2_throughput.main(["--device", device.type, "--only", "torch Euler", "scipy LSODA", "--out", str(out),
+                                *(["--quick", "--batches", "1", "--repeats", "1"] if smoke else [])])
+    except Exception as e:  # noqa: BLE001 - the last table; the others are written already
+        print(f"ODE throughput: failed ({type(e).__name__}: {e})", flush=True)
 
 
 def mlp_timing(device: torch.device, repeats: int = 20) -> None:

@@ -49,3 +49,6 @@ def test_smoke_run_checks_every_rule_against_autograd_and_writes_its_tables(tmp_
     compiled = json.loads((tmp_path / "rules_cpu_compiled.json").read_text())
     assert set(compiled["models"][0]["rules"]) == {"bp", "fa-zil-wavefront", "fa-zil-wavefront-compiled"}
     assert "compile and run fa-zil-wavefront-compiled" in done.stdout  # the first call did compile
+    ode = json.loads((tmp_path / "brian2_throughput_quick.json").read_text())["results"]
+    assert [r["label"] for r in ode] == ["scipy LSODA", "torch Euler"]
+    assert all(r["warm_s"] > 0 for r in ode) and ode[1]["max_abs_diff_to_torch_euler"] == 0.0
