@@ -3,7 +3,10 @@
 On a lent GPU machine, as one call (its python3 holds torch; Brian2 and mlxtend, absent there, are
 not needed here):
 
-    PYTHONUNBUFFERED=1 python3 benchmarks/device_check.py --out "$OUT"
+    PYTHONUNBUFFERED=1 python3 benchmarks/device_check.py --out "$OUT" --archive
+
+(`--archive`: OUT gets the tables as device_check.tar.gz, unpacked into benchmarks/results to
+commit them, and all their markdown in device_check_all.md; the tool returns at most 8 files.)
 
 1. Equivalence: every architecture of tests/equivalence in float64 and float32, Z-IL and both
    Fa-Z-IL modes against autograd, and the zoo's LSTM and GRU traced with fused layers (cuDNN's
@@ -30,6 +33,8 @@ import datetime
 import json
 import os
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,8 +114,8 @@ def write_equivalence(out: Path, device: torch.device, rows: list[dict]) -> None
     (out / "device_check.md").write_text("\n".join(lines) + "\n")
 
 
-def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: bool) -> None:
-    """bench_rules.py's tables on the device, each call given what is left of the deadline."""
+def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: bool, after=lambda: None) -> None:
+    """bench_rules.py's tables on the device, each call given what is left of the deadline; `after` each."""
     started = time.monotonic()
     models, recurrent = (["mlp", "rnn"], ["lstm"]) if smoke else (list(DEVICE_ORDER), ["lstm", "gru"])
     common = ["--device", device.type, "--keep-going", *(["--toy", "--reps", "2", "--budget-s", "1"] if smoke else
@@ -126,6 +131,7 @@ def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: boo
     for args in calls:
         left = deadline_s - (time.monotonic() - started)
         bench_rules.main([*common, "--deadline-s", f"{max(left, 0.0):.0f}", *args])
+        after()
     if time.monotonic() - started > deadline_s:
         print("ODE throughput: not measured (the deadline had passed)", flush=True)
         return
@@ -161,6 +167,23 @@ def mlp_timing(device: torch.device, repeats: int = 20) -> None:
         print(f"  {k:18} {s['median_ms']:8.2f} ms  {s['ratio_to_bp']:6.2f} x BP")
 
 
+def archive(work: Path, out: Path) -> None:
+    """Every table under `work` as OUT/device_check.tar.gz, and their markdown as one OUT/device_check_all.md.
+
+    The device tool brings back at most 8 files from its $OUT: this keeps the run's to two, rewritten
+    after each stage, so a run stopped at its time limit still returns what it finished.
+    """
+    files = sorted(f for f in work.iterdir() if f.suffix in (".json", ".md"))
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "device_check.tar.gz.part"
+    with tarfile.open(partial, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=f.name)
+    partial.replace(out / "device_check.tar.gz")
+    (out / "device_check_all.md").write_text("\n".join(f"<!-- {f.name} -->\n{f.read_text()}" for f in files
+                                                      if f.suffix == ".md"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results"),
@@ -169,17 +192,24 @@ def main(argv=None) -> int:
                     help="seconds of timing after the equivalence checks; nothing new starts after them")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, few architectures: the test suite's run")
+    ap.add_argument("--archive", action="store_true",
+                    help="OUT gets two files, device_check.tar.gz and device_check_all.md, instead of each table")
     args = ap.parse_args(argv)
     device, out = torch.device(args.device), Path(args.out)
     if device.type != "cuda":
         print("no CUDA device: running the checks on the CPU", flush=True)
-    rows = equivalence(device, SMOKE_ARCHS if args.smoke else sorted(ARCHS))
-    rows += fused_equivalence(device, batch=4 if args.smoke else 16)
-    write_equivalence(out, device, rows)
-    if device.type == "cuda" or args.smoke:
-        timing_tables(out, device, args.deadline_s, args.smoke)
-    else:
-        mlp_timing(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch) if args.archive else out
+        after = (lambda: archive(work, out)) if args.archive else (lambda: None)
+        rows = equivalence(device, SMOKE_ARCHS if args.smoke else sorted(ARCHS))
+        rows += fused_equivalence(device, batch=4 if args.smoke else 16)
+        write_equivalence(work, device, rows)
+        after()
+        if device.type == "cuda" or args.smoke:
+            timing_tables(work, device, args.deadline_s, args.smoke, after)
+            after()
+        else:
+            mlp_timing(device)
     return 0 if all(r["ok"] for r in rows) else 1
 
 

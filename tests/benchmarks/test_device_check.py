@@ -9,6 +9,7 @@ on a broken script.
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_smoke_run_checks_every_rule_against_autograd_and_writes_its_tables(tmp_path):
-    done = run("benchmarks/device_check.py", "--smoke", "--out", str(tmp_path), "--device", "cpu")
+    out = tmp_path / "out"
+    done = run("benchmarks/device_check.py", "--smoke", "--out", str(out), "--device", "cpu", "--archive")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the device tool returns at most 8 files: --archive leaves two, the tables packed
+    assert sorted(f.name for f in out.iterdir()) == ["device_check.tar.gz", "device_check_all.md"]
+    with tarfile.open(out / "device_check.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert {f.name for f in tmp_path.iterdir() if f.is_file()} == {
+        f"{stem}.{ext}" for stem in ("device_check", "rules_cpu", "rules_cpu_compiled", "brian2_throughput_quick")
+        for ext in ("json", "md")}
+    every_md = (out / "device_check_all.md").read_text()
+    assert all((tmp_path / f"{stem}.md").read_text() in every_md
+               for stem in ("device_check", "rules_cpu", "rules_cpu_compiled", "brian2_throughput_quick"))
 
     rows = json.loads((tmp_path / "device_check.json").read_text())["rows"]
     archs = {(r["arch"], r["dtype"]) for r in rows}
