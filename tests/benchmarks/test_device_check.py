@@ -64,3 +64,16 @@ def test_smoke_run_checks_every_rule_against_autograd_and_writes_its_tables(tmp_
     ode = json.loads((tmp_path / "brian2_throughput_quick.json").read_text())["results"]
     assert [r["label"] for r in ode] == ["scipy LSODA", "torch Euler"]
     assert all(r["warm_s"] > 0 for r in ode) and ode[1]["max_abs_diff_to_torch_euler"] == 0.0
+
+
+def test_an_architecture_that_raises_is_a_failing_row_and_the_check_goes_on():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import device_check
+
+    def broken():
+        raise RuntimeError("no kernel for this op on this device\nmore lines")
+
+    row = device_check._row(torch.device("cpu"), torch.float64, "arch", broken, ("zil",))
+    assert not row["ok"] and row["error"] == "RuntimeError: no kernel for this op on this device"
+    assert device_check._row(torch.device("cpu"), torch.float32, "arch", lambda: 1e-6, ("zil",))["ok"]
+    assert not device_check._row(torch.device("cpu"), torch.float32, "arch", lambda: 1e-4, ("zil",))["ok"]
