@@ -241,7 +241,7 @@ def main(argv=None) -> int:
             old["method"] + "; later models: " + result["method"])
     for name in args.models or zoo_names():
         if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
-            _not_measured(result, name, f"the run's deadline ({args.deadline_s:.0f} s) had passed")
+            _not_measured(out, result, name, f"the run's deadline ({args.deadline_s:.0f} s) had passed")
             continue
         print(f"{name}:", flush=True)
         try:
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - reported in the table, not hidden
             if not args.keep_going:
                 raise
-            _not_measured(result, name, f"{type(e).__name__}: {e}".splitlines()[0])
+            _not_measured(out, result, name, f"{type(e).__name__}: {e}".splitlines()[0])
             continue
         known = [i for i, m in enumerate(result["models"]) if m["model"] == c.name]
         result["not_measured"] = [m for m in result.get("not_measured", []) if m["model"] != c.name]
@@ -260,7 +260,6 @@ def main(argv=None) -> int:
         else:
             result["models"].append(entry)
         _write(out, result)  # after every model: a long run keeps its part
-    _write(out, result)
     print(markdown(result))
     return 0
 
@@ -271,9 +270,10 @@ def _write(out: Path, result: dict) -> None:
     out.with_suffix(".md").write_text(markdown(result))
 
 
-def _not_measured(result: dict, name: str, reason: str) -> None:
+def _not_measured(out: Path, result: dict, name: str, reason: str) -> None:
     print(f"{name}: not measured ({reason})", flush=True)
     result.setdefault("not_measured", []).append({"model": name, "reason": reason})
+    _write(out, result)
 
 
 if __name__ == "__main__":

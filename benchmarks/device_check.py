@@ -21,8 +21,8 @@ commit them, and all their markdown in device_check_all.md; the tool returns at 
 Nothing new starts after --deadline-s; what that leaves out is listed as not measured, and a model
 that fails is listed with its error while the others go on.
 
-Without a GPU the same equivalence runs on the CPU, and the timing is a short MLP table, printed
-(the CPU tables come from `make bench`). `--smoke` (the test suite's): toy sizes, a few architectures,
+Without a GPU the same equivalence runs on the CPU, and the timing is bench_rules.py's MLP row, printed,
+not written (the CPU tables come from `make bench`). `--smoke` (the test suite's): toy sizes, a few architectures,
 two repetitions, the GPU's timing path run on the CPU.
 """
 
@@ -46,7 +46,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_rules  # noqa: E402
 import brian2_throughput  # noqa: E402
-from _measure import interleaved, summary  # noqa: E402
 
 import pcsim  # noqa: E402
 from pcsim.numerics import tolerance  # noqa: E402
@@ -151,29 +150,10 @@ def timing_tables(out: Path, device: torch.device, deadline_s: float, smoke: boo
         print(f"ODE throughput: failed ({type(e).__name__}: {e})", flush=True)
 
 
-def mlp_timing(device: torch.device, repeats: int = 20) -> None:
-    """A quick look on a machine without a GPU: BP, the exact rules and IL on the MLP, printed."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(784, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 1000),
-                              torch.nn.ReLU(), torch.nn.Linear(1000, 10)).to(device)
-    x, y = torch.randn(256, 784, device=device), torch.randint(0, 10, (256,), device=device)
-    graph = pcsim.trace(net, x)
-
-    def bp():
-        net.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y, reduction="sum").backward()
-
-    runs = {"bp": bp, "fa-zil wavefront": lambda: pcsim.fa_zil(graph, (x,), y, "ce"),
-            "zil": lambda: pcsim.zil(graph, (x,), y, "ce"),
-            "il T=20": lambda: pcsim.il(graph, (x,), y, "ce", steps=20)}
-    for _ in range(3):  # warm-up
-        for f in runs.values():
-            f()
-    times = interleaved(runs, dict.fromkeys(runs, repeats), device, log=lambda _: None)
-    stats = summary(times, "bp")
-    print(f"\nMLP 784-1000-1000-10, batch 256, float32 on {device}:")
-    for k, s in stats.items():
-        print(f"  {k:18} {s['median_ms']:8.2f} ms  {s['ratio_to_bp']:6.2f} x BP")
+def mlp_timing(device: torch.device, scratch: Path) -> None:
+    """A quick look on a machine without a GPU: bench_rules.py's MLP row, printed (its files in `scratch`)."""
+    bench_rules.main(["--device", device.type, "--models", "mlp", "--reps", "10", "--rules", "bp", "zil",
+                      "fa-zil-wavefront", "il-T20", "--out", str(scratch / "mlp_cpu")])
 
 
 def archive(work: Path, out: Path) -> None:
@@ -218,7 +198,7 @@ def main(argv=None) -> int:
             timing_tables(work, device, args.deadline_s, args.smoke, after)
             after()
         else:
-            mlp_timing(device)
+            mlp_timing(device, Path(scratch))
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -1,15 +1,8 @@
 """benchmarks/bench_rules.py's run control: a deadline (a lent machine's time is short) and --keep-going."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+from tests.benchmarks.helpers import run
 
 
 def test_a_short_deadline_lists_what_it_left_out(tmp_path):

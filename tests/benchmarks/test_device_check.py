@@ -7,22 +7,16 @@ on a broken script.
 """
 
 import json
-import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
 
 from pcsim.numerics import tolerance
+from tests.benchmarks.helpers import REPO, run
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_smoke_run_checks_every_rule_against_autograd_and_writes_its_tables(tmp_path):
