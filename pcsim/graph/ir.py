@@ -2,8 +2,9 @@
 
 A vertex is one value population (and, unless it is an input, one error population). Its
 prediction is `fn(*args, **kwargs)` where the call template `args`/`kwargs` holds literals and
-three kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a parameter, by its name in
-`module.named_parameters()`, so sharing is by name) and `ConstArg` (a buffer or folded tensor).
+four kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a parameter, by its name in
+`module.named_parameters()`, so sharing is by name), `ConstArg` (a buffer or folded tensor) and
+`Computed` (a function of parameters and constants alone, such as a tied `W.T`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,30 @@ class ConstArg:
     name: str
 
 
+@dataclass(frozen=True)
+class Computed:
+    """Slot filled with a call of other slots, computed inside the vertex's own call; never a population.
+
+    Parameter functions (a weight's transpose, a tied `W.T`, a weight-normed `g * v / ||v||`): autograd
+    on the vertex's call runs through them, so the Hebbian term reaches the parameters themselves.
+    Integer and boolean functions of populations (`scores == -inf`): they have no derivative, so
+    they are recomputed where they are read instead of being populations.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    label: str = ""  # what it computes, for messages (`permute(fc1.weight)`)
+
+
 def template_slots(template: Any):
-    """Yield every slot object inside a nested call template."""
+    """Yield every slot object inside a nested call template (and the slots inside parameter functions)."""
     if isinstance(template, ParentArg | ParamArg | ConstArg):
         yield template
+    elif isinstance(template, Computed):
+        yield template
+        yield from template_slots(template.args)
+        yield from template_slots(dict(template.kwargs))
     elif isinstance(template, tuple | list):
         for item in template:
             yield from template_slots(item)
@@ -68,6 +89,10 @@ def compile_template(template: Any) -> Callable[[Any, Any, Any], Any]:
     if isinstance(template, ConstArg):
         name = template.name
         return lambda parents, params, constants: constants[name]
+    if isinstance(template, Computed):
+        fn, args, kwargs = template.fn, compile_template(template.args), compile_template(dict(template.kwargs))
+        return lambda parents, params, constants: fn(*args(parents, params, constants),
+                                                     **kwargs(parents, params, constants))
     if isinstance(template, tuple) and not any(True for _ in template_slots(template)):
         return lambda parents, params, constants: template  # literals only: immutable, shared
     if isinstance(template, tuple | list):

@@ -1,0 +1,79 @@
+"""`trace(module, *example_inputs) -> Graph`: capture with torch.export, one vertex per ATen call.
+
+See `export.py` (the module as a core ATen program) and `build.py` (which nodes are populations).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from pcsim.capture.build import Builder
+from pcsim.capture.export import export_program
+from pcsim.errors import InputError, TraceError
+from pcsim.graph.ir import Graph
+from pcsim.ops.table import RECURRENT_LAYERS
+
+
+def fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type[nn.Module]]:
+    """`trace`'s `fused` argument as the set of recurrent layer types to keep whole, checked."""
+    if isinstance(fused, bool):
+        return frozenset(RECURRENT_LAYERS) if fused else frozenset()
+    if isinstance(fused, type):
+        fused = (fused,)
+    if isinstance(fused, str) or not isinstance(fused, Iterable):
+        raise InputError(f"trace(fused=...) takes True or module types such as (nn.LSTM, nn.GRU), got {fused!r}")
+    types = frozenset(fused)
+    for t in types:
+        if t not in RECURRENT_LAYERS:
+            known = ", ".join(f"nn.{k.__name__}" for k in RECURRENT_LAYERS)
+            raise InputError(f"trace(fused=...) got {getattr(t, '__name__', t)!r}; the module types that can be "
+                             f"fused into one vertex are {known}")
+    return types
+
+
+def _refuse_hidden_leaves(module: nn.Module) -> None:
+    """A tensor attribute that requires grad but is not a registered parameter would be captured as a
+    constant and get no update: refused rather than silently left out."""
+    params = {id(p) for p in module.parameters()}
+    for path, sub in module.named_modules():
+        for attr, value in vars(sub).items():
+            if isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf and id(value) not in params:
+                where = f"{path}.{attr}" if path else attr
+                raise TraceError(f"{type(module).__name__}.{where} is a tensor that requires grad but is not a "
+                                 "registered parameter: pcsim (like an optimiser) would never update it. Wrap it "
+                                 "in nn.Parameter, or detach it if it is a constant.")
+
+
+def _warn_unread(graph: Graph, module: nn.Module) -> None:
+    read = {p for v in graph.vertices for p in v.params}
+    unread = [n for n, p in module.named_parameters() if p.requires_grad and n not in read]
+    if unread:
+        shown = ", ".join(unread[:6]) + (f" and {len(unread) - 6} more" if len(unread) > 6 else "")
+        warnings.warn(f"{type(module).__name__}: parameter(s) {shown} are read by no vertex on these inputs; "
+                      "their updates are zero, as autograd's gradients would be", stacklevel=3)
+
+
+def trace(module: nn.Module, *example_inputs: torch.Tensor,
+          fused: bool | Iterable[type[nn.Module]] = False) -> Graph:
+    """Capture `module` on `example_inputs` (one tensor per forward argument) as a graph of populations.
+
+    The graph is specialised to the example inputs' shapes: trace again for another batch size.
+    `fused`: recurrent layer types (of `pcsim.RECURRENT_LAYERS`: nn.RNN, nn.LSTM, nn.GRU), or True for
+    all of them, kept as one vertex per layer running torch's fused kernel, instead of one vertex per
+    gate and time step.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
+    types = fused_types(fused)
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
+    _refuse_hidden_leaves(module)
+    program = export_program(module, tuple(example_inputs), types)
+    graph = Builder(module, program, tuple(example_inputs)).run()
+    _warn_unread(graph, module)
+    return graph

@@ -1,0 +1,66 @@
+"""The module as a core ATen program: `torch.export` (non-strict), then torch's decompositions.
+
+Non-strict export runs the module's own Python on fake tensors of the example shapes, so shape-,
+dtype- and `ndim`-dependent code (Hugging Face masks, einops, asserts on a sequence length) is
+simply run, hooks and parametrizations included. What export cannot follow (control flow on tensor
+*values*) fails here, and the failure is reported at the user's line.
+
+Decomposition is torch's core ATen table, less the ops pcsim keeps whole (`ops.table.KEPT_WHOLE`:
+one vertex per call whose backward is one kernel, as in backprop) and the fused recurrent layers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from pcsim.errors import InputError, TraceError
+from pcsim.graph.provenance import exception_user_line
+from pcsim.ops.table import KEPT_WHOLE, fused_ops
+
+# Messages torch gives for control flow on tensor values, and what the user can do about it.
+_DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
+                   "Could not extract", "Dynamic control flow")
+
+
+def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
+    """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels)."""
+    table = torch.export.default_decompositions()
+    for op in (*KEPT_WHOLE, *fused_ops(fused)):
+        table.pop(op, None)
+    return table
+
+
+def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: frozenset[type[nn.Module]]
+                   ) -> torch.export.ExportedProgram:
+    """`module` on `inputs` as a core ATen `ExportedProgram`; a `TraceError` naming the user's line otherwise."""
+    name = type(module).__name__
+    try:
+        with warnings.catch_warnings():
+            # RNN layers re-assign their flat weight list while exported: torch's note to itself
+            warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            program = torch.export.export(module, tuple(inputs), strict=False)
+            return program.run_decompositions(decomposition_table(fused))
+    except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
+        raise _export_error(name, inputs, e) from None
+
+
+def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
+    line = exception_user_line(e)
+    where = f" at {line.short}" if line else ""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+    text = f"{name} could not be captured{where}: {type(e).__name__}: {first}"
+    if line:
+        text += f"\n{line}"
+    if any(k in str(e) for k in _DATA_DEPENDENT):
+        text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
+                 "example inputs' shapes: compute that condition from shapes or Python values, or move it "
+                 "outside forward().")
+    elif isinstance(e, RuntimeError | ValueError | IndexError | TypeError | AssertionError):
+        text += f"\n(the model was run on example inputs of shape {shapes}: do they fit its forward()?)"
+    return TraceError(text) if not isinstance(e, InputError) else e

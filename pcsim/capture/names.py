@@ -1,0 +1,84 @@
+"""Readable, stable vertex names: the module path where the capture gives one.
+
+A vertex made by a leaf module's only call is named by the module's path (`fc1`,
+`encoder.layer.0.attention.self.query`); a module that makes several vertices names them
+`path.op` (`layer1.0.add`), or `path`, `path_1`, ... when they are repeated calls of one op (a cell
+applied at every time step). Vertices of the top-level forward keep the capture's own node names
+(`tanh`, `add_1`). A vertex that picks an item of a tuple-valued call (a fused LSTM's `h_n`) adds
+the item's index when more than one item is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import torch.fx as fx
+
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def module_path(n: fx.Node) -> str:
+    """The innermost module the node was computed in ('' for the top-level forward)."""
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, _ = list(stack.values())[-1]
+    return path if isinstance(path, str) else ""
+
+
+class VertexNamer:
+    """Hands out provisional names while a graph is built, then the readable ones (`final`)."""
+
+    def __init__(self):
+        self._taken: set[str] = set()
+        self._records: list[tuple[str, str, str]] = []  # (provisional name, module path, op label)
+        self._items: dict[fx.Node, set[int]] = defaultdict(set)
+
+    def take(self, name: str) -> str:
+        """A name used as it is (the inputs keep their argument names)."""
+        self._taken.add(name)
+        return name
+
+    def name(self, origin: fx.Node, select: int | None) -> str:
+        label = origin.name if select is None else f"{origin.name}#{select}"
+        if select is not None:
+            self._items[origin].add(select)
+        self._records.append((label, module_path(origin), _SUFFIX.sub("", origin.name)))
+        return label
+
+    def final(self) -> dict[str, str]:
+        """Provisional name -> readable name, unique."""
+        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for label, path, op in self._records:
+            groups[path].append((label, op))
+        renamed: dict[str, str] = {}
+        taken = set(self._taken)
+        for path, members in groups.items():
+            same_op = len({op for _, op in members}) == 1
+            for i, (label, _op) in enumerate(members):
+                base = label.split("#")[0]
+                if path:
+                    if len(members) == 1:
+                        base = path
+                    elif same_op:
+                        base = path if i == 0 else f"{path}_{i}"
+                    else:
+                        base = f"{path}.{base}"
+                if "#" in label:
+                    origin, index = label.split("#")
+                    if len(self._item_set(origin)) > 1:
+                        base = f"{base}_{index}"
+                renamed[label] = _fresh(base, taken)
+        return renamed
+
+    def _item_set(self, origin_name: str) -> set[int]:
+        return next((s for n, s in self._items.items() if n.name == origin_name), set())
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name

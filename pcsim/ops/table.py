@@ -1,0 +1,147 @@
+"""The op table: one entry per ATen op, holding what every consumer of an op needs to know.
+
+A captured vertex calls one ATen op (`torch.ops.aten.<name>.<overload>`). Its prediction is that
+call; its local VJP is autograd on that single call, which needs nothing per op, so **every
+differentiable ATen op works** without an entry. An entry adds what is known beyond that:
+
+- `elementwise`: output element i depends on input element i only (identity Jacobian pattern);
+  taken from torch's own `pointwise` tag when the op has no entry;
+- `linear`: linear in its population arguments (a view, a sum, a concatenation);
+- `selection`: its value is a part of one parent (a view into it): its feedback is placed, not pulled;
+- `backward`: the ATen kernel giving `J^T cot` from the op's *output* (tanh, sigmoid, relu), which
+  the hand-written fast paths run instead of autograd;
+- `locality`: the form of its Hebbian term, for the plasticity analysis;
+- `brian2`: the name of its synaptic rendering in `pcsim.backends.brian2.ops`, where one exists;
+- `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity).
+
+Adding an op is one `OpEntry` in `ENTRIES`. Integer and boolean results are never populations
+(`pcsim.capture` makes them clamped constants or refuses them), so non-differentiable ops need
+no entry either: they only ever see inputs and constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+aten = torch.ops.aten
+
+
+def identity(x):
+    """Dropout (which pcsim always runs as in eval mode) and identity vertices: the value passes unchanged."""
+    return x
+
+
+@dataclass(frozen=True)
+class OpEntry:
+    """What pcsim knows about one ATen op (by name, all overloads)."""
+
+    name: str
+    family: str = "other"
+    elementwise: bool = False
+    linear: bool = False
+    selection: bool = False
+    backward: tuple[Callable[..., Any], tuple] | None = None
+    locality: str = ""
+    brian2: str | None = None
+    replace: Callable[..., Any] | None = None
+    note: str = ""
+
+
+def _entries(family: str, names: Iterable[str], **flags) -> list[OpEntry]:
+    return [OpEntry(n, family, **flags) for n in names]
+
+
+_HEBB = "post error x pre activity"
+ENTRIES: tuple[OpEntry, ...] = (
+    # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
+    OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear"),
+    OpEntry("conv1d", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)"),
+    OpEntry("conv2d", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)", brian2="conv2d"),
+    OpEntry("convolution", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)"),
+    OpEntry("embedding", "parametric", locality="post error routed to the looked-up row"),
+    OpEntry("_native_batch_norm_legit_no_training", "normalisation", locality="post error x normalised input",
+            brian2="batch_norm"),
+    OpEntry("_native_batch_norm_legit", "normalisation", locality="post error x normalised input (batch statistics)"),
+    OpEntry("native_layer_norm", "normalisation", locality="post error x normalised input", brian2="layer_norm"),
+    OpEntry("native_group_norm", "normalisation", locality="post error x normalised input"),
+    # activations whose derivative is a function of their output
+    OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation"),
+    OpEntry("sigmoid", "activation", elementwise=True, backward=(aten.sigmoid_backward.default, ()),
+            brian2="activation"),
+    OpEntry("relu", "activation", elementwise=True, backward=(aten.threshold_backward.default, (0,)),
+            brian2="activation"),
+    *_entries("activation", ["leaky_relu", "gelu", "silu", "elu", "softplus", "hardtanh", "exp", "log", "sqrt",
+                             "rsqrt", "abs", "pow", "square", "reciprocal", "erf", "sin", "cos", "neg"],
+              elementwise=True, brian2="activation"),
+    *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"], brian2="softmax"),
+    # arithmetic: linear in the populations when the other operand is a constant
+    *_entries("arithmetic", ["add", "sub"], elementwise=True, linear=True, brian2="affine"),
+    *_entries("arithmetic", ["mul", "div"], elementwise=True, brian2="affine"),
+    *_entries("arithmetic", ["mm", "bmm", "addmm", "matmul", "baddbmm"], brian2="affine"),
+    # shape: linear maps that move values without arithmetic
+    *_entries("shape", ["view", "_unsafe_view", "reshape", "permute", "transpose", "expand", "clone", "alias",
+                        "squeeze", "unsqueeze", "cat", "stack", "constant_pad_nd", "_to_copy", "t",
+                        "flatten", "contiguous"], linear=True, brian2="affine"),
+    *_entries("shape", ["slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow"],
+              linear=True, selection=True, brian2="affine"),
+    OpEntry("identity", "shape", elementwise=True, linear=True, brian2="affine"),
+    OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="affine",
+            note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
+    # reductions and pooling
+    *_entries("reduction", ["sum", "mean"], linear=True, brian2="affine"),
+    *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,
+              brian2="affine"),
+    *_entries("pooling", ["max_pool2d_with_indices", "max_pool2d"], brian2="max_pool2d"),
+    # recurrent layers kept whole by trace(fused=...): one vertex per layer, torch's fused kernel
+    *_entries("fused layer (trace(fused=True))", ["lstm", "gru", "rnn_tanh", "rnn_relu"],
+              locality="through the fused layer's kernel (no per-gate populations)"),
+)
+OPS: dict[str, OpEntry] = {e.name: e for e in ENTRIES}
+
+# Composite ops pcsim keeps whole rather than decomposing: one vertex whose forward and backward
+# are each one kernel, as in backprop (`linear` would otherwise be a weight transpose and an addmm).
+KEPT_WHOLE = (aten.linear.default, aten.conv1d.default, aten.conv2d.default, aten.dropout.default,
+              aten._safe_softmax.default)
+
+# trace(fused=...): the recurrent layers kept whole, and the ATen kernels their forward calls
+RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
+_FUSED_OPS: dict[type[nn.Module], tuple] = {
+    nn.LSTM: (aten.lstm.input, aten.lstm.data), nn.GRU: (aten.gru.input, aten.gru.data),
+    nn.RNN: (aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input, aten.rnn_relu.data)}
+
+
+def fused_ops(types: Iterable[type[nn.Module]]) -> tuple:
+    """The ATen calls of the given recurrent layer types, kept whole by `trace(fused=...)`."""
+    return tuple(op for t in types for op in _FUSED_OPS[t])
+
+
+def op_name(fn: Any) -> str:
+    """The table's key for a call: the ATen op's name (`aten.add.Tensor` -> 'add'), or the callable's name."""
+    schema = getattr(fn, "_schema", None)
+    if schema is not None:
+        return schema.name.split("::", 1)[-1]
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def entry(fn_or_name: Any) -> OpEntry:
+    """The table's entry for an op (a call or its name); an op without one gets a default entry: autograd
+    VJP, dense Jacobian, elementwise where torch tags it `pointwise`."""
+    name = fn_or_name if isinstance(fn_or_name, str) else op_name(fn_or_name)
+    if name in OPS:
+        return OPS[name]
+    pointwise = torch.Tag.pointwise in getattr(fn_or_name, "tags", ())
+    return OpEntry(name, "other", elementwise=pointwise)
+
+
+def supported_summary() -> str:
+    """The ops with entries, by family, for messages and the README (any other differentiable ATen op
+    works too, by autograd on its call)."""
+    families: dict[str, list[str]] = {}
+    for e in ENTRIES:
+        families.setdefault(e.family, []).append(e.name)
+    return "\n".join(f"  {fam}: {', '.join(names)}" for fam, names in families.items())
