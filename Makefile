@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_PIN)" \
 	  || $(PIP) install --quiet "$(TORCH_PIN)" --index-url $(TORCH_INDEX)
 	$(PIP) install --quiet -e ".[dev]" "$(TORCH_PIN)"
-	$(PY) -c "import torch, brian2, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
+	$(PY) -c "import torch, brian2, transformers, einops, torch_geometric, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
 	touch $(STAMP)
 
 # Two worker processes (one torch thread each): the suite is CPU-bound and the machine has 2 cores.

@@ -88,7 +88,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
             m.train()
     inputs = tuple(x.to(device) for x in inputs)
     target = target.to(device)
-    # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (pcsim.ops.fused)
+    # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (torch's fused kernel)
     graph = pcsim.trace(module, *inputs, fused=fused)
     levelled = graph.level()
     loss = get_loss(spec.loss)

@@ -5,12 +5,13 @@ learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to
 """
 
 from pcsim.algorithms import bp, fa_zil, il, zil
+from pcsim.capture import trace
 from pcsim.check import CheckReport, check
 from pcsim.dynamics import Record, SimulationError, Trajectory, after, discretise, simulate
 from pcsim.errors import GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
-from pcsim.graph import Graph, Vertex, trace
+from pcsim.graph import Graph, Vertex
 from pcsim.numerics import tolerance
-from pcsim.ops.fused import RECURRENT_LAYERS
+from pcsim.ops.table import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
 __all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport",

@@ -18,8 +18,8 @@ from torch import nn
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, _as_tuple
+from pcsim.capture import trace
 from pcsim.errors import InputError
-from pcsim.graph.trace import trace
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 
 # rule name -> (function, fixed keyword arguments); the CLI's --rule choices are these keys.
@@ -81,6 +81,15 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def _copy(module: nn.Module) -> nn.Module:
+    """A deep copy that the caller's module survives. Tensors a hook computes from parameters (the
+    legacy `weight_norm`'s `weight`) are not leaves, which `copy.deepcopy` refuses: they are copied
+    detached, and the hook recomputes them from the copied parameters on every call."""
+    memo = {id(t): t.detach().clone() for m in module.modules() for t in vars(m).values()
+            if isinstance(t, torch.Tensor) and not t.is_leaf}
+    return copy.deepcopy(module, memo)
+
+
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
 
@@ -119,10 +128,15 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     if rule not in RULES:
         raise ValueError(f"unknown rule '{rule}'; choose one of {sorted(RULES)}")
     fn, fixed = RULES[rule]
-    m = copy.deepcopy(module).to(dtype)
-    for sub in m.modules():  # pcsim runs dropout as the identity; the oracle must too
-        if isinstance(sub, nn.Dropout | nn.Dropout1d | nn.Dropout2d):
-            sub.eval()
+    m = _copy(module).to(dtype)
+    # pcsim runs dropout as the identity, as in eval mode (nn.Dropout, the dropout inside nn.LSTM or
+    # attention, Hugging Face's `dropout if self.training`); both the capture and the oracle run on
+    # this copy in eval mode, but for the normalisation layers whose statistics depend on the mode
+    training = {sub: sub.training for sub in m.modules()}
+    m.eval()
+    for sub, was in training.items():
+        if isinstance(sub, nn.modules.batchnorm._NormBase):
+            sub.train(was)
     inputs = tuple(_cast(x, dtype) for x in _as_tuple(inputs, "inputs"))
     targets = tuple(_cast(y, dtype) for y in _as_tuple(target, "target"))
     target = targets[0] if len(targets) == 1 else targets

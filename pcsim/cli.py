@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from pcsim import cli_demo, cli_figures, cli_train, cli_zoo
 from pcsim.check import RULES, check
 from pcsim.errors import PcsimError
+from pcsim.graph.provenance import exception_user_line
 from pcsim.zoo import LOSSES, load_model_file
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -108,6 +110,15 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_error(e: BaseException) -> str:
+    """An exception raised inside the user's model (or by torch on it) as one paragraph at the user's line."""
+    line = exception_user_line(e)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where = f" at {line.short}" if line else ""
+    text = f"the model failed{where}: {type(e).__name__}: {first}"
+    return text + (f"\n{line}" if line else "") + "\n(set PCSIM_TRACEBACK=1 for the full traceback)"
+
+
 def _error(message: str) -> int:
     # First line after the prefix; any detail lines (e.g. the supported ops) follow indented.
     first, *details = str(message).splitlines() or [""]
@@ -170,3 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except (PcsimError, ValueError) as e:
         return _error(str(e))
+    except Exception as e:  # noqa: BLE001 - a model's own error, or torch's on it: one paragraph, no stack
+        if os.environ.get("PCSIM_TRACEBACK"):
+            raise
+        return _error(model_error(e))

@@ -68,8 +68,8 @@ def add_graph_parser(commands) -> None:
 
 
 def run_graph(args: argparse.Namespace) -> int:
+    from pcsim.capture import trace
     from pcsim.graph.layout import layout, to_dot
-    from pcsim.graph.trace import trace
 
     spec = load_model_file(args.model)
     module, inputs, _ = spec.build_model(seed=args.seed)

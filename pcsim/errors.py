@@ -10,7 +10,7 @@ class UnsupportedOpError(PcsimError, NotImplementedError):
 
 
 class TraceError(PcsimError):
-    """torch.fx could not trace the module, or the traced program failed on the example inputs."""
+    """torch.export could not capture the module, or the captured program failed on the example inputs."""
 
 
 class GraphError(PcsimError, ValueError):

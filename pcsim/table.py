@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pcsim.capture import trace
 from pcsim.check import check
-from pcsim.graph.trace import trace
 from pcsim.numerics import tolerance
 from pcsim.zoo import load_model_file, zoo_names
 

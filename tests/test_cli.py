@@ -125,9 +125,13 @@ def test_model_output_printed_during_build_does_not_spoil_json(tmp_path, capsys)
 ERROR_MODELS = {
     "no_build": ("X = 1\n", "build"),
     "build_raises": ("def build(seed=0):\n    raise RuntimeError('boom in build')\n", "boom in build"),
-    "unsupported_op": (LINEAR_HEAD.format(forward="return torch.cumsum(self.fc(x), 1)"), "cumsum"),
-    "untraceable": (LINEAR_HEAD.format(forward="return self.fc(x) if x.sum() > 0 else -self.fc(x)"),
-                    "trace"),
+    "no_derivative": (LINEAR_HEAD.format(forward="return torch.special.zeta(self.fc(x).exp() + 1, x.new_tensor(2.0))"),
+                      "zeta"),
+    "value_control_flow": (LINEAR_HEAD.format(forward="return self.fc(x) if x.sum() > 0 else -self.fc(x)"),
+                           "could not be captured at value_control_flow.py:"),
+    "forward_raises": (LINEAR_HEAD.format(forward="return self.fc(x)[:, [0, 9]]"), "IndexError"),
+    "bad_input_shape": (LINEAR_HEAD.format(forward="return self.fc(x)").replace("randn(4, 3)", "randn(4, 5)"),
+                        "could not be captured at bad_input_shape.py:"),
 }
 
 

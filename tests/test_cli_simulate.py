@@ -43,7 +43,7 @@ def test_plot_trajectory_draws_every_population():
     traj = pcsim.simulate(pcsim.trace(net, x), (x,), y, t_end=1.0, tau_x=0.5, method="rk4", dt=0.1)
     fig = plot_trajectory(traj)
     assert len(fig.axes) == 2 * len(traj.values)
-    np.testing.assert_allclose(traj.values["_2"][-1], y.numpy())  # a shown MSE output holds the target
+    np.testing.assert_allclose(traj.values["2"][-1], y.numpy())  # a shown MSE output holds the target
 
 
 def test_simulate_a_fused_lstm_gives_autograd_gradients(tmp_path, capsys):

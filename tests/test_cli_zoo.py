@@ -107,4 +107,5 @@ def test_graph_fused_prints_one_vertex_per_item_of_the_layer(capsys):
     code, out, _ = run(["graph", "lstm", "--fused"], capsys)
     assert code == 0
     rows = [line.split() for line in out.splitlines()[1:-1]]
-    assert sum(r[1] == "lstm" for r in rows) == 3 and "sigmoid" not in out  # output, h_n, c_n; no gates
+    # one vertex per item of the layer the model reads (its output sequence); no gates
+    assert sum(r[1] == "lstm" for r in rows) == 1 and "sigmoid" not in out

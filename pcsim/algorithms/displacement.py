@@ -19,8 +19,9 @@ from collections.abc import Container, Mapping, Sequence
 import torch
 
 from pcsim.algorithms.sums import Placed, Sums
-from pcsim.algorithms.wave import SELECTIONS, SliceVJP, aligned
+from pcsim.algorithms.wave import SliceVJP, aligned
 from pcsim.graph.ir import Vertex
+from pcsim.ops.table import entry
 from pcsim.ops.vjp import is_add, is_linear
 
 
@@ -70,7 +71,7 @@ def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params
     neg_pred` one pass, without forming the parent's value; the same values as the general form
     up to rounding (see `identity_delta`). None where the vertex is not such a view.
     """
-    if vertex.op not in SELECTIONS or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
+    if not entry(vertex.op).selection or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
         return None
     lin = SliceVJP.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
     if lin is None:

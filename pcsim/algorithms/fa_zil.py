@@ -61,7 +61,10 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
     latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}
     outputs = set(g.outputs)
     grads = Sums()
-    for _ in range(len(g.latent) + 1):  # the wave crosses at most every vertex once
+    # The wave reaches every vertex by step `depth`; a gate still waiting then never opens inside the
+    # window (its error stayed exactly zero: a reset gate fed by W_hh applied to a zero state), and
+    # running on past it would only integrate the unstable gamma = 1 dynamics above the wave.
+    for _ in range(g.depth + 1):
         moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
         value = Values(base, neg_disp, problem.clamped)
         drives = Drives()  # as in Z-IL's synchronous step

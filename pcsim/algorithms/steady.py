@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.relaxation import Relaxation, _shifted
 from pcsim.ops.local import call
-from pcsim.ops.vjp import ACTIVATION_BACKWARD, AddOp, ElementwiseOp, LinearOp
+from pcsim.ops.vjp import AddOp, ElementwiseOp, LinearOp, activation_backward
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def _vjp(op, e, mu, pullback, params) -> list[torch.Tensor | None]:
     if isinstance(op, LinearOp):
         return [e.matmul(params[op.weight_name]) if op.wanted[0] else None]
     if isinstance(op, ElementwiseOp):
-        backward, extra = ACTIVATION_BACKWARD[op.vertex.op]
+        backward, extra = activation_backward(op.vertex)
         return [backward(e, mu, *extra) if op.wanted[0] else None]
     if isinstance(op, AddOp):
         return [e if w else None for w in op.wanted]

@@ -25,6 +25,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Placed, Where
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
+from pcsim.ops.table import entry
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,6 @@ class LocalVJP:
         return pull_back([(self, cotangent, hebbian, feedback)])[0]
 
 
-SELECTIONS = frozenset({"chunk", "split", "unbind", "getitem"})
 
 
 class SliceVJP:
@@ -110,7 +110,7 @@ class SliceVJP:
     def of(cls, vertex: Vertex, parents: Sequence[torch.Tensor], track: Sequence[bool],
            params: Mapping[str, torch.Tensor], constants: Mapping[str, torch.Tensor]) -> SliceVJP | None:
         """The vertex as a `SliceVJP`, or None where it is not a strict view of one tracked parent."""
-        if vertex.op not in SELECTIONS or vertex.params or sum(bool(t) for t in track) != 1:
+        if not entry(vertex.op).selection or vertex.params or sum(bool(t) for t in track) != 1:
             return None
         slot = [bool(t) for t in track].index(True)
         parent = parents[slot]

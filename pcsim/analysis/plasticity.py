@@ -20,6 +20,7 @@ from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
+from pcsim.ops.table import entry
 from pcsim.ops.vjp import local_op
 
 
@@ -32,13 +33,9 @@ class LocalityReport:
     depends_on_post: bool  # changes when the post-synaptic error changes
     depends_on_pre: bool  # changes when pre-synaptic activity changes (False for biases)
     form: str
-
-
-FORMS = {"linear": "post error x pre activity (outer product; bias: post error)",
-         "conv1d": "post error * pre activity, correlated over kernel positions",
-         "conv2d": "post error * pre activity, correlated over kernel positions",
-         "embedding": "post error scattered to the active token's row",
-         "layer_norm": "post error x normalised pre activity", "batch_norm": "post error x normalised pre activity"}
+    # zero whatever the errors and activities: the parameter reaches this vertex only through a zero
+    # (an RNN's W_hh applied to the zero initial state), so there is no term to be local or not
+    silent: bool = False
 
 
 # A plasticity rule as the audit sees it: (problem, values of every population, errors of every latent
@@ -111,7 +108,8 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
                 local=bool(torch.equal(moved_others[p], ref[p])),
                 depends_on_post=not torch.equal(moved_post[p], ref[p]),
                 depends_on_pre=not torch.equal(moved_pre[p], ref[p]),
-                form=FORMS.get(v.op, f"(d mu / d theta)^T post error of op '{v.op}'")))
+                form=entry(v.op).locality or f"(d mu / d theta)^T post error of op '{v.op}'",
+                silent=not any(bool(u[p].any()) for u in (ref, moved_others, moved_post, moved_pre))))
     return reports
 
 

@@ -5,6 +5,7 @@ See `export.py` (the module as a core ATen program) and `build.py` (which nodes 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable
 
@@ -33,6 +34,22 @@ def fused_types(fused: bool | Iterable[type[nn.Module]]) -> frozenset[type[nn.Mo
             raise InputError(f"trace(fused=...) got {getattr(t, '__name__', t)!r}; the module types that can be "
                              f"fused into one vertex are {known}")
     return types
+
+
+def _check_arity(module: nn.Module, n_inputs: int) -> None:
+    """One example input per positional argument of forward() that has no default."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # a builtin forward: export will say
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if not len(required) <= n_inputs <= len(positional):
+        takes = f"{len(required)}" if len(required) == len(positional) else f"{len(required)} to {len(positional)}"
+        raise InputError(f"{type(module).__name__}.forward takes {takes} input(s) "
+                          f"({', '.join(p.name for p in positional)}), got {n_inputs} example input(s)")
 
 
 def _refuse_hidden_leaves(module: nn.Module) -> None:
@@ -72,6 +89,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
+    _check_arity(module, len(example_inputs))
     _refuse_hidden_leaves(module)
     program = export_program(module, tuple(example_inputs), types)
     graph = Builder(module, program, tuple(example_inputs)).run()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import warnings
 from typing import Any
 
 import torch
@@ -32,7 +33,8 @@ from pcsim.capture.names import VertexNamer
 from pcsim.errors import TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
-from pcsim.ops.table import entry, identity, op_name
+from pcsim.ops.local import Linearisation
+from pcsim.ops.table import OPS, entry, identity, op_name
 
 
 class _Multi:
@@ -55,33 +57,37 @@ class _Recorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule):
         super().__init__(gm)
         self.values: dict[fx.Node, Any] = {}
+        self.current: fx.Node | None = None
 
     def run_node(self, n: fx.Node) -> Any:
-        try:
-            out = super().run_node(n)
-        except Exception as e:  # noqa: BLE001 - reported with the user's line
-            raise TraceError(f"the captured program failed at {where(n)}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
-        self.values[n] = out
+        self.current = n
+        self.values[n] = out = super().run_node(n)
         return out
 
 
-def where(n: fx.Node) -> str:
-    """'op `name` at file.py:12' with the user's frame, for messages."""
+def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
+    """"op name ('node') at file.py:12: why", then the user's frame unless `frame` is False."""
     line = user_line(n.meta.get("stack_trace"))
-    return f"op {op_name(n.target)} ('{n.name}')" + (f" at {line.short}\n{line}" if line else "")
+    text = f"op {op_name(n.target)} ('{n.name}')" + (f" at {line.short}" if line else "") + (f": {why}" if why else "")
+    return text + (f"\n{line}" if line and frame else "")
 
 
 class Builder:
     def __init__(self, module: nn.Module, program: torch.export.ExportedProgram, inputs: tuple[torch.Tensor, ...]):
         self.module, self.program, self.example = module, program, inputs
         self.params = dict(module.named_parameters())
+        # every name a parameter is reachable by (a tied weight, a module registered twice) -> its own name
+        canonical = {id(p): n for n, p in self.params.items()}
+        self.param_alias = {n: canonical[id(p)] for n, p in module.named_parameters(remove_duplicate=False)}
         self.constants: dict[str, torch.Tensor] = {}
         self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | Computed | _Multi | literal
         self.vertices: list[Vertex] = []
         self.inputs: list[str] = []
         self.latent: set[str] = set()
         self.namer = VertexNamer()
+        self.probed: set = set()  # calls without a table entry whose derivative has been tried
+        self.vertex_values: dict[str, torch.Tensor] = {}
+        self.value_sizes: list[str] = []  # sizes taken from input values (data-dependent shapes), for a warning
 
     # -- running the program ---------------------------------------------------------------------
     def _placeholder_values(self) -> list[Any]:
@@ -89,7 +95,7 @@ class Builder:
         buffers = dict(self.module.named_buffers(remove_duplicate=False))
         for spec in sig.input_specs:
             if spec.kind == InputKind.PARAMETER:
-                values.append(self.params[spec.target])
+                values.append(self.params[self.param_alias[spec.target]])
             elif spec.kind == InputKind.BUFFER:
                 values.append(buffers[spec.target] if spec.target in buffers else self.program.constants[spec.target])
             elif spec.kind == InputKind.CONSTANT_TENSOR:
@@ -103,29 +109,50 @@ class Builder:
 
     def run(self) -> Graph:
         gm = self.program.graph_module
-        with torch.no_grad():
-            recorder = _Recorder(gm)
-            recorder.run(*self._placeholder_values())
+        recorder = _Recorder(gm)
+        try:
+            with torch.no_grad():
+                recorder.run(*self._placeholder_values())
+        except Exception as e:  # noqa: BLE001 - the model's own failure on the example inputs, at the user's line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            at = where(recorder.current, f"{type(e).__name__}: {first}") if recorder.current else first
+            raise TraceError(f"the module failed on the example inputs at {at}") from None
         self.values = recorder.values
         specs = iter(self.program.graph_signature.input_specs)
-        out_node = None
+        out_node = next(n for n in gm.graph.nodes if n.op == "output")
+        live = self._live(out_node)
         for n in gm.graph.nodes:
             if n.op == "placeholder":
                 self._placeholder(n, next(specs))
-            elif n.op == "call_function":
+            elif n.op == "call_function" and n in live:
                 self._call(n)
-            elif n.op == "output":
-                out_node = n
         outputs = self._rename(self._outputs(out_node))
         outputs = _sink_outputs(self.vertices, outputs)
+        if self.value_sizes:
+            warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
+                          "as in the example (trace again otherwise)", stacklevel=3)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params))
+
+    def _live(self, out_node: fx.Node) -> set[fx.Node]:
+        """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
+        statistics, which export returns as buffer updates) are never populations."""
+        specs = self.program.graph_signature.output_specs
+        stack = [a for s, a in zip(specs, out_node.args[0], strict=True)
+                 if s.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
+        live: set[fx.Node] = set()
+        while stack:
+            n = stack.pop()
+            if n not in live:
+                live.add(n)
+                stack.extend(n.all_input_nodes)
+        return live
 
     # -- classification ---------------------------------------------------------------------------
     def _placeholder(self, n: fx.Node, spec) -> None:
         value = self.values[n]
         if spec.kind == InputKind.PARAMETER:
-            self.kind[n] = ParamArg(spec.target)
+            self.kind[n] = ParamArg(self.param_alias[spec.target])
         elif spec.kind == InputKind.USER_INPUT:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))
@@ -158,6 +185,12 @@ class Builder:
 
     def _call(self, n: fx.Node) -> None:
         value, reads = self.values[n], self._reads(n)
+        if value is None:  # an assertion on metadata (`_assert_tensor_metadata`): checked when it ran
+            self.kind[n] = None
+            return
+        if not isinstance(value, torch.Tensor | tuple | list):  # a size or a Python number computed from tensors
+            self._number(n, value)
+            return
         if n.target is operator.getitem and isinstance(self.kind[n.args[0]], _Multi):
             self._item(n, self.kind[n.args[0]], n.args[1], value)
             return
@@ -170,7 +203,7 @@ class Builder:
                 self.kind[n] = self._const(n.name, value)
             return
         parents: list[str] = []
-        args, kwargs = self._template(n.args, parents), self._template(dict(n.kwargs), parents)
+        args, kwargs = self._template(_without_dropout(n), parents), self._template(dict(n.kwargs), parents)
         if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point and self._moves(args, kwargs, parents):
             self.kind[n] = _Folded(n)
             return
@@ -179,12 +212,26 @@ class Builder:
         elif isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
             self.kind[n] = _Multi(fn, args, kwargs, parents, n)
         else:
-            raise UnsupportedOpError(f"{where(n)} returns {type(value).__name__}, not tensors")
+            raise UnsupportedOpError(where(n, f"returns {type(value).__name__}, not tensors"))
+
+    def _number(self, n: fx.Node, value: Any) -> None:
+        """A number computed from tensor values (a data-dependent size): folded to the example's value where
+        it depends on inputs alone (the graph is then specialised to those values), refused otherwise."""
+        parents: list[str] = []
+        args, kwargs = self._template(n.args, parents), self._template(dict(n.kwargs), parents)
+        if self._moves(args, kwargs, parents):
+            raise UnsupportedOpError(where(n, f"computes the Python value {value!r} from populations or "
+                                              "parameters; pcsim captures one program, so what it computes may not "
+                                              "depend on their values"))
+        if parents and not self.value_sizes:
+            self.value_sizes.append(f"{where(n, frame=False)} takes a size from the *values* of {parents[0]!r} "
+                                    f"({value!r} here)")
+        self.kind[n] = value
 
     def _item(self, n: fx.Node, multi: _Multi, index: Any, value: Any) -> None:
         if not isinstance(index, int) or not isinstance(value, torch.Tensor):
-            raise UnsupportedOpError(f"{where(n)} picks {index!r} of a tuple-valued call; pcsim needs one "
-                                     "integer index per tensor")
+            raise UnsupportedOpError(where(n, f"picks {index!r} of a tuple-valued call; pcsim needs one integer "
+                                              "index per tensor"))
         self._vertex(n, multi.fn, multi.args, multi.kwargs, multi.parents, value, select=index, origin=multi.node)
 
     def _vertex(self, n: fx.Node, fn, args, kwargs, parents: list[str], value: torch.Tensor, select=None,
@@ -192,18 +239,35 @@ class Builder:
         origin = origin or n
         is_latent = self._moves(args, kwargs, parents)
         if is_latent and not value.dtype.is_floating_point:  # a tuple item: cannot be recomputed by its readers
-            raise UnsupportedOpError(f"{where(origin)} computes a {value.dtype} tensor from populations or "
-                                     "parameters, and a PC population must be floating point")
+            raise UnsupportedOpError(where(origin, f"computes a {value.dtype} tensor from populations or "
+                                                   "parameters, and a PC population must be floating point"))
         name = self.namer.name(origin, select)
         if fn is identity:
             args = args[:1]
             kwargs = {}
         self.vertices.append(Vertex(name, op_name(origin.target), tuple(value.shape), value.dtype,
                                     parents=tuple(parents), fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()),
-                                    select=select, source=where(origin)))
+                                    select=select, source=where(origin, frame=False)))
+        self.vertex_values[name] = value
         if is_latent:
             self.latent.add(name)
+            self._probe(self.vertices[-1], origin)
         self.kind[n] = name
+
+    def _probe(self, vertex: Vertex, origin: fx.Node) -> None:
+        """An op without a table entry is pulled back once here, on the example's values, so that one
+        without a derivative is refused at the user's line now rather than deep inside a rule."""
+        if vertex.op in OPS or vertex.fn in self.probed:
+            return
+        self.probed.add(vertex.fn)
+        try:
+            lin = Linearisation(vertex, [self.vertex_values[p] for p in vertex.parents], self.params, self.constants)
+            lin.pullback(torch.ones_like(lin.mu))
+        except (NotImplementedError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            why = f"{first} pcsim pulls each error back through its vertex's call, so an op that reads a population " \
+                  "needs a derivative"
+            raise UnsupportedOpError(where(origin, why)) from None
 
     def _moves(self, args, kwargs, parents: list[str]) -> bool:
         """Whether a call with these arguments reads a latent vertex or a parameter (else it is clamped)."""
@@ -223,7 +287,7 @@ class Builder:
                     parents.append(k)
                 return ParentArg(parents.index(k))
             if isinstance(k, _Multi):
-                raise UnsupportedOpError(f"{where(arg)} passes a whole tuple of populations to another op")
+                raise UnsupportedOpError(where(arg, "passes a whole tuple of populations to another op"))
             if isinstance(k, _Folded):
                 return self._computed(k.node, parents)
             return k
@@ -241,6 +305,10 @@ class Builder:
             if spec.kind != OutputKind.USER_OUTPUT:
                 continue  # a buffer's new value (BatchNorm's running statistics): pcsim never writes it
             k = self.kind.get(node) if isinstance(node, fx.Node) else None
+            value = self.values.get(node) if isinstance(node, fx.Node) else node
+            if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point:
+                raise TraceError(f"output #{i} is a {value.dtype} tensor: it has no derivative, so no error to learn "
+                                 "from; return floating-point outputs only")
             if not isinstance(k, str) or k not in self.latent:
                 raise TraceError(f"output #{i} is not computed from the parameters, so it has no error to "
                                  "learn from")
@@ -259,6 +327,18 @@ class Builder:
         self.inputs = [new[n] for n in self.inputs]
         self.latent = {new[n] for n in self.latent}
         return [new[n] for n in outputs]
+
+
+def _without_dropout(n: fx.Node) -> tuple:
+    """The node's arguments with a `dropout` probability set to 0 (a fused recurrent layer's): pcsim runs
+    dropout as the identity, as in eval mode, everywhere (the ops `dropout` and `native_dropout` are
+    replaced by the identity in the op table)."""
+    schema = getattr(n.target, "_schema", None)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    if "dropout" not in names or names.index("dropout") >= len(n.args):
+        return n.args
+    i = names.index("dropout")
+    return (*n.args[:i], 0.0, *n.args[i + 1:])
 
 
 def _slots(args, kwargs):

@@ -11,15 +11,20 @@ one vertex per call whose backward is one kernel, as in backprop) and the fused 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
 import warnings
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from pcsim.capture.recurrent import UNROLLED
 from pcsim.errors import InputError, TraceError
 from pcsim.graph.provenance import exception_user_line
-from pcsim.ops.table import KEPT_WHOLE, fused_ops
+from pcsim.ops.table import KEPT_WHOLE, aten, fused_ops
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
@@ -27,11 +32,34 @@ _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could
 
 
 def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
-    """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels)."""
+    """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels): a copy
+    of the one built for these `fused` types (building it takes longer than capturing a small model)."""
+    return _table(fused).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _table(fused: frozenset[type[nn.Module]]):
     table = torch.export.default_decompositions()
-    for op in (*KEPT_WHOLE, *fused_ops(fused)):
+    kept = {*KEPT_WHOLE, *fused_ops(fused)}
+    table.update({op: fn for op, fn in UNROLLED.items() if op not in kept})
+    for op in kept:
         table.pop(op, None)
+    sdpa = aten.scaled_dot_product_attention.default
+    table[sdpa] = functools.partial(_sdpa_in_kernel_layout, table[sdpa])
     return table
+
+
+def _sdpa_in_kernel_layout(decompose, query, *args, **kwargs):
+    """torch's decomposition of scaled_dot_product_attention, returned in the memory layout of the fused
+    kernel that export traced (heads inside sequence positions): model code that `view`s the transposed
+    output, as Hugging Face's GPT-2 does, relies on it, and the decomposition's own layout is another."""
+    if len(args) > 3:  # dropout_p: pcsim runs dropout as the identity, as in eval mode
+        args = (*args[:3], 0.0, *args[4:])
+    kwargs = {**kwargs, "dropout_p": 0.0} if "dropout_p" in kwargs else kwargs
+    out = decompose(query, *args, **kwargs)
+    if out.dim() != 4:
+        return out
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: frozenset[type[nn.Module]]
@@ -39,14 +67,28 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
     """`module` on `inputs` as a core ATen `ExportedProgram`; a `TraceError` naming the user's line otherwise."""
     name = type(module).__name__
     try:
-        with warnings.catch_warnings():
-            # RNN layers re-assign their flat weight list while exported: torch's note to itself
-            warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+        with warnings.catch_warnings(), _torch_logs_quiet():
+            # RNN layers and the legacy weight_norm hook assign tensor attributes while exported: torch's
+            # note to itself, about code the user did not write
+            warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             program = torch.export.export(module, tuple(inputs), strict=False)
             return program.run_decompositions(decomposition_table(fused))
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
         raise _export_error(name, inputs, e) from None
+
+
+@contextlib.contextmanager
+def _torch_logs_quiet():
+    """torch logs and prints the internals of a failed export (fake-tensor stacks, graphs) before raising;
+    pcsim reports the failure itself, at the user's line, so that output is dropped while it runs."""
+    previous = logging.root.manager.disable  # torch makes some of its loggers while exporting: all are muted
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:

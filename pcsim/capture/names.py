@@ -56,10 +56,12 @@ class VertexNamer:
         taken = set(self._taken)
         for path, members in groups.items():
             same_op = len({op for _, op in members}) == 1
-            for i, (label, _op) in enumerate(members):
+            calls = list(dict.fromkeys(label.split("#")[0] for label, _ in members))  # items of one call: one
+            for label, _op in members:
                 base = label.split("#")[0]
+                i = calls.index(base)
                 if path:
-                    if len(members) == 1:
+                    if len(calls) == 1:
                         base = path
                     elif same_op:
                         base = path if i == 0 else f"{path}_{i}"

@@ -16,9 +16,7 @@ import torch
 
 from pcsim.dynamics.field import VectorField
 from pcsim.ops.local import call
-
-ELEMENTWISE_OPS = {"relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus", "exp", "log",
-                   "sqrt", "rsqrt", "abs", "square", "identity", "neg", "add", "sub", "mul", "div"}
+from pcsim.ops.table import entry
 
 
 def _batch_local(field: VectorField, name: str, parent: str, batch: int) -> bool:
@@ -53,7 +51,7 @@ def edge_patterns(field: VectorField) -> dict[tuple[str, str], sp.csr_matrix]:
         for p in v.parents:
             if p not in sizes:
                 continue
-            if v.op in ELEMENTWISE_OPS and tuple(g[p].shape) == tuple(v.shape):
+            if entry(v.fn).elementwise and tuple(g[p].shape) == tuple(v.shape):
                 patterns[n, p] = sp.identity(sizes[n], dtype=bool, format="csr")
             elif _batch_local(field, n, p, batch):
                 block = np.ones((sizes[n] // batch, sizes[p] // batch), dtype=bool)

@@ -1,7 +1,6 @@
-"""Graph IR, levelling and tracing."""
+"""The graph IR, levelling, layout and provenance (capture lives in pcsim.capture)."""
 
 from pcsim.graph.ir import ConstArg, Graph, ParamArg, ParentArg, Vertex
 from pcsim.graph.level import level
-from pcsim.graph.trace import trace
 
-__all__ = ["Graph", "Vertex", "ParentArg", "ParamArg", "ConstArg", "level", "trace"]
+__all__ = ["Graph", "Vertex", "ParentArg", "ParamArg", "ConstArg", "level"]

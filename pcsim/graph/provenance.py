@@ -1,22 +1,19 @@
-"""Where a traced node came from in the user's code, and what the expansions need to know first.
+"""Where a captured node came from in the user's code.
 
-fx records a stack trace per node (`Tracer.record_stack_traces`); the user's line is the innermost
-frame outside torch and pcsim. The same rule picks the user's line out of an exception raised
-while tracing (data-dependent control flow). `example_calls` runs the module once on the example
-inputs with hooks on the modules whose expansion needs concrete shapes (`NEEDS_EXAMPLE`).
+torch.export records a stack trace per node (`node.meta["stack_trace"]`); the user's line is the
+innermost frame outside torch and pcsim. The same rule picks the user's line out of an exception
+raised while capturing (control flow on tensor values, a shape that does not fit).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 # torch's and pcsim's own folders: frames there are not the user's code
 _LIBRARIES = (str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parents[1]))
@@ -67,33 +64,3 @@ def exception_user_line(error: BaseException) -> UserLine | None:
         return None
     f = frames[-1]
     return UserLine(f.filename, f.lineno or 0, f.name, (f.line or "").strip())
-
-
-def example_calls(module: nn.Module, inputs: tuple, kinds: frozenset[type]) -> dict[int, list[dict]]:
-    """Run `module(*inputs)` once; for each submodule whose type is in `kinds`, the shapes of the
-    tensors it received, per call in call order: {id(submodule): [{argument name: shape}, ...]}.
-
-    Runs with autograd enabled so that modules with a no-grad fast path (TransformerEncoderLayer,
-    MultiheadAttention) take their ordinary path and call their submodules.
-    """
-    targets = [m for m in module.modules() if type(m) in kinds]
-    if not targets:
-        return {}
-    calls: dict[int, list[dict]] = {}
-
-    def hook(sub, args, kwargs):
-        try:
-            bound = inspect.signature(sub.forward).bind(*args, **kwargs).arguments
-        except TypeError:
-            bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
-        calls.setdefault(id(sub), []).append(
-            {name: tuple(v.shape) for name, v in bound.items() if isinstance(v, torch.Tensor)})
-
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in targets]
-    try:
-        with torch.enable_grad():
-            module(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return calls

@@ -11,7 +11,8 @@ differentiable ATen op works** without an entry. An entry adds what is known bey
 - `backward`: the ATen kernel giving `J^T cot` from the op's *output* (tanh, sigmoid, relu), which
   the hand-written fast paths run instead of autograd;
 - `locality`: the form of its Hebbian term, for the plasticity analysis;
-- `brian2`: the name of its synaptic rendering in `pcsim.backends.brian2.ops`, where one exists;
+- `brian2`: which synaptic rendering of `pcsim.backends.brian2.ops` it takes, where one exists
+  (`linear`, `conv2d`, `pooling`, `activation`, `affine`, `index`: a wiring of neuron indices);
 - `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity).
 
 Adding an op is one `OpEntry` in `ENTRIES`. Integer and boolean results are never populations
@@ -34,6 +35,11 @@ aten = torch.ops.aten
 def identity(x):
     """Dropout (which pcsim always runs as in eval mode) and identity vertices: the value passes unchanged."""
     return x
+
+
+def identity_and_mask(x, *_):
+    """`native_dropout` as pcsim runs it: the value unchanged, and a mask that keeps everything."""
+    return x, torch.ones_like(x, dtype=torch.bool)
 
 
 @dataclass(frozen=True)
@@ -60,43 +66,46 @@ _HEBB = "post error x pre activity"
 ENTRIES: tuple[OpEntry, ...] = (
     # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
     OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear"),
-    OpEntry("conv1d", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)"),
-    OpEntry("conv2d", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)", brian2="conv2d"),
-    OpEntry("convolution", "parametric", locality=f"{_HEBB}, summed over positions (shared kernel)"),
-    OpEntry("embedding", "parametric", locality="post error routed to the looked-up row"),
-    OpEntry("_native_batch_norm_legit_no_training", "normalisation", locality="post error x normalised input",
-            brian2="batch_norm"),
-    OpEntry("_native_batch_norm_legit", "normalisation", locality="post error x normalised input (batch statistics)"),
-    OpEntry("native_layer_norm", "normalisation", locality="post error x normalised input", brian2="layer_norm"),
-    OpEntry("native_group_norm", "normalisation", locality="post error x normalised input"),
+    *_entries("parametric", ["conv1d", "convolution", "conv_transpose2d"],
+              locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
+    OpEntry("conv2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)",
+            brian2="conv2d"),
+    OpEntry("embedding", "parametric", locality="post error scattered to the active token's row"),
+    *_entries("normalisation", ["_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+                                "_native_batch_norm_legit_functional", "native_batch_norm", "native_layer_norm",
+                                "native_group_norm"],
+              locality="post error x normalised pre activity"),
     # activations whose derivative is a function of their output
     OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation"),
     OpEntry("sigmoid", "activation", elementwise=True, backward=(aten.sigmoid_backward.default, ()),
             brian2="activation"),
     OpEntry("relu", "activation", elementwise=True, backward=(aten.threshold_backward.default, (0,)),
             brian2="activation"),
-    *_entries("activation", ["leaky_relu", "gelu", "silu", "elu", "softplus", "hardtanh", "exp", "log", "sqrt",
-                             "rsqrt", "abs", "pow", "square", "reciprocal", "erf", "sin", "cos", "neg"],
-              elementwise=True, brian2="activation"),
-    *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"], brian2="softmax"),
-    # arithmetic: linear in the populations when the other operand is a constant
+    *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp"], elementwise=True, brian2="activation"),
+    *_entries("activation", ["gelu", "hardtanh", "log", "sqrt", "rsqrt", "abs", "pow", "square", "reciprocal",
+                             "erf", "sin", "cos"], elementwise=True),
+    *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"]),
+    # arithmetic: affine in the populations when the other operand is a constant
     *_entries("arithmetic", ["add", "sub"], elementwise=True, linear=True, brian2="affine"),
-    *_entries("arithmetic", ["mul", "div"], elementwise=True, brian2="affine"),
-    *_entries("arithmetic", ["mm", "bmm", "addmm", "matmul", "baddbmm"], brian2="affine"),
-    # shape: linear maps that move values without arithmetic
+    *_entries("arithmetic", ["mul", "div", "neg"], elementwise=True, brian2="affine"),
+    *_entries("arithmetic", ["mm", "bmm", "addmm", "matmul", "baddbmm"]),
+    # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
     *_entries("shape", ["view", "_unsafe_view", "reshape", "permute", "transpose", "expand", "clone", "alias",
-                        "squeeze", "unsqueeze", "cat", "stack", "constant_pad_nd", "_to_copy", "t",
-                        "flatten", "contiguous"], linear=True, brian2="affine"),
-    *_entries("shape", ["slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow"],
-              linear=True, selection=True, brian2="affine"),
-    OpEntry("identity", "shape", elementwise=True, linear=True, brian2="affine"),
-    OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="affine",
+                        "squeeze", "unsqueeze", "_to_copy", "t", "flatten", "contiguous"],
+              linear=True, brian2="index"),
+    *_entries("shape", ["slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow", "index"],
+              linear=True, selection=True, brian2="index"),
+    *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True),
+    OpEntry("identity", "shape", elementwise=True, linear=True, brian2="index"),
+    OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index",
+            note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
+    OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index",
             note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
     # reductions and pooling
-    *_entries("reduction", ["sum", "mean"], linear=True, brian2="affine"),
+    *_entries("reduction", ["sum", "mean"], linear=True),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,
-              brian2="affine"),
-    *_entries("pooling", ["max_pool2d_with_indices", "max_pool2d"], brian2="max_pool2d"),
+              brian2="pooling"),
+    *_entries("pooling", ["max_pool2d_with_indices", "max_pool2d"]),
     # recurrent layers kept whole by trace(fused=...): one vertex per layer, torch's fused kernel
     *_entries("fused layer (trace(fused=True))", ["lstm", "gru", "rnn_tanh", "rnn_relu"],
               locality="through the fused layer's kernel (no per-gate populations)"),

@@ -19,7 +19,6 @@ tensor is valid until the op's next call of the same method, and the caller must
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from pcsim.graph.ir import ParamArg, ParentArg, Vertex
 from pcsim.ops.local import Linearisation, call
+from pcsim.ops.table import entry, op_name
 
 _aten = torch.ops.aten
 
@@ -111,9 +111,9 @@ class LinearOp(LocalOp):
         return out
 
 
-# J^T cot of an activation from its output mu, as autograd computes it: (ATen op, extra arguments)
-ACTIVATION_BACKWARD = {"tanh": (_aten.tanh_backward, ()), "sigmoid": (_aten.sigmoid_backward, ()),
-                       "relu": (_aten.threshold_backward, (0,))}
+def activation_backward(vertex: Vertex) -> tuple:
+    """(ATen kernel, extra arguments) giving `J^T cot` from the output `mu`, as autograd computes it (op table)."""
+    return entry(vertex.op).backward
 
 
 class ElementwiseOp(LocalOp):
@@ -124,7 +124,8 @@ class ElementwiseOp(LocalOp):
     def __init__(self, vertex, params, constants, wanted):
         super().__init__(vertex, params, constants, wanted)
         self._forward = self._FORWARD.get(vertex.op)
-        self._backward, self._backward_args = ACTIVATION_BACKWARD[vertex.op]
+        kernel, self._backward_args = activation_backward(vertex)
+        self._backward = kernel.overloadpacket
         self._mu_buf: torch.Tensor | None = None
         self._fb_buf: torch.Tensor | None = None
 
@@ -153,27 +154,25 @@ class AddOp(LocalOp):
         return [cot if w else None for w in self.wanted]
 
 
-_ELEMENTWISE_FNS = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-                    torch.relu: "relu", F.relu: "relu"}
 
 
 def is_linear(v: Vertex) -> bool:
     """`F.linear(parent, W[, b])` with parameters W and b: an affine map of its one parent."""
     a = v.args
-    return (v.fn is F.linear and not v.kwargs and len(v.parents) == 1 and len(a) in (2, 3)
+    return (op_name(v.fn) == "linear" and not v.kwargs and len(v.parents) == 1 and len(a) in (2, 3)
             and a[0] == ParentArg(0) and isinstance(a[1], ParamArg)
             and (len(a) == 2 or a[2] is None or isinstance(a[2], ParamArg)))
 
 
 def _is_elementwise(v: Vertex) -> bool:
     kwargs_ok = not v.kwargs or dict(v.kwargs) == {"inplace": False}
-    return (_ELEMENTWISE_FNS.get(v.fn) == v.op and v.args == (ParentArg(0),) and kwargs_ok
+    return (op_name(v.fn) == v.op and entry(v.op).backward is not None and v.args == (ParentArg(0),) and kwargs_ok
             and len(v.parents) == 1)
 
 
 def is_add(v: Vertex, parent_shapes: Sequence[tuple[int, ...]]) -> bool:
     """`a + b` of two parents of the vertex's own shape (no broadcasting)."""
-    return (v.fn in (operator.add, torch.add) and v.args == (ParentArg(0), ParentArg(1)) and not v.kwargs
+    return (op_name(v.fn) == "add" and v.args == (ParentArg(0), ParentArg(1)) and not v.kwargs
             and len(v.parents) == 2 and all(tuple(s) == tuple(v.shape) for s in parent_shapes))
 
 

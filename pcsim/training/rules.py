@@ -27,7 +27,7 @@ class RuleGradients:
     il_fixed_prediction: bool = False
     il_output_precision: float = 1.0
     compile: bool = False  # IL's steady steps, Fa-Z-IL's wavefront: compiled (pcsim.algorithms.compiled)
-    fused: bool = False  # trace nn.RNN/LSTM/GRU as one vertex per call (pcsim.ops.fused)
+    fused: bool = False  # trace nn.RNN/LSTM/GRU as one vertex per call (torch's fused kernel)
     _graphs: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -62,7 +62,7 @@ def test_selection_delta_is_its_prediction_minus_its_value(own_moved):
     """-eps of a chunk of a moved parent is select(x_p) - x (autograd's sign), from displacements alone."""
     gen = torch.Generator().manual_seed(2)
     g = pcsim.trace(_Chunk(), torch.randn(3, 8, dtype=torch.float64))
-    item = next(v for v in g.vertices if v.op == "chunk" and v.name not in g.clamped)
+    item = next(v for v in g.vertices if v.op == "split_with_sizes" and v.name not in g.clamped)
     parent = item.parents[0]
     x_ff = {parent: torch.randn(3, 8, generator=gen, dtype=torch.float64)}
     x_ff[item.name] = call(item, [x_ff[parent]], {}, g.constants).clone()
@@ -133,7 +133,7 @@ def test_linear_form_routes_a_chunks_feedback_to_its_parent_as_autograd_does():
     """`linear_form` on a chunk: its delta, and a feedback term that sums to autograd's VJP; None when not closed."""
     gen = torch.Generator().manual_seed(4)
     g = pcsim.trace(_Chunk(), torch.randn(3, 8, dtype=torch.float64))
-    item = next(v for v in g.vertices if v.op == "chunk" and v.name not in g.clamped)
+    item = next(v for v in g.vertices if v.op == "split_with_sizes" and v.name not in g.clamped)
     parent = item.parents[0]
     neg_disp = {parent: torch.randn(3, 8, generator=gen, dtype=torch.float64)}
     args = (item, neg_disp, {}, g.constants, {parent}, [g[parent].shape])

@@ -7,8 +7,9 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import SELECTIONS, LocalVJP, SliceVJP, local_vjp, pull_back
+from pcsim.algorithms.wave import LocalVJP, SliceVJP, local_vjp, pull_back
 from pcsim.ops.local import call
+from pcsim.ops.table import entry
 
 
 class Chunks(nn.Module):
@@ -48,7 +49,7 @@ def _selection_vjps(module):
     values = problem.feedforward()
     out = []
     for v in graph.vertices:
-        if v.op in SELECTIONS and v.name in values:
+        if entry(v.op).selection and v.name in values:
             parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
             track = [p in values for p in v.parents]
             out.append((v, parents, track, local_vjp(v, parents, track, problem.params, graph.constants, True)))

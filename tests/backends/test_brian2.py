@@ -223,7 +223,7 @@ class WithSoftmax(nn.Module):
 
 
 @pytest.mark.parametrize("module,vertex,why", [(WithLayerNorm, "norm", "normalises"),
-                                               (WithSoftmax, "softmax", "normalises across neurons")])
+                                               (WithSoftmax, "_softmax", "normalises by statistics over neurons")])
 def test_unsupported_op_names_the_vertex_and_why(module, vertex, why):
     module = module().double()
     x, y = torch.randn(2, 3), torch.randn(2, 2)

@@ -25,6 +25,7 @@ import torch
 from pcsim.errors import UnsupportedOpError
 from pcsim.graph.ir import ParamArg, ParentArg, Vertex, template_slots
 from pcsim.ops.local import call
+from pcsim.ops.table import ENTRIES, entry
 
 WHY = "it cannot be written as Brian2 equations"
 
@@ -233,10 +234,6 @@ def _activation(vertex, shapes, params, constants):
     return [Edge(0, idx, idx.copy(), fwd, f"{der} * err_post")], []
 
 
-INDEX_OPS = {"identity", "flatten", "reshape", "view", "contiguous", "permute", "transpose", "t", "squeeze",
-             "unsqueeze", "getitem", "expand", "chunk", "split", "unbind"}
-
-
 def _index_map(vertex, shapes, params, constants):
     """Ops that only move values: the op applied to the parent's neuron indices gives the wiring."""
     slots = [s for s in _slots(vertex) if isinstance(s, ParentArg)]
@@ -250,9 +247,6 @@ def _index_map(vertex, shapes, params, constants):
     i = out.reshape(-1).numpy().astype(np.int64)
     j = np.arange(i.size, dtype=np.int64)
     return [Edge(0, i, j, "x_pre", "err_post")], []
-
-
-AFFINE_OPS = {"add", "sub", "neg", "mul", "div"}
 
 
 def _affine(vertex, shapes, params, constants):
@@ -296,37 +290,35 @@ def _slots(vertex):
     return list(template_slots((vertex.args, dict(vertex.kwargs))))
 
 
-RENDERERS = {"linear": _linear, "conv2d": _conv2d, "avg_pool2d": _plane_local_linear,
-             "adaptive_avg_pool2d": _plane_local_linear}
-RENDERERS.update(dict.fromkeys(ACTIVATIONS, _activation))
-RENDERERS.update(dict.fromkeys(INDEX_OPS, _index_map))
-RENDERERS.update(dict.fromkeys(AFFINE_OPS, _affine))
+# the op table's `brian2` field -> the renderer
+RENDERERS = {"linear": _linear, "conv2d": _conv2d, "pooling": _plane_local_linear, "activation": _activation,
+             "index": _index_map, "affine": _affine}
+_NORMALISES = "it normalises by statistics over neurons (a divisive interaction among a population)"
+_PRODUCT = "a product of two variables; a synapse carries one presynaptic variable"
 
 REASONS = {
-    "max_pool2d": "Brian2's summed variables can only add over synapses; a max over a window is no sum",
-    "softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "log_softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "attention_softmax": "it normalises across neurons (a divisive interaction among a population)",
-    "layer_norm": "it normalises by statistics over neurons (a divisive interaction among a population)",
-    "batch_norm": "it normalises by statistics over neurons",
-    "matmul": "a product of two variables; a synapse carries one presynaptic variable",
-    "bmm": "a product of two variables; a synapse carries one presynaptic variable",
+    **dict.fromkeys(("max_pool2d", "max_pool2d_with_indices"),
+                    "Brian2's summed variables can only add over synapses; a max over a window is no sum"),
+    **dict.fromkeys(("_softmax", "_log_softmax", "_safe_softmax", "native_layer_norm", "native_group_norm",
+                     "_native_batch_norm_legit_no_training", "_native_batch_norm_legit"), _NORMALISES),
+    **dict.fromkeys(("mm", "bmm", "matmul", "addmm", "baddbmm"), _PRODUCT),
     "gelu": "it needs erf, which Brian2's code generators do not provide",
     "embedding": "it indexes a table by an integer input (no synaptic sum)",
     "cat": "it concatenates populations (not supported by this backend yet)",
     "stack": "it stacks populations (not supported by this backend yet)",
-    **dict.fromkeys(("rnn", "lstm", "gru"), "it is a whole recurrent layer fused into one vertex "
+    **dict.fromkeys(("rnn_tanh", "rnn_relu", "lstm", "gru"), "it is a whole recurrent layer fused into one vertex "
                                             "(trace(..., fused=...)); traced without `fused`, each gate is a "
                                             "population of its own"),
 }
 
 
 def edges_of(vertex: Vertex, shapes, params, constants):
-    if vertex.select is not None and vertex.op not in INDEX_OPS and vertex.op not in REASONS:
+    kind = entry(vertex.op).brian2
+    if vertex.select is not None and kind != "index" and vertex.op not in REASONS:
         raise _unsupported(vertex, f"it selects output {vertex.select} of a tuple-valued call; {WHY}")
-    renderer = RENDERERS.get(vertex.op)
+    renderer = RENDERERS.get(kind)
     if renderer is None:
         why = REASONS.get(vertex.op, "no synaptic form is known for this op")
-        supported = ", ".join(sorted(RENDERERS))
+        supported = ", ".join(sorted(e.name for e in ENTRIES if e.brian2))
         raise _unsupported(vertex, f"{why}, so {WHY}.\nThe brian2 backend renders: {supported}")
     return renderer(vertex, shapes, params, constants)

@@ -1,0 +1,172 @@
+"""pcsim.trace through torch.export: what becomes a population, what does not, and gradients through both.
+
+Oracle: `pcsim.check`, i.e. autograd on the module itself (never on pcsim's graph), in float64 at
+`pcsim.tolerance`; structure is checked against what the module visibly computes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pcsim
+from tests.graph.helpers import DT, Net, seeded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RULES = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
+
+
+def _x(*shape, seed=0):
+    with seeded(seed):
+        return torch.randn(*shape, dtype=DT)
+
+
+def _net(body, **children) -> nn.Module:
+    with seeded(0):
+        return Net(body, **children).to(DT)
+
+
+def _exact(module, inputs, target, loss="mse"):
+    for rule in RULES:
+        rep = pcsim.check(module, inputs, target, rule=rule, loss=loss)
+        worst = sorted(rep.per_param.items(), key=lambda kv: -kv[1].rel)[:3]
+        assert rep.passed, f"{rule}: {worst}"
+        assert all(rep.reference[n].abs().max() > 0 for n in rep.reference), "a zero gradient proves nothing"
+
+
+# -- parameter functions --------------------------------------------------------------------------
+def test_tied_transpose_is_a_parameter_function_and_its_gradient_sums_both_uses():
+    net = _net(lambda s, x: F.linear(torch.tanh(s.enc(x)), s.enc.weight.t()), enc=nn.Linear(6, 3))
+    g = pcsim.trace(net, _x(4, 6))
+    assert all("permute" not in v.op and v.op != "t" for v in g.vertices), g.summary()
+    assert g.users["enc.weight"] == tuple(v.name for v in g.vertices if "enc.weight" in v.params)
+    assert len(g.users["enc.weight"]) == 2
+    _exact(net, (_x(4, 6),), _x(4, 6, seed=1))
+
+
+@pytest.mark.parametrize("norm", ["legacy", "parametrization"])
+def test_weight_norm_gradients_reach_g_and_v(norm):
+    with seeded(0):
+        conv = nn.Conv1d(3, 4, 3, dilation=2)
+        conv = nn.utils.weight_norm(conv) if norm == "legacy" else nn.utils.parametrizations.weight_norm(conv)
+    net = _net(lambda s, x: s.head(torch.relu(s.conv(F.pad(x, (4, 0))))[:, :, -1]), conv=conv, head=nn.Linear(4, 2))
+    names = {n for n, _ in net.named_parameters()}
+    assert {"conv.weight_g", "conv.weight_v"} <= names or any("original" in n for n in names)
+    _exact(net, (_x(2, 3, 7),), _x(2, 2, seed=1))
+
+
+def test_spectral_norm_parametrization_is_captured_as_the_module_runs_it():
+    with seeded(0):
+        lin = nn.utils.parametrizations.spectral_norm(nn.Linear(5, 4)).eval()
+    net = _net(lambda s, x: s.out(torch.tanh(s.lin(x))), lin=lin, out=nn.Linear(4, 2))
+    _exact(net, (_x(3, 5),), _x(3, 2, seed=1))
+
+
+# -- what is not a population ---------------------------------------------------------------------
+def test_integer_and_boolean_tensors_are_never_populations():
+    def body(s, x):
+        h = s.a(x)
+        keep = h > 0  # a boolean function of a population: recomputed where it is read
+        return s.b(torch.where(keep, h, 0.1 * h))
+    net = _net(body, a=nn.Linear(5, 6), b=nn.Linear(6, 2))
+    g = pcsim.trace(net, _x(3, 5))
+    assert all(g[n].dtype.is_floating_point for n in g.latent)
+    _exact(net, (_x(3, 5),), _x(3, 2, seed=1))
+
+
+def test_input_only_subgraphs_are_clamped_and_constants_folded():
+    def body(s, ids):
+        mask = (ids > 2).to(DT).unsqueeze(-1)  # from the input alone
+        pos = torch.arange(ids.shape[1])  # from nothing that varies
+        h = s.emb(ids) + s.pos(pos)
+        return s.out((h * mask).mean(1))
+    net = _net(body, emb=nn.Embedding(7, 4), pos=nn.Embedding(5, 4), out=nn.Linear(4, 2))
+    ids = torch.tensor([[1, 3, 4, 6, 0], [5, 2, 2, 3, 1]])
+    g = pcsim.trace(net, ids)
+    latent = set(g.latent)
+    for v in g.vertices:
+        if v.op in ("gt", "_to_copy", "unsqueeze") and not v.params:
+            assert v.name not in latent, f"{v.name} depends on the input alone"
+    assert not any(v.op == "arange" for v in g.vertices)
+    _exact(net, (ids,), _x(2, 2, seed=1))
+
+
+def test_unread_parameter_warns_by_name_and_its_update_is_zero():
+    net = _net(lambda s, x: s.used(x), used=nn.Linear(3, 2), spare=nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match=r"spare\.weight"):
+        g = pcsim.trace(net, _x(4, 3))
+    grads = pcsim.zil(g, (_x(4, 3),), _x(4, 2, seed=1))
+    assert torch.count_nonzero(grads["spare.weight"]) == 0
+
+
+def test_tensor_requiring_grad_that_is_no_parameter_is_refused_by_name():
+    net = _net(lambda s, x: s.lin(x) * s.scale, lin=nn.Linear(3, 2))
+    net.scale = torch.ones(2, dtype=DT, requires_grad=True)
+    with pytest.raises(pcsim.TraceError, match=r"scale.*not a registered parameter"):
+        pcsim.trace(net, _x(4, 3))
+
+
+# -- names ----------------------------------------------------------------------------------------
+def test_vertices_are_named_by_module_path():
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Sequential(nn.Linear(5, 3), nn.ReLU())).to(DT)
+    g = pcsim.trace(net, _x(2, 4))
+    assert [g[n].name for n in g.latent] == ["0", "1", "2.0", "2.1"]
+
+
+def test_module_called_at_every_step_gets_numbered_names():
+    def body(s, x):
+        h = x
+        for _ in range(3):
+            h = torch.tanh(s.cell(h))
+        return h
+    g = pcsim.trace(_net(body, cell=nn.Linear(4, 4)), _x(2, 4))
+    assert [n for n in g.latent if n.startswith("cell")] == ["cell", "cell_1", "cell_2"]
+
+
+# -- fused layers and the op table ----------------------------------------------------------------
+def test_fused_lstm_is_one_vertex_and_unrolled_is_many():
+    with seeded(0):
+        lstm = nn.LSTM(3, 4, batch_first=True).to(DT)
+    net = _net(lambda s, x: s.lstm(x)[0][:, -1], lstm=lstm)
+    fused = pcsim.trace(net, _x(2, 5, 3), fused=True)
+    unrolled = pcsim.trace(net, _x(2, 5, 3))
+    assert [fused[n].op for n in fused.latent].count("lstm") == 1
+    assert "lstm" not in {unrolled[n].op for n in unrolled.latent} and len(unrolled.latent) > 20
+    for fuse in (True, False):
+        assert pcsim.check(net, (_x(2, 5, 3),), _x(2, 4, seed=1), rule="zil", fused=fuse).passed
+
+
+def test_an_op_without_an_entry_runs_by_autograd_on_its_call():
+    # atan2 and erfinv have no entry in the op table: autograd on the one call is their VJP
+    net = _net(lambda s, x: s.b(torch.atan2(s.a(x), torch.ones(())) + torch.erfinv(0.5 * torch.tanh(s.a(x)))),
+               a=nn.Linear(3, 4), b=nn.Linear(4, 2))
+    g = pcsim.trace(net, _x(5, 3))
+    ops = {g[n].op for n in g.latent}
+    assert {"atan2", "erfinv"} <= ops
+    assert not ({"atan2", "erfinv"} & set(pcsim.ops.table.OPS))
+    _exact(net, (_x(5, 3),), _x(5, 2, seed=1))
+
+
+def test_dropout_in_training_mode_runs_as_the_identity_like_the_oracle():
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
+    g = pcsim.trace(net, _x(2, 3))
+    assert {"dropout", "native_dropout"} & {g[n].op for n in g.latent}
+    _exact(net, (_x(2, 3),), _x(2, 2, seed=1))
+
+
+def test_trace_leaves_the_module_and_its_buffers_unchanged():
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pcsim.trace(net, _x(5, 3))
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    _exact(net, (_x(5, 3),), _x(5, 2, seed=1))
