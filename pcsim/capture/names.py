@@ -15,6 +15,8 @@ from collections import defaultdict
 
 import torch.fx as fx
 
+from pcsim.graph.level import fresh_name
+
 _SUFFIX = re.compile(r"_\d+$")
 
 
@@ -71,16 +73,8 @@ class VertexNamer:
                     origin, index = label.split("#")
                     if len(self._item_set(origin)) > 1:
                         base = f"{base}_{index}"
-                renamed[label] = _fresh(base, taken)
+                renamed[label] = fresh_name(base, taken)
         return renamed
 
     def _item_set(self, origin_name: str) -> set[int]:
         return next((s for n, s in self._items.items() if n.name == origin_name), set())
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name = base
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name

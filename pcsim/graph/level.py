@@ -26,7 +26,8 @@ def identity(x):
     return x
 
 
-def _fresh_name(base: str, taken: set[str]) -> str:
+def fresh_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_`, `base__`, ...: the first not in `taken`, which it is added to."""
     name = base
     while name in taken:
         name += "_"
@@ -63,7 +64,7 @@ def level(graph: Graph) -> Graph:
         while current > target:
             current -= 1
             if current not in chain:
-                name = _fresh_name(f"{parent.name}__level{current}", taken)
+                name = fresh_name(f"{parent.name}__level{current}", taken)
                 out.append(Vertex(
                     name=name, op="identity", shape=parent.shape, dtype=parent.dtype,
                     parents=(chain[current + 1],), fn=identity, args=(ParentArg(0),),
