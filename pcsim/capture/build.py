@@ -291,8 +291,8 @@ class Builder:
             if isinstance(k, _Folded):
                 return self._computed(k.node, parents)
             return k
-        if isinstance(arg, tuple | list):
-            return type(arg)(self._template(a, parents) for a in arg)
+        if isinstance(arg, tuple | list):  # a tuple: templates hash, so the wave shares one call among its items
+            return tuple(self._template(a, parents) for a in arg)
         if isinstance(arg, dict):
             return {key: self._template(a, parents) for key, a in arg.items()}
         return arg
