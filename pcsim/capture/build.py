@@ -229,6 +229,9 @@ class Builder:
         self.kind[n] = value
 
     def _item(self, n: fx.Node, multi: _Multi, index: Any, value: Any) -> None:
+        if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point:  # `max`'s indices, say
+            self.kind[n] = _Folded(n)
+            return
         if not isinstance(index, int) or not isinstance(value, torch.Tensor):
             raise UnsupportedOpError(where(n, f"picks {index!r} of a tuple-valued call; pcsim needs one integer "
                                               "index per tensor"))
@@ -286,8 +289,8 @@ class Builder:
                 if k not in parents:
                     parents.append(k)
                 return ParentArg(parents.index(k))
-            if isinstance(k, _Multi):
-                raise UnsupportedOpError(where(arg, "passes a whole tuple of populations to another op"))
+            if isinstance(k, _Multi):  # read inside a recomputed call (the indices of `max`): the call itself
+                return self._computed(k.node, parents)
             if isinstance(k, _Folded):
                 return self._computed(k.node, parents)
             return k

@@ -170,3 +170,14 @@ def test_trace_leaves_the_module_and_its_buffers_unchanged():
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     _exact(net, (_x(5, 3),), _x(5, 2, seed=1))
+
+
+def test_integer_item_of_a_tuple_valued_call_is_recomputed_where_it_is_read():
+    def body(s, x):
+        h = torch.tanh(s.a(x))
+        top, where = h.max(1)  # `where` is an integer item of a call on a population
+        return s.b(h) + top.unsqueeze(1) * torch.gather(h, 1, where.unsqueeze(1))
+    net = _net(body, a=nn.Linear(4, 5), b=nn.Linear(5, 1))
+    g = pcsim.trace(net, _x(3, 4))
+    assert all(g[n].dtype.is_floating_point for n in g.latent)
+    _exact(net, (_x(3, 4),), _x(3, 1, seed=1))
