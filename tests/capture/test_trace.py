@@ -13,6 +13,7 @@ from torch import nn
 
 import pcsim
 from tests.graph.helpers import DT, Net, module_grads, random_targets, seeded, trace_and_compare
+from tests.graph.test_provenance import DataDependent
 
 
 def _x(*shape, seed=0):
@@ -182,18 +183,6 @@ def test_ops_the_old_table_refused_are_exact(body, children):
     for rule in ("zil", "fa-zil-autonomous"):
         rep = pcsim.check(net, (x,), y, rule=rule)
         assert rep.passed, (rule, rep.table())
-
-
-class DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x):
-        h = self.lin(x)
-        if h.sum() > 0:
-            return h
-        return -h
 
 
 def test_data_dependent_control_flow_is_a_trace_error():
