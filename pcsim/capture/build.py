@@ -274,7 +274,8 @@ class Builder:
 
     def _moves(self, args, kwargs, parents: list[str]) -> bool:
         """Whether a call with these arguments reads a latent vertex or a parameter (else it is clamped)."""
-        return any(p in self.latent for p in parents) or any(isinstance(s, ParamArg) for s in _slots(args, kwargs))
+        slots = template_slots((args, kwargs))
+        return any(p in self.latent for p in parents) or any(isinstance(s, ParamArg) for s in slots)
 
     def _computed(self, n: fx.Node, parents: list[str]) -> Computed:
         """The node's call as a slot of its reader's call (`parents`: the reader's parent list)."""
@@ -342,10 +343,6 @@ def _without_dropout(n: fx.Node) -> tuple:
         return n.args
     i = names.index("dropout")
     return (*n.args[:i], 0.0, *n.args[i + 1:])
-
-
-def _slots(args, kwargs):
-    return template_slots((args, kwargs))
 
 
 def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:

@@ -29,12 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from pcsim.graph.level import identity  # identity vertices' call; dropout runs as it too
+
 aten = torch.ops.aten
-
-
-def identity(x):
-    """Dropout (which pcsim always runs as in eval mode) and identity vertices: the value passes unchanged."""
-    return x
 
 
 def identity_and_mask(x, *_):
