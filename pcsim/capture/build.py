@@ -13,7 +13,9 @@ on the example inputs (the program is run once, on the real parameters, by `_Rec
   recomputed from the data, with no error population;
 - a floating-point tensor computed from a latent vertex: a latent vertex (a population);
 - the item of a tuple-valued call (`native_layer_norm`, `split_with_sizes`, a fused LSTM): a vertex
-  that runs the call and selects (`Vertex.select`).
+  that runs the call and selects (`Vertex.select`);
+- a call on a structural zero (`W_hh @ h0` from a zero initial state): what its op-table `zero` rule
+  makes of it, a constant zero, its bias or its other operand (`zeros.py`).
 Integer and boolean tensors are never populations.
 """
 
@@ -30,11 +32,14 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer
+from pcsim.capture.zeros import Rewrite, StructuralZeros
 from pcsim.errors import TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Linearisation
 from pcsim.ops.table import OPS, entry, identity, op_name
+
+aten = torch.ops.aten
 
 
 class _Multi:
@@ -118,6 +123,7 @@ class Builder:
             at = where(recorder.current, f"{type(e).__name__}: {first}") if recorder.current else first
             raise TraceError(f"the module failed on the example inputs at {at}") from None
         self.values = recorder.values
+        self.zeros = StructuralZeros(self.values)
         specs = iter(self.program.graph_signature.input_specs)
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
         live = self._live(out_node)
@@ -127,6 +133,7 @@ class Builder:
             elif n.op == "call_function" and n in live:
                 self._call(n)
         outputs = self._rename(self._outputs(out_node))
+        self.vertices = _reaching(self.vertices, outputs)
         outputs = _sink_outputs(self.vertices, outputs)
         if self.value_sizes:
             warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
@@ -194,13 +201,20 @@ class Builder:
         if n.target is operator.getitem and isinstance(self.kind[n.args[0]], _Multi):
             self._item(n, self.kind[n.args[0]], n.args[1], value)
             return
+        rewrite = self.zeros.rewrite(n)
+        if rewrite is not None and self._rewritten(n, rewrite, value):
+            return
         spec = entry(n.target)
+        if spec.passthrough and _unchanged(n, value, self.values):
+            self.kind[n] = self.kind[n.args[0]]
+            return
         fn = spec.replace or n.target
         if "vertex" not in reads:
             if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
                 self.kind[n] = self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example
                 self.kind[n] = self._const(n.name, value)
+                self.zeros.constant(n)
             return
         parents: list[str] = []
         args, kwargs = self._template(_without_dropout(n), parents), self._template(dict(n.kwargs), parents)
@@ -213,6 +227,25 @@ class Builder:
             self.kind[n] = _Multi(fn, args, kwargs, parents, n)
         else:
             raise UnsupportedOpError(where(n, f"returns {type(value).__name__}, not tensors"))
+
+    def _rewritten(self, n: fx.Node, rewrite: Rewrite, value: torch.Tensor) -> bool:
+        """Classify `n` by its structural-zero rewrite; False where it does not apply after all."""
+        if rewrite.kind == "zero":
+            self.kind[n] = self._const(n.name, value)
+            self.zeros.fixed.add(n)
+            self.zeros.zero.add(n)
+        elif rewrite.kind == "alias":
+            self.kind[n] = self.kind[rewrite.keep]
+        else:  # the bias, broadcast: a parameter function (or a constant)
+            bias = self.kind[rewrite.keep] if isinstance(rewrite.keep, fx.Node) else None
+            if isinstance(bias, ParamArg | Computed):
+                self.kind[n] = Computed(aten.expand.default, (bias, tuple(value.shape)),
+                                        label=f"{op_name(n.target)}('{n.name}') of a zero input: its bias")
+            elif isinstance(bias, ConstArg):
+                self.kind[n] = self._const(n.name, value)
+            else:  # a bias computed from populations: the call stays as captured
+                return False
+        return True
 
     def _number(self, n: fx.Node, value: Any) -> None:
         """A number computed from tensor values (a data-dependent size): folded to the example's value where
@@ -343,6 +376,23 @@ def _without_dropout(n: fx.Node) -> tuple:
         return n.args
     i = names.index("dropout")
     return (*n.args[:i], 0.0, *n.args[i + 1:])
+
+
+def _unchanged(n: fx.Node, value: Any, values: dict) -> bool:
+    """Whether the call's result is its first argument's value, element for element and in memory layout."""
+    source = values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+    return (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor) and value.shape == source.shape
+            and value.stride() == source.stride() and value.dtype == source.dtype and value.device == source.device)
+
+
+def _reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
+    """The inputs and the vertices some output is computed from; the others (a forget gate at the first
+    step, whose product with the zero cell state was dropped) have no error and move nothing."""
+    needed = set(outputs)
+    for v in reversed(vertices):
+        if v.name in needed:
+            needed.update(v.parents)
+    return [v for v in vertices if v.name in needed or v.is_input]
 
 
 def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:

@@ -6,7 +6,8 @@ simply run, hooks and parametrizations included. What export cannot follow (cont
 *values*) fails here, and the failure is reported at the user's line.
 
 Decomposition is torch's core ATen table, less the ops pcsim keeps whole (`ops.table.KEPT_WHOLE`:
-one vertex per call whose backward is one kernel, as in backprop) and the fused recurrent layers.
+one vertex per call whose backward is one kernel, as in backprop) and the fused recurrent layers,
+plus pcsim's own for recurrent layers (`recurrent.py`) and attention (`attention.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.errors import InputError, TraceError
 from pcsim.graph.provenance import exception_user_line
-from pcsim.ops.table import KEPT_WHOLE, aten, fused_ops
+from pcsim.ops.table import KEPT_WHOLE, fused_ops
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
@@ -44,22 +46,8 @@ def _table(fused: frozenset[type[nn.Module]]):
     table.update({op: fn for op, fn in UNROLLED.items() if op not in kept})
     for op in kept:
         table.pop(op, None)
-    sdpa = aten.scaled_dot_product_attention.default
-    table[sdpa] = functools.partial(_sdpa_in_kernel_layout, table[sdpa])
+    table.update(ATTENTION)
     return table
-
-
-def _sdpa_in_kernel_layout(decompose, query, *args, **kwargs):
-    """torch's decomposition of scaled_dot_product_attention, returned in the memory layout of the fused
-    kernel that export traced (heads inside sequence positions): model code that `view`s the transposed
-    output, as Hugging Face's GPT-2 does, relies on it, and the decomposition's own layout is another."""
-    if len(args) > 3:  # dropout_p: pcsim runs dropout as the identity, as in eval mode
-        args = (*args[:3], 0.0, *args[4:])
-    kwargs = {**kwargs, "dropout_p": 0.0} if "dropout_p" in kwargs else kwargs
-    out = decompose(query, *args, **kwargs)
-    if out.dim() != 4:
-        return out
-    return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: frozenset[type[nn.Module]]

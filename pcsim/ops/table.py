@@ -13,7 +13,12 @@ differentiable ATen op works** without an entry. An entry adds what is known bey
 - `locality`: the form of its Hebbian term, for the plasticity analysis;
 - `brian2`: which synaptic rendering of `pcsim.backends.brian2.ops` it takes, where one exists
   (`linear`, `conv2d`, `pooling`, `activation`, `affine`, `index`: a wiring of neuron indices);
-- `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity).
+- `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity);
+- `zero`: what the op makes of an argument that is a structural zero (a zero initial state):
+  `absorb` (the result is zero: a product), `drop` (the argument can be left out: a sum),
+  `bias` (the result is the bias: `linear`). `pcsim.capture.zeros` applies it;
+- `passthrough`: a copy or view that is the identity where its result has its input's shape, strides
+  and dtype (an eval-mode dropout is captured as `clone`): the capture reads the input instead.
 
 Adding an op is one `OpEntry` in `ENTRIES`. Integer and boolean results are never populations
 (`pcsim.capture` makes them clamped constants or refuses them), so non-differentiable ops need
@@ -60,6 +65,8 @@ class OpEntry:
     locality: str = ""
     brian2: str | None = None
     replace: Callable[..., Any] | None = None
+    zero: str = ""
+    passthrough: bool = False
     note: str = ""
 
 
@@ -70,7 +77,8 @@ def _entries(family: str, names: Iterable[str], **flags) -> list[OpEntry]:
 _HEBB = "post error x pre activity"
 ENTRIES: tuple[OpEntry, ...] = (
     # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
-    OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear"),
+    OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear",
+            zero="bias"),
     *_entries("parametric", ["conv1d", "convolution", "conv_transpose2d"],
               locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
     OpEntry("conv2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)",
@@ -93,13 +101,16 @@ ENTRIES: tuple[OpEntry, ...] = (
                              "erf", "sin", "cos"], elementwise=True),
     *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"]),
     # arithmetic: affine in the populations when the other operand is a constant
-    *_entries("arithmetic", ["add", "sub"], elementwise=True, linear=True, brian2="affine"),
-    *_entries("arithmetic", ["mul", "div", "neg"], elementwise=True, brian2="affine"),
-    *_entries("arithmetic", ["mm", "bmm", "addmm", "matmul", "baddbmm"]),
+    *_entries("arithmetic", ["add", "sub"], elementwise=True, linear=True, brian2="affine", zero="drop"),
+    OpEntry("mul", "arithmetic", elementwise=True, brian2="affine", zero="absorb"),
+    *_entries("arithmetic", ["div", "neg"], elementwise=True, brian2="affine"),
+    *_entries("arithmetic", ["mm", "bmm", "matmul"], zero="absorb"),
+    *_entries("arithmetic", ["addmm", "baddbmm"]),
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
-    *_entries("shape", ["view", "_unsafe_view", "reshape", "permute", "transpose", "expand", "clone", "alias",
-                        "squeeze", "unsqueeze", "_to_copy", "t", "flatten", "contiguous"],
-              linear=True, brian2="index"),
+    *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
+              linear=True, brian2="index", passthrough=True),
+    *_entries("shape", ["permute", "transpose", "squeeze", "unsqueeze", "t", "flatten"], linear=True,
+              brian2="index"),
     *_entries("shape", ["slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow", "index"],
               linear=True, selection=True, brian2="index"),
     *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True),

@@ -87,7 +87,7 @@ def test_integer_input_feeds_embedding():
 
 # -- constants and parameters ----------------------------------------------------------------------
 def test_shape_built_tensors_and_buffers_are_folded():
-    net = _net(lambda s, x: s.lin(x) * s.scale + torch.zeros((x.size(0), 4), dtype=DT) + s.scale * 2.0,
+    net = _net(lambda s, x: s.lin(x) * s.scale + torch.ones((x.size(0), 4), dtype=DT) + s.scale * 2.0,
                lin=nn.Linear(4, 4))
     net.register_buffer("scale", torch.linspace(0.5, 2.0, 4, dtype=DT))
     x = _x(3, 4)
@@ -95,7 +95,7 @@ def test_shape_built_tensors_and_buffers_are_folded():
     assert [v.op for v in graph.vertices] == ["input", "linear", "mul", "add", "add"]
     consts = list(graph.constants.values())
     assert not any(c.requires_grad for c in consts)
-    assert any(c.shape == (3, 4) and torch.equal(c, torch.zeros(3, 4, dtype=DT)) for c in consts)
+    assert any(c.shape == (3, 4) and torch.equal(c, torch.ones(3, 4, dtype=DT)) for c in consts)
     assert any(torch.equal(c, net.scale) for c in consts)
     assert any(torch.equal(c, net.scale * 2.0) for c in consts)
     assert set(graph.params) == {"lin.weight", "lin.bias"}
