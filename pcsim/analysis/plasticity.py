@@ -18,6 +18,7 @@ import torch
 import pcsim
 from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.wave import local_vjp
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.table import entry
@@ -44,9 +45,16 @@ UpdateRule = Callable[[Problem, Mapping[str, torch.Tensor], Mapping[str, torch.T
 AUDITED_RULES = ("zil", "fa-zil", "il")
 
 
-def _sweep_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
-    """The Hebbian term as Z-IL, autonomous Fa-Z-IL and the wavefront compute it (Linearisation.pullback)."""
-    return problem.linearise(vertex, values).pullback(errors[vertex])[1]
+def _wave_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
+    """The Hebbian term as Z-IL's synchronous step and autonomous Fa-Z-IL compute it: the vertex's
+    `wave.local_vjp` (autograd on its one call, or a placed selection), pulled back by `wave.pull_back`.
+    (The wavefront runs the same calls under one autograd pass over the whole forward.)"""
+    g = problem.graph
+    v = g[vertex]
+    parents = problem.parent_values(vertex, values)
+    track = [p in g.latent and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
+    lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
+    return lin.pullback(errors[vertex], hebbian=True, feedback=False)[1]
 
 
 def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
@@ -62,7 +70,7 @@ def _rule(rule: str | UpdateRule) -> UpdateRule:
     if callable(rule):
         return rule
     if rule in ("zil", "fa-zil"):
-        return _sweep_hebbian
+        return _wave_hebbian
     if rule == "il":
         return _fast_il_hebbian
     raise ValueError(f"rule must be one of {AUDITED_RULES} or a callable (problem, values, errors, vertex), "

@@ -101,3 +101,45 @@ def test_unknown_rule_is_a_clear_error():
     graph, inputs, target = _problem()
     with pytest.raises(ValueError, match="rule must be one of"):
         locality_audit(graph, inputs, target, rule="hebb")
+
+
+@pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.algorithms.wave.LocalVJP._results"),
+                                             ("fa-zil", "pcsim.algorithms.wave.LocalVJP._results"),
+                                             ("il", "pcsim.ops.vjp.LinearOp.hebbian")])
+def test_the_audit_runs_the_code_each_rule_runs(monkeypatch, rule, where):
+    """A non-local term planted in the code a rule runs (each Hebbian term nudged by the previous one
+    computed: state outside the vertex) is caught by that rule's audit; the rule itself moves with it."""
+    graph, inputs, target = _problem("mlp_tanh_bias")
+    honest = RULE_CALLS[rule](graph, inputs, target)
+    assert all(r.local for r in locality_audit(graph, inputs, target, rule=rule))
+    module, name = where.rsplit(".", 1)
+    owner = _attribute(module)
+    original = getattr(owner, name)
+    last = []
+
+    def planted(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        terms = out[1] if isinstance(out, tuple) else out
+        nudge = 1e-3 * last[-1] if last else 0.0
+        if terms:
+            last.append(float(sum(t.sum() for t in terms.values())))
+        planted_terms = {p: t + nudge for p, t in terms.items()}
+        return (out[0], planted_terms) if isinstance(out, tuple) else planted_terms
+
+    monkeypatch.setattr(owner, name, planted)
+    moved = RULE_CALLS[rule](graph, inputs, target)
+    assert any(not torch.equal(moved[p], honest[p]) for p in honest), "the plant is not in the rule's path"
+    caught = locality_audit(graph, inputs, target, rule=rule)
+    assert caught and not all(r.local for r in caught)
+
+
+RULE_CALLS = {"zil": lambda g, x, y: pcsim.zil(g, x, y),
+              "fa-zil": lambda g, x, y: pcsim.fa_zil(g, x, y, mode="autonomous"),
+              "il": lambda g, x, y: pcsim.il(g, x, y, steps=5)}
+
+
+def _attribute(dotted: str):
+    import importlib
+
+    module, _, cls = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), cls)
