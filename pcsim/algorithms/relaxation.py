@@ -236,6 +236,21 @@ class Relaxation:
                 out[n] = op.hebbian(eps[n])
         return out
 
+    def value(self, name: str) -> torch.Tensor:
+        """x of a latent vertex at the current state (this object's storage: copy it to keep it)."""
+        if name in self._x_behind:
+            self._update_x(name)
+        return self.x[name]
+
+    def prediction(self, name: str) -> torch.Tensor:
+        """mu of a latent vertex at its last linearisation (current after `errors()`)."""
+        return self.ops[name].mu
+
+    def displacement(self, name: str) -> torch.Tensor:
+        """x - x_ff of a latent vertex (a fresh zero tensor while it has not moved)."""
+        d = self.disp.get(name)
+        return torch.zeros_like(self.base[name]) if d is None else d
+
     def full(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`eps` with explicit zeros for the vertices whose error is exactly zero."""
         return {n: eps[n] if n in eps else torch.zeros_like(self.base[n]) for n in self.latent}

@@ -58,6 +58,14 @@ class Recorder:
         self.values: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
         self.errors: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
         self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
+        self._rows: int | None = None  # reserve(): values and errors go into preallocated arrays
+
+    def reserve(self, rows: int) -> None:
+        """Preallocate for `rows` observations, each then copied once into place (no stacking at the end):
+        for a backend that knows its recording times and hands over views of storage it updates in place."""
+        self._rows = rows
+        self.values = dict.fromkeys(self.populations)
+        self.errors = dict.fromkeys(self.populations)
 
     def guard(self, t: float, state: State) -> None:
         for (kind, name), v in state.items():
@@ -75,16 +83,31 @@ class Recorder:
 
     def add_observation(self, t: float, obs: Observation) -> None:
         """Record what a backend observed itself (e.g. Brian2's monitors) at time t."""
+        row = len(self.t)
         self.t.append(float(t))
         for n in self.populations:
-            self.values[n].append(obs.values[n].detach().cpu().numpy())
-            self.errors[n].append(obs.errors[n].detach().cpu().numpy())
+            if self._rows is None:
+                self.values[n].append(obs.values[n].detach().cpu().numpy())
+                self.errors[n].append(obs.errors[n].detach().cpu().numpy())
+            else:
+                _put(self.values, n, row, self._rows, obs.values[n])
+                _put(self.errors, n, row, self._rows, obs.errors[n])
             self.energy[n].append(obs.energy[n])
 
     def trajectory(self, final: State, meta: dict) -> Trajectory:
         def stack(d):
+            if self._rows is not None:
+                return {n: v[:len(self.t)] if v is not None else np.zeros((0,)) for n, v in d.items()}
             return {n: np.stack(v) if v else np.zeros((0,)) for n, v in d.items()}
         return Trajectory(t=np.array(self.t), values=stack(self.values), errors=stack(self.errors),
                           energy={n: np.array(v) for n, v in self.energy.items()},
                           updates={n: u.detach().cpu().numpy() for n, u in self.field.updates(final).items()},
                           meta=meta)
+
+
+def _put(arrays: dict, name: str, row: int, rows: int, value: torch.Tensor) -> None:
+    """value into row `row` of a preallocated array (made at the first row, from its shape and dtype)."""
+    a = value.detach().cpu().numpy()
+    if arrays[name] is None:
+        arrays[name] = np.empty((rows, *a.shape), dtype=a.dtype)
+    arrays[name][row] = a

@@ -1,0 +1,103 @@
+"""Euler on the ODEs as IL's own inference step: the right-hand side without a second implementation.
+
+With instantaneous errors (tau_e = 0) and one value time constant tau_x, an Euler step of the
+vector field (`field.py`) is IL's synchronous step at gamma = dt / tau_x: every error from the
+same state, then x_i += dt / tau_x (-e_i + sum_c J_ci^T e_c), outputs clamped once the target is
+shown. So the torch backend runs `algorithms.relaxation.Relaxation`, the loop `pcsim.il` runs,
+with its fast kernels and its skipping of what has not moved, and adds what the ODEs have beyond
+IL: target onset (before it every error is zero, so nothing moves), plasticity gates (the Hebbian
+term of each vertex whose gate is open, integrated with the step) and the recording.
+`tests/dynamics/test_relaxed.py` holds it to the field's own Euler steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from pcsim.algorithms.relaxation import Relaxation
+from pcsim.dynamics.field import Observation, State, VectorField
+from pcsim.dynamics.recording import Recorder, SimulationError
+
+
+def applies(field: VectorField, method: str) -> bool:
+    """Whether Euler on `field` is IL's step: instantaneous errors and one value time constant."""
+    return method == "euler" and not field.leaky and len(set(field.tau_x.values())) == 1
+
+
+def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool = False) -> State:
+    """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed); returns
+    the final state as `fixed_step.integrate` does (displacements and plasticity accumulators)."""
+    tau = next(iter(field.tau_x.values()))
+    relax = Relaxation(field.problem, gamma=dt / tau)
+    plastic = {k[1]: torch.zeros(field.shapes[k], dtype=field.dtype, device=field.device)
+               for k in field.layout if k[0] == "w"}
+    steps = int(round(t_end / dt))
+    if steps * dt < t_end - 1e-9 * dt:
+        steps += 1
+    times = [min(k * dt, t_end) for k in range(steps + 1)]
+    recorder.reserve(sum(recorder.wants(t, 1e-9 * dt) for t in times))  # observations are views: copied once
+    bar = tqdm(total=steps, desc="pcsim euler", disable=not progress, leave=False)
+    try:
+        for k, t in enumerate(times):
+            shown = field.shown(t)
+            eps = relax.errors() if shown else {}
+            _guard(eps, t)
+            if recorder.wants(t, 1e-9 * dt):
+                recorder.add_observation(t, _observe(field, relax, eps, shown, recorder.populations))
+            if k == steps or not shown:  # before the target, every error is zero: nothing moves
+                bar.update(1 if k < steps else 0)
+                continue
+            h = min(dt, t_end - t)
+            if plastic:
+                _hebbian(field, relax, eps, t, h, plastic)
+            relax.gamma = h / tau
+            relax.advance(eps, relax.feedback(eps))
+            bar.update(1)
+    finally:
+        bar.close()
+    return {**{("u", n): relax.displacement(n) for n in field.latent}, **{("w", p): w for p, w in plastic.items()}}
+
+
+def _hebbian(field: VectorField, relax: Relaxation, eps, t: float, h: float, plastic: dict) -> None:
+    """tau_w dw/dt = sum of gate x Hebbian term, one Euler step of it (the field's plasticity)."""
+    gates = {n: field.gate(n, field.levels[n], t) for n in field.latent if n in field.levels and n in eps}
+    open_ = {n: e for n, e in eps.items() if gates.get(n)}
+    if not open_:
+        return
+    for n, terms in relax.hebbian(open_).items():
+        for p, term in terms.items():
+            plastic[p].add_(term, alpha=h * gates[n] / field.tau_w)
+
+
+def _guard(eps: dict[str, torch.Tensor], t: float) -> None:
+    """A non-finite error is a blow-up: one fused norm per population and one synchronisation per step."""
+    if not eps:
+        return
+    names = list(eps)
+    norms = torch.stack(torch._foreach_norm([eps[n] for n in names]))
+    if bool(torch.isfinite(norms).all()):
+        return
+    bad = next((n for n in names if not bool(torch.isfinite(eps[n]).all())), None)
+    if bad is None:  # a norm overflowed; every value is finite
+        return
+    what = "NaN" if bool(torch.isnan(eps[bad]).any()) else "inf"
+    raise SimulationError(f"the simulation blew up at t = {t:.6g}: the error population '{bad}' became {what}; "
+                          "try a smaller dt or larger time constants")
+
+
+def _observe(field: VectorField, relax: Relaxation, eps, shown: bool, names) -> Observation:
+    """What the recorder keeps of the populations `names`, as `VectorField.observe` gives it."""
+    problem = relax.problem
+    values, errors, energy = {}, {}, []
+    for n in names:  # views of the loop's storage: the reserved recorder copies them
+        e = eps.get(n)
+        errors[n] = torch.zeros_like(relax.base[n]) if e is None else e
+        if n in field.outputs and shown:  # a shown output is its prediction plus its error (MSE: the target)
+            values[n] = relax.prediction(n) + errors[n]
+            energy.append(problem.losses[n].value(relax.prediction(n), problem.targets[n]).double())
+        else:
+            values[n] = relax.value(n)
+            energy.append(0.5 * torch.sum(torch.square(errors[n]), dtype=torch.float64))
+    totals = torch.stack(energy).tolist() if energy else []  # one synchronisation
+    return Observation(values, errors, dict(zip(names, totals, strict=True)))
