@@ -1,279 +1,35 @@
-"""Time per weight update and peak memory of BP, Z-IL, Fa-Z-IL and IL on every zoo model (issue 8).
+"""Time per weight update and peak memory of BP, Z-IL, Fa-Z-IL and IL on every zoo model: the
+repository's tables (`make bench`). The measurement is `pcsim.bench.rules`, also run as `pcsim bench`.
 
     .venv/bin/python benchmarks/bench_rules.py [--models mlp resnet18] [--rules bp fa-zil-wavefront]
         [--reps 10] [--device cpu|cuda] [--threads N] [--budget-s 240] [--out benchmarks/results/rules_cpu]
         [--deadline-s S] [--keep-going]
 
-Every rule runs on the same module, data and float32 parameters. BP is torch autograd on the
-nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter); "bp-graph"
-is autograd over pcsim's traced graph of it (`pcsim.bp`), what the decomposition alone costs. Tracing
-and levelling are per-shape setup, done once outside the timed region as in training; every
-timed call of a PC rule includes building its Problem (validation, clamped values) and the
-feed-forward pass. Each repetition runs every rule once, the order rotated, after a warm-up
-call per rule; figures are medians, and a rule's ratio to BP is the median over repetitions
-of its time over BP's time in the same repetition. Writes OUT.json and OUT.md.
+`--out` is a stem here (OUT.json and OUT.md); `pcsim bench --out` names a folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import math
-import os
-import platform
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import interleaved, peak_memory_mb, summary, timed  # noqa: E402
+import torch  # noqa: E402,F401
 
-import pcsim  # noqa: E402
-from pcsim.algorithms.losses import get_loss  # noqa: E402
-from pcsim.zoo import load_model_file, zoo_names  # noqa: E402
-
-RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
-# compile=True (pcsim.algorithms.compiled): chosen with --rules only; each compiles once, in its warm-up
-COMPILED = ("fa-zil-wavefront-compiled", "il-T5-compiled", "il-T20-compiled", "il-T100-compiled")
-# Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
-# at 128. Zoo models whose defaults are the paper's toy figures (8 -> 16 -> 4, 8x8 digits, 8 hidden
-# units) are widened here to the sizes a researcher trains; on toy sizes every rule is dominated by
-# per-call overhead rather than arithmetic (`--toy` measures the defaults).
-DIMS = {
-    "mlp": {"batch": 256},  # 784-1000-1000-10, tanh
-    "alexnet": {"batch": 128},
-    "resnet18": {"batch": 128},
-    "densenet_block": {"batch": 128},
-    "cnn": {"input_shape": (3, 32, 32), "channels": (32, 64), "batch": 128},
-    "rnn": {"input_shape": (10, 32), "hidden_size": 256, "n_out": 10, "batch": 128},
-    "lstm": {"input_shape": (10, 32), "hidden_size": 256, "batch": 128},
-    "gru": {"input_shape": (10, 32), "hidden_size": 256, "batch": 128},  # two layers
-    "transformer": {"batch": 32},  # 64 tokens, d_model 256, 8 heads
-    "residual_mlp": {"input_shape": (784,), "hidden": 1000, "n_out": 10, "batch": 256},
-    "tied_autoencoder": {"batch": 256},  # 784-256-784
-}
-METHOD = ("time per weight update, {device}, float32, {threads} torch thread(s); tracing and levelling once "
-          "outside the timed region; one warm-up call per rule; repetitions interleave every rule (order "
-          "rotated); median time and median per-repetition ratio to BP of the same repetition; a slow rule "
-          "runs fewer repetitions (at least 3) where {reps} would exceed the per-model budget ({budget:.0f} s); "
-          "peak memory: "
-          "{memory}, one call per rule")
-
-
-@dataclass
-class Case:
-    name: str
-    batch: int
-    depth: int
-    runs: dict
-    dims: str = ""
-
-
-def case(name: str, device: torch.device, rules: list[str], batch: int | None = None, toy: bool = False,
-         fused: bool = False) -> Case:
-    dims = {**({} if toy else DIMS.get(name, {})), **({"batch": batch} if batch else {})}
-    spec = load_model_file(name)
-    module, inputs, target = spec.build_model(0, **dims)
-    module = module.to(device=device).eval()
-    for m in module.modules():  # cuDNN runs no backward in eval mode; without dropout, train mode is the same map
-        if isinstance(m, nn.RNNBase) and (m.dropout == 0 or m.num_layers == 1):
-            m.train()
-    inputs = tuple(x.to(device) for x in inputs)
-    target = target.to(device)
-    # per-shape setup, outside the timed region; `fused`: each nn.RNN/LSTM/GRU one vertex (torch's fused kernel)
-    graph = pcsim.trace(module, *inputs, fused=fused)
-    levelled = graph.level()
-    loss = get_loss(spec.loss)
-    used = [p for n, p in module.named_parameters() if graph.users.get(n)]
-
-    def bp():
-        total = loss.value(module(*inputs), target)
-        return torch.autograd.grad(total, used, allow_unused=True)
-
-    def il(steps, compile=False):
-        return lambda: pcsim.il(graph, inputs, target, spec.loss, steps=steps, compile=compile)
-
-    every = {
-        "bp": bp,
-        "bp-graph": lambda: pcsim.bp(graph, inputs, target, spec.loss),
-        "zil": lambda: pcsim.zil(levelled, inputs, target, spec.loss),
-        "fa-zil-wavefront": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="wavefront"),
-        "fa-zil-wavefront-compiled": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, compile=True),
-        "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="autonomous"),
-        "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
-        **{f"il-T{t}-compiled": il(t, compile=True) for t in (5, 20, 100)},
-    }
-    size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
-    fused = fused and any(isinstance(m, pcsim.RECURRENT_LAYERS) for m in module.modules())  # label what ran
-    label = f"{name}, fused layers" if fused else name
-    return Case(label, int(inputs[0].shape[0]), levelled.depth, {r: every[r] for r in rules}, size)
-
-
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": dev}
-
-
-def measure(c: Case, device: torch.device, reps: int, budget_s: float, log=print) -> dict:
-    """Warm-up, per-rule repetition counts within the budget, interleaved timing, then peak memory."""
-    first = {}
-    for rule, fn in c.runs.items():  # warm-up; IL at larger T is estimated from smaller T first
-        est = _estimate(rule, first)
-        if est is not None and 3 * est > budget_s:
-            log(f"  {rule}: skipped (about {est:.0f} s per update, over the budget)")
-            continue
-        first[rule] = timed(fn, device)
-        if rule in COMPILED:  # the first call compiled: time one more for the estimates and the budget
-            log(f"  compile and run {rule}: {1e3 * first[rule]:.1f} ms")
-            first[rule] = timed(fn, device)
-        log(f"  warm-up {rule}: {1e3 * first[rule]:.1f} ms")
-    counts = {r: reps if r == "bp" else min(reps, max(3, int(budget_s / max(first[r], 1e-9)))) for r in first}
-    times = interleaved({r: c.runs[r] for r in first}, counts, device, log)
-    stats = summary(times, "bp") if "bp" in times else summary(times, next(iter(times)))
-    mem = {r: peak_memory_mb(c.runs[r], device) for r in first}
-    for r in stats:
-        stats[r]["peak_mem_mb"] = mem[r]
-        stats[r]["peak_mem_ratio"] = mem[r] / mem["bp"] if mem.get("bp") else float("nan")
-    return {"model": c.name, "dims": c.dims, "batch": c.batch, "depth": c.depth,
-            "rules": {r: {k: stats[r][k] for k in ("median_ms", "ratio_to_bp", "ratio_q1", "ratio_q3", "peak_mem_mb",
-                                                   "peak_mem_ratio", "runs")} for r in RULES + COMPILED
-                      if r in stats}}
-
-
-def _estimate(rule: str, first: dict) -> float | None:
-    """IL costs about T times one inference step: extrapolate T=100 from T=20, T=20 from T=5."""
-    if not rule.startswith("il-T"):
-        return None
-    steps = _steps(rule)
-    known = [(_steps(r), t) for r, t in first.items() if r.startswith("il-T")]
-    return max((t * steps / s for s, t in known), default=None)
-
-
-def _steps(rule: str) -> int:
-    return int(rule[4:].split("-")[0])  # il-T20, il-T20-compiled
-
-
-def _quartiles(s: dict) -> str:
-    """The ratio's quartiles over the repetitions, '-' where not recorded (older runs) or one run."""
-    q1, q3 = s.get("ratio_q1", float("nan")), s.get("ratio_q3", float("nan"))
-    return "-" if math.isnan(q1) or math.isnan(q3) else f"{q1:.2f}-{q3:.2f}"
-
-
-def markdown(result: dict) -> str:
-    m = result["machine"]
-    lines = [f"# Exact rules vs BP: time per weight update and peak memory ({m['device']}, float32)", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; torch {m['torch']} on {m['threads']} "
-             f"thread(s); created {result['created']}.", "", f"Method: {result['method']}.", "",
-             "Ratios are to BP in the same repetition (median of per-repetition ratios; quartiles: their 25th and "
-             "75th percentiles, how far one run moves on this shared machine); "
-             "Done-when targets: Fa-Z-IL wavefront <= 1.05x BP time and <= 1.2x BP peak memory, "
-             "Z-IL <= depth x BP.", "",
-             "| model | batch | depth | rule | median ms | x BP time | quartiles | peak MiB | x BP memory | runs |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
-    sizes = [f"- {mod['model']}: {mod['dims']}" + (f" (measured {mod['measured']})" if mod.get("measured") else "")
-             for mod in result["models"] if mod.get("dims")]
-    for mod in result["models"]:
-        for r, s in mod["rules"].items():
-            lines.append(f"| {mod['model']} | {mod['batch']} | {mod['depth']} | {r} | {s['median_ms']:.1f} | "
-                         f"{s['ratio_to_bp']:.2f} | {_quartiles(s)} | {s['peak_mem_mb']:.1f} | "
-                         f"{s['peak_mem_ratio']:.2f} | {s['runs']} |")
-    if sizes:
-        lines += ["", "Sizes (besides the batch):", *sizes]
-    if result.get("not_measured"):
-        lines += ["", "Not measured:", *(f"- {m['model']}: {m['reason']}" for m in result["not_measured"])]
-    return "\n".join(lines) + "\n"
+import pcsim  # noqa: E402,F401 - compare_commits.py reads which pcsim this script imports
+from pcsim.bench.rules import DIMS, RULES, add_arguments, case, machine, measure, run  # noqa: E402,F401
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=None, help="zoo names (default: all)")
-    ap.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES + COMPILED)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--budget-s", type=float, default=240.0,
-                    help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
-    ap.add_argument("--batch", type=int, default=None, help="override every selected model's batch")
-    ap.add_argument("--toy", action="store_true", help="the zoo's default (toy) sizes instead of DIMS")
-    ap.add_argument("--fused", action="store_true",
-                    help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
-    ap.add_argument("--append", action="store_true", help="add to OUT.json's models instead of starting anew")
+    add_arguments(ap)
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/rules_DEVICE)")
-    ap.add_argument("--deadline-s", type=float, default=None,
-                    help="start no model after this many seconds of the run (a lent machine's time is counted)")
-    ap.add_argument("--keep-going", action="store_true",
-                    help="a model that raises is listed under 'Not measured' with its error; the run goes on")
     args = ap.parse_args(argv)
-    started = time.monotonic()
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_default_dtype(torch.float32)
-    rules = ["bp", *[r for r in args.rules if r != "bp"]]
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"rules_{device.type}")
-    memory = ("torch.cuda.max_memory_allocated above the allocation before the call" if device.type == "cuda" else
-              "peak of the cumulative allocation curve recorded by torch.profiler(profile_memory=True)")
-    result = {"machine": machine(device), "dtype": "float32",
-              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "method": METHOD.format(device=device.type, threads=torch.get_num_threads(), reps=args.reps,
-                                      budget=args.budget_s, memory=memory),
-              "models": []}
-    if args.append and out.with_suffix(".json").exists():
-        old = json.loads(out.with_suffix(".json").read_text())
-        result["models"] = old["models"]
-        result["not_measured"] = old.get("not_measured", [])
-        result["method"] = old["method"] if old["method"] == result["method"] else (
-            old["method"] + "; later models: " + result["method"])
-    for name in args.models or zoo_names():
-        if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
-            _not_measured(out, result, name, f"the run's deadline ({args.deadline_s:.0f} s) had passed")
-            continue
-        print(f"{name}:", flush=True)
-        try:
-            c = case(name, device, rules, args.batch, args.toy, args.fused)
-            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # --append mixes runs
-            entry = {**measure(c, device, args.reps, args.budget_s), "measured": stamp}
-        except Exception as e:  # noqa: BLE001 - reported in the table, not hidden
-            if not args.keep_going:
-                raise
-            _not_measured(out, result, name, f"{type(e).__name__}: {e}".splitlines()[0])
-            continue
-        known = [i for i, m in enumerate(result["models"]) if m["model"] == c.name]
-        result["not_measured"] = [m for m in result.get("not_measured", []) if m["model"] != c.name]
-        if known:  # a rerun keeps the model's place in the table
-            result["models"][known[0]] = entry
-        else:
-            result["models"].append(entry)
-        _write(out, result)  # after every model: a long run keeps its part
-    print(markdown(result))
-    return 0
-
-
-def _write(out: Path, result: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-
-
-def _not_measured(out: Path, result: dict, name: str, reason: str) -> None:
-    print(f"{name}: not measured ({reason})", flush=True)
-    result.setdefault("not_measured", []).append({"model": name, "reason": reason})
-    _write(out, result)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"rules_{args.device.split(':')[0]}"
+    return run(args, out)
 
 
 if __name__ == "__main__":

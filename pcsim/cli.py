@@ -15,17 +15,13 @@ import sys
 
 import torch
 
-from pcsim import cli_demo, cli_figures, cli_train, cli_zoo
+from pcsim import cli_bench, cli_demo, cli_figures, cli_train, cli_zoo
 from pcsim.check import RULES, check
 from pcsim.errors import PcsimError
 from pcsim.graph.provenance import exception_user_line
 from pcsim.zoo import LOSSES, load_model_file
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-# Subcommands in the contract that later sessions implement; they answer with exit code 2 until then.
-PENDING = {
-    "bench": "time the rules on the zoo models",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_train.add_parser(commands)
     cli_figures.add_parser(commands)
     cli_demo.add_parser(commands)
-    for name, summary in PENDING.items():
-        # no options of their own: main() parses with parse_known_args so any arguments get the same answer
-        commands.add_parser(name, help=f"{summary} (not available yet)", add_help=False)
+    cli_bench.add_parser(commands)
     return parser
 
 
@@ -165,18 +159,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    if args.command in PENDING:
-        print(f"pcsim {args.command}: not available yet (see the issue tracker)", file=sys.stderr)
-        return 2
-    if unknown:
-        parser.parse_args(argv)  # the usual argparse message and exit code 2
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     handler = {"check": _check, "simulate": _simulate, "train": cli_train.run_command,
                "figures": cli_figures.run_command, "graph": cli_zoo.run_graph,
-               "demo": cli_demo.run_command}[args.command]
+               "demo": cli_demo.run_command, "bench": cli_bench.run_command}[args.command]
     try:
         return handler(args)
     except (PcsimError, ValueError) as e:

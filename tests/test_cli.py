@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pcsim.cli import PENDING, main
+from pcsim.cli import main
 from pcsim.zoo import load_model_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,15 +161,6 @@ def test_missing_model_exits_2_on_one_line(tmp_path, capsys, model):
 def test_usage_errors_exit_2(capsys, argv):
     code, out, _ = run(argv, capsys)
     assert code == 2 and out == ""
-
-
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_pending_commands_exist_and_say_not_available(capsys, command):
-    code, out, err = run([command, "mlp", "--some-option", "1"], capsys)
-    assert code == 2 and out == ""
-    assert err.strip() == f"pcsim {command}: not available yet (see the issue tracker)"
-    _, help_text, _ = run(["--help"], capsys)
-    assert command in help_text
 
 
 def test_python_dash_m_pcsim_as_a_subprocess():

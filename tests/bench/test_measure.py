@@ -1,13 +1,9 @@
-"""benchmarks/_measure.py: the per-repetition ratio statistics every table reports, against numpy."""
-
-import sys
-from pathlib import Path
+"""pcsim.bench.measure: the per-repetition ratio statistics every table reports, against numpy."""
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from _measure import summary  # noqa: E402
+from pcsim.bench.measure import summary
 
 
 def test_ratios_pair_each_time_with_the_baseline_of_the_same_repetition():

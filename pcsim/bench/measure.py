@@ -1,4 +1,4 @@
-"""Timing and peak-memory helpers for bench_rules.py: interleaved repetitions and allocation curves."""
+"""Timing and peak-memory helpers of the benchmarks: interleaved repetitions and allocation curves."""
 
 from __future__ import annotations
 

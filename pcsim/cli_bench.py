@@ -1,0 +1,28 @@
+"""`pcsim bench`: each rule's time per weight update and peak memory against BP, on zoo models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pcsim.bench import rules
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "bench", help="time the rules against BP on the zoo models; tables to a folder",
+        description="Time each rule's weight update and measure its peak memory on zoo models at realistic sizes, "
+                    "as ratios to BP (autograd on the same module) taken in the same run. Writes "
+                    "DIR/rules_DEVICE.json and DIR/rules_DEVICE.md after each model.")
+    rules.add_arguments(p)
+    p.add_argument("--out", default="bench", metavar="DIR", help="where the tables go (default: bench/)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.models or ()) - set(rules.zoo_names()))
+    if unknown and not args.keep_going:
+        raise ValueError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo has {', '.join(rules.zoo_names())}")
+    stem = Path(args.out) / f"rules_{args.device.split(':')[0]}"
+    code = rules.run(args, stem)
+    print(f"tables: {stem.with_suffix('.md')}, {stem.with_suffix('.json')}")
+    return code

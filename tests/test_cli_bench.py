@@ -1,0 +1,36 @@
+"""`pcsim bench`: the benchmark as a command, its tables in the folder named."""
+
+import json
+
+from pcsim.cli import main
+
+
+def test_bench_writes_the_tables_for_the_rules_asked(tmp_path, capsys):
+    code = main(["bench", "--toy", "--models", "mlp", "--rules", "fa-zil-wavefront", "--reps", "2",
+                 "--budget-s", "5", "--out", str(tmp_path)])
+    assert code == 0
+    table = json.loads((tmp_path / "rules_cpu.json").read_text())
+    (row,) = table["models"]
+    assert row["model"] == "mlp" and set(row["rules"]) == {"bp", "fa-zil-wavefront"}  # BP: always the baseline
+    assert row["rules"]["bp"]["ratio_to_bp"] == 1.0 and row["rules"]["bp"]["runs"] == 2
+    wave = row["rules"]["fa-zil-wavefront"]
+    assert wave["median_ms"] > 0 and 0 < wave["ratio_to_bp"] < 100 and wave["peak_mem_mb"] > 0
+    markdown = (tmp_path / "rules_cpu.md").read_text()
+    assert "| mlp |" in markdown and "fa-zil-wavefront" in markdown
+    assert str(tmp_path / "rules_cpu.md") in capsys.readouterr().out
+
+
+def test_bench_refuses_an_unknown_model_before_measuring(tmp_path, capsys):
+    code = main(["bench", "--models", "mlp", "no_such_net", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such_net" in err and "mlp" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_lists_bench_as_a_working_command(capsys):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    text = capsys.readouterr().out
+    assert "bench" in text and "not available" not in text
