@@ -5,6 +5,7 @@ learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to
 """
 
 from pcsim.algorithms import bp, fa_zil, il, zil
+from pcsim.algorithms.ipc import ipc
 from pcsim.capture import trace
 from pcsim.check import CheckReport, check
 from pcsim.dynamics import Record, SimulationError, Trajectory, after, discretise, simulate
@@ -14,6 +15,6 @@ from pcsim.numerics import tolerance
 from pcsim.ops.table import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
-__all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "zil", "fa_zil", "check", "CheckReport",
+__all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "ipc", "zil", "fa_zil", "check", "CheckReport",
            "tolerance", "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError",
            "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

@@ -10,27 +10,16 @@ import copy
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
-from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, _as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
-
-# rule name -> (function, fixed keyword arguments); the CLI's --rule choices are these keys.
-RULES: dict[str, tuple[Any, dict]] = {
-    "zil": (zil, {}),
-    "fa-zil": (fa_zil, {"mode": "wavefront"}),
-    "fa-zil-wavefront": (fa_zil, {"mode": "wavefront"}),
-    "fa-zil-autonomous": (fa_zil, {"mode": "autonomous"}),
-    "il": (il, {}),
-    "bp": (bp, {}),
-}
+from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
 
 @dataclass(frozen=True)
@@ -125,9 +114,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
 
     `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown rule '{rule}'; choose one of {sorted(RULES)}")
-    fn, fixed = RULES[rule]
+    learning_rule = get(rule)
     m = _copy(module).to(dtype)
     # pcsim runs dropout as the identity, as in eval mode (nn.Dropout, the dropout inside nn.LSTM or
     # attention, Hugging Face's `dropout if self.training`); both the capture and the oracle run on
@@ -145,9 +132,9 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     graph = trace(m, *inputs, fused=fused)
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     reference = autograd_gradients(m, inputs, target, loss)
-    ran_on = graph.level() if rule.startswith(("zil", "fa-zil")) and rule_kwargs.get("level", True) else graph
+    ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
     start = time.perf_counter()
-    grads = fn(graph, inputs, target, loss, **fixed, **rule_kwargs)
+    grads = learning_rule(graph, inputs, target, loss, **rule_kwargs)
     seconds = time.perf_counter() - start
     scale = max((torch.linalg.vector_norm(r.double()).item() for r in reference.values()), default=0.0)
     floor = rounding_floor(scale, dtype)

@@ -34,7 +34,7 @@ from pcsim.algorithms.losses import get_loss
 from pcsim.bench.measure import interleaved, peak_memory_mb, summary, timed
 from pcsim.zoo import load_model_file, zoo_names
 
-RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100")
+RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100", "ipc-T20")
 # compile=True (pcsim.algorithms.compiled): chosen with --rules only; each compiles once, in its warm-up
 COMPILED = ("fa-zil-wavefront-compiled", "il-T5-compiled", "il-T20-compiled", "il-T100-compiled")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
@@ -103,6 +103,7 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
         "fa-zil-wavefront-compiled": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, compile=True),
         "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="autonomous"),
         "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
+        "ipc-T20": lambda: pcsim.ipc(graph, inputs, target, spec.loss, steps=20),
         **{f"il-T{t}-compiled": il(t, compile=True) for t in (5, 20, 100)},
     }
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"

@@ -208,7 +208,7 @@ class Builder:
         if spec.passthrough and _unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return
-        fn = spec.replace or n.target
+        fn = spec.replace or spec.call or n.target
         if "vertex" not in reads:
             if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
                 self.kind[n] = self._computed(n, [])
@@ -312,7 +312,8 @@ class Builder:
 
     def _computed(self, n: fx.Node, parents: list[str]) -> Computed:
         """The node's call as a slot of its reader's call (`parents`: the reader's parent list)."""
-        return Computed(entry(n.target).replace or n.target, self._template(n.args, parents),
+        spec = entry(n.target)
+        return Computed(spec.replace or spec.call or n.target, self._template(n.args, parents),
                         tuple(self._template(dict(n.kwargs), parents).items()),
                         label=f"{op_name(n.target)}('{n.name}')")
 

@@ -17,6 +17,8 @@ differentiable ATen op works** without an entry. An entry adds what is known bey
 - `zero`: what the op makes of an argument that is a structural zero (a zero initial state):
   `absorb` (the result is zero: a product), `drop` (the argument can be left out: a sum),
   `bias` (the result is the bias: `linear`). `pcsim.capture.zeros` applies it;
+- `call`: a torch function taking every overload's arguments, run instead of the ATen overload
+  (the same kernel, a third less Python per call on the hot ops);
 - `passthrough`: a copy or view that is the identity where its result has its input's shape, strides
   and dtype (an eval-mode dropout is captured as `clone`): the capture reads the input instead.
 
@@ -66,6 +68,7 @@ class OpEntry:
     brian2: str | None = None
     replace: Callable[..., Any] | None = None
     zero: str = ""
+    call: Callable[..., Any] | None = None
     passthrough: bool = False
     note: str = ""
 
@@ -78,7 +81,7 @@ _HEBB = "post error x pre activity"
 ENTRIES: tuple[OpEntry, ...] = (
     # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
     OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear",
-            zero="bias"),
+            zero="bias", call=torch.nn.functional.linear),
     *_entries("parametric", ["conv1d", "convolution", "conv_transpose2d"],
               locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
     OpEntry("conv2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)",
@@ -91,28 +94,34 @@ ENTRIES: tuple[OpEntry, ...] = (
                                 "native_group_norm"],
               locality="post error x normalised pre activity"),
     # activations whose derivative is a function of their output
-    OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation"),
+    OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation",
+            call=torch.tanh),
     OpEntry("sigmoid", "activation", elementwise=True, backward=(aten.sigmoid_backward.default, ()),
-            brian2="activation"),
+            brian2="activation", call=torch.sigmoid),
     OpEntry("relu", "activation", elementwise=True, backward=(aten.threshold_backward.default, (0,)),
-            brian2="activation"),
+            brian2="activation", call=torch.relu),
     *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp"], elementwise=True, brian2="activation"),
     *_entries("activation", ["gelu", "hardtanh", "log", "sqrt", "rsqrt", "abs", "pow", "square", "reciprocal",
                              "erf", "sin", "cos"], elementwise=True),
     *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"]),
     # arithmetic: affine in the populations when the other operand is a constant
-    *_entries("arithmetic", ["add", "sub"], elementwise=True, linear=True, brian2="affine", zero="drop"),
-    OpEntry("mul", "arithmetic", elementwise=True, brian2="affine", zero="absorb"),
-    *_entries("arithmetic", ["div", "neg"], elementwise=True, brian2="affine"),
-    *_entries("arithmetic", ["mm", "bmm", "matmul"], zero="absorb"),
+    OpEntry("add", "arithmetic", elementwise=True, linear=True, brian2="affine", zero="drop", call=torch.add),
+    OpEntry("sub", "arithmetic", elementwise=True, linear=True, brian2="affine", zero="drop", call=torch.sub),
+    OpEntry("mul", "arithmetic", elementwise=True, brian2="affine", zero="absorb", call=torch.mul),
+    OpEntry("div", "arithmetic", elementwise=True, brian2="affine"),
+    OpEntry("neg", "arithmetic", elementwise=True, brian2="affine", call=torch.neg),
+    OpEntry("mm", "arithmetic", zero="absorb", call=torch.mm),
+    OpEntry("bmm", "arithmetic", zero="absorb", call=torch.bmm),
+    OpEntry("matmul", "arithmetic", zero="absorb"),
     *_entries("arithmetic", ["addmm", "baddbmm"]),
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
     *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
               linear=True, brian2="index", passthrough=True),
     *_entries("shape", ["permute", "transpose", "squeeze", "unsqueeze", "t", "flatten"], linear=True,
               brian2="index"),
-    *_entries("shape", ["slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow", "index"],
+    *_entries("shape", ["slice", "select", "split", "unbind", "chunk", "narrow", "index"],
               linear=True, selection=True, brian2="index"),
+    OpEntry("split_with_sizes", "shape", linear=True, selection=True, brian2="index", call=torch.split_with_sizes),
     *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True),
     OpEntry("identity", "shape", elementwise=True, linear=True, brian2="index"),
     OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index",

@@ -23,7 +23,7 @@ from pcsim.errors import PcsimError
 from pcsim.numerics import tolerance
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.rules import EXACT_RULES, RuleGradients, compare
+from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients, compare
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMISERS = ("sgd", "adam")
@@ -68,7 +68,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.compile and self.rule not in ("il", "fa-zil"):
+        if self.compile and self.rule not in COMPILED_RULES:
             raise ValueError(f"compile applies to the rules il and fa-zil, not '{self.rule}'")
 
 

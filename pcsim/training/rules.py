@@ -10,9 +10,11 @@ from torch import nn
 import pcsim
 from pcsim.check import autograd_gradients
 from pcsim.numerics import deviation_and_angle
+from pcsim.rules import RULES, get
 
-RULE_NAMES = ("bp", "il", "zil", "fa-zil")
-EXACT_RULES = ("zil", "fa-zil")
+RULE_NAMES = tuple(RULES)  # "bp": autograd on the module itself; the others run on its traced graph
+EXACT_RULES = tuple(n for n, r in RULES.items() if r.exact and n != "bp")
+COMPILED_RULES = ("il", "fa-zil")  # what `compile=True` applies to
 
 
 @dataclass
@@ -43,14 +45,14 @@ class RuleGradients:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.rule == "bp":
             return autograd_gradients(self.module, (x,), y, self.loss)
-        g = self.graph(x)
-        if self.rule == "zil":
-            return pcsim.zil(g, (x,), y, self.loss)
-        if self.rule == "fa-zil":
-            return pcsim.fa_zil(g, (x,), y, self.loss, mode="wavefront", compile=self.compile)
-        return pcsim.il(g, (x,), y, self.loss, gamma=self.il_gamma, steps=self.il_steps,
-                        fixed_prediction=self.il_fixed_prediction, output_precision=self.il_output_precision,
-                        compile=self.compile)
+        rule, options = get(self.rule), {}
+        if rule.inference:  # IL's inference settings, for every rule that relaxes the values
+            options = {"gamma": self.il_gamma, "steps": self.il_steps}
+        if self.rule == "il":
+            options.update(fixed_prediction=self.il_fixed_prediction, output_precision=self.il_output_precision)
+        if self.rule in COMPILED_RULES:
+            options["compile"] = self.compile
+        return rule(self.graph(x), (x,), y, self.loss, **options)
 
 
 def compare(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, float]:

@@ -145,10 +145,10 @@ def test_corrupted_and_foreign_checkpoints_give_clear_errors(tmp_path):
 def test_check_every_stops_an_exact_rule_that_deviates(digits64, monkeypatch):
     config = TrainConfig(model=MODEL, rule="zil", epochs=1, batch_size=200, dtype="float64", check_every=2)
     run = build_run(config, digits64)
-    import pcsim
+    from pcsim.rules import RULES
 
-    real = pcsim.zil
-    monkeypatch.setattr(pcsim, "zil", lambda *a, **k: real(*a, **{**k, "gamma": 0.99999}))  # a broken schedule
+    broken = dataclasses.replace(RULES["zil"], options={"gamma": 0.99999})  # a broken schedule, registered as zil
+    monkeypatch.setitem(RULES, "zil", broken)
     with pytest.raises(TrainingError, match="deviates from autograd"):
         train(run, progress=False)
 
@@ -164,6 +164,16 @@ def test_il_logs_its_deviation_and_the_angle_falls_with_steps(digits64):
         assert history[-1]["max_deviation"] > 1e-6  # IL is not exact, and it is not fatal
         angles.append(history[-1]["mean_angle_deg"])
     assert angles[0] > angles[1] > angles[2], angles
+
+
+def test_ipc_is_a_registered_rule_that_trains(digits64):
+    """iPC reaches training through the rule registry, with IL's inference settings: not exact (its deviation
+    is logged, not fatal), and it learns."""
+    config = TrainConfig(model=MODEL, rule="ipc", epochs=4, batch_size=64, lr=0.05, dtype="float64", check_every=5,
+                         il_steps=10, il_gamma=0.2)
+    history = train(build_run(config, digits64), progress=False)
+    assert history[-1]["max_deviation"] > 1e-6
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"], [h["train_loss"] for h in history]
 
 
 def test_bad_configs_and_data_give_clear_errors(tmp_path):

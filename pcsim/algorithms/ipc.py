@@ -1,0 +1,48 @@
+"""iPC: incremental predictive coding. The weights move at every inference step, alongside the values.
+
+Salvatori et al. 2024 ("A Stable, Fast, and Fully Automatic Learning Algorithm for Predictive
+Coding Networks", ICLR; PCX and the Bogacz group's library offer it): from the feed-forward state,
+each of T steps computes every error from the same state, then moves the values by
+`gamma (-eps + sum_c J^T eps_c)` and every parameter by `lr (d mu / d theta)^T eps`, a descent step
+on the energy. There is no separate learning phase: the update is what the weights did meanwhile.
+
+As the other rules do, `ipc` returns a gradient estimate in autograd's sign: the mean over the
+steps of dF/dtheta, `(theta_0 - theta_T) / (lr T)`. An SGD step of `lr T` with it puts the weights
+exactly where iPC's inference left them; as `lr` -> 0 it is the time average of IL's update.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from pcsim.algorithms.inference import State, advance, sweep
+from pcsim.algorithms.problem import Problem
+from pcsim.graph.ir import Graph
+
+
+def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 20, lr: float = 1e-3,
+        params=None, progress: bool = False) -> dict[str, torch.Tensor]:
+    """iPC's mean gradient estimate over `steps` inference steps, each moving values and weights.
+
+    The module's parameters are not written: the weights move in copies (pass `params=` to start
+    from others). `lr`: the weights' step per inference step on F, whose loss term is summed over the
+    batch as every rule's is (so a large batch wants a small `lr`).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    problem = Problem.build(graph, inputs, target, loss, params)
+    start = {n: p.detach() for n, p in problem.params.items()}
+    weights = dict(start)
+    state = State.feedforward(problem)
+    for _ in tqdm(range(steps), desc="iPC inference", disable=not progress, leave=False):
+        s = sweep(problem, state, params=weights)
+        state = advance(problem, state, s, gamma)
+        moved = dict(weights)
+        for terms in s.hebbian.values():  # (d mu / d theta)^T eps = -dF/dtheta: descend F
+            for p, h in terms.items():
+                moved[p] = moved[p] + lr * h
+        weights = moved
+    return {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}

@@ -1,0 +1,65 @@
+"""The learning rules, registered once: `check`, training and the benchmark read them from here.
+
+A rule is a function `(graph, inputs, target, loss, **options) -> {parameter: dL/dtheta estimate}`
+(autograd's sign, summed over the batch), with what its readers need to know about it:
+- `exact`: equal to backprop to rounding (Z-IL's conditions); `check` and training hold it to that;
+- `levelled`: it runs on the levelled graph (it levels the graph itself; `check` reports that one);
+- `inference`: it takes IL's inference settings (`gamma`, `steps`), which training passes on;
+- `options`: keyword arguments it is always called with (`fa-zil-autonomous` is `fa_zil(mode=...)`).
+
+A new rule is one `register(Rule(...))`, here or in the rule's own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcsim.algorithms import bp, fa_zil, il, zil
+from pcsim.algorithms.ipc import ipc
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    fn: Callable[..., dict]
+    summary: str
+    exact: bool = False
+    levelled: bool = False
+    inference: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, graph, inputs, target, loss="mse", **options) -> dict:
+        return self.fn(graph, inputs, target, loss, **{**self.options, **options})
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    if rule.name in RULES:
+        raise ValueError(f"a rule named '{rule.name}' is already registered")
+    RULES[rule.name] = rule
+    return rule
+
+
+def get(name: str) -> Rule:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown rule '{name}'; choose one of {sorted(RULES)}") from None
+
+
+register(Rule("zil", zil, "Z-IL: the error wave, level d updated at step d (exact)", exact=True, levelled=True))
+register(Rule("fa-zil", fa_zil, "Fa-Z-IL, wavefront mode: Z-IL at backprop's cost (exact)", exact=True,
+              levelled=True, options={"mode": "wavefront"}))
+register(Rule("fa-zil-wavefront", fa_zil, "Fa-Z-IL, wavefront mode (the same as fa-zil)", exact=True,
+              levelled=True, options={"mode": "wavefront"}))
+register(Rule("fa-zil-autonomous", fa_zil, "Fa-Z-IL with a local gate per vertex, no clock (exact)", exact=True,
+              levelled=True, options={"mode": "autonomous"}))
+register(Rule("il", il, "IL: T inference steps from the feed-forward state, then one update (approximate)",
+              inference=True))
+register(Rule("ipc", ipc, "iPC: the weights move at every inference step, alongside the values (approximate)",
+              inference=True))
+register(Rule("bp", bp, "backprop over the traced graph (autograd)", exact=True))
