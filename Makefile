@@ -37,6 +37,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check pcsim tests models
+	$(VENV)/bin/lint-imports
 
 # Z-IL, Fa-Z-IL and unlevelled Z-IL against torch autograd on every model of the zoo at full size (Table 1)
 check-zoo: install

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import pcsim
+from pcsim.algorithms import bp as backprop
+from pcsim.algorithms import il, zil
 from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.wave import local_vjp
@@ -130,7 +131,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     """
     g = graph.level()
     offsets = list(offsets)
-    bp = pcsim.bp(g, inputs, target, loss)
+    bp = backprop(g, inputs, target, loss)
     levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
     owned = {p: u[0] for p, u in g.users.items() if len(u) == 1}
     out = np.full((len(levels), len(offsets)), np.nan)
@@ -142,7 +143,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
         for j, k in enumerate(offsets):
             if d + k < 0:
                 continue
-            got = pcsim.zil(g, inputs, target, loss, schedule={n: d + k for n in at_level})
+            got = zil(g, inputs, target, loss, schedule={n: d + k for n in at_level})
             ref = torch.cat([bp[p].reshape(-1) for p in params])
             out[i, j] = relative_difference(torch.cat([got[p].reshape(-1) for p in params]), ref)
     return levels, offsets, out
@@ -151,13 +152,13 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
 def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
                    precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
     """IL's relative error and angle to BP for every combination asked for (Rosenbaum-style panels)."""
-    bp = pcsim.bp(graph, inputs, target, loss)
+    bp = backprop(graph, inputs, target, loss)
     rows = []
     for fixed in fixed_prediction:
         for gamma in gammas:
             for precision in precisions:
                 for t in steps:
-                    got = pcsim.il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
+                    got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
                                    output_precision=precision)
                     rel, angle = deviation_and_angle(got, bp)
                     rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,

@@ -1,0 +1,48 @@
+"""The rule registry (pcsim/rules.py): what each rule says about itself holds, checked against autograd."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import pcsim
+from pcsim.rules import RULES, Rule, get, register
+from tests.graph.helpers import seeded
+
+
+def _net():
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+    return net, x, y
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_a_rule_is_exact_exactly_when_it_says_so(name):
+    """`exact` rules equal autograd to rounding; the others (IL, iPC) are approximations and do not."""
+    net, x, y = _net()
+    report = pcsim.check(net, (x,), y, rule=name)
+    assert report.passed == RULES[name].exact, report.table()
+    assert report.n_vertices > 0 and (report.identity_vertices >= 0)
+
+
+def test_the_cli_offers_every_registered_rule():
+    from pcsim.cli import _parser
+
+    (check,) = [a for a in _parser()._subparsers._group_actions[0].choices["check"]._actions if a.dest == "rule"]
+    assert set(check.choices) == set(RULES)
+
+
+def test_a_new_rule_is_one_registration(monkeypatch):
+    """Registered, it is a `check` rule at once (here: BP through the graph, under another name)."""
+    monkeypatch.setitem(RULES, "graph-bp", Rule("graph-bp", pcsim.bp, "BP again", exact=True))
+    net, x, y = _net()
+    assert pcsim.check(net, (x,), y, rule="graph-bp").passed
+
+
+def test_names_are_unique_and_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register(dataclasses.replace(RULES["zil"]))
+    with pytest.raises(ValueError, match="unknown rule 'hebb'; choose one of"):
+        get("hebb")
