@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import complete, local_vjp, pull_back, still
+from pcsim.algorithms.wave import complete
 from pcsim.algorithms.wavefront import WavePlan, compiled_wavefront, wavefront
+from pcsim.algorithms.zil import feedforward, synchronous_step
 from pcsim.graph.ir import Graph
 
 MODES = ("wavefront", "autonomous")
@@ -46,68 +46,73 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
 WAITING, FIRED, LOCKED = "waiting", "fired", "locked"
 
 
+class Gates:
+    """Autonomous Fa-Z-IL's local plasticity gates, as `zil.synchronous_step` asks its policy.
+
+    Each reachable vertex's gate waits until its own error is non-zero while its latent parents have
+    not moved, then fires (its Hebbian term is taken) and shuts; a gate whose parents moved first
+    locks (the wave passed with its error exactly zero: BP's gradient there is zero too). No clock.
+    """
+
+    final = False
+
+    def __init__(self, reachable):
+        self.state = dict.fromkeys(reachable, WAITING)
+        self.moved: set[str] = set()
+
+    def begin(self, neg_disp) -> None:
+        self.moved = {n for n, d in neg_disp.items() if bool((d != 0).any())}
+
+    def _waiting(self, name: str) -> bool:
+        return self.state.get(name) == WAITING
+
+    def _parents_moved(self, latent_parents) -> bool:
+        return any(p in self.moved for p in latent_parents)
+
+    def skip(self, name: str) -> bool:
+        return False
+
+    def formable(self, name: str, params, unchanged: bool, latent_parents) -> bool:
+        # the displacement forms never where a plastic vertex's gate could still open
+        return not (self._waiting(name) and not self._parents_moved(latent_parents) and params)
+
+    def formed(self, name: str, delta: torch.Tensor, latent_parents) -> None:
+        if self._waiting(name):
+            self.state[name] = (LOCKED if self._parents_moved(latent_parents) else
+                                FIRED if bool((delta != 0).any()) else WAITING)
+
+    def wants(self, name: str, latent_parents) -> bool:
+        return self._waiting(name) and not self._parents_moved(latent_parents)
+
+    def fires(self, name: str, delta: torch.Tensor, wants: bool, latent_parents) -> bool:
+        if self._waiting(name) and self._parents_moved(latent_parents):
+            self.state[name] = LOCKED
+        return wants and bool((delta != 0).any())
+
+    def fired(self, name: str) -> None:
+        self.state[name] = FIRED
+
+    def done(self) -> bool:
+        return all(s != WAITING for s in self.state.values())
+
+
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
-    """The synchronous dynamics with a local gate per vertex, no clock.
+    """The synchronous dynamics (Z-IL's step) with a local gate per vertex, no clock.
 
     Vertices that are `still` are not recomputed (their error is exactly zero, so their gate
     stays shut); Hebbian terms are computed only where a gate can still open: a waiting vertex
     whose parents have not moved.
     """
     g = problem.graph
-    base = problem.feedforward()  # the state when the target appears: all hidden errors zero
-    neg_disp: dict[str, torch.Tensor] = {}  # -(x - x_ff), see displacement.advance
-    reachable = [n for n in g.latent if n in g.min_distance]
-    gate = dict.fromkeys(reachable, WAITING)
-    latent_parents = {n: [p for p in g[n].parents if p in base] for n in g.latent}
-    outputs = set(g.outputs)
+    base, neg_disp, cached = feedforward(problem)  # the state when the target appears: all hidden errors zero
+    gates = Gates(n for n in g.latent if n in g.min_distance)
     grads = Sums()
     # The wave reaches every vertex by step `depth`; a gate still waiting then never opens inside the
     # window (its error stayed exactly zero: a reset gate fed by W_hh applied to a zero state), and
     # running on past it would only integrate the unstable gamma = 1 dynamics above the wave.
     for _ in range(g.depth + 1):
-        moved_now = {n for n, d in neg_disp.items() if bool((d != 0).any())}
-        value = Values(base, neg_disp, problem.clamped)
-        drives = Drives()  # as in Z-IL's synchronous step
-        items, names, fires = [], [], []
-        for name in g.latent:
-            v = g[name]
-            if name not in outputs and still(name, neg_disp, latent_parents[name], (), {}, {}):
-                continue  # exactly zero error: the gate stays as it is
-            waiting = gate.get(name) == WAITING
-            parents_moved = any(p in moved_now for p in latent_parents[name])
-            # as Z-IL, the closed forms at C3; never where a plastic vertex's gate could still open
-            fast = gamma == 1.0 and not (waiting and not parents_moved and v.params)
-            form = None if name in outputs else linear_form(v, neg_disp, problem.params, g.constants, base,
-                                                            [g[p].shape for p in v.parents], fast)
-            if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
-                d = drives.form(name, form)
-                if waiting:
-                    gate[name] = LOCKED if parents_moved else FIRED if bool((d != 0).any()) else WAITING
-                continue
-            parents = [value(p) for p in v.parents]
-            track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-            lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=waiting and not parents_moved)
-            if name in outputs:
-                d, pred = problem.output_gradient(name, lin.mu), None
-            elif not any(p in neg_disp for p in latent_parents[name]):
-                d, pred = neg_disp[name], None  # mu is x_ff bit for bit (see `still`)
-            else:
-                d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), gamma == 1.0)
-            drives.own(name, d, pred)
-            fire = waiting and not parents_moved and bool((d != 0).any())
-            items.append((lin, d, fire, True))
-            names.append(name)
-            fires.append(fire)
-            if waiting and parents_moved:
-                gate[name] = LOCKED
-        for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):
-            if fire:
-                grads.add_all(own.items())
-                gate[name] = FIRED
-            drives.neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
-        del items
-        if all(s != WAITING for s in gate.values()):
+        _, neg_disp = synchronous_step(problem, base, neg_disp, problem.params, gates, gamma, grads, cached,
+                                       closed=True)
+        if gates.done():
             break
-        neg_disp = advance(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma, drives.neg_pred)
     return complete(grads, problem)
-

@@ -10,7 +10,7 @@ The keyword arguments that break these conditions exist for the mutation tests a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -78,9 +78,9 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     # no later due vertex (see `displacement.advance`), so the updates keep their bits; the study options
     # follow the literal update, which the reference rules reproduce bit for bit.
     closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and not schedule
+    clock = Clock({n: s for n, s in steps.items() if n in g.latent})
     for t in range(last + 1):
-        due = {n for n in g.latent if steps.get(n) == t}
-        hebbian, disp = synchronous_step(problem, base, disp, params, due, gamma, grads, cached, final=t == last,
+        hebbian, disp = synchronous_step(problem, base, disp, params, clock.at(t), gamma, grads, cached,
                                          closed=closed)
         if update_timing == "immediate":  # theta += lr * h, with h = -dL/dtheta (exact negation)
             for name in g.latent:
@@ -104,53 +104,98 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
     return base, {}, cached
 
 
+class Clock:
+    """Z-IL's schedule (C2), as `synchronous_step` asks it: vertex i's plasticity is due at step t = d_i.
+
+    The step policy's questions, per vertex: skipped this step? may it take a displacement form
+    (no pullback)? does it want its Hebbian terms, and are they taken? is the run over?"""
+
+    def __init__(self, steps: Mapping[str, int]):
+        self.steps, self.last = steps, max(steps.values())
+        self.due: set[str] = set()
+        self.final = False
+
+    def at(self, t: int) -> Clock:
+        self.due = {n for n, s in self.steps.items() if s == t}
+        self.final = t == self.last
+        return self
+
+    def begin(self, neg_disp: Mapping[str, torch.Tensor]) -> None:
+        pass
+
+    def skip(self, name: str) -> bool:
+        return self.final and name not in self.due  # the state after the last step is never read
+
+    def formable(self, name: str, params: Sequence[str], unchanged: bool, latent_parents: Sequence[str]) -> bool:
+        return not (unchanged or self.final or name in self.due)  # literal sums for the study options
+
+    def formed(self, name: str, delta: torch.Tensor, latent_parents: Sequence[str]) -> None:
+        pass
+
+    def wants(self, name: str, latent_parents: Sequence[str]) -> bool:
+        return name in self.due
+
+    def fires(self, name: str, delta: torch.Tensor, wants: bool, latent_parents: Sequence[str]) -> bool:
+        return wants
+
+    def fired(self, name: str) -> None:
+        pass
+
+    def done(self) -> bool:
+        return self.final
+
+
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
-                     params: Mapping[str, torch.Tensor], due: set[str], gamma: float,
-                     grads: Sums, cached: dict[str, LocalVJP | SliceVJP], final: bool = False,
-                     closed: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+                     params: Mapping[str, torch.Tensor], policy, gamma: float, grads: Sums,
+                     cached: dict[str, LocalVJP | SliceVJP], closed: bool = False
+                     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
-    x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex.
+    x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex; the one step of Z-IL (the
+    `Clock` policy) and of autonomous Fa-Z-IL (its local gates, `fa_zil.Gates`).
 
     The state is carried in autograd's sign (see `displacement.advance`): errors as delta = -eps and
-    displacements negated, so each due vertex's parameter pullback is dL/dtheta itself; it is
+    displacements negated, so each firing vertex's parameter pullback is dL/dtheta itself; it is
     added to `grads` and returned. Exact savings: vertices that are `still` are skipped (their
     error, feedback and Hebbian terms are exactly zero, and a zero drive leaves them where they
     are); a vertex whose parents and parameters have not changed is pulled back through its
     `cached` feed-forward graph (its prediction is bit for bit the feed-forward one); and on the
-    `final` step, whose resulting state is never read, only the due vertices' Hebbian terms are
-    computed. `closed`: take `advance`'s closed form at gamma 1 (x <- mu + feedback), one pass less
-    per vertex. Returns (dL/dtheta terms per due vertex, new negated displacements).
+    policy's `final` step, whose resulting state is never read, only the due vertices' Hebbian
+    terms are computed. `closed`: take `advance`'s closed form at gamma 1 (x <- mu + feedback), one
+    pass less per vertex, and the displacement forms where the policy allows them. Returns
+    (dL/dtheta terms per firing vertex, new negated displacements; unchanged once the policy is done).
     """
     g = problem.graph
     outputs = set(g.outputs)
     original = problem.params
     value = Values(base, neg_disp, problem.clamped)  # values that differ from the feed-forward ones, once per step
-
     closed = closed and gamma == 1.0
+    final = policy.final
+    policy.begin(neg_disp)
     drives = Drives()
     terms: dict[str, dict[str, torch.Tensor]] = {}
-    items, names = [], []
+    items, names, fires = [], [], []
     for name in g.latent:
-        if final and name not in due:
+        if policy.skip(name):
             continue
         v = g[name]
         latent_parents = [p for p in v.parents if p in base]
         if name not in outputs and still(name, neg_disp, latent_parents, v.params, params, original):
             continue
         unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
-        fast = closed and not (unchanged or final or name in due)  # literal sums for the study options
+        fast = closed and policy.formable(name, v.params, unchanged, latent_parents)
         form = None if name in outputs else linear_form(v, neg_disp, params, g.constants, base,
                                                         [g[p].shape for p in v.parents], fast)
         if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
             cached.pop(name, None)
-            drives.form(name, form)
+            policy.formed(name, drives.form(name, form), latent_parents)
             continue
+        wants = policy.wants(name, latent_parents)
         lin = cached.pop(name, None)
         if lin is None or not unchanged:
             parents = [value(p) for p in v.parents]
             track = [not final and p in base and x.is_floating_point()
                      for p, x in zip(v.parents, parents, strict=True)]
-            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=name in due)
+            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=wants)
         if name in outputs:
             d, pred = problem.output_gradient(name, lin.mu), None
         elif unchanged:  # mu is x_ff bit for bit (see `still`): delta is the displacement itself
@@ -158,15 +203,18 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
         else:
             d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), closed)
         drives.own(name, d, pred)
-        items.append((lin, d, name in due, not final))
+        fire = policy.fires(name, d, wants, latent_parents)
+        items.append((lin, d, fire, not final))
         names.append(name)
-    for name, (parent_cots, own) in zip(names, pull_back(items), strict=True):  # one autograd call per step
-        if name in due:
+        fires.append(fire)
+    for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):  # one autograd call
+        if fire:
             terms[name] = own
             grads.add_all(own.items())
+            policy.fired(name)
         drives.neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
     del items
-    if final:
+    if policy.done():
         return terms, neg_disp
     return terms, advance(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma,
                           drives.neg_pred if closed else None)

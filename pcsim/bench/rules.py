@@ -32,9 +32,16 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.losses import get_loss
 from pcsim.bench.measure import interleaved, peak_memory_mb, summary, timed
+from pcsim.rules import RULES as REGISTERED
 from pcsim.zoo import load_model_file, zoo_names
 
-RULES = ("bp", "bp-graph", "zil", "fa-zil-wavefront", "fa-zil-autonomous", "il-T5", "il-T20", "il-T100", "ipc-T20")
+# "bp" here is autograd on the nn.Module itself (the baseline); the registry's "bp" (over the traced graph)
+# is "bp-graph"; "fa-zil" is "fa-zil-wavefront" under its short name. Every other registered rule is
+# benchmarked under its own name, a rule taking IL's inference settings at T = 5, 20 and 100 steps.
+INFERENCE_STEPS = (5, 20, 100)
+_SKIPPED = {"bp": "bp-graph", "fa-zil": "fa-zil-wavefront"}
+RULES = ("bp", "bp-graph", *(n for n, r in REGISTERED.items() if n not in _SKIPPED and not r.inference),
+         *(f"{n}-T{t}" for n, r in REGISTERED.items() if r.inference for t in INFERENCE_STEPS))
 # compile=True (pcsim.algorithms.compiled): chosen with --rules only; each compiles once, in its warm-up
 COMPILED = ("fa-zil-wavefront-compiled", "il-T5-compiled", "il-T20-compiled", "il-T100-compiled")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
@@ -95,17 +102,18 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
     def il(steps, compile=False):
         return lambda: pcsim.il(graph, inputs, target, spec.loss, steps=steps, compile=compile)
 
-    every = {
-        "bp": bp,
-        "bp-graph": lambda: pcsim.bp(graph, inputs, target, spec.loss),
-        "zil": lambda: pcsim.zil(levelled, inputs, target, spec.loss),
-        "fa-zil-wavefront": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="wavefront"),
-        "fa-zil-wavefront-compiled": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, compile=True),
-        "fa-zil-autonomous": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, mode="autonomous"),
-        "il-T5": il(5), "il-T20": il(20), "il-T100": il(100),
-        "ipc-T20": lambda: pcsim.ipc(graph, inputs, target, spec.loss, steps=20),
-        **{f"il-T{t}-compiled": il(t, compile=True) for t in (5, 20, 100)},
-    }
+    def registered(rule, **options):
+        g = levelled if rule.levelled else graph
+        return lambda: rule(g, inputs, target, spec.loss, **options)
+
+    every = {"bp": bp, "bp-graph": registered(REGISTERED["bp"]),
+             "fa-zil-wavefront-compiled": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, compile=True),
+             **{f"il-T{t}-compiled": il(t, compile=True) for t in INFERENCE_STEPS}}
+    for n, r in REGISTERED.items():
+        if r.inference:
+            every.update({f"{n}-T{t}": registered(r, steps=t) for t in INFERENCE_STEPS})
+        elif n not in _SKIPPED:
+            every[n] = registered(r)
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
     fused = fused and any(isinstance(m, pcsim.RECURRENT_LAYERS) for m in module.modules())  # label what ran
     label = f"{name}, fused layers" if fused else name
@@ -151,16 +159,20 @@ def measure(c: Case, device: torch.device, reps: int, budget_s: float, log=print
 
 
 def _estimate(rule: str, first: dict) -> float | None:
-    """IL costs about T times one inference step: extrapolate T=100 from T=20, T=20 from T=5."""
-    if not rule.startswith("il-T"):
+    """An inference rule costs about T times one step: extrapolate T=100 from T=20, T=20 from T=5."""
+    if "-T" not in rule:
         return None
-    steps = _steps(rule)
-    known = [(_steps(r), t) for r, t in first.items() if r.startswith("il-T")]
+    family, steps = _family(rule), _steps(rule)
+    known = [(_steps(r), t) for r, t in first.items() if "-T" in r and _family(r) == family]
     return max((t * steps / s for s, t in known), default=None)
 
 
+def _family(rule: str) -> str:
+    return rule.rsplit("-T", 1)[0]  # il-T20 -> il, ipc-T5 -> ipc
+
+
 def _steps(rule: str) -> int:
-    return int(rule[4:].split("-")[0])  # il-T20, il-T20-compiled
+    return int(rule.rsplit("-T", 1)[1].split("-")[0])  # il-T20, il-T20-compiled
 
 
 def _quartiles(s: dict) -> str:

@@ -97,7 +97,7 @@ class Recorder:
     def trajectory(self, final: State, meta: dict) -> Trajectory:
         def stack(d):
             if self._rows is not None:
-                return {n: v[:len(self.t)] if v is not None else np.zeros((0,)) for n, v in d.items()}
+                return {n: v[:len(self.t)].numpy() if v is not None else np.zeros((0,)) for n, v in d.items()}
             return {n: np.stack(v) if v else np.zeros((0,)) for n, v in d.items()}
         return Trajectory(t=np.array(self.t), values=stack(self.values), errors=stack(self.errors),
                           energy={n: np.array(v) for n, v in self.energy.items()},
@@ -106,8 +106,8 @@ class Recorder:
 
 
 def _put(arrays: dict, name: str, row: int, rows: int, value: torch.Tensor) -> None:
-    """value into row `row` of a preallocated array (made at the first row, from its shape and dtype)."""
-    a = value.detach().cpu().numpy()
+    """value into row `row` of a preallocated CPU tensor (made at the first row, from its shape and dtype),
+    whose NumPy view the trajectory keeps: one copy, from any device."""
     if arrays[name] is None:
-        arrays[name] = np.empty((rows, *a.shape), dtype=a.dtype)
-    arrays[name][row] = a
+        arrays[name] = torch.empty((rows, *value.shape), dtype=value.dtype)
+    arrays[name][row].copy_(value.detach())
