@@ -98,7 +98,7 @@ def parse_batch(items: list[str] | None) -> dict[str, int]:
 
 def run_one(side: str, root: Path, model: str, args, batch: int | None, tmp: Path, tag: str) -> dict:
     stem = tmp / f"{tag}-{side}-{model}"
-    cmd = [sys.executable, str(root / "benchmarks" / "bench_rules.py"), "--rules", "bp", RULE, "--models", model,
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_rules.py"), "--rules", "bp", args.rule, "--models", model,
            "--reps", str(args.reps), "--threads", str(args.threads), "--out", str(stem)]
     if batch:
         cmd += ["--batch", str(batch)]
@@ -118,7 +118,7 @@ def run_one(side: str, root: Path, model: str, args, batch: int | None, tmp: Pat
             f"exit {proc.returncode}, no output")
         rec["stderr_tail"] = "\n".join(lines[-25:])
         return rec
-    bp, fa = mod["rules"]["bp"], mod["rules"][RULE]
+    bp, fa = mod["rules"]["bp"], mod["rules"][args.rule]
     rec.update({"batch": mod["batch"], "depth": mod["depth"], "dims": mod["dims"], "machine": res["machine"],
                 "time_ratio": fa["ratio_to_bp"], "time_ratio_q1": fa["ratio_q1"], "time_ratio_q3": fa["ratio_q3"],
                 "mem_ratio": fa["peak_mem_ratio"], "bp_ms": bp["median_ms"], "fa_ms": fa["median_ms"],
@@ -164,7 +164,7 @@ def _r(s: dict, fmt: str = "{:.2f}") -> str:
 def markdown(result: dict) -> str:
     h, m = result["header"], result["header"].get("machine") or {}
     lines = [
-        "# Capture before/after: Fa-Z-IL wavefront vs BP, old commit against new code", "",
+        f"# Before/after: {h.get('rule', RULE)} vs BP, old commit against new code", "",
         f"- Date: {h['date']} (finished {h.get('finished', 'not yet')}); total runtime "
         f"{h.get('runtime_s', float('nan')) / 60:.1f} min",
         f"- Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('platform', '?')}; Python "
@@ -173,12 +173,12 @@ def markdown(result: dict) -> str:
         f"{h['old']['pcsim']}, pcsim.trace from `{h['old']['trace']}`",
         f"- NEW: {h['new']['sha'][:7]}{' + uncommitted changes' if h['new']['dirty'] else ''} "
         f"(working tree {h['new']['tree']}), pcsim from {h['new']['pcsim']}, pcsim.trace from `{h['new']['trace']}`",
-        f"- {h['rounds']} rounds x {len(h['models'])} models x 2 sides; bench_rules.py --rules bp {RULE} --reps "
-        f"{h['reps']} --threads {h['threads']}; batch: {h['batch_note']}",
+        f"- {h['rounds']} rounds x {len(h['models'])} models x 2 sides; bench_rules.py --rules bp "
+        f"{h.get('rule', RULE)} --reps {h['reps']} --threads {h['threads']}; batch: {h['batch_note']}",
         f"- Load average (1 min) at start {h['loadavg_start']:.2f}, at end "
         f"{h.get('loadavg_end', float('nan')):.2f}; other processes shared the machine",
         "",
-        "Each ratio (time: median over repetitions of the per-repetition ratio of Fa-Z-IL wavefront's time "
+        f"Each ratio (time: median over repetitions of the per-repetition ratio of {h.get('rule', RULE)}'s time "
         "to BP's; memory: peak memory of one call each, torch.profiler allocation curve) is taken within one "
         "bench_rules.py process, so machine load affecting both rules alike cancels. Cells: median over rounds "
         "(min-max). new/old: ratio of the two medians; paired: median over rounds of new/old of the same "
@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", default="976b27a", help="commit to compare against (default 976b27a)")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--rule", default=RULE, help=f"the rule timed against BP on both sides (default {RULE})")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5, help="bench_rules.py --reps")
     ap.add_argument("--threads", type=int, default=1)
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
                 "worktree": str(old_root), **probes["old"]},
         "new": {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
                 "tree": str(ROOT), **probes["new"]},
-        "models": args.models, "rounds": args.rounds, "reps": args.reps, "threads": args.threads,
+        "models": args.models, "rule": args.rule, "rounds": args.rounds, "reps": args.reps, "threads": args.threads,
         "batch": batches, "batch_note": batch_note, "loadavg_start": os.getloadavg()[0], "tmpdir": str(tmp)}
     result = {"header": header, "runs": [], "summary": {}}
     failed: set[tuple[str, str]] = set()  # (side, model): a failure is not retried in later rounds

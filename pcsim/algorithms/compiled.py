@@ -6,7 +6,8 @@ runs), and that graph is compiled by inductor, which fuses element-wise work int
 the matrix products and convolutions it leaves to MKL and oneDNN.
 
 Inductor is called directly, without dynamo. Dynamo would check each call's arguments against
-guards, at 0.5 ms per call on the IL step of the 784-1000-1000-10 MLP. Here, what those guards
+guards, a cost per call comparable to a small step's (benchmarks/results/design_measurements.md).
+Here, what those guards
 would check (shapes, strides, offsets, dtypes, devices, which arguments share memory) is part of
 `layout_key`, under which the caller keeps the compiled function on its graph
 (`Graph.derived`). Each new layout compiles once, and no call runs code compiled for another.
@@ -19,7 +20,7 @@ None with a warning, and the caller runs its eager code, which computes the same
 one product per use, `add(acc, mm(a, b))`, into `addmm(acc, a, b)`. Left as adds, inductor fuses
 the whole sum into one loop that reads every step's product, so it keeps all of them alive at
 once, and its memory-aware ordering also postpones each product to the end, holding every step's
-error until then (the compiled wavefront on the RNN: 1.38x BP's peak memory). As addmm chains,
+error until then (on the RNN, well above BP's peak memory: design_measurements.md). As addmm chains,
 each product accumulates where it is made.
 """
 

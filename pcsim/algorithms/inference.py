@@ -62,10 +62,9 @@ class Sweep:
     hebbian: dict[str, dict[str, torch.Tensor]]  # vertex -> parameter -> (d mu/d theta)^T eps
 
     def energy(self, problem: Problem, precision: float = 1.0) -> float:
-        """F = sum over hidden vertices of 1/2 ||eps||^2, plus the output precision times the loss."""
-        outputs = set(problem.graph.outputs)
-        hidden = sum(0.5 * float((e.double() ** 2).sum()) for n, e in self.eps.items() if n not in outputs)
-        return hidden + precision * float(problem.loss_value(self.mu))
+        """F = sum over hidden vertices of 1/2 ||eps||^2, plus the output precision times the loss
+        (`Problem.energy`, per population)."""
+        return sum(float(t) for t in problem.energy(self.mu, self.eps, precision=precision).values())
 
 
 def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] | None = None,

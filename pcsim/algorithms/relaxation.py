@@ -18,9 +18,8 @@ loop does not recompute, and why that is exact:
 Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
 (`pcsim.ops.vjp`); every other op goes through autograd on its one call. A linear child's
 feedback `eps W` is not formed: the GEMM accumulates it into the parent's displacement
-(`addmm_`), and the final state's errors are computed only where a parameter reads them.
-On the 784-1000-1000-10 MLP at T = 20 these took IL from 9.4-9.7x to 9.1-9.2x BP (three
-interleaved A/B runs, one thread).
+(`addmm_`), and the final state's errors are computed only where a parameter reads them
+(what each saved: benchmarks/results/design_measurements.md).
 """
 
 from __future__ import annotations
@@ -257,8 +256,8 @@ class Relaxation:
 
 
 def _shifted(base: torch.Tensor, dp: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """`base + dp W^T` into `out`. For a narrow output (a classifier's logits) as `(W dp^T)^T`: MKL
-    forms the 256x1000 @ 1000x10 product in 0.38 ms but its transpose in 0.18 ms (this project's CPU)."""
+    """`base + dp W^T` into `out`. For a narrow output (a classifier's logits) as `(W dp^T)^T`, which MKL
+    forms faster than the product itself (benchmarks/results/design_measurements.md)."""
     if weight.shape[0] <= 16:
         return torch.add(base, torch.mm(weight, dp.t()).t(), out=out)
     return torch.addmm(base, dp, weight.t(), out=out)

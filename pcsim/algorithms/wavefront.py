@@ -159,9 +159,8 @@ def _inductor_options(g: Graph, plan: WavePlan) -> dict:
     """Inductor's channels-last conversion off on graphs with batch norm.
 
     There, inductor stored each normalised activation once per layout its readers ask for (up to
-    three copies on ResNet-18: 1.62x BP's peak memory, 1.33x on the DenseNet block); without the
-    conversion, 1.02x and 0.93x, and faster too (0.94x against 1.03x BP's time, 0.83x against 0.84x).
-    Without batch norm the conversion pays (AlexNet-style: 0.94x BP's time with it, 1.12x without).
+    three copies on ResNet-18); without the conversion, memory is at BP's and time no worse.
+    Without batch norm the conversion pays. (The figures: benchmarks/results/design_measurements.md.)
     """
     return {"layout_optimization": False} if any("batch_norm" in g[n].op for n in plan.order) else {}
 

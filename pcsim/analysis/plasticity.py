@@ -172,14 +172,10 @@ def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1
     problem = Problem.build(graph, inputs, target, loss)
     state = State.feedforward(problem)
     trace: dict[str, list[float]] = {n: [] for n in graph.latent}
-    outputs = set(graph.outputs)
     for t in range(steps + 1):
         s = sweep(problem, state)
-        for n in graph.latent:
-            if n in outputs:
-                trace[n].append(float(problem.losses[n].value(s.mu[n], problem.targets[n])))
-            else:
-                trace[n].append(0.5 * float((s.eps[n].double() ** 2).sum()))
+        for n, e in problem.energy(s.mu, s.eps).items():
+            trace[n].append(float(e))
         if t < steps:
             state = advance(problem, state, s, gamma)
     return {n: np.array(v) for n, v in trace.items()}

@@ -148,12 +148,7 @@ class VectorField:
         values, mu, err, _, _, _ = self._local(t, state)
         if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
             values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}
-        energy = {}
-        for n in self.latent:
-            if n in self.outputs and self.shown(t):
-                energy[n] = float(self.problem.losses[n].value(mu[n], self.problem.targets[n]))
-            else:
-                energy[n] = 0.5 * float((err[n].double() ** 2).sum())
+        energy = {n: float(e) for n, e in self.problem.energy(mu, err, shown=self.shown(t)).items()}
         return Observation(values, err, energy)
 
     def updates(self, state: State) -> dict[str, torch.Tensor]:

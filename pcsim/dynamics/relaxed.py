@@ -88,16 +88,15 @@ def _guard(eps: dict[str, torch.Tensor], t: float) -> None:
 
 def _observe(field: VectorField, relax: Relaxation, eps, shown: bool, names) -> Observation:
     """What the recorder keeps of the populations `names`, as `VectorField.observe` gives it."""
-    problem = relax.problem
-    values, errors, energy = {}, {}, []
+    values, errors = {}, {}
     for n in names:  # views of the loop's storage: the reserved recorder copies them
         e = eps.get(n)
         errors[n] = torch.zeros_like(relax.base[n]) if e is None else e
         if n in field.outputs and shown:  # a shown output is its prediction plus its error (MSE: the target)
             values[n] = relax.prediction(n) + errors[n]
-            energy.append(problem.losses[n].value(relax.prediction(n), problem.targets[n]).double())
         else:
             values[n] = relax.value(n)
-            energy.append(0.5 * torch.sum(torch.square(errors[n]), dtype=torch.float64))
-    totals = torch.stack(energy).tolist() if energy else []  # one synchronisation
+    mu = {n: relax.prediction(n) for n in names if n in field.outputs}
+    terms = relax.problem.energy(mu, eps, shown=shown, names=names)
+    totals = torch.stack(list(terms.values())).tolist() if terms else []  # one synchronisation
     return Observation(values, errors, dict(zip(names, totals, strict=True)))

@@ -48,8 +48,8 @@ def identity_and_mask(x, *_):
 
 def batch_norm_eval(input, weight, bias, running_mean, running_var, momentum, eps):
     """`_native_batch_norm_legit_no_training` through `F.batch_norm(training=False)`: the same values, and
-    the kernel pair backprop itself runs on an eval-mode BatchNorm (forward and backward together 20%
-    faster than the functional op's on this CPU). The saved statistics are not populations: left empty."""
+    the kernel pair backprop itself runs on an eval-mode BatchNorm, faster than the functional op's
+    (benchmarks/results/design_measurements.md). The saved statistics are not populations: left empty."""
     out = torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     return out, out.new_empty(0), out.new_empty(0)
 
