@@ -32,7 +32,7 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer
-from pcsim.capture.zeros import Rewrite, StructuralZeros
+from pcsim.capture.zeros import Rewrite, StructuralZeros, split_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
@@ -211,7 +211,7 @@ class Builder:
         fn = spec.replace or spec.call or n.target
         if "vertex" not in reads:
             if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
-                self.kind[n] = self._computed(n, [])
+                self.kind[n] = self._split_of_broadcast(n) or self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example
                 self.kind[n] = self._const(n.name, value)
                 self.zeros.constant(n)
@@ -246,6 +246,18 @@ class Builder:
             else:  # a bias computed from populations: the call stays as captured
                 return False
         return True
+
+    def _split_of_broadcast(self, n: fx.Node) -> Computed | None:
+        """A split of a broadcast bias (`_rewritten`'s `linear(0, W, b)`) as `zeros.split_broadcast`."""
+        if n.target not in (aten.split_with_sizes.default, aten.split.Tensor) or not isinstance(n.args[0], fx.Node):
+            return None
+        source = self.kind[n.args[0]]
+        if not (isinstance(source, Computed) and source.fn is aten.expand.default):
+            return None
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+        src, shape = source.args
+        return Computed(split_broadcast, (src, tuple(n.args[1]) if isinstance(n.args[1], list) else n.args[1], dim,
+                                          tuple(shape)), label=f"{op_name(n.target)}('{n.name}') of a broadcast")
 
     def _number(self, n: fx.Node, value: Any) -> None:
         """A number computed from tensor values (a data-dependent size): folded to the example's value where

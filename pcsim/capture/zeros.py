@@ -32,6 +32,19 @@ class Rewrite:
     keep: fx.Node | None = None
 
 
+def split_broadcast(src: torch.Tensor, sizes, dim: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """`src.expand(shape).split(sizes, dim)`, split before the broadcast where `dim` is one of `src`'s own.
+
+    The bias standing for `linear(0, W, b)` is broadcast to the batch and then split per gate; split
+    first, each gate's backward sums only its own part of the batch instead of assembling the whole
+    broadcast gradient. Same values; where `dim` is broadcast itself, the call as captured."""
+    d = dim % len(shape)
+    lead = len(shape) - src.dim()
+    if d < lead or src.shape[d - lead] != shape[d]:
+        return src.expand(shape).split(sizes, dim)
+    return tuple(p.expand(*shape[:d], p.shape[d - lead], *shape[d + 1:]) for p in src.split(sizes, d - lead))
+
+
 class StructuralZeros:
     """Which nodes are fixed by the program alone, and which of those are zero."""
 

@@ -94,3 +94,21 @@ def test_zero_minus_a_stays_a_negation():
         net = Net(body, a=nn.Linear(3, 4), out=nn.Linear(4, 2)).to(DT)
     graph = capture(net, (_x(5, 3),), EXACT)
     assert "sub" in op_counts(graph)
+
+
+@pytest.mark.parametrize(("src_shape", "shape", "sizes", "dim"), [
+    ((6,), (4, 6), (2, 4), 1), ((6,), (4, 6), 3, -1), ((1, 6), (4, 6), (1, 3), 0), ((3, 1), (2, 3, 5), (1, 2), 1),
+    ((3, 1), (2, 3, 5), (2, 3), 2)])
+def test_split_before_the_broadcast_is_the_split_of_the_broadcast(src_shape, shape, sizes, dim):
+    """Values and gradients of `split_broadcast` against `expand` then `split`, autograd the oracle."""
+    from pcsim.capture.zeros import split_broadcast
+
+    with seeded(2):
+        src = torch.randn(src_shape, dtype=DT, requires_grad=True)
+        weights = [torch.randn(p.shape, dtype=DT) for p in src.detach().expand(shape).split(sizes, dim)]
+    got = split_broadcast(src, sizes, dim, shape)
+    want = src.expand(shape).split(sizes, dim)
+    assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    (g_got,) = torch.autograd.grad(sum((g * w).sum() for g, w in zip(got, weights, strict=True)), src)
+    (g_want,) = torch.autograd.grad(sum((g * w).sum() for g, w in zip(want, weights, strict=True)), src)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-15, atol=1e-15)
