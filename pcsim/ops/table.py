@@ -103,6 +103,10 @@ ENTRIES: tuple[OpEntry, ...] = (
     *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp"], elementwise=True, brian2="activation"),
     *_entries("activation", ["gelu", "hardtanh", "log", "sqrt", "rsqrt", "abs", "pow", "square", "reciprocal",
                              "erf", "sin", "cos"], elementwise=True),
+    OpEntry("clamp", "activation", elementwise=True),
+    # kept whole: torch's hardsigmoid backward returns 1/6 rounded to float32 even in float64, so the
+    # decomposition (clamp, div) would be exact where backprop is not, and differ from it by 3e-8
+    *_entries("activation", ["hardswish", "hardsigmoid"], elementwise=True),
     *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"]),
     # arithmetic: affine in the populations when the other operand is a constant
     OpEntry("add", "arithmetic", elementwise=True, linear=True, brian2="affine", zero="drop", call=torch.add),
@@ -142,7 +146,7 @@ OPS: dict[str, OpEntry] = {e.name: e for e in ENTRIES}
 # Composite ops pcsim keeps whole rather than decomposing: one vertex whose forward and backward
 # are each one kernel, as in backprop (`linear` would otherwise be a weight transpose and an addmm).
 KEPT_WHOLE = (aten.linear.default, aten.conv1d.default, aten.conv2d.default, aten.dropout.default,
-              aten._safe_softmax.default)
+              aten._safe_softmax.default, aten.hardswish.default, aten.hardsigmoid.default)
 
 # trace(fused=...): the recurrent layers kept whole, and the ATen kernels their forward calls
 RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
