@@ -32,7 +32,8 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer
-from pcsim.capture.zeros import Rewrite, StructuralZeros, split_broadcast
+from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
+from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
@@ -133,8 +134,8 @@ class Builder:
             elif n.op == "call_function" and n in live:
                 self._call(n)
         outputs = self._rename(self._outputs(out_node))
-        self.vertices = _reaching(self.vertices, outputs)
-        outputs = _sink_outputs(self.vertices, outputs)
+        self.vertices = reaching(self.vertices, outputs)
+        outputs = sink_outputs(self.vertices, outputs)
         if self.value_sizes:
             warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
                           "as in the example (trace again otherwise)", stacklevel=3)
@@ -205,19 +206,20 @@ class Builder:
         if rewrite is not None and self._rewritten(n, rewrite, value):
             return
         spec = entry(n.target)
-        if spec.passthrough and _unchanged(n, value, self.values):
+        if spec.passthrough and unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return
         fn = spec.replace or spec.call or n.target
         if "vertex" not in reads:
             if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
-                self.kind[n] = self._split_of_broadcast(n) or self._computed(n, [])
+                source = self.kind[n.args[0]] if n.args and isinstance(n.args[0], fx.Node) else None
+                self.kind[n] = split_of_broadcast(n, source) or self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example
                 self.kind[n] = self._const(n.name, value)
                 self.zeros.constant(n)
             return
         parents: list[str] = []
-        args, kwargs = self._template(_without_dropout(n), parents), self._template(dict(n.kwargs), parents)
+        args, kwargs = self._template(without_dropout(n), parents), self._template(dict(n.kwargs), parents)
         if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point and self._moves(args, kwargs, parents):
             self.kind[n] = _Folded(n)
             return
@@ -246,18 +248,6 @@ class Builder:
             else:  # a bias computed from populations: the call stays as captured
                 return False
         return True
-
-    def _split_of_broadcast(self, n: fx.Node) -> Computed | None:
-        """A split of a broadcast bias (`_rewritten`'s `linear(0, W, b)`) as `zeros.split_broadcast`."""
-        if n.target not in (aten.split_with_sizes.default, aten.split.Tensor) or not isinstance(n.args[0], fx.Node):
-            return None
-        source = self.kind[n.args[0]]
-        if not (isinstance(source, Computed) and source.fn is aten.expand.default):
-            return None
-        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
-        src, shape = source.args
-        return Computed(split_broadcast, (src, tuple(n.args[1]) if isinstance(n.args[1], list) else n.args[1], dim,
-                                          tuple(shape)), label=f"{op_name(n.target)}('{n.name}') of a broadcast")
 
     def _number(self, n: fx.Node, value: Any) -> None:
         """A number computed from tensor values (a data-dependent size): folded to the example's value where
@@ -377,51 +367,3 @@ class Builder:
         self.inputs = [new[n] for n in self.inputs]
         self.latent = {new[n] for n in self.latent}
         return [new[n] for n in outputs]
-
-
-def _without_dropout(n: fx.Node) -> tuple:
-    """The node's arguments with a `dropout` probability set to 0 (a fused recurrent layer's): pcsim runs
-    dropout as the identity, as in eval mode, everywhere (the ops `dropout` and `native_dropout` are
-    replaced by the identity in the op table)."""
-    schema = getattr(n.target, "_schema", None)
-    names = [a.name for a in schema.arguments] if schema is not None else []
-    if "dropout" not in names or names.index("dropout") >= len(n.args):
-        return n.args
-    i = names.index("dropout")
-    return (*n.args[:i], 0.0, *n.args[i + 1:])
-
-
-def _unchanged(n: fx.Node, value: Any, values: dict) -> bool:
-    """Whether the call's result is its first argument's value, element for element and in memory layout."""
-    source = values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
-    return (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor) and value.shape == source.shape
-            and value.stride() == source.stride() and value.dtype == source.dtype and value.device == source.device)
-
-
-def _reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
-    """The inputs and the vertices some output is computed from; the others (a forget gate at the first
-    step, whose product with the zero cell state was dropped) have no error and move nothing."""
-    needed = set(outputs)
-    for v in reversed(vertices):
-        if v.name in needed:
-            needed.update(v.parents)
-    return [v for v in vertices if v.name in needed or v.is_input]
-
-
-def _sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
-    """Outputs that also feed other vertices get an identity child that carries the loss."""
-    used = {p for v in vertices for p in v.parents}
-    names = {v.name for v in vertices}
-    result = []
-    for o in outputs:
-        if o in used:
-            sink = o + "__output"
-            while sink in names:
-                sink += "_"
-            src = next(v for v in vertices if v.name == o)
-            vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
-                                   args=(ParentArg(0),), source=f"loss carrier for output '{o}'"))
-            names.add(sink)
-            o = sink
-        result.append(o)
-    return result

@@ -20,7 +20,10 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from pcsim.ops.table import entry
+from pcsim.graph.ir import Computed
+from pcsim.ops.table import entry, op_name
+
+aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,20 @@ def split_broadcast(src: torch.Tensor, sizes, dim: int, shape: tuple[int, ...]) 
     if d < lead or src.shape[d - lead] != shape[d]:
         return src.expand(shape).split(sizes, dim)
     return tuple(p.expand(*shape[:d], p.shape[d - lead], *shape[d + 1:]) for p in src.split(sizes, d - lead))
+
+
+def split_of_broadcast(n: fx.Node, source: Any) -> Computed | None:
+    """A parameter-only split of a broadcast bias (the `bias` rewrite's `expand`) as `split_broadcast`;
+    None for any other node."""
+    if n.target not in (aten.split_with_sizes.default, aten.split.Tensor):
+        return None
+    if not (isinstance(source, Computed) and source.fn is aten.expand.default):
+        return None
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    src, shape = source.args
+    sizes = tuple(n.args[1]) if isinstance(n.args[1], list) else n.args[1]
+    return Computed(split_broadcast, (src, sizes, dim, tuple(shape)),
+                    label=f"{op_name(n.target)}('{n.name}') of a broadcast")
 
 
 class StructuralZeros:
