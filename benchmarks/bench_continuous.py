@@ -5,9 +5,10 @@
 
 The MLP 784-300-300-10 (tanh), batch 64, float32. Every run is timed interleaved in one process, the
 order rotated, each ratio taken to `pcsim.il(steps=200, gamma=0.1)` in the same repetition:
-- `simulate`, torch Euler, default recording (every population at every step), IL's step (the default);
-- the same, recording only the end;
-- the same two with `fast=False`: the vector field evaluated per step (the code before the switch).
+- `simulate`, torch Euler (`pcsim.Euler(dt)`, IL's step), default recording (every population at
+  `pcsim.dynamics.recording.SNAPSHOTS` evenly spaced times);
+- the same, recording every population at every step (`Record(every_step=True)`), and only the end;
+- the default and every-step runs with `fast=False`: the vector field evaluated per step.
 Writes OUT.json and OUT.md.
 """
 
@@ -40,13 +41,14 @@ def runs(batch: int) -> dict:
     x, y = torch.randn(batch, 784, generator=gen), torch.randn(batch, 10, generator=gen)
     graph = pcsim.trace(net, x)
     t_end, dt = STEPS * GAMMA * TAU, GAMMA * TAU
-    end = {"times": [t_end]}
+    end, every = {"times": [t_end]}, pcsim.Record(every_step=True)
 
-    def sim(**kw):
-        return lambda: pcsim.simulate(graph, (x,), y, backend="torch", t_end=t_end, dt=dt, tau_x=TAU, **kw)
+    def sim(fast=True, **kw):
+        return lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(dt, fast=fast), t_end=t_end, tau_x=TAU, **kw)
     return {"il": lambda: pcsim.il(graph, (x,), y, steps=STEPS, gamma=GAMMA),
-            "torch euler": sim(), "torch euler, end only": sim(record=end),
-            "field euler": sim(fast=False), "field euler, end only": sim(fast=False, record=end)}
+            "torch euler": sim(), "torch euler, every step": sim(record=every),
+            "torch euler, end only": sim(record=end),
+            "field euler": sim(fast=False), "field euler, every step": sim(fast=False, record=every)}
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,8 @@ def compute(config: dict) -> dict:
     layers = sorted((v.name for v in graph.vertices if v.op == "linear"), key=graph.min_distance.get)
     times = np.linspace(0, config["t_end"], config["points"])
     runs = {"scipy RK45": dict(backend="scipy", method="RK45", record={"times": times})}
-    runs["brian2 (numpy, Euler)"] = dict(backend="brian2", method="euler", dt=config["dt_brian2"])
+    runs["brian2 (numpy, Euler)"] = dict(backend="brian2", method="euler", dt=config["dt_brian2"],
+                                           record=pcsim.Record(every_step=True))
     out = {"layers": layers, "levels": [graph.min_distance[n] for n in layers], "runs": {}}
     for label, kw in runs.items():
         try:

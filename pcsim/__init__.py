@@ -6,9 +6,10 @@ learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to
 
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.ipc import ipc
+from pcsim.backends import RK4, Brian2, Euler, Scipy
 from pcsim.capture import trace
 from pcsim.check import CheckReport, check
-from pcsim.dynamics import Record, SimulationError, Trajectory, after, discretise, simulate
+from pcsim.dynamics import SOLVERS, Record, SimulationError, Trajectory, after, discretise, simulate
 from pcsim.errors import GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
 from pcsim.graph import Graph, Vertex
 from pcsim.numerics import tolerance
@@ -16,5 +17,6 @@ from pcsim.ops.table import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
 __all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "ipc", "zil", "fa_zil", "check", "CheckReport",
-           "tolerance", "simulate", "discretise", "Trajectory", "Record", "after", "SimulationError", "PcsimError",
+           "tolerance", "simulate", "Euler", "RK4", "Scipy", "Brian2", "SOLVERS", "discretise", "Trajectory",
+           "Record", "after", "SimulationError", "PcsimError",
            "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

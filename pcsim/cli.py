@@ -16,7 +16,10 @@ import sys
 import torch
 
 from pcsim import cli_bench, cli_demo, cli_figures, cli_train, cli_zoo
+from pcsim.backends.brian2 import TARGETS
 from pcsim.check import RULES, check
+from pcsim.dynamics.recording import SNAPSHOTS, Record
+from pcsim.dynamics.solver import SOLVERS
 from pcsim.errors import PcsimError
 from pcsim.graph.provenance import exception_user_line
 from pcsim.zoo import LOSSES, load_model_file
@@ -54,8 +57,10 @@ def _simulate_parser(commands) -> None:
         description="Integrate the PC populations of a model from its feed-forward state; the target is shown "
                     "at --t-on. Writes a Trajectory (.npz) and optionally a plot of every population.")
     sim.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
-    sim.add_argument("--backend", choices=["scipy", "torch", "brian2"], default="scipy")
-    sim.add_argument("--method", default=None, help="RK45, DOP853, LSODA, BDF, Radau, euler or rk4")
+    sim.add_argument("--backend", choices=SOLVERS.backends(), default="scipy")
+    sim.add_argument("--method", default=None,
+                     help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
+                                    for b in SOLVERS.backends()))
     sim.add_argument("--dt", type=float, default=None, help="step for euler/rk4; caps adaptive steps")
     sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
     sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
@@ -66,11 +71,15 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--loss", choices=LOSSES, default=None)
     sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--every-step", action="store_true",
+                     help="record every population at every step (default: at --snapshots evenly spaced times)")
+    sim.add_argument("--snapshots", type=int, default=SNAPSHOTS,
+                     help=f"how many evenly spaced times to record (default {SNAPSHOTS})")
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
     cli_zoo.add_fused_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
-    sim.add_argument("--target", choices=["numpy", "cython", "cpp_standalone"], default=None,
+    sim.add_argument("--target", choices=TARGETS, default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")
 
 
@@ -90,7 +99,8 @@ def _simulate(args: argparse.Namespace) -> int:
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
                               loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
                               tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,
-                              progress=args.progress,
+                              progress=args.progress, record=Record(every_step=args.every_step,
+                                                                    snapshots=args.snapshots),
                               **({"codegen_target": args.target} if args.target else {}))
     except (PcsimError, ValueError, NotImplementedError) as e:
         return _error(f"{spec.path}: {e}")

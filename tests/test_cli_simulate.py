@@ -9,8 +9,8 @@ from pcsim.cli import main
 
 def test_simulate_writes_a_trajectory_and_a_plot(tmp_path, capsys):
     out, png = tmp_path / "run.npz", tmp_path / "run.png"
-    code = main(["simulate", "rnn", "--method", "euler", "--dt", "0.5", "--tau-x", "0.5", "--plasticity", "zil",
-                 "--t-end", "20", "--out", str(out), "--plot", str(png)])  # rnn's graph is 32 levels deep
+    code = main(["simulate", "rnn", "--method", "euler", "--dt", "0.5", "--tau-x", "0.5", "--plasticity", "zil",  # rnn:
+                 "--t-end", "20", "--every-step", "--out", str(out), "--plot", str(png)])  # 32 levels deep
     assert code == 0, capsys.readouterr().err
     traj = pcsim.Trajectory.from_npz(out)
     assert traj.meta["backend"] == "scipy" and traj.meta["method"] == "euler"
@@ -23,6 +23,15 @@ def test_simulate_writes_a_trajectory_and_a_plot(tmp_path, capsys):
     module, inputs, target = module.double(), tuple(x.double() for x in inputs), target.double()
     for name, ref in autograd_gradients(module, inputs, target).items():
         np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_simulate_records_snapshots_by_default(tmp_path, capsys):
+    """40 Euler steps: 21 evenly spaced grid times by default, or as many as --snapshots asks."""
+    for flags, times in (([], np.arange(0, 41, 2) * 0.5), (["--snapshots", "5"], np.arange(0, 41, 10) * 0.5)):
+        out = tmp_path / "run.npz"
+        code = main(["simulate", "rnn", "--method", "euler", "--dt", "0.5", "--t-end", "20", *flags, "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        np.testing.assert_allclose(pcsim.Trajectory.from_npz(out).t, times, rtol=0, atol=1e-12)
 
 
 def test_simulate_reports_bad_options(tmp_path, capsys):

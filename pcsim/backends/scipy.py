@@ -1,4 +1,5 @@
-"""The reference backend: scipy.integrate.solve_ivp, plus fixed-step Euler and RK4.
+"""The reference backend: scipy.integrate.solve_ivp (`Scipy(method, rtol=, atol=)`), plus the vector field
+stepped by fixed-step Euler and RK4.
 
 Adaptive solvers integrate piecewise between target onset and gate switching times, so no step
 straddles a discontinuity. Implicit methods get the Jacobian's neuron-level sparsity
@@ -8,44 +9,55 @@ thousands of neurons.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
-from pcsim.dynamics import fixed_step
-from pcsim.dynamics.field import VectorField
+from pcsim.backends.torch import RK4, Euler
 from pcsim.dynamics.protocol import window_grid
-from pcsim.dynamics.recording import Recorder, SimulationError
+from pcsim.dynamics.recording import SimulationError
+from pcsim.dynamics.solver import SOLVERS, Solver, check_step
 from pcsim.dynamics.sparsity import jacobian_sparsity
 
-ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
-METHODS = ADAPTIVE_METHODS + fixed_step.FIXED_METHODS
+# The order of each method's solution (None: variable order), as scipy documents it.
+ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "LSODA": None, "BDF": None}
 IMPLICIT = ("BDF", "Radau")
-DEFAULT_METHOD = "RK45"
 
 
-def run(field: VectorField, recorder: Recorder, *, method: str, t_end: float, dt: float | None,
-        rtol: float, atol: float, progress: bool):
-    """Integrate from the feed-forward state at t = 0 to t_end; returns the final state."""
-    if method in fixed_step.FIXED_METHODS:
-        return _run_fixed(field, recorder, method=method, t_end=t_end, dt=dt, progress=progress)
-    return _run_adaptive(field, recorder, method=method, t_end=t_end, dt=dt, rtol=rtol, atol=atol,
-                         progress=progress)
+@dataclass(frozen=True)
+class Scipy(Solver):
+    """`scipy.integrate.solve_ivp` with `method`, rtol and atol; max_step caps the steps (None: no cap)."""
 
+    method: str = "RK45"
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    max_step: float | None = None
+    backend: ClassVar[str] = "scipy"
+    adaptive: ClassVar[bool] = True
 
-def _run_fixed(field, recorder, *, method, t_end, dt, progress):
-    bar = tqdm(total=int(np.ceil(t_end / dt)), desc=f"pcsim {method}", disable=not progress, leave=False)
+    def __post_init__(self):
+        if self.method not in ORDERS:
+            raise ValueError(f"unknown solve_ivp method '{self.method}'; choose one of {list(ORDERS)}")
+        if self.max_step is not None and not self.max_step > 0:
+            raise ValueError(f"max_step must be > 0, got {self.max_step}")
 
-    def on_step(k, t, state):
-        recorder.guard(t, state)
-        if recorder.wants(t, 1e-9 * dt):
-            recorder.add(t, state)
-        bar.update(1 if k else 0)
+    @property
+    def order(self) -> int | None:
+        return ORDERS[self.method]
 
-    try:
-        return fixed_step.integrate(field, method, 0.0, t_end, dt, field.initial_state(), on_step)
-    finally:
-        bar.close()
+    @property
+    def step(self) -> float | None:
+        return self.max_step
+
+    def meta(self) -> dict:
+        return {**super().meta(), "order": self.order}
+
+    def run(self, field, recorder, *, t_end, progress=False):
+        return _run_adaptive(field, recorder, method=self.method, t_end=t_end, dt=self.max_step, rtol=self.rtol,
+                             atol=self.atol, progress=progress)
 
 
 def _run_adaptive(field, recorder, *, method, t_end, dt, rtol, atol, progress):
@@ -63,13 +75,13 @@ def _run_adaptive(field, recorder, *, method, t_end, dt, rtol, atol, progress):
             recorder.guard(t, field.unpack(d))
         return d
 
-    recorder.add(0.0, field.unpack(y)) if recorder.wants(0.0, 0.0) else None
+    sample = recorder.sample_times()
+    if sample is None or sample[0] == 0.0:
+        recorder.add(0.0, field.unpack(y))
     bar = tqdm(total=t_end, desc=f"pcsim {method}", disable=not progress, leave=False)
     try:
         for a, b in zip(grid[:-1], grid[1:], strict=True):
-            t_eval = None
-            if recorder.times is not None:
-                t_eval = recorder.times[(recorder.times > a) & (recorder.times <= b)]
+            t_eval = None if sample is None else sample[(sample > a) & (sample <= b)]
             # segments start just after a discontinuity: evaluate the field there from the right
             sol = solve_ivp(fun, (a, b), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, **extra)
             if sol.status < 0:
@@ -86,3 +98,16 @@ def _run_adaptive(field, recorder, *, method, t_end, dt, rtol, atol, progress):
     finally:
         bar.close()
     return field.unpack(y)
+
+
+def _adaptive(method):
+    def make(*, dt=None, rtol=1e-8, atol=1e-10):
+        return Scipy(method, rtol=rtol, atol=atol, max_step=dt)
+    return make
+
+
+for _name in ORDERS:
+    SOLVERS.register("scipy", _name, _adaptive(_name), default=_name == "RK45")
+# scipy's fixed-step methods: the vector field stepped on tensors (torch's Euler with fast=False)
+SOLVERS.register("scipy", "euler", lambda *, dt=None, rtol=None, atol=None: Euler(check_step(dt, "euler"), fast=False))
+SOLVERS.register("scipy", "rk4", lambda *, dt=None, rtol=None, atol=None: RK4(check_step(dt, "rk4")))

@@ -9,17 +9,72 @@ for comparison).
 
 from __future__ import annotations
 
-from pcsim.backends.scipy import _run_fixed
-from pcsim.dynamics import relaxed
-from pcsim.dynamics.fixed_step import FIXED_METHODS
+from dataclasses import dataclass
+from typing import ClassVar
 
-METHODS = FIXED_METHODS
-DEFAULT_METHOD = "euler"
+from tqdm.auto import tqdm
+
+from pcsim.dynamics import fixed_step, relaxed
+from pcsim.dynamics.solver import SOLVERS, Solver, check_step
 
 
-def run(field, recorder, *, method, t_end, dt, rtol=None, atol=None, progress=False, fast: bool = True):
-    if dt is None:
-        raise ValueError("the torch backend integrates with a fixed step: pass dt=")
-    if fast and relaxed.applies(field, method):
-        return relaxed.run(field, recorder, t_end=t_end, dt=dt, progress=progress)
-    return _run_fixed(field, recorder, method=method, t_end=t_end, dt=dt, progress=progress)
+@dataclass(frozen=True)
+class Euler(Solver):
+    """Explicit Euler with step dt: IL at dt / tau_x = gamma, Z-IL at dt = tau_x (see `discretise`)."""
+
+    dt: float
+    fast: bool = True  # IL's step where it applies (see module docstring); False: the vector field
+    backend: ClassVar[str] = "torch"
+    method: ClassVar[str] = "euler"
+    order: ClassVar[int] = 1
+
+    def __post_init__(self):
+        check_step(self.dt, self.method)
+
+    def run(self, field, recorder, *, t_end, progress=False):
+        if self.fast and relaxed.applies(field, self.method):
+            return relaxed.run(field, recorder, t_end=t_end, dt=self.dt, progress=progress)
+        return run_fixed(field, recorder, method=self.method, t_end=t_end, dt=self.dt, progress=progress)
+
+
+@dataclass(frozen=True)
+class RK4(Solver):
+    """Classic fourth-order Runge-Kutta with step dt."""
+
+    dt: float
+    backend: ClassVar[str] = "torch"
+    method: ClassVar[str] = "rk4"
+    order: ClassVar[int] = 4
+
+    def __post_init__(self):
+        check_step(self.dt, self.method)
+
+    def run(self, field, recorder, *, t_end, progress=False):
+        return run_fixed(field, recorder, method=self.method, t_end=t_end, dt=self.dt, progress=progress)
+
+
+def run_fixed(field, recorder, *, method, t_end, dt, progress):
+    """The vector field stepped by `fixed_step.integrate`, every state guarded, the wanted ones recorded."""
+    wanted = set(recorder.steps_on_grid(fixed_step.n_steps(0.0, t_end, dt), dt))
+    bar = tqdm(total=fixed_step.n_steps(0.0, t_end, dt), desc=f"pcsim {method}", disable=not progress, leave=False)
+
+    def on_step(k, t, state):
+        recorder.guard(t, state)
+        if k in wanted:
+            recorder.add(t, state)
+        bar.update(1 if k else 0)
+
+    try:
+        return fixed_step.integrate(field, method, 0.0, t_end, dt, field.initial_state(), on_step)
+    finally:
+        bar.close()
+
+
+def _fixed(cls, **fixed):
+    def make(*, dt=None, rtol=None, atol=None, **options):
+        return cls(dt=check_step(dt, cls.method), **fixed, **options)
+    return make
+
+
+SOLVERS.register("torch", "euler", _fixed(Euler), default=True)
+SOLVERS.register("torch", "rk4", _fixed(RK4))

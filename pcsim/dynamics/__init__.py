@@ -6,8 +6,9 @@ from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import After, Always, Gate, Off, UserGate, Windows, after
 from pcsim.dynamics.recording import Record, SimulationError
 from pcsim.dynamics.simulate import simulate
+from pcsim.dynamics.solver import SOLVERS, Solver
 from pcsim.dynamics.trajectory import Trajectory
 
 __all__ = ["simulate", "discretise", "Discretisation", "Trajectory", "VectorField", "Record",
            "SimulationError", "EQUATIONS", "Equations", "Gate", "Off", "Always", "After", "Windows",
-           "UserGate", "after"]
+           "UserGate", "after", "Solver", "SOLVERS"]

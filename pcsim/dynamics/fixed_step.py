@@ -27,15 +27,19 @@ def step(field: VectorField, method: str, t: float, dt: float, state: State) -> 
     return {k: state[k] + (dt / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
 
 
+def n_steps(t0: float, t1: float, dt: float) -> int:
+    """Steps of dt from t0 to t1, the last one shorter if dt does not divide the interval."""
+    n = int(round((t1 - t0) / dt))
+    return n + 1 if t0 + n * dt < t1 - 1e-9 * dt else n
+
+
 def integrate(field: VectorField, method: str, t0: float, t1: float, dt: float, state: State,
               on_step: Callable[[int, float, State], None]) -> State:
     """Integrate from t0 to t1 in steps of dt (the last one shorter if needed), calling
     on_step(k, t_k, state_k) at every grid point including both ends."""
     if method not in FIXED_METHODS:
         raise ValueError(f"unknown fixed-step method '{method}'; choose one of {FIXED_METHODS}")
-    n = int(round((t1 - t0) / dt))
-    if t0 + n * dt < t1 - 1e-9 * dt:
-        n += 1
+    n = n_steps(t0, t1, dt)
     on_step(0, t0, state)
     with torch.no_grad():
         for k in range(n):

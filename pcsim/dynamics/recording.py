@@ -17,12 +17,25 @@ class SimulationError(PcsimError):
     """The simulation blew up, or a solver failed; the message says when and where."""
 
 
+# The default recording: every population at this many evenly spaced grid times (ends included).
+# Cheap (a few copies of the state, whatever the number of steps); every step is opt-in (every_step=True).
+SNAPSHOTS = 21
+
+
 @dataclass(frozen=True)
 class Record:
-    """Populations to record (None: all latent vertices) and times (None: every step)."""
+    """What a simulation keeps: populations (None: every latent vertex) at `times` if given, else at every
+    step (`every_step`: Euler's grid or each accepted adaptive step), else at `snapshots` evenly spaced
+    grid times from 0 to t_end."""
 
     populations: tuple[str, ...] | None = None
     times: tuple[float, ...] | None = None
+    every_step: bool = False
+    snapshots: int = SNAPSHOTS
+
+    def __post_init__(self):
+        if self.snapshots < 2:
+            raise ValueError(f"Record needs at least 2 snapshots (t = 0 and t_end), got {self.snapshots}")
 
     @staticmethod
     def parse(record) -> Record:
@@ -31,12 +44,16 @@ class Record:
         if isinstance(record, Record):
             return record
         if isinstance(record, dict):
+            unknown = sorted(set(record) - {"populations", "times", "every_step", "snapshots"})
+            if unknown:
+                raise ValueError(f"record has unknown keys {unknown}; use populations, times, every_step, snapshots")
             pops, times = record.get("populations"), record.get("times")
-            return Record(None if pops is None else tuple(pops), None if times is None else tuple(map(float, times)))
+            return Record(None if pops is None else tuple(pops), None if times is None else tuple(map(float, times)),
+                          bool(record.get("every_step", False)), int(record.get("snapshots", SNAPSHOTS)))
         if isinstance(record, Sequence) and not isinstance(record, str):
             return Record(populations=tuple(record))
         raise ValueError("record must be None, a pcsim Record, a list of population names, "
-                         f"or a dict with 'populations' and/or 'times'; got {record!r}")
+                         f"or a dict with 'populations', 'times', 'every_step' or 'snapshots'; got {record!r}")
 
 
 class Recorder:
@@ -54,6 +71,8 @@ class Recorder:
             if bad:
                 raise ValueError(f"record times {bad} lie outside [0, t_end = {t_end}]")
         self.times = None if record.times is None else np.array(sorted(record.times))
+        self.record = record
+        self.t_end = t_end
         self.t: list[float] = []
         self.values: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
         self.errors: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
@@ -75,8 +94,23 @@ class Recorder:
                                       f"'{name}' became {'NaN' if bool(torch.isnan(v).any()) else 'inf'}; "
                                       "try a smaller dt or larger time constants")
 
-    def wants(self, t: float, tol: float) -> bool:
-        return self.times is None or bool(np.any(np.abs(self.times - t) <= tol))
+    def steps_on_grid(self, n: int, dt: float) -> list[int]:
+        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order."""
+        if self.times is not None:  # the grid points within rounding of a wanted time
+            grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
+            near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt
+            return np.flatnonzero(near.any(axis=1)).tolist()
+        if self.record.every_step:
+            return list(range(n + 1))
+        return sorted(set(np.rint(np.linspace(0, n, min(self.record.snapshots, n + 1))).astype(int).tolist()))
+
+    def sample_times(self) -> np.ndarray | None:
+        """An adaptive solver's output times; None: each accepted step."""
+        if self.times is not None:
+            return self.times
+        if self.record.every_step:
+            return None
+        return np.linspace(0.0, self.t_end, self.record.snapshots)
 
     def add(self, t: float, state: State) -> None:
         self.add_observation(t, self.field.observe(t, state))

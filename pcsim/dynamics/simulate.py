@@ -2,76 +2,64 @@
 
 from __future__ import annotations
 
-import importlib
-
 from pcsim.algorithms.problem import Problem
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import make_gate
 from pcsim.dynamics.recording import Record, Recorder
+from pcsim.dynamics.solver import SOLVERS, Solver
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.graph.ir import Graph
 
-BACKENDS = {"scipy": "pcsim.backends.scipy", "torch": "pcsim.backends.torch", "brian2": "pcsim.backends.brian2"}
 
-
-def _backend(name: str):
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend '{name}'; choose one of {sorted(BACKENDS)}")
-    try:
-        return importlib.import_module(BACKENDS[name])
-    except ModuleNotFoundError as e:
-        if e.name == BACKENDS[name]:
-            raise NotImplementedError(f"backend '{name}' is not available yet") from None
-        raise
-
-
-def simulate(graph: Graph, inputs, target=None, *, backend: str = "scipy", loss="mse", t_end: float = 10.0,
-             tau_x=1.0, tau_e=0.0, tau_w: float | None = None, t_on: float = 0.0, method: str | None = None,
-             dt: float | None = None, plasticity="off", record=None, rtol: float = 1e-8, atol: float = 1e-10,
-             progress: bool = False, params=None, **backend_options) -> Trajectory:
+def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None, backend: str = "scipy",
+             loss="mse", t_end: float = 10.0, tau_x=1.0, tau_e=0.0, tau_w: float | None = None, t_on: float = 0.0,
+             method: str | None = None, dt: float | None = None, plasticity="off", record=None,
+             rtol: float = 1e-8, atol: float = 1e-10, progress: bool = False, params=None,
+             **backend_options) -> Trajectory:
     """Integrate value and error populations from the feed-forward state at t = 0 to t_end.
 
     target: shown from t_on (None: never; the network stays at its feed-forward fixed point).
     tau_x, tau_e: time constants, a float or a dict per population; tau_e = 0 means instantaneous
         errors. tau_w: plasticity time constant (default: the smallest tau_x).
-    method: a solve_ivp method (RK45, DOP853, LSODA, BDF, Radau, RK23) or 'euler' / 'rk4' with
-        step dt; None is RK45 (scipy) or Euler (other backends). dt also caps adaptive steps.
+    solver: a solver object, e.g. pcsim.Euler(dt), pcsim.RK4(dt), pcsim.Scipy("LSODA", rtol=, atol=),
+        pcsim.Brian2(dt, target="cython"). Without one, `backend` and `method` name a registered solver
+        (`pcsim.SOLVERS`), built from dt, rtol, atol and backend_options: scipy's solve_ivp methods
+        (RK45 by default) or 'euler' / 'rk4' with step dt; Euler on the other backends. dt also caps
+        adaptive steps.
     plasticity: 'off', 'always', 'zil' (Z-IL windows at each vertex's level, following leaky
         errors' delay), a pcsim Gate (e.g. pcsim.after(t)), or a function (vertex, t) -> bool.
-    record: None (all populations, every step), a list of populations, or
-        {'populations': [...], 'times': [...]}.
+    record: a pcsim Record, a list of populations, or a dict of Record's fields; None: every population
+        at a few evenly spaced times (`Record()`); every step is `Record(every_step=True)`.
     """
-    module = _backend(backend)
+    named = solver is None
+    if named:
+        solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options)
+    elif method is not None or dt is not None or backend_options:
+        raise ValueError("pass either solver= or backend=/method=/dt= and backend options, not both")
     if target is None:
         target_shown, t_on = False, float(t_on)
     else:
         target_shown = True
     if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
         raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
-    method = method or module.DEFAULT_METHOD
-    if method not in module.METHODS:
-        raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of {list(module.METHODS)}")
-    if dt is not None and not dt > 0:
-        raise ValueError(f"dt must be > 0, got {dt}")
-    if method in ("euler", "rk4") and dt is None:
-        raise ValueError(f"method '{method}' needs a step: pass dt=")
     if target is None:  # a stand-in target of the right shape; never shown
         problem = Problem.build(graph, inputs, _placeholder_targets(graph, loss), loss, params)
     else:
         problem = Problem.build(graph, inputs, target, loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
-    gate = make_gate(plasticity, t_on=t_on, dt=dt, tau_x=tau_x_min, leaky=leaky)
+    gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky)
     field = VectorField(problem, tau_x=tau_x, tau_e=tau_e, tau_w=tau_w, t_on=t_on, gate=gate,
                         target_shown=target_shown)
     recorder = Recorder(field, Record.parse(record), t_end)
-    final = module.run(field, recorder, method=method, t_end=float(t_end), dt=dt, rtol=rtol, atol=atol,
-                       progress=progress, **backend_options)
-    meta = {"backend": backend, "method": method, "dt": dt, "t_end": t_end, "t_on": t_on,
+    final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
+    meta = {"dt": solver.step, **solver.meta(), "t_end": t_end, "t_on": t_on,
             "tau_x": tau_x, "tau_e": tau_e, "tau_w": field.tau_w, "target_shown": target_shown,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
             "loss": loss if isinstance(loss, str) else list(loss)}
     meta.update({k: v for k, v in backend_options.items() if isinstance(v, str | int | float | bool)})
+    if named:  # as asked: scipy's fixed-step methods run torch's integrator on the field
+        meta["backend"] = backend
     return recorder.trajectory(final, meta)
 
 

@@ -98,7 +98,7 @@ def test_numpy_target_is_pcsims_euler_path(arch):
     settings = {"plasticity": pcsim.after(0.1), "tau_x": 0.5, **CASES[arch]}
     if isinstance(settings["tau_x"], dict):
         settings["tau_x"] = {n: settings["tau_x"].get(n, 0.5) for n in graph.latent}
-    kw = dict(t_end=1.5, dt=0.05, method="euler", **settings)
+    kw = dict(t_end=1.5, dt=0.05, method="euler", record=pcsim.Record(every_step=True), **settings)
     ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
     got = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
     assert got.meta["backend"] == "brian2" and len(got.t) == 31

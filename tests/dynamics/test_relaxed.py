@@ -26,6 +26,7 @@ def _graph(arch="mlp_tanh_bias", level=False):
 
 
 def _both(graph, inputs, target, **kw):
+    kw.setdefault("record", pcsim.Record(every_step=True))
     fast = pcsim.simulate(graph, inputs, target, backend="torch", **kw)
     field = pcsim.simulate(graph, inputs, target, backend="torch", fast=False, **kw)
     return fast, field

@@ -39,7 +39,7 @@ def mlp():
     ({"t_on": 2.0, "t_end": 1.0}, "t_on < t_end"),
     ({"t_end": 0.0}, "t_on < t_end"),
     ({"method": "leapfrog"}, "unknown method 'leapfrog'"),
-    ({"method": "euler"}, "needs a step"),
+    ({"method": "euler"}, "fixed step: pass dt="),
     ({"dt": -0.1, "method": "euler"}, "dt must be > 0"),
     ({"backend": "nest"}, "unknown backend 'nest'"),
     ({"plasticity": "sometimes"}, "plasticity must be"),

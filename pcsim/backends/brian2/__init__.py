@@ -10,17 +10,50 @@ Brian2 is imported only when a simulation runs: `import pcsim` never imports it.
 
 from __future__ import annotations
 
-METHODS = ("euler",)
-DEFAULT_METHOD = "euler"
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+
 TARGETS = ("numpy", "cython", "cpp_standalone")
 
 
-def run(field, recorder, *, method, t_end, dt, rtol=None, atol=None, progress=False, **backend_options):
-    """Integrate with explicit Euler on Brian2's clock; see `pcsim.backends.brian2.runner.run`."""
-    from pcsim.backends.brian2.runner import run as _run
+@dataclass(frozen=True)
+class Brian2(Solver):
+    """Explicit Euler on Brian2's clock, step dt, generated for `target`.
 
-    return _run(field, recorder, method=method, t_end=t_end, dt=dt, rtol=rtol, atol=atol, progress=progress,
-                **backend_options)
+    target: 'numpy' (default), 'cython' (falls back to numpy with one warning when nothing compiles) or
+        'cpp_standalone' (built under build/brian2-standalone/<network hash> unless `directory` is given).
+    threads: OpenMP threads for cpp_standalone (0: none).
+    inputs_once: sum the clamped inputs' projections at the first step only (they cannot change).
+    """
+
+    dt: float
+    target: str = "numpy"
+    directory: str | None = None
+    threads: int = 0
+    inputs_once: bool = True
+    backend: ClassVar[str] = "brian2"
+    method: ClassVar[str] = "euler"
+    order: ClassVar[int] = 1
+
+    def __post_init__(self):
+        check_step(self.dt, self.method)
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown Brian2 code-generation target '{self.target}'; choose one of {list(TARGETS)}")
+
+    def run(self, field, recorder, *, t_end, progress=False):
+        from pcsim.backends.brian2.runner import run
+
+        return run(field, recorder, t_end=t_end, dt=self.dt, progress=progress, codegen_target=self.target,
+                   directory=self.directory, threads=self.threads, inputs_once=self.inputs_once)
+
+
+def _make(*, dt=None, rtol=None, atol=None, codegen_target: str = "numpy", **options):
+    return Brian2(dt=check_step(dt, "euler"), target=codegen_target, **options)
+
+
+SOLVERS.register("brian2", "euler", _make, default=True)
 
 
 def describe(field, *, dt: float, t_end: float) -> str:

@@ -30,7 +30,6 @@ from pcsim.dynamics.field import Observation, VectorField
 from pcsim.dynamics.recording import Recorder, SimulationError
 from pcsim.errors import PcsimError
 
-TARGETS = ("numpy", "cython", "cpp_standalone")
 INSTALL = ("install it with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with "
            "numpy >= 2.4), or run `make install`, which puts it in .venv")
 
@@ -112,15 +111,6 @@ def standalone(b2, threads: int):
         b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
         device.reinit()
         reset_device()
-
-
-def _wanted_steps(recorder: Recorder, n: int, dt: float, t_end: float) -> list[int]:
-    steps = []
-    for k in range(n + 1):
-        t = min(k * dt, t_end) if k else 0.0
-        if recorder.wants(t, 1e-9 * dt):
-            steps.append(k)
-    return steps
 
 
 class Built:
@@ -230,25 +220,14 @@ def _hash(spec: Spec) -> str:
     return h.hexdigest()[:16]
 
 
-def run(field: VectorField, recorder: Recorder, *, method: str, t_end: float, dt: float | None, rtol=None,
-        atol=None, progress: bool = False, codegen_target: str = "numpy", directory=None, threads: int = 0,
-        inputs_once: bool = True):
-    """Integrate on Brian2 with explicit Euler; returns the final state in the field's layout.
-
-    codegen_target: 'numpy' (default), 'cython' (falls back to numpy with one warning when nothing compiles) or
-        'cpp_standalone' (built under build/brian2-standalone/<network hash> unless `directory` is given).
-    threads: OpenMP threads for cpp_standalone (0: none).
-    inputs_once: sum the clamped inputs' projections at the first step only (they cannot change).
-    """
+def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool, codegen_target: str,
+        directory, threads: int, inputs_once: bool):
+    """Integrate on Brian2 with explicit Euler; returns the final state in the field's layout (see `Brian2`)."""
     target = codegen_target
-    if target not in TARGETS:
-        raise ValueError(f"unknown brian2 codegen_target '{target}'; choose one of {list(TARGETS)}")
-    if dt is None:
-        raise ValueError("the brian2 backend integrates with a fixed step (its clock): pass dt=")
     b2 = import_brian2()
     n = checked_steps(t_end, dt)
     spec = render(field, dt=dt, n_steps=n, inputs_once=inputs_once)
-    wanted = _wanted_steps(recorder, n, dt, t_end)
+    wanted = recorder.steps_on_grid(n, dt)
     pops = [p for p in recorder.populations if p in spec.populations]
     every = (math.gcd(*wanted) or n) if pops and wanted else None
     report = "text" if progress else None

@@ -1,0 +1,86 @@
+"""The solver protocol: what integrates the populations is an object, not a string (diffrax's style).
+
+A solver carries its own settings (`Euler(dt)`, `Scipy("LSODA", rtol=, atol=)`, `Brian2(dt, target=)`), knows
+its order, and runs a vector field from its feed-forward state to t_end into a recorder. Backends define
+their solvers and register them here by (backend, method), so `simulate(backend=, method=)`, the CLI's
+choices and the docs all read one table; this module imports no backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+
+class Solver:
+    """Abstract: a frozen dataclass whose `run(field, recorder, t_end=, progress=)` returns the final state."""
+
+    backend: ClassVar[str]
+    method: ClassVar[str]
+    order: ClassVar[int | None]  # None: variable order (LSODA, BDF)
+    adaptive: ClassVar[bool] = False
+
+    def run(self, field, recorder, *, t_end: float, progress: bool = False):
+        raise NotImplementedError
+
+    @property
+    def step(self) -> float | None:
+        """The fixed step (or the cap on adaptive steps); the plasticity windows of Z-IL are that wide."""
+        return getattr(self, "dt", None)
+
+    def meta(self) -> dict:
+        """What a Trajectory records of the solver."""
+        settings = {k: v for k, v in asdict(self).items() if isinstance(v, str | int | float | bool) or v is None}
+        return {"backend": self.backend, "method": self.method, "order": self.order, **settings}
+
+
+@dataclass(frozen=True)
+class Registration:
+    backend: str
+    method: str
+    make: Callable[..., Solver]  # make(dt=, rtol=, atol=, **options) -> Solver
+    default: bool  # the backend's method when none is named
+
+
+class Registry:
+    """(backend, method) -> how to build the solver from `simulate`'s keyword arguments."""
+
+    def __init__(self):
+        self._entries: dict[tuple[str, str], Registration] = {}
+
+    def register(self, backend: str, method: str, make: Callable[..., Solver], *, default: bool = False) -> None:
+        key = (backend, method)
+        if key in self._entries:
+            raise ValueError(f"solver '{method}' of backend '{backend}' is registered twice")
+        self._entries[key] = Registration(backend, method, make, default)
+
+    def backends(self) -> list[str]:
+        return sorted({b for b, _ in self._entries})
+
+    def methods(self, backend: str) -> list[str]:
+        return [m for b, m in self._entries if b == backend]
+
+    def default_method(self, backend: str) -> str:
+        return next(r.method for r in self._entries.values() if r.backend == backend and r.default)
+
+    def make(self, backend: str, method: str | None = None, **settings) -> Solver:
+        if backend not in self.backends():
+            raise ValueError(f"unknown backend '{backend}'; choose one of {self.backends()}")
+        method = method or self.default_method(backend)
+        if (backend, method) not in self._entries:
+            raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of "
+                             f"{self.methods(backend)}")
+        return self._entries[backend, method].make(**settings)
+
+
+SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only afterwards
+
+
+def check_step(dt: float | None, method: str) -> float:
+    """A fixed-step solver's dt, or a clear error."""
+    if dt is None:
+        raise ValueError(f"method '{method}' integrates with a fixed step: pass dt=")
+    if not dt > 0:
+        raise ValueError(f"dt must be > 0, got {dt}")
+    return float(dt)

@@ -1,0 +1,90 @@
+"""The solver protocol: solver objects, their registry, their order, and the default recording."""
+
+import math
+
+import numpy as np
+import pytest
+
+import pcsim
+from pcsim.dynamics.recording import SNAPSHOTS
+from pcsim.dynamics.solver import Registry
+from tests.dynamics.models import deep_tanh_problem
+
+T_END, TAU = 1.0, 0.5
+
+
+@pytest.fixture(scope="module")
+def net():
+    model, inputs, target = deep_tanh_problem(depth=3)
+    return pcsim.trace(model, *inputs), inputs, target
+
+
+def _final(net, solver):
+    graph, inputs, target = net
+    tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, tau_x=TAU, tau_e=0.1,
+                        record={"times": [T_END]})
+    return np.concatenate([tr.values[n][-1].ravel() for n in graph.latent])
+
+
+@pytest.mark.parametrize("make", [pcsim.Euler, pcsim.RK4])
+def test_each_fixed_step_solver_converges_at_its_stated_order(net, make):
+    """log2 of the error ratio at dt and dt/2, against DOP853 at rtol 1e-12, is the solver's `order`
+    (leaky errors: the field, not IL's step, so both solvers integrate the same ODE)."""
+    exact = _final(net, pcsim.Scipy("DOP853", rtol=1e-12, atol=1e-14))
+    dt = 0.01 if make is pcsim.Euler else 0.1  # Euler: well inside tau_e, where its error is first order
+    coarse, fine = (np.abs(_final(net, make(h)) - exact).max() for h in (dt, dt / 2))
+    assert math.log2(coarse / fine) == pytest.approx(make(dt).order, abs=0.3)
+
+
+def test_a_solver_object_is_the_named_solver(net):
+    graph, inputs, target = net
+    kw = dict(t_end=T_END, tau_x=TAU, plasticity="always")
+    named = pcsim.simulate(graph, inputs, target, backend="scipy", method="LSODA", rtol=1e-6, atol=1e-8, **kw)
+    obj = pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA", rtol=1e-6, atol=1e-8), **kw)
+    np.testing.assert_array_equal(named.t, obj.t)
+    for p in named.updates:
+        np.testing.assert_array_equal(named.updates[p], obj.updates[p])
+    assert obj.meta["backend"] == "scipy" and obj.meta["method"] == "LSODA" and obj.meta["order"] is None
+    with pytest.raises(ValueError, match="either solver= or"):
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1), method="rk4", **kw)
+
+
+def test_solvers_validate_their_settings():
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        pcsim.Euler(0.0)
+    with pytest.raises(ValueError, match="unknown solve_ivp method 'RK99'"):
+        pcsim.Scipy("RK99")
+    with pytest.raises(ValueError, match="code-generation target 'gpu'"):
+        pcsim.Brian2(0.1, target="gpu")
+    assert (pcsim.Scipy("RK45").order, pcsim.Scipy("DOP853").order, pcsim.RK4(0.1).order) == (5, 8, 4)
+
+
+def test_the_registry_lists_every_backend_and_refuses_duplicates():
+    assert {"scipy", "torch", "brian2"} <= set(pcsim.SOLVERS.backends())
+    assert pcsim.SOLVERS.default_method("scipy") == "RK45" and "LSODA" in pcsim.SOLVERS.methods("scipy")
+    with pytest.raises(ValueError, match="unknown backend 'nest'"):
+        pcsim.SOLVERS.make("nest")
+    registry = Registry()
+    registry.register("mine", "euler", pcsim.Euler, default=True)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("mine", "euler", pcsim.Euler)
+    assert registry.make("mine", dt=0.1) == pcsim.Euler(0.1)
+
+
+@pytest.mark.parametrize("backend,method", [("torch", "euler"), ("scipy", "euler"), ("scipy", "RK45")])
+def test_the_default_recording_is_a_few_snapshots_of_the_full_one(net, backend, method):
+    """By default every population at SNAPSHOTS evenly spaced grid times, whatever the number of steps; each
+    equals the every-step recording at that time (fixed steps) or the dense output there (adaptive)."""
+    graph, inputs, target = net
+    dt, steps = 0.01, 200
+    kw = dict(backend=backend, method=method, dt=dt, t_end=steps * dt, tau_x=TAU)
+    cheap = pcsim.simulate(graph, inputs, target, **kw)
+    full = pcsim.simulate(graph, inputs, target, record=pcsim.Record(every_step=True), **kw)
+    assert len(cheap.t) == SNAPSHOTS and cheap.t[0] == 0 and cheap.t[-1] == pytest.approx(steps * dt)
+    assert len(full.t) > steps if method == "RK45" else len(full.t) == steps + 1
+    for name in graph.latent:
+        assert cheap.values[name].shape == (SNAPSHOTS, *full.values[name].shape[1:])
+        for i, t in enumerate(cheap.t):
+            j = int(np.argmin(np.abs(full.t - t)))
+            if abs(full.t[j] - t) < 1e-12:
+                np.testing.assert_allclose(cheap.values[name][i], full.values[name][j], rtol=1e-9, atol=1e-12)
