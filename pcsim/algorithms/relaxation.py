@@ -57,7 +57,8 @@ class Relaxation:
     (it is materialised only for the vertex's other children and for the Hebbian terms).
     """
 
-    def __init__(self, problem: Problem, gamma: float, precision: float = 1.0, fixed_prediction: bool = False):
+    def __init__(self, problem: Problem, gamma: float, precision: float = 1.0, fixed_prediction: bool = False,
+                 base: dict[str, torch.Tensor] | None = None):
         g = problem.graph
         self.problem = problem
         self.gamma = gamma
@@ -68,7 +69,7 @@ class Relaxation:
         self.outputs = set(g.outputs)
         self.hidden = [n for n in self.latent if n not in self.outputs]
         self.parents = {n: g[n].parents for n in self.latent}
-        self.base = problem.feedforward()
+        self.base = problem.feedforward() if base is None else base
         self.x = dict(self.base)  # current values; outputs stay at their feed-forward value (free)
         self.disp: dict[str, torch.Tensor] = {}
         self.children = {n: tuple(dict.fromkeys(c for c in g.children[n] if c in latent)) for n in self.latent}
@@ -209,6 +210,26 @@ class Relaxation:
         else:
             torch.add(self.base[n], self.disp[n], out=self.x[n])
         self._x_behind.discard(n)
+
+    def load(self, disp: dict[str, torch.Tensor]) -> None:
+        """Put the state at x = base + disp (any displacement: an ODE solver's stage, say). Outputs' values
+        move too (their children read them) but their errors stay `output_error`'s. Every vertex with a
+        latent parent relinearises at the next `errors()`: nothing is known to be unmoved."""
+        self.disp = {n: disp[n] for n in self.hidden if n in disp}
+        self.x = {n: self.base[n] + disp[n] if n in disp else b for n, b in self.base.items()}
+        self._x_behind.clear()
+        self._output_eps.clear()
+        latent = set(self.latent)
+        self.stale = {n for n in self.latent if any(p in latent for p in self.parents[n])}
+        self.at_feedforward = {n for n in self.latent if not any(p in disp for p in self.parents[n])}
+
+    @staticmethod
+    def dense(fb: Feedback) -> torch.Tensor | None:
+        """A vertex's feedback as one tensor: its dense part plus the products not yet formed."""
+        total = fb.dense
+        for cot, w in fb.products:
+            total = torch.mm(cot, w) if total is None else torch.addmm(total, cot, w)
+        return total
 
     def step(self) -> dict[str, torch.Tensor]:
         """One synchronous inference step; returns a copy of the errors of the state it started from."""

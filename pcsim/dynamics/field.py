@@ -1,4 +1,7 @@
-"""The vector field of the PC populations: the only place the continuous-time equations live.
+"""The vector field of the PC populations: the continuous-time equations, on IL's own step.
+
+The errors, feedback and Hebbian terms at a state are `Relaxation`'s (the loop `pcsim.il` runs),
+loaded with that state; this module adds time constants, leaky errors, target onset and gates.
 
 State components, per latent vertex i and parameter p (see equations.py):
   u_i  value displacement from the feed-forward state (x_i = x_i^ff + u_i; the change of
@@ -18,8 +21,8 @@ import numpy as np
 import torch
 
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.relaxation import Relaxation
 from pcsim.dynamics.protocol import Gate, Off
-from pcsim.ops.local import Linearisation
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
 
@@ -80,6 +83,7 @@ class VectorField:
         self.size = sum(self.sizes.values())
         ref = next(iter(self.base.values()))
         self.dtype, self.device = ref.dtype, ref.device
+        self._step = Relaxation(problem, gamma=1.0, base=self.base)  # evaluates the field at any state
 
     # -- state vectors ---------------------------------------------------------------------------
     def initial_state(self) -> State:
@@ -100,29 +104,32 @@ class VectorField:
     def shown(self, t: float) -> bool:
         return self.target_shown and t >= self.t_on
 
-    # -- the equations -----------------------------------------------------------------------------
-    def _local(self, t: float, state: State):
-        """Per vertex: value, prediction, error, and the pullbacks (feedback, Hebbian terms)."""
-        problem, shown = self.problem, self.shown(t)
-        values = {n: self.base[n] + state["u", n] for n in self.latent}
-        err, drive_target, mu, fb, hebb = {}, {}, {}, {}, {}
-        for n in self.latent:
-            lin = Linearisation(problem.graph[n], problem.parent_values(n, values), problem.params,
-                                problem.graph.constants)
-            mu[n] = lin.mu
-            if n in self.outputs and shown:
-                drive_target[n] = problem.output_error(n, lin.mu)
-            else:
-                drive_target[n] = (self.base[n] - lin.mu) + state["u", n]  # x - mu
-            err[n] = state["e", n] if n in self.tau_e and self.tau_e[n] > 0 else drive_target[n]
-            cots, hebb[n] = lin.pullback(err[n])
-            for p, c in zip(problem.graph[n].parents, cots, strict=True):
-                if c is not None and p in values:
-                    fb[p] = c if p not in fb else fb[p] + c
-        return values, mu, err, drive_target, fb, hebb
+    # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
+    def _local(self, t: float, state: State, hebbian: bool = True):
+        """Per vertex: value, prediction, error, the drive x - mu of a leaky error, feedback, Hebbian terms."""
+        step, shown = self._step, self.shown(t)
+        step.load({n: state["u", n] for n in self.latent})
+        drive = step.errors()
+        zero = {n: torch.zeros_like(b) for n, b in self.base.items() if n not in drive}
+        drive = {n: drive[n] if n in drive else zero[n] for n in self.latent}
+        mu = {n: step.prediction(n) for n in self.latent}
+        if not shown:  # a free output's error is x - mu, not the loss's
+            drive.update({n: (self.base[n] - mu[n]) + state["u", n] for n in self.outputs})
+        err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent}
+        fb = {n: Relaxation.dense(f) for n, f in step.feedback(err).items()}
+        gates = self._gates(t) if hebbian else {}
+        hebb = step.hebbian({n: err[n] for n in gates}) if gates else {}
+        values = {n: step.value(n) for n in self.latent}
+        return values, mu, err, drive, fb, hebb, gates
+
+    def _gates(self, t: float) -> dict[str, float]:
+        if isinstance(self.gate, Off):
+            return {}
+        gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
+        return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 
     def __call__(self, t: float, state: State) -> State:
-        values, mu, err, drive_target, fb, hebb = self._local(t, state)
+        values, mu, err, drive_target, fb, hebb, gates = self._local(t, state)
         shown = self.shown(t)
         d: State = {}
         for n in self.latent:
@@ -130,22 +137,22 @@ class VectorField:
                 # free output: its value relaxes to its prediction; once shown, it is clamped
                 d["u", n] = torch.zeros_like(err[n]) if shown else -err[n] / self.tau_x[n]
             else:
-                drive = -err[n] if n not in fb else fb[n] - err[n]
+                drive = -err[n] if fb.get(n) is None else fb[n] - err[n]
                 d["u", n] = drive / self.tau_x[n]
         for n in self.leaky:
             d["e", n] = (drive_target[n] - err[n]) / self.tau_e[n]
+        for n, g in gates.items():
+            for p, h in hebb.get(n, {}).items():
+                term = h * (g / self.tau_w)
+                d["w", p] = term if ("w", p) not in d else d["w", p].add_(term)
         for k in self.layout:
-            if k[0] == "w":
+            if k not in d:
                 d[k] = torch.zeros(self.shapes[k], dtype=self.dtype, device=self.device)
-        for n in self.latent:
-            g = self.gate(n, self.levels.get(n, -1), t) if n in self.levels else 0.0
-            if g:
-                for p, h in hebb[n].items():
-                    d["w", p] = d["w", p] + (g / self.tau_w) * h
         return d
 
     def observe(self, t: float, state: State) -> Observation:
-        values, mu, err, _, _, _ = self._local(t, state)
+        values, mu, err, _, _, _, _ = self._local(t, state, hebbian=False)
+        err = {n: e.clone() for n, e in err.items()}  # the step's buffers, overwritten by the next evaluation
         if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
             values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}
         energy = {n: float(e) for n, e in self.problem.energy(mu, err, shown=self.shown(t)).items()}

@@ -36,7 +36,7 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed); returns
     the final state as `fixed_step.integrate` does (displacements and plasticity accumulators)."""
     tau = next(iter(field.tau_x.values()))
-    relax = Relaxation(field.problem, gamma=dt / tau)
+    relax = Relaxation(field.problem, gamma=dt / tau, base=field.base)
     plastic = {k[1]: torch.zeros(field.shapes[k], dtype=field.dtype, device=field.device)
                for k in field.layout if k[0] == "w"}
     steps = n_steps(0.0, t_end, dt)

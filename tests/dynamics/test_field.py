@@ -1,0 +1,29 @@
+"""`VectorField` (IL's step loaded with the state) equals the field written out literally, at random states."""
+
+import pytest
+import torch
+
+import pcsim
+from pcsim.algorithms.problem import Problem
+from pcsim.dynamics.field import VectorField
+from pcsim.numerics import relative_difference, tolerance
+from tests.dynamics.reference_field import literal_field
+from tests.equivalence.archs import ARCHS
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("leaky,t", [(False, 1.0), (True, 1.0), (False, 0.0)])
+def test_the_field_is_the_literal_equations(arch, leaky, t):
+    """t = 1.0: the target shown (t_on = 0.5), every gate open; t = 0: before it, outputs free."""
+    module, inputs, target = ARCHS[arch](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    problem = Problem.build(graph, inputs, target, "mse")
+    field = VectorField(problem, tau_x=0.7, tau_e=0.3 if leaky else 0.0, t_on=0.5, gate=pcsim.dynamics.Always())
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):  # two states in a row: nothing of the first may leak into the second
+        state = {k: 0.1 * torch.randn(field.shapes[k], generator=gen, dtype=torch.float64) for k in field.layout}
+        got, ref = field(t, state), literal_field(field, t, state)
+        assert set(got) == set(ref)
+        for k in ref:
+            scale = max(1.0, float(ref[k].abs().max()))
+            assert relative_difference(got[k], ref[k], scale=scale) <= 10 * tolerance(torch.float64), k
