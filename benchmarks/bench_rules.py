@@ -11,11 +11,13 @@ repository's tables (`make bench`). The measurement is `pcsim.bench.rules`, also
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PCSIM_MODELS", str(ROOT / "models"))  # the zoo of this checkout, from any directory
 
 import torch  # noqa: E402,F401
 

@@ -34,6 +34,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BRIAN2_CACHE_DIR", str(ROOT / "build" / "brian2-cache"))
+os.environ.setdefault("PCSIM_BUILD", str(ROOT / "build"))  # cpp_standalone's builds, from any directory
 sys.path.insert(0, str(ROOT))
 
 import pcsim  # noqa: E402

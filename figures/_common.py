@@ -63,4 +63,5 @@ def script_main(path: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=f"regenerate {Path(path).stem} into figures/out/")
     parser.add_argument("--smoke", action="store_true", help="tiny configuration, into figures/out/smoke/")
     args = parser.parse_args(argv)
-    return main(["figures", "--only", Path(path).stem, *(["--smoke"] if args.smoke else [])])
+    return main(["figures", "--dir", str(Path(path).resolve().parent), "--only", Path(path).stem,
+                 *(["--smoke"] if args.smoke else [])])

@@ -19,8 +19,8 @@ from pcsim.plots.graph import plot_graph
 from pcsim.zoo import load_model_file
 
 try:
-    from figures._common import script_main
-except ImportError:  # run as a script from figures/
+    from ._common import script_main
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main
 
 CONFIG = {"model": "residual_mlp", "seed": 0, "dims": {}}

@@ -21,8 +21,8 @@ from pcsim.numerics import tolerance
 from pcsim.table import zoo_table
 
 try:
-    from figures._common import script_main
-except ImportError:  # run as a script from figures/
+    from ._common import script_main
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main
 
 # models None: every zoo model at its default size; threads 1 as `make check-zoo` (figures/table1.md)

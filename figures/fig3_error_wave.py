@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 import pcsim
 
 try:
-    from figures._common import script_main, small_mlp
-except ImportError:  # run as a script from figures/
+    from ._common import script_main, small_mlp
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 1, "t_end": 3.0, "tau_x": 0.2, "points": 301, "dt_brian2": 0.002}

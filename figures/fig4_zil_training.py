@@ -14,8 +14,8 @@ from pcsim.check import autograd_gradients
 from pcsim.training.data import digits
 
 try:
-    from figures._common import script_main, small_mlp
-except ImportError:  # run as a script from figures/
+    from ._common import script_main, small_mlp
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "iterations": 300, "batch": 32, "lr": 0.05, "eval_every": 25}

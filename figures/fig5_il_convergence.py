@@ -11,8 +11,8 @@ from pcsim.analysis import il_convergence
 from pcsim.training.data import digits
 
 try:
-    from figures._common import script_main, small_mlp
-except ImportError:  # run as a script from figures/
+    from ._common import script_main, small_mlp
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 64, "steps": [1, 2, 5, 10, 20, 50, 100, 200, 500], "gammas": [0.05, 0.1, 0.2, 0.5],

@@ -26,8 +26,8 @@ from pcsim.check import autograd_gradients
 from pcsim.errors import InputError
 
 try:
-    from figures._common import script_main, small_mlp
-except ImportError:  # run as a script from figures/
+    from ._common import script_main, small_mlp
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main, small_mlp
 
 ROOT = Path(__file__).resolve().parent.parent

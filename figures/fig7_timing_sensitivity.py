@@ -13,8 +13,8 @@ from pcsim.analysis import timing_sensitivity
 from pcsim.training.data import digits
 
 try:
-    from figures._common import script_main, small_mlp
-except ImportError:  # run as a script from figures/
+    from ._common import script_main, small_mlp
+except ImportError:  # run as a file, `python figures/figN_name.py`: Python put its folder on sys.path
     from _common import script_main, small_mlp
 
 CONFIG = {"seed": 0, "batch": 32, "sizes": [64, 32, 32, 32, 32, 10], "offsets": [-2, -1, 0, 1, 2, 3]}

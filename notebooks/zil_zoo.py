@@ -17,6 +17,7 @@
 # recurrent nets with weights shared in time, a transformer, a DenseNet block, tied weights) goes through
 # `trace -> level -> check` against torch autograd, and then so does a block written in this notebook.
 # The zoo runs at small widths (the same architectures); `pcsim check --all` runs them at full size.
+# pcsim looks for the zoo in `./models` (run from the repository root) or in `$PCSIM_MODELS`.
 
 # %%
 import os

@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
     cli_zoo.add_fused_flag(chk)
+    cli_zoo.add_models_dir_flag(chk)
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     cli_zoo.add_check_all_arguments(chk)
     cli_zoo.add_graph_parser(commands)
@@ -78,6 +79,7 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
     cli_zoo.add_fused_flag(sim)
+    cli_zoo.add_models_dir_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
     sim.add_argument("--target", choices=TARGETS, default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                "figures": cli_figures.run_command, "graph": cli_zoo.run_graph,
                "demo": cli_demo.run_command, "bench": cli_bench.run_command}[args.command]
     try:
-        return handler(args)
+        return cli_zoo.with_models_dir(handler, args)
     except (PcsimError, ValueError) as e:
         return _error(str(e))
     except Exception as e:  # noqa: BLE001 - a model's own error, or torch's on it: one paragraph, no stack

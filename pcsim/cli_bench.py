@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pcsim.bench import rules
+from pcsim.cli_zoo import add_models_dir_flag
 
 
 def add_parser(commands) -> None:
@@ -16,6 +17,7 @@ def add_parser(commands) -> None:
                     "DIR/rules_DEVICE.json and DIR/rules_DEVICE.md after each model.")
     rules.add_arguments(p)
     p.add_argument("--out", default="bench", metavar="DIR", help="where the tables go (default: bench/)")
+    add_models_dir_flag(p)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pcsim.cli_zoo import add_models_dir_flag
 from pcsim.demo import FULL, QUICK, STAGE_FUNCTIONS, DemoConfig, Stage, first_line
 
 STAGES = tuple(STAGE_FUNCTIONS)
@@ -28,6 +29,7 @@ def add_parser(commands) -> None:
     p.add_argument("--quick", action="store_true", help="three zoo models, short simulation, one epoch (seconds)")
     p.add_argument("--only", default=None, metavar="STAGES", help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--debug", action="store_true", help="let a stage's unexpected error end with its traceback")
+    add_models_dir_flag(p)
 
 
 def run_command(args: argparse.Namespace) -> int:

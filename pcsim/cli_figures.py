@@ -1,18 +1,27 @@
-"""`pcsim figures [--smoke] [--only fig4,fig7]`: run every figures/fig*.py script (compute, plot, save)."""
+"""`pcsim figures [--smoke] [--only fig4,fig7] [--dir DIR]`: run every fig*.py script of the figure
+folder (compute, plot, save).
+
+The folder is `--dir`, else $PCSIM_FIGURES, else ./figures (pcsim.paths). Its scripts are loaded
+as modules of a package made for the folder (`_load`), so they import their helper as
+`from ._common import ...` and nothing is added to sys.path.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
+import importlib
 import sys
 import time
+import types
 from pathlib import Path
 
-import pcsim
+from pcsim import paths
 
 
-def figures_dir() -> Path:
-    return Path(pcsim.__file__).resolve().parent.parent / "figures"
+def figures_dir(*, must_exist: bool = False) -> Path:
+    """The figure folder: `pcsim figures --dir DIR`, else $PCSIM_FIGURES, else ./figures."""
+    return paths.folder("figures", must_exist=must_exist)
 
 
 def add_parser(commands) -> None:
@@ -24,20 +33,33 @@ def add_parser(commands) -> None:
                                         "(make bench).")
     p.add_argument("--smoke", action="store_true", help="tiny configurations: checks that every figure runs")
     p.add_argument("--only", default=None, help="comma-separated figure names, e.g. fig4,fig7")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="the folder of figure scripts (default: $PCSIM_FIGURES, else ./figures); PNGs go to DIR/out/")
+
+
+def _package(folder: Path) -> str:
+    """A package whose only search location is `folder`, registered under a name unique to its path."""
+    folder = folder.resolve()
+    name = f"_pcsim_figures_{hashlib.sha1(str(folder).encode()).hexdigest()[:12]}"
+    if name not in sys.modules:
+        package = types.ModuleType(name, f"the figure scripts in {folder}")
+        package.__path__ = [str(folder)]
+        sys.modules[name] = package
+    return name
 
 
 def _load(path: Path):
-    root = str(path.parent.parent)
-    if root not in sys.path:  # figure scripts import figures._common
-        sys.path.insert(0, root)
-    spec = importlib.util.spec_from_file_location(f"figures.{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A figure script (or `_common.py`) as a module of its folder's package: `from ._common import` works."""
+    return importlib.import_module(f"{_package(Path(path).parent)}.{Path(path).stem}")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    scripts = sorted(figures_dir().glob("fig*.py"))
+    with paths.using(figures=args.dir):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    scripts = sorted(figures_dir(must_exist=True).glob("fig*.py"))
     if args.only:
         wanted = set(args.only.split(","))
         scripts = [s for s in scripts if s.stem.split("_")[0] in wanted or s.stem in wanted]

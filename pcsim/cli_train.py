@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pcsim.cli_zoo import add_fused_flag
+from pcsim.cli_zoo import add_fused_flag, add_models_dir_flag
 from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
 
@@ -39,6 +39,7 @@ def add_parser(commands) -> None:
                    help="il: compile the inference steps after the error wave settles; fa-zil: compile the wavefront "
                         "(inductor; needs a C++ compiler; seconds on the first batch of each shape)")
     add_fused_flag(p)
+    add_models_dir_flag(p)
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from pcsim import paths
 from pcsim.errors import PcsimError
 from pcsim.zoo import load_model_file
 
@@ -27,6 +28,18 @@ def add_fused_flag(parser: argparse.ArgumentParser) -> None:
     """`--fused`, as `pcsim.trace(..., fused=True)`, for every command that traces a model."""
     parser.add_argument("--fused", action="store_true",
                         help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+
+
+def add_models_dir_flag(parser: argparse.ArgumentParser) -> None:
+    """`--models-dir DIR`, the zoo folder, for every command that takes a MODEL or runs zoo models."""
+    parser.add_argument("--models-dir", metavar="DIR", default=None,
+                        help="the zoo folder that MODEL names are looked up in (default: $PCSIM_MODELS, else ./models)")
+
+
+def with_models_dir(handler, args: argparse.Namespace) -> int:
+    """Run a command's handler with its `--models-dir` (when it has one and it is given) as the zoo folder."""
+    with paths.using(models=getattr(args, "models_dir", None)):
+        return handler(args)
 
 
 def run_check_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
@@ -65,6 +78,7 @@ def add_graph_parser(commands) -> None:
                     help="vertex names on the drawing (auto: only for graphs of up to 80 vertices)")
     gr.add_argument("--seed", type=int, default=0)
     add_fused_flag(gr)
+    add_models_dir_flag(gr)
 
 
 def run_graph(args: argparse.Namespace) -> int:

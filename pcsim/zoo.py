@@ -20,7 +20,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-import pcsim
+from pcsim import paths
 from pcsim.errors import PcsimError
 
 LOSSES = ("mse", "ce")
@@ -46,20 +46,24 @@ class ModelFileError(PcsimError, ValueError):
     """A model file is missing, cannot be imported, or does not follow the build() convention."""
 
 
-def zoo_dir() -> Path:
-    """The zoo folder: $PCSIM_MODELS if set, else `models/` at the repository root."""
-    override = os.environ.get("PCSIM_MODELS")
-    if override:
-        return Path(override).expanduser()
-    return Path(pcsim.__file__).resolve().parent.parent / "models"
+def zoo_dir(*, must_exist: bool = False) -> Path:
+    """The zoo folder: `--models-dir DIR`, else $PCSIM_MODELS, else ./models (see pcsim.paths)."""
+    return paths.folder("models", must_exist=must_exist)
 
 
 def zoo_names() -> list[str]:
-    """The zoo's model names: its *.py files without a leading underscore, sorted."""
-    folder = zoo_dir()
-    if not folder.is_dir():
-        return []
+    """The zoo's model names: its *.py files without a leading underscore, sorted. A missing zoo
+    folder is a FolderNotFound naming the setting to use."""
+    folder = zoo_dir(must_exist=True)
     return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
+def _listing() -> str:
+    """What the zoo holds, for an error message (which must not fail itself on a missing folder)."""
+    try:
+        return f"zoo models: {', '.join(zoo_names()) or 'none'}"
+    except paths.FolderNotFound:
+        return f"no zoo folder at {zoo_dir()} (set PCSIM_MODELS=DIR or pass --models-dir DIR)"
 
 
 @dataclass(frozen=True)
@@ -109,12 +113,13 @@ def _resolve(spec: str) -> Path:
     looks_like_path = spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
     if looks_like_path:
         if not as_path.is_file():
-            raise ModelFileError(f"model file {spec} not found; zoo models: {', '.join(zoo_names()) or 'none'}")
+            raise ModelFileError(f"model file {spec} not found; {_listing()}")
         return as_path.resolve()
-    zoo_file = zoo_dir() / f"{spec}.py"
+    folder = zoo_dir(must_exist=True)  # a missing zoo folder: say which setting finds it
+    zoo_file = folder / f"{spec}.py"
     if spec.startswith("_") or not zoo_file.is_file():
         raise ModelFileError(f"no zoo model named '{spec}' (no file {zoo_file}); "
-                             f"zoo models: {', '.join(zoo_names()) or 'none'}; or pass a path to a .py file")
+                             f"{_listing()}; or pass a path to a .py file")
     return zoo_file.resolve()
 
 

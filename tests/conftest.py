@@ -1,4 +1,5 @@
-"""Shared test settings: float64 by default, Matplotlib without a screen, Brian2's and inductor's caches in build/."""
+"""Shared test settings: float64 by default, Matplotlib without a screen, the repository's zoo and figure
+folders (pcsim looks for them under the current directory otherwise), Brian2's and inductor's caches in build/."""
 
 import os
 from pathlib import Path
@@ -8,6 +9,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PCSIM_MODELS", str(ROOT / "models"))
+os.environ.setdefault("PCSIM_FIGURES", str(ROOT / "figures"))
+os.environ.setdefault("PCSIM_BUILD", str(ROOT / "build"))
 os.environ.setdefault("BRIAN2_CACHE_DIR", str(ROOT / "build" / "brian2-cache"))
 os.environ.setdefault("CYTHON_CACHE_DIR", str(ROOT / "build" / "cython-cache"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor-cache"))  # il(compile=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms import steady
+from pcsim.algorithms import il_compiled
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.graph.ir import Graph
@@ -24,7 +24,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign).
 
     `compile`: once the error wave has reached every vertex, run each remaining step as one
-    inductor-compiled function (`pcsim.algorithms.steady`): the same dynamics with the element-wise
+    inductor-compiled function (`pcsim.algorithms.il_compiled`): the same dynamics with the element-wise
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
     and falls back to the eager loop with a warning where compiling fails.
     """
@@ -33,7 +33,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
     bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
     if compile:
-        steady.run(relax, steps, bar)
+        il_compiled.run(relax, steps, bar)
     else:
         relax.run(steps, bar)
     plastic = {n for n in relax.latent if problem.graph[n].params}  # only their errors enter the update

@@ -1,7 +1,7 @@
 """A core ATen program as pcsim's Graph: which nodes are populations, and which are not.
 
 Each node of the exported program is classified once, from what it reads and what it computed
-on the example inputs (the program is run once, on the real parameters, by `_Recorder`):
+on the example inputs (the program is run once, on the real parameters, by `_ValueInterpreter`):
 - a user input: an input vertex, clamped to data;
 - a parameter: a `ParamArg` slot of the vertices that read it, never a vertex;
 - a function of parameters and constants alone (a transpose, a tied `W.T`, weight norm): a
@@ -57,7 +57,7 @@ class _Folded:
         self.node = node
 
 
-class _Recorder(fx.Interpreter):
+class _ValueInterpreter(fx.Interpreter):
     """Runs the program once on the real inputs, parameters and buffers, keeping every node's value."""
 
     def __init__(self, gm: fx.GraphModule):
@@ -115,15 +115,15 @@ class Builder:
 
     def run(self) -> Graph:
         gm = self.program.graph_module
-        recorder = _Recorder(gm)
+        interpreter = _ValueInterpreter(gm)
         try:
             with torch.no_grad():
-                recorder.run(*self._placeholder_values())
+                interpreter.run(*self._placeholder_values())
         except Exception as e:  # noqa: BLE001 - the model's own failure on the example inputs, at the user's line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            at = where(recorder.current, f"{type(e).__name__}: {first}") if recorder.current else first
+            at = where(interpreter.current, f"{type(e).__name__}: {first}") if interpreter.current else first
             raise TraceError(f"the module failed on the example inputs at {at}") from None
-        self.values = recorder.values
+        self.values = interpreter.values
         self.zeros = StructuralZeros(self.values)
         specs = iter(self.program.graph_signature.input_specs)
         out_node = next(n for n in gm.graph.nodes if n.op == "output")

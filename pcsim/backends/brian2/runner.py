@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pcsim import paths
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
@@ -52,9 +53,8 @@ def import_brian2():
 
 
 def project_build_dir() -> Path:
-    """The project's build/ folder (next to pyproject.toml), else ./build."""
-    root = Path(__file__).resolve().parents[3]
-    return root / "build" if (root / "pyproject.toml").exists() else Path.cwd() / "build"
+    """The build folder: $PCSIM_BUILD, else ./build (pcsim.paths)."""
+    return paths.folder("build")
 
 
 def cache_dir() -> Path:
