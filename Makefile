@@ -76,3 +76,25 @@ bench: install
 	$(PY) benchmarks/bench_rules.py --threads 1 --budget-s 90 --reps 10 --append --models alexnet resnet18 densenet_block \
 		--rules bp fa-zil-wavefront fa-zil-wavefront-compiled --out benchmarks/results/rules_cpu_wavefront_compiled
 	$(PY) benchmarks/brian2_throughput.py
+
+# pcsim against its peers (issue 21), not part of `make test`: JPC (jax 0.5, diffrax 0.7) and PCX 0.6.3 (which
+# pins jax < 0.5) each in a venv under build/, with the CPU torch and pcsim (--no-deps) beside them; pcsim and
+# the peer are interleaved in one process per venv. JPC is not on the package index: export its public
+# repository (thebuckleylab/jpc on GitHub, `git archive`) into $(JPC_SRC) first, and its commit into
+# $(JPC_SRC)/COMMIT. Writes benchmarks/results/peers.{json,md} (about 5 minutes at 10 repetitions).
+JPC_SRC      ?= build/jpc-src
+PEERS_PYTHON ?= python3.11
+PEERS_REPS   ?= 10
+PEERS_DEPS   := "$(TORCH_PIN)" "numpy>=1.24,<2.4" "scipy>=1.10" "tqdm>=4.60" "matplotlib>=3.7" "scikit-learn>=1.3" "mlxtend>=0.23"
+.PHONY: peers
+peers: install
+	@test -f $(JPC_SRC)/pyproject.toml || { echo "no JPC source in $(JPC_SRC): git archive thebuckleylab/jpc there"; exit 1; }
+	for v in build/peers-jpc build/peers-pcx; do \
+	  test -x $$v/bin/python || $(PEERS_PYTHON) -m venv $$v || exit 1; \
+	  $$v/bin/python -c "import torch" 2>/dev/null || $$v/bin/pip install --quiet "$(TORCH_PIN)" \
+	    || $$v/bin/pip install --quiet "$(TORCH_PIN)" --index-url $(TORCH_INDEX) || exit 1; \
+	  $$v/bin/pip install --quiet --no-deps -e . || exit 1; \
+	done
+	build/peers-jpc/bin/pip install --quiet $(PEERS_DEPS) "jax[cpu]>=0.5,<=0.5.2" "diffrax==0.7.*" equinox optax jaxtyping ./$(JPC_SRC)
+	build/peers-pcx/bin/pip install --quiet $(PEERS_DEPS) "pcx==0.6.3" "jax[cpu]"
+	$(PY) benchmarks/bench_peers.py --reps $(PEERS_REPS)

@@ -49,12 +49,15 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "models"))
+# --pcsim-src DIR: import pcsim from DIR (say a `git archive` of a commit) rather than this checkout
+_SRC = Path(sys.argv[sys.argv.index("--pcsim-src") + 1]).resolve() if "--pcsim-src" in sys.argv[:-1] else ROOT
+sys.path.insert(0, str(_SRC))
+sys.path.insert(0, str(_SRC / "models"))
 
 T_END, DT, TAU, STEPS, GAMMA, TOL = 20.0, 0.1, 1.0, 200, 0.1, 1e-3
 JPC_BATCH, PCX_BATCH, PCX_T = 64, 256, (5, 20)
@@ -80,6 +83,13 @@ def _timed_runs(fns: dict, reps: int) -> dict:
     return {"times": {n: [[r, t] for r, t in ts] for n, ts in times.items()},
             "cpu_over_wall": {n: statistics.median(c) for n, c in cpu.items()},
             "load_average": os.getloadavg()}
+
+
+def _blocked(fn, *args, **kwargs):
+    """Call a jax function and wait for its results (jax dispatches asynchronously)."""
+    import jax
+
+    return jax.block_until_ready(fn(*args, **kwargs))
 
 
 def _ratio(times: dict, a: str, b: str) -> dict:
@@ -249,7 +259,6 @@ def _count_field_calls(fn) -> int:
 
 def part_jpc(reps: int) -> dict:
     import diffrax
-    import jax
     import jax.numpy as jnp
     import torch
 
@@ -269,12 +278,13 @@ def part_jpc(reps: int) -> dict:
            "pcsim Euler": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(DT), t_end=T_END, tau_x=TAU),
            "pcsim Euler, end only": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(DT), t_end=T_END,
                                                            tau_x=TAU, record={"times": [T_END]}),
-           "pcsim scipy RK45 1e-3": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Scipy("RK45", rtol=TOL, atol=TOL),
-                                                           t_end=T_END, tau_x=TAU, record={"times": [T_END]})}
+           "pcsim scipy RK45 1e-3": lambda: pcsim.simulate(graph, (x,), y, t_end=T_END, tau_x=TAU,
+                                                           solver=pcsim.Scipy("RK45", rtol=TOL, atol=TOL),
+                                                           record={"times": [T_END]})}
     steps = {}
     for name, (solver, ctrl, dt) in solvers.items():
         run = _jpc_solver(model, xj, yj, solver, ctrl, dt)
-        fns[name] = (lambda run: lambda: jax.block_until_ready(run()))(run)
+        fns[name] = partial(_blocked, run)
         steps[name] = _jpc_steps(model, xj, yj, solver, ctrl, dt)
     steps["pcsim scipy RK45 1e-3 (field evaluations)"] = _count_field_calls(
         lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Scipy("RK45", rtol=TOL, atol=TOL), t_end=T_END,
@@ -441,7 +451,6 @@ def _pcx_checks() -> dict:
 
 
 def part_pcx(reps: int) -> dict:
-    import jax
     import jax.numpy as jnp
     import mlp
     import torch
@@ -459,15 +468,12 @@ def part_pcx(reps: int) -> dict:
     per_layer = _pcx_setup(net.layers, x, False, jnp.float32)
     fns = {}
     for T in PCX_T:
-        fns[f"pcsim.il T={T}"] = (lambda T: lambda: pcsim.il(graph, (x,), y, steps=T, gamma=GAMMA))(T)
+        fns[f"pcsim.il T={T}"] = partial(pcsim.il, graph, (x,), y, steps=T, gamma=GAMMA)
         m, oh, ow, tob, gr = per_op
-        fns[f"PCX per op T={T}"] = (lambda T, m, oh, ow, tob: lambda: jax.block_until_ready(
-            tob(T, xj, yj, model=m, optim_w=ow, optim_h=oh)))(T, m, oh, ow, tob)
-        fns[f"PCX per op, grads only T={T}"] = (lambda T, m, oh, gr: lambda: jax.block_until_ready(
-            gr(T, xj, yj, model=m, optim_h=oh)))(T, m, oh, gr)
+        fns[f"PCX per op T={T}"] = partial(_blocked, tob, T, xj, yj, model=m, optim_w=ow, optim_h=oh)
+        fns[f"PCX per op, grads only T={T}"] = partial(_blocked, gr, T, xj, yj, model=m, optim_h=oh)
         m, oh, ow, tob, _ = per_layer
-        fns[f"PCX per layer T={T}"] = (lambda T, m, oh, ow, tob: lambda: jax.block_until_ready(
-            tob(T, xj, yj, model=m, optim_w=ow, optim_h=oh)))(T, m, oh, ow, tob)
+        fns[f"PCX per layer T={T}"] = partial(_blocked, tob, T, xj, yj, model=m, optim_w=ow, optim_h=oh)
     for f in fns.values():  # warm-up; jit compiles here
         f()
         f()
@@ -490,6 +496,7 @@ def _markdown(result: dict) -> str:
     m = result["machine"]
     lines = ["# pcsim against JPC and PCX (issue 21)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; created {result['created']}; `{result['command']}`.", "",
+             f"pcsim measured: {result['pcsim_source']}. JPC source: {result['jpc_source']}.", "",
              "Each part runs in its own venv (JPC needs jax 0.5; PCX 0.6.3 pins jax < 0.5), pcsim and the peer "
              "interleaved in that one process, the order rotated each repetition; one thread (torch and XLA). "
              "Ratios: median over repetitions of the ratio of two times of the same repetition (quartiles in "
@@ -523,10 +530,15 @@ def main(argv=None) -> int:
     ap.add_argument("--part", choices=["jpc", "pcx"], help="run one part here and write its JSON to --out")
     ap.add_argument("--jpc-python", default=str(ROOT / "build" / "peers-jpc" / "bin" / "python"))
     ap.add_argument("--pcx-python", default=str(ROOT / "build" / "peers-pcx" / "bin" / "python"))
+    ap.add_argument("--pcsim-src", default=str(ROOT), help="the folder whose pcsim (and models/) is measured "
+                    "(default: this checkout, as it is on disk)")
     args = ap.parse_args(argv)
     if args.part:
         res = (part_jpc if args.part == "jpc" else part_pcx)(args.reps)
         res["reps"] = args.reps
+        import pcsim
+
+        res["pcsim_imported_from"] = str(Path(pcsim.__file__).resolve().parent)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
         return 0
     import torch
@@ -538,11 +550,12 @@ def main(argv=None) -> int:
     result = {"machine": machine(torch.device("cpu")),
               "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "xla_flags": _XLA, "jpc_source": _jpc_source()}
+              "xla_flags": _XLA, "jpc_source": _jpc_source(), "pcsim_source": _pcsim_source(Path(args.pcsim_src))}
     for part, py in (("jpc", args.jpc_python), ("pcx", args.pcx_python)):
         tmp = out.with_name(f"{out.name}.{part}.tmp.json")
         print(f"== part {part} ({py})", flush=True)
-        proc = subprocess.run([py, __file__, "--part", part, "--reps", str(args.reps), "--out", str(tmp)], cwd=ROOT)
+        proc = subprocess.run([py, __file__, "--part", part, "--reps", str(args.reps), "--out", str(tmp),
+                               "--pcsim-src", str(Path(args.pcsim_src).resolve())], cwd=ROOT)
         if proc.returncode == 0 and tmp.exists():
             result[part] = json.loads(tmp.read_text())
             tmp.unlink()
@@ -553,6 +566,20 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(md)
     print(md)
     return 0 if all("error" not in result[p] for p in ("jpc", "pcx")) else 1
+
+
+def _pcsim_source(src: Path) -> str:
+    """Which pcsim was measured: the folder, and its commit with any uncommitted changes under pcsim/."""
+    stamp = src / "COMMIT"
+    if stamp.exists():
+        return f"{src}: {stamp.read_text().strip()}"
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", str(src), *a], capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        dirty = git("status", "--porcelain", "--", "pcsim", "models")
+        return f"{src}: {git('rev-parse', 'HEAD')}" + (f" with uncommitted changes: {dirty}" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return str(src)
 
 
 def _jpc_source() -> str:

@@ -6,7 +6,7 @@ learning (IL), Z-IL and Fa-Z-IL on it; Z-IL's weight updates equal backprop's to
 
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.ipc import ipc
-from pcsim.backends import RK4, Brian2, Euler, Scipy
+from pcsim.backends import RK4, Brian2, Dopri5, Euler, Scipy, Tsit5
 from pcsim.capture import trace
 from pcsim.check import CheckReport, check
 from pcsim.dynamics import SOLVERS, Record, SimulationError, Trajectory, after, discretise, simulate
@@ -17,6 +17,7 @@ from pcsim.ops.table import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
 __all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "ipc", "zil", "fa_zil", "check", "CheckReport",
-           "tolerance", "simulate", "Euler", "RK4", "Scipy", "Brian2", "SOLVERS", "discretise", "Trajectory",
+           "tolerance", "simulate", "Euler", "RK4", "Dopri5", "Tsit5", "Scipy", "Brian2",
+           "SOLVERS", "discretise", "Trajectory",
            "Record", "after", "SimulationError", "PcsimError",
            "UnsupportedOpError", "TraceError", "GraphError", "InputError"]

@@ -5,5 +5,6 @@ reference), brian2 (NeuronGroups and Synapses; Brian2 itself is imported only wh
 from pcsim.backends.brian2 import Brian2
 from pcsim.backends.scipy import Scipy
 from pcsim.backends.torch import RK4, Euler
+from pcsim.backends.torch_adaptive import Dopri5, Tsit5
 
-__all__ = ["Euler", "RK4", "Scipy", "Brian2"]
+__all__ = ["Euler", "RK4", "Dopri5", "Tsit5", "Scipy", "Brian2"]

@@ -1,0 +1,70 @@
+"""Adaptive solvers on torch (torchode): the same trajectory as scipy's DOP853, piecewise across switches."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import pcsim
+from tests.dynamics.models import deep_tanh_problem
+
+TIMES = [0.25, 0.5, 1.0, 2.0]
+
+
+@pytest.fixture(scope="module")
+def net():
+    model, inputs, target = deep_tanh_problem(depth=3)
+    return pcsim.trace(model, *inputs), inputs, target
+
+
+@pytest.mark.parametrize("solver", [pcsim.Dopri5(rtol=1e-10, atol=1e-12), pcsim.Tsit5(rtol=1e-10, atol=1e-12)])
+@pytest.mark.parametrize("tau_e", [0.0, 0.2])
+def test_torch_adaptive_solvers_follow_scipy_dop853(net, solver, tau_e):
+    """Onset at 0.3 and a gate opening at 0.7 are switches inside the run: each piece is solved on its own,
+    so the plasticity integrated after the gate opens is scipy's too."""
+    graph, inputs, target = net
+    kw = dict(t_end=2.0, tau_x=0.5, tau_e=tau_e, t_on=0.3, plasticity=pcsim.after(0.7), record={"times": TIMES})
+    ref = pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("DOP853", rtol=1e-12, atol=1e-14), **kw)
+    got = pcsim.simulate(graph, inputs, target, solver=solver, **kw)
+    np.testing.assert_allclose(got.t, TIMES, rtol=0, atol=0)
+    assert got.meta["method"] == solver.method and got.meta["order"] == 5
+    for name in graph.latent:
+        np.testing.assert_allclose(got.values[name], ref.values[name], rtol=0, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(got.errors[name], ref.errors[name], rtol=0, atol=1e-9, err_msg=name)
+    assert any(np.abs(u).max() > 1e-3 for u in ref.updates.values())  # the gate did open
+    for p, u in ref.updates.items():
+        np.testing.assert_allclose(got.updates[p], u, rtol=0, atol=1e-9, err_msg=p)
+
+
+def test_the_tolerance_is_honoured(net):
+    """Looser tolerance, larger error, both within a small multiple of what was asked for."""
+    graph, inputs, target = net
+    kw = dict(t_end=2.0, tau_x=0.5, record={"times": [2.0]})
+    ref = pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("DOP853", rtol=1e-12, atol=1e-14), **kw)
+    errors = []
+    for tol in (1e-4, 1e-8):
+        got = pcsim.simulate(graph, inputs, target, solver=pcsim.Dopri5(rtol=tol, atol=tol), **kw)
+        errors.append(max(np.abs(got.values[n] - ref.values[n]).max() for n in graph.latent))
+        assert errors[-1] < 100 * tol
+    assert errors[1] < errors[0]
+
+
+def test_named_and_refused(net):
+    graph, inputs, target = net
+    tr = pcsim.simulate(graph, inputs, target, backend="torch", method="tsit5", rtol=1e-6, atol=1e-8, t_end=1.0)
+    assert tr.meta["backend"] == "torch" and tr.meta["method"] == "tsit5" and len(tr.t) == 21
+    with pytest.raises(ValueError, match="not at each accepted step"):
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Dopri5(), t_end=1.0, record=pcsim.Record(every_step=True))
+    with pytest.raises(ValueError, match="rtol must be > 0"):
+        pcsim.Tsit5(rtol=0.0)
+
+
+def test_scipy_solves_with_one_blas_thread(net):
+    """numpy's BLAS threads would contend with torch's: the scipy backend limits them while it runs."""
+    graph, inputs, target = net
+    seen = []
+
+    def gate(vertex, t):  # called inside every field evaluation
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return False
+    pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("RK45"), t_end=0.5, plasticity=gate)
+    assert seen and set(seen) == {1}
