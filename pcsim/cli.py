@@ -22,7 +22,7 @@ from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.errors import PcsimError
 from pcsim.graph.provenance import exception_user_line
-from pcsim.zoo import LOSSES, load_model_file
+from pcsim.zoo import LOSSES, load_model_file, one_hot_for_mse
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -69,6 +69,8 @@ def _simulate_parser(commands) -> None:
     sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous")
     sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off")
     sim.add_argument("--no-target", action="store_true", help="never show the target")
+    sim.add_argument("--no-level", action="store_true",
+                     help="with --plasticity zil, run the graph as traced (default: levelled, as pcsim.zil does)")
     sim.add_argument("--loss", choices=LOSSES, default=None)
     sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
     sim.add_argument("--seed", type=int, default=0)
@@ -97,11 +99,12 @@ def _simulate(args: argparse.Namespace) -> int:
     inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
     target = target.to(dtype) if target.is_floating_point() else target
     try:
+        target = _one_hot_if_mse(module, inputs, target, args.loss or spec.loss)
         graph = pcsim.trace(module, *inputs, fused=args.fused)
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
                               loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
                               tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,
-                              progress=args.progress, record=Record(every_step=args.every_step,
+                              progress=args.progress, level=not args.no_level, record=Record(every_step=args.every_step,
                                                                     snapshots=args.snapshots),
                               **({"codegen_target": args.target} if args.target else {}))
     except (PcsimError, ValueError, NotImplementedError) as e:
@@ -114,6 +117,14 @@ def _simulate(args: argparse.Namespace) -> int:
         plot_trajectory(traj).savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _one_hot_if_mse(module, inputs, target, loss: str):
+    """--loss mse on a classification model: one-hot encode its class indices, and say so on stderr."""
+    target, note = one_hot_for_mse(module, inputs, target, loss)
+    if note:
+        print(f"pcsim: {note}", file=sys.stderr)
+    return target
 
 
 def model_error(e: BaseException) -> str:
@@ -158,6 +169,7 @@ def _check(args: argparse.Namespace) -> int:
     with quiet:
         module, inputs, target = spec.build_model(seed=args.seed)
         try:
+            target = _one_hot_if_mse(module, inputs, target, args.loss or spec.loss)
             report = check(module, inputs, target, rule=args.rule, loss=args.loss or spec.loss,
                            dtype=DTYPES[args.dtype], fused=args.fused)
         except (PcsimError, ValueError) as e:  # say which model file the traced module came from

@@ -19,6 +19,7 @@ from types import ModuleType
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pcsim import paths
 from pcsim.errors import PcsimError
@@ -82,6 +83,25 @@ class ModelSpec:
         except Exception as e:  # a user's bug: say which file, keep the original error chained
             raise ModelFileError(f"{self.path}: build() raised {type(e).__name__}: {e}") from e
         return _validated(result, self.path)
+
+
+def one_hot_for_mse(module: nn.Module, inputs, target, loss: str):
+    """(target, note): for MSE on a classification model's class indices, their one-hot encoding along the
+    output's class dimension (1, as cross-entropy reads it) and a note saying so; otherwise (target, None)."""
+    if loss != "mse" or not isinstance(target, torch.Tensor) or target.is_floating_point():
+        return target, None
+    with torch.no_grad():
+        out = module(*inputs)
+    fits = (isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() == target.dim() + 1
+            and out.shape[0] == target.shape[0] and tuple(out.shape[2:]) == tuple(target.shape[1:]))
+    if not fits:  # not class indices for this output: the loss's own check refuses it, naming the output
+        return target, None
+    classes = out.shape[1]
+    if int(target.min()) < 0 or int(target.max()) >= classes:
+        raise ModelFileError(f"--loss mse: the target holds class indices outside 0..{classes - 1}, "
+                             f"the output's {classes} classes")
+    encoded = F.one_hot(target, classes).movedim(-1, 1).to(out.dtype)
+    return encoded, f"--loss mse on class indices: the target is one-hot encoded over {classes} classes"
 
 
 def _is_tensors(x) -> bool:

@@ -70,3 +70,23 @@ def test_simulate_a_fused_lstm_gives_autograd_gradients(tmp_path, capsys):
     module, inputs = module.double(), tuple(x.double() for x in inputs)
     for name, ref in autograd_gradients(module, inputs, target, spec.loss).items():
         np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_mse_on_a_classification_model_one_hot_encodes_its_classes(tmp_path, capsys):
+    """models/mlp.py is a classifier (LOSS = 'ce', class indices): with --loss mse the CLI trains it towards the
+    one-hot rows of those classes, and Z-IL's gates give autograd's MSE gradients against them."""
+    from pcsim.check import autograd_gradients
+    from pcsim.zoo import load_model_file
+
+    module, inputs, target = load_model_file("mlp").build_model(seed=0)
+    module, inputs = module.double(), tuple(x.double() for x in inputs)
+    depth = pcsim.trace(module, *inputs).level().depth
+    out = tmp_path / "run.npz"
+    code = main(["simulate", "mlp", "--loss", "mse", "--backend", "torch", "--method", "euler", "--dt", "0.5",
+                 "--tau-x", "0.5", "--plasticity", "zil", "--t-end", str(0.5 * (depth + 2)), "--out", str(out)])
+    assert code == 0 and "one-hot encoded over 10 classes" in capsys.readouterr().err
+    one_hot = torch.eye(10, dtype=torch.float64)[target]
+    traj = pcsim.Trajectory.from_npz(out)
+    for name, ref in autograd_gradients(module, inputs, one_hot, "mse").items():
+        np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)
+    assert main(["check", "mlp", "--loss", "mse", "--json"]) == 0

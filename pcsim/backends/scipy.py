@@ -9,6 +9,7 @@ thousands of neurons.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -57,6 +58,8 @@ class Scipy(Solver):
         return {**super().meta(), "order": self.order}
 
     def run(self, field, recorder, *, t_end, progress=False):
+        if self.method == "LSODA":
+            _check_dense_jacobian(field.size)
         # numpy's BLAS threads contend with torch's for the same cores (4.9x slower on 2 cores with both at 2
         # threads); solve_ivp's own work is vector arithmetic that gains nothing from them
         with threadpool_limits(limits=1, user_api="blas"):
@@ -105,6 +108,22 @@ def _run_adaptive(field, recorder, *, method, t_end, dt, rtol, atol, progress):
     finally:
         bar.close()
     return field.unpack(y)
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_dense_jacobian(n: int) -> None:
+    """LSODA's stiff mode keeps a dense n x n Jacobian (scipy passes it no sparsity): refuse before allocating
+    one that would take more than half the machine's memory."""
+    need, have = 8 * n * n, physical_memory()
+    if need > have / 2:
+        gib = 2.0 ** 30
+        raise ValueError(f"LSODA needs a dense {n:,} x {n:,} Jacobian ({need / gib:.1f} GiB) for this network's "
+                         f"{n:,} state variables, more than half this machine's {have / gib:.1f} GiB; use BDF or "
+                         "Radau (given the Jacobian's sparsity), RK45 or DOP853, or torch's Dopri5 or Tsit5")
 
 
 def _adaptive(method):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pcsim.algorithms.problem import Problem
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import make_gate
@@ -14,7 +16,7 @@ from pcsim.graph.ir import Graph
 def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None, backend: str = "scipy",
              loss="mse", t_end: float = 10.0, tau_x=1.0, tau_e=0.0, tau_w: float | None = None, t_on: float = 0.0,
              method: str | None = None, dt: float | None = None, plasticity="off", record=None,
-             rtol: float = 1e-8, atol: float = 1e-10, progress: bool = False, params=None,
+             rtol: float = 1e-8, atol: float = 1e-10, progress: bool = False, params=None, level: bool = True,
              **backend_options) -> Trajectory:
     """Integrate value and error populations from the feed-forward state at t = 0 to t_end.
 
@@ -30,6 +32,9 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         errors' delay), a pcsim Gate (e.g. pcsim.after(t)), or a function (vertex, t) -> bool.
     record: a pcsim Record, a list of populations, or a dict of Record's fields; None: every population
         at a few evenly spaced times (`Record()`); every step is `Record(every_step=True)`.
+    level: with plasticity='zil', level the graph first as `pcsim.zil` does (identity populations on
+        edges that skip levels; `traj.meta["identity_populations"]` names them). Z-IL's windows equal
+        BP's gradients only on a levelled graph: level=False runs the graph as traced, to study that.
     """
     named = solver is None
     if named:
@@ -42,6 +47,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         target_shown = True
     if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
         raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
+    graph, added = _levelled(graph, plasticity, level)
     if target is None:  # a stand-in target of the right shape; never shown
         problem = Problem.build(graph, inputs, _placeholder_targets(graph, loss), loss, params)
     else:
@@ -58,9 +64,25 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
             "loss": loss if isinstance(loss, str) else list(loss)}
     meta.update({k: v for k, v in backend_options.items() if isinstance(v, str | int | float | bool)})
+    if added is not None:
+        meta["identity_populations"] = added
     if named:  # as asked: scipy's fixed-step methods run torch's integrator on the field
         meta["backend"] = backend
     return recorder.trajectory(final, meta)
+
+
+def _levelled(graph: Graph, plasticity, level: bool) -> tuple[Graph, list[str] | None]:
+    """The graph Z-IL's windows need, and the identity populations levelling added (None: not asked)."""
+    if not (isinstance(plasticity, str) and plasticity == "zil"):
+        return graph, None
+    if graph.is_levelled:
+        return graph, []
+    if not level:
+        warnings.warn("plasticity='zil' on a graph that is not levelled (level=False): edges that skip levels "
+                      "break Z-IL's schedule, so the updates are not BP's gradients", stacklevel=3)
+        return graph, None
+    levelled = graph.level()
+    return levelled, [n for n in levelled.identity_vertices if n not in graph.identity_vertices]
 
 
 def _placeholder_targets(graph: Graph, loss):

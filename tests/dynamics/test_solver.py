@@ -88,3 +88,14 @@ def test_the_default_recording_is_a_few_snapshots_of_the_full_one(net, backend, 
             j = int(np.argmin(np.abs(full.t - t)))
             if abs(full.t[j] - t) < 1e-12:
                 np.testing.assert_allclose(cheap.values[name][i], full.values[name][j], rtol=1e-9, atol=1e-12)
+
+
+def test_lsoda_is_refused_before_it_allocates_a_dense_jacobian(net, monkeypatch):
+    """LSODA's dense n x n Jacobian may take at most half the machine's memory (made small here to test it)."""
+    graph, inputs, target = net
+    n = sum(math.prod(graph[v].shape) for v in graph.latent)  # one value neuron per latent element
+    monkeypatch.setattr("pcsim.backends.scipy.physical_memory", lambda: 16 * n * n)  # the Jacobian takes half: allowed
+    pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA"), t_end=0.1)
+    monkeypatch.setattr("pcsim.backends.scipy.physical_memory", lambda: 16 * n * n - 1)
+    with pytest.raises(ValueError, match=rf"LSODA needs a dense {n:,} x {n:,} Jacobian .* use BDF or Radau"):
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA"), t_end=0.1)
