@@ -9,12 +9,13 @@ JPC (jax 0.5, diffrax 0.7) and PCX 0.6.3 (which pins jax < 0.5) cannot share one
 part runs in its own venv, pcsim installed beside the peer, and pcsim and the peer are interleaved in that
 one process (`pcsim.bench.measure.interleaved`: the order rotated each repetition); every ratio is taken
 between two times of the same repetition, and the table gives its median and quartiles over repetitions.
-One thread everywhere: `torch.set_num_threads(1)` and XLA_FLAGS (set below, before jax is imported).
+One thread everywhere: `torch.set_num_threads(1)`, XLA_FLAGS and numpy's BLAS (set below, before any import).
 Every jax function is jitted and run once before timing; each timed call ends in `block_until_ready`.
 
 Part jpc: the MLP 784-300-300-10 (tanh), batch 64, float32.
 - pcsim: `pcsim.il(steps=200, gamma=0.1)`; `simulate` with torch Euler at dt = 0.1, tau_x = 1, t_end = 20
-  (default recording, and end only); `simulate` with scipy RK45 at rtol = atol = 1e-3.
+  (default recording, and end only); `simulate` with scipy RK45, and with torch Tsit5 and Dopri5 where this
+  pcsim has them (`pcsim.Tsit5`, `pcsim.Dopri5`), at rtol = atol = 1e-3.
 - JPC: `jpc.solve_inference` (diffrax) from `jpc.init_activities_with_ffwd`, on a model with one activity
   per op (Linear, tanh, Linear, tanh, Linear: the populations of pcsim's traced graph). JPC's energy is
   divided by the batch size N, so its activities move N times slower: JPC's time runs to N * 20 with Euler
@@ -40,6 +41,8 @@ import os
 
 _XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA).strip()  # before jax is imported
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (scipy's solver) too
+    os.environ[_v] = "1"
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -235,6 +238,11 @@ def _jpc_checks() -> dict:
         d = [_maxdiff(np.asarray(a)[-1], traj.values[v][-1]) for a, v in zip(tsit, hidden, strict=False)]
         d2 = [_maxdiff(rk45.values[v][-1], traj.values[v][-1]) for v in hidden]
         out["adaptive_end_state_vs_euler"] = {"jpc_tsit5": max(e[0] for e in d), "pcsim_rk45": max(e[0] for e in d2)}
+        if hasattr(pcsim, "Tsit5"):
+            ts = pcsim.simulate(graph, (x,), y, solver=pcsim.Tsit5(rtol=TOL, atol=TOL), t_end=T_END, tau_x=TAU,
+                                record={"times": [T_END]})
+            out["adaptive_end_state_vs_euler"]["pcsim_tsit5"] = max(
+                _maxdiff(ts.values[v][-1], traj.values[v][-1])[0] for v in hidden)
         return out
     finally:
         jax.config.update("jax_enable_x64", False)
@@ -281,6 +289,11 @@ def part_jpc(reps: int) -> dict:
            "pcsim scipy RK45 1e-3": lambda: pcsim.simulate(graph, (x,), y, t_end=T_END, tau_x=TAU,
                                                            solver=pcsim.Scipy("RK45", rtol=TOL, atol=TOL),
                                                            record={"times": [T_END]})}
+    for name in ("Tsit5", "Dopri5"):  # pcsim's adaptive solvers on torch, where this pcsim has them
+        if hasattr(pcsim, name):
+            fns[f"pcsim {name} 1e-3"] = partial(pcsim.simulate, graph, (x,), y, t_end=T_END, tau_x=TAU,
+                                                solver=getattr(pcsim, name)(rtol=TOL, atol=TOL),
+                                                record={"times": [T_END]})
     steps = {}
     for name, (solver, ctrl, dt) in solvers.items():
         run = _jpc_solver(model, xj, yj, solver, ctrl, dt)
@@ -302,6 +315,11 @@ def part_jpc(reps: int) -> dict:
               "pcsim scipy RK45 1e-3 / JPC Tsit5 1e-3": _ratio(t, "pcsim scipy RK45 1e-3", "JPC Tsit5 1e-3"),
               "pcsim scipy RK45 1e-3 / JPC Dopri5 1e-3": _ratio(t, "pcsim scipy RK45 1e-3", "JPC Dopri5 1e-3"),
               "pcsim scipy RK45 1e-3 / pcsim Euler": _ratio(t, "pcsim scipy RK45 1e-3", "pcsim Euler")}
+    for name in ("Tsit5", "Dopri5"):
+        if f"pcsim {name} 1e-3" in t:
+            ratios[f"pcsim {name} 1e-3 / JPC {name} 1e-3"] = _ratio(t, f"pcsim {name} 1e-3", f"JPC {name} 1e-3")
+            ratios[f"pcsim {name} 1e-3 / pcsim.il"] = _ratio(t, f"pcsim {name} 1e-3", "pcsim.il")
+            steps[f"pcsim {name} 1e-3 (field evaluations)"] = _count_field_calls(fns[f"pcsim {name} 1e-3"])
     return {"setting": f"MLP 784-300-300-10 tanh, batch {JPC_BATCH}, float32, 1 thread; pcsim: t_end = {T_END}, "
                        f"tau_x = {TAU}, Euler dt = {DT} ({STEPS} steps), il steps = {STEPS}, gamma = {GAMMA}; JPC: "
                        f"t1 = N * {T_END}, Euler dt = N * {DT}, adaptive rtol = atol = {TOL}, N = {JPC_BATCH}",

@@ -5,7 +5,8 @@ A rule is a function `(graph, inputs, target, loss, **options) -> {parameter: dL
 - `exact`: equal to backprop to rounding (Z-IL's conditions); `check` and training hold it to that;
 - `levelled`: it runs on the levelled graph (it levels the graph itself; `check` reports that one);
 - `inference`: it takes IL's inference settings (`gamma`, `steps`), which training passes on;
-- `options`: keyword arguments it is always called with (`fa-zil-autonomous` is `fa_zil(mode=...)`).
+- `options`: keyword arguments it is always called with (`fa-zil-autonomous` is `fa_zil(mode=...)`);
+- `accepts`: the further settings it takes from its caller, such as `compile` (training passes these on).
 
 A new rule is one `register(Rule(...))`, here or in the rule's own module.
 """
@@ -29,6 +30,7 @@ class Rule:
     levelled: bool = False
     inference: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    accepts: frozenset[str] = frozenset()
 
     def __call__(self, graph, inputs, target, loss="mse", **options) -> dict:
         return self.fn(graph, inputs, target, loss, **{**self.options, **options})
@@ -53,13 +55,13 @@ def get(name: str) -> Rule:
 
 register(Rule("zil", zil, "Z-IL: the error wave, level d updated at step d (exact)", exact=True, levelled=True))
 register(Rule("fa-zil", fa_zil, "Fa-Z-IL, wavefront mode: Z-IL at backprop's cost (exact)", exact=True,
-              levelled=True, options={"mode": "wavefront"}))
+              levelled=True, options={"mode": "wavefront"}, accepts=frozenset({"compile"})))
 register(Rule("fa-zil-wavefront", fa_zil, "Fa-Z-IL, wavefront mode (the same as fa-zil)", exact=True,
-              levelled=True, options={"mode": "wavefront"}))
+              levelled=True, options={"mode": "wavefront"}, accepts=frozenset({"compile"})))
 register(Rule("fa-zil-autonomous", fa_zil, "Fa-Z-IL with a local gate per vertex, no clock (exact)", exact=True,
               levelled=True, options={"mode": "autonomous"}))
 register(Rule("il", il, "IL: T inference steps from the feed-forward state, then one update (approximate)",
-              inference=True))
+              inference=True, accepts=frozenset({"fixed_prediction", "output_precision", "compile"})))
 register(Rule("ipc", ipc, "iPC: the weights move at every inference step, alongside the values (approximate)",
               inference=True))
 register(Rule("bp", bp, "backprop over the traced graph (autograd)", exact=True))

@@ -69,7 +69,7 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.compile and self.rule not in COMPILED_RULES:
-            raise ValueError(f"compile applies to the rules il and fa-zil, not '{self.rule}'")
+            raise ValueError(f"compile applies to the rules {', '.join(COMPILED_RULES)}, not '{self.rule}'")
 
 
 @dataclass

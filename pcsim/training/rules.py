@@ -14,7 +14,7 @@ from pcsim.rules import RULES, get
 
 RULE_NAMES = tuple(RULES)  # "bp": autograd on the module itself; the others run on its traced graph
 EXACT_RULES = tuple(n for n, r in RULES.items() if r.exact and n != "bp")
-COMPILED_RULES = ("il", "fa-zil")  # what `compile=True` applies to
+COMPILED_RULES = tuple(n for n, r in RULES.items() if "compile" in r.accepts)  # what `compile=True` applies to
 
 
 @dataclass
@@ -45,13 +45,12 @@ class RuleGradients:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.rule == "bp":
             return autograd_gradients(self.module, (x,), y, self.loss)
-        rule, options = get(self.rule), {}
+        rule = get(self.rule)
+        settings = {"fixed_prediction": self.il_fixed_prediction, "output_precision": self.il_output_precision,
+                    "compile": self.compile}
+        options = {k: v for k, v in settings.items() if k in rule.accepts}
         if rule.inference:  # IL's inference settings, for every rule that relaxes the values
-            options = {"gamma": self.il_gamma, "steps": self.il_steps}
-        if self.rule == "il":
-            options.update(fixed_prediction=self.il_fixed_prediction, output_precision=self.il_output_precision)
-        if self.rule in COMPILED_RULES:
-            options["compile"] = self.compile
+            options.update(gamma=self.il_gamma, steps=self.il_steps)
         return rule(self.graph(x), (x,), y, self.loss, **options)
 
 

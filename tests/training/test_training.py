@@ -181,7 +181,7 @@ def test_bad_configs_and_data_give_clear_errors(tmp_path):
 
     with pytest.raises(ValueError, match="optimizer"):
         build_run(TrainConfig(model=MODEL, optimizer="rmsprop"))
-    with pytest.raises(ValueError, match="compile applies to the rules il and fa-zil, not 'zil'"):
+    with pytest.raises(ValueError, match="compile applies to the rules fa-zil, fa-zil-wavefront, il, not 'zil'"):
         build_run(TrainConfig(model=MODEL, rule="zil", compile=True))
     with pytest.raises(DataError, match="unknown data set 'nope'"):
         load_dataset("nope")
