@@ -85,7 +85,8 @@ bench: install
 JPC_SRC      ?= build/jpc-src
 PEERS_PYTHON ?= python3.11
 PEERS_REPS   ?= 10
-PEERS_DEPS   := "$(TORCH_PIN)" "numpy>=1.24,<2.4" "scipy>=1.10" "tqdm>=4.60" "matplotlib>=3.7" "scikit-learn>=1.3" "mlxtend>=0.23"
+PEERS_DEPS   := "$(TORCH_PIN)" "numpy>=1.24,<2.4" "scipy>=1.10" "tqdm>=4.60" "matplotlib>=3.7" "scikit-learn>=1.3" "mlxtend>=0.23" \
+                "torchode>=1.0" "threadpoolctl>=3"  # pcsim's runtime dependencies but brian2 (pyproject.toml)
 .PHONY: peers
 peers: install
 	@test -f $(JPC_SRC)/pyproject.toml || { echo "no JPC source in $(JPC_SRC): git archive thebuckleylab/jpc there"; exit 1; }
