@@ -5,6 +5,7 @@ from pcsim.algorithms.fa_zil import fa_zil
 from pcsim.algorithms.il import il
 from pcsim.algorithms.losses import LOSSES, MSE, CrossEntropy, Loss
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.zil import zil
 
-__all__ = ["bp", "il", "zil", "fa_zil", "Problem", "Loss", "MSE", "CrossEntropy", "LOSSES"]
+__all__ = ["bp", "il", "zil", "fa_zil", "Problem", "Schedule", "Loss", "MSE", "CrossEntropy", "LOSSES"]

@@ -16,6 +16,7 @@ import torch
 
 from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.wave import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
@@ -44,13 +45,14 @@ def initial_state(problem: Problem, init: str, seed: int) -> tuple[dict[str, tor
 
 
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
-        schedule: Mapping[str, int] | None = None, init: str = "feedforward",
+        schedule: Schedule | Mapping[str, int] | None = None, init: str = "feedforward",
         update_timing: str = "deferred", lr: float = 1.0, params=None, seed: int = 0) -> dict[str, torch.Tensor]:
     """Synchronous Z-IL; returns dL/dtheta per parameter (autograd's sign, module's names).
 
     gamma: inference rate (C3 is gamma = 1; otherwise level d's update is scaled by gamma^d).
     level: level the graph first (identity vertices on skip edges); False runs it as traced.
-    schedule: override the update step of some vertices (default: distance to the output).
+    schedule: a `Schedule` on the levelled graph, or {vertex: step} overriding some vertices' steps
+        (default: `Schedule.of`, each vertex at its distance to the output).
     init: 'feedforward' (C1) or 'random' hidden values.
     update_timing: 'deferred' applies parameter changes after inference; 'immediate' applies
         each at its step with learning rate `lr`, so later steps see the changed parameters.
@@ -58,28 +60,26 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     if update_timing not in UPDATE_TIMINGS:
         raise ValueError(f"update_timing must be one of {UPDATE_TIMINGS}, got '{update_timing}'")
     g = prepare_graph(graph, level)
-    if init == "feedforward" and not schedule:  # vertices that reach no output change no update (Graph.pruned)
+    on_time = not schedule  # C2 as is: no Schedule given, no step moved
+    if init == "feedforward" and on_time:  # vertices that reach no output change no update (Graph.pruned)
         g = g.pruned()
     problem = Problem.build(g, inputs, target, loss, params)
-    steps = dict(g.min_distance)
-    if schedule:
-        unknown = sorted(set(schedule) - set(g.latent))
-        if unknown:
-            raise ValueError(f"schedule names vertices not in the graph: {unknown}")
-        steps.update(schedule)
+    if not isinstance(schedule, Schedule):
+        schedule = Schedule.of(g).moved_to(schedule or {})
+    elif schedule.levels != g.min_distance:  # vertices missing from it would silently never update
+        raise ValueError("schedule was built on another graph: build it on the one Z-IL runs on (graph.level())")
+    clock = Clock(schedule)
     if init == "feedforward":  # C1; each vertex's local graph at that state is kept for its first use
         base, disp, cached = feedforward(problem)
     else:
         (base, disp), cached = initial_state(problem, init, seed), {}
     params = dict(problem.params)
     grads = Sums()
-    last = max(steps.values())
     # C1-C3 on a levelled graph: every value the closed-form update rounds differently is read by
     # no later due vertex (see `displacement.advance`), so the updates keep their bits; the study options
     # follow the literal update, which the reference rules reproduce bit for bit.
-    closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and not schedule
-    clock = Clock({n: s for n, s in steps.items() if n in g.latent})
-    for t in range(last + 1):
+    closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and on_time
+    for t in range(clock.last + 1):
         hebbian, disp = synchronous_step(problem, base, disp, params, clock.at(t), gamma, grads, cached,
                                          closed=closed)
         if update_timing == "immediate":  # theta += lr * h, with h = -dL/dtheta (exact negation)
@@ -105,18 +105,19 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
 
 
 class Clock:
-    """Z-IL's schedule (C2), as `synchronous_step` asks it: vertex i's plasticity is due at step t = d_i.
+    """Z-IL's schedule (C2), as `synchronous_step` asks it: vertex i's plasticity is due at step
+    `schedule.step(i)` (its distance d_i by default).
 
     The step policy's questions, per vertex: skipped this step? may it take a displacement form
     (no pullback)? does it want its Hebbian terms, and are they taken? is the run over?"""
 
-    def __init__(self, steps: Mapping[str, int]):
-        self.steps, self.last = steps, max(steps.values())
-        self.due: set[str] = set()
+    def __init__(self, schedule: Schedule):
+        self.schedule, self.last = schedule, schedule.last
+        self.due: frozenset[str] = frozenset()
         self.final = False
 
     def at(self, t: int) -> Clock:
-        self.due = {n for n, s in self.steps.items() if s == t}
+        self.due = self.schedule.due(t)
         self.final = t == self.last
         return self
 

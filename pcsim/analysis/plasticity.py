@@ -19,6 +19,7 @@ from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
 from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.wave import local_vjp
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
@@ -134,6 +135,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     bp = backprop(g, inputs, target, loss)
     levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
     owned = {p: u[0] for p, u in g.users.items() if len(u) == 1}
+    on_time = Schedule.of(g)
     out = np.full((len(levels), len(offsets)), np.nan)
     for i, d in enumerate(levels):
         at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
@@ -143,7 +145,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
         for j, k in enumerate(offsets):
             if d + k < 0:
                 continue
-            got = zil(g, inputs, target, loss, schedule={n: d + k for n in at_level})
+            got = zil(g, inputs, target, loss, schedule=on_time.shifted(dict.fromkeys(at_level, k)))
             ref = torch.cat([bp[p].reshape(-1) for p in params])
             out[i, j] = relative_difference(torch.cat([got[p].reshape(-1) for p in params]), ref)
     return levels, offsets, out

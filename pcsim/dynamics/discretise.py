@@ -8,8 +8,8 @@ Leaky errors (tau_e > 0) add a state per error population. At dt = tau_e the Eul
 error is eps(k+1) = x(k) - mu(k): errors lag the values by one step, so the wave needs two
 steps per level and reaches level d at step 2d + 1 (the output error itself appears at step
 1). Z-IL stays exact if the gate of level d opens at step 2d + 1 instead of d; `simulate`'s
-plasticity='zil' follows that shift. Other ratios dt / tau_e mix old and new errors and have
-no exact discrete counterpart.
+plasticity='zil' follows that shift (both read `Schedule.for_errors`). Other ratios dt / tau_e
+mix old and new errors and have no exact discrete counterpart.
 """
 
 from __future__ import annotations
@@ -17,21 +17,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pcsim.algorithms.schedule import Schedule
+
 
 @dataclass(frozen=True)
 class Discretisation:
-    """The discrete algorithm an Euler run corresponds to."""
+    """The discrete algorithm an Euler run corresponds to, and the schedule its gates follow."""
 
     algorithm: str  # "il", "zil", "zil-scaled" (gamma != 1) or "none"
     gamma: float  # inference rate dt / tau_x
-    first_step: int  # the step at which level 0 (the output) is updated
-    steps_per_level: int  # 1 with instantaneous errors, 2 with leaky errors at dt = tau_e
+    schedule: Schedule  # the rule alone: `schedule.on(graph)` gives each vertex's step
     exact: bool  # updates equal BP's gradients
     note: str
 
+    @property
+    def first_step(self) -> int:  # the step at which level 0 (the output) is updated
+        return self.schedule.first
+
+    @property
+    def steps_per_level(self) -> int:  # 1 with instantaneous errors, 2 with leaky errors at dt = tau_e
+        return self.schedule.per_level
+
     def update_step(self, level: int) -> int:
         """The Euler step whose plasticity window holds the update of a vertex at `level`."""
-        return self.first_step + self.steps_per_level * level
+        return self.schedule.at_level(level)
 
 
 def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil") -> Discretisation:
@@ -42,19 +51,16 @@ def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str =
     if not tau_e >= 0:
         raise ValueError(f"tau_e must be >= 0, got {tau_e}")
     gamma = dt / tau_x
-    if tau_e == 0:
-        first, per_level = 0, 1
-    elif math.isclose(tau_e, dt, rel_tol=1e-12):
-        first, per_level = 1, 2
-    else:
-        return Discretisation("none", gamma, 0, 1, False,
+    if tau_e != 0 and not math.isclose(tau_e, dt, rel_tol=1e-12):
+        return Discretisation("none", gamma, Schedule(), False,
                               f"leaky errors with dt / tau_e = {dt / tau_e:.3g} != 1 blend successive errors: "
                               "no exact discrete counterpart")
+    rule = Schedule.for_errors(leaky=tau_e != 0)
     if plasticity != "zil":
-        return Discretisation("il", gamma, first, per_level, False,
+        return Discretisation("il", gamma, rule, False,
                               f"IL with gamma = {gamma:.6g}" + (" and errors one step late" if tau_e else ""))
     if math.isclose(gamma, 1.0, rel_tol=1e-12):
-        return Discretisation("zil", gamma, first, per_level, True,
-                              f"Z-IL: level d updated at step {first} + {per_level} d; equals BP")
-    return Discretisation("zil-scaled", gamma, first, per_level, False,
+        return Discretisation("zil", gamma, rule, True,
+                              f"Z-IL: level d updated at step {rule.first} + {rule.per_level} d; equals BP")
+    return Discretisation("zil-scaled", gamma, rule, False,
                           f"Z-IL schedule without C3: level d's update is gamma^d = {gamma:.6g}^d times BP's")

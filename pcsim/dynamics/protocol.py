@@ -10,9 +10,12 @@ breakpoints at which adaptive solvers restart, so no step straddles a discontinu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from pcsim.algorithms.schedule import Schedule
+from pcsim.graph.ir import Graph
 
 
 class Gate:
@@ -53,30 +56,22 @@ class After(Gate):
 
 @dataclass(frozen=True)
 class Windows(Gate):
-    """Vertex at level d is open during [t_on + (offset + stride * d) * width, ... + width).
+    """Each vertex open during its schedule step's window after t_on, `width` long
+    (`Schedule.window`): Z-IL's schedule in continuous time."""
 
-    Z-IL's schedule in continuous time: with instantaneous errors stride is 1 and offset 0 (the
-    error reaches level d at step d); with leaky errors at tau_e = dt it reaches it at step
-    2d + 1 (stride 2, offset 1). See `discretise`.
-    """
-
+    schedule: Schedule  # bound to the simulated graph (`Schedule.of`)
     t_on: float
     width: float
-    stride: int = 1
-    offset: int = 0
-    # Both edges move back by a millionth of a width, so a fixed-step grid point computed as
-    # k * dt lands inside its window despite rounding, and the next one outside.
-    slack: float = field(default=1e-6)
 
-    def opens(self, level: int) -> float:
-        return self.t_on + (self.offset + self.stride * level) * self.width - self.slack * self.width
+    def window(self, vertex: str) -> tuple[float, float]:
+        return self.schedule.window(vertex, self.t_on, self.width)
 
     def __call__(self, vertex, level, t):
-        start = self.opens(level)
-        return 1.0 if start <= t < start + self.width else 0.0
+        start, stop = self.window(vertex)
+        return 1.0 if start <= t < stop else 0.0
 
     def breakpoints(self, levels):
-        return sorted({self.opens(d) + s * self.width for d in set(levels.values()) for s in (0, 1)})
+        return sorted({edge for n in levels if n in self.schedule.levels for edge in self.window(n)})
 
 
 @dataclass(frozen=True)
@@ -98,8 +93,8 @@ def after(t: float) -> After:
     return After(float(t))
 
 
-def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky: bool) -> Gate:
-    """Turn the `plasticity=` argument of `simulate` into a Gate."""
+def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky: bool, graph: Graph) -> Gate:
+    """Turn the `plasticity=` argument of `simulate` on `graph` into a Gate."""
     if isinstance(plasticity, Gate):
         return plasticity
     if callable(plasticity):
@@ -110,7 +105,7 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
         return Always()
     if plasticity == "zil":
         width = tau_x if dt is None else dt
-        return Windows(t_on=t_on, width=width, stride=2 if leaky else 1, offset=1 if leaky else 0)
+        return Windows(Schedule.of(graph, leaky), t_on=t_on, width=width)
     raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
                      f"got {plasticity!r}")
 

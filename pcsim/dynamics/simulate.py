@@ -54,7 +54,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         problem = Problem.build(graph, inputs, target, loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
-    gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky)
+    gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)
     field = VectorField(problem, tau_x=tau_x, tau_e=tau_e, tau_w=tau_w, t_on=t_on, gate=gate,
                         target_shown=target_shown)
     recorder = Recorder(field, Record.parse(record), t_end)

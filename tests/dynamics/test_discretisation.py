@@ -9,6 +9,7 @@ import torch
 
 import pcsim
 from pcsim.algorithms.il import il_path
+from pcsim.algorithms.schedule import Schedule
 from pcsim.check import autograd_gradients
 from pcsim.numerics import relative_difference, tolerance
 from tests.equivalence.archs import ARCHS
@@ -55,7 +56,7 @@ def test_leaky_errors_with_the_instant_schedule_are_not_exact():
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
     graph = pcsim.trace(module, *inputs)
     dt = 0.25
-    gate = pcsim.dynamics.Windows(t_on=0.0, width=dt)  # the instantaneous-error schedule
+    gate = pcsim.dynamics.Windows(Schedule.of(graph), t_on=0.0, width=dt)  # the instantaneous-error schedule
     tr = pcsim.simulate(graph, inputs, target, t_end=12 * dt, tau_x=dt, tau_e=dt, method="euler", dt=dt,
                         plasticity=gate, record=[])
     reference = autograd_gradients(module, inputs, target)

@@ -11,6 +11,7 @@ import torch
 
 import pcsim
 from pcsim.algorithms.il import il_path
+from pcsim.algorithms.schedule import Schedule
 from pcsim.check import autograd_gradients
 from pcsim.dynamics.recording import SimulationError
 from pcsim.numerics import relative_difference, tolerance
@@ -73,7 +74,8 @@ def test_a_late_gate_fails_the_same_check():
     """The mutation: every update taken one step late is no longer backprop's."""
     module, graph, inputs, target = _graph("mlp_sigmoid_bias", level=True)
     dt = 0.25
-    late = pcsim.dynamics.Windows(t_on=dt, width=dt)  # each level's window one step after its own
+    on_time = Schedule.of(graph)
+    late = pcsim.dynamics.Windows(on_time.shifted(dict.fromkeys(on_time.levels, 1)), t_on=0.0, width=dt)
     tr = pcsim.simulate(graph, inputs, target, backend="torch", t_end=(graph.depth + 3) * dt, tau_x=dt, dt=dt,
                         plasticity=late, record=[])
     reference = autograd_gradients(module, inputs, target)

@@ -131,9 +131,9 @@ def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: 
     if isinstance(gate, After):
         return "gate = int(t >= gate_start) * int(t < t_stop) : 1", {"gate_start": gate.start, **stop}, {}
     if isinstance(gate, Windows):
-        start = gate.opens(level)
+        start, close = gate.window(vertex)
         return ("gate = int(t >= gate_open) * int(t < gate_close) * int(t < t_stop) : 1",
-                {"gate_open": start, "gate_close": start + gate.width, **stop}, {})
+                {"gate_open": start, "gate_close": close, **stop}, {})
     # any other gate: sampled where Euler evaluates it, at t = k dt
     table = np.array([float(gate(vertex, level, k * dt)) for k in range(n_steps)] + [0.0])
     if not table.any():

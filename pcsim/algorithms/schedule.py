@@ -1,0 +1,76 @@
+"""Z-IL's schedule (condition C2): the step at which each vertex's plasticity is due.
+
+A vertex at distance d from the output updates at step `first + per_level * d`: step d with
+instantaneous errors, step 2d + 1 with leaky errors at tau_e = dt (errors lag values by one
+step, so the wave needs two steps per level and the output error itself appears at step 1).
+The discrete `zil` clock, `discretise` and the continuous-time "zil" gate all read this object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pcsim.graph.ir import Graph
+
+# A window's edges move back by this fraction of its width, so a fixed-step grid point computed as
+# k * dt lands inside its window despite rounding, and the next one outside.
+SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step of vertex v: `first + per_level * levels[v] + offsets.get(v, 0)`. Without `levels` it is
+    the rule alone (`at_level`); `on(graph)` binds it to a graph's distances to the output."""
+
+    first: int = 0  # the step at which level 0 (the output) updates
+    per_level: int = 1  # steps the error wave takes per level
+    levels: Mapping[str, int] = field(default_factory=dict)  # vertex -> distance to the output
+    offsets: Mapping[str, int] = field(default_factory=dict)  # vertex -> steps late (timing studies, mutations)
+
+    @classmethod
+    def for_errors(cls, leaky: bool) -> Schedule:
+        return cls(first=1, per_level=2) if leaky else cls()
+
+    @classmethod
+    def of(cls, graph: Graph, leaky: bool = False) -> Schedule:
+        """Z-IL's schedule on `graph`: each vertex that reaches an output, at its shortest distance."""
+        return cls.for_errors(leaky).on(graph)
+
+    def on(self, graph: Graph) -> Schedule:
+        return Schedule(self.first, self.per_level, dict(graph.min_distance))
+
+    def at_level(self, level: int) -> int:
+        return self.first + self.per_level * level
+
+    @cached_property
+    def steps(self) -> dict[str, int]:
+        return {n: self.at_level(d) + self.offsets.get(n, 0) for n, d in self.levels.items()}
+
+    def step(self, name: str) -> int:
+        return self.steps[name]
+
+    def due(self, t: int) -> frozenset[str]:
+        return frozenset(n for n, s in self.steps.items() if s == t)
+
+    @property
+    def last(self) -> int:
+        return max(self.steps.values())
+
+    def shifted(self, offsets: Mapping[str, int]) -> Schedule:
+        """This schedule with each named vertex `offsets[v]` steps later (negative: earlier)."""
+        unknown = sorted(set(offsets) - set(self.levels))
+        if unknown:
+            raise ValueError(f"schedule names vertices not in the graph (or reaching no output): {unknown}")
+        moved = {n: self.offsets.get(n, 0) + offsets.get(n, 0) for n in {*self.offsets, *offsets}}
+        return Schedule(self.first, self.per_level, self.levels, moved)
+
+    def moved_to(self, steps: Mapping[str, int]) -> Schedule:
+        """This schedule with each named vertex due at `steps[v]` instead."""
+        return self.shifted({n: s - self.steps.get(n, s) for n, s in steps.items()})
+
+    def window(self, name: str, t_on: float, width: float) -> tuple[float, float]:
+        """[open, close): the window of the vertex's step in time, steps `width` long from t_on."""
+        start = t_on + self.step(name) * width - SLACK * width
+        return start, start + width
