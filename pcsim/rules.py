@@ -19,6 +19,7 @@ from typing import Any
 
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.ipc import ipc
+from pcsim.dynamics.zil_euler import zil_euler
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ register(Rule("fa-zil-wavefront", fa_zil, "Fa-Z-IL, wavefront mode (the same as 
               levelled=True, options={"mode": "wavefront"}, accepts=frozenset({"compile"})))
 register(Rule("fa-zil-autonomous", fa_zil, "Fa-Z-IL with a local gate per vertex, no clock (exact)", exact=True,
               levelled=True, options={"mode": "autonomous"}))
+register(Rule("zil-euler", zil_euler, "Z-IL as Euler on the ODEs: dt = tau_x, Z-IL's gates, 200 steps (exact)",
+              exact=True, levelled=True, accepts=frozenset({"steps", "backend", "leaky"})))
 register(Rule("il", il, "IL: T inference steps from the feed-forward state, then one update (approximate)",
               inference=True, accepts=frozenset({"fixed_prediction", "output_precision", "compile"})))
 register(Rule("ipc", ipc, "iPC: the weights move at every inference step, alongside the values (approximate)",

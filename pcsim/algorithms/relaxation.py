@@ -161,15 +161,17 @@ class Relaxation:
                     fb.setdefault(p, Feedback()).add(c)
         return fb
 
-    def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback]) -> None:
+    def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback], held: Container[str] = ()) -> None:
         """disp_i <- disp_i + gamma (feedback_i - eps_i), for every hidden vertex; x_i where a child reads it.
 
         Parents come before children, so a child's error is read (as a product's factor) before
-        the child's own displacement, which it may alias, moves.
+        the child's own displacement, which it may alias, moves. Vertices in `held` keep their values.
         """
         gamma = self.gamma
         moved = []
         for n in self.hidden:
+            if n in held:
+                continue
             e, f = eps.get(n), fb.get(n)
             if e is None and f is None:
                 continue  # zero drive: the population keeps its value (and its feed-forward tensor)

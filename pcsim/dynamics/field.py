@@ -84,6 +84,12 @@ class VectorField:
         ref = next(iter(self.base.values()))
         self.dtype, self.device = ref.dtype, ref.device
         self._step = Relaxation(problem, gamma=1.0, base=self.base)  # evaluates the field at any state
+        holds = {n: self.gate.holds_from(n) for n in self.latent}
+        self.holds_from = {n: h for n, h in holds.items() if h is not None}  # the gate's end of the protocol
+
+    def held(self, t: float) -> set[str]:
+        """The populations that hold at t (their protocol has ended: `Gate.holds_from`)."""
+        return {n for n, h in self.holds_from.items() if t >= h}
 
     # -- state vectors ---------------------------------------------------------------------------
     def initial_state(self) -> State:
@@ -107,14 +113,15 @@ class VectorField:
     # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
     def _local(self, t: float, state: State, hebbian: bool = True):
         """Per vertex: value, prediction, error, the drive x - mu of a leaky error, feedback, Hebbian terms."""
-        step, shown = self._step, self.shown(t)
+        step, shown, held = self._step, self.shown(t), self.held(t)
         step.load({n: state["u", n] for n in self.latent})
-        drive = step.errors()
+        drive = step.errors(only=[n for n in self.latent if n not in held])
         zero = {n: torch.zeros_like(b) for n, b in self.base.items() if n not in drive}
         drive = {n: drive[n] if n in drive else zero[n] for n in self.latent}
         mu = {n: step.prediction(n) for n in self.latent}
         if not shown:  # a free output's error is x - mu, not the loss's
-            drive.update({n: (self.base[n] - mu[n]) + state["u", n] for n in self.outputs})
+            drive.update({n: (self.base[n] - mu[n]) + state["u", n] for n in self.outputs if n not in held})
+        # a held population's leaky error keeps its state; an instantaneous one falls silent (zero)
         err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent}
         fb = {n: Relaxation.dense(f) for n, f in step.feedback(err).items()}
         gates = self._gates(t) if hebbian else {}
@@ -130,17 +137,19 @@ class VectorField:
 
     def __call__(self, t: float, state: State) -> State:
         values, mu, err, drive_target, fb, hebb, gates = self._local(t, state)
-        shown = self.shown(t)
+        shown, held = self.shown(t), self.held(t)
         d: State = {}
         for n in self.latent:
-            if n in self.outputs:
+            if n in held:
+                d["u", n] = torch.zeros_like(err[n])
+            elif n in self.outputs:
                 # free output: its value relaxes to its prediction; once shown, it is clamped
                 d["u", n] = torch.zeros_like(err[n]) if shown else -err[n] / self.tau_x[n]
             else:
                 drive = -err[n] if fb.get(n) is None else fb[n] - err[n]
                 d["u", n] = drive / self.tau_x[n]
         for n in self.leaky:
-            d["e", n] = (drive_target[n] - err[n]) / self.tau_e[n]
+            d["e", n] = torch.zeros_like(err[n]) if n in held else (drive_target[n] - err[n]) / self.tau_e[n]
         for n, g in gates.items():
             for p, h in hebb.get(n, {}).items():
                 term = h * (g / self.tau_w)

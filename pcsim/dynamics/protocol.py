@@ -4,7 +4,9 @@ The input is shown from t = 0 with the output free; the network starts at (or se
 feed-forward state where every error is zero. At `t_on` the target is shown: clamped for MSE,
 injected as the output error -dL/dmu for other losses. Plasticity runs through gates: a gate
 is a function of (vertex, its level, t) returning 0 or 1, and its switching times are
-breakpoints at which adaptive solvers restart, so no step straddles a discontinuity.
+breakpoints at which adaptive solvers restart, so no step straddles a discontinuity. A gate may
+also end the protocol for a population (`holds_from`): Z-IL's windows hold each population once
+no later update can read it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ class Gate:
     def breakpoints(self, levels: Mapping[str, int]) -> list[float]:
         """Times at which the gate may switch (for adaptive solvers)."""
         return []
+
+    def holds_from(self, vertex: str) -> float | None:
+        """When the protocol ends for the vertex (None: never): from then on its value population holds,
+        a leaky error population holds its state and an instantaneous one falls silent (zero). Only a
+        schedule whose later updates read nothing of the population may set it."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,30 @@ class Windows(Gate):
         start, stop = self.window(vertex)
         return 1.0 if start <= t < stop else 0.0
 
+    def holds_from(self, vertex: str) -> float:
+        """When the vertex's window closes; from the start for a vertex that reaches no output.
+
+        Why the updates stay BP's, on a levelled graph, for a vertex c due at step s: its value is read
+        by its own update and its children's (due earlier) up to step s, and by its error, which its
+        parents read at the step before theirs, s + per_level - 1; that error is computed from the state
+        of the step before it (leaky errors) or of the same step (instantaneous), so the value of step
+        s + 1 and the error of step s + per_level (the first to come from a held value) are never read,
+        nor is an instantaneous error after step s. Holding the population from s + 1 (a leaky error
+        at its value of step s + 1, the last one read) changes no update, and stops the values above the error wave
+        from growing without bound at gamma = 1 (condition C3), doubly exponentially through products
+        of populations. A vertex that reaches no output feeds its parents only after their windows
+        (`Graph.pruned`): it holds from the start. An output needs no hold (its value is clamped, or
+        free before the target, and its parents hold from step 2), so its recorded value stays the
+        target's: prediction plus error."""
+        if vertex not in self.schedule.levels:
+            return float("-inf")
+        if self.schedule.levels[vertex] == 0:
+            return None
+        return self.window(vertex)[1]
+
     def breakpoints(self, levels):
-        return sorted({edge for n in levels if n in self.schedule.levels for edge in self.window(n)})
+        edges = {edge for n in levels if n in self.schedule.levels for edge in self.window(n)}
+        return sorted(edges | {self.holds_from(n) for n in levels if n in self.schedule.levels})
 
 
 @dataclass(frozen=True)

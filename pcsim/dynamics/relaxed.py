@@ -47,8 +47,9 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     checked = 0.0  # the last time every error was seen finite
     try:
         for k, t in enumerate(times):
-            shown = field.shown(t)
-            eps = relax.errors() if shown else {}
+            shown, held = field.shown(t), field.held(t)
+            # a held population's (instantaneous) error falls silent: absent, as an exact zero is
+            eps = relax.errors(only=[n for n in field.latent if n not in held] if held else None) if shown else {}
             if k % GUARD_EVERY == 0 or k == steps or k in wanted:
                 _guard(eps, checked, t)
                 checked = t
@@ -61,7 +62,7 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
             if plastic:
                 _hebbian(field, relax, eps, t, h, plastic)
             relax.gamma = h / tau
-            relax.advance(eps, relax.feedback(eps))
+            relax.advance(eps, relax.feedback(eps), held)
             bar.update(1)
     finally:
         bar.close()

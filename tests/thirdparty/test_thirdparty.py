@@ -1,5 +1,5 @@
 """Third-party models (transformers, einops, torch_geometric, weight-norm TCNs, ...) are exact under Z-IL
-and both Fa-Z-IL modes.
+and both Fa-Z-IL modes, and so is the continuous-time system's Euler discretisation (zil-euler).
 
 Each file in models/ follows the model-file convention (`build(seed) -> (module, inputs, target)`, `LOSS`);
 the oracle is torch autograd on the module itself (pcsim.check). transformers, einops and
@@ -21,7 +21,7 @@ from pcsim.zoo import load_model_file
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MODEL_FILES = sorted(p for p in MODELS_DIR.glob("*.py") if not p.name.startswith("_"))
-RULES = ["zil", "fa-zil-wavefront", "fa-zil-autonomous"]
+RULES = ["zil", "fa-zil-wavefront", "fa-zil-autonomous", "zil-euler"]  # zil-euler: the ODEs, Euler at dt = tau_x
 TOL = pcsim.tolerance(torch.float64)
 # The suite's required models; more files may be added next to them.
 REQUIRED = {"hf_bert", "hf_bert_sdpa", "hf_gpt2", "hf_gpt2_sdpa", "hf_llama", "hf_vit", "einops_mixer",

@@ -221,11 +221,15 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             if field.target_shown and field.t_on > 0:
                 # the synapse evaluates err_post, which switches at t_on, in its own namespace
                 proj.times["t_on"] = field.t_on
+            if name in field.holds_from:  # and err_post falls silent at its population's hold (`_hold`)
+                proj.times["hold_from"] = max(field.holds_from[name], -dt)
             projections.append(proj)
 
     for name in graph.latent:
         _latent_equations(field, pops[name], incoming[name], feedback[name], offsets[name], gates[name],
                           linked[name])
+        if name in field.holds_from:  # from before the first step, for a population that holds throughout
+            _hold(pops[name], max(field.holds_from[name], -dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
     return Network(pops, projections, shapes, n_steps, dt)
 
@@ -286,6 +290,18 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         pop.times.update(gate[1])
         pop.tables.update(gate[2])
     pop.equations = eqs
+
+
+def _hold(pop: Population, start: float) -> None:
+    """From `start`, where the gate ends the protocol for it, the population holds its value and its leaky
+    error, and an instantaneous error falls silent (`Gate.holds_from`)."""
+    def held(eq: str) -> str:
+        lhs, rhs_, unit = split(eq)
+        return f"{lhs} = (1 - hold) * ({rhs_}) : {unit}"
+    pop.equations = [held(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
+                     for e in pop.equations]
+    pop.equations.append("hold = int(t >= hold_from) : 1")
+    pop.times["hold_from"] = start
 
 
 def checked_steps(t_end: float, dt: float) -> int:
