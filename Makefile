@@ -11,7 +11,7 @@ export BRIAN2_CACHE_DIR := $(CURDIR)/build/brian2-cache
 export CYTHON_CACHE_DIR := $(CURDIR)/build/cython-cache
 export MPLBACKEND := Agg
 
-.PHONY: install test test-fast lint demo check-zoo clean
+.PHONY: install test test-fast lint demo check-zoo notebooks clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_PIN)" \
 	  || $(PIP) install --quiet "$(TORCH_PIN)" --index-url $(TORCH_INDEX)
 	$(PIP) install --quiet -e ".[dev]" "$(TORCH_PIN)"
-	$(PY) -c "import torch, brian2, transformers, einops, torch_geometric, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
+	$(PY) -c "import torch, brian2, transformers, einops, torch_geometric, nbclient, jupytext, ipykernel, pcsim; print('pcsim installed; torch', torch.__version__, '/ brian2', brian2.__version__)"
 	touch $(STAMP)
 
 # Two worker processes (one torch thread each): the suite is CPU-bound and the machine has 2 cores.
@@ -47,6 +47,12 @@ check-zoo: install
 # and Brian2, BP and Z-IL training on digits; figures and summary.md in out/
 demo: install
 	$(VENV)/bin/pcsim demo --out out
+
+# Every notebook (notebooks/*.py, jupytext percent format) executed in a kernel on .venv's Python, at full
+# size, into notebooks/*.ipynb beside it, outputs and figures included (a few minutes; NOTEBOOKS=quickstart runs one)
+NOTEBOOKS ?=
+notebooks: install
+	$(PY) notebooks/_execute.py $(NOTEBOOKS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

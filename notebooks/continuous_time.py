@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -22,9 +22,10 @@
 # installed), then shows that explicit Euler is the discrete algorithm: with `dt / tau_x = gamma` it is IL
 # step for step, and with `dt = tau_x`, instantaneous errors, a feed-forward start, a levelled graph and
 # plasticity gated at each vertex's level it is Z-IL, whose updates are backprop's gradients.
-# (Open with jupytext, or run as a script.)
+# (`notebooks/NAME.ipynb` is this file executed; `make notebooks` rewrites it.)
 
 # %%
+# %matplotlib inline
 import os
 from collections import OrderedDict
 
@@ -62,12 +63,16 @@ layers = ["fc1", "fc2", "fc3", "fc4"]
 times = np.linspace(0.0, t_end, int(round(t_end / 0.01)) + 1)
 scipy_run = pcsim.simulate(graph, (x,), y, backend="scipy", method="RK45", t_end=t_end, t_on=t_on, tau_x=tau_x,
                            rtol=1e-8, atol=1e-10, record={"populations": layers, "times": times})
+onsets = []
 print(f"{'layer':6} {'distance':>8} {'error before onset':>19} {'error reaches 5% of its peak at t_on +':>40}")
 for name in layers:
     size = np.abs(scipy_run.errors[name]).reshape(len(scipy_run.t), -1).max(axis=1)
     before = size[scipy_run.t < t_on].max()
     onset = scipy_run.t[np.argmax(size > 0.05 * size.max())] - t_on
     print(f"{name:6} {graph.min_distance[name]:>8} {before:>19.1e} {onset:>40.3f}")
+    assert before == 0.0  # the feed-forward state is a fixed point until the target appears
+    onsets.append(onset)
+assert onsets == sorted(onsets, reverse=True)  # the wave reaches the layers further from the output later
 
 # %% [markdown]
 # ## The same populations on Brian2
@@ -94,6 +99,7 @@ else:
                               for col in scipy_run.values[name].reshape(len(scipy_run.t), -1).T], axis=1)
         gap = np.abs(b2.values[name].reshape(len(b2.t), -1) - reference)[after].max()
         print(f"{name}: Brian2 Euler (dt = {b2_dt}) vs scipy RK45, largest value difference {gap:.1e}")
+        assert gap < 0.5 * b2_dt  # Euler's first-order error (tests/backends/test_brian2.py checks the order)
 
 # %%
 from pcsim.plots.demo import plot_backends  # noqa: E402  (matplotlib only when plotting)
@@ -139,8 +145,9 @@ for name, grad in reference.items():
     print(f"{name:12} {graph.min_distance[name.split('.')[0]]:>8} {rel:>38.1e}")
     assert rel < TOL
 zil = pcsim.zil(graph, (x,), y)
-print("and the discrete algorithm pcsim.zil gives the same updates:",
-      f"{max(relative_difference(torch.as_tensor(zil_run.updates[k]), zil[k]) for k in zil):.1e}")
+same = max(relative_difference(torch.as_tensor(zil_run.updates[k]), zil[k]) for k in zil)
+print(f"and the discrete algorithm pcsim.zil gives the same updates: {same:.1e}")
+assert same < TOL
 
 # %% [markdown]
 # Without C3 (`dt = tau_x / 2`, so `gamma = 0.5`) each update is BP's scaled by `gamma^d`, exactly

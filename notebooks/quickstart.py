@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,7 +11,8 @@
 # # pcsim quickstart: trace, check, simulate
 #
 # A plain PyTorch network becomes a graph of value and error populations; Z-IL's weight updates
-# equal backprop's; the same populations run in continuous time. (Open with jupytext, or run as a script.)
+# equal backprop's; the same populations run in continuous time.
+# (`notebooks/NAME.ipynb` is this file executed; `make notebooks` rewrites it.)
 
 # %%
 import os
@@ -41,6 +42,7 @@ print(graph.summary())
 for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous", "il"):
     report = pcsim.check(net, (x,), y, rule=rule)
     print(f"{rule:18} max relative deviation {report.max_rel_diff:.2e}  passed={report.passed}")
+    assert report.passed or rule == "il"  # IL only approaches BP (plasticity_analysis.py shows how fast)
 
 # %% [markdown]
 # ## Continuous time: the error wave after the target appears

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -146,3 +146,5 @@ try:
     pcsim.trace(DataDependent().double(), torch.randn(2, 4, dtype=torch.float64))
 except pcsim.PcsimError as e:
     print(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+else:
+    raise AssertionError("a branch on a tensor's value was traced")

@@ -36,8 +36,11 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def to(self, dtype: torch.dtype) -> Dataset:
-        return Dataset(self.name, self.x_train.to(dtype), self.y_train, self.x_test.to(dtype), self.y_test,
-                       self.n_classes)
+        """Floating inputs in `dtype`; integer inputs (token ids) stay as they are."""
+        def cast(x):
+            return x.to(dtype) if x.is_floating_point() else x
+
+        return Dataset(self.name, cast(self.x_train), self.y_train, cast(self.x_test), self.y_test, self.n_classes)
 
 
 def _split(name, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:

@@ -104,14 +104,26 @@ class Run:
         self.history, self.running = json.loads(state["history"]), json.loads(state["running"])
 
 
-def build_run(config: TrainConfig, data: Dataset | None = None) -> Run:
+def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch.nn.Module | None = None,
+              loss: str = "mse") -> Run:
+    """A run of `config`: its zoo model (or model file) fitted to the data set, an optimiser and a generator.
+
+    module: train this module instead (any torch.nn.Module the rule can trace; `config.model` is then only
+        its label, and `loss` its loss, "mse" on one-hot targets or "ce" on class indices). Integer inputs,
+        such as token ids, stay integer; floating ones take `config.dtype`. A run of your own module resumes
+        with `resume(out, data, module=a_fresh_copy, loss=loss)`.
+    """
     from pcsim.zoo import load_model_file
 
     config.validate()
     dtype = DTYPES[config.dtype]
     data = (data or load_dataset(config.data, seed=config.seed)).to(dtype)
-    spec = load_model_file(config.model)
-    module, _, _ = spec.build_model(seed=config.seed, input_shape=data.input_shape, n_classes=data.n_classes)
+    if module is None:
+        spec = load_model_file(config.model)
+        module, _, _ = spec.build_model(seed=config.seed, input_shape=data.input_shape, n_classes=data.n_classes)
+        loss = spec.loss
+    elif loss not in ("mse", "ce"):
+        raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     module = module.to(dtype)
     params = list(module.parameters())
     if config.optimizer == "sgd":
@@ -119,7 +131,7 @@ def build_run(config: TrainConfig, data: Dataset | None = None) -> Run:
     else:
         opt = torch.optim.Adam(params, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
-    return Run(config, module, data, spec.loss, opt, gen)
+    return Run(config, module, data, loss, opt, gen)
 
 
 def _lr(config: TrainConfig, step: int, total: int) -> float:
@@ -131,7 +143,7 @@ def _lr(config: TrainConfig, step: int, total: int) -> float:
 def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
     if run.loss == "ce":
         return y
-    return torch.nn.functional.one_hot(y, run.data.n_classes).to(run.data.x_train.dtype)
+    return torch.nn.functional.one_hot(y, run.data.n_classes).to(DTYPES[run.config.dtype])
 
 
 def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
@@ -268,9 +280,11 @@ def write_outputs(run: Run, out: Path) -> None:
     tmp.replace(out / "metrics.csv")
 
 
-def resume(out: Path, data: Dataset | None = None) -> Run:
-    """Rebuild a run from `out/checkpoint.pt` (its stored config), ready to continue."""
+def resume(out: Path, data: Dataset | None = None, *, module: torch.nn.Module | None = None,
+           loss: str = "mse") -> Run:
+    """Rebuild a run from `out/checkpoint.pt` (its stored config), ready to continue (`module`, `loss`: as
+    the run was built with, see `build_run`)."""
     state = load_checkpoint(Path(out) / "checkpoint.pt")
-    run = build_run(TrainConfig(**state["config"]), data)
+    run = build_run(TrainConfig(**state["config"]), data, module=module, loss=loss)
     run.restore(state)
     return run

@@ -170,6 +170,45 @@ def test_brian2_state_does_not_leak_between_runs():
     assert brian2.prefs["codegen.target"] == target_before and brian2.get_device() is device_before
 
 
+def test_on_build_hands_over_the_brian2_objects_and_what_it_adds_runs_with_them():
+    """Brian2(on_build=f): f sees pcsim's NeuronGroups and Synapses in their Network before the run; a monitor
+    it adds records the same errors pcsim reads back, a noise operation it adds moves them, and without
+    additions the run is the plain one to the bit."""
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    seen = {}
+
+    def hook(built):
+        seen["groups"], seen["synapses"] = dict(built.groups), [s for _, s in built.synapses]
+        assert all(isinstance(g, brian2.NeuronGroup) for g in built.groups.values())
+        assert all(isinstance(s, brian2.Synapses) for s in seen["synapses"])
+        assert all(g in built.network.objects for g in built.groups.values())
+        seen["mon"] = brian2.StateMonitor(built.groups[graph.outputs[0]], "err", record=True, clock=built.clock,
+                                          when="before_groups", order=3)
+        built.network.add(seen["mon"])
+
+    every = {"every_step": True}
+    plain = pcsim.simulate(graph, inputs, target, backend="brian2", t_end=0.5, tau_x=0.25, dt=0.05, record=every)
+    hooked = pcsim.simulate(graph, inputs, target, solver=pcsim.Brian2(0.05, on_build=hook), t_end=0.5, tau_x=0.25,
+                            record=every)
+    assert set(seen["groups"]) >= set(graph.latent) and seen["synapses"]
+    assert_same_path(plain, hooked, tol=0.0)
+    out = graph.outputs[0]
+    mine = np.asarray(seen["mon"].err).T  # (steps, neurons)
+    np.testing.assert_allclose(mine, hooked.errors[out].reshape(len(hooked.t), -1)[:len(mine)], rtol=0, atol=1e-15)
+
+    def noise(built):
+        for vertex, group in built.groups.items():
+            if vertex in graph.latent and vertex not in graph.outputs:
+                built.network.add(group.run_regularly("x += 0.01 * randn()", dt=0.05 * brian2.second))
+
+    brian2.seed(0)
+    noisy = pcsim.simulate(graph, inputs, target, solver=pcsim.Brian2(0.05, on_build=noise), t_end=0.5, tau_x=0.25,
+                           record=every)
+    gap = np.abs(noisy.errors[out] - plain.errors[out]).max()
+    assert 1e-4 < gap < 0.1
+
+
 def test_importing_pcsim_and_the_backend_does_not_import_brian2():
     import subprocess
 

@@ -1,5 +1,6 @@
 """Training with Z-IL and Fa-Z-IL follows BP training exactly; IL tracks it; runs are resumable."""
 
+import copy
 import dataclasses
 import json
 import signal
@@ -12,7 +13,16 @@ import pytest
 import torch
 
 import pcsim
-from pcsim.training import CheckpointError, TrainConfig, TrainingError, build_run, load_checkpoint, resume, train
+from pcsim.training import (
+    CheckpointError,
+    Dataset,
+    TrainConfig,
+    TrainingError,
+    build_run,
+    load_checkpoint,
+    resume,
+    train,
+)
 from pcsim.training.checkpoint import save_checkpoint
 from pcsim.training.data import load_dataset
 
@@ -174,6 +184,37 @@ def test_ipc_is_a_registered_rule_that_trains(digits64):
     history = train(build_run(config, digits64), progress=False)
     assert history[-1]["max_deviation"] > 1e-6
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"], [h["train_loss"] for h in history]
+
+
+def test_your_own_module_with_integer_inputs_trains_exactly_like_bp():
+    """build_run(config, data, module=, loss=): a module of your own, fed token ids (integers stay integers)."""
+
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.out = torch.nn.Embedding(10, 6), torch.nn.Linear(6, 3)
+
+        def forward(self, ids):
+            return self.out(torch.tanh(self.embed(ids)).mean(dim=1))
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (80, 4), generator=gen)
+    data = Dataset("tokens", ids[:64], ids[:64, 0] % 3, ids[64:], ids[64:, 0] % 3, 3)
+    torch.manual_seed(0)
+    start = Tokens()
+    finals, histories = {}, {}
+    for rule in ("bp", "zil"):
+        config = TrainConfig(model="tokens", rule=rule, epochs=2, batch_size=16, lr=0.1, dtype="float64")
+        run = build_run(config, data, module=copy.deepcopy(start), loss="ce")
+        assert run.data.x_train.dtype == torch.int64 and run.loss == "ce"
+        histories[rule] = train(run, progress=False)
+        finals[rule] = torch.cat([p.detach().reshape(-1) for p in run.module.parameters()])
+    assert float((finals["zil"] - finals["bp"]).norm() / finals["bp"].norm()) < 1e-10
+    for bp_row, zil_row in zip(histories["bp"], histories["zil"], strict=True):
+        assert zil_row["test_acc"] == bp_row["test_acc"]
+        assert zil_row["train_loss"] == pytest.approx(bp_row["train_loss"], rel=1e-10)
+    with pytest.raises(ValueError, match="loss must be"):
+        build_run(TrainConfig(model="tokens"), data, module=Tokens(), loss="nll")
 
 
 def test_bad_configs_and_data_give_clear_errors(tmp_path):

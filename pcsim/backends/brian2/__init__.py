@@ -10,7 +10,8 @@ Brian2 is imported only when a simulation runs: `import pcsim` never imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
@@ -26,6 +27,11 @@ class Brian2(Solver):
         'cpp_standalone' (built under build/brian2-standalone/<network hash> unless `directory` is given).
     threads: OpenMP threads for cpp_standalone (0: none).
     inputs_once: sum the clamped inputs' projections at the first step only (they cannot change).
+    on_build: called with the built network (`runner.Built`: `.network`, the Brian2 `Network`; `.groups`,
+        vertex -> `NeuronGroup`; `.synapses`, (projection, `Synapses`) pairs; `.clock`) after pcsim has made
+        its Brian2 objects and before it runs them, to extend them: add a `StateMonitor`, a `run_regularly`
+        operation (noise), more groups; whatever is added to `.network` runs with it, and pcsim reads its
+        own populations back as usual.
     """
 
     dt: float
@@ -33,6 +39,7 @@ class Brian2(Solver):
     directory: str | None = None
     threads: int = 0
     inputs_once: bool = True
+    on_build: Callable | None = field(default=None, compare=False)
     backend: ClassVar[str] = "brian2"
     method: ClassVar[str] = "euler"
     order: ClassVar[int] = 1
@@ -46,7 +53,8 @@ class Brian2(Solver):
         from pcsim.backends.brian2.runner import run
 
         return run(field, recorder, t_end=t_end, dt=self.dt, progress=progress, codegen_target=self.target,
-                   directory=self.directory, threads=self.threads, inputs_once=self.inputs_once)
+                   directory=self.directory, threads=self.threads, inputs_once=self.inputs_once,
+                   on_build=self.on_build)
 
 
 def _make(*, dt=None, rtol=None, atol=None, codegen_target: str = "numpy", **options):

@@ -114,7 +114,12 @@ def standalone(b2, threads: int):
 
 
 class Built:
-    """The Brian2 objects of one rendered network, in their own Network."""
+    """The Brian2 objects of one rendered network, in their own Network (what `Brian2(on_build=f)` hands f).
+
+    network: the `Network`; groups: vertex name -> `NeuronGroup` (value `x`, error `err`); drives: the
+    input drive groups; synapses: (projection spec, `Synapses`) pairs; monitors: vertex -> pcsim's own
+    `StateMonitor`; clock: the simulation clock (step dt); spec: the rendered network.
+    """
 
     def __init__(self, b2, spec: Spec, populations, monitor_every: int | None, final_recorded: bool):
         second = b2.second
@@ -221,7 +226,7 @@ def _hash(spec: Spec) -> str:
 
 
 def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool, codegen_target: str,
-        directory, threads: int, inputs_once: bool):
+        directory, threads: int, inputs_once: bool, on_build=None):
     """Integrate on Brian2 with explicit Euler; returns the final state in the field's layout (see `Brian2`)."""
     target = codegen_target
     b2 = import_brian2()
@@ -237,7 +242,7 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     try:
         with preferences(b2, target) as target:
             final, monitors = _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads,
-                                             field)
+                                             field, on_build)
         gc.collect()  # free this run's Brian2 objects now, so the next run's names (and code) repeat
     finally:
         gc.unfreeze()
@@ -246,11 +251,13 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     return final
 
 
-def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field):
+def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field, on_build=None):
     if target == "cpp_standalone":
         where = Path(directory) if directory else project_build_dir() / "brian2-standalone" / _hash(spec)
         with standalone(b2, threads) as device:
             built = Built(b2, spec, pops, every, spec.n_steps in wanted)
+            if on_build is not None:
+                on_build(built)
             # (as for the network's clocks, see _network_class)
             if type(device.clocks) is set:
                 device.clocks = _ByName(device.clocks)
@@ -258,6 +265,8 @@ def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, thr
             device.build(directory=str(where), compile=True, run=True, with_output=False)
             return _read(built, field)
     built = Built(b2, spec, pops, every, spec.n_steps in wanted)
+    if on_build is not None:
+        on_build(built)
     built.run(b2, report)
     return _read(built, field)
 
