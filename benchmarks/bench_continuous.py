@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pcsim  # noqa: E402
-from pcsim.bench.measure import interleaved, summary  # noqa: E402
+from pcsim.bench.measure import interleaved, summary, write_results  # noqa: E402
 from pcsim.bench.rules import machine  # noqa: E402
 
 STEPS, GAMMA, TAU = 200, 0.1, 1.0
@@ -78,11 +77,7 @@ def main(argv=None) -> int:
     for name, s in stats.items():
         lines.append(f"| {name} | {s['median_ms']:.1f} | {s['ratio_to_bp']:.2f} "
                      f"({s['ratio_q1']:.2f}-{s['ratio_q3']:.2f}) |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -29,6 +28,7 @@ os.environ.setdefault("PCSIM_MODELS", str(ROOT / "models"))
 sys.path.insert(0, str(ROOT))
 
 import pcsim  # noqa: E402
+from pcsim.bench.measure import write_results  # noqa: E402
 from pcsim.bench.rules import machine  # noqa: E402
 from pcsim.zoo import load_model_file  # noqa: E402
 
@@ -106,11 +106,7 @@ def main(argv=None) -> int:
         else:
             lines.append(f"| {r['network']} | {r['solver']} | {r['device']} | {r['t_end']:g} | {r['wall_s']:.3f} "
                          f"| {r['model_time_per_s']:.2f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import pcsim  # noqa: E402
 from pcsim.algorithms.problem import Problem  # noqa: E402
-from pcsim.bench.measure import interleaved, summary  # noqa: E402
+from pcsim.bench.measure import interleaved, summary, write_results  # noqa: E402
 from pcsim.bench.rules import machine  # noqa: E402
 from pcsim.dynamics.field import VectorField  # noqa: E402
 
@@ -132,11 +131,7 @@ def main(argv=None) -> int:
         ratio = f"{s['ratio_to_bp']:.2f} ({s['ratio_q1']:.2f}-{s['ratio_q3']:.2f})"
         extra = f"{evals[name]} | {error[name]:.1e}" if name in error else " | "
         lines.append(f"| {name} | {s['median_ms']:.1f} | {ratio} | {extra} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
     return 0
 
 

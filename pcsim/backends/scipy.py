@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from pcsim.backends.torch import RK4, Euler
 from pcsim.dynamics.protocol import window_grid
 from pcsim.dynamics.recording import SimulationError
-from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+from pcsim.dynamics.solver import SOLVERS, Solver, check_positive, check_step
 from pcsim.dynamics.sparsity import jacobian_sparsity
 
 # The order of each method's solution (None: variable order), as scipy documents it.
@@ -43,8 +43,7 @@ class Scipy(Solver):
     def __post_init__(self):
         if self.method not in ORDERS:
             raise ValueError(f"unknown solve_ivp method '{self.method}'; choose one of {list(ORDERS)}")
-        if self.max_step is not None and not self.max_step > 0:
-            raise ValueError(f"max_step must be > 0, got {self.max_step}")
+        check_positive(rtol=self.rtol, atol=self.atol, max_step=self.max_step)
 
     @property
     def order(self) -> int | None:

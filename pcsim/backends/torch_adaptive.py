@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from pcsim.dynamics.protocol import window_grid
 from pcsim.dynamics.recording import SimulationError
-from pcsim.dynamics.solver import SOLVERS, Solver
+from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,7 @@ class _Adaptive(Solver):
     adaptive: ClassVar[bool] = True
 
     def __post_init__(self):
-        for name in ("rtol", "atol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_step is not None and not self.max_step > 0:
-            raise ValueError(f"max_step must be > 0, got {self.max_step}")
+        check_positive(rtol=self.rtol, atol=self.atol, max_step=self.max_step)
 
     @property
     def step(self) -> float | None:

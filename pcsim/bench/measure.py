@@ -9,6 +9,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -96,3 +97,12 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
     totals = [e["args"]["Total Allocated"] for e in events
               if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0]
     return max([0, *totals]) / 2**20
+
+
+def write_results(out: str | Path, result: dict, lines: list[str]) -> None:
+    """OUT.json (the numbers) and OUT.md (the table) side by side; the table is printed too."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
