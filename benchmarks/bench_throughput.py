@@ -43,7 +43,7 @@ def networks(device: torch.device) -> dict:
     x, y = torch.randn(64, 784, generator=gen), torch.randn(64, 10, generator=gen)
     resnet, inputs, target = load_model_file("resnet18").build_model(seed=0, batch=8)
     out = {"MLP 784-300-300-10, batch 64": (mlp, (x,), y, "mse", 20.0),
-           "ResNet-18, batch 8": (resnet.float(), tuple(inputs), target, "ce", 2.0)}
+           "ResNet-18, batch 8": (resnet.float(), tuple(inputs), target, "ce", 1.0)}
     return {name: (m.to(device), tuple(i.to(device) for i in ins), t.to(device), loss, t_end)
             for name, (m, ins, t, loss, t_end) in out.items()}
 
