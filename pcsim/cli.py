@@ -63,6 +63,8 @@ def _simulate_parser(commands) -> None:
                      help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
                                     for b in SOLVERS.backends()))
     sim.add_argument("--dt", type=float, default=None, help="step for euler/rk4; caps adaptive steps")
+    sim.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of adaptive methods (default 1e-8)")
+    sim.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance of adaptive methods (default 1e-10)")
     sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
     sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
     sim.add_argument("--tau-x", type=float, default=1.0, help="value time constant (default 1)")
@@ -103,9 +105,9 @@ def _simulate(args: argparse.Namespace) -> int:
         graph = pcsim.trace(module, *inputs, fused=args.fused)
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend,
                               loss=args.loss or spec.loss, t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x,
-                              tau_e=args.tau_e, method=args.method, dt=args.dt, plasticity=args.plasticity,
-                              progress=args.progress, level=not args.no_level, record=Record(every_step=args.every_step,
-                                                                    snapshots=args.snapshots),
+                              tau_e=args.tau_e, method=args.method, dt=args.dt, rtol=args.rtol, atol=args.atol,
+                              plasticity=args.plasticity, progress=args.progress, level=not args.no_level,
+                              record=Record(every_step=args.every_step, snapshots=args.snapshots),
                               **({"codegen_target": args.target} if args.target else {}))
     except (PcsimError, ValueError, NotImplementedError) as e:
         return _error(f"{spec.path}: {e}")

@@ -90,3 +90,21 @@ def test_mse_on_a_classification_model_one_hot_encodes_its_classes(tmp_path, cap
     for name, ref in autograd_gradients(module, inputs, one_hot, "mse").items():
         np.testing.assert_allclose(traj.updates[name], ref.numpy(), rtol=1e-10, atol=1e-13)
     assert main(["check", "mlp", "--loss", "mse", "--json"]) == 0
+
+
+def test_an_adaptive_torch_solver_with_its_tolerances(tmp_path, capsys):
+    """--backend torch --method tsit5 --rtol/--atol: the trajectory's end is scipy DOP853's, within the tolerance."""
+    from pcsim.zoo import load_model_file
+
+    out = tmp_path / "run.npz"
+    code = main(["simulate", "tied_autoencoder", "--backend", "torch", "--method", "tsit5", "--rtol", "1e-9",
+                 "--atol", "1e-11", "--t-end", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    traj = pcsim.Trajectory.from_npz(out)
+    assert traj.meta["method"] == "tsit5" and traj.meta["rtol"] == 1e-9 and traj.meta["atol"] == 1e-11
+    module, inputs, target = load_model_file("tied_autoencoder").build_model(seed=0)
+    module, inputs, target = module.double(), tuple(x.double() for x in inputs), target.double()
+    ref = pcsim.simulate(pcsim.trace(module, *inputs), inputs, target, solver=pcsim.Scipy("DOP853", rtol=1e-12,
+                         atol=1e-14), t_end=2.0, record={"times": [2.0]})
+    for name, v in ref.values.items():
+        np.testing.assert_allclose(traj.values[name][-1], v[-1], rtol=0, atol=1e-7, err_msg=name)
