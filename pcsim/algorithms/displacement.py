@@ -19,7 +19,7 @@ from collections.abc import Container, Mapping, Sequence
 import torch
 
 from pcsim.algorithms.sums import Placed, Sums
-from pcsim.algorithms.wave import SliceVJP, aligned
+from pcsim.algorithms.sweep_kernels import SliceVJP, aligned
 from pcsim.graph.ir import Vertex
 from pcsim.ops.table import entry
 from pcsim.ops.vjp import is_add, is_linear
@@ -180,7 +180,7 @@ def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, tor
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
     and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
-    `pcsim.algorithms.inference.advance` term for term with every bit mirrored, and no tensor
+    `pcsim.algorithms.sweep.advance` term for term with every bit mirrored, and no tensor
     is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
 
     At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from pcsim.algorithms.fa_zil_wavefront import WavePlan, compiled_wavefront, wavefront
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import complete
-from pcsim.algorithms.wavefront import WavePlan, compiled_wavefront, wavefront
+from pcsim.algorithms.sweep_kernels import complete
 from pcsim.algorithms.zil import feedforward, synchronous_step
 from pcsim.graph.ir import Graph
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.sweep import State, advance, sweep
 from pcsim.graph.ir import Graph
 
 

@@ -3,7 +3,7 @@
 A vertex's feedback is the sum of its children's pullbacks, and a shared weight's update the sum
 of its users' Hebbian terms. `Sums` adds them in arrival order, bit for bit as `prev + term`
 would, but allocates once per key; a `Placed` term (the pullback of a vertex that selects part of
-its parent, see `wave.SliceVJP`) is written straight into its place in the parent's sum instead
+its parent, see `sweep_kernels.SliceVJP`) is written straight into its place in the parent's sum instead
 of being padded to the parent's size first.
 """
 

@@ -18,7 +18,7 @@ from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
+from pcsim.algorithms.sweep_kernels import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
 
 UPDATE_TIMINGS = ("deferred", "immediate")

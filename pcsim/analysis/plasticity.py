@@ -17,10 +17,10 @@ import torch
 
 from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
-from pcsim.algorithms.inference import State, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.schedule import Schedule
-from pcsim.algorithms.wave import local_vjp
+from pcsim.algorithms.sweep import State, advance, sweep
+from pcsim.algorithms.sweep_kernels import local_vjp
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.table import entry

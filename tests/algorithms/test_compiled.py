@@ -163,11 +163,12 @@ def test_fused_recurrent_layers_compile_too():
 @pytest.mark.parametrize(("arch", "layout_optimization"), [("resnet_conv_block", False), ("cnn_pools", None)])
 def test_batch_norm_graphs_compile_without_the_channels_last_conversion(monkeypatch, arch, layout_optimization):
     """The option that held ResNet-18's compiled wave at 1.62x BP's memory is off there, and only there."""
-    from pcsim.algorithms import wavefront
+    from pcsim.algorithms import fa_zil_wavefront
 
     seen = []
-    real = wavefront.compile_function
-    monkeypatch.setattr(wavefront, "compile_function", lambda *a, **kw: seen.append(kw["options"]) or real(*a, **kw))
+    real = fa_zil_wavefront.compile_function
+    monkeypatch.setattr(fa_zil_wavefront, "compile_function",
+                        lambda *a, **kw: seen.append(kw["options"]) or real(*a, **kw))
     module, inputs, target = ARCHS[arch](torch.float64, "mse")
     graph = pcsim.trace(module, *inputs)
     assert_grads_match(_fa_zil_compiled(graph, inputs, target, "mse"), autograd_gradients(module, inputs, target))

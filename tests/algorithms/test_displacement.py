@@ -15,7 +15,7 @@ from pcsim.algorithms.displacement import (
     vertex_delta,
 )
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import SliceVJP
+from pcsim.algorithms.sweep_kernels import SliceVJP
 from pcsim.numerics import tolerance
 from pcsim.ops.local import call
 

@@ -11,9 +11,9 @@ import torch
 
 import pcsim
 from pcsim.algorithms.il import il, il_path
-from pcsim.algorithms.inference import State, accumulate, advance, sweep
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
+from pcsim.algorithms.sweep import State, accumulate, advance, sweep
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from tests.equivalence.archs import ARCHS
 

@@ -103,8 +103,8 @@ def test_unknown_rule_is_a_clear_error():
         locality_audit(graph, inputs, target, rule="hebb")
 
 
-@pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.algorithms.wave.LocalVJP._results"),
-                                             ("fa-zil", "pcsim.algorithms.wave.LocalVJP._results"),
+@pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.algorithms.sweep_kernels.LocalVJP._results"),
+                                             ("fa-zil", "pcsim.algorithms.sweep_kernels.LocalVJP._results"),
                                              ("il", "pcsim.ops.vjp.LinearOp.hebbian")])
 def test_the_audit_runs_the_code_each_rule_runs(monkeypatch, rule, where):
     """A non-local term planted in the code a rule runs (each Hebbian term nudged by the previous one

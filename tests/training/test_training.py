@@ -319,7 +319,7 @@ def test_fused_recurrent_layers_train_exactly_like_bp(digits64, monkeypatch):
 def test_cli_compile_trains_as_the_eager_rule(rule, tmp_path, capsys, monkeypatch):
     """`--compile` reaches the rule's compiled path (code is compiled) and changes no update."""
     from pcsim.algorithms import compiled as compiled_module
-    from pcsim.algorithms import il_compiled, wavefront
+    from pcsim.algorithms import fa_zil_wavefront, il_compiled
     from pcsim.cli import main
 
     built = []
@@ -329,7 +329,7 @@ def test_cli_compile_trains_as_the_eager_rule(rule, tmp_path, capsys, monkeypatc
         built.append(args[2])
         return real(*args, **kwargs)
 
-    for module in (il_compiled, wavefront):  # where the rules call it
+    for module in (il_compiled, fa_zil_wavefront):  # where the rules call it
         monkeypatch.setattr(module, "compile_function", spy)
     for mode in ("eager", "compiled"):
         code = main(["train", MODEL, "--rule", rule, "--data", "digits", "--epochs", "1", "--batch-size", "400",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pcsim
-from pcsim.algorithms.wavefront import WavePlan
+from pcsim.algorithms.fa_zil_wavefront import WavePlan
 from tests.algorithms import reference_rules as ref
 from tests.graph.helpers import assert_grads_match, module_grads
 

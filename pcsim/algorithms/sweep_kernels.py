@@ -5,7 +5,7 @@ tracks only the parents whose feedback is used (latent ones: the cotangent of a 
 a whole extra matmul that backprop does not compute either) and the parameters only when a
 Hebbian term is wanted, and absent results stay `None` instead of being materialised as zeros.
 `pull_back` pulls a whole step's vertices back in one engine call. (The wavefront needs none of
-this: it is one autograd graph over all vertices, see `pcsim.algorithms.wavefront`.)
+this: it is one autograd graph over all vertices, see `pcsim.algorithms.fa_zil_wavefront`.)
 
 `still(...)` is the skip rule of the synchronous sweeps: a vertex whose own value and whose
 latent parents' values still hold their feed-forward tensors (no displacement), and whose

@@ -25,7 +25,7 @@ import torch
 
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.wave import complete
+from pcsim.algorithms.sweep_kernels import complete
 from pcsim.graph.ir import Graph, Vertex
 from pcsim.ops.local import call
 

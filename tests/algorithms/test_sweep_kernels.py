@@ -7,7 +7,7 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.wave import LocalVJP, SliceVJP, local_vjp, pull_back
+from pcsim.algorithms.sweep_kernels import LocalVJP, SliceVJP, local_vjp, pull_back
 from pcsim.ops.local import call
 from pcsim.ops.table import entry
 
