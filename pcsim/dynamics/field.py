@@ -112,7 +112,7 @@ class VectorField:
 
     # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
     def _local(self, t: float, state: State, hebbian: bool = True):
-        """Per vertex: value, prediction, error, the drive x - mu of a leaky error, feedback, Hebbian terms."""
+        """Per vertex: prediction, error, the drive x - mu of a leaky error, feedback, Hebbian terms."""
         step, shown, held = self._step, self.shown(t), self.held(t)
         step.load({n: state["u", n] for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
@@ -124,19 +124,19 @@ class VectorField:
         # a held population's leaky error keeps its state; an instantaneous one falls silent (zero)
         err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent}
         fb = {n: Relaxation.dense(f) for n, f in step.feedback(err).items()}
-        gates = self._gates(t) if hebbian else {}
+        gates = self.gates(t) if hebbian else {}
         hebb = step.hebbian({n: err[n] for n in gates}) if gates else {}
-        values = {n: step.value(n) for n in self.latent}
-        return values, mu, err, drive, fb, hebb, gates
+        return mu, err, drive, fb, hebb, gates
 
-    def _gates(self, t: float) -> dict[str, float]:
+    def gates(self, t: float) -> dict[str, float]:
+        """The open plasticity gates at t, of the vertices with parameters: name -> gate value."""
         if isinstance(self.gate, Off):
             return {}
         gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
         return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 
     def __call__(self, t: float, state: State) -> State:
-        values, mu, err, drive_target, fb, hebb, gates = self._local(t, state)
+        mu, err, drive_target, fb, hebb, gates = self._local(t, state)
         shown, held = self.shown(t), self.held(t)
         d: State = {}
         for n in self.latent:
@@ -160,8 +160,9 @@ class VectorField:
         return d
 
     def observe(self, t: float, state: State) -> Observation:
-        values, mu, err, _, _, _, _ = self._local(t, state, hebbian=False)
+        mu, err, _, _, _, _ = self._local(t, state, hebbian=False)
         err = {n: e.clone() for n, e in err.items()}  # the step's buffers, overwritten by the next evaluation
+        values = {n: self._step.value(n) for n in self.latent}
         if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
             values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}
         energy = {n: float(e) for n, e in self.problem.energy(mu, err, shown=self.shown(t)).items()}

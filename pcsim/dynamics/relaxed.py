@@ -71,8 +71,8 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
 
 def _hebbian(field: VectorField, relax: Relaxation, eps, t: float, h: float, plastic: dict) -> None:
     """tau_w dw/dt = sum of gate x Hebbian term, one Euler step of it (the field's plasticity)."""
-    gates = {n: field.gate(n, field.levels[n], t) for n in field.latent if n in field.levels and n in eps}
-    open_ = {n: e for n, e in eps.items() if gates.get(n)}
+    gates = field.gates(t)
+    open_ = {n: e for n, e in eps.items() if n in gates}
     if not open_:
         return
     for n, terms in relax.hebbian(open_).items():
