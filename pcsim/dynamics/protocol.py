@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcsim.algorithms.schedule import Schedule
+from pcsim.algorithms.schedule import SLACK, Schedule
 from pcsim.graph.ir import Graph
 
 
@@ -34,6 +34,12 @@ class Gate:
         """When the protocol ends for the vertex (None: never): from then on its value population holds,
         a leaky error population holds its state and an instantaneous one falls silent (zero). Only a
         schedule whose later updates read nothing of the population may set it."""
+        return None
+
+    def wave_arrives(self, vertex: str) -> float | None:
+        """When the error wave reaches the vertex (None: no such time), before which its error and the
+        drive of its value are exactly zero: a backend whose arithmetic differs from pcsim's may
+        hold them at zero until then (Brian2 does)."""
         return None
 
 
@@ -98,6 +104,18 @@ class Windows(Gate):
         if self.schedule.levels[vertex] == 0:
             return None
         return self.window(vertex)[1]
+
+    def wave_arrives(self, vertex: str) -> float | None:
+        """When its children's errors first move: the window of the level below it opens (a vertex at distance
+        d reads its children's errors, and its value first moves, at step `at_level(d - 1)`). Offsets
+        (a vertex made late) move windows, not the wave. Before then, from a feed-forward start, its error
+        is x - mu of unchanged values and its feedback is zero: exact zeros in pcsim's arithmetic, while a
+        backend that sums predictions in another order leaves rounding residues that gamma = 1 amplifies
+        step after step on a deep graph."""
+        level = self.schedule.levels.get(vertex)
+        if not level:
+            return None
+        return self.t_on + (self.schedule.at_level(level - 1) - SLACK) * self.width
 
     def breakpoints(self, levels):
         edges = {edge for n in levels if n in self.schedule.levels for edge in self.window(n)}

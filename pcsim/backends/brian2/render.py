@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pcsim.backends.brian2.circuits import READS_MU, Circuit, Sum, circuit_of, pooled_rows
 from pcsim.backends.brian2.ops import Offset, edges_of, to_numpy
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
@@ -70,8 +71,9 @@ class Population:
     clamped: bool = False
     output: bool = False
     leaky: bool = False
-    bias: str | None = None  # parameter whose accumulator is the per-neuron `w_b`
-    bias_index: np.ndarray | None = None
+    # per-neuron plasticity accumulators, summed into a parameter when read: (variable, parameter, index)
+    accumulators: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
+    code: list[tuple[str, int]] = field(default_factory=list)  # statements run at a stage of each step
     monitor: tuple[str, ...] = ()
 
 
@@ -92,6 +94,7 @@ class Projection:
     clamped_pre: bool = False
     plastic: bool = False
     once: bool = False  # summed once at t = 0 into a drive population (clamped input, fixed weights)
+    orders: dict[str, int] = field(default_factory=dict)  # summed variable -> its stage (circuits.py)
 
     @property
     def size(self) -> int:
@@ -102,6 +105,7 @@ class Projection:
 class Network:
     populations: dict[str, Population]  # by vertex name
     projections: list[Projection]
+    helpers: list[Population]  # circuits' instantaneous helper groups (circuits.py)
     param_shapes: dict[str, tuple[int, ...]]
     n_steps: int
     dt: float
@@ -111,6 +115,9 @@ class Network:
         lines = []
         for p in self.populations.values():
             lines.append(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n}):")
+            lines += [f"    {e}" for e in p.equations]
+        for p in self.helpers:
+            lines.append(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n}):")
             lines += [f"    {e}" for e in p.equations]
         for s in self.projections:
             lines.append(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.size} synapses):")
@@ -158,10 +165,11 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
     projections: list[Projection] = []
 
     for loss_vertex, loss in problem.losses.items():
-        if field.target_shown and loss.name != "mse":
-            raise RenderError(f"the brian2 backend renders the MSE output error (y - mu) only; output "
-                              f"'{loss_vertex}' has loss '{loss.name}', whose error needs a softmax across "
-                              "neurons. Use backend='scipy' or 'torch' for it.")
+        if field.target_shown and loss.name not in ("mse", "ce"):
+            raise RenderError(f"the brian2 backend renders the MSE and cross-entropy output errors; output "
+                              f"'{loss_vertex}' has loss '{loss.name}'. Use backend='scipy' or 'torch' for it.")
+    helpers: list[Population] = []
+    circuits: dict[str, Circuit] = {}
 
     def population_of(name: str) -> Population:
         if name not in pops:
@@ -182,6 +190,11 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
         vertex = graph[name]
         post = population_of(name)
         shapes = [tuple(graph[p].shape) for p in vertex.parents]
+        circuit = circuit_of(vertex, shapes, problem.params, graph.constants)
+        if circuit is not None:
+            circuits[name] = circuit
+            _wire(field, name, circuit, population_of, helpers, feedback, projections, dt)
+            continue
         edges, offs = edges_of(vertex, shapes, problem.params, graph.constants)
         offsets[name] += offs
         for edge in edges:
@@ -221,20 +234,90 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             if field.target_shown and field.t_on > 0:
                 # the synapse evaluates err_post, which switches at t_on, in its own namespace
                 proj.times["t_on"] = field.t_on
-            if name in field.holds_from:  # and err_post falls silent at its population's hold (`_hold`)
-                proj.times["hold_from"] = max(field.holds_from[name], -dt)
+            proj.times.update(_quiet_times(field, name, dt))  # err_post reads its population's (`_quiet`)
             projections.append(proj)
 
     for name in graph.latent:
         _latent_equations(field, pops[name], incoming[name], feedback[name], offsets[name], gates[name],
-                          linked[name])
-        if name in field.holds_from:  # from before the first step, for a population that holds throughout
-            _hold(pops[name], max(field.holds_from[name], -dt))
+                          linked[name], circuits.get(name))
+        if name in field.outputs and field.target_shown and problem.losses[name].name == "ce":
+            _cross_entropy(pops[name], problem.targets[name], graph[name].shape, helpers, projections)
+        _quiet(pops[name], _quiet_times(field, name, dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
-    return Network(pops, projections, shapes, n_steps, dt)
+    return Network(pops, projections, helpers, shapes, n_steps, dt)
 
 
-def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, offsets, gate, linked) -> None:
+def _wire(field: VectorField, name: str, circuit: Circuit, population_of, helpers, feedback, projections,
+          dt: float) -> None:
+    """A circuit's helper groups, links and summed projections (circuits.py) around vertex `name`."""
+    vertex = field.problem.graph[name]
+    own = population_of(name)
+    groups = {}
+    for g in circuit.groups:
+        groups[g.name] = Population(f"{own.name}_{g.name}", name, g.n, list(g.equations), dict(g.values))
+        helpers.append(groups[g.name])
+
+    def ref(source: str) -> Population:
+        if source == "self":
+            return own
+        if source.startswith("parent:"):
+            return population_of(vertex.parents[int(source.split(":")[1])])
+        return groups[source]
+
+    # a link is a summed copy (one synapse per reading neuron): Brian2 lets a synapse read a population's
+    # subexpressions (err_post) only when they rest on the population's own variables, not on linked ones
+    sums = list(circuit.sums)
+    for holder, links in [("self", circuit.links)] + [(g.name, g.links) for g in circuit.groups]:
+        for link in links:
+            ref(holder).equations.append(f"{link.name} : 1")
+            sums.append(Sum(link.source, holder, link.index, np.arange(ref(holder).n), link.name, "post",
+                            f"{link.var}_pre", link.stage))
+    merged: dict[tuple, Projection] = {}  # sums over the same synapses share one Synapses object
+    for s in sums:
+        pre, post = ref(s.pre), ref(s.post)
+        target = pre if s.side == "pre" else post
+        var = s.var
+        if var == "fb":
+            if target.clamped:
+                continue  # a constant population takes no feedback
+            var = f"fb_{len(feedback[target.vertex])}"
+            feedback[target.vertex].append(var)
+        key = (pre.name, post.name, s.i.tobytes(), s.j.tobytes(), tuple(s.values))
+        proj = merged.get(key)
+        if proj is None:
+            proj = Projection(f"s{len(projections)}_{_identifier(name)}_c", pre.name, post.name, s.i, s.j,
+                              [f"{c} : 1 (constant)" for c in s.values], "", None, dict(s.values),
+                              clamped_pre=pre.clamped)
+            if field.target_shown and field.t_on > 0:
+                proj.times["t_on"] = field.t_on
+            proj.times.update(_quiet_times(field, name, dt))
+            merged[key] = proj
+            projections.append(proj)
+        proj.equations.append(f"{var}_{s.side} = {s.expr} : 1 (summed)")
+        proj.orders[f"{var}_{s.side}"] = s.stage
+
+
+def _cross_entropy(pop: Population, target, shape, helpers, projections) -> None:
+    """The cross-entropy's output error y - softmax(mu) over the classes (dim 1): a helper neuron per
+    sample (and position) pools exp(mu) (a summed variable), and the output reads it back."""
+    row, rows, _ = pooled_rows(tuple(shape), [1])
+    group = Population(f"{pop.name}_softmax", pop.vertex, rows, ["z : 1"])
+    helpers.append(group)
+    every = np.arange(pop.n)
+    onehot = np.zeros(tuple(shape))
+    np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
+    pop.values["y"] = onehot.reshape(-1)
+    pop.equations = [e.replace("target_err = y - mu : 1", "target_err = y - exp(mu) / zr : 1") for e in pop.equations]
+    pop.equations.append("zr : 1")
+    s = Sum("self", "", every, row, "z", "post", "exp(mu_pre)", READS_MU)
+    projections.append(Projection(f"s{len(projections)}_{pop.name}_zr", group.name, pop.name, row, every,
+                                  ["zr_post = z_pre : 1 (summed)"], "", None, orders={"zr_post": READS_MU + 1}))
+    projections.append(Projection(f"s{len(projections)}_{pop.name}_ce", pop.name, group.name, s.i, s.j,
+                                  [f"z_post = {s.expr} : 1 (summed)"], "", None, orders={"z_post": s.stage}))
+
+
+def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, offsets, gate, linked,
+                      circuit: Circuit | None) -> None:
     name = pop.vertex
     problem = field.problem
     E = EQUATIONS
@@ -253,6 +336,11 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         eqs.append("c : 1 (constant)")
         pop.values["c"] = sum(o.values for o in const)
         terms.append("c")
+    if circuit is not None:
+        terms.insert(0, f"({circuit.mu})")
+        eqs += circuit.equations + [f"{link.name} : 1" for link in circuit.links]
+        pop.values.update(circuit.values)
+        pop.code = list(circuit.code)
     eqs.append(f"mu = {' + '.join(terms) if terms else '0'} : 1")
     eqs += [f"{t} : 1 (linked)" if t in linked else f"{t} : 1" for t in mu_terms]
     pop.times.update({"tau_x": field.tau_x[name], "tau_w": field.tau_w})
@@ -280,28 +368,53 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
             eqs += ["shown = int(t >= t_on) : 1",
                     switch(split(E.free_output)[0], rhs(E.free_output), "0"),
                     switch(split(free_err)[0], rhs(free_err), rhs(shown_err))]
-    if bias and gate is not None:
-        params = {o.param for o in bias}
-        if len(params) != 1:
-            raise RenderError(f"vertex '{name}' adds {len(params)} bias parameters; the brian2 backend holds one")
-        pop.bias = bias[0].param
-        pop.bias_index = bias[0].index
-        eqs += [rename(E.plasticity, w="w_b", hebb="hebb_b"), "hebb_b = err : 1", gate[0]]
-        pop.times.update(gate[1])
-        pop.tables.update(gate[2])
+    if gate is not None:
+        # one accumulator of err serves every bias (and embedding row) the vertex adds; a circuit's
+        # parameters (a norm's scale and shift) have their own Hebbian terms
+        terms = [("b", "err")] if bias else []
+        pop.accumulators += [("w_b", o.param, o.index) for o in bias]
+        for k, a in enumerate(circuit.accumulators if circuit is not None else ()):
+            terms.append((f"g{k}", a.hebb))
+            pop.accumulators.append((f"w_g{k}", a.param, a.index))
+        for suffix, hebb in terms:
+            eqs += [rename(E.plasticity, w=f"w_{suffix}", hebb=f"hebb_{suffix}"), f"hebb_{suffix} = {hebb} : 1"]
+        if terms:
+            eqs.append(gate[0])
+            pop.times.update(gate[1])
+            pop.tables.update(gate[2])
     pop.equations = eqs
 
 
-def _hold(pop: Population, start: float) -> None:
-    """From `start`, where the gate ends the protocol for it, the population holds its value and its leaky
-    error, and an instantaneous error falls silent (`Gate.holds_from`)."""
-    def held(eq: str) -> str:
+def _quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
+    """When the population is quiet: before the error wave reaches it (`Gate.wave_arrives`) and from its
+    hold (`Gate.holds_from`; from before the first step for one that holds throughout)."""
+    times = {}
+    if name in field.holds_from:
+        times["hold_from"] = max(field.holds_from[name], -dt)
+    wave = field.gate.wave_arrives(name)
+    if wave is not None and wave > 0:
+        times["wave_from"] = wave
+    return times
+
+
+def _quiet(pop: Population, times: dict[str, float]) -> None:
+    """While quiet the population holds its value and its leaky error, and an instantaneous error is zero.
+    From its hold that ends the protocol for it (`Gate.holds_from`). Before the wave it changes nothing
+    pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
+    if not times:
+        return
+    factor = " * ".join(f for f, k in (("(1 - hold)", "hold_from"), ("wave", "wave_from")) if k in times)
+
+    def quiet(eq: str) -> str:
         lhs, rhs_, unit = split(eq)
-        return f"{lhs} = (1 - hold) * ({rhs_}) : {unit}"
-    pop.equations = [held(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
+        return f"{lhs} = {factor} * ({rhs_}) : {unit}"
+    pop.equations = [quiet(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
                      for e in pop.equations]
-    pop.equations.append("hold = int(t >= hold_from) : 1")
-    pop.times["hold_from"] = start
+    if "hold_from" in times:
+        pop.equations.append("hold = int(t >= hold_from) : 1")
+    if "wave_from" in times:
+        pop.equations.append("wave = int(t >= wave_from) : 1")
+    pop.times.update(times)
 
 
 def checked_steps(t_end: float, dt: float) -> int:

@@ -1,10 +1,11 @@
 """Build the rendered network as Brian2 objects, run it on a code-generation target, read it back.
 
 Schedule of one Euler step (all within `when='before_groups'`, then the groups' state updaters):
-  order 0  forward summed variables   mu_k = sum over synapses (reads the values x of step k)
-  order 1  feedback summed variables  fb_m = sum of J^T err (err depends on this step's mu)
-  order 2  synaptic plasticity        w += dt gate hebb / tau_w (err_post, x_pre of step k)
-  order 3  monitors                   x, err, mu of step k
+  order 0..   forward summed variables  mu_k = sum over synapses (reads the values x of step k), then
+              what circuits pool from them (circuits.py: a softmax's normaliser, a norm's variance)
+  order 10..  feedback summed variables fb_m = sum of J^T err (err depends on this step's mu)
+  order 20    synaptic plasticity       w += dt gate hebb / tau_w (err_post, x_pre of step k)
+  order 21    monitors                  x, err, mu of step k
   groups   x += dt (fb - err) / tau_x, leaky errors, bias accumulators: all from step k's state
 so one step reads only the previous step's state, as explicit Euler does.
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from pcsim import paths
+from pcsim.backends.brian2.circuits import BACKWARD
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
@@ -33,6 +35,9 @@ from pcsim.errors import PcsimError
 
 INSTALL = ("install it with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with "
            "numpy >= 2.4), or run `make install`, which puts it in .venv")
+
+
+PLASTICITY = 2 * BACKWARD  # synaptic accumulators after every summed variable (circuits.py's stages)
 
 
 class Brian2Unavailable(PcsimError, ImportError):
@@ -135,13 +140,18 @@ class Built:
             ns.update({k: b2.TimedArray(v, dt=spec.dt * second) for k, v in obj.tables.items()})
             return ns
 
-        for pop in spec.populations.values():
+        by_name = {}
+        for pop in [*spec.populations.values(), *spec.helpers]:
             g = b2.NeuronGroup(pop.n, "\n".join(pop.equations), method="euler", namespace=namespace(pop),
                                clock=self.clock, name=pop.name)
             for var, value in pop.values.items():
                 setattr(g, var, value)
-            self.groups[pop.vertex] = g
-        by_name = {p.name: self.groups[p.vertex] for p in spec.populations.values()}
+            for k, (code, stage) in enumerate(pop.code):
+                g.run_regularly(code, when="before_groups", order=stage, name=f"{pop.name}_code{k}")
+            by_name[pop.name] = g
+            if pop.vertex in spec.populations and spec.populations[pop.vertex] is pop:
+                self.groups[pop.vertex] = g
+        self.helpers = [by_name[p.name] for p in spec.helpers]
         for proj in spec.projections:
             pre, post = by_name[proj.pre], by_name[proj.post]
             if proj.once:
@@ -154,11 +164,12 @@ class Built:
             s.connect(i=proj.i.astype(np.int32), j=proj.j.astype(np.int32))
             for var, value in proj.values.items():
                 setattr(s, var, value)
-            for updater in s.summed_updaters.values():
+            for var, updater in s.summed_updaters.items():
                 updater.when = "before_groups"
-                updater.order = 0 if updater.target is post else 1  # predictions first, then feedback
+                default = 0 if updater.target is post else BACKWARD  # predictions first, then feedback
+                updater.order = proj.orders.get(var, default)
             if getattr(s, "state_updater", None) is not None:
-                s.state_updater.when, s.state_updater.order = "before_groups", 2
+                s.state_updater.when, s.state_updater.order = "before_groups", PLASTICITY
             self.synapses.append((proj, s))
         monitors = []
         # the state at t_end: recorded at steps 0 and n of the n + 1 the network runs (unless the
@@ -168,7 +179,7 @@ class Built:
         for name, pop in spec.populations.items():
             if not pop.clamped and not (final_recorded and name in populations):
                 self.final[name] = b2.StateMonitor(self.groups[name], ["x", "err"] if pop.leaky else ["x"],
-                                                   record=True, when="before_groups", order=3, clock=last,
+                                                   record=True, when="before_groups", order=PLASTICITY + 1, clock=last,
                                                    name=f"f_{pop.name}")
         monitors += self.final.values()
         if monitor_every is not None:
@@ -176,11 +187,11 @@ class Built:
             for name in populations:
                 pop = spec.populations[name]
                 self.monitors[name] = b2.StateMonitor(self.groups[name], list(pop.monitor), record=True,
-                                                      when="before_groups", order=3, clock=every,
+                                                      when="before_groups", order=PLASTICITY + 1, clock=every,
                                                       name=f"m_{pop.name}")
             monitors += self.monitors.values()
-        self.network = _network_class(b2)(list(self.groups.values()), self.drives, [s for _, s in self.synapses],
-                                          monitors, name="pcsim_network")
+        self.network = _network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
+                                          [s for _, s in self.synapses], monitors, name="pcsim_network")
 
     def run(self, b2, report):
         """n + 1 steps: Euler's n, and one more that only observes the state at t_end (gates are shut)."""
@@ -283,9 +294,9 @@ def _read(built: Built, field: VectorField):
         found["u", name] = np.asarray(mon.x[:])[:, -1] - pop.values["x"]
         if pop.leaky:
             found["e", name] = np.asarray(mon.err[:])[:, -1]
-        if pop.bias is not None:
-            w_b = np.asarray(built.groups[name].w_b[:])
-            acc[pop.bias] += np.bincount(pop.bias_index, weights=w_b, minlength=acc[pop.bias].size)
+        for var, param, index in pop.accumulators:
+            w = np.asarray(getattr(built.groups[name], var)[:])
+            acc[param] += np.bincount(index, weights=w, minlength=acc[param].size)
     for proj, s in built.synapses:
         if proj.plastic:
             # a weight shared across batch copies or positions sums its synapses' accumulators
@@ -318,7 +329,9 @@ def _observe(field: VectorField, recorder: Recorder, monitors, wanted, dt, t_end
                 # a shown output's value is its prediction plus its error (MSE: the target)
                 mu = mon["mu"][k].reshape(shape)
                 values[name] = torch.as_tensor(mu + err)
-                energy[name] = float(problem.losses[name].value(torch.as_tensor(mu), problem.targets[name].double()))
+                target = problem.targets[name]  # (class indices for cross-entropy)
+                target = target.double() if target.is_floating_point() else target
+                energy[name] = float(problem.losses[name].value(torch.as_tensor(mu), target))
             else:
                 values[name] = torch.as_tensor(mon["x"][k].reshape(shape))
                 energy[name] = 0.5 * float(np.sum(err * err))
