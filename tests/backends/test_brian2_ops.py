@@ -155,3 +155,58 @@ def test_zil_on_brian2_gives_autograd_gradients(name):
     assert set(reference) == set(tr.updates)
     for p, ref in reference.items():
         assert relative_difference(torch.as_tensor(tr.updates[p]), ref) <= 1e-10, p
+
+
+# -- refusals name the vertex and why -----------------------------------------------------------------------
+class PaddedEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(6, 3, padding_idx=0), nn.Linear(3, 2)
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens).mean(1))
+
+
+class ScaledTiedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return F.linear(torch.tanh(self.enc(x)), 0.5 * self.enc.weight.t())
+
+
+class PowerOfPopulation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.sigmoid(self.a(x)) ** self.b(x)
+
+
+@pytest.mark.parametrize("make,inputs,vertex,why", [
+    (PaddedEmbedding, lambda: torch.tensor([[0, 2], [3, 1]]), "embed", "padding_idx, whose row torch gives no"),
+    (ScaledTiedWeight, lambda: torch.randn(2, 3, dtype=torch.float64), "linear_1",
+     "which is not an index map of it"),
+    (PowerOfPopulation, lambda: torch.randn(2, 3, dtype=torch.float64), "pow_1", "'pow' of 2 populations"),
+])
+def test_refusals_name_the_vertex_and_why(make, inputs, vertex, why):
+    torch.manual_seed(0)
+    module, x = make().double(), inputs()
+    graph = pcsim.trace(module, x)
+    out = module(x)
+    with pytest.raises(pcsim.UnsupportedOpError) as info:
+        pcsim.simulate(graph, (x,), torch.zeros_like(out), backend="brian2", t_end=0.5, dt=0.1)
+    msg = str(info.value)
+    assert f"vertex '{vertex}'" in msg and why in msg and "Brian2 equations" in msg, msg
+
+
+def test_embedding_with_a_padding_idx_it_never_reads_renders():
+    torch.manual_seed(0)
+    module, tokens = PaddedEmbedding().double(), torch.tensor([[4, 2], [3, 1]])
+    graph = pcsim.trace(module, tokens)
+    target = torch.randn(2, 2, dtype=torch.float64)
+    kw = dict(t_end=0.3, dt=0.1, method="euler", tau_x=0.5, plasticity="always", record=pcsim.Record(every_step=True))
+    assert_same_path(pcsim.simulate(graph, (tokens,), target, backend="brian2", **kw),
+                     pcsim.simulate(graph, (tokens,), target, backend="scipy", **kw))

@@ -382,6 +382,8 @@ FUNCTIONS = {
 def _activation(vertex, shapes, params, constants, values=None):
     names, defaults, render = ACTIVATIONS[vertex.op]
     a = _bind(vertex, names, defaults)
+    if len(vertex.parents) > 1:
+        raise _unsupported(vertex, f"'{vertex.op}' of {len(vertex.parents)} populations ({_PRODUCT}); {WHY}")
     _single_parent(vertex, a["input"])
     if tuple(shapes[0]) != tuple(vertex.shape):
         raise _unsupported(vertex, "an elementwise op that changes shape")
