@@ -98,9 +98,15 @@ def seeded(make, in_shape, out=2, seed=0):
 
 
 def zoo(name):
+    """A zoo model at its small dims, with an MSE target (the backend's output error) of its output's shape."""
     def build():
         module, inputs, target = load_model_file(name).build_model(seed=0, **SMALL_DIMS[name])
-        return module.double(), tuple(x.double() for x in inputs), target.double()
+        module, inputs = module.double(), tuple(x.double() if x.is_floating_point() else x for x in inputs)
+        if not target.is_floating_point():
+            with torch.no_grad():
+                shape = module(*inputs).shape
+            target = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        return module, inputs, target.double()
     return build
 
 
@@ -143,9 +149,15 @@ def test_numpy_target_is_pcsims_euler_path(name):
     assert_same_path(got, ref)
 
 
-@pytest.mark.parametrize("name", list(PROBLEMS))
+# resnet_conv_block: conv2d, BatchNorm2d (eval), a residual add and a mean over positions, levelled.
+# (Deeper nets such as the zoo's densenet_block and resnet18 render too, but Euler at dt = tau_x multiplies
+# any rounding difference from pcsim's own kernels by ~3.6 per step there, so 1e-10 is out of reach.)
+ZIL = {**PROBLEMS, "resnet_conv_block": arch("resnet_conv_block")}
+
+
+@pytest.mark.parametrize("name", list(ZIL))
 def test_zil_on_brian2_gives_autograd_gradients(name):
-    module, inputs, target = PROBLEMS[name]()
+    module, inputs, target = ZIL[name]()
     graph = pcsim.trace(module, *inputs).level()
     dt = 0.25
     plan = pcsim.discretise(tau_x=dt, tau_e=0, dt=dt, plasticity="zil")

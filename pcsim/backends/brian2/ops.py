@@ -5,12 +5,18 @@ synapse adds to the post-synaptic prediction (`forward`, in x_pre) and to the pr
 feedback (`backward` = J^T err, in err_post), and, for parameterised ops, the weight each synapse
 holds and its index `kidx` into the shared parameter. Biases and constants are per-neuron `Offset`s.
 
-  linear, conv2d        weight * x_pre / weight * err_post, one synapse per (sample, in, out) or per
-                        (sample, out position, kernel tap), each with its copy of the weight it reads
+  linear, convolutions  weight * x_pre / weight * err_post, one synapse per (sample, in, out) or per
+                        (sample, out position, kernel tap), each with its copy of the weight it reads;
+                        conv1d is conv2d of height 1, a transposed convolution the same taps read backwards.
+                        A weight may be an index map of a parameter (a tied W.T): `kidx` goes through it
   avg_pool2d, adaptive  fixed weights (torch's own 1 / window size, read from the op)
-  activations           one-to-one: f(x_pre) / f'(x_pre) * err_post
+  sum, mean             fixed weights: the op's Jacobian, read from torch's VJP (`linear_map`)
+  activations           one-to-one: f(x_pre) / f'(x_pre) * err_post (erf, for gelu, is in `FUNCTIONS`)
   add, sub, neg, scale  one-to-one (or broadcast) with the op's coefficients as weights
-  reshapes, identity    one-to-one index maps, read from the op applied to neuron indices
+  reshapes, identity,   index maps of one or more parents (cat, stack, slices, padding: a pad value is an
+  cat, pad, slices      `Offset`), read from the op applied to the parents' neuron ids
+  embedding             no synapses: a parameter `Offset` per (token, feature), the token's table row
+  batch norm (eval)     a per-channel scale, and gamma's Hebbian term err s (x - m) on a second projection
 
 Anything else raises UnsupportedOpError naming the vertex and why it has no synaptic form.
 """
