@@ -222,3 +222,28 @@ def test_embedding_with_a_padding_idx_it_never_reads_renders():
     kw = dict(t_end=0.3, dt=0.1, method="euler", tau_x=0.5, plasticity="always", record=pcsim.Record(every_step=True))
     assert_same_path(pcsim.simulate(graph, (tokens,), target, backend="brian2", **kw),
                      pcsim.simulate(graph, (tokens,), target, backend="scipy", **kw))
+
+
+# -- wiring, without Brian2: the synapses' forward sums are the op ----------------------------------------------
+@pytest.mark.parametrize("layer,shape", [
+    (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), (2, 4, 7, 6)),
+    (lambda: nn.Conv2d(2, 3, (2, 3), padding="same"), (2, 2, 5, 4)),
+    (lambda: nn.Conv1d(2, 4, 4, padding="same", dilation=2, groups=2), (2, 2, 9)),
+    (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2), (2, 4, 3, 4)),
+    (lambda: nn.ConvTranspose1d(2, 3, 2, stride=3, padding=1), (1, 2, 4)),
+])
+def test_convolution_wiring_reproduces_torch(layer, shape):
+    from pcsim.backends.brian2.ops import edges_of
+
+    torch.manual_seed(0)
+    module = layer().double()
+    x = torch.randn(*shape, dtype=torch.float64)
+    graph = pcsim.trace(nn.Sequential(nn.Tanh(), module), x)
+    (vertex,) = [v for v in graph.vertices if v.op in ("conv1d", "conv2d", "convolution")]
+    edges, offsets = edges_of(vertex, [shape], graph.params, graph.constants)
+    h = torch.tanh(x).reshape(-1).numpy()
+    mu = sum(o.values for o in offsets) + np.bincount(edges[0].j, edges[0].weight * h[edges[0].i],
+                                                       minlength=int(np.prod(vertex.shape)))
+    np.testing.assert_allclose(mu, module(torch.tanh(x)).detach().reshape(-1).numpy(), rtol=0, atol=1e-13)
+    w = module.weight.detach().reshape(-1).numpy()
+    assert np.array_equal(edges[0].weight, w[edges[0].kidx]) and edges[0].param.endswith("weight")
