@@ -232,6 +232,7 @@ def test_embedding_with_a_padding_idx_it_never_reads_renders():
     (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2), (2, 4, 3, 4)),
     (lambda: nn.ConvTranspose1d(2, 3, 2, stride=3, padding=1), (1, 2, 4)),
 ])
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_convolution_wiring_reproduces_torch(layer, shape):
     from pcsim.backends.brian2.ops import edges_of
 
