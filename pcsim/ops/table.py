@@ -12,7 +12,9 @@ differentiable ATen op works** without an entry. An entry adds what is known bey
   the hand-written fast paths run instead of autograd;
 - `locality`: the form of its Hebbian term, for the plasticity analysis;
 - `brian2`: which synaptic rendering of `pcsim.backends.brian2.ops` it takes, where one exists
-  (`linear`, `conv2d`, `pooling`, `activation`, `affine`, `index`: a wiring of neuron indices);
+  (`linear`, `conv2d` (every convolution), `pooling`, `activation`, `affine`, `index`: a wiring of neuron
+  indices, `linear_map`: a fixed linear map read from the op's Jacobian, `embedding`; `circuit`: helper
+  neurons and staged sums, `pcsim.backends.brian2.circuits`);
 - `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity);
 - `zero`: what the op makes of an argument that is a structural zero (a zero initial state):
   `absorb` (the result is zero: a product), `drop` (the argument can be left out: a sum),
@@ -82,17 +84,19 @@ ENTRIES: tuple[OpEntry, ...] = (
     # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
     OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear",
             zero="bias", call=torch.nn.functional.linear),
-    *_entries("parametric", ["conv1d", "convolution", "conv_transpose2d"],
+    *_entries("parametric", ["conv1d", "convolution"], brian2="conv2d",
               locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
+    OpEntry("conv_transpose2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
     OpEntry("conv2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)",
             brian2="conv2d"),
-    OpEntry("embedding", "parametric", locality="post error scattered to the active token's row"),
+    OpEntry("embedding", "parametric", locality="post error scattered to the active token's row",
+            brian2="embedding"),
     OpEntry("_native_batch_norm_legit_no_training", "normalisation", replace=batch_norm_eval,
-            locality="post error x normalised pre activity"),
+            locality="post error x normalised pre activity", brian2="circuit"),
     *_entries("normalisation", ["_native_batch_norm_legit",
                                 "_native_batch_norm_legit_functional", "native_batch_norm", "native_layer_norm",
                                 "native_group_norm"],
-              locality="post error x normalised pre activity"),
+              locality="post error x normalised pre activity", brian2="circuit"),
     # activations whose derivative is a function of their output
     OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation",
             call=torch.tanh),
@@ -102,21 +106,21 @@ ENTRIES: tuple[OpEntry, ...] = (
             brian2="activation", call=torch.relu),
     *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp"], elementwise=True, brian2="activation"),
     *_entries("activation", ["gelu", "hardtanh", "log", "sqrt", "rsqrt", "abs", "pow", "square", "reciprocal",
-                             "erf", "sin", "cos"], elementwise=True),
-    OpEntry("clamp", "activation", elementwise=True),
+                             "erf", "sin", "cos"], elementwise=True, brian2="activation"),
+    OpEntry("clamp", "activation", elementwise=True, brian2="activation"),
     # kept whole: torch's hardsigmoid backward returns 1/6 rounded to float32 even in float64, so the
     # decomposition (clamp, div) would be exact where backprop is not, and differ from it by 3e-8
     *_entries("activation", ["hardswish", "hardsigmoid"], elementwise=True),
-    *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"]),
+    *_entries("activation", ["_softmax", "_log_softmax", "_safe_softmax"], brian2="circuit"),
     # arithmetic: affine in the populations when the other operand is a constant
     OpEntry("add", "arithmetic", elementwise=True, linear=True, brian2="affine", zero="drop", call=torch.add),
     OpEntry("sub", "arithmetic", elementwise=True, linear=True, brian2="affine", zero="drop", call=torch.sub),
     OpEntry("mul", "arithmetic", elementwise=True, brian2="affine", zero="absorb", call=torch.mul),
     OpEntry("div", "arithmetic", elementwise=True, brian2="affine"),
     OpEntry("neg", "arithmetic", elementwise=True, brian2="affine", call=torch.neg),
-    OpEntry("mm", "arithmetic", zero="absorb", call=torch.mm),
-    OpEntry("bmm", "arithmetic", zero="absorb", call=torch.bmm),
-    OpEntry("matmul", "arithmetic", zero="absorb"),
+    OpEntry("mm", "arithmetic", zero="absorb", call=torch.mm, brian2="circuit"),
+    OpEntry("bmm", "arithmetic", zero="absorb", call=torch.bmm, brian2="circuit"),
+    OpEntry("matmul", "arithmetic", zero="absorb", brian2="circuit"),
     *_entries("arithmetic", ["addmm", "baddbmm"]),
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
     *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
@@ -126,17 +130,17 @@ ENTRIES: tuple[OpEntry, ...] = (
     *_entries("shape", ["slice", "select", "split", "unbind", "chunk", "narrow", "index"],
               linear=True, selection=True, brian2="index"),
     OpEntry("split_with_sizes", "shape", linear=True, selection=True, brian2="index", call=torch.split_with_sizes),
-    *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True),
+    *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True, brian2="index"),
     OpEntry("identity", "shape", elementwise=True, linear=True, brian2="index"),
     OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index",
             note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
     OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index",
             note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
     # reductions and pooling
-    *_entries("reduction", ["sum", "mean"], linear=True),
+    *_entries("reduction", ["sum", "mean"], linear=True, brian2="linear_map"),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,
               brian2="pooling"),
-    *_entries("pooling", ["max_pool2d_with_indices", "max_pool2d"]),
+    *_entries("pooling", ["max_pool2d_with_indices", "max_pool2d"], brian2="circuit"),
     # recurrent layers kept whole by trace(fused=...): one vertex per layer, torch's fused kernel
     *_entries("fused layer (trace(fused=True))", ["lstm", "gru", "rnn_tanh", "rnn_relu"],
               locality="through the fused layer's kernel (no per-gate populations)"),

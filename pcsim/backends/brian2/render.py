@@ -195,7 +195,8 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             circuits[name] = circuit
             _wire(field, name, circuit, population_of, helpers, feedback, projections, dt)
             continue
-        edges, offs = edges_of(vertex, shapes, problem.params, graph.constants)
+        edges, offs = edges_of(vertex, shapes, problem.params, graph.constants,
+                               [problem.clamped.get(p) for p in vertex.parents])
         offsets[name] += offs
         for edge in edges:
             parent = vertex.parents[edge.parent]
@@ -219,7 +220,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
                 # plasticity as synaptic state: per-synapse accumulator of the Hebbian term
                 # (the synapse's gate is `gate_syn`: Brian2 refuses a synaptic name that hides a neuron's)
                 proj.equations += [rename(EQUATIONS.plasticity, gate="gate_syn") + " (clock-driven)",
-                                   "hebb = err_post * x_pre : 1", rename(g[0], gate="gate_syn"),
+                                   f"hebb = {edge.hebb or 'err_post * x_pre'} : 1", rename(g[0], gate="gate_syn"),
                                    "kidx : integer (constant)"]
                 proj.values["kidx"] = edge.kidx
                 proj.times.update(g[1])

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import math
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ import torch
 
 from pcsim import paths
 from pcsim.backends.brian2.circuits import BACKWARD
+from pcsim.backends.brian2.ops import FUNCTIONS
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
@@ -60,6 +63,24 @@ def import_brian2():
 def project_build_dir() -> Path:
     """The build folder: $PCSIM_BUILD, else ./build (pcsim.paths)."""
     return paths.folder("build")
+
+
+def brian2_function(b2, name: str):
+    """A Brian2 `Function` from its implementations declared as data in `ops.FUNCTIONS`."""
+    impl = FUNCTIONS[name]
+    module, attr = impl["numpy"].split(":")
+    vectorised = getattr(importlib.import_module(module), attr)
+
+    def pyfunc(x):  # a Python function (Brian2's numpy target reads its __globals__), around the ufunc
+        return vectorised(x)
+
+    pyfunc.__name__ = name
+    f = b2.Function(pyfunc, arg_units=[1], return_unit=1, arg_types=["float"], return_type="float", stateless=True)
+    for target in ("cython", "cpp"):
+        code, cname = impl[target]
+        f.implementations.add_implementation(target, code if target == "cython" else {"support_code": code},
+                                             name=cname)
+    return f
 
 
 def cache_dir() -> Path:
@@ -135,9 +156,17 @@ class Built:
         once = b2.Clock(dt=(n + 1) * spec.dt * second, name="pcsim_once_clock")
         self.groups, self.drives, self.synapses, self.monitors = {}, [], [], {}
 
+        functions = {}
+
         def namespace(obj):
             ns = {k: v * second for k, v in obj.times.items()}
             ns.update({k: b2.TimedArray(v, dt=spec.dt * second) for k, v in obj.tables.items()})
+            text = "\n".join(obj.equations)
+            for fname in FUNCTIONS:  # functions Brian2 lacks (erf), where an expression calls them
+                if re.search(rf"\b{fname}\s*\(", text):
+                    if fname not in functions:
+                        functions[fname] = brian2_function(b2, fname)
+                    ns[fname] = functions[fname]
             return ns
 
         by_name = {}
