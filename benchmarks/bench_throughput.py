@@ -54,6 +54,12 @@ def solvers() -> dict:
             f"scipy LSODA ({TOL:g})": pcsim.Scipy("LSODA", rtol=TOL, atol=TOL)}
 
 
+def brian2_solvers(targets) -> dict:
+    """Brian2 on the MLP only (one synapse per sample, input and output: 21 million here), for a short run:
+    its cost is building that network, then each step."""
+    return {f"brian2 {t} (dt 0.1)": pcsim.Brian2(0.1, target=t) for t in targets}
+
+
 def measure(graph, inputs, target, loss, t_end, solver, reps: int) -> dict:
     def run():
         pcsim.simulate(graph, inputs, target, loss=loss, solver=solver, t_end=t_end, tau_x=1.0,
@@ -78,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput"))
+    ap.add_argument("--brian2", nargs="*", default=["numpy", "cython"], help="Brian2 targets to time on the MLP")
+    ap.add_argument("--brian2-t-end", type=float, default=1.0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -85,10 +93,13 @@ def main(argv=None) -> int:
     for device in devices:
         for net, (module, inputs, target, loss, t_end) in networks(device).items():
             graph = pcsim.trace(module, *inputs)
-            for name, solver in solvers().items():
+            runs = {name: (solver, t_end) for name, solver in solvers().items()}
+            if device.type == "cpu" and net.startswith("MLP"):
+                runs.update({n: (s, args.brian2_t_end) for n, s in brian2_solvers(args.brian2).items()})
+            for name, (solver, t) in runs.items():
                 if device.type == "cuda" and name.startswith("scipy"):
                     continue
-                r = measure(graph, inputs, target, loss, t_end, solver, args.reps)
+                r = measure(graph, inputs, target, loss, t, solver, args.reps)
                 rows.append({"network": net, "solver": name, "device": device.type, **r})
                 print(rows[-1], flush=True)
     result = {"machine": machine(devices[-1]), "threads": args.threads,
@@ -98,7 +109,8 @@ def main(argv=None) -> int:
              f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}; {args.threads} thread(s); "
              f"created {result['created']}.", "",
              "Float32, target shown at t = 0, tau_x = 1 (model time in units of tau_x), instantaneous errors, "
-             f"recording only the end; median of {args.reps} warm runs.", "",
+             f"recording only the end; median of {args.reps} warm runs. Brian2 (float64, as it computes) end to end "
+             "through pcsim.simulate: building the network's objects and synapses, then its steps.", "",
              "| network | solver | device | t_end | wall s | model time / s |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         if "refused" in r:
