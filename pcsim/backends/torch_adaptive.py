@@ -1,10 +1,15 @@
 """Adaptive Runge-Kutta solvers on torch (torchode): error-controlled steps on any device.
 
-The state is packed into one (1, n) tensor on the data's device (torchode's layout: a batch of one
-system), so on a CUDA machine the whole solve runs there. As with scipy, the interval is integrated
-piecewise between target onset and the gates' switching times, so no step straddles a
-discontinuity; each piece starts just after its switch, where the field is evaluated from the
-right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
+The state is one flat (1, n) tensor on the data's device (torchode's layout: a batch of one system), so on a
+CUDA machine the whole solve runs there; the field reads its components as views of it and writes its
+derivative into the components of a fresh flat vector (`VectorField.views`), with no packing per evaluation.
+The steps are torchode's: its Runge-Kutta step (tableau, stages, FSAL, error estimate, dense output) and its
+IntegralController (the rms norm of the error over atol + rtol |y|, diffrax's default controller), driven by a
+plain loop for the one system instead of `AutoDiffAdjoint.solve`, whose per-instance bookkeeping of a batch
+(masked merges of the state and of the last stage, status and evaluation masks) a batch of one does not need.
+As with scipy, the interval is integrated piecewise between target onset and the gates' switching times, so
+no step straddles a discontinuity; each piece starts just after its switch, where the field is evaluated from
+the right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
 rtol = atol = 1e-3: the same number of field evaluations, and torchdiffeq's own stepping costing
 more than they do (benchmarks/bench_torch_adaptive.py, benchmarks/results/torch_adaptive.md).
 """
