@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -179,7 +180,8 @@ def main(argv=None) -> int:
     error = {k: float((v.double() - acc["reference"]).abs().max()) for k, v in acc["finals"].items()}
     result = {"machine": machine(device), "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "setting": f"MLP 784-300-300-10 tanh, batch {args.batch}, float32, 1 thread, t_end = {T_END} tau_x, "
-                         f"rtol = atol = {args.tol}, {args.reps} interleaved repetitions",
+                         f"rtol = atol = {args.tol}, {args.reps} interleaved repetitions; load average at the end "
+                         + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + " (on a shared machine: compare ratios)",
               "runs": stats, "field_evaluations": evals, "max_error_to_dop853": error}
     m = result["machine"]
     lines = ["# Adaptive solvers on torch: torchode against torchdiffeq (and scipy)", "",
