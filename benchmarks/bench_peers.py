@@ -248,15 +248,33 @@ def _jpc_checks() -> dict:
         jax.config.update("jax_enable_x64", False)
 
 
+def _import_pcsim_from(src: str):
+    """The pcsim package in `src` (`--baseline-src`), imported as a second set of module objects beside this one."""
+    mine = {k: v for k, v in sys.modules.items() if k == "pcsim" or k.startswith("pcsim.")}
+    for k in mine:
+        del sys.modules[k]
+    sys.path.insert(0, str(Path(src).resolve()))
+    try:
+        import pcsim as other
+
+        __import__("pcsim.backends.torch_adaptive")
+    finally:
+        sys.path.pop(0)
+        for k in [k for k in sys.modules if k == "pcsim" or k.startswith("pcsim.")]:
+            del sys.modules[k]
+        sys.modules.update(mine)
+    return other
+
+
 def _count_field_calls(fn) -> int:
     """How many times one run evaluates pcsim's vector field (VectorField.__call__ wrapped for that run only)."""
     from pcsim.dynamics.field import VectorField
 
     calls, orig = [0], VectorField.__call__
 
-    def counting(self, t, state):
+    def counting(self, *args, **kwargs):
         calls[0] += 1
-        return orig(self, t, state)
+        return orig(self, *args, **kwargs)
     VectorField.__call__ = counting
     try:
         fn()
@@ -265,7 +283,7 @@ def _count_field_calls(fn) -> int:
     return calls[0]
 
 
-def part_jpc(reps: int) -> dict:
+def part_jpc(reps: int, baseline: str | None = None) -> dict:
     import diffrax
     import jax.numpy as jnp
     import torch
@@ -294,6 +312,13 @@ def part_jpc(reps: int) -> dict:
             fns[f"pcsim {name} 1e-3"] = partial(pcsim.simulate, graph, (x,), y, t_end=T_END, tau_x=TAU,
                                                 solver=getattr(pcsim, name)(rtol=TOL, atol=TOL),
                                                 record={"times": [T_END]})
+    if baseline:  # the adaptive solves of another pcsim (say the commit before a change), in the same repetitions
+        other = _import_pcsim_from(baseline)
+        other_graph = other.trace(net, x)
+        for name in ("Tsit5", "Dopri5"):
+            fns[f"baseline pcsim {name} 1e-3"] = partial(other.simulate, other_graph, (x,), y, t_end=T_END, tau_x=TAU,
+                                                         solver=getattr(other, name)(rtol=TOL, atol=TOL),
+                                                         record={"times": [T_END]})
     steps = {}
     for name, (solver, ctrl, dt) in solvers.items():
         run = _jpc_solver(model, xj, yj, solver, ctrl, dt)
@@ -320,6 +345,11 @@ def part_jpc(reps: int) -> dict:
             ratios[f"pcsim {name} 1e-3 / JPC {name} 1e-3"] = _ratio(t, f"pcsim {name} 1e-3", f"JPC {name} 1e-3")
             ratios[f"pcsim {name} 1e-3 / pcsim.il"] = _ratio(t, f"pcsim {name} 1e-3", "pcsim.il")
             steps[f"pcsim {name} 1e-3 (field evaluations)"] = _count_field_calls(fns[f"pcsim {name} 1e-3"])
+        if f"baseline pcsim {name} 1e-3" in t:
+            ratios[f"baseline pcsim {name} 1e-3 / JPC {name} 1e-3"] = _ratio(t, f"baseline pcsim {name} 1e-3",
+                                                                           f"JPC {name} 1e-3")
+            ratios[f"pcsim {name} 1e-3 / baseline pcsim {name} 1e-3"] = _ratio(t, f"pcsim {name} 1e-3",
+                                                                             f"baseline pcsim {name} 1e-3")
     return {"setting": f"MLP 784-300-300-10 tanh, batch {JPC_BATCH}, float32, 1 thread; pcsim: t_end = {T_END}, "
                        f"tau_x = {TAU}, Euler dt = {DT} ({STEPS} steps), il steps = {STEPS}, gamma = {GAMMA}; JPC: "
                        f"t1 = N * {T_END}, Euler dt = N * {DT}, adaptive rtol = atol = {TOL}, N = {JPC_BATCH}",
@@ -515,6 +545,8 @@ def _markdown(result: dict) -> str:
     lines = ["# pcsim against JPC and PCX (issue 21)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; created {result['created']}; `{result['command']}`.", "",
              f"pcsim measured: {result['pcsim_source']}. JPC source: {result['jpc_source']}.", "",
+             *([f"Baseline pcsim (rows \"baseline pcsim ...\", part jpc, imported beside pcsim in the same process): "
+                f"{result['baseline_source']}.", ""] if "baseline_source" in result else []),
              "Each part runs in its own venv (JPC needs jax 0.5; PCX 0.6.3 pins jax < 0.5), pcsim and the peer "
              "interleaved in that one process, the order rotated each repetition; one thread (torch and XLA). "
              "Ratios: median over repetitions of the ratio of two times of the same repetition (quartiles in "
@@ -548,11 +580,13 @@ def main(argv=None) -> int:
     ap.add_argument("--part", choices=["jpc", "pcx"], help="run one part here and write its JSON to --out")
     ap.add_argument("--jpc-python", default=str(ROOT / "build" / "peers-jpc" / "bin" / "python"))
     ap.add_argument("--pcx-python", default=str(ROOT / "build" / "peers-pcx" / "bin" / "python"))
+    ap.add_argument("--baseline-src", help="part jpc: also time the Tsit5/Dopri5 of the pcsim in this folder (a "
+                    "`git archive` of another commit, its hash in COMMIT), interleaved with the rest")
     ap.add_argument("--pcsim-src", default=str(ROOT), help="the folder whose pcsim (and models/) is measured "
                     "(default: this checkout, as it is on disk)")
     args = ap.parse_args(argv)
     if args.part:
-        res = (part_jpc if args.part == "jpc" else part_pcx)(args.reps)
+        res = part_jpc(args.reps, args.baseline_src) if args.part == "jpc" else part_pcx(args.reps)
         res["reps"] = args.reps
         import pcsim
 
@@ -569,11 +603,14 @@ def main(argv=None) -> int:
               "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "xla_flags": _XLA, "jpc_source": _jpc_source(), "pcsim_source": _pcsim_source(Path(args.pcsim_src))}
+    if args.baseline_src:
+        result["baseline_source"] = _pcsim_source(Path(args.baseline_src))
     for part, py in (("jpc", args.jpc_python), ("pcx", args.pcx_python)):
         tmp = out.with_name(f"{out.name}.{part}.tmp.json")
         print(f"== part {part} ({py})", flush=True)
+        extra = ["--baseline-src", str(Path(args.baseline_src).resolve())] if args.baseline_src else []
         proc = subprocess.run([py, __file__, "--part", part, "--reps", str(args.reps), "--out", str(tmp),
-                               "--pcsim-src", str(Path(args.pcsim_src).resolve())], cwd=ROOT)
+                               "--pcsim-src", str(Path(args.pcsim_src).resolve()), *extra], cwd=ROOT)
         if proc.returncode == 0 and tmp.exists():
             result[part] = json.loads(tmp.read_text())
             tmp.unlink()

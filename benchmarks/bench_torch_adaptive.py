@@ -1,6 +1,6 @@
 """Adaptive solvers on the same ODE: torchode (pcsim.Dopri5, pcsim.Tsit5) against torchdiffeq and scipy, interleaved.
 
-    .venv/bin/python benchmarks/bench_torch_adaptive.py [--reps 5] [--tol 1e-3] [--out OUT]
+    .venv/bin/python benchmarks/bench_torch_adaptive.py [--reps 5] [--tol 1e-3] [--out OUT] [--baseline-src DIR]
 
 The MLP 784-300-300-10 (tanh), batch 64, float32, one thread; the target shown at t = 0 and integrated to
 t = 20 tau_x, recording only the end. torchdiffeq gets the same vector field (`VectorField`), its state a
@@ -8,6 +8,10 @@ tuple of tensors. Every run is timed interleaved in one process and given as a
 ratio to `pcsim.il(steps=200, gamma=0.1)` in the same repetition, with the number of field evaluations and
 the largest difference of the final values to scipy's DOP853 at rtol 1e-8 in float64 (accuracy at the same tolerance).
 This is the measurement behind torchode being pcsim's adaptive torch library. Writes OUT.json and OUT.md.
+
+--baseline-src DIR: also time the Dopri5 and Tsit5 of the pcsim in DIR (say `git archive OLD pcsim | tar -x -C DIR`,
+its commit in DIR/COMMIT), imported beside this checkout's under its own module objects, in the same interleaved
+repetitions: old against new in one process, on the same graph built by each one's `trace`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +67,56 @@ def _torchdiffeq(graph, x, y, tol: float, counter: dict):
     return run, field
 
 
+def _import_pcsim_from(src: str):
+    """The pcsim package in `src`, imported as a second set of module objects; this checkout's stays `pcsim`."""
+    mine = {k: v for k, v in sys.modules.items() if k == "pcsim" or k.startswith("pcsim.")}
+    for k in mine:
+        del sys.modules[k]
+    sys.path.insert(0, str(Path(src).resolve()))
+    try:
+        import pcsim as other
+
+        for sub in ("pcsim.dynamics.field", "pcsim.backends.torch_adaptive"):
+            __import__(sub)
+    finally:
+        sys.path.pop(0)
+        for k in [k for k in sys.modules if k == "pcsim" or k.startswith("pcsim.")]:
+            del sys.modules[k]
+        sys.modules.update(mine)
+    return other
+
+
+def baseline_runs(src: str, batch: int, tol: float, counts: dict, finals: dict) -> dict:
+    """The Dopri5 and Tsit5 runs of the pcsim in `src` ("baseline ..." rows), evaluations counted on its field."""
+    other = _import_pcsim_from(src)
+    field_cls = sys.modules.get("pcsim.dynamics.field")  # this checkout's, restored
+    assert other.simulate is not pcsim.simulate and field_cls is not None
+    _, x, y, net = _network(batch)
+    graph = other.trace(net, x)
+    other_field = other.dynamics.field.VectorField
+    fns = {}
+    for method in ("Dopri5", "Tsit5"):
+        name = f"baseline {method}"
+        counts[name] = {"evals": 0}
+
+        solver = getattr(other, method)(rtol=tol, atol=tol)
+
+        def run(name=name, solver=solver):
+            call = other_field.__call__
+
+            def count(self, *a, **k):
+                counts[name]["evals"] += 1
+                return call(self, *a, **k)
+            other_field.__call__ = count
+            try:
+                tr = other.simulate(graph, (x,), y, solver=solver, t_end=T_END, tau_x=TAU, record={"times": [T_END]})
+            finally:
+                other_field.__call__ = call
+            finals[name] = torch.cat([torch.as_tensor(tr.values[n][-1]).reshape(-1) for n in graph.latent])
+        fns[name] = run
+    return fns
+
+
 def runs(batch: int, tol: float) -> tuple[dict, dict, dict]:
     graph, x, y, net = _network(batch)
     end = {"times": [T_END]}
@@ -73,9 +128,9 @@ def runs(batch: int, tol: float) -> tuple[dict, dict, dict]:
         field_call = VectorField.__call__
 
         def run():
-            def count(self, t, state):
+            def count(self, *a, **k):
                 counts[name]["evals"] += 1
-                return field_call(self, t, state)
+                return field_call(self, *a, **k)
             VectorField.__call__ = count
             try:
                 tr = pcsim.simulate(graph, (x,), y, solver=solver, t_end=T_END, tau_x=TAU, record=end)
@@ -107,10 +162,16 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "torch_adaptive"))
+    ap.add_argument("--baseline-src", help="a folder holding another pcsim/ to time beside this one")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     device = torch.device("cpu")
     fns, counts, acc = runs(args.batch, args.tol)
+    baseline = None
+    if args.baseline_src:
+        fns.update(baseline_runs(args.baseline_src, args.batch, args.tol, counts, acc["finals"]))
+        stamp = Path(args.baseline_src) / "COMMIT"
+        baseline = f"{args.baseline_src}" + (f" ({stamp.read_text().strip()})" if stamp.exists() else "")
     for fn in fns.values():  # warm-up, and one count of evaluations per solve
         fn()
     evals = {k: c["evals"] for k, c in counts.items()}
@@ -119,7 +180,8 @@ def main(argv=None) -> int:
     error = {k: float((v.double() - acc["reference"]).abs().max()) for k, v in acc["finals"].items()}
     result = {"machine": machine(device), "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "setting": f"MLP 784-300-300-10 tanh, batch {args.batch}, float32, 1 thread, t_end = {T_END} tau_x, "
-                         f"rtol = atol = {args.tol}, {args.reps} interleaved repetitions",
+                         f"rtol = atol = {args.tol}, {args.reps} interleaved repetitions; load average at the end "
+                         + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + " (on a shared machine: compare ratios)",
               "runs": stats, "field_evaluations": evals, "max_error_to_dop853": error}
     m = result["machine"]
     lines = ["# Adaptive solvers on torch: torchode against torchdiffeq (and scipy)", "",
@@ -131,6 +193,17 @@ def main(argv=None) -> int:
         ratio = f"{s['ratio_to_bp']:.2f} ({s['ratio_q1']:.2f}-{s['ratio_q3']:.2f})"
         extra = f"{evals[name]} | {error[name]:.1e}" if name in error else " | "
         lines.append(f"| {name} | {s['median_ms']:.1f} | {ratio} | {extra} |")
+    if baseline:
+        result["baseline"] = baseline
+        result["new_over_baseline"] = {}
+        lines += ["", f"Baseline: the pcsim in {baseline}, timed in the same repetitions. This checkout over the "
+                  "baseline, median of the per-repetition ratios (quartiles):", "",
+                  "| ratio | median (quartiles) |", "|---|---:|"]
+        for method in ("Dopri5", "Tsit5"):
+            r = summary({"new": times[f"pcsim {method} (torchode)"], "old": times[f"baseline {method}"]}, "old")["new"]
+            result["new_over_baseline"][method] = r
+            lines.append(f"| pcsim {method} / baseline {method} | {r['ratio_to_bp']:.2f} "
+                         f"({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f}) |")
     write_results(args.out, result, lines)
     return 0
 

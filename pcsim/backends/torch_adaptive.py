@@ -1,10 +1,15 @@
 """Adaptive Runge-Kutta solvers on torch (torchode): error-controlled steps on any device.
 
-The state is packed into one (1, n) tensor on the data's device (torchode's layout: a batch of one
-system), so on a CUDA machine the whole solve runs there. As with scipy, the interval is integrated
-piecewise between target onset and the gates' switching times, so no step straddles a
-discontinuity; each piece starts just after its switch, where the field is evaluated from the
-right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
+The state is one flat (1, n) tensor on the data's device (torchode's layout: a batch of one system), so on a
+CUDA machine the whole solve runs there; the field reads its components as views of it and writes its
+derivative into the components of a fresh flat vector (`VectorField.views`), with no packing per evaluation.
+The steps are torchode's: its Runge-Kutta step (tableau, stages, FSAL, error estimate, dense output) and its
+IntegralController (the rms norm of the error over atol + rtol |y|, diffrax's default controller), driven by a
+plain loop for the one system instead of `AutoDiffAdjoint.solve`, whose per-instance bookkeeping of a batch
+(masked merges of the state and of the last stage, status and evaluation masks) a batch of one does not need.
+As with scipy, the interval is integrated piecewise between target onset and the gates' switching times, so
+no step straddles a discontinuity; each piece starts just after its switch, where the field is evaluated from
+the right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
 rtol = atol = 1e-3: the same number of field evaluations, and torchdiffeq's own stepping costing
 more than they do (benchmarks/bench_torch_adaptive.py, benchmarks/results/torch_adaptive.md).
 """
@@ -67,19 +72,16 @@ def _solve(solver: _Adaptive, field, recorder, t_end: float, progress: bool):
     if sample is None:
         raise ValueError(f"torch's {solver.method} reports the solution at given times, not at each accepted step: "
                          "record snapshots (the default, or Record(snapshots=N)) or Record(times=[...])")
-    layout, sizes = field.layout, [field.sizes[k] for k in field.layout]
+    unpack = field.views
 
-    def unpack(flat: torch.Tensor) -> dict:
-        return {k: p.reshape(field.shapes[k]) for k, p in zip(layout, torch.split(flat, sizes), strict=True)}
+    def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
+        out = torch.empty_like(y)
+        field(float(t[0]), unpack(y[0]), unpack(out[0]))
+        return out
 
-    def rhs(t, y):
-        d = field(float(t[0]), unpack(y[0]))
-        return torch.cat([d[k].reshape(-1) for k in layout])[None]
-
-    term = torchode.ODETerm(rhs)
+    term = torchode.ODETerm(rhs, with_stats=False)
     step = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[solver.method](term=term)
     control = torchode.IntegralController(atol=solver.atol, rtol=solver.rtol, term=term, dt_max=solver.max_step)
-    ode = torchode.AutoDiffAdjoint(step, control)
     grid = window_grid(0.0, t_end, [field.t_on, *field.gate.breakpoints(field.levels)])
     y = torch.zeros(1, field.size, dtype=field.dtype, device=field.device)
     if sample[0] == 0.0:
@@ -88,24 +90,59 @@ def _solve(solver: _Adaptive, field, recorder, t_end: float, progress: bool):
     try:
         for a, b in zip(grid[:-1], grid[1:], strict=True):
             wanted = sample[(sample > a) & (sample <= b)]
-            times = np.union1d(wanted, [a, b])  # the piece's end is always evaluated: the next piece starts there
-            t_eval = torch.tensor(times[None], dtype=field.dtype, device=field.device)
             with torch.no_grad():
-                sol = ode.solve(torchode.InitialValueProblem(y0=y, t_eval=t_eval))
-            status = torchode.Status(int(sol.status[0]))
-            if status is not torchode.Status.SUCCESS:
-                raise SimulationError(f"torch {solver.method} failed between t = {a:.6g} and {b:.6g} "
-                                      f"({status.name}): the system may have blown up; try larger time constants")
-            for i, t in enumerate(times[1:], start=1):
-                at = unpack(sol.ys[0, i])
-                recorder.guard(float(t), at)
-                if np.any(wanted == t):
-                    recorder.add(float(t), at)
-            y = sol.ys[:, -1]
+                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, solver.method)
             bar.update(b - a)
     finally:
         bar.close()
     return unpack(y[0])
+
+
+def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str):
+    """Integrate from (a, y) to b with torchode's Runge-Kutta step and step-size controller, recording at the
+    `wanted` times from the step's dense output, and return y(b) (the last accepted step ends at b).
+
+    The loop is torchode's `AutoDiffAdjoint.solve` for one system: with a batch of one there is no per-instance
+    bookkeeping (masked merges of the state and of the FSAL stage, per-instance status and evaluation masks)."""
+    def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
+        return torch.tensor(v, dtype=torch.float64, device=y.device)
+    t, end = times([a]), times([b])
+    problem = torchode.InitialValueProblem(y0=y, t_start=t, t_end=end)
+    stats: dict = {}
+    dt, cstate, f0 = control.init(None, problem, step.convergence_order(), None, stats=stats, args=None)
+    mstate = step.init(None, problem, f0, stats=stats, args=None)
+    running = torch.ones(1, dtype=torch.bool, device=y.device)
+    now, pending = a, list(wanted)
+    while now < b:
+        dt = torch.minimum(dt, end - t)  # never step past the switch at b
+        result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
+        accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
+        ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
+        if not ok:
+            raise SimulationError(f"torch {method} failed between t = {a:.6g} and {b:.6g} "
+                                  f"({torchode.Status(int(status[0])).name}): the system may have blown up; "
+                                  "try larger time constants")
+        if accepted:
+            t_next = t + dt
+            now = float(t_next[0])
+            passed = [s for s in pending if s <= now]
+            if passed:  # the recorded times this step went past, from its interpolant
+                pending = pending[len(passed):]
+                inside = [s for s in passed if s < b]
+                if inside:
+                    at = step.build_interpolation(interp).evaluate(
+                        times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
+                    for i, s in enumerate(inside):
+                        state = field.views(at[i])
+                        recorder.guard(float(s), state)
+                        recorder.add(float(s), state)
+            t, y, mstate = t_next, result.y, mstate_next
+        dt = dt_next
+    final = field.views(y[0])
+    recorder.guard(b, final)
+    if len(wanted) and wanted[-1] == b:
+        recorder.add(b, final)
+    return y
 
 
 for _cls in (Dopri5, Tsit5):

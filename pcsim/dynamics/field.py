@@ -81,6 +81,9 @@ class VectorField:
                        for k in self.layout}
         self.sizes = {k: int(np.prod(s, dtype=np.int64)) for k, s in self.shapes.items()}
         self.size = sum(self.sizes.values())
+        offsets = np.cumsum([0] + [self.sizes[k] for k in self.layout])
+        self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), int(o))
+                         for k, o in zip(self.layout, offsets[:-1], strict=True)]
         ref = next(iter(self.base.values()))
         self.dtype, self.device = ref.dtype, ref.device
         self._step = Relaxation(problem, gamma=1.0, base=self.base)  # evaluates the field at any state
@@ -111,22 +114,26 @@ class VectorField:
         return self.target_shown and t >= self.t_on
 
     # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
-    def _local(self, t: float, state: State, hebbian: bool = True):
-        """Per vertex: prediction, error, the drive x - mu of a leaky error, feedback, Hebbian terms."""
+    def views(self, flat: torch.Tensor) -> State:
+        """The components of a flat state vector (`size` numbers, in `layout` order) as views of it."""
+        if flat.dim() != 1 or flat.shape[0] != self.size or not flat.is_contiguous():
+            raise ValueError(f"a flat state is one contiguous vector of {self.size} numbers, got {tuple(flat.shape)}")
+        base = flat.storage_offset()  # one strided view per component: the cheapest way to n views
+        return {k: flat.as_strided(shape, stride, base + offset) for k, shape, stride, offset in self._strided}
+
+    def _local(self, t: float, state: State):
+        """Per vertex: error (absent: exactly zero), the drive x - mu of a leaky error, and the step at the
+        state, whose prediction and feedback are then current."""
         step, shown, held = self._step, self.shown(t), self.held(t)
         step.load({n: state["u", n] for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
-        zero = {n: torch.zeros_like(b) for n, b in self.base.items() if n not in drive}
-        drive = {n: drive[n] if n in drive else zero[n] for n in self.latent}
-        mu = {n: step.prediction(n) for n in self.latent}
         if not shown:  # a free output's error is x - mu, not the loss's
-            drive.update({n: (self.base[n] - mu[n]) + state["u", n] for n in self.outputs if n not in held})
+            drive.update({n: (self.base[n] - step.prediction(n)) + state["u", n]
+                          for n in self.outputs if n not in held})
         # a held population's leaky error keeps its state; an instantaneous one falls silent (zero)
-        err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent}
-        fb = {n: Relaxation.dense(f) for n, f in step.feedback(err).items()}
-        gates = self.gates(t) if hebbian else {}
-        hebb = step.hebbian({n: err[n] for n in gates}) if gates else {}
-        return mu, err, drive, fb, hebb, gates
+        err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent
+               if ("e", n) in state or n in drive}
+        return err, drive
 
     def gates(self, t: float) -> dict[str, float]:
         """The open plasticity gates at t, of the vertices with parameters: name -> gate value."""
@@ -135,33 +142,67 @@ class VectorField:
         gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
         return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 
-    def __call__(self, t: float, state: State) -> State:
-        mu, err, drive_target, fb, hebb, gates = self._local(t, state)
-        shown, held = self.shown(t), self.held(t)
-        d: State = {}
+    def __call__(self, t: float, state: State, out: State | None = None) -> State:
+        """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
+        vector) or else into views of one fresh flat vector. Each component is written once: the feedback
+        products accumulate into it, with no intermediate tensors for the drive."""
+        if out is None:
+            out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
+        err, drive_target = self._local(t, state)
+        step, shown, held = self._step, self.shown(t), self.held(t)
+        fb = step.feedback(err)
         for n in self.latent:
-            if n in held:
-                d["u", n] = torch.zeros_like(err[n])
-            elif n in self.outputs:
-                # free output: its value relaxes to its prediction; once shown, it is clamped
-                d["u", n] = torch.zeros_like(err[n]) if shown else -err[n] / self.tau_x[n]
-            else:
-                drive = -err[n] if fb.get(n) is None else fb[n] - err[n]
-                d["u", n] = drive / self.tau_x[n]
+            o, e, tau = out["u", n], err.get(n), self.tau_x[n]
+            f = None if n in held or n in self.outputs else fb.get(n)
+            if n in held or (n in self.outputs and shown) or (e is None and f is None):
+                o.zero_()  # held, or a shown output (clamped), or no drive at all
+            elif f is None:  # -eps / tau
+                torch.div(e, -tau, out=o)
+            else:  # (feedback - eps) / tau, the products `cot @ W` accumulated in place
+                products = list(f.products)
+                if f.dense is not None and e is not None:
+                    torch.sub(f.dense, e, out=o)
+                elif f.dense is not None:
+                    o.copy_(f.dense)
+                elif e is not None:
+                    cot, w = products.pop(0)
+                    torch.addmm(e, cot, w, beta=-1, out=o)
+                else:
+                    cot, w = products.pop(0)
+                    torch.mm(cot, w, out=o)
+                for cot, w in products:
+                    o.addmm_(cot, w)
+                if tau != 1.0:
+                    o.div_(tau)
         for n in self.leaky:
-            d["e", n] = torch.zeros_like(err[n]) if n in held else (drive_target[n] - err[n]) / self.tau_e[n]
-        for n, g in gates.items():
-            for p, h in hebb.get(n, {}).items():
-                term = h * (g / self.tau_w)
-                d["w", p] = term if ("w", p) not in d else d["w", p].add_(term)
+            o, dr = out["e", n], drive_target.get(n)
+            if n in held:
+                o.zero_()
+            elif dr is None:
+                torch.div(err[n], -self.tau_e[n], out=o)
+            else:
+                torch.sub(dr, err[n], out=o).div_(self.tau_e[n])
+        written = set()
+        gates = self.gates(t)
+        if gates:
+            hebb = step.hebbian({n: err[n] for n in gates if n in err})
+            for n, g in gates.items():
+                for p, h in hebb.get(n, {}).items():
+                    if p in written:
+                        out["w", p].add_(h * (g / self.tau_w))
+                    else:
+                        torch.mul(h, g / self.tau_w, out=out["w", p])
+                        written.add(p)
         for k in self.layout:
-            if k not in d:
-                d[k] = torch.zeros(self.shapes[k], dtype=self.dtype, device=self.device)
-        return d
+            if k[0] == "w" and k[1] not in written:
+                out[k].zero_()
+        return out
 
     def observe(self, t: float, state: State) -> Observation:
-        mu, err, _, _, _, _ = self._local(t, state, hebbian=False)
-        err = {n: e.clone() for n, e in err.items()}  # the step's buffers, overwritten by the next evaluation
+        err, _ = self._local(t, state)
+        mu = {n: self._step.prediction(n) for n in self.latent}
+        # the step's buffers are overwritten by the next evaluation: copies (and zeros for the silent ones)
+        err = {n: err[n].clone() if n in err else torch.zeros_like(self.base[n]) for n in self.latent}
         values = {n: self._step.value(n) for n in self.latent}
         if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
             values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}

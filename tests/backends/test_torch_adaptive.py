@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from threadpoolctl import threadpool_info
 
 import pcsim
@@ -68,3 +69,43 @@ def test_scipy_solves_with_one_blas_thread(net):
         return False
     pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("RK45"), t_end=0.5, plasticity=gate)
     assert seen and set(seen) == {1}
+
+
+@pytest.mark.parametrize("tau_e,t", [(0.0, 1.0), (0.2, 1.0), (0.2, 0.0)])
+def test_the_field_writes_every_component_into_a_flat_vector(net, tau_e, t):
+    """The adaptive solvers' evaluation: `field(t, state, out=field.views(buf))` fills a flat vector in place
+    (a buffer full of NaN: zeros are written too) with the literal equations' values, open gates
+    and leaky errors included, before and after the target is shown."""
+    from pcsim.algorithms.problem import Problem
+    from pcsim.dynamics.field import VectorField
+    from tests.dynamics.reference_field import literal_field
+
+    graph, inputs, target = net
+    field = VectorField(Problem.build(graph, inputs, target, "mse"), tau_x=0.7, tau_e=tau_e, t_on=0.5,
+                        gate=pcsim.dynamics.Always())
+    gen = torch.Generator().manual_seed(2)
+    flat = 0.1 * torch.randn(field.size, generator=gen, dtype=torch.float64)
+    buf = torch.full((field.size,), float("nan"), dtype=torch.float64)
+    got = field(t, field.views(flat), out=field.views(buf))
+    ref = literal_field(field, t, field.views(flat.clone()))
+    assert set(got) == set(ref) == set(field.layout)
+    assert all(got[k].data_ptr() == field.views(buf)[k].data_ptr() for k in field.layout)  # written in place
+    assert bool(torch.isfinite(buf).all())
+    for k in field.layout:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-12, msg=str(k))
+
+
+def test_float32_snapshots_inside_steps_follow_scipy_dop853():
+    """float32, recorded times falling inside steps (read from the step's interpolant) and on the switch,
+    against scipy's DOP853 on the same network in float64 (the global error at 1e-5 is about 2e-4 here)."""
+    model, inputs, target = deep_tanh_problem(depth=3, dtype=torch.float64)
+    kw = dict(t_end=3.0, tau_x=0.5, t_on=0.3, record=pcsim.Record(snapshots=31))
+    ref = pcsim.simulate(pcsim.trace(model, *inputs), inputs, target,
+                         solver=pcsim.Scipy("DOP853", rtol=1e-10, atol=1e-12), **kw)
+    model32, inputs32, target32 = model.float(), tuple(x.float() for x in inputs), target.float()
+    graph = pcsim.trace(model32, *inputs32)
+    for solver in (pcsim.Tsit5(rtol=1e-5, atol=1e-5), pcsim.Dopri5(rtol=1e-5, atol=1e-5)):
+        got = pcsim.simulate(graph, inputs32, target32, solver=solver, **kw)
+        np.testing.assert_allclose(got.t, ref.t, rtol=0, atol=1e-12)
+        for name in graph.latent:
+            np.testing.assert_allclose(got.values[name], ref.values[name], rtol=0, atol=50 * 1e-5, err_msg=name)
