@@ -43,7 +43,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
     """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own storage.
 
-    The terms are fresh tensors nobody else reads (`LocalOp.hebbian`): negating them in place saves
+    The terms are fresh tensors nobody else reads (`Op.hebbian`): negating them in place saves
     a 4 MB allocation, and its page faults, per weight matrix of the 784-1000-1000-10 MLP.
     """
     grads: dict[str, torch.Tensor] = {}
@@ -53,11 +53,7 @@ def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale
                 h = h.contiguous()
             h = h.neg_() if scale == 1.0 else h.div_(-scale)  # 0 - h / scale, in the term's own storage
             grads[p] = h if p not in grads else grads[p].add_(h)
-    missing = [n for n in problem.graph.params if n not in grads]  # read by no vertex with an error
-    if missing:
-        zeros = problem.zero_grads()
-        grads.update({n: zeros[n] for n in missing})
-    return {n: grads[n] for n in problem.graph.params}
+    return problem.complete(grads)  # zero where no vertex with an error reads the parameter
 
 
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
