@@ -28,9 +28,8 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
     and falls back to the eager loop with a warning where compiling fails.
     """
-    _check(steps, output_precision)
-    problem = Problem.build(graph, inputs, target, loss, params)
-    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
+    problem = relax.problem
     bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
     if compile:
         il_compiled.run(relax, steps, bar)
@@ -59,15 +58,15 @@ def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
     """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
-    _check(steps, output_precision)
-    problem = Problem.build(graph, inputs, target, loss, params)
-    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
     path = [relax.full(relax.step()) for _ in range(steps)]
     return path + [relax.full({n: e.clone() for n, e in relax.errors().items()})]
 
 
-def _check(steps: int, output_precision: float) -> None:
+def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool
+                ) -> Relaxation:
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if not output_precision > 0:
-        raise ValueError(f"output_precision must be > 0, got {output_precision}")
+    if not precision > 0:
+        raise ValueError(f"output_precision must be > 0, got {precision}")
+    return Relaxation(Problem.build(graph, inputs, target, loss, params), gamma, precision, fixed)

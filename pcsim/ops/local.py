@@ -184,7 +184,7 @@ class Op:
 
     `at(parents, mu=None)` moves the linearisation point, `vjp(cot)` gives `J^T cot` per parent
     (None where not `wanted`), `hebbian(cot)` the parameter terms, fresh tensors. The closed forms
-    write `mu` and their feedback into buffers of their own: valid until the op's next such call.
+    write `mu` and feedback into `_buffer`s: valid until the op's next such call, not to be written.
     `traced`/`traced_vjp` are the same computations as pure functions of their arguments.
     """
 
@@ -196,6 +196,14 @@ class Op:
         self.parents: list[torch.Tensor] = []
         self.mu: torch.Tensor | None = None
         self._lin: Autograd | None = None
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, kind: str, shape, like: torch.Tensor) -> torch.Tensor:
+        """This op's own buffer for `kind`, reused from call to call (fresh 1 MB tensors cost page faults)."""
+        buf = self._bufs.get(kind)
+        if buf is None:
+            buf = self._bufs[kind] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
     def at(self, parents: Sequence[torch.Tensor], mu: torch.Tensor | None = None) -> torch.Tensor:
         """Move the linearisation point to `parents`; `mu` is the prediction there if already known."""
@@ -251,27 +259,22 @@ class Linear(Op):
         self.bias_name = vertex.args[2].name if len(vertex.args) > 2 and vertex.args[2] is not None else None
         self.weight = params[self.weight_name].detach()
         self.bias = None if self.bias_name is None else params[self.bias_name].detach()
-        self._mu_buf: torch.Tensor | None = None
-        self._fb_buf: torch.Tensor | None = None
 
     def _predict(self):
         x = self.parents[0]
         if x.dim() != 2:
             return F.linear(x, self.weight, self.bias)
-        if self._mu_buf is None:  # the kernel F.linear runs on 2-D inputs, into a buffer of our own
-            self._mu_buf = torch.empty((x.shape[0], self.weight.shape[0]), dtype=x.dtype, device=x.device)
+        out = self._buffer("mu", (x.shape[0], self.weight.shape[0]), x)  # the kernel F.linear runs on 2-D inputs
         if self.bias is None:
-            return torch.mm(x, self.weight.t(), out=self._mu_buf)
-        return torch.addmm(self.bias, x, self.weight.t(), out=self._mu_buf)
+            return torch.mm(x, self.weight.t(), out=out)
+        return torch.addmm(self.bias, x, self.weight.t(), out=out)
 
     def vjp(self, cot):
         if not self.wanted[0]:
             return [None]
         if cot.dim() != 2:
             return [cot.matmul(self.weight)]
-        if self._fb_buf is None:
-            self._fb_buf = torch.empty((cot.shape[0], self.weight.shape[1]), dtype=cot.dtype, device=cot.device)
-        return [torch.mm(cot, self.weight, out=self._fb_buf)]
+        return [torch.mm(cot, self.weight, out=self._buffer("fb", (cot.shape[0], self.weight.shape[1]), cot))]
 
     def hebbian(self, cot):
         x = self.parents[0]
@@ -302,23 +305,18 @@ class Elementwise(Op):
         super().__init__(vertex, params, constants, wanted)
         self._forward = self._FORWARD.get(vertex.op)
         self._kernel, self._backward_args = entry(vertex.op).backward
-        self._mu_buf: torch.Tensor | None = None
-        self._fb_buf: torch.Tensor | None = None
 
     def _predict(self):
         if self._forward is None:
             return call(self.vertex, self.parents, self.params, self.constants)
-        if self._mu_buf is None:
-            self._mu_buf = torch.empty_like(self.parents[0], memory_format=torch.contiguous_format)
-        return self._forward(self.parents[0], out=self._mu_buf)
+        x = self.parents[0]
+        return self._forward(x, out=self._buffer("mu", x.shape, x))
 
     def vjp(self, cot):
         if not self.wanted[0]:
             return [None]
-        if self._fb_buf is None:
-            self._fb_buf = torch.empty_like(cot, memory_format=torch.contiguous_format)
-        backward = self._kernel.overloadpacket
-        return [backward.grad_input(cot, self.mu, *self._backward_args, grad_input=self._fb_buf)]
+        fb = self._buffer("fb", cot.shape, cot)
+        return [self._kernel.overloadpacket.grad_input(cot, self.mu, *self._backward_args, grad_input=fb)]
 
     def traced(self, parents, params, constants):
         return (self._forward(parents[0]) if self._forward else call(self.vertex, parents, params, constants)), None
