@@ -305,6 +305,7 @@ class Elementwise(Op):
         super().__init__(vertex, params, constants, wanted)
         self._forward = self._FORWARD.get(vertex.op)
         self._kernel, self._backward_args = entry(vertex.op).backward
+        self._grad_input = self._kernel.overloadpacket.grad_input  # the same kernel, writing into a buffer
 
     def _predict(self):
         if self._forward is None:
@@ -316,7 +317,7 @@ class Elementwise(Op):
         if not self.wanted[0]:
             return [None]
         fb = self._buffer("fb", cot.shape, cot)
-        return [self._kernel.overloadpacket.grad_input(cot, self.mu, *self._backward_args, grad_input=fb)]
+        return [self._grad_input(cot, self.mu, *self._backward_args, grad_input=fb)]
 
     def traced(self, parents, params, constants):
         return (self._forward(parents[0]) if self._forward else call(self.vertex, parents, params, constants)), None
