@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.graph import get_gradient_edge
 
 from pcsim.graph.ir import ParamArg, ParentArg, Vertex
 from pcsim.ops.table import entry, op_name
@@ -39,17 +38,17 @@ def call(vertex: Vertex, parents: Sequence[torch.Tensor], params: Params, consta
 
 
 # -- one-shot pullbacks: the synchronous sweeps, the analysis, the capture's probe ----------------
-_FREED = object()  # an edge already pulled back without `retain`
+_FREED = object()  # an output already pulled back without `retain`
 
 
 class Autograd:
     """`mu` of one vertex, and the pullback of a cotangent to the tracked parents and parameters.
 
     `track[i]`: pull back to parent i (default: every floating parent; never an integer one).
-    Only the output's gradient edge is kept, not the output tensor.
+    The recorded output is kept until its pullback; it shares `mu`'s storage, so that costs no memory.
     """
 
-    __slots__ = ("mu", "_edge", "_tracked", "_parent_leaves", "_param_names", "_param_leaves")
+    __slots__ = ("mu", "_out", "_tracked", "_parent_leaves", "_param_names", "_param_leaves")
 
     def __init__(self, vertex: Vertex, parents: Sequence[torch.Tensor], params: Params, constants: Params,
                  track: Sequence[bool] | None = None, wrt_params: bool = True):
@@ -69,7 +68,7 @@ class Autograd:
                 leaves = iter(self._parent_leaves)
                 out = call(vertex, [next(leaves) if t else p for p, t in zip(parents, track, strict=True)],
                            params, constants)
-        self._edge = get_gradient_edge(out) if out.requires_grad else None
+        self._out = out if out.requires_grad else None
         self.mu = out.detach()
 
     def _inputs(self, hebbian: bool, feedback: bool) -> tuple[list[torch.Tensor], int]:
@@ -89,7 +88,21 @@ class Autograd:
         `hebbian=False` skips the parameter terms, `feedback=False` the parents'. Without `retain`
         the recorded call is freed: a second pullback raises.
         """
-        return pull_back([(self, cotangent, hebbian, feedback)], retain)[0]
+        out = self._take(retain)
+        inputs, n_parents = self._inputs(hebbian, feedback)
+        if out is None or not inputs:
+            return self._results((), 0)
+        return self._results(torch.autograd.grad(out, inputs, cotangent, retain_graph=retain, allow_unused=True),
+                             n_parents)
+
+    def _take(self, retain: bool):
+        """The recorded output; without `retain` its graph is then freed."""
+        out = self._out
+        if out is _FREED:
+            raise RuntimeError("this vertex's recorded call was already pulled back (pass retain=True to reuse it)")
+        if not retain:
+            self._out = _FREED
+        return out
 
 
 class Where(NamedTuple):
@@ -154,25 +167,21 @@ def linearise(vertex: Vertex, parents: Sequence[torch.Tensor], params: Params, c
 def pull_back(items: Sequence[tuple[Autograd | Placement, torch.Tensor, bool, bool]], retain: bool = False
               ) -> list[tuple[list, dict[str, torch.Tensor]]]:
     """`pullback` of many (vertex, cotangent, hebbian, feedback) in one autograd call."""
-    edges, cots, inputs, spans = [], [], [], []
+    outs, cots, inputs, spans = [], [], [], []
     for lin, cot, hebbian, feedback in items:
         if isinstance(lin, Placement):
             spans.append(None)
             continue
-        edge = lin._edge
-        if edge is _FREED:
-            raise RuntimeError("this vertex's recorded call was already pulled back (pass retain=True to reuse it)")
-        if not retain:
-            lin._edge = _FREED
+        out = lin._take(retain)
         wanted, n_parents = lin._inputs(hebbian, feedback)
-        if edge is None or not wanted:
+        if out is None or not wanted:
             wanted, n_parents = [], 0
         else:
-            edges.append(edge)
+            outs.append(out)
             cots.append(cot)
         spans.append((len(inputs), len(wanted), n_parents))
         inputs.extend(wanted)
-    grads = torch.autograd.grad(edges, inputs, cots, retain_graph=retain, allow_unused=True) if edges else ()
+    grads = torch.autograd.grad(outs, inputs, cots, retain_graph=retain, allow_unused=True) if outs else ()
     return [lin.pullback(cot, feedback=feedback) if span is None
             else lin._results(grads[span[0]:span[0] + span[1]], span[2])
             for (lin, cot, _, feedback), span in zip(items, spans, strict=True)]
