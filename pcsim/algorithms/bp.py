@@ -23,8 +23,4 @@ def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, to
             values[name] = call(v, [values[p] for p in v.parents], params, graph.constants)
         total = problem.loss_value(values)
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
-    out = problem.zero_grads()
-    for n, g in zip(leaves, grads, strict=True):
-        if g is not None:
-            out[n] = g
-    return out
+    return problem.complete({n: g for n, g in zip(leaves, grads, strict=True) if g is not None})

@@ -18,11 +18,11 @@ from collections.abc import Container, Mapping, Sequence
 
 import torch
 
-from pcsim.algorithms.sums import Placed, Sums
-from pcsim.algorithms.sweep_kernels import SliceVJP, aligned
+from pcsim.algorithms.problem import aligned
+from pcsim.algorithms.sums import Sums
 from pcsim.graph.ir import Vertex
+from pcsim.ops.local import Placed, Placement, is_add, is_linear
 from pcsim.ops.table import entry
-from pcsim.ops.vjp import is_add, is_linear
 
 
 class Values:
@@ -63,7 +63,7 @@ def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
 
 
 def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
-                    constants: Mapping[str, torch.Tensor]) -> tuple[SliceVJP, torch.Tensor, torch.Tensor] | None:
+                    constants: Mapping[str, torch.Tensor]) -> tuple[Placement, torch.Tensor, torch.Tensor] | None:
     """(local VJP, delta, neg_pred) of a vertex that selects part of its one latent parent, which moved.
 
     A selection is an index map, so its prediction moved by the same selection of the parent's
@@ -73,7 +73,7 @@ def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params
     """
     if not entry(vertex.op).selection or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
         return None
-    lin = SliceVJP.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
+    lin = Placement.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
     if lin is None:
         return None
     own, pred = neg_disp.get(vertex.name), lin.mu

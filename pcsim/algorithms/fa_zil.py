@@ -17,7 +17,6 @@ import torch
 from pcsim.algorithms.fa_zil_wavefront import WavePlan, compiled_wavefront, wavefront
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.sweep_kernels import complete
 from pcsim.algorithms.zil import feedforward, synchronous_step
 from pcsim.graph.ir import Graph
 
@@ -115,4 +114,4 @@ def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
                                        closed=True)
         if gates.done():
             break
-    return complete(grads, problem)
+    return problem.complete(grads)

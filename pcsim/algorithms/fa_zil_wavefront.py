@@ -25,7 +25,6 @@ import torch
 
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.sweep_kernels import complete
 from pcsim.graph.ir import Graph, Vertex
 from pcsim.ops.local import call
 
@@ -116,7 +115,7 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) ->
                 values.pop(p, None)
     del values
     grads = torch.autograd.grad(roots, list(leaves.values()), cotangents, allow_unused=True) if roots else ()
-    return complete({q: d for q, d in zip(leaves, grads, strict=False) if d is not None}, problem)
+    return problem.complete({q: d for q, d in zip(leaves, grads, strict=False) if d is not None})
 
 
 def _selected(v: Vertex, key: Hashable, users: dict[Hashable, int], calls: dict[Hashable, list],

@@ -28,9 +28,8 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
     and falls back to the eager loop with a warning where compiling fails.
     """
-    _check(steps, output_precision)
-    problem = Problem.build(graph, inputs, target, loss, params)
-    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
+    problem = relax.problem
     bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
     if compile:
         il_compiled.run(relax, steps, bar)
@@ -43,7 +42,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
     """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own storage.
 
-    The terms are fresh tensors nobody else reads (`LocalOp.hebbian`): negating them in place saves
+    The terms are fresh tensors nobody else reads (`Op.hebbian`): negating them in place saves
     a 4 MB allocation, and its page faults, per weight matrix of the 784-1000-1000-10 MLP.
     """
     grads: dict[str, torch.Tensor] = {}
@@ -53,25 +52,21 @@ def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale
                 h = h.contiguous()
             h = h.neg_() if scale == 1.0 else h.div_(-scale)  # 0 - h / scale, in the term's own storage
             grads[p] = h if p not in grads else grads[p].add_(h)
-    missing = [n for n in problem.graph.params if n not in grads]  # read by no vertex with an error
-    if missing:
-        zeros = problem.zero_grads()
-        grads.update({n: zeros[n] for n in missing})
-    return {n: grads[n] for n in problem.graph.params}
+    return problem.complete(grads)  # zero where no vertex with an error reads the parameter
 
 
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
     """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
-    _check(steps, output_precision)
-    problem = Problem.build(graph, inputs, target, loss, params)
-    relax = Relaxation(problem, gamma, output_precision, fixed_prediction)
+    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
     path = [relax.full(relax.step()) for _ in range(steps)]
     return path + [relax.full({n: e.clone() for n, e in relax.errors().items()})]
 
 
-def _check(steps: int, output_precision: float) -> None:
+def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool
+                ) -> Relaxation:
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if not output_precision > 0:
-        raise ValueError(f"output_precision must be > 0, got {output_precision}")
+    if not precision > 0:
+        raise ValueError(f"output_precision must be > 0, got {precision}")
+    return Relaxation(Problem.build(graph, inputs, target, loss, params), gamma, precision, fixed)

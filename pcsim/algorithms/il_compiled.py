@@ -19,12 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.relaxation import Relaxation, _shifted
-from pcsim.ops.local import call
-from pcsim.ops.vjp import AddOp, ElementwiseOp, LinearOp, activation_backward
+from pcsim.ops.local import Linear
 
 
 @dataclass(frozen=True)
@@ -51,8 +49,7 @@ def run(relax: Relaxation, steps: int, progress=None) -> None:
         if sig == previous:
             _steady(relax, sig, steps - done, it)
             return
-        eps = relax.errors()
-        relax.advance(eps, relax.feedback(eps))
+        relax.run(1)
         previous = sig
 
 
@@ -68,8 +65,7 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
         if k:
             next(it, None)  # keep the progress bar moving
         if compiled is None:
-            eps = relax.errors()
-            relax.advance(eps, relax.feedback(eps))
+            relax.run(1)
         else:
             compiled(*tensors)  # writes the new displacements into `tensors[:n_disp]`
     if compiled is not None:
@@ -93,7 +89,7 @@ class _Step:
         self.names += [("mu", n) for n in relax.latent if n not in sig.stale and relax.ops[n].mu is not None]
         self.names += [("out_eps", n) for n in sig.cached_outputs if n not in sig.stale]
         self.names += [("point", f"{n}/{i}") for n in relax.latent if n not in sig.stale
-                       and _generic(relax.ops[n]) for i in range(len(relax.ops[n].parents))]
+                       and not relax.ops[n].closed for i in range(len(relax.ops[n].parents))]
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
         r, p = self.relax, self.relax.problem
@@ -141,12 +137,12 @@ class _Step:
         mu, pull = {}, {}
         for n in r.latent:  # relinearise what went stale, in topological order
             if n in sig.stale and n not in r.incremental:
-                mu[n], pull[n] = _linearise(r.ops[n], [value(p) for p in r.parents[n]], params, constants)
+                mu[n], pull[n] = r.ops[n].traced([value(p) for p in r.parents[n]], params, constants)
             elif ("mu", n) in t:
                 mu[n] = t["mu", n]
-                if _generic(r.ops[n]) and any(r.ops[n].wanted):  # feedback to a latent parent
+                if not r.ops[n].closed and any(r.ops[n].wanted):  # feedback to a latent parent
                     point = [t["point", f"{n}/{i}"] for i in range(len(r.parents[n]))]
-                    pull[n] = _linearise(r.ops[n], point, params, constants)[1]
+                    pull[n] = r.ops[n].traced(point, params, constants)[1]
         eps = self._errors(t, disp, mu, params)
         dense, products = self._feedback(eps, mu, pull, params)
         new = [self._advance(disp[n], eps.get(n), dense.get(n), products.get(n, ())) for n in self.moved]
@@ -178,9 +174,7 @@ class _Step:
         return eps
 
     def _output_error(self, n, mu, t) -> torch.Tensor:
-        """`Problem.output_error` with the target passed in."""
-        e = self.relax.problem.losses[n].error(mu, t["target", n])
-        return e if self.relax.precision == 1.0 else self.relax.precision * e
+        return self.relax.problem.output_error(n, mu, self.relax.precision, t["target", n])
 
     def _feedback(self, eps, mu, pull, params):
         r = self.relax
@@ -188,10 +182,10 @@ class _Step:
         products: dict[str, list] = {}
         for n, e in eps.items():
             op = r.ops[n]
-            if isinstance(op, LinearOp) and op.wanted[0] and e.dim() == 2:
+            if isinstance(op, Linear) and op.wanted[0] and e.dim() == 2:
                 products.setdefault(r.parents[n][0], []).append((e, params[op.weight_name]))
                 continue
-            for p, c in zip(r.parents[n], _vjp(op, e, mu.get(n), pull.get(n), params), strict=True):
+            for p, c in zip(r.parents[n], op.traced_vjp(e, mu.get(n), pull.get(n), params), strict=True):
                 if c is not None:
                     dense[p] = c if p not in dense else dense[p] + c
         return dense, products
@@ -212,47 +206,3 @@ class _Step:
         for cot, w in products:
             d = d + gamma * (cot @ w)
         return d
-
-
-def _generic(op) -> bool:
-    return not isinstance(op, (LinearOp, ElementwiseOp, AddOp))
-
-
-def _linearise(op, parents, params, constants):
-    """(mu, pullback or None) of `op` at `parents`: the explicit kernels of `pcsim.ops.vjp`, or
-    `torch.func.vjp` of the vertex's call for every other op."""
-    if isinstance(op, LinearOp):
-        x, w = parents[0], params[op.weight_name]
-        b = None if op.bias_name is None else params[op.bias_name]
-        if x.dim() != 2:
-            return F.linear(x, w, b), None
-        return (x @ w.t() if b is None else x @ w.t() + b), None
-    if isinstance(op, ElementwiseOp) and op._forward is not None:
-        return op._forward(parents[0]), None
-    if not _generic(op):
-        return call(op.vertex, parents, params, constants), None
-    wanted = [i for i, w in enumerate(op.wanted) if w]
-
-    def local(*moving):
-        ps = list(parents)
-        for i, m in zip(wanted, moving, strict=True):
-            ps[i] = m
-        return call(op.vertex, ps, params, constants)
-
-    mu, pullback = torch.func.vjp(local, *[parents[i] for i in wanted])
-    return mu, pullback
-
-
-def _vjp(op, e, mu, pullback, params) -> list[torch.Tensor | None]:
-    """`op.vjp(e)` as a pure function: J^T e per parent, None where the parent is not latent."""
-    if isinstance(op, LinearOp):
-        return [e.matmul(params[op.weight_name]) if op.wanted[0] else None]
-    if isinstance(op, ElementwiseOp):
-        backward, extra = activation_backward(op.vertex)
-        return [backward(e, mu, *extra) if op.wanted[0] else None]
-    if isinstance(op, AddOp):
-        return [e if w else None for w in op.wanted]
-    if not any(op.wanted):  # every parent clamped: no feedback to send
-        return [None] * len(op.wanted)
-    cots = iter(pullback(e))
-    return [next(cots) if w else None for w in op.wanted]

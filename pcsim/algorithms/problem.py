@@ -15,7 +15,7 @@ import torch
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
 from pcsim.graph.ir import Graph
-from pcsim.ops.local import Linearisation, call
+from pcsim.ops.local import Autograd, call
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -33,6 +33,17 @@ def _fresh(t: torch.Tensor, taken: set[int]) -> torch.Tensor:
     owns = (t.is_contiguous() and t.storage_offset() == 0
             and t.untyped_storage().nbytes() == t.numel() * t.element_size())
     return t if owns and t.numel() and _storage(t) not in taken else t.clone(memory_format=torch.contiguous_format)
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when it owns contiguous storage from its start, else a fresh contiguous copy.
+
+    MKL and the vectorised element-wise kernels can round differently on views that start inside
+    a storage; every value a child reads must therefore start at an allocator-aligned address.
+    """
+    if t.is_contiguous() and t.storage_offset() == 0:
+        return t
+    return t.detach().clone(memory_format=torch.contiguous_format)
 
 
 def _as_tuple(x, what: str) -> tuple:
@@ -112,15 +123,14 @@ class Problem:
         return [x[p] if p in x else self.clamped[p] for p in self.graph[name].parents]
 
     def linearise(self, name: str, x: Mapping[str, torch.Tensor],
-                  params: Mapping[str, torch.Tensor] | None = None, wrt_params: bool = True) -> Linearisation:
+                  params: Mapping[str, torch.Tensor] | None = None, wrt_params: bool = True) -> Autograd:
         """Vertex `name`'s prediction from the state `x`, ready to pull its error back.
 
         `wrt_params=False` records no parameter leaves: the pullback returns no Hebbian terms,
         which saves the weight-gradient products on steps whose plasticity gate is closed.
         """
-        return Linearisation(self.graph[name], self.parent_values(name, x),
-                             self.params if params is None else params, self.graph.constants,
-                             wrt_params=wrt_params)
+        return Autograd(self.graph[name], self.parent_values(name, x),
+                        self.params if params is None else params, self.graph.constants, wrt_params=wrt_params)
 
     def feedforward(self) -> dict[str, torch.Tensor]:
         """Every latent vertex's value after the forward pass (all hidden errors zero: C1).
@@ -138,8 +148,10 @@ class Problem:
             taken.add(_storage(x[name]))
         return x
 
-    def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0) -> torch.Tensor:
-        e = self.losses[name].error(mu, self.targets[name])
+    def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0,
+                     target: torch.Tensor | None = None) -> torch.Tensor:
+        """The output's error; `target` stands in for its own (a compiled step passes it as an argument)."""
+        e = self.losses[name].error(mu, self.targets[name] if target is None else target)
         return e if precision == 1.0 else precision * e  # 1.0 * e is e: no pass over the output for it
 
     def output_gradient(self, name: str, mu: torch.Tensor) -> torch.Tensor:
@@ -168,5 +180,9 @@ class Problem:
 
     def zero_grads(self) -> dict[str, torch.Tensor]:
         """A zero gradient for every parameter of the module, used or not."""
-        return {n: torch.zeros_like(self.params[n]) if n in self.params else torch.zeros_like(p)
+        return self.complete({})
+
+    def complete(self, grads: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`grads` for every parameter of the module, in its order, zero where no term arrived."""
+        return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))
                 for n, p in self.graph.params.items()}

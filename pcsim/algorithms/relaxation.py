@@ -16,7 +16,7 @@ loop does not recompute, and why that is exact:
 - with `fixed_prediction` every linearisation stays at the feed-forward state.
 
 Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
-(`pcsim.ops.vjp`); every other op goes through autograd on its one call. A linear child's
+(`pcsim.ops.local`); every other op goes through autograd on its one call. A linear child's
 feedback `eps W` is not formed: the GEMM accumulates it into the parent's displacement
 (`addmm_`), and the final state's errors are computed only where a parameter reads them
 (what each saved: benchmarks/results/design_measurements.md).
@@ -29,7 +29,7 @@ from collections.abc import Container
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.ops.vjp import LinearOp, LocalOp, local_op
+from pcsim.ops.local import Linear, Op, local_op
 
 
 class Feedback:
@@ -73,7 +73,7 @@ class Relaxation:
         self.x = dict(self.base)  # current values; outputs stay at their feed-forward value (free)
         self.disp: dict[str, torch.Tensor] = {}
         self.children = {n: tuple(dict.fromkeys(c for c in g.children[n] if c in latent)) for n in self.latent}
-        self.ops: dict[str, LocalOp] = {}
+        self.ops: dict[str, Op] = {}
         for n in self.latent:
             v = g[n]
             op = local_op(v, problem.params, g.constants, [p in latent for p in v.parents],
@@ -81,7 +81,7 @@ class Relaxation:
             op.at(self._parent_values(n), mu=self.base[n])  # the forward pass already computed mu
             self.ops[n] = op
         self.incremental = {n for n, op in self.ops.items()
-                            if not self.fixed and isinstance(op, LinearOp) and op.wanted[0]
+                            if not self.fixed and isinstance(op, Linear) and op.wanted[0]
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
         self.needs_x = {n for n in self.hidden if any(c not in self.incremental for c in self.children[n])}
         self.at_feedforward = set(self.latent)  # mu is still base[n], so eps is exactly disp
@@ -153,7 +153,7 @@ class Relaxation:
         fb: dict[str, Feedback] = {}
         for n, e in eps.items():
             op = self.ops[n]
-            if isinstance(op, LinearOp) and op.wanted[0] and e.dim() == 2:
+            if isinstance(op, Linear) and op.wanted[0] and e.dim() == 2:
                 fb.setdefault(self.parents[n][0], Feedback()).products.append((e, op.weight))
                 continue
             for p, c in zip(self.parents[n], op.vjp(e), strict=True):

@@ -3,31 +3,15 @@
 A vertex's feedback is the sum of its children's pullbacks, and a shared weight's update the sum
 of its users' Hebbian terms. `Sums` adds them in arrival order, bit for bit as `prev + term`
 would, but allocates once per key; a `Placed` term (the pullback of a vertex that selects part of
-its parent, see `sweep_kernels.SliceVJP`) is written straight into its place in the parent's sum instead
+its parent, see `pcsim.ops.local.Placement`) is written straight into its place in the parent's sum instead
 of being padded to the parent's size first.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
-
-class Where(NamedTuple):
-    """Where a part sits inside its parent: the parent's shape, and the part's view geometry."""
-
-    parent_shape: tuple[int, ...]
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-    offset: int
-
-
-class Placed(NamedTuple):
-    """A term that is `value` at `where` inside the parent and exactly zero elsewhere."""
-
-    value: torch.Tensor
-    where: Where
+from pcsim.ops.local import Placed
 
 
 class Sums(dict):

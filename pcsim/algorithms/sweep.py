@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.ops.local import Linearisation
+from pcsim.ops.local import Autograd
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +68,7 @@ class Sweep:
 
 
 def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] | None = None,
-          precision: float = 1.0, fixed: Mapping[str, Linearisation] | None = None,
+          precision: float = 1.0, fixed: Mapping[str, Autograd] | None = None,
           vertices: Iterable[str] | None = None, plastic: Container[str] | None = None) -> Sweep:
     """Errors, feedback and Hebbian terms of `state`.
 

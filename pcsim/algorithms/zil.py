@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import Problem, aligned
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.sweep_kernels import LocalVJP, SliceVJP, aligned, complete, local_vjp, pull_back, still
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import Autograd, Placement, linearise, pull_back
 
 UPDATE_TIMINGS = ("deferred", "immediate")
 INITS = ("feedforward", "random")
@@ -86,20 +86,20 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
             for name in g.latent:
                 for p, d in hebbian.get(name, {}).items():
                     params[p] = params[p] - lr * d
-    return complete(grads, problem)
+    return problem.complete(grads)
 
 
-def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, LocalVJP | SliceVJP]]:
+def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, Autograd | Placement]]:
     """The feed-forward state (as `Problem.feedforward`: same kernels, aligned storage), no
     displacements, and every vertex's local graph at that state."""
     g = problem.graph
     base: dict[str, torch.Tensor] = {}
-    cached: dict[str, LocalVJP | SliceVJP] = {}
+    cached: dict[str, Autograd | Placement] = {}
     for name in g.latent:
         v = g[name]
         parents = [base[p] if p in base else problem.clamped[p] for p in v.parents]
         track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-        cached[name] = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
+        cached[name] = linearise(v, parents, problem.params, g.constants, track, wrt_params=True)
         base[name] = aligned(cached[name].mu)
     return base, {}, cached
 
@@ -146,9 +146,20 @@ class Clock:
         return self.final
 
 
+def still(name: str, neg_disp: Mapping[str, torch.Tensor], latent_parents: Sequence[str],
+          own_params: Sequence[str], params: Mapping[str, torch.Tensor], original: Mapping[str, torch.Tensor]) -> bool:
+    """True when vertex `name` provably has error, feedback and Hebbian terms exactly zero: its own value and
+    its latent parents' still hold their feed-forward tensors and its parameters are the original ones, so it
+    recomputes its feed-forward prediction bit for bit (same kernels on the same storage, see
+    `Problem.feedforward`). Nothing needs computing."""
+    if name in neg_disp or any(p in neg_disp for p in latent_parents):
+        return False
+    return all(params[q] is original[q] for q in own_params)
+
+
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
                      params: Mapping[str, torch.Tensor], policy, gamma: float, grads: Sums,
-                     cached: dict[str, LocalVJP | SliceVJP], closed: bool = False
+                     cached: dict[str, Autograd | Placement], closed: bool = False
                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex; the one step of Z-IL (the
@@ -196,7 +207,7 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
             parents = [value(p) for p in v.parents]
             track = [not final and p in base and x.is_floating_point()
                      for p, x in zip(v.parents, parents, strict=True)]
-            lin = local_vjp(v, parents, track, params, g.constants, wrt_params=wants)
+            lin = linearise(v, parents, params, g.constants, track, wrt_params=wants)
         if name in outputs:
             d, pred = problem.output_gradient(name, lin.mu), None
         elif unchanged:  # mu is x_ff bit for bit (see `still`): delta is the displacement itself

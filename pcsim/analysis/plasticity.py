@@ -20,11 +20,10 @@ from pcsim.algorithms import il, zil
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sweep import State, advance, sweep
-from pcsim.algorithms.sweep_kernels import local_vjp
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
+from pcsim.ops.local import linearise, local_op
 from pcsim.ops.table import entry
-from pcsim.ops.vjp import local_op
 
 
 @dataclass(frozen=True)
@@ -49,18 +48,18 @@ AUDITED_RULES = ("zil", "fa-zil", "il")
 
 def _wave_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
     """The Hebbian term as Z-IL's synchronous step and autonomous Fa-Z-IL compute it: the vertex's
-    `wave.local_vjp` (autograd on its one call, or a placed selection), pulled back by `wave.pull_back`.
+    `pcsim.ops.local.linearise` (autograd on its one call, or a placed selection).
     (The wavefront runs the same calls under one autograd pass over the whole forward.)"""
     g = problem.graph
     v = g[vertex]
     parents = problem.parent_values(vertex, values)
     track = [p in g.latent and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
-    lin = local_vjp(v, parents, track, problem.params, g.constants, wrt_params=True)
+    lin = linearise(v, parents, problem.params, g.constants, track, wrt_params=True)
     return lin.pullback(errors[vertex], hebbian=True, feedback=False)[1]
 
 
 def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
-    """The Hebbian term as IL's inference loop computes it (pcsim.ops.vjp kernels)."""
+    """The Hebbian term as IL's inference loop computes it (`pcsim.ops.local.local_op`)."""
     g = problem.graph
     v = g[vertex]
     op = local_op(v, problem.params, g.constants, [p in g.latent for p in v.parents], [g[p].shape for p in v.parents])

@@ -37,7 +37,7 @@ from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
-from pcsim.ops.local import Linearisation
+from pcsim.ops.local import Autograd
 from pcsim.ops.table import OPS, entry, identity, op_name
 
 aten = torch.ops.aten
@@ -299,7 +299,7 @@ class Builder:
             return
         self.probed.add(vertex.fn)
         try:
-            lin = Linearisation(vertex, [self.vertex_values[p] for p in vertex.parents], self.params, self.constants)
+            lin = Autograd(vertex, [self.vertex_values[p] for p in vertex.parents], self.params, self.constants)
             lin.pullback(torch.ones_like(lin.mu))
         except (NotImplementedError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,7 +1,7 @@
 """Straightforward reference implementations of synchronous Z-IL and both Fa-Z-IL readings.
 
-These are the rules as first written (before the exact shortcuts of `pcsim.algorithms.sweep_kernels`):
-every vertex is linearised and pulled back at every step through `pcsim.ops.local.Linearisation`,
+These are the rules as first written (before the exact shortcuts of the synchronous sweeps):
+every vertex is linearised and pulled back at every step through `pcsim.ops.local.Autograd`,
 with zero tensors for absent terms. The fast paths must return the same values bit for bit
 (up to the sign of zero), so this module is their oracle. Not a test module itself.
 """

@@ -15,9 +15,8 @@ from pcsim.algorithms.displacement import (
     vertex_delta,
 )
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.sweep_kernels import SliceVJP
 from pcsim.numerics import tolerance
-from pcsim.ops.local import call
+from pcsim.ops.local import Placement, call
 
 
 @pytest.mark.parametrize("moved", [("i", "p"), ("i",), ("p",)])
@@ -74,7 +73,7 @@ def test_selection_delta_is_its_prediction_minus_its_value(own_moved):
     mu = call(item, [value(parent)], {}, g.constants)
     assert torch.allclose(got, mu - value(item.name), rtol=0, atol=1e-15)
     assert torch.allclose(x_ff[item.name] - neg_pred, mu, rtol=0, atol=1e-15)
-    assert isinstance(lin, SliceVJP)
+    assert isinstance(lin, Placement)
 
 
 class _Chunk(nn.Module):

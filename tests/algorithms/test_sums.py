@@ -3,7 +3,8 @@ forms), and writes only its own tensors."""
 
 import torch
 
-from pcsim.algorithms.sums import Placed, Sums, Where
+from pcsim.algorithms.sums import Sums
+from pcsim.ops.local import Placed, Where
 
 
 def test_sums_equal_left_to_right_out_of_place_sums_bit_for_bit():

@@ -103,9 +103,9 @@ def test_unknown_rule_is_a_clear_error():
         locality_audit(graph, inputs, target, rule="hebb")
 
 
-@pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.algorithms.sweep_kernels.LocalVJP._results"),
-                                             ("fa-zil", "pcsim.algorithms.sweep_kernels.LocalVJP._results"),
-                                             ("il", "pcsim.ops.vjp.LinearOp.hebbian")])
+@pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.ops.local.Autograd._results"),
+                                             ("fa-zil", "pcsim.ops.local.Autograd._results"),
+                                             ("il", "pcsim.ops.local.Linear.hebbian")])
 def test_the_audit_runs_the_code_each_rule_runs(monkeypatch, rule, where):
     """A non-local term planted in the code a rule runs (each Hebbian term nudged by the previous one
     computed: state outside the vertex) is caught by that rule's audit; the rule itself moves with it."""

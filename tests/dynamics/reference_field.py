@@ -1,13 +1,13 @@
 """The vector field written out literally, the oracle of `VectorField` (which runs IL's step at the state).
 
-Per latent vertex, autograd on its own call (`Linearisation`): mu, the error (x - mu, the loss's output
+Per latent vertex, autograd on its own call (`Autograd`): mu, the error (x - mu, the loss's output
 error once the target is shown, or the leaky error population), the feedback sum_c J_c^T eps_c and the
 Hebbian terms; then the equations of shared/DESIGN.md section 1. Nothing is skipped or cached.
 """
 
 import torch
 
-from pcsim.ops.local import Linearisation
+from pcsim.ops.local import Autograd
 
 
 def literal_field(field, t: float, state):
@@ -15,7 +15,7 @@ def literal_field(field, t: float, state):
     values = {n: field.base[n] + state["u", n] for n in field.latent}
     err, drive, fb, hebb = {}, {}, {}, {}
     for n in field.latent:
-        lin = Linearisation(problem.graph[n], problem.parent_values(n, values), problem.params, problem.graph.constants)
+        lin = Autograd(problem.graph[n], problem.parent_values(n, values), problem.params, problem.graph.constants)
         drive[n] = problem.output_error(n, lin.mu) if n in field.outputs and shown else values[n] - lin.mu
         err[n] = state["e", n] if ("e", n) in state else drive[n]
         cots, hebb[n] = lin.pullback(err[n])

@@ -1,4 +1,4 @@
-"""Linearisation: a vertex's prediction and the pullback of a cotangent through its one call.
+"""`Autograd`: a vertex's prediction and the pullback of a cotangent through its one call.
 
 Vertices come from small traced modules; the oracle for every pullback is the vector-Jacobian
 product by central finite differences in float64 (step 1e-6), compared with rtol 1e-6.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
-from pcsim.ops.local import Linearisation, call
+from pcsim.ops.local import Autograd, call
 from tests.graph.helpers import DT, Net, seeded
 
 STEP, RTOL = 1e-6, 1e-6
@@ -135,7 +135,7 @@ def _cot(shape, seed=3):
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_pullback_equals_finite_difference_vjp(case: LocalCase):
     vertex, parents, params, constants = _setup(case)
-    lin = Linearisation(vertex, parents, params, constants)
+    lin = Autograd(vertex, parents, params, constants)
     torch.testing.assert_close(lin.mu, call(vertex, parents, params, constants), rtol=0, atol=0)
     assert lin.mu.shape == vertex.shape and not lin.mu.requires_grad
     cot = _cot(vertex.shape)
@@ -146,14 +146,14 @@ def test_pullback_equals_finite_difference_vjp(case: LocalCase):
 def test_integer_parent_gets_none_and_parameters_still_get_their_vjp():
     vertex, parents, params, constants = _setup(next(c for c in CASES if c.id == "embedding"))
     assert not parents[0].is_floating_point()
-    parent_cots, param_cots = Linearisation(vertex, parents, params, constants).pullback(_cot(vertex.shape))
+    parent_cots, param_cots = Autograd(vertex, parents, params, constants).pullback(_cot(vertex.shape))
     assert parent_cots == [None]
     assert param_cots["emb.weight"].abs().sum() > 0
 
 
 def test_retain_allows_two_pullbacks():
     vertex, parents, params, constants = _setup(next(c for c in CASES if c.id == "conv2d"))
-    lin = Linearisation(vertex, parents, params, constants)
+    lin = Autograd(vertex, parents, params, constants)
     for seed in (3, 4):
         cot = _cot(vertex.shape, seed)
         _check_pullback(vertex, parents, params, constants, cot, *lin.pullback(cot, retain=True))
@@ -164,7 +164,7 @@ def test_retain_allows_two_pullbacks():
 
 def test_without_params_only_parents_are_pulled_back():
     vertex, parents, params, constants = _setup(CASES[0])
-    lin = Linearisation(vertex, parents, params, constants, wrt_params=False)
+    lin = Autograd(vertex, parents, params, constants, wrt_params=False)
     cot = _cot(vertex.shape)
     parent_cots, param_cots = lin.pullback(cot)
     assert param_cots == {}
@@ -178,14 +178,14 @@ def test_a_tensor_read_only_for_its_shape_is_no_parent():
     vertex, parents, params, constants = _setup(case)
     assert vertex.parents == ("view",)
     cot = _cot(vertex.shape)
-    parent_cots, _ = Linearisation(vertex, parents, params, constants).pullback(cot)
+    parent_cots, _ = Autograd(vertex, parents, params, constants).pullback(cot)
     torch.testing.assert_close(parent_cots[0], cot.view(2, 2, 3), rtol=0, atol=0)
 
 
 def test_linearisation_leaves_its_inputs_untouched():
     vertex, parents, params, constants = _setup(CASES[1])
     before = [p.clone() for p in parents], {n: p.clone() for n, p in params.items()}
-    Linearisation(vertex, parents, params, constants).pullback(_cot(vertex.shape))
+    Autograd(vertex, parents, params, constants).pullback(_cot(vertex.shape))
     assert all(torch.equal(a, b) for a, b in zip(parents, before[0], strict=True))
     assert all(torch.equal(params[n], before[1][n]) and not params[n].requires_grad for n in params)
     assert all(not p.requires_grad for p in parents)

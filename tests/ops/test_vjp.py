@@ -1,6 +1,6 @@
-"""Explicit local kernels (pcsim.ops.vjp) against autograd on the vertex's one call (Linearisation).
+"""IL's closed-form local ops (`pcsim.ops.local.local_op`) against autograd on the vertex's one call.
 
-Oracle: `Linearisation.pullback`, itself checked against finite differences in test_local.py.
+Oracle: `Autograd.pullback`, itself checked against finite differences in test_local.py.
 """
 
 from __future__ import annotations
@@ -11,23 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
-from pcsim.ops.local import Linearisation
-from pcsim.ops.vjp import AddOp, ElementwiseOp, LinearOp, LocalOp, local_op
+from pcsim.ops.local import Add, Autograd, Elementwise, Linear, Op, local_op
 from tests.graph.helpers import DT, TOL, Net, seeded
 
 CASES = {
-    "linear_bias": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3)), (5, 4), "lin", LinearOp),
-    "linear_nobias": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3, bias=False)), (5, 4), "lin", LinearOp),
-    "linear_3d": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3)), (2, 5, 4), "lin", LinearOp),
-    "tanh": (lambda m, x: torch.tanh(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "tanh", ElementwiseOp),
-    "sigmoid": (lambda m, x: torch.sigmoid(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "sigmoid", ElementwiseOp),
-    "relu": (lambda m, x: F.relu(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "relu", ElementwiseOp),
+    "linear_bias": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3)), (5, 4), "lin", Linear),
+    "linear_nobias": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3, bias=False)), (5, 4), "lin", Linear),
+    "linear_3d": (lambda m, x: m.lin(x), dict(lin=nn.Linear(4, 3)), (2, 5, 4), "lin", Linear),
+    "tanh": (lambda m, x: torch.tanh(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "tanh", Elementwise),
+    "sigmoid": (lambda m, x: torch.sigmoid(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "sigmoid", Elementwise),
+    "relu": (lambda m, x: F.relu(m.lin(x)), dict(lin=nn.Linear(4, 4)), (5, 4), "relu", Elementwise),
     "relu_module": (lambda m, x: m.act(m.lin(x)), dict(lin=nn.Linear(4, 4), act=nn.ReLU()), (5, 4), "act",
-                    ElementwiseOp),
-    "add": (lambda m, x: m.a(x) + m.b(x), dict(a=nn.Linear(4, 3), b=nn.Linear(4, 3)), (5, 4), "add", AddOp),
+                    Elementwise),
+    "add": (lambda m, x: m.a(x) + m.b(x), dict(a=nn.Linear(4, 3), b=nn.Linear(4, 3)), (5, 4), "add", Add),
     "leaky_relu": (lambda m, x: F.leaky_relu(m.lin(x), 0.1), dict(lin=nn.Linear(4, 4)), (5, 4), "leaky_relu",
-                   LocalOp),
-    "broadcast_add": (lambda m, x: m.lin(x) + m.lin(x)[:1], dict(lin=nn.Linear(4, 3)), (5, 4), "add", LocalOp),
+                   Op),
+    "broadcast_add": (lambda m, x: m.lin(x) + m.lin(x)[:1], dict(lin=nn.Linear(4, 3)), (5, 4), "add", Op),
 }
 
 
@@ -50,7 +49,7 @@ def test_explicit_kernels_equal_autograd(case):
     graph, vertex, parents, cot = _vertex(case)
     op = local_op(vertex, graph.params, graph.constants, [True] * len(parents), [p.shape for p in parents])
     assert type(op) is CASES[case][4]
-    ref = Linearisation(vertex, parents, graph.params, graph.constants)
+    ref = Autograd(vertex, parents, graph.params, graph.constants)
     mu = op.at(parents)
     assert torch.allclose(mu, ref.mu, rtol=TOL, atol=0)
     ref_cots, ref_heb = ref.pullback(cot, retain=True)
@@ -82,6 +81,6 @@ def test_buffers_are_reused_between_calls():
 
 def test_linearisation_treats_unwanted_parents_as_constants():
     graph, vertex, parents, cot = _vertex("add")
-    lin = Linearisation(vertex, parents, graph.params, graph.constants, wrt_parents=[True, False])
+    lin = Autograd(vertex, parents, graph.params, graph.constants, track=[True, False])
     cots, _ = lin.pullback(cot)
     assert torch.equal(cots[0], cot) and cots[1] is None

@@ -1,4 +1,4 @@
-"""`wave.local_vjp`: a vertex selecting part of its parent pulls back without autograd, to autograd's result."""
+"""`linearise`: a vertex selecting part of its parent pulls back without autograd (`Placement`), as autograd does."""
 
 import pytest
 import torch
@@ -7,8 +7,7 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.sweep_kernels import LocalVJP, SliceVJP, local_vjp, pull_back
-from pcsim.ops.local import call
+from pcsim.ops.local import Autograd, Placement, call, linearise, pull_back
 from pcsim.ops.table import entry
 
 
@@ -52,7 +51,7 @@ def _selection_vjps(module):
         if entry(v.op).selection and v.name in values:
             parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
             track = [p in values for p in v.parents]
-            out.append((v, parents, track, local_vjp(v, parents, track, problem.params, graph.constants, True)))
+            out.append((v, parents, track, linearise(v, parents, problem.params, graph.constants, track, True)))
     return problem, out
 
 
@@ -60,7 +59,7 @@ def _selection_vjps(module):
 def test_selections_pull_back_to_autograds_vjp(module):
     torch.manual_seed(0)
     problem, found = _selection_vjps(module())
-    assert found and all(isinstance(lin, SliceVJP) for *_, lin in found)
+    assert found and all(isinstance(lin, Placement) for *_, lin in found)
     for v, parents, track, lin in found:
         slot = track.index(True)
         cot = torch.randn(v.shape)
@@ -78,7 +77,7 @@ def test_selections_pull_back_to_autograds_vjp(module):
 def test_copies_and_untracked_parents_keep_autograds_pullback():
     torch.manual_seed(0)
     _, found = _selection_vjps(Gather())
-    assert found and all(isinstance(lin, LocalVJP) for *_, lin in found)
+    assert found and all(isinstance(lin, Autograd) for *_, lin in found)
     _, found = _selection_vjps(Chunks())
     v, parents, track, _ = found[0]
-    assert SliceVJP.of(v, parents, [False] * len(track), {}, {}) is None  # no latent parent: nothing to place
+    assert Placement.of(v, parents, [False] * len(track), {}, {}) is None  # no latent parent: nothing to place
