@@ -2,13 +2,13 @@
 
 Z-IL and autonomous Fa-Z-IL carry the state as the feed-forward values `x_ff` and negated
 displacements `neg_disp = -(x - x_ff)` (absent: zero), errors as `delta = -eps = mu - x`: the
-pullbacks are then autograd's own sign (see `advance`). A general vertex computes
+pullbacks are then autograd's own sign (see `advance_displacements`). A general vertex computes
 `delta = (mu - x_ff) + neg_disp` from its prediction at the current values (`vertex_delta`).
 Vertices whose prediction is a linear map of their latent parents need no value at all: an
 identity inserted by `level()` (`identity_delta`), a chunk of its parent (`selection_delta`), a
 linear layer or a sum (`affine_delta`) move their prediction by the same map of the parents'
 displacements, `neg_pred = x_ff - mu`. At gamma 1 the update has the closed form x <- mu +
-feedback (`advance` with `neg_pred`). These forms round differently from the general one; where
+feedback (`advance_displacements` with `neg_pred`). These forms round differently from the general one; where
 they are used at Z-IL's conditions the values they change are read by no later due vertex.
 """
 
@@ -120,7 +120,7 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
 
     An inserted identity always takes its form (`identity_delta`); a selection or an affine vertex
     only where `closed`, the caller's promise that the values these forms round differently are
-    never read (Z-IL's conditions, see `advance`), so that the study options keep the literal sums.
+    never read (Z-IL's conditions, see `advance_displacements`), so that the study options keep the literal sums.
     """
     if vertex.inserted:
         d, pred = identity_delta(vertex.name, vertex.parents[0], neg_disp)
@@ -135,7 +135,7 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
 
 
 class Drives:
-    """One synchronous step's drives, in autograd's sign, as `advance` reads them: `delta` (-eps)
+    """One synchronous step's drives, in autograd's sign, as `advance_displacements` reads them: `delta` (-eps)
     and `neg_pred` (x_ff - mu, where the closed form wants it) per vertex, `neg_feedback` per parent."""
 
     __slots__ = ("delta", "neg_pred", "neg_feedback")
@@ -161,7 +161,7 @@ class Drives:
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(delta, neg_pred) of a hidden vertex: `delta = (mu - x_ff) + neg_disp` in autograd's sign, and
-    `neg_pred = x_ff - mu` when the closed-form update (`advance` at gamma 1) wants it.
+    `neg_pred = x_ff - mu` when the closed-form update (`advance_displacements` at gamma 1) wants it.
 
     `neg_disp - (x_ff - mu)` is `(mu - x_ff) + neg_disp` bit for bit (negation is exact), so both
     forms give the same delta.
@@ -180,7 +180,7 @@ def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, tor
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
     and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
-    `pcsim.algorithms.sweep.advance` term for term with every bit mirrored, and no tensor
+    `pcsim.algorithms.sweep.advance_values` term for term with every bit mirrored, and no tensor
     is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
 
     At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.sweep import State, advance, sweep
+from pcsim.algorithms.sweep import SweepState, advance_values, sweep
 from pcsim.graph.ir import Graph
 
 
@@ -36,10 +36,10 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
     problem = Problem.build(graph, inputs, target, loss, params)
     start = {n: p.detach() for n, p in problem.params.items()}
     weights = dict(start)
-    state = State.feedforward(problem)
+    state = SweepState.feedforward(problem)
     for _ in tqdm(range(steps), desc="iPC inference", disable=not progress, leave=False):
         s = sweep(problem, state, params=weights)
-        state = advance(problem, state, s, gamma)
+        state = advance_values(problem, state, s, gamma)
         moved = dict(weights)
         for terms in s.hebbian.values():  # (d mu / d theta)^T eps = -dF/dtheta: descend F
             for p, h in terms.items():

@@ -1,6 +1,6 @@
 """IL's synchronous inference loop, computing only what changes: the fast path of `pcsim.il`.
 
-The dynamics are `sweep.sweep` followed by `sweep.advance`, step for step; the tests
+The dynamics are `sweep.sweep` followed by `sweep.advance_values`, step for step; the tests
 hold the two to float64 rounding (on LSTMs the literal loop loses more digits than this one, to
 the cancellation the increments below avoid; tested against float64 from float32). What this
 loop does not recompute, and why that is exact:

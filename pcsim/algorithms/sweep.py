@@ -22,15 +22,15 @@ from pcsim.ops.local import Autograd
 
 
 @dataclass(frozen=True, eq=False)
-class State:
+class SweepState:
     """Value populations of the latent vertices: `base` (feed-forward values) plus `disp`."""
 
     base: Mapping[str, torch.Tensor]
     disp: Mapping[str, torch.Tensor] = field(default_factory=dict)  # absent: zero
 
     @staticmethod
-    def feedforward(problem: Problem) -> State:
-        return State(problem.feedforward())
+    def feedforward(problem: Problem) -> SweepState:
+        return SweepState(problem.feedforward())
 
     def __getitem__(self, name: str) -> torch.Tensor:
         d = self.disp.get(name)
@@ -67,7 +67,7 @@ class Sweep:
         return sum(float(t) for t in problem.energy(self.mu, self.eps, precision=precision).values())
 
 
-def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] | None = None,
+def sweep(problem: Problem, state: SweepState, *, params: Mapping[str, torch.Tensor] | None = None,
           precision: float = 1.0, fixed: Mapping[str, Autograd] | None = None,
           vertices: Iterable[str] | None = None, plastic: Container[str] | None = None) -> Sweep:
     """Errors, feedback and Hebbian terms of `state`.
@@ -97,7 +97,7 @@ def sweep(problem: Problem, state: State, *, params: Mapping[str, torch.Tensor] 
     return Sweep(mu, eps, feedback, hebbian)
 
 
-def advance(problem: Problem, state: State, s: Sweep, gamma: float) -> State:
+def advance(problem: Problem, state: SweepState, s: Sweep, gamma: float) -> SweepState:
     """x_i <- x_i + gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex (outputs stay free)."""
     outputs = set(problem.graph.outputs)
     disp = dict(state.disp)
@@ -111,7 +111,7 @@ def advance(problem: Problem, state: State, s: Sweep, gamma: float) -> State:
         if name not in disp and not bool((step != 0).any()):
             continue  # an unmoved population keeps its feed-forward tensor: same bits, same alignment
         disp[name] = step if name not in disp else disp[name] + step
-    return State(state.base, disp)
+    return SweepState(state.base, disp)
 
 
 def accumulate(grads: dict[str, torch.Tensor], hebbian: Mapping[str, torch.Tensor], scale: float = 1.0) -> None:

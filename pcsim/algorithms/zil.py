@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from pcsim.algorithms.displacement import Drives, Values, advance, linear_form, vertex_delta
+from pcsim.algorithms.displacement import Drives, Values, advance_displacements, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem, aligned
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
@@ -76,7 +76,7 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     params = dict(problem.params)
     grads = Sums()
     # C1-C3 on a levelled graph: every value the closed-form update rounds differently is read by
-    # no later due vertex (see `displacement.advance`), so the updates keep their bits; the study options
+    # no later due vertex (see `displacement.advance_displacements`), so the updates keep their bits; the study options
     # follow the literal update, which the reference rules reproduce bit for bit.
     closed = gamma == 1.0 and g.is_levelled and init == "feedforward" and update_timing == "deferred" and on_time
     for t in range(clock.last + 1):
@@ -165,14 +165,14 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex; the one step of Z-IL (the
     `Clock` policy) and of autonomous Fa-Z-IL (its local gates, `fa_zil.Gates`).
 
-    The state is carried in autograd's sign (see `displacement.advance`): errors as delta = -eps and
+    The state is carried in autograd's sign (see `displacement.advance_displacements`): errors as delta = -eps and
     displacements negated, so each firing vertex's parameter pullback is dL/dtheta itself; it is
     added to `grads` and returned. Exact savings: vertices that are `still` are skipped (their
     error, feedback and Hebbian terms are exactly zero, and a zero drive leaves them where they
     are); a vertex whose parents and parameters have not changed is pulled back through its
     `cached` feed-forward graph (its prediction is bit for bit the feed-forward one); and on the
     policy's `final` step, whose resulting state is never read, only the due vertices' Hebbian
-    terms are computed. `closed`: take `advance`'s closed form at gamma 1 (x <- mu + feedback), one
+    terms are computed. `closed`: take `advance_displacements`'s closed form at gamma 1 (x <- mu + feedback), one
     pass less per vertex, and the displacement forms where the policy allows them. Returns
     (dL/dtheta terms per firing vertex, new negated displacements; unchanged once the policy is done).
     """
@@ -228,5 +228,5 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     del items
     if policy.done():
         return terms, neg_disp
-    return terms, advance(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma,
+    return terms, advance_displacements(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma,
                           drives.neg_pred if closed else None)

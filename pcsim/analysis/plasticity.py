@@ -19,7 +19,7 @@ from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.schedule import Schedule
-from pcsim.algorithms.sweep import State, advance, sweep
+from pcsim.algorithms.sweep import SweepState, advance_values, sweep
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.local import linearise, local_op
@@ -171,12 +171,12 @@ def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1
                  ) -> dict[str, np.ndarray]:
     """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
     problem = Problem.build(graph, inputs, target, loss)
-    state = State.feedforward(problem)
+    state = SweepState.feedforward(problem)
     trace: dict[str, list[float]] = {n: [] for n in graph.latent}
     for t in range(steps + 1):
         s = sweep(problem, state)
         for n, e in problem.energy(s.mu, s.eps).items():
             trace[n].append(float(e))
         if t < steps:
-            state = advance(problem, state, s, gamma)
+            state = advance_values(problem, state, s, gamma)
     return {n: np.array(v) for n, v in trace.items()}

@@ -7,7 +7,7 @@ from torch import nn
 import pcsim
 from pcsim.algorithms.displacement import (
     Values,
-    advance,
+    advance_displacements,
     affine_delta,
     identity_delta,
     linear_form,
@@ -36,7 +36,8 @@ def test_identity_delta_is_its_prediction_minus_its_value(moved):
 
 
 def test_closed_form_update_is_the_literal_one_at_gamma_1():
-    """`advance`'s closed form x <- mu + feedback equals x + (-eps + feedback) to rounding, vertex by vertex."""
+    """`advance_displacements`'s closed form x <- mu + feedback equals x + (-eps + feedback) to rounding,
+    vertex by vertex."""
     gen = torch.Generator().manual_seed(1)
     names = ["a", "b", "c", "d"]
     x_ff = {n: torch.randn(5, generator=gen, dtype=torch.float64) for n in names}
@@ -47,8 +48,8 @@ def test_closed_form_update_is_the_literal_one_at_gamma_1():
     for n in names:
         delta[n], neg_pred[n] = vertex_delta(mu[n], x_ff[n], neg_disp.get(n), True)
         assert torch.equal(delta[n], (mu[n] - x_ff[n]) + neg_disp[n] if n in neg_disp else mu[n] - x_ff[n])
-    literal = advance(names, set(), neg_disp, delta, fb, 1.0)
-    closed = advance(names, set(), neg_disp, delta, fb, 1.0, neg_pred)
+    literal = advance_displacements(names, set(), neg_disp, delta, fb, 1.0)
+    closed = advance_displacements(names, set(), neg_disp, delta, fb, 1.0, neg_pred)
     assert sorted(literal) == sorted(closed) == names
     for n in names:
         want = -(mu[n] - fb.get(n, 0.0) - x_ff[n])  # -(x_new - x_ff) with x_new = mu - neg_feedback

@@ -62,15 +62,15 @@ def test_il_validates_its_options():
 def test_energy_decreases_during_inference():
     """IL inference is gradient descent on F: with a small step F never increases."""
     from pcsim.algorithms.problem import Problem
-    from pcsim.algorithms.sweep import State, advance, sweep
+    from pcsim.algorithms.sweep import SweepState, advance_values, sweep
 
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
     problem = Problem.build(pcsim.trace(module, *inputs), inputs, target)
-    state = State.feedforward(problem)
+    state = SweepState.feedforward(problem)
     energies = []
     for _ in range(30):
         s = sweep(problem, state)
         energies.append(s.energy(problem))
-        state = advance(problem, state, s, gamma=0.05)
+        state = advance_values(problem, state, s, gamma=0.05)
     assert all(b <= a + 1e-12 for a, b in zip(energies, energies[1:], strict=False)), energies
     assert energies[-1] < energies[0]

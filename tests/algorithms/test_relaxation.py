@@ -13,7 +13,7 @@ import pcsim
 from pcsim.algorithms.il import il, il_path
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
-from pcsim.algorithms.sweep import State, accumulate, advance, sweep
+from pcsim.algorithms.sweep import SweepState, accumulate, advance_values, sweep
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from tests.equivalence.archs import ARCHS
 
@@ -24,13 +24,13 @@ def literal_il(graph, inputs, target, loss="mse", *, gamma=0.1, steps=100, fixed
                output_precision=1.0, params=None):
     """IL as first written: sweep every vertex, advance, Hebbian terms of the final sweep."""
     problem = Problem.build(graph, inputs, target, loss, params)
-    x = State.feedforward(problem)
+    x = SweepState.feedforward(problem)
     fixed = {n: problem.linearise(n, x.base) for n in graph.latent} if fixed_prediction else None
     path = []
     for _ in range(steps):
         s = sweep(problem, x, precision=output_precision, fixed=fixed, plastic=())
         path.append(s.eps)
-        x = advance(problem, x, s, gamma)
+        x = advance_values(problem, x, s, gamma)
     s = sweep(problem, x, precision=output_precision, fixed=fixed)
     path.append(s.eps)
     grads = problem.zero_grads()
