@@ -173,7 +173,7 @@ def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | 
     return (mu - x_ff if neg_disp is None else neg_disp - pred), pred
 
 
-def advance(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
+def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
             delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
             gamma: float, neg_pred: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.

@@ -97,7 +97,7 @@ def sweep(problem: Problem, state: SweepState, *, params: Mapping[str, torch.Ten
     return Sweep(mu, eps, feedback, hebbian)
 
 
-def advance(problem: Problem, state: SweepState, s: Sweep, gamma: float) -> SweepState:
+def advance_values(problem: Problem, state: SweepState, s: Sweep, gamma: float) -> SweepState:
     """x_i <- x_i + gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex (outputs stay free)."""
     outputs = set(problem.graph.outputs)
     disp = dict(state.disp)
