@@ -248,24 +248,6 @@ def _jpc_checks() -> dict:
         jax.config.update("jax_enable_x64", False)
 
 
-def _import_pcsim_from(src: str):
-    """The pcsim package in `src` (`--baseline-src`), imported as a second set of module objects beside this one."""
-    mine = {k: v for k, v in sys.modules.items() if k == "pcsim" or k.startswith("pcsim.")}
-    for k in mine:
-        del sys.modules[k]
-    sys.path.insert(0, str(Path(src).resolve()))
-    try:
-        import pcsim as other
-
-        __import__("pcsim.backends.torch_adaptive")
-    finally:
-        sys.path.pop(0)
-        for k in [k for k in sys.modules if k == "pcsim" or k.startswith("pcsim.")]:
-            del sys.modules[k]
-        sys.modules.update(mine)
-    return other
-
-
 def _count_field_calls(fn) -> int:
     """How many times one run evaluates pcsim's vector field (VectorField.__call__ wrapped for that run only)."""
     from pcsim.dynamics.field import VectorField
@@ -313,7 +295,9 @@ def part_jpc(reps: int, baseline: str | None = None) -> dict:
                                                 solver=getattr(pcsim, name)(rtol=TOL, atol=TOL),
                                                 record={"times": [T_END]})
     if baseline:  # the adaptive solves of another pcsim (say the commit before a change), in the same repetitions
-        other = _import_pcsim_from(baseline)
+        from baseline import import_pcsim_from  # benchmarks/baseline.py, beside this script
+
+        other = import_pcsim_from(baseline, ("pcsim.backends.torch_adaptive",))
         other_graph = other.trace(net, x)
         for name in ("Tsit5", "Dopri5"):
             fns[f"baseline pcsim {name} 1e-3"] = partial(other.simulate, other_graph, (x,), y, t_end=T_END, tau_x=TAU,

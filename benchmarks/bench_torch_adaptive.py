@@ -29,6 +29,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from baseline import import_pcsim_from  # noqa: E402 (benchmarks/baseline.py, beside this script)
+
 import pcsim  # noqa: E402
 from pcsim.algorithms.problem import Problem  # noqa: E402
 from pcsim.bench.measure import interleaved, summary, write_results  # noqa: E402
@@ -67,28 +69,9 @@ def _torchdiffeq(graph, x, y, tol: float, counter: dict):
     return run, field
 
 
-def _import_pcsim_from(src: str):
-    """The pcsim package in `src`, imported as a second set of module objects; this checkout's stays `pcsim`."""
-    mine = {k: v for k, v in sys.modules.items() if k == "pcsim" or k.startswith("pcsim.")}
-    for k in mine:
-        del sys.modules[k]
-    sys.path.insert(0, str(Path(src).resolve()))
-    try:
-        import pcsim as other
-
-        for sub in ("pcsim.dynamics.field", "pcsim.backends.torch_adaptive"):
-            __import__(sub)
-    finally:
-        sys.path.pop(0)
-        for k in [k for k in sys.modules if k == "pcsim" or k.startswith("pcsim.")]:
-            del sys.modules[k]
-        sys.modules.update(mine)
-    return other
-
-
 def baseline_runs(src: str, batch: int, tol: float, counts: dict, finals: dict) -> dict:
     """The Dopri5 and Tsit5 runs of the pcsim in `src` ("baseline ..." rows), evaluations counted on its field."""
-    other = _import_pcsim_from(src)
+    other = import_pcsim_from(src)
     field_cls = sys.modules.get("pcsim.dynamics.field")  # this checkout's, restored
     assert other.simulate is not pcsim.simulate and field_cls is not None
     _, x, y, net = _network(batch)

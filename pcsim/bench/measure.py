@@ -106,3 +106,4 @@ def write_results(out: str | Path, result: dict, lines: list[str]) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+

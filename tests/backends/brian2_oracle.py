@@ -33,6 +33,11 @@ def path_distance(got, ref) -> float:
     return worst
 
 
+def assert_same_path(got, ref, tol: float = PATH_TOL) -> None:
+    distance = path_distance(got, ref)
+    assert distance <= tol, distance
+
+
 def check_zil_on_brian2(module, inputs, target, loss: str, dt: float = 0.25) -> None:
     graph = pcsim.trace(module, *inputs).level()
     plan = pcsim.discretise(tau_x=dt, tau_e=0.0, dt=dt, plasticity="zil")
@@ -42,8 +47,7 @@ def check_zil_on_brian2(module, inputs, target, loss: str, dt: float = 0.25) -> 
     got = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
     ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
     assert got.meta["backend"] == "brian2"
-    distance = path_distance(got, ref)
-    assert distance <= PATH_TOL, distance
+    assert_same_path(got, ref)
     grads = autograd_gradients(module, inputs, target, loss=loss)
     # (a gradient that is zero in exact arithmetic, a key bias under softmax, is measured against the floor)
     floor = rounding_floor(max(float(g.norm()) for g in grads.values()), torch.float64)

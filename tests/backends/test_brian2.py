@@ -17,6 +17,7 @@ from torch import nn
 import pcsim
 from pcsim.check import autograd_gradients
 from pcsim.numerics import relative_difference
+from tests.backends.brian2_oracle import assert_same_path
 from tests.equivalence.archs import ARCHS
 
 brian2 = pytest.importorskip("brian2")
@@ -27,7 +28,6 @@ from pcsim.backends.brian2.runner import Brian2Unavailable, CythonFallbackWarnin
 # Brian2's equation parser uses pyparsing's old camelCase names
 pytestmark = pytest.mark.filterwarnings("ignore:.*(parseString|parseAll|scanString|parse_all).*")
 
-TOL = 1e-12  # float64, as the issue asks: pcsim's Euler and Brian2's differ only by rounding
 
 
 class SmallCNN(nn.Module):
@@ -60,18 +60,6 @@ def problem(name):
     if name == "small_cnn":
         return small_cnn()
     return ARCHS[name](torch.float64, "mse")
-
-
-def assert_same_path(got, ref, tol=TOL):
-    """Values, errors, energy at every recorded time, and accumulated updates, equal to rounding."""
-    assert np.array_equal(got.t, ref.t)
-    for group in ("values", "errors", "energy", "updates"):
-        a, b = getattr(got, group), getattr(ref, group)
-        assert set(a) == set(b), group
-        for name in b:
-            scale = max(1.0, float(np.abs(b[name]).max(initial=0.0)))
-            diff = float(np.abs(a[name] - b[name]).max(initial=0.0))
-            assert diff <= tol * scale, (group, name, diff)
 
 
 # -- numpy target: the same Euler path as pcsim -----------------------------------------------------------

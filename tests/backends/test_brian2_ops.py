@@ -16,13 +16,13 @@ import pcsim
 from pcsim.check import autograd_gradients
 from pcsim.numerics import relative_difference
 from pcsim.zoo import SMALL_DIMS, load_model_file
+from tests.backends.brian2_oracle import assert_same_path
 from tests.equivalence.archs import ARCHS
 
 brian2 = pytest.importorskip("brian2")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(parseString|parseAll|scanString|parse_all).*")
 
-TOL = 1e-12
 
 
 class IndexOps(nn.Module):
@@ -123,17 +123,6 @@ PROBLEMS = {
     "batchnorm1d_mlp": arch("batchnorm1d_mlp"),
     "tied_autoencoder": zoo("tied_autoencoder"),
 }
-
-
-def assert_same_path(got, ref, tol=TOL):
-    assert np.array_equal(got.t, ref.t)
-    for group in ("values", "errors", "energy", "updates"):
-        a, b = getattr(got, group), getattr(ref, group)
-        assert set(a) == set(b), group
-        for name in b:
-            scale = max(1.0, float(np.abs(b[name]).max(initial=0.0)))
-            diff = float(np.abs(a[name] - b[name]).max(initial=0.0))
-            assert diff <= tol * scale, (group, name, diff)
 
 
 @pytest.mark.parametrize("name", list(PROBLEMS))
