@@ -43,6 +43,10 @@ _XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA).strip()  # before jax is imported
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # numpy's BLAS (scipy's solver) too
     os.environ[_v] = "1"
+# XLA keeps a thread pool its flags do not reach: on an idle machine JAX used 1.4-1.9 cores. One core for the
+# whole process (and the peers' processes, which inherit it) makes "one thread" hold for every library.
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -532,7 +536,8 @@ def _markdown(result: dict) -> str:
              *([f"Baseline pcsim (rows \"baseline pcsim ...\", part jpc, imported beside pcsim in the same process): "
                 f"{result['baseline_source']}.", ""] if "baseline_source" in result else []),
              "Each part runs in its own venv (JPC needs jax 0.5; PCX 0.6.3 pins jax < 0.5), pcsim and the peer "
-             "interleaved in that one process, the order rotated each repetition; one thread (torch and XLA). "
+             "interleaved in that one process, the order rotated each repetition; one thread (torch and XLA), "
+             "the process pinned to one core. "
              "Ratios: median over repetitions of the ratio of two times of the same repetition (quartiles in "
              "brackets). cpu/wall: the process's CPU time over wall time, median (1.0: one busy thread).", ""]
     for key, title in (("jpc", "Continuous time: pcsim against JPC"), ("pcx", "IL: pcsim against PCX")):
