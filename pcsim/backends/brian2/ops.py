@@ -12,13 +12,14 @@ holds and its index `kidx` into the shared parameter. Biases and constants are p
   avg_pool2d, adaptive  fixed weights (torch's own 1 / window size, read from the op)
   sum, mean             fixed weights: the op's Jacobian, read from torch's VJP (`linear_map`)
   activations           one-to-one: f(x_pre) / f'(x_pre) * err_post (erf, for gelu, is in `FUNCTIONS`)
-  add, sub, neg, scale  one-to-one (or broadcast) with the op's coefficients as weights
+  add, sub, neg, scale  one-to-one (or broadcast) with the op's coefficients as weights; a parameter added
+                        is a bias with its accumulator, a parameter scaling a population a plastic weight
   reshapes, identity,   index maps of one or more parents (cat, stack, slices, padding: a pad value is an
   cat, pad, slices      `Offset`), read from the op applied to the parents' neuron ids
   embedding             no synapses: a parameter `Offset` per (token, feature), the token's table row
-  batch norm (eval)     a per-channel scale, and gamma's Hebbian term err s (x - m) on a second projection
 
-Anything else raises UnsupportedOpError naming the vertex and why it has no synaptic form.
+Products of populations, softmax, norms and max pooling need helper neurons: circuits.py. Anything else
+raises UnsupportedOpError naming the vertex and why it has no synaptic form.
 """
 
 from __future__ import annotations
