@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from pcsim.errors import UnsupportedOpError
+from pcsim.backends.brian2.synapses import unsupported
 from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
 
 BACKWARD = 10  # stages below read values (and what earlier stages pooled), from here on errors
@@ -85,10 +85,6 @@ class Circuit:
     code: list[tuple[str, int]] = field(default_factory=list)  # (statements run on the vertex, stage)
 
 
-def _unsupported(vertex: Vertex, why: str) -> UnsupportedOpError:
-    return UnsupportedOpError(f"the brian2 backend cannot render {vertex.describe()}: {why}")
-
-
 def _n(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
@@ -135,9 +131,9 @@ def _elementwise(vertex: Vertex, shapes, params, constants) -> Circuit:
             eqs.append(f"c{k} : 1 (constant)")
             slots.append(f"c{k}")
         else:
-            raise _unsupported(vertex, f"argument {k} ({type(arg).__name__}) is neither a population nor a constant")
+            raise unsupported(vertex, f"argument {k} ({type(arg).__name__}) is neither a population nor a constant")
     if len(vertex.args) > 2 or vertex.kwargs:
-        raise _unsupported(vertex, "extra arguments have no Brian2 rendering")
+        raise unsupported(vertex, "extra arguments have no Brian2 rendering")
     mu = ELEMENTWISE[vertex.op].format(*slots)
     expr = sympy.sympify(mu)
     n = _n(vertex.shape)
@@ -155,10 +151,10 @@ def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
     """out[..., i, j] = sum_d a[..., i, d] b[..., d, j]: one helper neuron per product a * b."""
     a, b = vertex.args[:2]
     if not (isinstance(a, ParentArg) and isinstance(b, ParentArg)) or len(vertex.args) != 2:
-        raise _unsupported(vertex, "a matrix product of a population and a non-population")
+        raise unsupported(vertex, "a matrix product of a population and a non-population")
     sa, sb = shapes[a.index], shapes[b.index]
     if len(sa) < 2 or len(sb) < 2:
-        raise _unsupported(vertex, f"a matrix product of shapes {sa} and {sb} (vectors are not rendered)")
+        raise unsupported(vertex, f"a matrix product of shapes {sa} and {sb} (vectors are not rendered)")
     batch = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
     full = (*batch, sa[-2], sa[-1], sb[-1])
     pa = torch.broadcast_to(_ids(sa).unsqueeze(-1), full)
@@ -180,7 +176,7 @@ def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
 def _softmax(vertex: Vertex, shapes, params, constants) -> Circuit:
     x, dim = vertex.args[0], vertex.args[1]
     if not isinstance(x, ParentArg):
-        raise _unsupported(vertex, "its input is not a population")
+        raise unsupported(vertex, "its input is not a population")
     shape = shapes[x.index]
     row, rows, _ = pooled_rows(shape, [dim])
     every = np.arange(_n(shape))
@@ -217,13 +213,13 @@ def _norm_parts(vertex: Vertex, shape):
         if len(a) == 6:  # the overload without running statistics
             return channel, float(a[5]), a[1], a[2], channel, None
         return channel, float(a[7]), a[1], a[2], channel, None if bool(a[5]) else (a[3], a[4])
-    raise _unsupported(vertex, "an unknown normalisation")
+    raise unsupported(vertex, "an unknown normalisation")
 
 
 def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
     x = vertex.args[0]
     if not isinstance(x, ParentArg) or vertex.select not in (None, 0):
-        raise _unsupported(vertex, "only the normalised output of a population is rendered")
+        raise unsupported(vertex, "only the normalised output of a population is rendered")
     shape = shapes[x.index]
     row, eps, scale, shift, pidx, stats = _norm_parts(vertex, shape)
     n, every, src = _n(shape), np.arange(_n(shape)), f"parent:{x.index}"
@@ -236,7 +232,7 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
             values[name] = _values(params[slot.name])[pidx]
             accs.append(Accumulator(slot.name, pidx, "err * xhat" if name == "gam" else "err"))
         else:
-            raise _unsupported(vertex, f"its {'scale' if name == 'gam' else 'shift'} is not a parameter")
+            raise unsupported(vertex, f"its {'scale' if name == 'gam' else 'shift'} is not a parameter")
     links, groups, sums = [Link("xp", src, "x", every)], [], []
     if stats is None:  # batch statistics: mean, then variance, pooled by helper neurons, one per row
         rows = int(row.max()) + 1
@@ -258,7 +254,7 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
     else:
         mean, var = (_values(constants[s.name])[pidx] if isinstance(s, ConstArg) else None for s in stats)
         if mean is None or var is None:
-            raise _unsupported(vertex, "its running statistics are not constants")
+            raise unsupported(vertex, "its running statistics are not constants")
         values["mr"], values["rs"] = mean, 1.0 / np.sqrt(var + eps)
         eqs += ["mr : 1 (constant)", "rs : 1 (constant)"]
         sums.append(Sum(src, "self", every, every.copy(), "fb", "pre", "err_post * gam_post * rs_post", BACKWARD))
@@ -279,7 +275,7 @@ def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     a = list(vertex.args) + [None] * 6
     x = a[0]
     if not isinstance(x, ParentArg) or vertex.select not in (None, 0):
-        raise _unsupported(vertex, "only the pooled values of a population are rendered")
+        raise unsupported(vertex, "only the pooled values of a population are rendered")
     (kh, kw) = _pair(a[1], None)
     (sh, sw), (ph, pw), (dh, dw) = _pair(a[2], (kh, kw)), _pair(a[3], 0), _pair(a[4], 1)
     B, C, H, W = shapes[x.index]

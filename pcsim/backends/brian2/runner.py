@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from pcsim import paths
+from pcsim.backends.brian2.activations import FUNCTIONS
 from pcsim.backends.brian2.circuits import BACKWARD
-from pcsim.backends.brian2.ops import FUNCTIONS
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
@@ -66,7 +66,7 @@ def project_build_dir() -> Path:
 
 
 def brian2_function(b2, name: str):
-    """A Brian2 `Function` from its implementations declared as data in `ops.FUNCTIONS`."""
+    """A Brian2 `Function` from its implementations declared as data in `activations.FUNCTIONS`."""
     impl = FUNCTIONS[name]
     module, attr = impl["numpy"].split(":")
     vectorised = getattr(importlib.import_module(module), attr)

@@ -1,0 +1,224 @@
+"""Ops read from torch by probing: index maps of one or more populations (reshapes, slices, cat, padding),
+fixed linear maps (sum, mean), affine ops (add, sub, scaling; an added or scaling parameter), embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pcsim.backends.brian2.synapses import WHY, Edge, Offset, bind, to_numpy, unsupported, weight_of
+from pcsim.graph.ir import ConstArg, ParentArg, template_slots
+from pcsim.ops.local import call
+
+
+def _probe_inputs(vertex, shapes, values, what: str):
+    """Float probes for the parents, with integer parents (clamped indices) filled with their values."""
+    values = values or [None] * len(shapes)
+
+    def fill(k, probe):
+        v = values[k]
+        if v is not None and not (v.is_floating_point() or v.is_complex()):
+            return v
+        return probe
+
+    return fill
+
+
+def _index_map(vertex, shapes, params, constants, values=None):
+    """Ops that only move values (views, slices, cat, stack, padding): the op applied to the neuron ids of
+    all its parents (numbered one after the other) gives each output neuron's source. It runs twice, the ids
+    shifted by S the second time: an output that moves by S is a source, one that stays put is a constant (a
+    pad value: an `Offset`); anything else is not an index map and is refused. One Edge per parent."""
+    fill = _probe_inputs(vertex, shapes, values, "index")
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    base = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    shift = float(base[-1] + 1)
+
+    def run(offset):
+        ids = [fill(k, torch.arange(base[k], base[k + 1], dtype=torch.float64).reshape(s) + offset)
+               for k, s in enumerate(shapes)]
+        out = call(vertex, ids, params, constants)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(vertex.shape):
+            raise unsupported(vertex, "its index map does not have the vertex's shape")
+        return out.detach().to(torch.float64).reshape(-1)
+
+    try:
+        a, b = run(1.0), run(1.0 + shift)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise unsupported(vertex, f"applying it to neuron ids failed ({e}); {WHY}") from e
+    moved, still = (b - a) == shift, (b - a) == 0
+    src = (a - 1).to(torch.int64).numpy()
+    ok = bool((moved | still).all()) and bool((a[moved] == torch.round(a[moved])).all())
+    ok = ok and bool(((src[moved.numpy()] >= 0) & (src[moved.numpy()] < base[-1])).all())
+    if not ok:
+        raise unsupported(vertex, f"'{vertex.op}' here does more than move values (its output is not a "
+                                   f"selection of its parents' neurons); {WHY}")
+    moved = moved.numpy()
+    j_all = np.arange(src.size, dtype=np.int64)
+    edges = []
+    for k in range(len(shapes)):
+        sel = moved & (src >= base[k]) & (src < base[k + 1])
+        if sel.any():
+            edges.append(Edge(k, src[sel] - base[k], j_all[sel], "x_pre", "err_post"))
+    const = np.where(moved, 0.0, a.numpy())
+    return edges, ([Offset(const)] if bool((const != 0).any()) else [])
+
+
+def _linear_map(vertex, shapes, params, constants, values=None):
+    """Parameter-free ops linear in their parents (sum, mean over any dims): the Jacobian, read row by row
+    from torch's own VJP (one-hot cotangents, in chunks), its entries as the synapses' weights; a constant
+    part is an `Offset`. Checked to be affine on random inputs, else refused."""
+    fill = _probe_inputs(vertex, shapes, values, "linear")
+    floats = [k for k in range(len(shapes)) if fill(k, None) is None]
+    zeros = [fill(k, torch.zeros(s, dtype=torch.float64)) for k, s in enumerate(shapes)]
+
+    def f(*xs):
+        full = list(zeros)
+        for k, x in zip(floats, xs, strict=True):
+            full[k] = x
+        return call(vertex, full, params, constants)
+
+    try:
+        c0, pull = torch.func.vjp(f, *[zeros[k] for k in floats])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise unsupported(vertex, f"its Jacobian could not be read ({e}); {WHY}") from e
+    if not isinstance(c0, torch.Tensor) or tuple(c0.shape) != tuple(vertex.shape):
+        raise unsupported(vertex, "its output does not have the vertex's shape")
+    n_out = c0.numel()
+    n_in = sum(int(np.prod(shapes[k], dtype=np.int64)) for k in floats)
+    chunk = max(1, 4_000_000 // max(1, n_in))
+    found = {k: ([], [], []) for k in floats}
+    for start in range(0, n_out, chunk):
+        m = min(chunk, n_out - start)
+        rows = torch.zeros(m, n_out, dtype=torch.float64)
+        rows[torch.arange(m), start + torch.arange(m)] = 1.0
+        cots = torch.func.vmap(pull)(rows.reshape(m, *vertex.shape))
+        for k, cot in zip(floats, cots, strict=True):
+            cot = cot.reshape(m, -1)
+            nz = torch.nonzero(cot)
+            found[k][0].append(nz[:, 1].numpy())
+            found[k][1].append(start + nz[:, 0].numpy())
+            found[k][2].append(cot[nz[:, 0], nz[:, 1]].numpy())
+    g = torch.Generator().manual_seed(0)
+    rnd = {k: torch.randn(shapes[k], generator=g, dtype=torch.float64) for k in floats}
+    want = to_numpy(c0).copy()
+    edges = []
+    for k in floats:
+        i, j, w = (np.concatenate(v) for v in found[k])
+        i, j = i.astype(np.int64), j.astype(np.int64)
+        want += np.bincount(j, weights=w * to_numpy(rnd[k])[i], minlength=n_out)
+        if i.size == 0:
+            continue
+        if np.all(w == 1.0):
+            edges.append(Edge(k, i, j, "x_pre", "err_post"))
+        else:
+            edges.append(Edge(k, i, j, "weight * x_pre", "weight * err_post", w))
+    got = to_numpy(f(*[rnd[k] for k in floats]))
+    if not np.allclose(got, want, rtol=1e-12, atol=1e-12):
+        raise unsupported(vertex, f"'{vertex.op}' here is not linear in its parent populations; {WHY}")
+    return edges, ([Offset(to_numpy(c0))] if bool((c0 != 0).any()) else [])
+
+
+def _embedding(vertex, shapes, params, constants, values=None):
+    """Each output neuron (token t, feature d) predicts the table's entry (index[t], d): a per-neuron `Offset`
+    of that parameter entry, whose accumulator (err) is the embedding's gradient, added into the token's row.
+    The indices are clamped (integers): the rendering reads them."""
+    a = bind(vertex, ("weight", "indices", "padding_idx", "scale_grad_by_freq", "sparse"),
+              {"padding_idx": -1, "scale_grad_by_freq": False, "sparse": False})
+    W = weight_of(vertex, a["weight"], params, constants, "weight")
+    slot = a["indices"]
+    tokens = None
+    if isinstance(slot, ParentArg) and values is not None:
+        tokens = values[slot.index]
+    elif isinstance(slot, ConstArg):
+        tokens = constants[slot.name]
+    if tokens is None or tokens.is_floating_point():
+        raise unsupported(vertex, "its indices are not a clamped integer input (a population of indices would "
+                                   f"make the prediction a lookup by a variable); {WHY}")
+    if bool(a["scale_grad_by_freq"]):
+        raise unsupported(vertex, "scale_grad_by_freq divides each row's gradient by its token count, which a "
+                                   f"per-neuron accumulator does not; {WHY}")
+    if W.value.dim() != 2:
+        raise unsupported(vertex, f"an embedding table of shape {tuple(W.value.shape)}")
+    n, D = W.value.shape
+    tok = tokens.detach().reshape(-1).to(torch.int64).cpu().numpy()
+    pad = int(a["padding_idx"])
+    if pad >= 0 and bool((tok == pad).any()):
+        raise unsupported(vertex, f"token {pad} is its padding_idx, whose row torch gives no gradient, but a "
+                                   f"neuron predicting it would accumulate one; {WHY}")
+    flat = (tok[:, None] * D + np.arange(D, dtype=np.int64)[None, :]).reshape(-1)
+    if flat.size != int(np.prod(vertex.shape, dtype=np.int64)):
+        raise unsupported(vertex, "its output does not have the vertex's shape")
+    return [], [Offset(to_numpy(W.value)[flat], W.param, W.index[flat])]
+
+
+def _slots(vertex):
+    return list(template_slots((vertex.args, dict(vertex.kwargs))))
+
+
+def _affine(vertex, shapes, params, constants, values=None):
+    """Elementwise ops affine in their parents (add, sub, neg, scaling): weights = coefficients,
+    read from the op by probing; anything not affine (a product of populations) is refused."""
+    zeros = [torch.zeros(s, dtype=torch.float64) for s in shapes]
+    c0 = None
+    try:
+        c0 = call(vertex, zeros, params, constants)
+        coefs = []
+        for k, s in enumerate(shapes):
+            probe = list(zeros)
+            probe[k] = torch.ones(s, dtype=torch.float64)
+            coefs.append(call(vertex, probe, params, constants) - c0)
+        g = torch.Generator().manual_seed(0)
+        rnd = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+        got = call(vertex, rnd, params, constants)
+        want = c0 + sum(cf * torch.broadcast_to(r, cf.shape) for cf, r in zip(coefs, rnd, strict=True))
+        affine = bool(torch.allclose(got, want, rtol=1e-12, atol=1e-12)) and bool(torch.isfinite(got).all())
+    except (RuntimeError, TypeError, ValueError):
+        affine = False
+    if not affine or tuple(c0.shape) != tuple(vertex.shape):
+        raise unsupported(vertex, f"'{vertex.op}' here is not affine in its parent populations (a product or "
+                                   "quotient of populations: a synapse carries one presynaptic variable); " + WHY)
+    n = int(np.prod(vertex.shape, dtype=np.int64))
+    j = np.arange(n, dtype=np.int64)
+    if vertex.op == "mul" and len(shapes) == 1 and len(vertex.params) == 1:
+        return _scaled_by_parameter(vertex, shapes[0], params, constants, coefs[0], j)
+    edges = []
+    for k, s in enumerate(shapes):
+        src = torch.arange(int(np.prod(s, dtype=np.int64)), dtype=torch.int64).reshape(s)
+        i = torch.broadcast_to(src, vertex.shape).reshape(-1).numpy().astype(np.int64)
+        w = to_numpy(coefs[k])
+        if np.all(w == 1.0):
+            edges.append(Edge(k, i, j.copy(), "x_pre", "err_post"))
+        else:
+            edges.append(Edge(k, i, j.copy(), "weight * x_pre", "weight * err_post", w))
+    offsets = []
+    for name in vertex.params:  # a parameter added to the populations (a learned positional code): a bias
+        zeroed = {**params, name: torch.zeros_like(params[name])}
+        rest = call(vertex, zeros, zeroed, constants)
+        ones = call(vertex, zeros, {**params, name: torch.ones_like(params[name])}, constants) - rest
+        if not bool((ones == 1).all()):
+            raise unsupported(vertex, f"parameter '{name}' enters '{vertex.op}' scaled, not added; only an added "
+                                       "parameter is rendered (as a bias with its accumulator)")
+        # which entry of the parameter lands on each neuron (through a slice or a broadcast): probe with ids
+        ids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
+        index = call(vertex, zeros, {**params, name: ids}, constants) - rest
+        offsets.append(Offset(to_numpy(c0 - rest), name, to_numpy(index).astype(np.int64)))
+        c0, params = rest, zeroed
+    if bool((c0 != 0).any()):
+        offsets.append(Offset(to_numpy(c0)))
+    return edges, offsets
+
+
+def _scaled_by_parameter(vertex, shape, params, constants, coef, j):
+    """A population times (a slice or broadcast of) a parameter: a synapse weight read from the parameter,
+    plastic like a linear layer's (a zero initial state leaves a GRU's r * b_hn)."""
+    (name,) = vertex.params
+    ids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
+    ones = [torch.ones(shape, dtype=torch.float64)]
+    kidx = call(vertex, ones, {**params, name: ids}, constants)
+    if not bool((call(vertex, ones, params, constants) == coef).all()) or not bool((kidx == kidx.round()).all()):
+        raise unsupported(vertex, f"parameter '{name}' does not scale the population entry by entry; " + WHY)
+    kidx = to_numpy(kidx).astype(np.int64)
+    src = torch.arange(int(np.prod(shape, dtype=np.int64)), dtype=torch.int64).reshape(shape)
+    i = torch.broadcast_to(src, vertex.shape).reshape(-1).numpy().astype(np.int64)
+    return [Edge(0, i, j.copy(), "weight * x_pre", "weight * err_post", to_numpy(coef), name, kidx)], []
