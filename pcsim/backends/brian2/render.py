@@ -20,42 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pcsim.backends.brian2.circuits import READS_MU, Circuit, Sum, circuit_of, pooled_rows
+from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, rhs, split, switch
 from pcsim.backends.brian2.ops import Offset, edges_of, to_numpy
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
-from pcsim.dynamics.protocol import After, Always, Gate, Off, Windows
 from pcsim.errors import PcsimError
 
 
 class RenderError(PcsimError, NotImplementedError):
     """The simulation asks for something the Brian2 rendering does not express."""
-
-
-# -- equations held as data ------------------------------------------------------------------------
-def split(eq: str) -> tuple[str, str, str]:
-    """'dx/dt = rhs : 1' -> ('dx/dt', 'rhs', '1')."""
-    lhs, rest = eq.split("=", 1)
-    rhs, unit = rest.rsplit(":", 1)
-    return lhs.strip(), rhs.strip(), unit.strip()
-
-
-def rhs(eq: str) -> str:
-    return split(eq)[1]
-
-
-def rename(eq: str, **names: str) -> str:
-    """Rename whole identifiers in an equation ('w' -> 'w_b', but not inside 'weight')."""
-    for old, new in names.items():
-        eq = re.sub(rf"\bd{re.escape(old)}/dt\b", f"d{new}/dt", eq)
-        eq = re.sub(rf"\b{re.escape(old)}\b", new, eq)
-    return eq
-
-
-def switch(lhs: str, before: str, after: str) -> str:
-    """An equation that follows `before` until the target is shown and `after` from then on."""
-    if after == "0":
-        return f"{lhs} = (1 - shown) * ({before}) : 1"
-    return f"{lhs} = shown * ({after}) + (1 - shown) * ({before}) : 1"
 
 
 # -- the network as data ------------------------------------------------------------------------------
@@ -123,29 +96,6 @@ class Network:
             lines.append(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.size} synapses):")
             lines += [f"    {e}" for e in s.equations]
         return "\n".join(lines)
-
-
-# -- gates ---------------------------------------------------------------------------------------------
-def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: float):
-    """('gate = ... : 1', times, tables), or None when the gate never opens for this vertex."""
-    if level is None or isinstance(gate, Off):
-        return None
-    # Every gate closes at t_stop = (n - 1/2) dt: the network runs one step past t_end only to
-    # observe the state there, and Euler's last update is at step n - 1.
-    stop = {"t_stop": (n_steps - 0.5) * dt}
-    if isinstance(gate, Always):
-        return "gate = int(t < t_stop) : 1", stop, {}
-    if isinstance(gate, After):
-        return "gate = int(t >= gate_start) * int(t < t_stop) : 1", {"gate_start": gate.start, **stop}, {}
-    if isinstance(gate, Windows):
-        start, close = gate.window(vertex)
-        return ("gate = int(t >= gate_open) * int(t < gate_close) * int(t < t_stop) : 1",
-                {"gate_open": start, "gate_close": close, **stop}, {})
-    # any other gate: sampled where Euler evaluates it, at t = k dt
-    table = np.array([float(gate(vertex, level, k * dt)) for k in range(n_steps)] + [0.0])
-    if not table.any():
-        return None
-    return "gate = gate_table(t) : 1", {}, {"gate_table": table}
 
 
 # -- the whole network ---------------------------------------------------------------------------------
@@ -235,7 +185,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             if field.target_shown and field.t_on > 0:
                 # the synapse evaluates err_post, which switches at t_on, in its own namespace
                 proj.times["t_on"] = field.t_on
-            proj.times.update(_quiet_times(field, name, dt))  # err_post reads its population's (`_quiet`)
+            proj.times.update(quiet_times(field, name, dt))  # err_post reads its population's (`_quiet`)
             projections.append(proj)
 
     for name in graph.latent:
@@ -243,7 +193,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
                           linked[name], circuits.get(name))
         if name in field.outputs and field.target_shown and problem.losses[name].name == "ce":
             _cross_entropy(pops[name], problem.targets[name], graph[name].shape, helpers, projections)
-        _quiet(pops[name], _quiet_times(field, name, dt))
+        quiet(pops[name], quiet_times(field, name, dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
     return Network(pops, projections, helpers, shapes, n_steps, dt)
 
@@ -291,7 +241,7 @@ def _wire(field: VectorField, name: str, circuit: Circuit, population_of, helper
                               clamped_pre=pre.clamped)
             if field.target_shown and field.t_on > 0:
                 proj.times["t_on"] = field.t_on
-            proj.times.update(_quiet_times(field, name, dt))
+            proj.times.update(quiet_times(field, name, dt))
             merged[key] = proj
             projections.append(proj)
         proj.equations.append(f"{var}_{s.side} = {s.expr} : 1 (summed)")
@@ -384,38 +334,6 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
             pop.times.update(gate[1])
             pop.tables.update(gate[2])
     pop.equations = eqs
-
-
-def _quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
-    """When the population is quiet: before the error wave reaches it (`Gate.wave_arrives`) and from its
-    hold (`Gate.holds_from`; from before the first step for one that holds throughout)."""
-    times = {}
-    if name in field.holds_from:
-        times["hold_from"] = max(field.holds_from[name], -dt)
-    wave = field.gate.wave_arrives(name)
-    if wave is not None and wave > 0:
-        times["wave_from"] = wave
-    return times
-
-
-def _quiet(pop: Population, times: dict[str, float]) -> None:
-    """While quiet the population holds its value and its leaky error, and an instantaneous error is zero.
-    From its hold that ends the protocol for it (`Gate.holds_from`). Before the wave it changes nothing
-    pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
-    if not times:
-        return
-    factor = " * ".join(f for f, k in (("(1 - hold)", "hold_from"), ("wave", "wave_from")) if k in times)
-
-    def quiet(eq: str) -> str:
-        lhs, rhs_, unit = split(eq)
-        return f"{lhs} = {factor} * ({rhs_}) : {unit}"
-    pop.equations = [quiet(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
-                     for e in pop.equations]
-    if "hold_from" in times:
-        pop.equations.append("hold = int(t >= hold_from) : 1")
-    if "wave_from" in times:
-        pop.equations.append("wave = int(t >= wave_from) : 1")
-    pop.times.update(times)
 
 
 def checked_steps(t_end: float, dt: float) -> int:

@@ -1,0 +1,91 @@
+"""The equation strings of the Brian2 rendering: splitting and renaming them, and the time-dependent parts
+(the plasticity gate, the quiet phases before the error wave and after the hold). Data only."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pcsim.dynamics.field import VectorField
+from pcsim.dynamics.protocol import After, Always, Gate, Off, Windows
+
+
+def split(eq: str) -> tuple[str, str, str]:
+    """'dx/dt = rhs : 1' -> ('dx/dt', 'rhs', '1')."""
+    lhs, rest = eq.split("=", 1)
+    rhs, unit = rest.rsplit(":", 1)
+    return lhs.strip(), rhs.strip(), unit.strip()
+
+
+def rhs(eq: str) -> str:
+    return split(eq)[1]
+
+
+def rename(eq: str, **names: str) -> str:
+    """Rename whole identifiers in an equation ('w' -> 'w_b', but not inside 'weight')."""
+    for old, new in names.items():
+        eq = re.sub(rf"\bd{re.escape(old)}/dt\b", f"d{new}/dt", eq)
+        eq = re.sub(rf"\b{re.escape(old)}\b", new, eq)
+    return eq
+
+
+def switch(lhs: str, before: str, after: str) -> str:
+    """An equation that follows `before` until the target is shown and `after` from then on."""
+    if after == "0":
+        return f"{lhs} = (1 - shown) * ({before}) : 1"
+    return f"{lhs} = shown * ({after}) + (1 - shown) * ({before}) : 1"
+
+
+def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: float):
+    """('gate = ... : 1', times, tables), or None when the gate never opens for this vertex."""
+    if level is None or isinstance(gate, Off):
+        return None
+    # Every gate closes at t_stop = (n - 1/2) dt: the network runs one step past t_end only to
+    # observe the state there, and Euler's last update is at step n - 1.
+    stop = {"t_stop": (n_steps - 0.5) * dt}
+    if isinstance(gate, Always):
+        return "gate = int(t < t_stop) : 1", stop, {}
+    if isinstance(gate, After):
+        return "gate = int(t >= gate_start) * int(t < t_stop) : 1", {"gate_start": gate.start, **stop}, {}
+    if isinstance(gate, Windows):
+        start, close = gate.window(vertex)
+        return ("gate = int(t >= gate_open) * int(t < gate_close) * int(t < t_stop) : 1",
+                {"gate_open": start, "gate_close": close, **stop}, {})
+    # any other gate: sampled where Euler evaluates it, at t = k dt
+    table = np.array([float(gate(vertex, level, k * dt)) for k in range(n_steps)] + [0.0])
+    if not table.any():
+        return None
+    return "gate = gate_table(t) : 1", {}, {"gate_table": table}
+
+
+def quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
+    """When the population is quiet: before the error wave reaches it (`Gate.wave_arrives`) and from its
+    hold (`Gate.holds_from`; from before the first step for one that holds throughout)."""
+    times = {}
+    if name in field.holds_from:
+        times["hold_from"] = max(field.holds_from[name], -dt)
+    wave = field.gate.wave_arrives(name)
+    if wave is not None and wave > 0:
+        times["wave_from"] = wave
+    return times
+
+
+def quiet(pop, times: dict[str, float]) -> None:
+    """While quiet the population holds its value and its leaky error, and an instantaneous error is zero.
+    From its hold that ends the protocol for it (`Gate.holds_from`). Before the wave it changes nothing
+    pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
+    if not times:
+        return
+    factor = " * ".join(f for f, k in (("(1 - hold)", "hold_from"), ("wave", "wave_from")) if k in times)
+
+    def quiet(eq: str) -> str:
+        lhs, rhs_, unit = split(eq)
+        return f"{lhs} = {factor} * ({rhs_}) : {unit}"
+    pop.equations = [quiet(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
+                     for e in pop.equations]
+    if "hold_from" in times:
+        pop.equations.append("hold = int(t >= hold_from) : 1")
+    if "wave_from" in times:
+        pop.equations.append("wave = int(t >= wave_from) : 1")
+    pop.times.update(times)
