@@ -54,7 +54,7 @@ def run(relax: Relaxation, steps: int, progress=None) -> None:
 
 
 def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
-    step = _Step(relax, sig)
+    step = SteadyStep(relax, sig)
     if not step.moved:  # nothing moves any more: the remaining steps change nothing
         return
     tensors = step.inputs()
@@ -72,7 +72,7 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
         step.adopt(tensors[:n_disp])
 
 
-class _Step:
+class SteadyStep:
     """One steady step of `relax` as a function of tensors alone (`__call__`), with its arguments."""
 
     def __init__(self, relax: Relaxation, sig: Signature):
@@ -119,6 +119,15 @@ class _Step:
     def __call__(self, *tensors: torch.Tensor) -> tuple[()]:
         """One step from the state in `tensors`; the new displacements overwrite the first ones."""
         t = dict(zip(self.names, tensors, strict=True))
+        disp, eps, dense, products = self.local(t)
+        new = [self._advance(disp[n], eps.get(n), dense.get(n), products.get(n, ())) for n in self.moved]
+        for n, d in zip(self.moved, new, strict=True):  # into the state's own buffers: no fresh memory per step
+            disp[n].copy_(d)
+        return ()
+
+    def local(self, t: dict) -> tuple[dict, dict, dict, dict]:
+        """At the state in `t` (this step's names -> tensors): the displacements, the errors (absent: zero),
+        and each vertex's feedback as a dense sum and products `cot @ W` (`Relaxation.feedback`'s)."""
         r, sig = self.relax, self.sig
         g = r.problem.graph
         params = {n: t["param", n] for n in r.problem.params}
@@ -145,10 +154,7 @@ class _Step:
                     pull[n] = r.ops[n].traced(point, params, constants)[1]
         eps = self._errors(t, disp, mu, params)
         dense, products = self._feedback(eps, mu, pull, params)
-        new = [self._advance(disp[n], eps.get(n), dense.get(n), products.get(n, ())) for n in self.moved]
-        for n, d in zip(self.moved, new, strict=True):  # into the state's own buffers: no fresh memory per step
-            disp[n].copy_(d)
-        return ()
+        return disp, eps, dense, products
 
     def _errors(self, t, disp, mu, params) -> dict[str, torch.Tensor]:
         r, sig = self.relax, self.sig
@@ -189,6 +195,16 @@ class _Step:
                 if c is not None:
                     dense[p] = c if p not in dense else dense[p] + c
         return dense, products
+
+    @staticmethod
+    def drive(e, dense, products) -> torch.Tensor | None:
+        """feedback - error, the products formed (None: exactly zero): a value's drive in continuous time."""
+        d = dense
+        for cot, w in products:
+            d = cot @ w if d is None else d + cot @ w
+        if e is not None:
+            d = -e if d is None else d - e
+        return d
 
     def _advance(self, d, e, dense, products) -> torch.Tensor:
         """`Relaxation.advance` for one vertex, out of place: the same update, the products as a

@@ -16,6 +16,7 @@ more than they do (benchmarks/bench_torch_adaptive.py, benchmarks/results/torch_
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pcsim.backends.torch_fused import fused_step, why_not_fused
 from pcsim.dynamics.protocol import window_grid
 from pcsim.dynamics.recording import SimulationError
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
@@ -30,11 +32,17 @@ from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 
 @dataclass(frozen=True)
 class _Adaptive(Solver):
-    """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps."""
+    """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps.
+
+    compile=True: where a piece of the solve is plain inference (the target shown, instantaneous errors, no
+    plasticity), each step, its stages and field evaluations, runs as one function compiled by inductor
+    (`pcsim.backends.torch_fused`; compiled once per network and layout, seconds to a minute). Elsewhere, and
+    where compiling fails, the steps run eagerly, with a warning."""
 
     rtol: float = 1e-6
     atol: float = 1e-8
     max_step: float | None = None
+    compile: bool = False  # inference pieces take one compiled step fused with the field (torch_fused.py)
     backend: ClassVar[str] = "torch"
     adaptive: ClassVar[bool] = True
 
@@ -87,23 +95,46 @@ def _solve(solver: _Adaptive, field, recorder, t_end: float, progress: bool):
     if sample[0] == 0.0:
         recorder.add(0.0, unpack(y[0]))
     bar = tqdm(total=t_end, desc=f"pcsim {solver.method}", disable=not progress, leave=False)
+    eager = []
     try:
         for a, b in zip(grid[:-1], grid[1:], strict=True):
             wanted = sample[(sample > a) & (sample <= b)]
             with torch.no_grad():
-                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, solver.method)
+                fused, why = _fused(solver, field, step, y, a, b)
+                if why:
+                    eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
+                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, solver.method, fused)
             bar.update(b - a)
     finally:
         bar.close()
+    if eager:
+        warnings.warn(f"pcsim: {solver.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
+                      RuntimeWarning, stacklevel=4)
     return unpack(y[0])
 
 
-def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str):
-    """Integrate from (a, y) to b with torchode's Runge-Kutta step and step-size controller, recording at the
-    `wanted` times from the step's dense output, and return y(b) (the last accepted step ends at b).
+def _fused(solver: _Adaptive, field, step, y, a: float, b: float):
+    """The compiled stepper for the piece from a to b (or None) and why not, when compiling was asked for."""
+    if not solver.compile:
+        return None, None
+    why = why_not_fused(field, a, b)
+    if why:
+        return None, why
+    fused = fused_step(field, step, y, solver.method)
+    return fused, None if fused is not None else "compiling failed"
+
+
+def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str,
+           fused=None):
+    """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and step-size
+    controller, recording at the `wanted` times from the step's dense output, and return y(b) (the last
+    accepted step ends at b).
 
     The loop is torchode's `AutoDiffAdjoint.solve` for one system: with a batch of one there is no per-instance
     bookkeeping (masked merges of the state and of the FSAL stage, per-instance status and evaluation masks)."""
+    from torchode.single_step_methods import StepResult
+    from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
+
     def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
         return torch.tensor(v, dtype=torch.float64, device=y.device)
     t, end = times([a]), times([b])
@@ -115,7 +146,12 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
     now, pending = a, list(wanted)
     while now < b:
         dt = torch.minimum(dt, end - t)  # never step past the switch at b
-        result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
+        if fused is None:
+            result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
+        else:  # the same step, compiled with the field: torchode's state, result and dense output from its stages
+            y1, error, k = fused(y, mstate.prev_vf1, dt.to(y.dtype))
+            result, interp = StepResult(y1, error), ERKInterpolationData(mstate.tableau, t, dt, y, y1, k)
+            mstate_next = ERKState(mstate.tableau, k[-1])
         accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
         ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
         if not ok:
@@ -147,4 +183,5 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
 
 for _cls in (Dopri5, Tsit5):
     SOLVERS.register("torch", _cls.method,
-                     lambda *, dt=None, rtol=1e-8, atol=1e-10, _cls=_cls: _cls(rtol=rtol, atol=atol, max_step=dt))
+                     lambda *, dt=None, rtol=1e-8, atol=1e-10, compile=False, _cls=_cls:
+                     _cls(rtol=rtol, atol=atol, max_step=dt, compile=compile))

@@ -90,6 +90,11 @@ class VectorField:
         holds = {n: self.gate.holds_from(n) for n in self.latent}
         self.holds_from = {n: h for n, h in holds.items() if h is not None}  # the gate's end of the protocol
 
+    @property
+    def relaxation(self) -> Relaxation:
+        """IL's step that evaluates the field: `load` a state into it, then read its errors and feedback."""
+        return self._step
+
     def held(self, t: float) -> set[str]:
         """The populations that hold at t (their protocol has ended: `Gate.holds_from`)."""
         return {n for n, h in self.holds_from.items() if t >= h}

@@ -61,7 +61,7 @@ def test_a_mutated_compiled_step_fails_the_same_check(monkeypatch):
     loss, kw = CASES["mlp_tanh_bias"]
     graph, inputs, target = _build("mlp_tanh_bias", loss)
     ref, _ = literal_il(graph, inputs, target, loss, **kw)
-    advance = il_compiled._Step._advance
+    advance = il_compiled.SteadyStep._advance
 
     def mutated(self, d, e, dense, products):
         gamma = self.relax.gamma
@@ -71,7 +71,7 @@ def test_a_mutated_compiled_step_fails_the_same_check(monkeypatch):
         finally:
             self.relax.gamma = gamma
 
-    monkeypatch.setattr(il_compiled._Step, "_advance", mutated)
+    monkeypatch.setattr(il_compiled.SteadyStep, "_advance", mutated)
     got = _il_compiled(graph, inputs, target, loss, **kw)
     assert _worst(got, ref) > 100 * TOL
 

@@ -1,0 +1,96 @@
+"""An adaptive Runge-Kutta step fused with the vector field and compiled: `Tsit5(compile=True)`.
+
+On a piece of a solve that is plain inference (the target shown, instantaneous errors, no plasticity
+accumulator, no population holding), the field at a state is, per hidden population, its feedback minus its
+error over tau_x, and zero for the clamped outputs: IL's steady step (`il_compiled.SteadyStep.local`) read at
+that state, not a second copy of the equations. One step of torchode's tableau (the stages' sums, the field
+evaluations and the error estimate) is written as a function of tensors, recorded as one graph of ATen ops and
+compiled by inductor (`pcsim.algorithms.compiled`), which fuses the element-wise work of the stages and of the
+non-linear populations into loops around the matrix products. torchode keeps the rest: the tableau's
+coefficients, the step-size controller and the dense output built from the stages.
+
+The compiled step is kept per graph and layout (`Graph.derived`), so later solves on the same network compile
+nothing; where compiling fails (no C++ compiler) the step runs eagerly, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from pcsim.algorithms.compiled import compile_function, layout_key
+from pcsim.algorithms.il_compiled import Signature, SteadyStep
+
+
+def why_not_fused(field, a: float, b: float) -> str | None:
+    """Why the piece of the solve from `a` to `b` (no switch inside) cannot take the fused step (None: it can)."""
+    mid = 0.5 * (a + b)
+    if field.gates(mid):
+        return "plasticity is on"
+    if field.leaky:
+        return "some errors are leaky (tau_e > 0)"
+    if not field.shown(mid):
+        return "the target is not shown"
+    if field.held(mid):
+        return "some populations hold"
+    graph = field.problem.graph
+    if any(c in field.relaxation.base for o in field.outputs for c in graph.children[o]):
+        return "an output population feeds another population"
+    return None
+
+
+def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
+    """`stepper(y, k0, dt) -> (y1, error estimate, stages)` for torchode's Runge-Kutta `step` on `field`,
+    compiled (None: compiling failed, warned). `y` is a flat (1, n) state of the piece, for the layout."""
+    relax = field.relaxation
+    views = field.views(y[0])
+    relax.load({n: views["u", n] for n in field.latent})  # fixes the step's signature: what moves, what is stale
+    steady = SteadyStep(relax, Signature.of(relax))
+    inputs = steady.inputs()
+    moved = len(steady.moved)
+    fixed, names = inputs[moved:], steady.names[moved:]
+    tableau = step.tableau
+    a, b, b_err = tableau.a.tolist(), tableau.b.tolist(), tableau.b_err.tolist()
+    stages, ssal = len(b), bool(tableau.ssal)
+    parts = [(k, field.shapes[k], int(offset), field.sizes[k]) for k, _, _, offset in field._strided]
+    tau = {n: field.tau_x[n] for n in field.latent}
+
+    def derivative(flat: torch.Tensor, t: dict) -> torch.Tensor:
+        component = {k: flat.narrow(0, offset, size).view(shape) for k, shape, offset, size in parts}
+        t = {**t, **{("disp", n): component["u", n] for n in steady.moved}}
+        _, eps, dense, products = steady.local(t)
+        out = []
+        for k, _, _, size in parts:  # the plasticity accumulators stand still: every gate is shut
+            n = k[1]
+            held = n in field.outputs or k[0] != "u"
+            d = None if held else steady.drive(eps.get(n), dense.get(n), products.get(n, ()))
+            out.append(flat.new_zeros(size) if d is None else (d if tau[n] == 1.0 else d / tau[n]).reshape(-1))
+        return torch.cat(out)
+
+    def combine(y0: torch.Tensor, h: torch.Tensor, weights: list[float], k: list[torch.Tensor]) -> torch.Tensor:
+        total = None
+        for w, kj in zip(weights, k, strict=False):
+            if w:
+                total = w * kj if total is None else total + w * kj
+        return y0 if total is None else y0 + h * total
+
+    def rk_step(y0: torch.Tensor, k0: torch.Tensor, dt: torch.Tensor, *tensors: torch.Tensor):
+        t = dict(zip(names, tensors, strict=True))
+        h, k = dt[0], [k0[0]]
+        yi = y0[0]
+        for i in range(1, stages):
+            yi = combine(y0[0], h, a[i][:i], k)
+            k.append(derivative(yi, t))
+        y1 = yi if ssal else combine(y0[0], h, b, k)
+        error = combine(torch.zeros_like(y1), h, b_err, k)
+        return y1[None], error[None], torch.stack(k)[:, None]
+
+    dt = torch.ones(1, dtype=y.dtype, device=y.device)
+    example = (y, y.clone(), dt, *fixed)
+    key = ("rk-fused", method, tuple(sorted(tau.items())), steady.key(inputs), layout_key(example[:3]))
+    compiled = field.problem.graph.derived(key, lambda _: compile_function(
+        rk_step, example, f"the fused {method} step", stacklevel=4))
+    if compiled is None:
+        return None
+    return lambda y0, k0, h: compiled(y0, k0, h, *fixed)
