@@ -53,7 +53,7 @@ def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
     tableau = step.tableau
     a, b, b_err = tableau.a.tolist(), tableau.b.tolist(), tableau.b_err.tolist()
     stages, ssal = len(b), bool(tableau.ssal)
-    parts = [(k, field.shapes[k], int(offset), field.sizes[k]) for k, _, _, offset in field._strided]
+    parts = [(k, field.shapes[k], offset, field.sizes[k]) for k, offset in field.offsets.items()]
     tau = {n: field.tau_x[n] for n in field.latent}
 
     def derivative(flat: torch.Tensor, t: dict) -> torch.Tensor:
@@ -63,8 +63,8 @@ def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
         out = []
         for k, _, _, size in parts:  # the plasticity accumulators stand still: every gate is shut
             n = k[1]
-            held = n in field.outputs or k[0] != "u"
-            d = None if held else steady.drive(eps.get(n), dense.get(n), products.get(n, ()))
+            still = n in field.outputs or k[0] != "u"
+            d = None if still else steady.drive(eps.get(n), dense.get(n), products.get(n, ()))
             out.append(flat.new_zeros(size) if d is None else (d if tau[n] == 1.0 else d / tau[n]).reshape(-1))
         return torch.cat(out)
 

@@ -91,6 +91,11 @@ class VectorField:
         self.holds_from = {n: h for n, h in holds.items() if h is not None}  # the gate's end of the protocol
 
     @property
+    def offsets(self) -> dict[tuple[str, str], int]:
+        """Where each component starts in a flat state vector (`layout` order; `sizes` numbers each)."""
+        return {k: offset for k, _, _, offset in self._strided}
+
+    @property
     def relaxation(self) -> Relaxation:
         """IL's step that evaluates the field: `load` a state into it, then read its errors and feedback."""
         return self._step
