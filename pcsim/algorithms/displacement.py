@@ -179,9 +179,9 @@ def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Ma
     """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
-    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is
-    `pcsim.algorithms.sweep.advance_values` term for term with every bit mirrored, and no tensor
-    is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
+    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is the literal
+    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored,
+    and no tensor is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
 
     At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the
     update takes its closed form x <- mu + feedback, i.e. `neg_disp <- neg_feedback + neg_pred`:

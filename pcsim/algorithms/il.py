@@ -40,7 +40,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
-    """`accumulate` of every vertex's Hebbian terms onto zero, written into the terms' own storage.
+    """The oracle's `accumulate` of every vertex's Hebbian terms onto zero, in the terms' own storage.
 
     The terms are fresh tensors nobody else reads (`Op.hebbian`): negating them in place saves
     a 4 MB allocation, and its page faults, per weight matrix of the 784-1000-1000-10 MLP.

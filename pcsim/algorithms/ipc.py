@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.sweep import SweepState, advance_values, sweep
+from pcsim.algorithms.relaxation import Relaxation
 from pcsim.graph.ir import Graph
 
 
@@ -33,16 +33,16 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    problem = Problem.build(graph, inputs, target, loss, params)
-    start = {n: p.detach() for n, p in problem.params.items()}
-    weights = dict(start)
-    state = SweepState.feedforward(problem)
+    start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
+    # copies moved in place: the relaxation's ops read the problem's parameter tensors
+    relax = Relaxation(Problem.build(graph, inputs, target, loss, {n: p.clone() for n, p in start.items()}), gamma)
+    weights = relax.problem.params
     for _ in tqdm(range(steps), desc="iPC inference", disable=not progress, leave=False):
-        s = sweep(problem, state, params=weights)
-        state = advance_values(problem, state, s, gamma)
-        moved = dict(weights)
-        for terms in s.hebbian.values():  # (d mu / d theta)^T eps = -dF/dtheta: descend F
+        eps = relax.errors()
+        hebbian = relax.hebbian(eps)  # at the state the errors were taken at, before anything moves
+        relax.advance(eps, relax.feedback(eps))
+        for terms in hebbian.values():  # (d mu / d theta)^T eps = -dF/dtheta: descend F
             for p, h in terms.items():
-                moved[p] = moved[p] + lr * h
-        weights = moved
+                weights[p].add_(h, alpha=lr)
+        relax.parameters_moved()
     return {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}

@@ -1,9 +1,10 @@
-"""IL's synchronous inference loop, computing only what changes: the fast path of `pcsim.il`.
+"""The one PC step: IL's synchronous inference loop, computing only what changes (run by
+`pcsim.il`, `pcsim.ipc` and `pcsim.analysis.energy_trace`).
 
-The dynamics are `sweep.sweep` followed by `sweep.advance_values`, step for step; the tests
-hold the two to float64 rounding (on LSTMs the literal loop loses more digits than this one, to
-the cancellation the increments below avoid; tested against float64 from float32). What this
-loop does not recompute, and why that is exact:
+The dynamics are those of the literal loop in tests/algorithms/sweep_reference.py (`sweep`, then
+`advance_values`), step for step; the tests hold the two to float64 rounding (on LSTMs the
+literal loop loses more digits than this one, to the cancellation the increments below avoid;
+tested against float64 from float32). What this loop does not recompute, and why that is exact:
 
 - a vertex whose latent parents have not moved since its last linearisation keeps its
   prediction and its linearisation (same inputs, same outputs). From the feed-forward start
@@ -224,6 +225,16 @@ class Relaxation:
         latent = set(self.latent)
         self.stale = {n for n in self.latent if any(p in latent for p in self.parents[n])}
         self.at_feedforward = {n for n in self.latent if not any(p in disp for p in self.parents[n])}
+
+    def parameters_moved(self) -> None:
+        """The problem's parameters were changed in place (iPC): every vertex relinearises at the next
+        `errors()`, the first layer included, and no linear error is an increment on its feed-forward
+        prediction any more (that prediction was made with the old weights)."""
+        self.incremental = set()
+        self.needs_x = {n for n in self.hidden if self.children[n]}
+        for n in list(self._x_behind):  # children that read increments now read values
+            self._update_x(n)
+        self.stale = set(self.latent)
 
     @staticmethod
     def dense(fb: Feedback) -> torch.Tensor | None:

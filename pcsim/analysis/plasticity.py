@@ -18,8 +18,8 @@ import torch
 from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
 from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
-from pcsim.algorithms.sweep import SweepState, advance_values, sweep
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.local import linearise, local_op
@@ -171,12 +171,13 @@ def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1
                  ) -> dict[str, np.ndarray]:
     """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
     problem = Problem.build(graph, inputs, target, loss)
-    state = SweepState.feedforward(problem)
+    relax = Relaxation(problem, gamma)
     trace: dict[str, list[float]] = {n: [] for n in graph.latent}
     for t in range(steps + 1):
-        s = sweep(problem, state)
-        for n, e in problem.energy(s.mu, s.eps).items():
+        eps = relax.errors()
+        mu = {o: relax.prediction(o) for o in graph.outputs}  # the energy reads predictions at outputs only
+        for n, e in problem.energy(mu, eps).items():
             trace[n].append(float(e))
         if t < steps:
-            state = advance_values(problem, state, s, gamma)
+            relax.advance(eps, relax.feedback(eps))
     return {n: np.array(v) for n, v in trace.items()}

@@ -62,7 +62,7 @@ def test_il_validates_its_options():
 def test_energy_decreases_during_inference():
     """IL inference is gradient descent on F: with a small step F never increases."""
     from pcsim.algorithms.problem import Problem
-    from pcsim.algorithms.sweep import SweepState, advance_values, sweep
+    from tests.algorithms.sweep_reference import SweepState, advance_values, sweep
 
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
     problem = Problem.build(pcsim.trace(module, *inputs), inputs, target)

@@ -2,6 +2,7 @@
 
 The oracle: F(x, theta) = sum over hidden layers of 1/2 ||x_i - mu_i||^2 + L(mu_out, y); each step
 takes dF/dx and dF/dtheta at the same state by autograd, then x -= gamma dF/dx, theta -= lr dF/dtheta.
+On other architectures the oracle is the literal sweep with the weights moving between steps.
 """
 
 import pytest
@@ -9,7 +10,10 @@ import torch
 from torch import nn
 
 import pcsim
-from pcsim.numerics import relative_difference, tolerance
+from pcsim.algorithms.problem import Problem
+from pcsim.numerics import relative_difference, rounding_floor, tolerance
+from tests.algorithms.sweep_reference import SweepState, advance_values, sweep
+from tests.equivalence.archs import ARCHS
 from tests.graph.helpers import seeded
 
 DT = torch.float64
@@ -95,3 +99,32 @@ def test_bad_settings_are_refused():
         pcsim.ipc(graph, (x,), y, lr=0.0)
     with pytest.raises(ValueError, match="steps"):
         pcsim.ipc(graph, (x,), y, steps=0)
+
+
+def _literal_sweep_ipc(graph, inputs, target, loss, gamma, steps, lr):
+    """iPC on the literal sweep: every vertex linearised at every step with the current weights."""
+    problem = Problem.build(graph, inputs, target, loss)
+    start = {n: p.detach() for n, p in problem.params.items()}
+    weights, state = dict(start), SweepState.feedforward(problem)
+    for _ in range(steps):
+        s = sweep(problem, state, params=weights)
+        state = advance_values(problem, state, s, gamma)
+        for terms in s.hebbian.values():
+            for p, h in terms.items():
+                weights[p] = weights[p] + lr * h
+    return {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}
+
+
+@pytest.mark.parametrize("arch", ["mlp_sigmoid_nobias", "residual_block", "cnn_pools", "rnn_shared", "gru",
+                                  "lstm", "attention", "embedding_mlp"])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_ipc_is_the_literal_sweep_with_moving_weights(arch, loss):
+    """Every op kind, shared weights included, against the literal loop (the Hebbian terms of all
+    vertices from one state, then values and weights move)."""
+    module, inputs, target = ARCHS[arch](DT, loss)
+    graph = pcsim.trace(module, *inputs)
+    got = pcsim.ipc(graph, inputs, target, loss, gamma=0.2, steps=6, lr=0.05)
+    want = _literal_sweep_ipc(graph, inputs, target, loss, 0.2, 6, 0.05)
+    floor = rounding_floor(max(float(w.abs().max()) for w in want.values()), DT)
+    for n, w in want.items():
+        assert relative_difference(got[n], w, floor) <= TOL, n

@@ -13,8 +13,8 @@ import pcsim
 from pcsim.algorithms.il import il, il_path
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
-from pcsim.algorithms.sweep import SweepState, accumulate, advance_values, sweep
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
+from tests.algorithms.sweep_reference import SweepState, accumulate, advance_values, sweep
 from tests.equivalence.archs import ARCHS
 
 TOL = tolerance(torch.float64)

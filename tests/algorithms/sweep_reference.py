@@ -1,4 +1,7 @@
-"""The PC state and one synchronous inference sweep, shared by IL, Z-IL and autonomous Fa-Z-IL.
+"""The literal synchronous inference sweep: the tests' oracle for the one PC step (`Relaxation`).
+
+Every vertex is linearised at every step and the step is applied as written; the package's
+`pcsim.algorithms.relaxation` skips what is exactly unchanged, and the tests hold the two together.
 
 From the state at step t, every vertex computes its prediction, its error, the feedback it
 sends its parents (`J^T eps`) and its Hebbian term (`(d mu/d theta)^T eps`); nothing is applied
