@@ -9,9 +9,10 @@ inductor, which fuses the element-wise work around the matrix products: on the 7
 MLP, each tanh vertex's prediction, error, VJP and displacement update become one loop instead
 of seven passes over memory, and the new displacements are written into the state's own buffers.
 
-The formulas are `Relaxation`'s, op for op; rounding differs by a few ulps where the compiled
-loops associate differently, and the tests hold the result to the literal loop at the dtype's
-tolerance. How it is compiled, and kept per layout, is `pcsim.algorithms.compiled`.
+The errors and feedback are `Relaxation`'s own functions (`vertex_error`, `feedback_from`), run
+out of place; rounding differs by a few ulps where the compiled loops associate differently, and
+the tests hold the result to the literal loop at the dtype's tolerance. How it is compiled, and
+kept per layout, is `pcsim.algorithms.compiled`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from pcsim.algorithms.compiled import compile_function, layout_key
-from pcsim.algorithms.relaxation import Relaxation, _shifted
-from pcsim.ops.local import Linear
+from pcsim.algorithms.relaxation import Relaxation, feedback_from, vertex_error
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class SteadyStep:
 
     def local(self, t: dict) -> tuple[dict, dict, dict, dict]:
         """At the state in `t` (this step's names -> tensors): the displacements, the errors (absent: zero),
-        and each vertex's feedback as a dense sum and products `cot @ W` (`Relaxation.feedback`'s)."""
+        and each vertex's feedback as a dense sum and products `cot @ W` (`feedback_from`'s)."""
         r, sig = self.relax, self.sig
         g = r.problem.graph
         params = {n: t["param", n] for n in r.problem.params}
@@ -152,49 +152,17 @@ class SteadyStep:
                 if not r.ops[n].closed and any(r.ops[n].wanted):  # feedback to a latent parent
                     point = [t["point", f"{n}/{i}"] for i in range(len(r.parents[n]))]
                     pull[n] = r.ops[n].traced(point, params, constants)[1]
-        eps = self._errors(t, disp, mu, params)
-        dense, products = self._feedback(eps, mu, pull, params)
-        return disp, eps, dense, products
-
-    def _errors(self, t, disp, mu, params) -> dict[str, torch.Tensor]:
-        r, sig = self.relax, self.sig
+        cached = {n: t["out_eps", n] for n in r.outputs if ("out_eps", n) in t}
         at_ff = set(sig.at_feedforward) - {n for n in sig.stale if n not in r.incremental}
         eps = {}
         for n in r.latent:
-            if n in r.incremental and r.parents[n][0] in disp:
-                w = params[r.ops[n].weight_name]
-                dp = disp[r.parents[n][0]]
-                if n in r.outputs:
-                    eps[n] = self._output_error(n, _shifted(t["base", n], dp, w, None), t)
-                else:  # a product and a difference, which the compiler fuses into the next loop
-                    eps[n] = disp[n] - dp @ w.t() if n in disp else -(dp @ w.t())
-            elif n in r.outputs:
-                fresh = n in sig.stale or n not in sig.cached_outputs
-                eps[n] = self._output_error(n, mu[n], t) if fresh else t["out_eps", n]
-            elif n in at_ff:
-                if n in disp:
-                    eps[n] = disp[n]
-            else:
-                e = t["base", n] - mu[n]
-                eps[n] = e + disp[n] if n in disp else e
-        return eps
-
-    def _output_error(self, n, mu, t) -> torch.Tensor:
-        return self.relax.problem.output_error(n, mu, self.relax.precision, t["target", n])
-
-    def _feedback(self, eps, mu, pull, params):
-        r = self.relax
-        dense: dict[str, torch.Tensor] = {}
-        products: dict[str, list] = {}
-        for n, e in eps.items():
-            op = r.ops[n]
-            if isinstance(op, Linear) and op.wanted[0] and e.dim() == 2:
-                products.setdefault(r.parents[n][0], []).append((e, params[op.weight_name]))
-                continue
-            for p, c in zip(r.parents[n], op.traced_vjp(e, mu.get(n), pull.get(n), params), strict=True):
-                if c is not None:
-                    dense[p] = c if p not in dense else dense[p] + c
-        return dense, products
+            target = t["target", n] if n in r.outputs else None
+            e, mu[n] = vertex_error(r, n, disp, t["base", n], mu.get(n), params, cached, sig.stale, at_ff, target)
+            if e is not None:
+                eps[n] = e
+        fb = feedback_from(r, eps, params, lambda n, e: r.ops[n].traced_vjp(e, mu.get(n), pull.get(n), params))
+        dense = {p: f.dense for p, f in fb.items() if f.dense is not None}
+        return disp, eps, dense, {p: f.products for p, f in fb.items() if f.products}
 
     @staticmethod
     def drive(e, dense, products) -> torch.Tensor | None:

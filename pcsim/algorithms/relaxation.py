@@ -81,6 +81,7 @@ class Relaxation:
                           [g[p].shape for p in v.parents])
             op.at(self._parent_values(n), mu=self.base[n])  # the forward pass already computed mu
             self.ops[n] = op
+        self.weights = {op.weight_name: op.weight for op in self.ops.values() if isinstance(op, Linear)}
         self.incremental = {n for n, op in self.ops.items()
                             if not self.fixed and isinstance(op, Linear) and op.wanted[0]
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
@@ -115,52 +116,18 @@ class Relaxation:
                 self._output_eps.pop(n, None)
         eps = {}
         for n in names:
-            if n in self.incremental and self.parents[n][0] in self.disp:
-                self._incremental_error(n, eps)
-            elif n in self.outputs:
-                if n not in self._output_eps:
-                    self._output_eps[n] = self.problem.output_error(n, self.ops[n].mu, self.precision)
-                eps[n] = self._output_eps[n]
-            elif n in self.at_feedforward:  # (base - base) + disp
-                if n in self.disp:
-                    eps[n] = self.disp[n]
-            else:  # (base - mu) + disp, not x - mu: no cancellation of two large values
-                e = torch.sub(self.base[n], self.ops[n].mu, out=self._buffer(n, "eps"))
-                eps[n] = e if n not in self.disp else e.add_(self.disp[n])
+            op = self.ops[n]
+            e, op.mu = vertex_error(self, n, self.disp, self.base[n], op.mu, self.weights, self._output_eps,
+                                    self.stale, self.at_feedforward, buffer=self._buffer)
+            if e is not None:
+                eps[n] = e
         self.stale.difference_update(names)
         return eps
 
-    def _incremental_error(self, n: str, eps: dict[str, torch.Tensor]) -> None:
-        op = self.ops[n]
-        dp = self.disp[self.parents[n][0]]
-        self.at_feedforward.discard(n)
-        if n in self.outputs:
-            if n in self.stale or n not in self._output_eps:
-                mu = _shifted(self.base[n], dp, op.weight, self._buffer(n, "mu"))
-                op.mu = mu
-                self._output_eps[n] = self.problem.output_error(n, mu, self.precision)
-            eps[n] = self._output_eps[n]
-        elif n in self.disp:
-            eps[n] = torch.addmm(self.disp[n], dp, op.weight.t(), alpha=-1, out=self._buffer(n, "eps"))
-        else:
-            eps[n] = torch.mm(dp, op.weight.t(), out=self._buffer(n, "eps")).neg_()
-
     def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, Feedback]:
-        """sum over children c of J_c^T eps_c per latent vertex; absent means exactly zero.
-
-        A linear child's term `eps_c W` is left as a product (`Feedback.products`): `advance`
-        accumulates it into the displacement with one GEMM, instead of forming it and adding it.
-        """
-        fb: dict[str, Feedback] = {}
-        for n, e in eps.items():
-            op = self.ops[n]
-            if isinstance(op, Linear) and op.wanted[0] and e.dim() == 2:
-                fb.setdefault(self.parents[n][0], Feedback()).products.append((e, op.weight))
-                continue
-            for p, c in zip(self.parents[n], op.vjp(e), strict=True):
-                if c is not None:
-                    fb.setdefault(p, Feedback()).add(c)
-        return fb
+        """`feedback_from` through each op's own linearisation. A linear child's term is left as a product:
+        `advance` accumulates it into the displacement with one GEMM, instead of forming it and adding it."""
+        return feedback_from(self, eps, self.weights, lambda n, e: self.ops[n].vjp(e))
 
     def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback], held: Container[str] = ()) -> None:
         """disp_i <- disp_i + gamma (feedback_i - eps_i), for every hidden vertex; x_i where a child reads it.
@@ -295,3 +262,48 @@ def _shifted(base: torch.Tensor, dp: torch.Tensor, weight: torch.Tensor, out: to
     if weight.shape[0] <= 16:
         return torch.add(base, torch.mm(weight, dp.t()).t(), out=out)
     return torch.addmm(base, dp, weight.t(), out=out)
+
+
+def vertex_error(r: Relaxation, n: str, disp, base, mu, weights, cached, stale, at_ff, target=None,
+                 buffer=lambda n, kind: None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(error of `r`'s latent vertex `n`, None where exactly zero; its prediction) at the displacements
+    `disp`, its feed-forward value `base` and its last prediction `mu`. The one case analysis of the
+    eager loop and the compiled step (`il_compiled`): `cached` holds the output errors still current
+    (a fresh one is added), `at_ff` the vertices at their feed-forward prediction. `buffer(n, kind)`:
+    storage to write into (the eager loop's), else None (a traced step, out of place)."""
+    dp = disp.get(r.parents[n][0]) if n in r.incremental else None
+    if dp is not None:  # mu moved by `dp W^T` from base: an increment, not x_parent's product
+        at_ff.discard(n)
+        w = weights[r.ops[n].weight_name]
+        if n in r.outputs:
+            if n in stale or n not in cached:
+                mu = _shifted(base, dp, w, buffer(n, "mu"))
+                cached[n] = r.problem.output_error(n, mu, r.precision, target)
+            return cached[n], mu
+        if n in disp:
+            return torch.addmm(disp[n], dp, w.t(), alpha=-1, out=buffer(n, "eps")), mu
+        return torch.mm(dp, w.t(), out=buffer(n, "eps")).neg_(), mu
+    if n in r.outputs:
+        if n not in cached:
+            cached[n] = r.problem.output_error(n, mu, r.precision, target)
+        return cached[n], mu
+    if n in at_ff:  # (base - base) + disp
+        return disp.get(n), mu
+    e = torch.sub(base, mu, out=buffer(n, "eps"))  # (base - mu) + disp, not x - mu: no cancellation
+    return (e if n not in disp else e.add_(disp[n])), mu
+
+
+def feedback_from(r: Relaxation, eps, weights, vjp) -> dict[str, Feedback]:
+    """sum over children c of J_c^T eps_c per latent vertex of `r` (absent: exactly zero). A linear
+    child's `eps_c W` is left as a product (`Feedback.products`), W from `weights`; any other child's
+    terms are `vjp(c, eps_c)` (the op's own linearisation, or a traced step's pure pullback)."""
+    fb: dict[str, Feedback] = {}
+    for n, e in eps.items():
+        op = r.ops[n]
+        if isinstance(op, Linear) and op.wanted[0] and e.dim() == 2:
+            fb.setdefault(r.parents[n][0], Feedback()).products.append((e, weights[op.weight_name]))
+            continue
+        for p, c in zip(r.parents[n], vjp(n, e), strict=True):
+            if c is not None:
+                fb.setdefault(p, Feedback()).add(c)
+    return fb
