@@ -85,6 +85,8 @@ def _simulate_parser(commands) -> None:
     cli_zoo.add_fused_flag(sim)
     cli_zoo.add_models_dir_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
+    sim.add_argument("--compile", action="store_true", help="torch's tsit5 and dopri5: compile each step of the "
+                     "inference pieces with the field (seconds to minutes, once; faster steps)")
     sim.add_argument("--target", choices=TARGETS, default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")
 
@@ -108,7 +110,8 @@ def _simulate(args: argparse.Namespace) -> int:
                               tau_e=args.tau_e, method=args.method, dt=args.dt, rtol=args.rtol, atol=args.atol,
                               plasticity=args.plasticity, progress=args.progress, level=not args.no_level,
                               record=Record(every_step=args.every_step, snapshots=args.snapshots),
-                              **({"codegen_target": args.target} if args.target else {}))
+                              **({"codegen_target": args.target} if args.target else {}),
+                              **({"compile": True} if args.compile else {}))
     except (PcsimError, ValueError, NotImplementedError) as e:
         return _error(f"{spec.path}: {e}")
     path = traj.to_npz(args.out)

@@ -1,6 +1,7 @@
 """`pcsim simulate`: writes the Trajectory file and the plot; bad options exit 2 with a message."""
 
 import numpy as np
+import pytest
 import torch
 
 import pcsim
@@ -108,3 +109,25 @@ def test_an_adaptive_torch_solver_with_its_tolerances(tmp_path, capsys):
                          atol=1e-14), t_end=2.0, record={"times": [2.0]})
     for name, v in ref.values.items():
         np.testing.assert_allclose(traj.values[name][-1], v[-1], rtol=0, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.slow  # compiles the step (seconds)
+def test_compile_is_an_option_of_the_adaptive_torch_solvers_only(tmp_path, capsys):
+    """--compile: the fused, compiled step gives scipy DOP853's end state; elsewhere it is refused by name."""
+    from pcsim.zoo import load_model_file
+
+    out = tmp_path / "run.npz"
+    code = main(["simulate", "tied_autoencoder", "--backend", "torch", "--method", "tsit5", "--compile",
+                 "--rtol", "1e-9", "--atol", "1e-11", "--t-end", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    traj = pcsim.Trajectory.from_npz(out)
+    assert traj.meta["compile"] is True
+    module, inputs, target = load_model_file("tied_autoencoder").build_model(seed=0)
+    module, inputs, target = module.double(), tuple(x.double() for x in inputs), target.double()
+    ref = pcsim.simulate(pcsim.trace(module, *inputs), inputs, target, t_end=2.0, record={"times": [2.0]},
+                         solver=pcsim.Scipy("DOP853", rtol=1e-12, atol=1e-14))
+    for name, v in ref.values.items():
+        np.testing.assert_allclose(traj.values[name][-1], v[-1], rtol=0, atol=1e-7, err_msg=name)
+    code = main(["simulate", "tied_autoencoder", "--backend", "scipy", "--compile", "--out", str(out)])
+    assert code != 0
+    assert "solver 'RK45' of backend 'scipy' takes no option compile" in capsys.readouterr().err

@@ -8,6 +8,7 @@ choices and the docs all read one table; this module imports no backend.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import ClassVar
@@ -71,7 +72,15 @@ class Registry:
         if (backend, method) not in self._entries:
             raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of "
                              f"{self.methods(backend)}")
-        return self._entries[backend, method].make(**settings)
+        make = self._entries[backend, method].make
+        params = inspect.signature(make).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            options = [k for k in params if not k.startswith("_")]
+            unknown = sorted(set(settings) - set(options))
+            if unknown:
+                raise ValueError(f"solver '{method}' of backend '{backend}' takes no option {', '.join(unknown)}; "
+                                 f"its options: {', '.join(options)}")
+        return make(**settings)
 
 
 SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only afterwards
