@@ -175,18 +175,7 @@ class SteadyStep:
         return d
 
     def _advance(self, d, e, dense, products) -> torch.Tensor:
-        """`Relaxation.advance` for one vertex, out of place: the same update, the products as a
-        product and a sum (inductor's addmm fusion is off, see `pcsim.algorithms.compiled`)."""
-        gamma = self.relax.gamma
-        if e is None and dense is None and not products:
-            return d
-        if e is d:  # at its feed-forward prediction the error is the displacement itself
-            d = torch.lerp(d, dense, gamma) if dense is not None else d * (1 - gamma)
-        else:
-            if dense is not None:
-                d = torch.add(d, dense, alpha=gamma)
-            if e is not None:
-                d = torch.sub(d, e, alpha=gamma)
-        for cot, w in products:
-            d = d + gamma * (cot @ w)
-        return d
+        """`Relaxation.advance` for one vertex, out of place: d + gamma (feedback - error), the drive the
+        fused adaptive step reads too (products formed: inductor's addmm fusion is off, `compiled`)."""
+        drive = self.drive(e, dense, products)
+        return d if drive is None else d + self.relax.gamma * drive
