@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml Makefile
 # Tests of one file stay on one worker (they may share a module fixture or an output folder).
 PYTEST_WORKERS ?= 2
 
+# --durations: the slowest tests in every log, where the 15-minute budget of the suite is watched.
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
