@@ -34,9 +34,9 @@ from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 class _Adaptive(Solver):
     """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps.
 
-    compile=True: where a piece of the solve is plain inference (the target shown, instantaneous errors, no
-    plasticity), each step, its stages and field evaluations, runs as one function compiled by inductor
-    (`pcsim.backends.torch_fused`; compiled once per network and layout, seconds to a minute). Elsewhere, and
+    compile=True: where a piece of the solve is plain inference (the target shown, instantaneous errors, every
+    plasticity gate shut), each step, its stages and field evaluations, runs as one function compiled by inductor
+    (`pcsim.backends.torch_fused`; compiled once per network and layout: seconds to minutes). Elsewhere, and
     where compiling fails, the steps run eagerly, with a warning."""
 
     rtol: float = 1e-6

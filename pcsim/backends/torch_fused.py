@@ -1,7 +1,7 @@
 """An adaptive Runge-Kutta step fused with the vector field and compiled: `Tsit5(compile=True)`.
 
-On a piece of a solve that is plain inference (the target shown, instantaneous errors, no plasticity
-accumulator, no population holding), the field at a state is, per hidden population, its feedback minus its
+On a piece of a solve that is plain inference (the target shown, instantaneous errors, every plasticity
+gate shut, no population holding), the field at a state is, per hidden population, its feedback minus its
 error over tau_x, and zero for the clamped outputs: IL's steady step (`il_compiled.SteadyStep.local`) read at
 that state, not a second copy of the equations. One step of torchode's tableau (the stages' sums, the field
 evaluations and the error estimate) is written as a function of tensors, recorded as one graph of ATen ops and
