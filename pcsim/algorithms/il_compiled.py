@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from pcsim.algorithms.compiled import compile_function, layout_key
-from pcsim.algorithms.relaxation import Relaxation, feedback_from, vertex_error
+from pcsim.algorithms.relaxation import Relaxation, feedback_from, value_drive, vertex_error
 
 
 @dataclass(frozen=True)
@@ -164,18 +164,8 @@ class SteadyStep:
         dense = {p: f.dense for p, f in fb.items() if f.dense is not None}
         return disp, eps, dense, {p: f.products for p, f in fb.items() if f.products}
 
-    @staticmethod
-    def drive(e, dense, products) -> torch.Tensor | None:
-        """feedback - error, the products formed (None: exactly zero): a value's drive in continuous time."""
-        d = dense
-        for cot, w in products:
-            d = cot @ w if d is None else d + cot @ w
-        if e is not None:
-            d = -e if d is None else d - e
-        return d
-
     def _advance(self, d, e, dense, products) -> torch.Tensor:
         """`Relaxation.advance` for one vertex, out of place: d + gamma (feedback - error), the drive the
         fused adaptive step reads too (products formed: inductor's addmm fusion is off, `compiled`)."""
-        drive = self.drive(e, dense, products)
+        drive = value_drive(e, dense, products)
         return d if drive is None else d + self.relax.gamma * drive

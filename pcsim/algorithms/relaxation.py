@@ -307,3 +307,22 @@ def feedback_from(r: Relaxation, eps, weights, vjp) -> dict[str, Feedback]:
             if c is not None:
                 fb.setdefault(p, Feedback()).add(c)
     return fb
+
+
+def value_drive(e, dense, products, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A value population's drive, feedback - error (None: exactly zero): `dense` plus the products
+    `cot @ W`, minus `e`, written into `out` where given (the field's derivative), else out of place
+    (a traced step). The derivative of continuous time, and IL's step over gamma."""
+    rest = list(products)
+    if dense is not None:
+        d = torch.sub(dense, e, out=out) if e is not None else dense if out is None else out.copy_(dense)
+    elif rest:
+        cot, w = rest.pop(0)
+        d = torch.addmm(e, cot, w, beta=-1, out=out) if e is not None else torch.mm(cot, w, out=out)
+    elif e is not None:
+        d = torch.neg(e, out=out)
+    else:
+        return None
+    for cot, w in rest:
+        d = torch.addmm(d, cot, w) if out is None else d.addmm_(cot, w)
+    return d

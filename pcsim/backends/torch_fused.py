@@ -21,6 +21,7 @@ import torch
 
 from pcsim.algorithms.compiled import compile_function, layout_key
 from pcsim.algorithms.il_compiled import Signature, SteadyStep
+from pcsim.algorithms.relaxation import value_drive
 
 
 def why_not_fused(field, a: float, b: float) -> str | None:
@@ -64,7 +65,7 @@ def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
         for k, _, _, size in parts:  # the plasticity accumulators stand still: every gate is shut
             n = k[1]
             still = n in field.outputs or k[0] != "u"
-            d = None if still else steady.drive(eps.get(n), dense.get(n), products.get(n, ()))
+            d = None if still else value_drive(eps.get(n), dense.get(n), products.get(n, ()))
             out.append(flat.new_zeros(size) if d is None else (d if tau[n] == 1.0 else d / tau[n]).reshape(-1))
         return torch.cat(out)
 

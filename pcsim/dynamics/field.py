@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.relaxation import Relaxation
+from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.dynamics.protocol import Gate, Off
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
@@ -166,22 +166,8 @@ class VectorField:
             f = None if n in held or n in self.outputs else fb.get(n)
             if n in held or (n in self.outputs and shown) or (e is None and f is None):
                 o.zero_()  # held, or a shown output (clamped), or no drive at all
-            elif f is None:  # -eps / tau
-                torch.div(e, -tau, out=o)
             else:  # (feedback - eps) / tau, the products `cot @ W` accumulated in place
-                products = list(f.products)
-                if f.dense is not None and e is not None:
-                    torch.sub(f.dense, e, out=o)
-                elif f.dense is not None:
-                    o.copy_(f.dense)
-                elif e is not None:
-                    cot, w = products.pop(0)
-                    torch.addmm(e, cot, w, beta=-1, out=o)
-                else:
-                    cot, w = products.pop(0)
-                    torch.mm(cot, w, out=o)
-                for cot, w in products:
-                    o.addmm_(cot, w)
+                value_drive(e, None if f is None else f.dense, () if f is None else f.products, out=o)
                 if tau != 1.0:
                     o.div_(tau)
         for n in self.leaky:
