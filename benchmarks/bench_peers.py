@@ -14,7 +14,7 @@ Every jax function is jitted and run once before timing; each timed call ends in
 
 Part jpc: the MLP 784-300-300-10 (tanh), batch 64, float32.
 - pcsim: `pcsim.il(steps=200, gamma=0.1)`; `simulate` with torch Euler at dt = 0.1, tau_x = 1, t_end = 20
-  (default recording, and end only); `simulate` with scipy RK45, and with torch Tsit5 and Dopri5 where this
+  (default recording, and end only; and `Euler(dt, compile=True)`, default recording); `simulate` with scipy RK45, and with torch Tsit5 and Dopri5 where this
   pcsim has them (`pcsim.Tsit5`, `pcsim.Dopri5`; eager, and `compile=True`: the step fused with the field and
   compiled, whose compile time is in the first call, left out of the timings as JAX's jit is), at
   rtol = atol = 1e-3.
@@ -297,6 +297,8 @@ def part_jpc(reps: int, baseline: str | None = None) -> dict:
            "pcsim Euler": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(DT), t_end=T_END, tau_x=TAU),
            "pcsim Euler, end only": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(DT), t_end=T_END,
                                                            tau_x=TAU, record={"times": [T_END]}),
+           "pcsim Euler compiled": lambda: pcsim.simulate(graph, (x,), y, solver=pcsim.Euler(DT, compile=True),
+                                                          t_end=T_END, tau_x=TAU),
            "pcsim scipy RK45 1e-3": lambda: pcsim.simulate(graph, (x,), y, t_end=T_END, tau_x=TAU,
                                                            solver=pcsim.Scipy("RK45", rtol=TOL, atol=TOL),
                                                            record={"times": [T_END]})}
@@ -339,6 +341,8 @@ def part_jpc(reps: int, baseline: str | None = None) -> dict:
               "pcsim Euler, end only / JPC Euler": _ratio(t, "pcsim Euler, end only", "JPC Euler"),
               "pcsim Euler, end only / pcsim.il": _ratio(t, "pcsim Euler, end only", "pcsim.il"),
               "pcsim.il / JPC Euler": _ratio(t, "pcsim.il", "JPC Euler"),
+              "pcsim Euler compiled / JPC Euler": _ratio(t, "pcsim Euler compiled", "JPC Euler"),
+              "pcsim Euler compiled / pcsim.il": _ratio(t, "pcsim Euler compiled", "pcsim.il"),
               "pcsim scipy RK45 1e-3 / JPC Tsit5 1e-3": _ratio(t, "pcsim scipy RK45 1e-3", "JPC Tsit5 1e-3"),
               "pcsim scipy RK45 1e-3 / JPC Dopri5 1e-3": _ratio(t, "pcsim scipy RK45 1e-3", "JPC Dopri5 1e-3"),
               "pcsim scipy RK45 1e-3 / pcsim Euler": _ratio(t, "pcsim scipy RK45 1e-3", "pcsim Euler")}

@@ -85,8 +85,9 @@ def _simulate_parser(commands) -> None:
     cli_zoo.add_fused_flag(sim)
     cli_zoo.add_models_dir_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
-    sim.add_argument("--compile", action="store_true", help="torch's tsit5 and dopri5: compile each step of the "
-                     "inference pieces with the field (seconds to minutes, once; faster steps)")
+    sim.add_argument("--compile", action="store_true", help="torch's euler, tsit5 and dopri5: compile IL's step "
+                     "(euler) or each step with the field (tsit5, dopri5) where the run is plain inference (seconds "
+                     "to minutes, once per network; faster steps)")
     sim.add_argument("--target", choices=TARGETS, default=None,
                      help="Brian2 code-generation target for --backend brian2 (default numpy)")
 

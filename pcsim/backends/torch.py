@@ -3,12 +3,13 @@
 The state stays in torch from step to step (no NumPy round trip), so large batched networks run
 as fast as their VJPs do; on a CUDA machine, trace and pass CUDA tensors to run there. Euler with
 instantaneous errors and one value time constant runs as IL's own inference step
-(`pcsim.dynamics.relaxed`); `fast=False` evaluates the vector field instead (the same dynamics,
-for comparison).
+(`pcsim.dynamics.relaxed`), compiled between recorded steps and switches with `compile=True`;
+`fast=False` evaluates the vector field instead (the same dynamics, for comparison).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,6 +25,7 @@ class Euler(Solver):
 
     dt: float
     fast: bool = True  # IL's step where it applies (see module docstring); False: the vector field
+    compile: bool = False  # IL's steady step compiled between events (relaxed.py), where IL's step applies
     backend: ClassVar[str] = "torch"
     method: ClassVar[str] = "euler"
     order: ClassVar[int] = 1
@@ -33,7 +35,10 @@ class Euler(Solver):
 
     def run(self, field, recorder, *, t_end, progress=False):
         if self.fast and relaxed.applies(field, self.method):
-            return relaxed.run(field, recorder, t_end=t_end, dt=self.dt, progress=progress)
+            return relaxed.run(field, recorder, t_end=t_end, dt=self.dt, progress=progress, compile=self.compile)
+        if self.compile:
+            warnings.warn("pcsim: Euler(compile=True) compiles IL's step, which needs instantaneous errors, one tau_x "
+                          "and fast=True: this run evaluates the vector field eagerly", RuntimeWarning, stacklevel=4)
         return run_fixed(field, recorder, method=self.method, t_end=t_end, dt=self.dt, progress=progress)
 
 
@@ -70,11 +75,6 @@ def run_fixed(field, recorder, *, method, t_end, dt, progress):
         bar.close()
 
 
-def _fixed(cls, **fixed):
-    def make(*, dt=None, rtol=None, atol=None, **options):
-        return cls(dt=check_step(dt, cls.method), **fixed, **options)
-    return make
-
-
-SOLVERS.register("torch", "euler", _fixed(Euler), default=True)
-SOLVERS.register("torch", "rk4", _fixed(RK4))
+SOLVERS.register("torch", "euler", lambda *, dt=None, rtol=None, atol=None, fast=True, compile=False:
+                 Euler(check_step(dt, "euler"), fast=fast, compile=compile), default=True)
+SOLVERS.register("torch", "rk4", lambda *, dt=None, rtol=None, atol=None: RK4(check_step(dt, "rk4")))

@@ -17,6 +17,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from pcsim.algorithms import il_compiled
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.fixed_step import n_steps
@@ -32,9 +33,13 @@ def applies(field: VectorField, method: str) -> bool:
     return method == "euler" and not field.leaky and len(set(field.tau_x.values())) == 1
 
 
-def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool = False) -> State:
+def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool = False,
+        compile: bool = False) -> State:
     """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed); returns
-    the final state as `fixed_step.integrate` does (displacements and plasticity accumulators)."""
+    the final state as `fixed_step.integrate` does (displacements and plasticity accumulators).
+
+    compile: the runs of plain steps (target shown, no gate open, nothing held, nothing recorded, a full
+    dt) go through `il_compiled.run`, IL's steady step compiled; the errors are checked after each run."""
     tau = next(iter(field.tau_x.values()))
     relax = Relaxation(field.problem, gamma=dt / tau, base=field.base)
     plastic = {k[1]: torch.zeros(field.shapes[k], dtype=field.dtype, device=field.device)
@@ -45,18 +50,21 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     recorder.reserve(len(wanted))  # observations are views: copied once
     bar = tqdm(total=steps, desc="pcsim euler", disable=not progress, leave=False)
     checked = 0.0  # the last time every error was seen finite
+    k, plain_run = 0, False
     try:
-        for k, t in enumerate(times):
+        while k <= steps:
+            t = times[k]
             shown, held = field.shown(t), field.held(t)
             # a held population's (instantaneous) error falls silent: absent, as an exact zero is
             eps = relax.errors(only=[n for n in field.latent if n not in held] if held else None) if shown else {}
-            if k % GUARD_EVERY == 0 or k == steps or k in wanted:
+            if k % GUARD_EVERY == 0 or k == steps or k in wanted or plain_run:
                 _guard(eps, checked, t)
                 checked = t
             if k in wanted:
                 recorder.add_observation(t, _observe(field, relax, eps, shown, recorder.populations))
             if k == steps or not shown:  # before the target, every error is zero: nothing moves
                 bar.update(1 if k < steps else 0)
+                k += 1
                 continue
             h = min(dt, t_end - t)
             if plastic:
@@ -64,9 +72,26 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
             relax.gamma = h / tau
             relax.advance(eps, relax.feedback(eps), held)
             bar.update(1)
+            k += 1
+            plain = _plain_steps(field, times, k, steps, wanted) if compile and h == dt else 0
+            plain_run = plain > 0
+            if plain_run:  # gamma is dt / tau already
+                il_compiled.run(relax, plain)
+                bar.update(plain)
+                k += plain
     finally:
         bar.close()
     return {**{("u", n): relax.displacement(n) for n in field.latent}, **{("w", p): w for p, w in plastic.items()}}
+
+
+def _plain_steps(field: VectorField, times: list[float], k: int, steps: int, wanted: set[int]) -> int:
+    """How many steps from k on are IL's plain step: the target shown, no gate open, nothing held, nothing
+    recorded, and a full dt (the last step, which may be shorter, stays with the loop)."""
+    j = k
+    while (j < steps - 1 and j not in wanted and field.shown(times[j]) and not field.held(times[j])
+           and not field.gates(times[j])):
+        j += 1
+    return j - k
 
 
 def _hebbian(field: VectorField, relax: Relaxation, eps, t: float, h: float, plastic: dict) -> None:

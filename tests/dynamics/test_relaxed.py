@@ -114,3 +114,31 @@ def test_a_blow_up_is_caught_and_named():
     _, graph, inputs, target = _graph("mlp_tanh_bias")
     with pytest.raises(SimulationError, match=r"blew up at t = .*population '"):
         pcsim.simulate(graph, inputs, target * 1e300, backend="torch", t_end=50.0, tau_x=0.1, dt=0.5)
+
+
+@pytest.mark.slow  # compiles IL's steady step once per network (seconds)
+@pytest.mark.parametrize("arch", ["mlp_tanh_bias", "residual_block"])
+def test_compiled_euler_is_the_eager_euler(arch, monkeypatch):
+    """Euler(compile=True): the runs of plain steps between recorded steps and switches go through IL's
+    compiled steady step; onset at 0.3 and a gate opening at 1.2 split them. The trajectory, energies and
+    updates are the eager loop's to float64 rounding, and the compiled runs took the plain steps."""
+    from pcsim.algorithms import il_compiled
+
+    _, graph, inputs, target = _graph(arch)
+    kw = dict(t_end=2.0, tau_x=0.5, t_on=0.3, plasticity=pcsim.after(1.2), record=pcsim.Record(snapshots=5))
+    compiled_steps = []
+    run = il_compiled.run
+    monkeypatch.setattr(il_compiled, "run", lambda relax, n, *a: compiled_steps.append(n) or run(relax, n, *a))
+    got = pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.01, compile=True), **kw)
+    ref = pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.01), **kw)
+    _assert_same(got, ref, tol=100 * TOL)
+    assert any(np.abs(u).max() > 1e-3 for u in ref.updates.values())  # the gate did open
+    # dt 0.01: onset at step 30, snapshots at 50 and 100, the gate from 120; each event's step runs eagerly,
+    # so steps 31-49, 51-99 and 101-119 are compiled
+    assert compiled_steps == [19, 49, 19]
+
+
+def test_compile_on_a_field_run_says_it_is_eager():
+    _, graph, inputs, target = _graph()
+    with pytest.warns(RuntimeWarning, match="evaluates the vector field eagerly"):
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1, compile=True), t_end=0.5, tau_e=0.2)

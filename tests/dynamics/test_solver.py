@@ -69,8 +69,10 @@ def test_the_registry_lists_every_backend_and_refuses_duplicates():
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("mine", "euler", pcsim.Euler)
     assert registry.make("mine", dt=0.1) == pcsim.Euler(0.1)
-    with pytest.raises(ValueError, match="'euler' of backend 'mine' takes no option compile; its options: dt"):
-        registry.make("mine", dt=0.1, compile=True)
+    with pytest.raises(ValueError, match="'euler' of backend 'mine' takes no option rtol; its options: dt, fast"):
+        registry.make("mine", dt=0.1, rtol=1e-3)
+    with pytest.raises(ValueError, match="'rk4' of backend 'torch' takes no option compile"):
+        pcsim.SOLVERS.make("torch", "rk4", dt=0.1, compile=True)
     assert pcsim.SOLVERS.make("torch", "tsit5", rtol=1e-3, atol=1e-3, compile=True) == pcsim.Tsit5(1e-3, 1e-3,
                                                                                                    compile=True)
 
