@@ -280,9 +280,12 @@ def vertex_error(r: Relaxation, n: str, disp, base, mu, weights, cached, stale, 
                 mu = _shifted(base, dp, w, buffer(n, "mu"))
                 cached[n] = r.problem.output_error(n, mu, r.precision, target)
             return cached[n], mu
+        out = buffer(n, "eps")
+        if out is None:  # traced: a product and a difference, which inductor fuses into the next loop
+            return (disp[n] - dp @ w.t() if n in disp else -(dp @ w.t())), mu
         if n in disp:
-            return torch.addmm(disp[n], dp, w.t(), alpha=-1, out=buffer(n, "eps")), mu
-        return torch.mm(dp, w.t(), out=buffer(n, "eps")).neg_(), mu
+            return torch.addmm(disp[n], dp, w.t(), alpha=-1, out=out), mu
+        return torch.mm(dp, w.t(), out=out).neg_(), mu
     if n in r.outputs:
         if n not in cached:
             cached[n] = r.problem.output_error(n, mu, r.precision, target)
@@ -311,11 +314,18 @@ def feedback_from(r: Relaxation, eps, weights, vjp) -> dict[str, Feedback]:
 
 def value_drive(e, dense, products, out: torch.Tensor | None = None) -> torch.Tensor | None:
     """A value population's drive, feedback - error (None: exactly zero): `dense` plus the products
-    `cot @ W`, minus `e`, written into `out` where given (the field's derivative), else out of place
-    (a traced step). The derivative of continuous time, and IL's step over gamma."""
+    `cot @ W`, minus `e`. Written into `out` where given (the field's derivative: the products accumulate
+    in place), else out of place for a traced step, where products stay products so that inductor fuses
+    the sums into its loops (an addmm would first copy its addend). Continuous time's derivative, and IL's
+    step over gamma."""
     rest = list(products)
+    if out is None:
+        d = dense
+        for cot, w in rest:
+            d = cot @ w if d is None else d + cot @ w
+        return d if e is None else -e if d is None else d - e
     if dense is not None:
-        d = torch.sub(dense, e, out=out) if e is not None else dense if out is None else out.copy_(dense)
+        d = torch.sub(dense, e, out=out) if e is not None else out.copy_(dense)
     elif rest:
         cot, w = rest.pop(0)
         d = torch.addmm(e, cot, w, beta=-1, out=out) if e is not None else torch.mm(cot, w, out=out)
@@ -324,5 +334,5 @@ def value_drive(e, dense, products, out: torch.Tensor | None = None) -> torch.Te
     else:
         return None
     for cot, w in rest:
-        d = torch.addmm(d, cot, w) if out is None else d.addmm_(cot, w)
+        d.addmm_(cot, w)
     return d
