@@ -119,15 +119,15 @@ class SteadyStep:
     def __call__(self, *tensors: torch.Tensor) -> tuple[()]:
         """One step from the state in `tensors`; the new displacements overwrite the first ones."""
         t = dict(zip(self.names, tensors, strict=True))
-        disp, eps, dense, products = self.local(t)
-        new = [self._advance(disp[n], eps.get(n), dense.get(n), products.get(n, ())) for n in self.moved]
+        disp, eps, fb = self.local(t)
+        new = [self._advance(disp[n], eps.get(n), fb.get(n)) for n in self.moved]
         for n, d in zip(self.moved, new, strict=True):  # into the state's own buffers: no fresh memory per step
             disp[n].copy_(d)
         return ()
 
-    def local(self, t: dict) -> tuple[dict, dict, dict, dict]:
-        """At the state in `t` (this step's names -> tensors): the displacements, the errors (absent: zero),
-        and each vertex's feedback as a dense sum and products `cot @ W` (`feedback_from`'s)."""
+    def local(self, t: dict) -> tuple[dict, dict, dict]:
+        """At the state in `t` (this step's names -> tensors): the displacements, the errors (absent: zero)
+        and each vertex's feedback (`feedback_from`'s: a dense sum and products `cot @ W`)."""
         r, sig = self.relax, self.sig
         g = r.problem.graph
         params = {n: t["param", n] for n in r.problem.params}
@@ -161,11 +161,10 @@ class SteadyStep:
             if e is not None:
                 eps[n] = e
         fb = feedback_from(r, eps, params, lambda n, e: r.ops[n].traced_vjp(e, mu.get(n), pull.get(n), params))
-        dense = {p: f.dense for p, f in fb.items() if f.dense is not None}
-        return disp, eps, dense, {p: f.products for p, f in fb.items() if f.products}
+        return disp, eps, fb
 
-    def _advance(self, d, e, dense, products) -> torch.Tensor:
+    def _advance(self, d, e, fb) -> torch.Tensor:
         """`Relaxation.advance` for one vertex, out of place: d + gamma (feedback - error), the drive the
         fused adaptive step reads too (products formed: inductor's addmm fusion is off, `compiled`)."""
-        drive = value_drive(e, dense, products)
+        drive = value_drive(e, fb)
         return d if drive is None else d + self.relax.gamma * drive

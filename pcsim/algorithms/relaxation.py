@@ -203,14 +203,6 @@ class Relaxation:
             self._update_x(n)
         self.stale = set(self.latent)
 
-    @staticmethod
-    def dense(fb: Feedback) -> torch.Tensor | None:
-        """A vertex's feedback as one tensor: its dense part plus the products not yet formed."""
-        total = fb.dense
-        for cot, w in fb.products:
-            total = torch.mm(cot, w) if total is None else torch.addmm(total, cot, w)
-        return total
-
     def step(self) -> dict[str, torch.Tensor]:
         """One synchronous inference step; returns a copy of the errors of the state it started from."""
         eps = self.errors()
@@ -312,13 +304,13 @@ def feedback_from(r: Relaxation, eps, weights, vjp) -> dict[str, Feedback]:
     return fb
 
 
-def value_drive(e, dense, products, out: torch.Tensor | None = None) -> torch.Tensor | None:
-    """A value population's drive, feedback - error (None: exactly zero): `dense` plus the products
-    `cot @ W`, minus `e`. Written into `out` where given (the field's derivative: the products accumulate
-    in place), else out of place for a traced step, where products stay products so that inductor fuses
-    the sums into its loops (an addmm would first copy its addend). Continuous time's derivative, and IL's
-    step over gamma."""
-    rest = list(products)
+def value_drive(e, fb: Feedback | None, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A value population's drive, feedback - error (None: exactly zero): `fb`'s dense part plus its
+    products `cot @ W`, minus `e`. Written into `out` where given (the field's derivative: the products
+    accumulate in place), else out of place for a traced step, where products stay products so that
+    inductor fuses the sums into its loops (an addmm would first copy its addend). Continuous time's
+    derivative, and IL's step over gamma."""
+    dense, rest = (None, []) if fb is None else (fb.dense, list(fb.products))
     if out is None:
         d = dense
         for cot, w in rest:

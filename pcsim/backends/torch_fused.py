@@ -60,12 +60,12 @@ def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
     def derivative(flat: torch.Tensor, t: dict) -> torch.Tensor:
         component = {k: flat.narrow(0, offset, size).view(shape) for k, shape, offset, size in parts}
         t = {**t, **{("disp", n): component["u", n] for n in steady.moved}}
-        _, eps, dense, products = steady.local(t)
+        _, eps, fb = steady.local(t)
         out = []
         for k, _, _, size in parts:  # the plasticity accumulators stand still: every gate is shut
             n = k[1]
             still = n in field.outputs or k[0] != "u"
-            d = None if still else value_drive(eps.get(n), dense.get(n), products.get(n, ()))
+            d = None if still else value_drive(eps.get(n), fb.get(n))
             out.append(flat.new_zeros(size) if d is None else (d if tau[n] == 1.0 else d / tau[n]).reshape(-1))
         return torch.cat(out)
 

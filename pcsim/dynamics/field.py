@@ -167,7 +167,7 @@ class VectorField:
             if n in held or (n in self.outputs and shown) or (e is None and f is None):
                 o.zero_()  # held, or a shown output (clamped), or no drive at all
             else:  # (feedback - eps) / tau, the products `cot @ W` accumulated in place
-                value_drive(e, None if f is None else f.dense, () if f is None else f.products, out=o)
+                value_drive(e, f, out=o)
                 if tau != 1.0:
                     o.div_(tau)
         for n in self.leaky:

@@ -63,11 +63,11 @@ def test_a_mutated_compiled_step_fails_the_same_check(monkeypatch):
     ref, _ = literal_il(graph, inputs, target, loss, **kw)
     advance = il_compiled.SteadyStep._advance
 
-    def mutated(self, d, e, dense, products):
+    def mutated(self, d, e, fb):
         gamma = self.relax.gamma
         self.relax.gamma = gamma * 0.99999
         try:
-            return advance(self, d, e, dense, products)
+            return advance(self, d, e, fb)
         finally:
             self.relax.gamma = gamma
 
