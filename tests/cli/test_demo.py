@@ -11,7 +11,7 @@ import pytest
 
 import pcsim.table
 from pcsim.cli import main
-from pcsim.cli_demo import STAGES
+from pcsim.cli.demo import STAGES
 from pcsim.demo import QUICK
 
 

@@ -53,7 +53,7 @@ def _load(path: Path):
     return importlib.import_module(f"{_package(Path(path).parent)}.{Path(path).stem}")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     with paths.using(figures=args.dir):
         return _run(args)
 

@@ -1,4 +1,4 @@
-"""`pcsim check --all` (the paper's Table 1) and `pcsim graph`, in-process.
+"""`pcsim check --all` (the paper's Table 1), in-process.
 
 Expectations come from autograd (through pcsim.check) and from the models' structure: a skip
 connection must make unlevelled Z-IL diverge; a levelled graph must be exact.
@@ -80,32 +80,3 @@ def test_zoo_row_at_reduced_size_and_markdown():
 def test_check_all_usage_errors(capsys, argv, fragment):
     code, out, err = run(argv, capsys)
     assert code == 2 and out == "" and fragment in err and "Traceback" not in err
-
-
-def test_graph_draws_the_levelled_residual_mlp(tmp_path, capsys):
-    png = tmp_path / "g.png"
-    code, out, err = run(["graph", "residual_mlp", "--level", "--out", png], capsys)
-    assert code == 0, err
-    assert png.stat().st_size > 5_000 and "1 identity inserted" in out
-    dot = tmp_path / "g.dot"
-    code, out, _ = run(["graph", "residual_mlp", "--level", "--out", dot], capsys)
-    text = dot.read_text()
-    assert code == 0 and text.startswith("digraph") and text.count("shape=square") == 1
-    code, out, _ = run(["graph", "residual_mlp", "--out", tmp_path / "u.svg"], capsys)
-    assert code == 0 and "0 identity inserted" in out and (tmp_path / "u.svg").read_text().lstrip().startswith("<")
-
-
-def test_graph_without_out_prints_the_vertices(capsys):
-    code, out, _ = run(["graph", "residual_mlp"], capsys)
-    assert code == 0
-    assert "fc1" in out and "levelled: False" in out and "0 identity inserted" in out
-    code, out, err = run(["graph", "no_such_model"], capsys)
-    assert code == 2 and "no_such_model" in err
-
-
-def test_graph_fused_prints_one_vertex_per_item_of_the_layer(capsys):
-    code, out, _ = run(["graph", "lstm", "--fused"], capsys)
-    assert code == 0
-    rows = [line.split() for line in out.splitlines()[1:-1]]
-    # one vertex per item of the layer the model reads (its output sequence); no gates
-    assert sum(r[1] == "lstm" for r in rows) == 1 and "sigmoid" not in out

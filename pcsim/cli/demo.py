@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pcsim.cli_zoo import add_models_dir_flag
+from pcsim.cli.options import add_models_dir_flag
 from pcsim.demo import FULL, QUICK, STAGE_FUNCTIONS, DemoConfig, Stage, first_line
 
 STAGES = tuple(STAGE_FUNCTIONS)
@@ -32,7 +32,7 @@ def add_parser(commands) -> None:
     add_models_dir_flag(p)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     stages = STAGES if args.only is None else tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pcsim.cli_zoo import add_fused_flag, add_models_dir_flag
+from pcsim.cli.options import add_fused_flag, add_models_dir_flag
 from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
 
@@ -60,7 +59,7 @@ def _init_distributed() -> None:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     _init_distributed()
     config = TrainConfig(model=args.model, rule=args.rule, data=args.data, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
@@ -99,8 +98,3 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"final: test accuracy {final['test_acc']:.4f}, test loss {final['test_loss']:.4f}"
               + (f"; wrote {out}/model.pt, metrics.json, metrics.csv" if out else ""))
     return 0
-
-
-def main_error(message: str) -> int:
-    print(f"pcsim: error: {message}", file=sys.stderr)
-    return 2

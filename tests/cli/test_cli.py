@@ -14,7 +14,7 @@ import pytest
 from pcsim.cli import main
 from pcsim.zoo import load_model_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONTRACT_KEYS = {"model", "rule", "loss", "dtype", "max_abs_diff", "max_rel_diff", "passed", "n_vertices",
                  "identity_vertices", "params"}
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pcsim.bench import rules
-from pcsim.cli_zoo import add_models_dir_flag
+from pcsim.cli.options import add_models_dir_flag
 
 
 def add_parser(commands) -> None:
@@ -20,7 +20,7 @@ def add_parser(commands) -> None:
     add_models_dir_flag(p)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.models or ()) - set(rules.zoo_names()))
     if unknown and not args.keep_going:
         raise ValueError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo has {', '.join(rules.zoo_names())}")

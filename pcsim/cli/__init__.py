@@ -1,0 +1,60 @@
+"""The `pcsim` command: one module per subcommand, each with `add_parser` and `run`; the work is elsewhere.
+
+Exit codes: 0 the command passed, 1 a check ran and failed, 2 a usage, model-file or pcsim error
+(printed as `pcsim: error: ...` on stderr, without a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pcsim.cli import bench, check, demo, figures, graph, options, simulate, train
+from pcsim.errors import PcsimError
+from pcsim.graph.provenance import exception_user_line
+
+COMMANDS = {"check": check, "graph": graph, "simulate": simulate, "train": train, "figures": figures,
+            "demo": demo, "bench": bench}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcsim", description="Predictive coding on computational graphs.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS.values():
+        command.add_parser(commands)
+    return parser
+
+
+def model_error(e: BaseException) -> str:
+    """An exception raised inside the user's model (or by torch on it) as one paragraph at the user's line."""
+    line = exception_user_line(e)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where = f" at {line.short}" if line else ""
+    text = f"the model failed{where}: {type(e).__name__}: {first}"
+    return text + (f"\n{line}" if line else "") + "\n(set PCSIM_TRACEBACK=1 for the full traceback)"
+
+
+def _error(message: str) -> int:
+    # First line after the prefix; any detail lines (e.g. the supported ops) follow indented.
+    first, *details = str(message).splitlines() or [""]
+    print(f"pcsim: error: {first}", file=sys.stderr)
+    for line in details:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return options.with_models_dir(COMMANDS[args.command].run, args)
+    except (PcsimError, ValueError) as e:
+        return _error(str(e))
+    except Exception as e:  # noqa: BLE001 - a model's own error, or torch's on it: one paragraph, no stack
+        if os.environ.get("PCSIM_TRACEBACK"):
+            raise
+        return _error(model_error(e))

@@ -1,0 +1,77 @@
+"""`pcsim simulate`: a model's value and error populations in continuous time, to a Trajectory file."""
+
+from __future__ import annotations
+
+import argparse
+
+from pcsim.backends.brian2 import TARGETS
+from pcsim.cli.options import DTYPES, add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.dynamics.recording import SNAPSHOTS, Record
+from pcsim.dynamics.solver import SOLVERS
+from pcsim.zoo import LOSSES, load_model_file
+
+
+def add_parser(commands) -> None:
+    sim = commands.add_parser(
+        "simulate", help="run a model's value and error populations in continuous time",
+        description="Integrate the PC populations of a model from its feed-forward state; the target is shown "
+                    "at --t-on. Writes a Trajectory (.npz) and optionally a plot of every population.")
+    sim.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    sim.add_argument("--backend", choices=SOLVERS.backends(), default="scipy")
+    sim.add_argument("--method", default=None,
+                     help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
+                                    for b in SOLVERS.backends()))
+    sim.add_argument("--dt", type=float, default=None, help="step for euler/rk4; caps adaptive steps")
+    sim.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of adaptive methods (default 1e-8)")
+    sim.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance of adaptive methods (default 1e-10)")
+    sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
+    sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
+    sim.add_argument("--tau-x", type=float, default=1.0, help="value time constant (default 1)")
+    sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous")
+    sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off")
+    sim.add_argument("--no-target", action="store_true", help="never show the target")
+    sim.add_argument("--no-level", action="store_true",
+                     help="with --plasticity zil, run the graph as traced (default: levelled, as pcsim.zil does)")
+    sim.add_argument("--loss", choices=LOSSES, default=None)
+    sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--every-step", action="store_true",
+                     help="record every population at every step (default: at --snapshots evenly spaced times)")
+    sim.add_argument("--snapshots", type=int, default=SNAPSHOTS,
+                     help=f"how many evenly spaced times to record (default {SNAPSHOTS})")
+    sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
+    sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
+    add_fused_flag(sim)
+    add_models_dir_flag(sim)
+    sim.add_argument("--progress", action="store_true", help="show a progress bar")
+    sim.add_argument("--compile", action="store_true", help="torch's euler, tsit5 and dopri5: compile IL's step "
+                     "(euler) or each step with the field (tsit5, dopri5) where the run is plain inference (seconds "
+                     "to minutes, once per network; faster steps)")
+    sim.add_argument("--target", choices=TARGETS, default=None,
+                     help="Brian2 code-generation target for --backend brian2 (default numpy)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pcsim
+
+    if args.target and args.backend != "brian2":
+        raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
+    spec = load_model_file(args.model)
+    module, inputs, target, loss = build_spec(spec, args, dtype=DTYPES[args.dtype])
+    with in_model_file(spec):
+        graph = pcsim.trace(module, *inputs, fused=args.fused)
+        traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend, loss=loss,
+                              t_end=args.t_end, t_on=args.t_on, tau_x=args.tau_x, tau_e=args.tau_e,
+                              method=args.method, dt=args.dt, rtol=args.rtol, atol=args.atol,
+                              plasticity=args.plasticity, progress=args.progress, level=not args.no_level,
+                              record=Record(every_step=args.every_step, snapshots=args.snapshots),
+                              **({"codegen_target": args.target} if args.target else {}),
+                              **({"compile": True} if args.compile else {}))
+    path = traj.to_npz(args.out)
+    print(f"wrote {path} ({len(traj.t)} time points, {len(traj.values)} populations)")
+    if args.plot:
+        from pcsim.plots.dynamics import plot_trajectory
+
+        plot_trajectory(traj).savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
