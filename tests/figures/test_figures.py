@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pcsim.cli import main
-from pcsim.cli_figures import figures_dir
+from pcsim.cli.figures import figures_dir
 
 SCRIPTS = sorted(p.stem.split("_")[0] for p in figures_dir().glob("fig*.py"))
 
@@ -30,7 +30,7 @@ def test_timing_figure_data_is_exact_on_its_diagonal():
     """The figure shows what the analysis computes: only k = 0 is at rounding level."""
     import numpy as np
 
-    from pcsim.cli_figures import _load
+    from pcsim.cli.figures import _load
 
     module = _load(figures_dir() / "fig7_timing_sensitivity.py")
     data = module.compute(module.SMOKE)
@@ -40,7 +40,7 @@ def test_timing_figure_data_is_exact_on_its_diagonal():
 
 
 def _figure(name):
-    from pcsim.cli_figures import _load
+    from pcsim.cli.figures import _load
 
     return _load(next(figures_dir().glob(f"{name}_*.py")))
 
@@ -107,7 +107,7 @@ def test_timing_figure_draws_the_benchmark_schema(tmp_path):
 
 def test_each_script_runs_on_its_own_with_smoke(capsys):
     """`python figures/fig1_residual_graph.py --smoke` is `pcsim figures --smoke --only fig1_residual_graph`."""
-    from pcsim.cli_figures import _load
+    from pcsim.cli.figures import _load
 
     common = _load(figures_dir() / "_common.py")
     assert common.script_main(str(figures_dir() / "fig1_residual_graph.py"), ["--smoke"]) == 0
