@@ -19,7 +19,6 @@ from collections.abc import Container, Mapping, Sequence
 import torch
 
 from pcsim.algorithms.problem import aligned
-from pcsim.algorithms.sums import Sums
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import Placed, Placement, is_add, is_linear
 from pcsim.ops.table import entry
@@ -132,30 +131,6 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
         lin, d, pred = selected
         return d, pred, [(vertex.parents[0], lin.placed(d))]
     return affine_delta(vertex, neg_disp, params, latent, parent_shapes)
-
-
-class Drives:
-    """One synchronous step's drives, in autograd's sign, as `advance_displacements` reads them: `delta` (-eps)
-    and `neg_pred` (x_ff - mu, where the closed form wants it) per vertex, `neg_feedback` per parent."""
-
-    __slots__ = ("delta", "neg_pred", "neg_feedback")
-
-    def __init__(self) -> None:
-        self.delta: dict[str, torch.Tensor] = {}
-        self.neg_pred: dict[str, torch.Tensor] = {}
-        self.neg_feedback = Sums()
-
-    def own(self, name: str, delta: torch.Tensor, neg_pred: torch.Tensor | None = None) -> None:
-        self.delta[name] = delta
-        if neg_pred is not None:
-            self.neg_pred[name] = neg_pred
-
-    def form(self, name: str, form: tuple) -> torch.Tensor:
-        """Record `linear_form`'s (delta, neg_pred, feedback terms); returns the delta."""
-        delta, neg_pred, feedback = form
-        self.own(name, delta, neg_pred)
-        self.neg_feedback.add_all(feedback)
-        return delta
 
 
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
