@@ -71,10 +71,6 @@ class Autograd:
         self._out = out if out.requires_grad else None
         self.mu = out.detach()
 
-    def _inputs(self, hebbian: bool, feedback: bool) -> tuple[list[torch.Tensor], int]:
-        parents = self._parent_leaves if feedback else []
-        return parents + (self._param_leaves if hebbian else []), len(parents)
-
     def _results(self, grads: Sequence[torch.Tensor | None], n_parents: int
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
         param_cots = {n: g for n, g in zip(self._param_names, grads[n_parents:], strict=False) if g is not None}
@@ -88,21 +84,7 @@ class Autograd:
         `hebbian=False` skips the parameter terms, `feedback=False` the parents'. Without `retain`
         the recorded call is freed: a second pullback raises.
         """
-        out = self._take(retain)
-        inputs, n_parents = self._inputs(hebbian, feedback)
-        if out is None or not inputs:
-            return self._results((), 0)
-        return self._results(torch.autograd.grad(out, inputs, cotangent, retain_graph=retain, allow_unused=True),
-                             n_parents)
-
-    def _take(self, retain: bool):
-        """The recorded output; without `retain` its graph is then freed."""
-        out = self._out
-        if out is _FREED:
-            raise RuntimeError("this vertex's recorded call was already pulled back (pass retain=True to reuse it)")
-        if not retain:
-            self._out = _FREED
-        return out
+        return pull_back([(self, cotangent, hebbian, feedback)], retain)[0]
 
 
 class Where(NamedTuple):
@@ -172,14 +154,19 @@ def pull_back(items: Sequence[tuple[Autograd | Placement, torch.Tensor, bool, bo
         if isinstance(lin, Placement):
             spans.append(None)
             continue
-        out = lin._take(retain)
-        wanted, n_parents = lin._inputs(hebbian, feedback)
+        out = lin._out
+        if out is _FREED:
+            raise RuntimeError("this vertex's recorded call was already pulled back (pass retain=True to reuse it)")
+        if not retain:
+            lin._out = _FREED
+        parents = lin._parent_leaves if feedback else []
+        wanted = parents + (lin._param_leaves if hebbian else [])
         if out is None or not wanted:
-            wanted, n_parents = [], 0
+            wanted, parents = [], []
         else:
             outs.append(out)
             cots.append(cot)
-        spans.append((len(inputs), len(wanted), n_parents))
+        spans.append((len(inputs), len(wanted), len(parents)))
         inputs.extend(wanted)
     grads = torch.autograd.grad(outs, inputs, cots, retain_graph=retain, allow_unused=True) if outs else ()
     return [lin.pullback(cot, feedback=feedback) if span is None
