@@ -8,6 +8,7 @@ import pcsim
 from pcsim.analysis import energy_trace, il_convergence, locality_audit, timing_sensitivity
 from pcsim.numerics import tolerance
 from pcsim.zoo import SMALL_DIMS
+from tests.algorithms.sweep_reference import linearise
 from tests.equivalence.archs import ARCHS
 
 
@@ -87,7 +88,7 @@ def test_a_rule_that_reads_another_layers_error_is_caught():
     latent = list(graph.level().latent)
 
     def reads_a_neighbour(problem, values, errors, vertex):
-        honest = problem.linearise(vertex, values).pullback(errors[vertex])[1]
+        honest = linearise(problem, vertex, values).pullback(errors[vertex])[1]
         other = latent[(latent.index(vertex) + 1) % len(latent)]
         return {p: h + 1e-3 * errors[other].sum() for p, h in honest.items()}
 
