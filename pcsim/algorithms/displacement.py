@@ -20,7 +20,8 @@ import torch
 
 from pcsim.algorithms.problem import aligned
 from pcsim.graph.ir import Vertex
-from pcsim.ops.local import Placed, Placement, is_add, is_linear
+from pcsim.ops.il_ops import is_add, is_linear
+from pcsim.ops.local import Placed, Placement
 from pcsim.ops.table import entry
 
 

@@ -106,7 +106,7 @@ def test_unknown_rule_is_a_clear_error():
 
 @pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.ops.local.Autograd._results"),
                                              ("fa-zil", "pcsim.ops.local.Autograd._results"),
-                                             ("il", "pcsim.ops.local.Linear.hebbian")])
+                                             ("il", "pcsim.ops.il_ops.Linear.hebbian")])
 def test_the_audit_runs_the_code_each_rule_runs(monkeypatch, rule, where):
     """A non-local term planted in the code a rule runs (each Hebbian term nudged by the previous one
     computed: state outside the vertex) is caught by that rule's audit; the rule itself moves with it."""
