@@ -150,14 +150,12 @@ def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Ma
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
     and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is the literal
-    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored,
-    and no tensor is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
+    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored.
 
-    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the
-    update takes its closed form x <- mu + feedback, i.e. `neg_disp <- neg_feedback + neg_pred`:
-    one pass over the state instead of two (`drive`, then the sum). It rounds differently from
-    `x + (-eps + feedback)` but is the same dynamics; at Z-IL's conditions the values it changes
-    are read by no later due vertex, so the weight updates keep their bits.
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its
+    closed form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass over the state
+    instead of two. It rounds differently from `x + (-eps + feedback)`; at Z-IL's conditions the
+    values it changes are read by no later due vertex, so the weight updates keep their bits.
     """
     new = dict(neg_disp)
     closed = gamma == 1.0 and neg_pred is not None

@@ -88,12 +88,7 @@ class Gates:
 
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
-    """The synchronous dynamics (Z-IL's step) with a local gate per vertex, no clock.
-
-    Vertices that have not moved are not recomputed (their error is exactly zero, so their gate
-    stays shut); Hebbian terms are computed only where a gate can still open: a waiting vertex
-    whose parents have not moved.
-    """
+    """The synchronous dynamics (Z-IL's step) with a local gate per vertex, no clock."""
     g = problem.graph
     (base, cached), neg_disp = feedforward(problem), {}  # the state when the target appears: hidden errors zero
     gates = Gates(n for n in g.latent if n in g.min_distance)
