@@ -22,7 +22,6 @@ from pcsim.algorithms.problem import aligned
 from pcsim.graph.ir import Vertex
 from pcsim.ops.il_ops import is_add, is_linear
 from pcsim.ops.local import Placed, Placement
-from pcsim.ops.table import entry
 
 
 class Values:
@@ -69,12 +68,10 @@ def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params
     A selection is an index map: `neg_pred` is the same view of `neg_disp[parent]` (no pass), without
     forming the parent's value. None where the vertex is not such a view.
     """
-    if not entry(vertex.op).selection or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
+    if len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
         return None
-    lin = Placement.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
-    if lin is None:
-        return None
-    return lin, _minus(neg_disp.get(vertex.name), lin.mu), lin.mu
+    lin = Placement.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)  # None unless a view
+    return None if lin is None else (lin, _minus(neg_disp.get(vertex.name), lin.mu), lin.mu)
 
 
 def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
