@@ -132,9 +132,10 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
 
     The state is carried in autograd's sign (see `displacement.advance_displacements`): errors as delta = -eps and
     displacements negated, so each firing vertex's parameter pullback is dL/dtheta itself; it is
-    added to `grads` and returned. Exact savings: a vertex whose own value, latent parents and parameters have not
-    moved recomputes its feed-forward prediction bit for bit (same kernels on the same storage, see
-    `Problem.feedforward`), so its error, feedback and Hebbian terms are exactly zero and it is skipped;
+    added to `grads` and returned. Exact savings: a vertex whose own value, latent parents and
+    parameters have not moved recomputes its feed-forward prediction bit for bit (same kernels on the
+    same storage, see `Problem.feedforward`): its error, feedback and Hebbian terms are exactly zero,
+    and it is skipped;
     one whose parents and parameters have not moved is pulled back through its `cached` feed-forward
     graph; and on the policy's `final` step, whose resulting state is never read, only the due vertices'
     Hebbian terms are computed. `closed`: take `advance_displacements`'s closed form at gamma 1
@@ -198,4 +199,4 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
     if policy.done():
         return terms, neg_disp
     return terms, advance_displacements(g.latent, outputs, neg_disp, delta, neg_feedback, gamma,
-                                 neg_pred if closed else None)
+                                        neg_pred if closed else None)
