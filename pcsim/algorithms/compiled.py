@@ -7,10 +7,9 @@ the matrix products and convolutions it leaves to MKL and oneDNN.
 
 Inductor is called directly, without dynamo. Dynamo would check each call's arguments against
 guards, a cost per call comparable to a small step's (benchmarks/results/design_measurements.md).
-Here, what those guards
-would check (shapes, strides, offsets, dtypes, devices, which arguments share memory) is part of
-`layout_key`, under which the caller keeps the compiled function on its graph
-(`Graph.derived`). Each new layout compiles once, and no call runs code compiled for another.
+Here, what those guards would check (shapes, strides, offsets, dtypes, devices, which arguments
+share memory) is part of `layout_key`, under which the caller keeps the compiled function on its
+graph (`Graph.derived`). Each new layout compiles once, and no call runs code compiled for another.
 
 Inductor's pattern matcher is off: in torch 2.13 it rewrites `add(x, mm(a, b), alpha=g)` into
 an addmm that drops the alpha. Any failure (no C++ compiler, an op inductor cannot lower) returns

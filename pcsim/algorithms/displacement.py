@@ -19,10 +19,9 @@ from collections.abc import Container, Mapping, Sequence
 import torch
 
 from pcsim.algorithms.problem import aligned
-from pcsim.algorithms.sums import Sums
 from pcsim.graph.ir import Vertex
-from pcsim.ops.local import Placed, Placement, is_add, is_linear
-from pcsim.ops.table import entry
+from pcsim.ops.il_ops import is_add, is_linear
+from pcsim.ops.local import Placed, Placement
 
 
 class Values:
@@ -44,40 +43,35 @@ class Values:
         return self._base[name] if name in self._base else self._clamped[name]
 
 
+def _minus(own: torch.Tensor | None, neg_pred: torch.Tensor) -> torch.Tensor:
+    """delta = neg_disp - neg_pred, with an absent own displacement exactly zero."""
+    return -neg_pred if own is None else own - neg_pred
+
+
 def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(delta, neg_pred) of an identity vertex inserted by `level()` that moved or whose parent moved.
 
-    Its prediction is its parent's value and both share the feed-forward value, so in autograd's
-    sign `delta = mu - x = neg_disp[name] - neg_disp[parent]` and `neg_pred = x_ff - mu` is the
-    parent's `neg_disp` itself: one pass, no autograd (the pullback of delta is delta itself), and
-    no cancellation of `(x_ff - d_p) - x_ff`. The general sum `(mu - x_ff) + neg_disp` differs only
-    in that rounding: where the parent has not moved, as at Z-IL's due step, they are the same bits.
-    A levelled GRU has more inserted identities than vertices of its own, so the synchronous sweeps
-    spend much of their time here. The results are read only (every consumer makes new tensors).
+    Its prediction is its parent's value and both share the feed-forward value, so `neg_pred` is the
+    parent's `neg_disp` itself: one pass, no autograd, and no cancellation of `(x_ff - d_p) - x_ff`.
+    Where the parent has not moved, as at Z-IL's due step, these are the general form's bits. A levelled
+    GRU has more inserted identities than vertices of its own, so the sweeps spend much of their time here.
     """
     own, up = neg_disp.get(name), neg_disp.get(parent)
-    if up is None:
-        return own, None
-    return (-up if own is None else own - up), up
+    return (own, None) if up is None else (_minus(own, up), up)
 
 
 def selection_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
                     constants: Mapping[str, torch.Tensor]) -> tuple[Placement, torch.Tensor, torch.Tensor] | None:
     """(local VJP, delta, neg_pred) of a vertex that selects part of its one latent parent, which moved.
 
-    A selection is an index map, so its prediction moved by the same selection of the parent's
-    displacement: `neg_pred` is that view of `neg_disp[parent]` (no pass) and `delta = neg_disp -
-    neg_pred` one pass, without forming the parent's value; the same values as the general form
-    up to rounding (see `identity_delta`). None where the vertex is not such a view.
+    A selection is an index map: `neg_pred` is the same view of `neg_disp[parent]` (no pass), without
+    forming the parent's value. None where the vertex is not such a view.
     """
-    if not entry(vertex.op).selection or len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
+    if len(vertex.parents) != 1 or vertex.parents[0] not in neg_disp:
         return None
-    lin = Placement.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)
-    if lin is None:
-        return None
-    own, pred = neg_disp.get(vertex.name), lin.mu
-    return lin, (-pred if own is None else own - pred), pred
+    lin = Placement.of(vertex, [neg_disp[vertex.parents[0]]], [True], params, constants)  # None unless a view
+    return None if lin is None else (lin, _minus(neg_disp.get(vertex.name), lin.mu), lin.mu)
 
 
 def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
@@ -85,11 +79,10 @@ def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: M
                  ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, torch.Tensor]]] | None:
     """(delta, neg_pred, feedback per latent parent) of a linear layer or a sum whose latent parents moved.
 
-    The prediction of an affine map moves by its linear part applied to the parents' displacements:
-    `neg_pred = neg_disp_p W^T` for `F.linear` (one matrix product, no bias, no parent value formed)
-    and the sum of the parents' `neg_disp` for `a + b`; the Jacobian is the same at every point, so
-    the feedback is `delta W` (or delta itself). The same values as the general form up to rounding
-    (see `identity_delta`). None for any other vertex, or one whose latent parents have not moved.
+    An affine map's prediction moves by its linear part applied to the parents' displacements:
+    `neg_pred = neg_disp_p W^T` for `F.linear` (no bias, no parent value formed), the sum of the parents'
+    `neg_disp` for `a + b`; the Jacobian is constant, so the feedback is `delta W` (or delta itself).
+    None for any other vertex, or one whose latent parents have not moved.
     """
     if is_linear(vertex):
         p = vertex.parents[0]
@@ -97,16 +90,14 @@ def affine_delta(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: M
             return None
         w = params[vertex.args[1].name].detach()
         pred = neg_disp[p].matmul(w.t())
-        own = neg_disp.get(vertex.name)
-        d = -pred if own is None else own - pred
+        d = _minus(neg_disp.get(vertex.name), pred)
         return d, pred, [(p, d.matmul(w))]
     if is_add(vertex, parent_shapes):
         moved = [neg_disp[p] for p in vertex.parents if p in neg_disp]
         if not moved:
             return None
         pred = moved[0] if len(moved) == 1 else moved[0] + moved[1]
-        own = neg_disp.get(vertex.name)
-        d = -pred if own is None else own - pred
+        d = _minus(neg_disp.get(vertex.name), pred)
         return d, pred, [(p, d) for p in vertex.parents if p in latent]
     return None
 
@@ -118,9 +109,9 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
     """(delta, neg_pred, feedback terms per parent) of a hidden vertex whose prediction is a linear
     map of its parents, from the displacements alone; None where the general form is needed.
 
-    An inserted identity always takes its form (`identity_delta`); a selection or an affine vertex
-    only where `closed`, the caller's promise that the values these forms round differently are
-    never read (Z-IL's conditions, see `advance_displacements`), so that the study options keep the literal sums.
+    An inserted identity always takes its form; a selection or an affine vertex only where `closed`,
+    the caller's promise that the values these forms round differently are never read (Z-IL's
+    conditions, see `advance_displacements`), so that the study options keep the literal sums.
     """
     if vertex.inserted:
         d, pred = identity_delta(vertex.name, vertex.parents[0], neg_disp)
@@ -132,30 +123,6 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
         lin, d, pred = selected
         return d, pred, [(vertex.parents[0], lin.placed(d))]
     return affine_delta(vertex, neg_disp, params, latent, parent_shapes)
-
-
-class Drives:
-    """One synchronous step's drives, in autograd's sign, as `advance_displacements` reads them: `delta` (-eps)
-    and `neg_pred` (x_ff - mu, where the closed form wants it) per vertex, `neg_feedback` per parent."""
-
-    __slots__ = ("delta", "neg_pred", "neg_feedback")
-
-    def __init__(self) -> None:
-        self.delta: dict[str, torch.Tensor] = {}
-        self.neg_pred: dict[str, torch.Tensor] = {}
-        self.neg_feedback = Sums()
-
-    def own(self, name: str, delta: torch.Tensor, neg_pred: torch.Tensor | None = None) -> None:
-        self.delta[name] = delta
-        if neg_pred is not None:
-            self.neg_pred[name] = neg_pred
-
-    def form(self, name: str, form: tuple) -> torch.Tensor:
-        """Record `linear_form`'s (delta, neg_pred, feedback terms); returns the delta."""
-        delta, neg_pred, feedback = form
-        self.own(name, delta, neg_pred)
-        self.neg_feedback.add_all(feedback)
-        return delta
 
 
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
@@ -180,14 +147,12 @@ def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Ma
 
     Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
     and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is the literal
-    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored,
-    and no tensor is ever negated. Vertices in neither `delta` nor `neg_feedback` were still (zero drive).
+    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored.
 
-    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero, mu = x_ff) the
-    update takes its closed form x <- mu + feedback, i.e. `neg_disp <- neg_feedback + neg_pred`:
-    one pass over the state instead of two (`drive`, then the sum). It rounds differently from
-    `x + (-eps + feedback)` but is the same dynamics; at Z-IL's conditions the values it changes
-    are read by no later due vertex, so the weight updates keep their bits.
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its
+    closed form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass over the state
+    instead of two. It rounds differently from `x + (-eps + feedback)`; at Z-IL's conditions the
+    values it changes are read by no later due vertex, so the weight updates keep their bits.
     """
     new = dict(neg_disp)
     closed = gamma == 1.0 and neg_pred is not None

@@ -62,54 +62,42 @@ class Gates:
     def begin(self, neg_disp) -> None:
         self.moved = {n for n, d in neg_disp.items() if bool((d != 0).any())}
 
-    def _waiting(self, name: str) -> bool:
-        return self.state.get(name) == WAITING
-
-    def _parents_moved(self, latent_parents) -> bool:
-        return any(p in self.moved for p in latent_parents)
-
     def skip(self, name: str) -> bool:
         return False
 
     def formable(self, name: str, params, unchanged: bool, latent_parents) -> bool:
         # the displacement forms never where a plastic vertex's gate could still open
-        return not (self._waiting(name) and not self._parents_moved(latent_parents) and params)
-
-    def formed(self, name: str, delta: torch.Tensor, latent_parents) -> None:
-        if self._waiting(name):
-            self.state[name] = (LOCKED if self._parents_moved(latent_parents) else
-                                FIRED if bool((delta != 0).any()) else WAITING)
+        return not (params and self.wants(name, latent_parents))
 
     def wants(self, name: str, latent_parents) -> bool:
-        return self._waiting(name) and not self._parents_moved(latent_parents)
+        return self.state.get(name) == WAITING and not any(p in self.moved for p in latent_parents)
 
-    def fires(self, name: str, delta: torch.Tensor, wants: bool, latent_parents) -> bool:
-        if self._waiting(name) and self._parents_moved(latent_parents):
+    def gate(self, name: str, delta: torch.Tensor, latent_parents) -> bool:
+        if self.state.get(name) != WAITING:
+            return False
+        if any(p in self.moved for p in latent_parents):
             self.state[name] = LOCKED
-        return wants and bool((delta != 0).any())
-
-    def fired(self, name: str) -> None:
-        self.state[name] = FIRED
+            return False
+        if bool((delta != 0).any()):
+            self.state[name] = FIRED
+            return True
+        return False
 
     def done(self) -> bool:
         return all(s != WAITING for s in self.state.values())
 
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:
-    """The synchronous dynamics (Z-IL's step) with a local gate per vertex, no clock.
-
-    Vertices that are `still` are not recomputed (their error is exactly zero, so their gate
-    stays shut); Hebbian terms are computed only where a gate can still open: a waiting vertex
-    whose parents have not moved.
-    """
+    """The synchronous dynamics (Z-IL's step) with a local gate per vertex, no clock."""
     g = problem.graph
-    base, neg_disp, cached = feedforward(problem)  # the state when the target appears: all hidden errors zero
+    (base, cached), neg_disp = feedforward(problem), {}  # the state when the target appears: hidden errors zero
     gates = Gates(n for n in g.latent if n in g.min_distance)
     grads = Sums()
     # The wave reaches every vertex by step `depth`; a gate still waiting then never opens inside the
     # window (its error stayed exactly zero: a reset gate fed by W_hh applied to a zero state), and
     # running on past it would only integrate the unstable gamma = 1 dynamics above the wave.
     for _ in range(g.depth + 1):
+        gates.begin(neg_disp)
         _, neg_disp = synchronous_step(problem, base, neg_disp, problem.params, gates, gamma, grads, cached,
                                        closed=True)
         if gates.done():

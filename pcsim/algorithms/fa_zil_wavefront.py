@@ -18,6 +18,7 @@ padding its gate's gradient with zeros.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -40,40 +41,22 @@ class WavePlan:
 
     @classmethod
     def of(cls, g: Graph) -> WavePlan:
-        reach = g.min_distance
-        order = tuple(n for n in g.latent if n in reach)
-        keys = _tuple_calls(g, order)
-        users: dict[Hashable, int] = {}
-        for key in keys.values():
-            users[key] = users.get(key, 0) + 1
-        shared = {k: c for k, c in users.items() if c > 1}
-        return cls(order, _frees(g, order), {n: k for n, k in keys.items() if k in shared}, shared)
-
-
-def _tuple_calls(g: Graph, order: tuple[str, ...]) -> dict[str, Hashable]:
-    """Selecting vertex -> a key naming the call it indexes into (the same call on the same tensors)."""
-    keys = {}
-    for n in order:
-        v = g[n]
-        if v.select is None:
-            continue
-        key = (v.fn, v.args, v.kwargs, v.parents)
-        try:
-            hash(key)
-        except TypeError:  # a list or dict literal in the call: not merged
-            continue
-        keys[n] = key
-    return keys
-
-
-def _frees(g: Graph, order: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Vertex -> the values it is the last to read."""
-    last_reader = {p: n for n in order for p in g[n].parents}
-    frees: dict[str, list[str]] = {}
-    for p, n in last_reader.items():
-        if p not in g.clamped:
-            frees.setdefault(n, []).append(p)
-    return {n: tuple(ps) for n, ps in frees.items()}
+        order = tuple(n for n in g.latent if n in g.min_distance)
+        keys = {}  # selecting vertex -> the call it indexes into (the same call on the same tensors)
+        for v in (g[n] for n in order if g[n].select is not None):
+            key = (v.fn, v.args, v.kwargs, v.parents)
+            try:
+                hash(key)
+            except TypeError:  # a list or dict literal in the call: not merged
+                continue
+            keys[v.name] = key
+        shared = {k: c for k, c in Counter(keys.values()).items() if c > 1}
+        frees: dict[str, list[str]] = {}  # vertex -> the values it is the last to read
+        for p, last in {p: n for n in order for p in g[n].parents}.items():
+            if p not in g.clamped:
+                frees.setdefault(last, []).append(p)
+        return cls(order, {n: tuple(ps) for n, ps in frees.items()},
+                   {n: k for n, k in keys.items() if k in shared}, shared)
 
 
 def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) -> dict[str, torch.Tensor]:
@@ -140,11 +123,18 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
     (`pcsim.algorithms.compiled`).
     """
     g = problem.graph
-    names = ([("clamped", n) for n in problem.clamped] + [("target", n) for n in problem.targets]
-             + [("param", n) for n in problem.params] + [("const", n) for n in g.constants])
     source = {"clamped": problem.clamped, "target": problem.targets, "param": problem.params, "const": g.constants}
+    names = [(kind, n) for kind, values in source.items() for n in values]
     tensors = tuple(source[kind][n] for kind, n in names)
-    wave = _Wave(problem, gamma, plan, names)
+
+    def wave(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:  # the problem rebuilt around its arguments
+        parts: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in source}
+        for (kind, n), t in zip(names, args, strict=True):
+            parts[kind][n] = t
+        rebuilt = Problem(g, parts["param"], parts["clamped"], parts["target"], problem.losses)
+        grads = wavefront(rebuilt, gamma, plan, parts["const"])
+        return tuple(grads[n] for n in g.params)
+
     losses = tuple(problem.losses.items())  # their gradients are traced into the function
     fn = g.derived(("fa-zil-wavefront", gamma, losses, tuple(names), layout_key(tensors)),
                    lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", fold=True,
@@ -162,19 +152,3 @@ def _inductor_options(g: Graph, plan: WavePlan) -> dict:
     Without batch norm the conversion pays. (The figures: benchmarks/results/design_measurements.md.)
     """
     return {"layout_optimization": False} if any("batch_norm" in g[n].op for n in plan.order) else {}
-
-
-class _Wave:
-    """`wavefront` as a function of tensors alone: the problem rebuilt around its arguments."""
-
-    def __init__(self, problem: Problem, gamma: float, plan: WavePlan, names: list[tuple[str, str]]):
-        self.problem, self.gamma, self.plan, self.names = problem, gamma, plan, names
-
-    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        parts: dict[str, dict[str, torch.Tensor]] = {"clamped": {}, "target": {}, "param": {}, "const": {}}
-        for (kind, n), t in zip(self.names, tensors, strict=True):
-            parts[kind][n] = t
-        p = self.problem
-        rebuilt = Problem(p.graph, parts["param"], parts["clamped"], parts["target"], p.losses)
-        grads = wavefront(rebuilt, self.gamma, self.plan, parts["const"])
-        return tuple(grads[n] for n in p.graph.params)

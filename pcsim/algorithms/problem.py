@@ -15,7 +15,7 @@ import torch
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
 from pcsim.graph.ir import Graph
-from pcsim.ops.local import Autograd, call
+from pcsim.ops.local import call
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -121,16 +121,6 @@ class Problem:
     # -- local computations ---------------------------------------------------------------------
     def parent_values(self, name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         return [x[p] if p in x else self.clamped[p] for p in self.graph[name].parents]
-
-    def linearise(self, name: str, x: Mapping[str, torch.Tensor],
-                  params: Mapping[str, torch.Tensor] | None = None, wrt_params: bool = True) -> Autograd:
-        """Vertex `name`'s prediction from the state `x`, ready to pull its error back.
-
-        `wrt_params=False` records no parameter leaves: the pullback returns no Hebbian terms,
-        which saves the weight-gradient products on steps whose plasticity gate is closed.
-        """
-        return Autograd(self.graph[name], self.parent_values(name, x),
-                        self.params if params is None else params, self.graph.constants, wrt_params=wrt_params)
 
     def feedforward(self) -> dict[str, torch.Tensor]:
         """Every latent vertex's value after the forward pass (all hidden errors zero: C1).

@@ -17,7 +17,7 @@ tested against float64 from float32). What this loop does not recompute, and why
 - with `fixed_prediction` every linearisation stays at the feed-forward state.
 
 Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
-(`pcsim.ops.local`); every other op goes through autograd on its one call. A linear child's
+(`pcsim.ops.il_ops`); every other op goes through autograd on its one call. A linear child's
 feedback `eps W` is not formed: the GEMM accumulates it into the parent's displacement
 (`addmm_`), and the final state's errors are computed only where a parameter reads them
 (what each saved: benchmarks/results/design_measurements.md).
@@ -30,7 +30,7 @@ from collections.abc import Container
 import torch
 
 from pcsim.algorithms.problem import Problem
-from pcsim.ops.local import Linear, Op, local_op
+from pcsim.ops.il_ops import Linear, Op, local_op
 
 
 class Feedback:

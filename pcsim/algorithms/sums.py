@@ -1,11 +1,5 @@
-"""Running sums of feedback and Hebbian terms for the exact rules, without a buffer per term.
-
-A vertex's feedback is the sum of its children's pullbacks, and a shared weight's update the sum
-of its users' Hebbian terms. `Sums` adds them in arrival order, bit for bit as `prev + term`
-would, but allocates once per key; a `Placed` term (the pullback of a vertex that selects part of
-its parent, see `pcsim.ops.local.Placement`) is written straight into its place in the parent's sum instead
-of being padded to the parent's size first.
-"""
+"""Running sums of feedback (children's pullbacks) and Hebbian terms (a shared weight's uses) for the
+exact rules, without a buffer per term."""
 
 from __future__ import annotations
 
@@ -21,9 +15,9 @@ class Sums(dict):
     second makes a fresh tensor that this object owns, and later terms are added into that one
     in place. A weight shared by many vertices (an unrolled RNN's) then costs one buffer, as in
     autograd's own accumulation, instead of a new allocation per term. A `Placed` term is added
-    into its part of an owned, contiguous buffer (zeros where nothing arrived yet): the same
-    values as adding its zero-padded form, up to the sign of zero. A popped tensor is the
-    caller's: it is never written again.
+    into its part of an owned, contiguous buffer (zeros where nothing arrived yet), instead of
+    being padded to the parent's size first: the same values as adding its zero-padded form, up to
+    the sign of zero. A popped tensor is the caller's: it is never written again.
     """
 
     __slots__ = ("_owned",)

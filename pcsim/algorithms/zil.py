@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from pcsim.algorithms.displacement import Drives, Values, advance_displacements, linear_form, vertex_delta
+from pcsim.algorithms.displacement import Values, advance_displacements, linear_form, vertex_delta
 from pcsim.algorithms.problem import Problem, aligned
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
@@ -23,25 +23,6 @@ from pcsim.ops.local import Autograd, Placement, linearise, pull_back
 
 UPDATE_TIMINGS = ("deferred", "immediate")
 INITS = ("feedforward", "random")
-
-
-def prepare_graph(graph: Graph, level: bool) -> Graph:
-    """The graph Z-IL runs on: levelled unless the caller asks to study the unlevelled one."""
-    return graph.level() if level else graph
-
-
-def initial_state(problem: Problem, init: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(base, neg_disp): feed-forward values and the negated displacements from them (absent: zero)."""
-    base = problem.feedforward()
-    if init == "feedforward":
-        return base, {}
-    if init != "random":
-        raise ValueError(f"init must be one of {INITS}, got '{init}'")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    outputs = set(problem.graph.outputs)
-    neg_disp = {n: v - torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
-                for n, v in base.items() if n not in outputs}
-    return base, neg_disp
 
 
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
@@ -59,7 +40,9 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     """
     if update_timing not in UPDATE_TIMINGS:
         raise ValueError(f"update_timing must be one of {UPDATE_TIMINGS}, got '{update_timing}'")
-    g = prepare_graph(graph, level)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got '{init}'")
+    g = graph.level() if level else graph
     on_time = not schedule  # C2 as is: no Schedule given, no step moved
     if init == "feedforward" and on_time:  # vertices that reach no output change no update (Graph.pruned)
         g = g.pruned()
@@ -70,9 +53,12 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
         raise ValueError("schedule was built on another graph: build it on the one Z-IL runs on (graph.level())")
     clock = Clock(schedule)
     if init == "feedforward":  # C1; each vertex's local graph at that state is kept for its first use
-        base, disp, cached = feedforward(problem)
-    else:
-        (base, disp), cached = initial_state(problem, init, seed), {}
+        (base, cached), disp = feedforward(problem), {}
+    else:  # random hidden values, carried as negated displacements from the feed-forward ones
+        base, cached = problem.feedforward(), {}
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        disp = {n: v - torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
+                for n, v in base.items() if n not in g.outputs}
     params = dict(problem.params)
     grads = Sums()
     # C1-C3 on a levelled graph: every value the closed-form update rounds differently is read by
@@ -89,9 +75,9 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     return problem.complete(grads)
 
 
-def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[str, Autograd | Placement]]:
-    """The feed-forward state (as `Problem.feedforward`: same kernels, aligned storage), no
-    displacements, and every vertex's local graph at that state."""
+def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict[str, Autograd | Placement]]:
+    """The feed-forward state (as `Problem.feedforward`: same kernels, aligned storage) and every
+    vertex's local graph at that state."""
     g = problem.graph
     base: dict[str, torch.Tensor] = {}
     cached: dict[str, Autograd | Placement] = {}
@@ -101,15 +87,12 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict, dict[s
         track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
         cached[name] = linearise(v, parents, problem.params, g.constants, track, wrt_params=True)
         base[name] = aligned(cached[name].mu)
-    return base, {}, cached
+    return base, cached
 
 
 class Clock:
-    """Z-IL's schedule (C2), as `synchronous_step` asks it: vertex i's plasticity is due at step
-    `schedule.step(i)` (its distance d_i by default).
-
-    The step policy's questions, per vertex: skipped this step? may it take a displacement form
-    (no pullback)? does it want its Hebbian terms, and are they taken? is the run over?"""
+    """Z-IL's schedule (C2) as `synchronous_step`'s policy: vertex i's plasticity is due at step
+    `schedule.step(i)` (its distance d_i by default). Autonomous Fa-Z-IL's policy is `fa_zil.Gates`."""
 
     def __init__(self, schedule: Schedule):
         self.schedule, self.last = schedule, schedule.last
@@ -121,40 +104,22 @@ class Clock:
         self.final = t == self.last
         return self
 
-    def begin(self, neg_disp: Mapping[str, torch.Tensor]) -> None:
-        pass
-
     def skip(self, name: str) -> bool:
         return self.final and name not in self.due  # the state after the last step is never read
 
     def formable(self, name: str, params: Sequence[str], unchanged: bool, latent_parents: Sequence[str]) -> bool:
         return not (unchanged or self.final or name in self.due)  # literal sums for the study options
 
-    def formed(self, name: str, delta: torch.Tensor, latent_parents: Sequence[str]) -> None:
-        pass
-
     def wants(self, name: str, latent_parents: Sequence[str]) -> bool:
+        """Whether the vertex's Hebbian terms are to be computed this step."""
         return name in self.due
 
-    def fires(self, name: str, delta: torch.Tensor, wants: bool, latent_parents: Sequence[str]) -> bool:
-        return wants
-
-    def fired(self, name: str) -> None:
-        pass
+    def gate(self, name: str, delta: torch.Tensor, latent_parents: Sequence[str]) -> bool:
+        """Whether the vertex's Hebbian terms are taken this step, given its error `delta`."""
+        return name in self.due
 
     def done(self) -> bool:
         return self.final
-
-
-def still(name: str, neg_disp: Mapping[str, torch.Tensor], latent_parents: Sequence[str],
-          own_params: Sequence[str], params: Mapping[str, torch.Tensor], original: Mapping[str, torch.Tensor]) -> bool:
-    """True when vertex `name` provably has error, feedback and Hebbian terms exactly zero: its own value and
-    its latent parents' still hold their feed-forward tensors and its parameters are the original ones, so it
-    recomputes its feed-forward prediction bit for bit (same kernels on the same storage, see
-    `Problem.feedforward`). Nothing needs computing."""
-    if name in neg_disp or any(p in neg_disp for p in latent_parents):
-        return False
-    return all(params[q] is original[q] for q in own_params)
 
 
 def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_disp: dict[str, torch.Tensor],
@@ -167,66 +132,71 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
 
     The state is carried in autograd's sign (see `displacement.advance_displacements`): errors as delta = -eps and
     displacements negated, so each firing vertex's parameter pullback is dL/dtheta itself; it is
-    added to `grads` and returned. Exact savings: vertices that are `still` are skipped (their
-    error, feedback and Hebbian terms are exactly zero, and a zero drive leaves them where they
-    are); a vertex whose parents and parameters have not changed is pulled back through its
-    `cached` feed-forward graph (its prediction is bit for bit the feed-forward one); and on the
-    policy's `final` step, whose resulting state is never read, only the due vertices' Hebbian
-    terms are computed. `closed`: take `advance_displacements`'s closed form at gamma 1 (x <- mu + feedback), one
-    pass less per vertex, and the displacement forms where the policy allows them. Returns
-    (dL/dtheta terms per firing vertex, new negated displacements; unchanged once the policy is done).
+    added to `grads` and returned. Exact savings: a vertex whose own value, latent parents and
+    parameters have not moved recomputes its feed-forward prediction bit for bit (same kernels on the
+    same storage, see `Problem.feedforward`): its error, feedback and Hebbian terms are exactly zero,
+    and it is skipped;
+    one whose parents and parameters have not moved is pulled back through its `cached` feed-forward
+    graph; and on the policy's `final` step, whose resulting state is never read, only the due vertices'
+    Hebbian terms are computed. `closed`: take `advance_displacements`'s closed form at gamma 1
+    (x <- mu + feedback), one pass less per vertex, and the displacement forms where the policy allows
+    them. Returns (dL/dtheta terms per firing vertex, new negated displacements; unchanged once the policy
+    is done).
     """
     g = problem.graph
     outputs = set(g.outputs)
-    original = problem.params
     value = Values(base, neg_disp, problem.clamped)  # values that differ from the feed-forward ones, once per step
     closed = closed and gamma == 1.0
     final = policy.final
-    policy.begin(neg_disp)
-    drives = Drives()
+    delta: dict[str, torch.Tensor] = {}
+    neg_pred: dict[str, torch.Tensor] = {}  # x_ff - mu, where the closed form wants it
+    neg_feedback = Sums()
     terms: dict[str, dict[str, torch.Tensor]] = {}
-    items, names, fires = [], [], []
+    items, names = [], []
     for name in g.latent:
         if policy.skip(name):
             continue
         v = g[name]
         latent_parents = [p for p in v.parents if p in base]
-        if name not in outputs and still(name, neg_disp, latent_parents, v.params, params, original):
+        unchanged = (not any(p in neg_disp for p in latent_parents)
+                     and all(params[q] is problem.params[q] for q in v.params))
+        if name not in outputs and unchanged and name not in neg_disp:
             continue
-        unchanged = not any(p in neg_disp for p in latent_parents) and all(params[q] is original[q] for q in v.params)
         fast = closed and policy.formable(name, v.params, unchanged, latent_parents)
         form = None if name in outputs else linear_form(v, neg_disp, params, g.constants, base,
                                                         [g[p].shape for p in v.parents], fast)
         if form is not None:  # an identity, a chunk, a linear layer or a sum: no autograd, no value formed
             cached.pop(name, None)
-            policy.formed(name, drives.form(name, form), latent_parents)
-            continue
-        wants = policy.wants(name, latent_parents)
-        lin = cached.pop(name, None)
-        if lin is None or not unchanged:
-            parents = [value(p) for p in v.parents]
-            track = [not final and p in base and x.is_floating_point()
-                     for p, x in zip(v.parents, parents, strict=True)]
-            lin = linearise(v, parents, params, g.constants, track, wrt_params=wants)
-        if name in outputs:
-            d, pred = problem.output_gradient(name, lin.mu), None
-        elif unchanged:  # mu is x_ff bit for bit (see `still`): delta is the displacement itself
-            d, pred = neg_disp[name], None
+            d, pred, feedback = form
+            policy.gate(name, d, latent_parents)
         else:
-            d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), closed)
-        drives.own(name, d, pred)
-        fire = policy.fires(name, d, wants, latent_parents)
-        items.append((lin, d, fire, not final))
-        names.append(name)
-        fires.append(fire)
-    for name, fire, (parent_cots, own) in zip(names, fires, pull_back(items), strict=True):  # one autograd call
-        if fire:
+            wants = policy.wants(name, latent_parents)
+            lin = cached.pop(name, None)
+            if lin is None or not unchanged:
+                parents = [value(p) for p in v.parents]
+                track = [not final and p in base and x.is_floating_point()
+                         for p, x in zip(v.parents, parents, strict=True)]
+                lin = linearise(v, parents, params, g.constants, track, wrt_params=wants)
+            if name in outputs:
+                d, pred = problem.output_gradient(name, lin.mu), None
+            elif unchanged:  # mu is x_ff bit for bit: delta is the displacement itself
+                d, pred = neg_disp[name], None
+            else:
+                d, pred = vertex_delta(lin.mu, base[name], neg_disp.get(name), closed)
+            items.append((lin, d, policy.gate(name, d, latent_parents), not final))
+            names.append(name)
+            feedback = ()
+        delta[name] = d
+        if pred is not None:
+            neg_pred[name] = pred
+        neg_feedback.add_all(feedback)
+    for name, (_, _, fire, _), (parent_cots, own) in zip(names, items, pull_back(items), strict=True):
+        if fire:  # one autograd call above for every vertex
             terms[name] = own
             grads.add_all(own.items())
-            policy.fired(name)
-        drives.neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
+        neg_feedback.add_all(zip(g[name].parents, parent_cots, strict=True))
     del items
     if policy.done():
         return terms, neg_disp
-    return terms, advance_displacements(g.latent, outputs, neg_disp, drives.delta, drives.neg_feedback, gamma,
-                          drives.neg_pred if closed else None)
+    return terms, advance_displacements(g.latent, outputs, neg_disp, delta, neg_feedback, gamma,
+                                        neg_pred if closed else None)

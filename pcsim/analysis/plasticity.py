@@ -22,7 +22,8 @@ from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
-from pcsim.ops.local import linearise, local_op
+from pcsim.ops.il_ops import local_op
+from pcsim.ops.local import linearise
 from pcsim.ops.table import entry
 
 
@@ -59,7 +60,7 @@ def _wave_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, to
 
 
 def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
-    """The Hebbian term as IL's inference loop computes it (`pcsim.ops.local.local_op`)."""
+    """The Hebbian term as IL's inference loop computes it (`pcsim.ops.il_ops.local_op`)."""
     g = problem.graph
     v = g[vertex]
     op = local_op(v, problem.params, g.constants, [p in g.latent for p in v.parents], [g[p].shape for p in v.parents])

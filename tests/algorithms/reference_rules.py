@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.problem import Problem
+from tests.algorithms.sweep_reference import linearise
 
 
 class _State:
@@ -38,7 +39,7 @@ def _sweep(problem: Problem, state: _State, params, plastic=None):
     eps, feedback, hebbian = {}, {}, {}
     for name in g.latent:
         want = plastic is None or name in plastic
-        lin = problem.linearise(name, values, params, wrt_params=want)
+        lin = linearise(problem, name, values, params, wrt_params=want)
         e = problem.output_error(name, lin.mu) if name in outputs else state.error(name, lin.mu)
         eps[name] = e
         cots, heb = lin.pullback(e)
@@ -103,7 +104,7 @@ def fa_zil_wavefront(graph, inputs, target, loss="mse", *, gamma=1.0):
     problem = Problem.build(g, inputs, target, loss)
     x0, lins = {}, {}
     for name in g.latent:
-        lins[name] = problem.linearise(name, x0)
+        lins[name] = linearise(problem, name, x0)
         x0[name] = lins[name].mu.clone(memory_format=torch.contiguous_format)
     by_level = {}
     for name in g.latent:

@@ -24,6 +24,13 @@ from pcsim.algorithms.problem import Problem
 from pcsim.ops.local import Autograd
 
 
+def linearise(problem: Problem, name: str, x: Mapping[str, torch.Tensor],
+              params: Mapping[str, torch.Tensor] | None = None, wrt_params: bool = True) -> Autograd:
+    """Vertex `name`'s prediction from the state `x` (clamped values where `x` has none), ready to pull back."""
+    return Autograd(problem.graph[name], problem.parent_values(name, x), problem.params if params is None else params,
+                    problem.graph.constants, wrt_params=wrt_params)
+
+
 @dataclass(frozen=True, eq=False)
 class SweepState:
     """Value populations of the latent vertices: `base` (feed-forward values) plus `disp`."""
@@ -87,7 +94,7 @@ def sweep(problem: Problem, state: SweepState, *, params: Mapping[str, torch.Ten
     mu, eps, feedback, hebbian = {}, {}, {}, {}
     for name in graph.latent if vertices is None else vertices:
         want = plastic is None or name in plastic
-        lin = fixed[name] if fixed is not None else problem.linearise(name, values, params, wrt_params=want)
+        lin = fixed[name] if fixed is not None else linearise(problem, name, values, params, wrt_params=want)
         mu[name] = lin.mu
         e = problem.output_error(name, lin.mu, precision) if name in outputs else state.error(name, lin.mu)
         eps[name] = e

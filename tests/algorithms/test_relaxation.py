@@ -14,7 +14,7 @@ from pcsim.algorithms.il import il, il_path
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
-from tests.algorithms.sweep_reference import SweepState, accumulate, advance_values, sweep
+from tests.algorithms.sweep_reference import SweepState, accumulate, advance_values, linearise, sweep
 from tests.equivalence.archs import ARCHS
 
 TOL = tolerance(torch.float64)
@@ -25,7 +25,7 @@ def literal_il(graph, inputs, target, loss="mse", *, gamma=0.1, steps=100, fixed
     """IL as first written: sweep every vertex, advance, Hebbian terms of the final sweep."""
     problem = Problem.build(graph, inputs, target, loss, params)
     x = SweepState.feedforward(problem)
-    fixed = {n: problem.linearise(n, x.base) for n in graph.latent} if fixed_prediction else None
+    fixed = {n: linearise(problem, n, x.base) for n in graph.latent} if fixed_prediction else None
     path = []
     for _ in range(steps):
         s = sweep(problem, x, precision=output_precision, fixed=fixed, plastic=())

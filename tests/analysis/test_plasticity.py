@@ -8,6 +8,7 @@ import pcsim
 from pcsim.analysis import energy_trace, il_convergence, locality_audit, timing_sensitivity
 from pcsim.numerics import tolerance
 from pcsim.zoo import SMALL_DIMS
+from tests.algorithms.sweep_reference import linearise
 from tests.equivalence.archs import ARCHS
 
 
@@ -87,7 +88,7 @@ def test_a_rule_that_reads_another_layers_error_is_caught():
     latent = list(graph.level().latent)
 
     def reads_a_neighbour(problem, values, errors, vertex):
-        honest = problem.linearise(vertex, values).pullback(errors[vertex])[1]
+        honest = linearise(problem, vertex, values).pullback(errors[vertex])[1]
         other = latent[(latent.index(vertex) + 1) % len(latent)]
         return {p: h + 1e-3 * errors[other].sum() for p, h in honest.items()}
 
@@ -105,7 +106,7 @@ def test_unknown_rule_is_a_clear_error():
 
 @pytest.mark.parametrize(("rule", "where"), [("zil", "pcsim.ops.local.Autograd._results"),
                                              ("fa-zil", "pcsim.ops.local.Autograd._results"),
-                                             ("il", "pcsim.ops.local.Linear.hebbian")])
+                                             ("il", "pcsim.ops.il_ops.Linear.hebbian")])
 def test_the_audit_runs_the_code_each_rule_runs(monkeypatch, rule, where):
     """A non-local term planted in the code a rule runs (each Hebbian term nudged by the previous one
     computed: state outside the vertex) is caught by that rule's audit; the rule itself moves with it."""

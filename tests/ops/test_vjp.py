@@ -1,4 +1,4 @@
-"""IL's closed-form local ops (`pcsim.ops.local.local_op`) against autograd on the vertex's one call.
+"""IL's closed-form local ops (`pcsim.ops.il_ops.local_op`) against autograd on the vertex's one call.
 
 Oracle: `Autograd.pullback`, itself checked against finite differences in test_local.py.
 """
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
-from pcsim.ops.local import Add, Autograd, Elementwise, Linear, Op, local_op
+from pcsim.ops.il_ops import Add, Elementwise, Linear, Op, local_op
+from pcsim.ops.local import Autograd
 from tests.graph.helpers import DT, TOL, Net, seeded
 
 CASES = {
