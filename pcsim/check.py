@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pcsim.algorithms.losses import get_loss
-from pcsim.algorithms.problem import Problem, _as_tuple
+from pcsim.algorithms.problem import Problem, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
@@ -95,10 +95,10 @@ def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
 
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch."""
-    inputs, targets = _as_tuple(inputs, "inputs"), _as_tuple(target, "target")
+    inputs, targets = as_tuple(inputs, "inputs"), as_tuple(target, "target")
     out = module(*inputs)
     outs = _flat_outputs(out)
-    losses = (loss,) * len(outs) if isinstance(loss, str) else _as_tuple(loss, "loss")
+    losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
     total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
@@ -124,8 +124,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     for sub, was in training.items():
         if isinstance(sub, nn.modules.batchnorm._NormBase):
             sub.train(was)
-    inputs = tuple(_cast(x, dtype) for x in _as_tuple(inputs, "inputs"))
-    targets = tuple(_cast(y, dtype) for y in _as_tuple(target, "target"))
+    inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
+    targets = tuple(_cast(y, dtype) for y in as_tuple(target, "target"))
     target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")

@@ -46,7 +46,8 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone(memory_format=torch.contiguous_format)
 
 
-def _as_tuple(x, what: str) -> tuple:
+def as_tuple(x, what: str) -> tuple:
+    """`x` as a tuple of tensors (one tensor, or a sequence of them); `what` names it in the error."""
     if isinstance(x, torch.Tensor):
         return (x,)
     if isinstance(x, Sequence) and not isinstance(x, str):
@@ -67,7 +68,7 @@ class Problem:
     @staticmethod
     def build(graph: Graph, inputs, target, loss="mse",
               params: Mapping[str, torch.Tensor] | None = None) -> Problem:
-        inputs = _as_tuple(inputs, "inputs")
+        inputs = as_tuple(inputs, "inputs")
         if len(inputs) != len(graph.inputs):
             raise InputError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
                              f"got {len(inputs)}")
@@ -93,7 +94,7 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
 
-        targets = _as_tuple(target, "target")
+        targets = as_tuple(target, "target")
         if isinstance(loss, (str, Loss)):  # one loss for every output
             losses = (loss,) * len(graph.outputs)
         elif isinstance(loss, Sequence):  # one per output
