@@ -10,19 +10,11 @@ import re
 
 import pytest
 
-from pcsim.cli import main
 from pcsim.table import COLUMNS, markdown, zoo_row, zoo_table
+from tests.cli import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def table_rows(text: str) -> dict[str, list[str]]:

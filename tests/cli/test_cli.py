@@ -11,22 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pcsim.cli import main
 from pcsim.zoo import load_model_file
+from tests.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT_KEYS = {"model", "rule", "loss", "dtype", "max_abs_diff", "max_rel_diff", "passed", "n_vertices",
                  "identity_vertices", "params"}
 
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    """main(argv) in-process -> (exit code, stdout, stderr); argparse's own exits count too."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def check_json(argv, capsys) -> tuple[int, dict]:

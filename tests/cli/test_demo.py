@@ -10,18 +10,9 @@ from __future__ import annotations
 import pytest
 
 import pcsim.table
-from pcsim.cli import main
 from pcsim.cli.demo import STAGES
 from pcsim.demo import QUICK
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli import run
 
 
 def table_rows(out: str) -> dict[str, str]:

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pcsim.cli import main
+from tests.cli import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_graph_draws_the_levelled_residual_mlp(tmp_path, capsys):
