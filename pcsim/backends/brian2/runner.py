@@ -21,7 +21,7 @@ import math
 import os
 import re
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,6 @@ from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
 from pcsim.dynamics.recording import Recorder, SimulationError
 from pcsim.errors import PcsimError
-
-INSTALL = ("install it with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with "
-           "numpy >= 2.4), or run `make install`, which puts it in .venv")
-
 
 PLASTICITY = 2 * BACKWARD  # synaptic accumulators after every summed variable (circuits.py's stages)
 
@@ -55,14 +51,10 @@ def import_brian2():
     try:
         import brian2
     except ImportError as e:
-        raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); "
-                                f"{INSTALL}") from e
+        raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); install it "
+                                "with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with numpy "
+                                ">= 2.4), or run `make install`, which puts it in .venv") from e
     return brian2
-
-
-def project_build_dir() -> Path:
-    """The build folder: $PCSIM_BUILD, else ./build (pcsim.paths)."""
-    return paths.folder("build")
 
 
 def brian2_function(b2, name: str):
@@ -81,10 +73,6 @@ def brian2_function(b2, name: str):
         f.implementations.add_implementation(target, code if target == "cython" else {"support_code": code},
                                              name=cname)
     return f
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("BRIAN2_CACHE_DIR") or project_build_dir() / "brian2-cache")
 
 
 def cython_available(b2) -> bool:
@@ -107,7 +95,7 @@ def preferences(b2, target: str):
         prefs["core.default_float_dtype"] = np.float64
         prefs["codegen.runtime.numpy.discard_units"] = True
         if target == "cython":
-            directory = cache_dir() / "cython"
+            directory = Path(os.environ.get("BRIAN2_CACHE_DIR") or paths.folder("build") / "brian2-cache") / "cython"
             directory.mkdir(parents=True, exist_ok=True)
             prefs["codegen.runtime.cython.cache_dir"] = str(directory)
             if not cython_available(b2):
@@ -154,7 +142,7 @@ class Built:
         self.clock = b2.Clock(dt=spec.dt * second, name="pcsim_clock")
         # ticks once, at t = 0, within the n + 1 steps of the run: constant input drives
         once = b2.Clock(dt=(n + 1) * spec.dt * second, name="pcsim_once_clock")
-        self.groups, self.drives, self.synapses, self.monitors = {}, [], [], {}
+        self.drives, self.synapses, self.monitors = [], [], {}
 
         functions = {}
 
@@ -178,8 +166,7 @@ class Built:
             for k, (code, stage) in enumerate(pop.code):
                 g.run_regularly(code, when="before_groups", order=stage, name=f"{pop.name}_code{k}")
             by_name[pop.name] = g
-            if pop.vertex in spec.populations and spec.populations[pop.vertex] is pop:
-                self.groups[pop.vertex] = g
+        self.groups = {vertex: by_name[p.name] for vertex, p in spec.populations.items()}
         self.helpers = [by_name[p.name] for p in spec.helpers]
         for proj in spec.projections:
             pre, post = by_name[proj.pre], by_name[proj.post]
@@ -200,25 +187,21 @@ class Built:
             if getattr(s, "state_updater", None) is not None:
                 s.state_updater.when, s.state_updater.order = "before_groups", PLASTICITY
             self.synapses.append((proj, s))
-        monitors = []
+
+        def monitor(name, variables, clock, prefix):
+            return b2.StateMonitor(self.groups[name], list(variables), record=True, when="before_groups",
+                                   order=PLASTICITY + 1, clock=clock, name=f"{prefix}_{spec.populations[name].name}")
+
         # the state at t_end: recorded at steps 0 and n of the n + 1 the network runs (unless the
         # populations' own monitors record step n)
         last = b2.Clock(dt=n * spec.dt * second, name="pcsim_final_clock")
-        self.final = {}
-        for name, pop in spec.populations.items():
-            if not pop.clamped and not (final_recorded and name in populations):
-                self.final[name] = b2.StateMonitor(self.groups[name], ["x", "err"] if pop.leaky else ["x"],
-                                                   record=True, when="before_groups", order=PLASTICITY + 1, clock=last,
-                                                   name=f"f_{pop.name}")
-        monitors += self.final.values()
+        self.final = {name: monitor(name, ["x", "err"] if pop.leaky else ["x"], last, "f")
+                      for name, pop in spec.populations.items()
+                      if not pop.clamped and not (final_recorded and name in populations)}
         if monitor_every is not None:
             every = b2.Clock(dt=monitor_every * spec.dt * second, name="pcsim_monitor_clock")
-            for name in populations:
-                pop = spec.populations[name]
-                self.monitors[name] = b2.StateMonitor(self.groups[name], list(pop.monitor), record=True,
-                                                      when="before_groups", order=PLASTICITY + 1, clock=every,
-                                                      name=f"m_{pop.name}")
-            monitors += self.monitors.values()
+            self.monitors = {name: monitor(name, spec.populations[name].monitor, every, "m") for name in populations}
+        monitors = [*self.final.values(), *self.monitors.values()]
         self.network = _network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
                                           [s for _, s in self.synapses], monitors, name="pcsim_network")
 
@@ -291,24 +274,18 @@ def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, prog
     return final
 
 
-def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field, on_build=None):
-    if target == "cpp_standalone":
-        where = Path(directory) if directory else project_build_dir() / "brian2-standalone" / _hash(spec)
-        with standalone(b2, threads) as device:
-            built = Built(b2, spec, pops, every, spec.n_steps in wanted)
-            if on_build is not None:
-                on_build(built)
-            # (as for the network's clocks, see _network_class)
-            if type(device.clocks) is set:
-                device.clocks = _ByName(device.clocks)
-            built.run(b2, report)
+def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field, on_build):
+    with standalone(b2, threads) if target == "cpp_standalone" else nullcontext() as device:
+        built = Built(b2, spec, pops, every, spec.n_steps in wanted)
+        if on_build is not None:
+            on_build(built)
+        if device is not None and type(device.clocks) is set:  # (as for the network's clocks, see _network_class)
+            device.clocks = _ByName(device.clocks)
+        built.run(b2, report)
+        if device is not None:
+            where = Path(directory) if directory else paths.folder("build") / "brian2-standalone" / _hash(spec)
             device.build(directory=str(where), compile=True, run=True, with_output=False)
-            return _read(built, field)
-    built = Built(b2, spec, pops, every, spec.n_steps in wanted)
-    if on_build is not None:
-        on_build(built)
-    built.run(b2, report)
-    return _read(built, field)
+        return _read(built, field)
 
 
 def _read(built: Built, field: VectorField):
