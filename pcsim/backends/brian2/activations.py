@@ -95,7 +95,8 @@ def _act_gelu(a):
     return None
 
 
-ACTIVATIONS = {  # activations with arguments: (argument names after the input, defaults, (forward, derivative))
+# op -> (its argument names after the input, defaults, arguments -> (forward, derivative), None if not rendered)
+ACTIVATIONS = {
     "leaky_relu": (("negative_slope",), {"negative_slope": 0.01}, _act_leaky),
     "elu": (("alpha",), {"alpha": 1.0}, _act_elu),
     "softplus": (("beta", "threshold"), {"beta": 1.0, "threshold": 20.0}, _act_softplus),

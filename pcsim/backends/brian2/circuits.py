@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from pcsim.backends.brian2.synapses import flat_ids, ids, size, to_numpy, unsupported
+from pcsim.backends.brian2.synapses import flat_ids, ids, ints, size, to_numpy, unsupported
 from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
 
 BACKWARD = 10  # stages below read values (and what earlier stages pooled), from here on errors
@@ -240,11 +240,6 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
 
 
 # -- max pooling ----------------------------------------------------------------------------------------------
-def _pair(v, default):
-    v = default if v in (None, []) or v == () else v
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
-
-
 def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     """A window's max and its first argmax (torch's choice on ties), kept as the population's own variables
     by a comparison over one copied value per window offset (Brian2 code run at each step), and the error
@@ -253,8 +248,9 @@ def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     x = a[0]
     if not isinstance(x, ParentArg) or vertex.select not in (None, 0):
         raise unsupported(vertex, "only the pooled values of a population are rendered")
-    (kh, kw) = _pair(a[1], None)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(a[2], (kh, kw)), _pair(a[3], 0), _pair(a[4], 1)
+    kh, kw = ints(a[1], 2)
+    # (an empty stride is the kernel's size)
+    (sh, sw), (ph, pw), (dh, dw) = ints(a[2] or (kh, kw), 2), ints(a[3] or 0, 2), ints(a[4] or 1, 2)
     B, C, H, W = shapes[x.index]
     _, _, Ho, Wo = vertex.shape
     offsets = [(i, j) for i in range(kh) for j in range(kw)]

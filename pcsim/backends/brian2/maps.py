@@ -139,7 +139,7 @@ def _embedding(vertex, shapes, params, constants, values=None):
                                    f"per-neuron accumulator does not; {WHY}")
     if W.value.dim() != 2:
         raise unsupported(vertex, f"an embedding table of shape {tuple(W.value.shape)}")
-    n, D = W.value.shape
+    D = W.value.shape[1]
     tok = tokens.detach().reshape(-1).to(torch.int64).cpu().numpy()
     pad = int(a["padding_idx"])
     if pad >= 0 and bool((tok == pad).any()):

@@ -14,7 +14,7 @@ import torch
 
 from pcsim.backends.brian2.activations import _activation
 from pcsim.backends.brian2.maps import _affine, _embedding, _index_map, _linear_map
-from pcsim.backends.brian2.synapses import PRODUCT, WHY, bind, edge, single_parent, size, unsupported, weight_of
+from pcsim.backends.brian2.synapses import PRODUCT, WHY, bind, edge, ints, single_parent, size, unsupported, weight_of
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
 from pcsim.ops.table import ENTRIES, entry
@@ -43,13 +43,6 @@ def _linear(vertex, shapes, params, constants, values=None):
     return [W.edge(i, j, k)], b.offsets(np.arange(lead * n_out, dtype=np.int64) % n_out) if b else []
 
 
-def _ints(v, n: int) -> tuple[int, ...]:
-    if isinstance(v, int):
-        return (int(v),) * n
-    v = tuple(int(x) for x in v)
-    return v * n if len(v) == 1 else v
-
-
 CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 CONV_ARGS = {  # op -> (argument names, defaults)
     "conv1d": (CONV, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
@@ -74,14 +67,14 @@ def _conv(vertex, shapes, params, constants, values=None):
                                    "wires batched 1-d and 2-d convolutions)")
     transposed = bool(a.get("transposed", False))
     groups = int(a["groups"])
-    stride, dilation = _ints(a["stride"], dims), _ints(a["dilation"], dims)
+    stride, dilation = ints(a["stride"], dims), ints(a["dilation"], dims)
     pad = a["padding"]
     ksize = tuple(W.value.shape[2:])
     if pad == "valid":
         pad = 0
     if pad == "same":
         pad = tuple((d * (k - 1)) // 2 for d, k in zip(dilation, ksize, strict=True))
-    pad = _ints(pad, dims)
+    pad = ints(pad, dims)
     if dims == 1:  # as 2-d, height 1
         stride, dilation, pad, ksize = (1, *stride), (1, *dilation), (0, *pad), (1, *ksize)
     B, C, H, Wd = (*shape_in[:2], 1, shape_in[2]) if dims == 1 else shape_in

@@ -66,10 +66,6 @@ class Projection:
     once: bool = False  # summed once at t = 0 into a drive population (clamped input, fixed weights)
     orders: dict[str, int] = field(default_factory=dict)  # summed variable -> its stage (circuits.py)
 
-    @property
-    def size(self) -> int:
-        return int(self.i.size)
-
 
 @dataclass
 class Network:
@@ -84,7 +80,7 @@ class Network:
         """The rendered equations, population by population (what a Brian2 user would write)."""
         blocks = [(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n})", p) for p in self.populations.values()]
         blocks += [(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n})", p) for p in self.helpers]
-        blocks += [(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.size} synapses)", s) for s in self.projections]
+        blocks += [(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.i.size} synapses)", s) for s in self.projections]
         return "\n".join(line for head, obj in blocks for line in [f"{head}:", *(f"    {e}" for e in obj.equations)])
 
 

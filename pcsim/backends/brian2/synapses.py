@@ -60,6 +60,14 @@ def single_parent(vertex: Vertex, arg) -> None:
         raise unsupported(vertex, f"expected one population as its first argument; {WHY}")
 
 
+def ints(v, n: int) -> tuple[int, ...]:
+    """An int, or a sequence of one or n ints (an op's stride, padding...), as n ints."""
+    if isinstance(v, int):
+        return (int(v),) * n
+    v = tuple(int(x) for x in v)
+    return v * n if len(v) == 1 else v
+
+
 def size(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
