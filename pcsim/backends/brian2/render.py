@@ -22,7 +22,7 @@ import numpy as np
 from pcsim.backends.brian2.circuits import READS_MU, Circuit, circuit_of, pooled_rows
 from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, split, switch
 from pcsim.backends.brian2.ops import edges_of
-from pcsim.backends.brian2.synapses import Offset, to_numpy
+from pcsim.backends.brian2.synapses import Offset, size, to_numpy
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
 from pcsim.errors import PcsimError
@@ -81,7 +81,10 @@ class Network:
         blocks = [(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n})", p) for p in self.populations.values()]
         blocks += [(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n})", p) for p in self.helpers]
         blocks += [(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.i.size} synapses)", s) for s in self.projections]
-        return "\n".join(line for head, obj in blocks for line in [f"{head}:", *(f"    {e}" for e in obj.equations)])
+        lines = []
+        for head, obj in blocks:
+            lines += [f"{head}:", *(f"    {e}" for e in obj.equations)]
+        return "\n".join(lines)
 
 
 def _identifier(name: str) -> str:
@@ -112,7 +115,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
 
     def population_of(name: str) -> Population:
         if name not in pops:
-            k, n = len(pops), int(np.prod(graph[name].shape, dtype=np.int64))
+            k, n = len(pops), size(graph[name].shape)
             if name in graph.clamped:
                 pops[name] = Population(f"c{k}_{_identifier(name)}", name, n, ["x : 1 (constant)"],
                                         {"x": to_numpy(problem.clamped[name])}, clamped=True)
