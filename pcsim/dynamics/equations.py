@@ -24,10 +24,5 @@ class Equations:
     free_output: str = "dx/dt = -err / tau_x : 1"  # before the target: the output follows mu
     plasticity: str = "dw/dt = gate * hebb / tau_w : 1"
 
-    def describe(self, leaky: bool) -> str:
-        err = self.error_leaky if leaky else self.error_instant
-        out = self.output_error_leaky if leaky else self.output_error_instant
-        return "\n".join([self.value, err, self.free_output, out, self.plasticity])
-
 
 EQUATIONS = Equations()

@@ -52,9 +52,7 @@ class Brian2(Solver):
     def run(self, field, recorder, *, t_end, progress=False):
         from pcsim.backends.brian2.runner import run
 
-        return run(field, recorder, t_end=t_end, dt=self.dt, progress=progress, codegen_target=self.target,
-                   directory=self.directory, threads=self.threads, inputs_once=self.inputs_once,
-                   on_build=self.on_build)
+        return run(self, field, recorder, t_end=t_end, progress=progress)
 
 
 def _make(*, dt=None, rtol=None, atol=None, codegen_target: str = "numpy", **options):

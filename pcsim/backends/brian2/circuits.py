@@ -2,8 +2,8 @@
 
 A synapse reads one presynaptic and one postsynaptic neuron, so a product of two populations, a
 softmax or a normalisation cannot be one projection. Each becomes a circuit:
-- linked variables (`Link`): a population reads another's variable neuron by neuron (a gate's
-  value beside the value it multiplies: a sigma-pi unit);
+- copies (`copy`): a population reads another's variable neuron by neuron (a gate's value beside the
+  value it multiplies: a sigma-pi unit);
 - helper groups (`Group`): instantaneous neurons with no dynamics, whose summed variables pool a
   row (a softmax's normaliser, a norm's mean and variance, the products of a matrix product);
 - summed projections (`Sum`), each at a `stage` of the step: sums that read only values first,
@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from pcsim.backends.brian2.synapses import unsupported
+from pcsim.backends.brian2.synapses import flat_ids, ids, ints, size, to_numpy, unsupported
 from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
 
 BACKWARD = 10  # stages below read values (and what earlier stages pooled), from here on errors
@@ -28,23 +28,10 @@ READS_MU = BACKWARD - 2  # a sum over a population's prediction (the cross-entro
 
 
 @dataclass
-class Link:
-    """`name` on the reading group is `var` of `source` at neuron `index[j]` ("self", "parent:k", or a
-    helper group of the same circuit), copied at `stage` (after the stage that wrote `var`)."""
-
-    name: str
-    source: str
-    var: str
-    index: np.ndarray
-    stage: int = 0
-
-
-@dataclass
 class Group:
     name: str
     n: int
     equations: list[str]
-    links: list[Link] = field(default_factory=list)
     values: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -63,6 +50,14 @@ class Sum:
     values: dict[str, np.ndarray] = field(default_factory=dict)  # per-synapse constants
 
 
+def copy(holder: str, name: str, source: str, var: str, index: np.ndarray, stage: int = 0) -> Sum:
+    """`name` on `holder` ("self" or a helper group, which declares `name : 1`) is `var` of `source`
+    ("parent:k", "self" or a helper group) at neuron index[j], copied at `stage` (after the stage that
+    wrote `var`). A summed copy, one synapse per reading neuron: Brian2 lets a synapse read a population's
+    subexpressions (err_post) only when they rest on the population's own variables, not on linked ones."""
+    return Sum(source, holder, index, np.arange(index.size), name, "post", f"{var}_pre", stage)
+
+
 @dataclass
 class Accumulator:
     """A per-neuron plasticity accumulator of the vertex: dw/dt = gate * hebb / tau_w, summed into
@@ -78,37 +73,20 @@ class Circuit:
     mu: str
     equations: list[str] = field(default_factory=list)  # subexpressions and constants on the vertex
     values: dict[str, np.ndarray] = field(default_factory=dict)
-    links: list[Link] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     sums: list[Sum] = field(default_factory=list)
     accumulators: list[Accumulator] = field(default_factory=list)
     code: list[tuple[str, int]] = field(default_factory=list)  # (statements run on the vertex, stage)
 
 
-def _n(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
-def _ids(shape) -> torch.Tensor:
-    return torch.arange(_n(shape), dtype=torch.int64).reshape(tuple(shape))
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.reshape(-1).numpy().astype(np.int64)
-
-
-def _values(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float64).reshape(-1).cpu().numpy()
-
-
 def pooled_rows(shape, dims) -> tuple[np.ndarray, int, int]:
     """Each neuron's row when `dims` are pooled (rows numbered in order), rows, and row length."""
     dims = sorted(d % len(shape) for d in dims)
     kept = [d for d in range(len(shape)) if d not in dims]
-    ids = _ids(shape).permute(*kept, *dims).reshape(-1, _n([shape[d] for d in dims]))
-    row = np.empty(_n(shape), dtype=np.int64)
-    row[_np(ids)] = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
-    return row, ids.shape[0], ids.shape[1]
+    pooled = ids(shape).permute(*kept, *dims).reshape(-1, size([shape[d] for d in dims]))
+    row = np.empty(size(shape), dtype=np.int64)
+    row[flat_ids(pooled)] = np.repeat(np.arange(pooled.shape[0]), pooled.shape[1])
+    return row, pooled.shape[0], pooled.shape[1]
 
 
 # -- elementwise functions of several populations ---------------------------------------------------------
@@ -120,14 +98,14 @@ def _elementwise(vertex: Vertex, shapes, params, constants) -> Circuit:
     for k, arg in enumerate(vertex.args[:2]):
         if isinstance(arg, ParentArg):
             name = f"xp{arg.index}"
-            if name not in values and all(lk.name != name for lk in links):
-                index = torch.broadcast_to(_ids(shapes[arg.index]), vertex.shape)
-                links.append(Link(name, f"parent:{arg.index}", "x", _np(index)))
+            if all(lk.var != name for lk in links):
+                index = torch.broadcast_to(ids(shapes[arg.index]), vertex.shape)
+                links.append(copy("self", name, f"parent:{arg.index}", "x", flat_ids(index)))
             slots.append(name)
         elif isinstance(arg, int | float) and not isinstance(arg, bool):
             slots.append(repr(float(arg)))
         elif isinstance(arg, ConstArg):
-            values[f"c{k}"] = _values(torch.broadcast_to(constants[arg.name].double(), vertex.shape))
+            values[f"c{k}"] = to_numpy(torch.broadcast_to(constants[arg.name].double(), vertex.shape))
             eqs.append(f"c{k} : 1 (constant)")
             slots.append(f"c{k}")
         else:
@@ -136,14 +114,12 @@ def _elementwise(vertex: Vertex, shapes, params, constants) -> Circuit:
         raise unsupported(vertex, "extra arguments have no Brian2 rendering")
     mu = ELEMENTWISE[vertex.op].format(*slots)
     expr = sympy.sympify(mu)
-    n = _n(vertex.shape)
     sums = []
     for link in links:
-        k = int(link.source.split(":")[1])
-        d = f"d{k}"
-        eqs.append(f"{d} = {sympy.diff(expr, sympy.Symbol(link.name))} : 1")
-        sums.append(Sum(link.source, "self", link.index, np.arange(n), "fb", "pre", f"err_post * {d}_post", BACKWARD))
-    return Circuit(mu, eqs, values, links, [], sums)
+        d = f"d{link.pre.split(':')[1]}"
+        eqs += [f"{d} = {sympy.diff(expr, sympy.Symbol(link.var))} : 1", f"{link.var} : 1"]
+        sums.append(Sum(link.pre, "self", link.i, link.j, "fb", "pre", f"err_post * {d}_post", BACKWARD))
+    return Circuit(mu, eqs, values, [], sums + links)
 
 
 # -- matrix products of two populations -------------------------------------------------------------------
@@ -157,18 +133,18 @@ def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
         raise unsupported(vertex, f"a matrix product of shapes {sa} and {sb} (vectors are not rendered)")
     batch = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
     full = (*batch, sa[-2], sa[-1], sb[-1])
-    pa = torch.broadcast_to(_ids(sa).unsqueeze(-1), full)
-    pb = torch.broadcast_to(_ids(sb).unsqueeze(-3), full)
-    po = torch.broadcast_to(_ids(vertex.shape).unsqueeze(-2), full)
-    pa, pb, po = _np(pa), _np(pb), _np(po)
+    pa = torch.broadcast_to(ids(sa).unsqueeze(-1), full)
+    pb = torch.broadcast_to(ids(sb).unsqueeze(-3), full)
+    po = torch.broadcast_to(ids(vertex.shape).unsqueeze(-2), full)
+    pa, pb, po = flat_ids(pa), flat_ids(pb), flat_ids(po)
     m = pa.size
-    products = Group("prod", m, ["p = xa * xb : 1", "es : 1"],
-                     [Link("xa", f"parent:{a.index}", "x", pa), Link("xb", f"parent:{b.index}", "x", pb)])
+    products = Group("prod", m, ["p = xa * xb : 1", "es : 1", "xa : 1", "xb : 1"])
     every = np.arange(m)
     sums = [Sum("prod", "self", every, po, "prod_sum", "post", "p_pre", 1),
             Sum("self", "prod", po, every, "es", "post", "err_pre", BACKWARD),
             Sum(f"parent:{a.index}", "prod", pa, every, "fb", "pre", "es_post * xb_post", BACKWARD + 1),
-            Sum(f"parent:{b.index}", "prod", pb, every, "fb", "pre", "es_post * xa_post", BACKWARD + 1)]
+            Sum(f"parent:{b.index}", "prod", pb, every, "fb", "pre", "es_post * xa_post", BACKWARD + 1),
+            copy("prod", "xa", f"parent:{a.index}", "x", pa), copy("prod", "xb", f"parent:{b.index}", "x", pb)]
     return Circuit("prod_sum", ["prod_sum : 1"], groups=[products], sums=sums)
 
 
@@ -179,17 +155,17 @@ def _softmax(vertex: Vertex, shapes, params, constants) -> Circuit:
         raise unsupported(vertex, "its input is not a population")
     shape = shapes[x.index]
     row, rows, _ = pooled_rows(shape, [dim])
-    every = np.arange(_n(shape))
+    every = np.arange(size(shape))
     log = vertex.op == "_log_softmax"
     groups = [Group("norm", rows, ["s : 1"]), Group("dot", rows, ["d : 1"])]
-    links = [Link("xp", f"parent:{x.index}", "x", every), Link("zr", "norm", "s", row, 1),
-             Link("dr", "dot", "d", row, BACKWARD + 1)]
     back = "err_post - exp(mu_post) * dr_post" if log else "mu_post * (err_post - dr_post)"
     sums = [Sum(f"parent:{x.index}", "norm", every, row, "s", "post", "exp(x_pre)", 0),
             Sum("self", "dot", every, row, "d", "post", "err_pre" if log else "mu_pre * err_pre", BACKWARD),
-            Sum(f"parent:{x.index}", "self", every, every.copy(), "fb", "pre", back, BACKWARD + 2)]
+            Sum(f"parent:{x.index}", "self", every, every.copy(), "fb", "pre", back, BACKWARD + 2),
+            copy("self", "xp", f"parent:{x.index}", "x", every), copy("self", "zr", "norm", "s", row, 1),
+            copy("self", "dr", "dot", "d", row, BACKWARD + 1)]
     mu = "xp - log(zr)" if log else "exp(xp) / zr"
-    return Circuit(mu, [], {}, links, groups, sums)
+    return Circuit(mu, ["xp : 1", "zr : 1", "dr : 1"], {}, groups, sums)
 
 
 # -- normalisations: layer, group and batch norm ------------------------------------------------------------
@@ -200,11 +176,11 @@ def _norm_parts(vertex: Vertex, shape):
     if op == "native_layer_norm":
         k = len(a[1])
         row, _, _ = pooled_rows(shape, range(len(shape) - k, len(shape)))
-        return row, float(a[4]), a[2], a[3], np.arange(_n(shape)) % _n(shape[-k:]), None
-    channel = _np(torch.broadcast_to(torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)), shape))
+        return row, float(a[4]), a[2], a[3], np.arange(size(shape)) % size(shape[-k:]), None
+    channel = flat_ids(torch.broadcast_to(torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)), shape))
     if op == "native_group_norm":
         groups = int(a[6])
-        batch = _np(torch.broadcast_to(torch.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1)), shape))
+        batch = flat_ids(torch.broadcast_to(torch.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1)), shape))
         row = batch * groups + channel // (shape[1] // groups)
         return row, float(a[7]), a[1], a[2], channel, None
     if op == "_native_batch_norm_legit_no_training":
@@ -222,29 +198,30 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
         raise unsupported(vertex, "only the normalised output of a population is rendered")
     shape = shapes[x.index]
     row, eps, scale, shift, pidx, stats = _norm_parts(vertex, shape)
-    n, every, src = _n(shape), np.arange(_n(shape)), f"parent:{x.index}"
+    n, every, src = size(shape), np.arange(size(shape)), f"parent:{x.index}"
     eqs, values, accs = [], {}, []
     for name, slot, default in (("gam", scale, 1.0), ("bet", shift, 0.0)):
         eqs.append(f"{name} : 1 (constant)")
         if slot is None:
             values[name] = np.full(n, default)
         elif isinstance(slot, ParamArg):
-            values[name] = _values(params[slot.name])[pidx]
+            values[name] = to_numpy(params[slot.name])[pidx]
             accs.append(Accumulator(slot.name, pidx, "err * xhat" if name == "gam" else "err"))
         else:
             raise unsupported(vertex, f"its {'scale' if name == 'gam' else 'shift'} is not a parameter")
-    links, groups, sums = [Link("xp", src, "x", every)], [], []
+    links, groups, sums = [copy("self", "xp", src, "x", every)], [], []
     if stats is None:  # batch statistics: mean, then variance, pooled by helper neurons, one per row
         rows = int(row.max()) + 1
         length = np.bincount(row, minlength=rows).astype(np.float64)
         values["dn"] = length[row]
         eqs += ["dn : 1 (constant)", f"rs = 1 / sqrt(vr + {eps!r}) : 1"]
-        groups += [Group("mean", rows, ["m : 1", "dn : 1 (constant)"], [], {"dn": length}),
-                   Group("var", rows, ["v : 1", "dn : 1 (constant)"],
-                         [Link("mg", "mean", "m", np.arange(rows), 1)], {"dn": length}),
+        groups += [Group("mean", rows, ["m : 1", "dn : 1 (constant)"], {"dn": length}),
+                   Group("var", rows, ["v : 1", "dn : 1 (constant)", "mg : 1"], {"dn": length}),
                    Group("g1", rows, ["s1 : 1"]), Group("g2", rows, ["s2 : 1"])]
-        links += [Link("mr", "mean", "m", row, 3), Link("vr", "var", "v", row, 3),
-                  Link("s1r", "g1", "s1", row, BACKWARD + 1), Link("s2r", "g2", "s2", row, BACKWARD + 1)]
+        links += [copy("self", "mr", "mean", "m", row, 3), copy("self", "vr", "var", "v", row, 3),
+                  copy("self", "s1r", "g1", "s1", row, BACKWARD + 1),
+                  copy("self", "s2r", "g2", "s2", row, BACKWARD + 1),
+                  copy("var", "mg", "mean", "m", np.arange(rows), 1)]
         sums += [Sum(src, "mean", every, row, "m", "post", "x_pre / dn_post", 0),
                  Sum(src, "var", every, row, "v", "post", "(x_pre - mg_post)**2 / dn_post", 2),
                  Sum("self", "g1", every, row, "s1", "post", "err_pre * gam_pre / dn_pre", BACKWARD),
@@ -252,22 +229,17 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
                  Sum(src, "self", every, every.copy(), "fb", "pre",
                      "rs_post * (err_post * gam_post - s1r_post - xhat_post * s2r_post)", BACKWARD + 2)]
     else:
-        mean, var = (_values(constants[s.name])[pidx] if isinstance(s, ConstArg) else None for s in stats)
+        mean, var = (to_numpy(constants[s.name])[pidx] if isinstance(s, ConstArg) else None for s in stats)
         if mean is None or var is None:
             raise unsupported(vertex, "its running statistics are not constants")
         values["mr"], values["rs"] = mean, 1.0 / np.sqrt(var + eps)
         eqs += ["mr : 1 (constant)", "rs : 1 (constant)"]
         sums.append(Sum(src, "self", every, every.copy(), "fb", "pre", "err_post * gam_post * rs_post", BACKWARD))
-    eqs += ["xhat = (xp - mr) * rs : 1"]
-    return Circuit("gam * xhat + bet", eqs, values, links, groups, sums, accs)
+    eqs += ["xhat = (xp - mr) * rs : 1"] + [f"{lk.var} : 1" for lk in links if lk.post == "self"]
+    return Circuit("gam * xhat + bet", eqs, values, groups, sums + links, accs)
 
 
 # -- max pooling ----------------------------------------------------------------------------------------------
-def _pair(v, default):
-    v = default if v in (None, []) or v == () else v
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
-
-
 def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     """A window's max and its first argmax (torch's choice on ties), kept as the population's own variables
     by a comparison over one copied value per window offset (Brian2 code run at each step), and the error
@@ -276,8 +248,9 @@ def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     x = a[0]
     if not isinstance(x, ParentArg) or vertex.select not in (None, 0):
         raise unsupported(vertex, "only the pooled values of a population are rendered")
-    (kh, kw) = _pair(a[1], None)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(a[2], (kh, kw)), _pair(a[3], 0), _pair(a[4], 1)
+    kh, kw = ints(a[1], 2)
+    # (an empty stride is the kernel's size)
+    (sh, sw), (ph, pw), (dh, dw) = ints(a[2] or (kh, kw), 2), ints(a[3] or 0, 2), ints(a[4] or 1, 2)
     B, C, H, W = shapes[x.index]
     _, _, Ho, Wo = vertex.shape
     offsets = [(i, j) for i in range(kh) for j in range(kw)]
@@ -295,19 +268,19 @@ def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     okn = np.broadcast_to(ok[:, None], (len(offsets), B * C, Ho, Wo)).reshape(len(offsets), -1)
     # the offset each copy stands for: its own, or (in the padding) the first real one it repeats
     stands = np.where(okn, np.arange(len(offsets))[:, None], np.broadcast_to(first_offset, (B * C, Ho, Wo)).reshape(-1))
-    links = [Link(f"c{r}", f"parent:{x.index}", "x", src[r]) for r in range(len(offsets))]
-    eqs = [f"o{r} : 1 (constant)" for r in range(len(offsets))]
+    copies = [copy("self", f"c{r}", f"parent:{x.index}", "x", src[r]) for r in range(len(offsets))]
+    eqs = [f"o{r} : 1 (constant)" for r in range(len(offsets))] + [f"c{r} : 1" for r in range(len(offsets))]
     values = {f"o{r}": stands[r].astype(np.float64) for r in range(len(offsets))}
     code = ["pmax = c0", "parg = o0"]
     for r in range(1, len(offsets)):
         up = f"int(c{r} > pmax)"
         code += [f"parg = parg * (1 - {up}) + o{r} * {up}", f"pmax = pmax * (1 - {up}) + c{r} * {up}"]
-    n = _n(vertex.shape)
+    n = size(vertex.shape)
     out = np.broadcast_to(np.arange(n), (len(offsets), n))
     fb = Sum(f"parent:{x.index}", "self", src[okn], out[okn], "fb", "pre",
              "err_post * int(abs(parg_post - offset) < 0.5)", BACKWARD,
              {"offset": np.broadcast_to(np.arange(len(offsets))[:, None], okn.shape)[okn].astype(np.float64)})
-    return Circuit("pmax", ["pmax : 1", "parg : 1", *eqs], values, links, [], [fb], code=[("\n".join(code), 1)])
+    return Circuit("pmax", ["pmax : 1", "parg : 1", *eqs], values, [], [fb, *copies], code=[("\n".join(code), 1)])
 
 
 CIRCUITS = {

@@ -18,10 +18,6 @@ def split(eq: str) -> tuple[str, str, str]:
     return lhs.strip(), rhs.strip(), unit.strip()
 
 
-def rhs(eq: str) -> str:
-    return split(eq)[1]
-
-
 def rename(eq: str, **names: str) -> str:
     """Rename whole identifiers in an equation ('w' -> 'w_b', but not inside 'weight')."""
     for old, new in names.items():
@@ -30,8 +26,9 @@ def rename(eq: str, **names: str) -> str:
     return eq
 
 
-def switch(lhs: str, before: str, after: str) -> str:
-    """An equation that follows `before` until the target is shown and `after` from then on."""
+def switch(eq: str, after: str) -> str:
+    """`eq` until the target is shown, and its left-hand side = `after` from then on."""
+    lhs, before, _ = split(eq)
     if after == "0":
         return f"{lhs} = (1 - shown) * ({before}) : 1"
     return f"{lhs} = shown * ({after}) + (1 - shown) * ({before}) : 1"

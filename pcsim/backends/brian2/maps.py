@@ -6,22 +6,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pcsim.backends.brian2.synapses import WHY, Edge, Offset, bind, to_numpy, unsupported, weight_of
-from pcsim.graph.ir import ConstArg, ParentArg, template_slots
+from pcsim.backends.brian2.synapses import (
+    WHY,
+    Offset,
+    bind,
+    edge,
+    flat_ids,
+    ids,
+    size,
+    to_numpy,
+    unsupported,
+    weight_of,
+)
+from pcsim.graph.ir import ConstArg, ParentArg
 from pcsim.ops.local import call
 
 
-def _probe_inputs(vertex, shapes, values, what: str):
-    """Float probes for the parents, with integer parents (clamped indices) filled with their values."""
-    values = values or [None] * len(shapes)
-
-    def fill(k, probe):
-        v = values[k]
-        if v is not None and not (v.is_floating_point() or v.is_complex()):
-            return v
-        return probe
-
-    return fill
+def _integer_parents(values, n: int) -> list:
+    """Per parent, its clamped value where that is an integer tensor (indices the op reads), else None."""
+    return [v if v is not None and not (v.is_floating_point() or v.is_complex()) else None
+            for v in (values or [None] * n)]
 
 
 def _index_map(vertex, shapes, params, constants, values=None):
@@ -29,15 +33,14 @@ def _index_map(vertex, shapes, params, constants, values=None):
     all its parents (numbered one after the other) gives each output neuron's source. It runs twice, the ids
     shifted by S the second time: an output that moves by S is a source, one that stays put is a constant (a
     pad value: an `Offset`); anything else is not an index map and is refused. One Edge per parent."""
-    fill = _probe_inputs(vertex, shapes, values, "index")
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    base = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    fixed = _integer_parents(values, len(shapes))
+    base = np.concatenate([[0], np.cumsum([size(s) for s in shapes], dtype=np.int64)]).astype(np.int64)
     shift = float(base[-1] + 1)
 
     def run(offset):
-        ids = [fill(k, torch.arange(base[k], base[k + 1], dtype=torch.float64).reshape(s) + offset)
-               for k, s in enumerate(shapes)]
-        out = call(vertex, ids, params, constants)
+        probes = [torch.arange(base[k], base[k + 1], dtype=torch.float64).reshape(s) + offset
+                  for k, s in enumerate(shapes)]
+        out = call(vertex, [p if v is None else v for p, v in zip(probes, fixed, strict=True)], params, constants)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(vertex.shape):
             raise unsupported(vertex, "its index map does not have the vertex's shape")
         return out.detach().to(torch.float64).reshape(-1)
@@ -59,7 +62,7 @@ def _index_map(vertex, shapes, params, constants, values=None):
     for k in range(len(shapes)):
         sel = moved & (src >= base[k]) & (src < base[k + 1])
         if sel.any():
-            edges.append(Edge(k, src[sel] - base[k], j_all[sel], "x_pre", "err_post"))
+            edges.append(edge(k, src[sel] - base[k], j_all[sel]))
     const = np.where(moved, 0.0, a.numpy())
     return edges, ([Offset(const)] if bool((const != 0).any()) else [])
 
@@ -68,9 +71,9 @@ def _linear_map(vertex, shapes, params, constants, values=None):
     """Parameter-free ops linear in their parents (sum, mean over any dims): the Jacobian, read row by row
     from torch's own VJP (one-hot cotangents, in chunks), its entries as the synapses' weights; a constant
     part is an `Offset`. Checked to be affine on random inputs, else refused."""
-    fill = _probe_inputs(vertex, shapes, values, "linear")
-    floats = [k for k in range(len(shapes)) if fill(k, None) is None]
-    zeros = [fill(k, torch.zeros(s, dtype=torch.float64)) for k, s in enumerate(shapes)]
+    fixed = _integer_parents(values, len(shapes))
+    floats = [k for k in range(len(shapes)) if fixed[k] is None]
+    zeros = [torch.zeros(s, dtype=torch.float64) if v is None else v for s, v in zip(shapes, fixed, strict=True)]
 
     def f(*xs):
         full = list(zeros)
@@ -85,7 +88,7 @@ def _linear_map(vertex, shapes, params, constants, values=None):
     if not isinstance(c0, torch.Tensor) or tuple(c0.shape) != tuple(vertex.shape):
         raise unsupported(vertex, "its output does not have the vertex's shape")
     n_out = c0.numel()
-    n_in = sum(int(np.prod(shapes[k], dtype=np.int64)) for k in floats)
+    n_in = sum(size(shapes[k]) for k in floats)
     chunk = max(1, 4_000_000 // max(1, n_in))
     found = {k: ([], [], []) for k in floats}
     for start in range(0, n_out, chunk):
@@ -107,12 +110,8 @@ def _linear_map(vertex, shapes, params, constants, values=None):
         i, j, w = (np.concatenate(v) for v in found[k])
         i, j = i.astype(np.int64), j.astype(np.int64)
         want += np.bincount(j, weights=w * to_numpy(rnd[k])[i], minlength=n_out)
-        if i.size == 0:
-            continue
-        if np.all(w == 1.0):
-            edges.append(Edge(k, i, j, "x_pre", "err_post"))
-        else:
-            edges.append(Edge(k, i, j, "weight * x_pre", "weight * err_post", w))
+        if i.size:
+            edges.append(edge(k, i, j, w))
     got = to_numpy(f(*[rnd[k] for k in floats]))
     if not np.allclose(got, want, rtol=1e-12, atol=1e-12):
         raise unsupported(vertex, f"'{vertex.op}' here is not linear in its parent populations; {WHY}")
@@ -140,20 +139,16 @@ def _embedding(vertex, shapes, params, constants, values=None):
                                    f"per-neuron accumulator does not; {WHY}")
     if W.value.dim() != 2:
         raise unsupported(vertex, f"an embedding table of shape {tuple(W.value.shape)}")
-    n, D = W.value.shape
+    D = W.value.shape[1]
     tok = tokens.detach().reshape(-1).to(torch.int64).cpu().numpy()
     pad = int(a["padding_idx"])
     if pad >= 0 and bool((tok == pad).any()):
         raise unsupported(vertex, f"token {pad} is its padding_idx, whose row torch gives no gradient, but a "
                                    f"neuron predicting it would accumulate one; {WHY}")
     flat = (tok[:, None] * D + np.arange(D, dtype=np.int64)[None, :]).reshape(-1)
-    if flat.size != int(np.prod(vertex.shape, dtype=np.int64)):
+    if flat.size != size(vertex.shape):
         raise unsupported(vertex, "its output does not have the vertex's shape")
-    return [], [Offset(to_numpy(W.value)[flat], W.param, W.index[flat])]
-
-
-def _slots(vertex):
-    return list(template_slots((vertex.args, dict(vertex.kwargs))))
+    return [], W.offsets(flat)
 
 
 def _affine(vertex, shapes, params, constants, values=None):
@@ -178,19 +173,11 @@ def _affine(vertex, shapes, params, constants, values=None):
     if not affine or tuple(c0.shape) != tuple(vertex.shape):
         raise unsupported(vertex, f"'{vertex.op}' here is not affine in its parent populations (a product or "
                                    "quotient of populations: a synapse carries one presynaptic variable); " + WHY)
-    n = int(np.prod(vertex.shape, dtype=np.int64))
-    j = np.arange(n, dtype=np.int64)
+    sources = [flat_ids(torch.broadcast_to(ids(s), vertex.shape)) for s in shapes]
+    j = np.arange(size(vertex.shape), dtype=np.int64)
     if vertex.op == "mul" and len(shapes) == 1 and len(vertex.params) == 1:
-        return _scaled_by_parameter(vertex, shapes[0], params, constants, coefs[0], j)
-    edges = []
-    for k, s in enumerate(shapes):
-        src = torch.arange(int(np.prod(s, dtype=np.int64)), dtype=torch.int64).reshape(s)
-        i = torch.broadcast_to(src, vertex.shape).reshape(-1).numpy().astype(np.int64)
-        w = to_numpy(coefs[k])
-        if np.all(w == 1.0):
-            edges.append(Edge(k, i, j.copy(), "x_pre", "err_post"))
-        else:
-            edges.append(Edge(k, i, j.copy(), "weight * x_pre", "weight * err_post", w))
+        return _scaled_by_parameter(vertex, shapes[0], params, constants, coefs[0], sources[0], j)
+    edges = [edge(k, i, j.copy(), to_numpy(cf)) for k, (i, cf) in enumerate(zip(sources, coefs, strict=True))]
     offsets = []
     for name in vertex.params:  # a parameter added to the populations (a learned positional code): a bias
         zeroed = {**params, name: torch.zeros_like(params[name])}
@@ -200,8 +187,8 @@ def _affine(vertex, shapes, params, constants, values=None):
             raise unsupported(vertex, f"parameter '{name}' enters '{vertex.op}' scaled, not added; only an added "
                                        "parameter is rendered (as a bias with its accumulator)")
         # which entry of the parameter lands on each neuron (through a slice or a broadcast): probe with ids
-        ids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
-        index = call(vertex, zeros, {**params, name: ids}, constants) - rest
+        pids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
+        index = call(vertex, zeros, {**params, name: pids}, constants) - rest
         offsets.append(Offset(to_numpy(c0 - rest), name, to_numpy(index).astype(np.int64)))
         c0, params = rest, zeroed
     if bool((c0 != 0).any()):
@@ -209,16 +196,13 @@ def _affine(vertex, shapes, params, constants, values=None):
     return edges, offsets
 
 
-def _scaled_by_parameter(vertex, shape, params, constants, coef, j):
+def _scaled_by_parameter(vertex, shape, params, constants, coef, i, j):
     """A population times (a slice or broadcast of) a parameter: a synapse weight read from the parameter,
     plastic like a linear layer's (a zero initial state leaves a GRU's r * b_hn)."""
     (name,) = vertex.params
-    ids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
+    pids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
     ones = [torch.ones(shape, dtype=torch.float64)]
-    kidx = call(vertex, ones, {**params, name: ids}, constants)
+    kidx = call(vertex, ones, {**params, name: pids}, constants)
     if not bool((call(vertex, ones, params, constants) == coef).all()) or not bool((kidx == kidx.round()).all()):
         raise unsupported(vertex, f"parameter '{name}' does not scale the population entry by entry; " + WHY)
-    kidx = to_numpy(kidx).astype(np.int64)
-    src = torch.arange(int(np.prod(shape, dtype=np.int64)), dtype=torch.int64).reshape(shape)
-    i = torch.broadcast_to(src, vertex.shape).reshape(-1).numpy().astype(np.int64)
-    return [Edge(0, i, j.copy(), "weight * x_pre", "weight * err_post", to_numpy(coef), name, kidx)], []
+    return [edge(0, i, j.copy(), to_numpy(coef), name, to_numpy(kidx).astype(np.int64))], []

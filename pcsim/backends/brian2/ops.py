@@ -1,25 +1,10 @@
-"""Each op as synaptic connectivity and Brian2 expressions (data only; no Brian2 import).
-
-An op becomes one `Edge` per parent population: which neurons connect (`i` -> `j`), what a
-synapse adds to the post-synaptic prediction (`forward`, in x_pre) and to the pre-synaptic
-feedback (`backward` = J^T err, in err_post), and, for parameterised ops, the weight each synapse
-holds and its index `kidx` into the shared parameter. Biases and constants are per-neuron `Offset`s.
-
-  linear, convolutions  weight * x_pre / weight * err_post, one synapse per (sample, in, out) or per
-                        (sample, out position, kernel tap), each with its copy of the weight it reads;
-                        conv1d is conv2d of height 1, a transposed convolution the same taps read backwards.
-                        A weight may be an index map of a parameter (a tied W.T): `kidx` goes through it
-  avg_pool2d, adaptive  fixed weights (torch's own 1 / window size, read from the op)
-  sum, mean             fixed weights: the op's Jacobian, read from torch's VJP (`linear_map`)
-  activations           one-to-one: f(x_pre) / f'(x_pre) * err_post (erf, for gelu, is in `FUNCTIONS`)
-  add, sub, neg, scale  one-to-one (or broadcast) with the op's coefficients as weights; a parameter added
-                        is a bias with its accumulator, a parameter scaling a population a plastic weight
-  reshapes, identity,   index maps of one or more parents (cat, stack, slices, padding: a pad value is an
-  cat, pad, slices      `Offset`), read from the op applied to the parents' neuron ids
-  embedding             no synapses: a parameter `Offset` per (token, feature), the token's table row
-
-Products of populations, softmax, norms and max pooling need helper neurons: circuits.py. Anything else
-raises UnsupportedOpError naming the vertex and why it has no synaptic form.
+"""Each op as synaptic connectivity and Brian2 expressions (data only; no Brian2 import): one `Edge` per
+parent population, which neurons connect (`i` -> `j`), what a synapse adds to the post-synaptic prediction
+(in x_pre) and to the pre-synaptic feedback (J^T err, in err_post), and for parameterised ops the weight
+each synapse holds and its index `kidx` into the shared parameter; biases and constants are `Offset`s.
+Here: linear layers, convolutions and average pooling; activations.py and maps.py render the rest of the
+op table's synaptic kinds, circuits.py what needs helper neurons. Anything else raises UnsupportedOpError
+naming the vertex and why it has no synaptic form.
 """
 
 from __future__ import annotations
@@ -29,41 +14,10 @@ import torch
 
 from pcsim.backends.brian2.activations import _activation
 from pcsim.backends.brian2.maps import _affine, _embedding, _index_map, _linear_map
-from pcsim.backends.brian2.synapses import (
-    PRODUCT,
-    WHY,
-    Edge,
-    Offset,
-    Weight,
-    bind,
-    single_parent,
-    to_numpy,
-    unsupported,
-    weight_of,
-)
-from pcsim.graph.ir import ParamArg, Vertex
+from pcsim.backends.brian2.synapses import PRODUCT, WHY, bind, edge, ints, single_parent, size, unsupported, weight_of
+from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
 from pcsim.ops.table import ENTRIES, entry
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _param(vertex: Vertex, slot, params, what: str) -> torch.Tensor | None:
-    if slot is None:
-        return None
-    if not isinstance(slot, ParamArg):
-        raise unsupported(vertex, f"its {what} is not a module parameter (a population or constant as a "
-                                   f"{what} would make a synapse multiply two variables); {WHY}")
-    return params[slot.name].detach()
-
-
-def _bias_offset(bias: Weight | None, idx: np.ndarray) -> list[Offset]:
-    """The bias of every output neuron, `idx` its index into the bias (parameter, or index map of one)."""
-    if bias is None:
-        return []
-    return [Offset(to_numpy(bias.value)[idx], bias.param, bias.index[idx])]
 
 
 def _linear(vertex, shapes, params, constants, values=None):
@@ -75,7 +29,7 @@ def _linear(vertex, shapes, params, constants, values=None):
     if W.value.dim() != 2 or shape_in[-1] != W.value.shape[1]:
         raise unsupported(vertex, f"weight of shape {tuple(W.value.shape)} on input {shape_in}")
     n_out, n_in = W.value.shape
-    lead = int(np.prod(shape_in[:-1], dtype=np.int64))
+    lead = size(shape_in[:-1])
     # Synapses in diagonal order: (out o, in (o + d) mod n_in) for d = 0, 1, ...; consecutive synapses
     # then differ in both their pre- and post-synaptic neuron, so neither summed variable's loop
     # adds into the same neuron twice in a row (a store-to-load stall per synapse otherwise).
@@ -86,25 +40,15 @@ def _linear(vertex, shapes, params, constants, values=None):
     i = np.broadcast_to(rows * n_in + c, shape).reshape(-1)
     j = np.broadcast_to(rows * n_out + o, shape).reshape(-1)
     k = np.broadcast_to(o * n_in + c, shape).reshape(-1)
-    edges = [Edge(0, i, j, "weight * x_pre", "weight * err_post", to_numpy(W.value)[k], W.param, W.index[k])]
-    return edges, _bias_offset(b, np.arange(lead * n_out, dtype=np.int64) % n_out)
+    return [W.edge(i, j, k)], b.offsets(np.arange(lead * n_out, dtype=np.int64) % n_out) if b else []
 
 
-def _ints(v, n: int) -> tuple[int, ...]:
-    if isinstance(v, int):
-        return (int(v),) * n
-    v = tuple(int(x) for x in v)
-    return v * n if len(v) == 1 else v
-
-
+CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 CONV_ARGS = {  # op -> (argument names, defaults)
-    "conv1d": (("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-               {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
-    "conv2d": (("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-               {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
-    "convolution": (("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
-                     "groups"), {"bias": None}),
+    "conv1d": (CONV, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
+    "convolution": ((*CONV[:6], "transposed", "output_padding", "groups"), {"bias": None}),
 }
+CONV_ARGS["conv2d"] = CONV_ARGS["conv1d"]
 
 
 def _conv(vertex, shapes, params, constants, values=None):
@@ -123,40 +67,34 @@ def _conv(vertex, shapes, params, constants, values=None):
                                    "wires batched 1-d and 2-d convolutions)")
     transposed = bool(a.get("transposed", False))
     groups = int(a["groups"])
-    stride, dilation = _ints(a["stride"], dims), _ints(a["dilation"], dims)
+    stride, dilation = ints(a["stride"], dims), ints(a["dilation"], dims)
     pad = a["padding"]
     ksize = tuple(W.value.shape[2:])
     if pad == "valid":
         pad = 0
     if pad == "same":
         pad = tuple((d * (k - 1)) // 2 for d, k in zip(dilation, ksize, strict=True))
-    pad = _ints(pad, dims)
+    pad = ints(pad, dims)
     if dims == 1:  # as 2-d, height 1
         stride, dilation, pad, ksize = (1, *stride), (1, *dilation), (0, *pad), (1, *ksize)
     B, C, H, Wd = (*shape_in[:2], 1, shape_in[2]) if dims == 1 else shape_in
     _, O, Ho, Wo = (*vertex.shape[:2], 1, vertex.shape[2]) if dims == 1 else vertex.shape
     KH, KW = ksize
     (sh, sw), (dh, dw), (ph, pw) = stride, dilation, pad
-    if not transposed:  # weight (O, C / groups, KH, KW): out position oh reads in position oh s - p + kh d
-        Og, Cg = O // groups, W.value.shape[1]
-        bb, oo, cl, kh, kw, oh, ow = np.meshgrid(np.arange(B), np.arange(O), np.arange(Cg), np.arange(KH),
-                                                 np.arange(KW), np.arange(Ho), np.arange(Wo), indexing="ij")
-        ih, iw = oh * sh - ph + kh * dh, ow * sw - pw + kw * dw
-        cc = (oo // Og) * Cg + cl
-        k = ((oo * Cg + cl) * KH + kh) * KW + kw
-    else:  # weight (C, O / groups, KH, KW): in position ih feeds out position ih s - p + kh d
-        Cg, Og = C // groups, W.value.shape[1]
-        bb, cc, ol, kh, kw, ih, iw = np.meshgrid(np.arange(B), np.arange(C), np.arange(Og), np.arange(KH),
-                                                 np.arange(KW), np.arange(H), np.arange(Wd), indexing="ij")
-        oh, ow = ih * sh - ph + kh * dh, iw * sw - pw + kw * dw
-        oo = (cc // Cg) * Og + ol
-        k = ((cc * Og + ol) * KH + kh) * KW + kw
-    ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < Wd) & (oh >= 0) & (oh < Ho) & (ow >= 0) & (ow < Wo)
-    i = (((bb * C + cc) * H + ih) * Wd + iw)[ok].astype(np.int64)
-    j = (((bb * O + oo) * Ho + oh) * Wo + ow)[ok].astype(np.int64)
-    k = k[ok].astype(np.int64)
-    edges = [Edge(0, i, j, "weight * x_pre", "weight * err_post", to_numpy(W.value)[k], W.param, W.index[k])]
-    return edges, _bias_offset(b, (np.arange(B * O * Ho * Wo, dtype=np.int64) // (Ho * Wo)) % O)
+    # The weight is (L, M / groups, KH, KW), L the outputs and M the inputs (transposed: the other way round),
+    # and position l of the L side meets position l s - p + k d of the M side.
+    (L, Lh, Lw), (M, Mh, Mw) = ((C, H, Wd), (O, Ho, Wo)) if transposed else ((O, Ho, Wo), (C, H, Wd))
+    Lg, Mg = L // groups, W.value.shape[1]
+    bb, ll, ml, kh, kw, lh, lw = np.meshgrid(np.arange(B), np.arange(L), np.arange(Mg), np.arange(KH),
+                                             np.arange(KW), np.arange(Lh), np.arange(Lw), indexing="ij")
+    mh, mw = lh * sh - ph + kh * dh, lw * sw - pw + kw * dw
+    mm = (ll // Lg) * Mg + ml
+    ok = (mh >= 0) & (mh < Mh) & (mw >= 0) & (mw < Mw)
+    lid = (((bb * L + ll) * Lh + lh) * Lw + lw)[ok].astype(np.int64)
+    mid = (((bb * M + mm) * Mh + mh) * Mw + mw)[ok].astype(np.int64)
+    k = (((ll * Mg + ml) * KH + kh) * KW + kw)[ok].astype(np.int64)
+    i, j = (lid, mid) if transposed else (mid, lid)
+    return [W.edge(i, j, k)], b.offsets((np.arange(B * O * Ho * Wo, dtype=np.int64) // (Ho * Wo)) % O) if b else []
 
 
 def _plane_local_linear(vertex, shapes, params, constants, values=None):
@@ -185,8 +123,7 @@ def _plane_local_linear(vertex, shapes, params, constants, values=None):
     planes = np.arange(B * C, dtype=np.int64)[:, None]
     i = (planes * (H * W) + pin[None, :]).reshape(-1)
     j = (planes * (Ho * Wo) + pout[None, :]).reshape(-1)
-    weight = np.broadcast_to(val[None, :], (B * C, val.size)).reshape(-1).copy()
-    return [Edge(0, i, j, "weight * x_pre", "weight * err_post", weight)], []
+    return [edge(0, i, j, np.broadcast_to(val[None, :], (B * C, val.size)).reshape(-1).copy())], []
 
 
 # the op table's `brian2` field -> the renderer

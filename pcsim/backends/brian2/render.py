@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcsim.backends.brian2.circuits import READS_MU, Circuit, Sum, circuit_of, pooled_rows
-from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, rhs, split, switch
-from pcsim.backends.brian2.ops import Offset, edges_of, to_numpy
+from pcsim.backends.brian2.circuits import READS_MU, Circuit, circuit_of, pooled_rows
+from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, split, switch
+from pcsim.backends.brian2.ops import edges_of
+from pcsim.backends.brian2.synapses import Offset, size, to_numpy
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
 from pcsim.errors import PcsimError
@@ -31,7 +32,6 @@ class RenderError(PcsimError, NotImplementedError):
     """The simulation asks for something the Brian2 rendering does not express."""
 
 
-# -- the network as data ------------------------------------------------------------------------------
 @dataclass
 class Population:
     name: str  # Brian2 object name
@@ -42,7 +42,6 @@ class Population:
     times: dict[str, float] = field(default_factory=dict)  # namespace entries in seconds
     tables: dict[str, np.ndarray] = field(default_factory=dict)  # gate tables on the step grid
     clamped: bool = False
-    output: bool = False
     leaky: bool = False
     # per-neuron plasticity accumulators, summed into a parameter when read: (variable, parameter, index)
     accumulators: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
@@ -58,20 +57,14 @@ class Projection:
     i: np.ndarray
     j: np.ndarray
     equations: list[str]
-    forward: str  # the summed variable it sets on the post population (e.g. mu_0)
-    backward: str | None  # ... and on the pre population (e.g. fb_1), None for clamped parents
+    forward: str = ""  # the summed variable it sets on the post population (e.g. mu_0)
     values: dict[str, np.ndarray] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     tables: dict[str, np.ndarray] = field(default_factory=dict)
     param: str | None = None  # the parameter whose accumulators `w` (indexed by `kidx`) it holds
-    clamped_pre: bool = False
     plastic: bool = False
     once: bool = False  # summed once at t = 0 into a drive population (clamped input, fixed weights)
     orders: dict[str, int] = field(default_factory=dict)  # summed variable -> its stage (circuits.py)
-
-    @property
-    def size(self) -> int:
-        return int(self.i.size)
 
 
 @dataclass
@@ -85,47 +78,44 @@ class Network:
 
     def describe(self) -> str:
         """The rendered equations, population by population (what a Brian2 user would write)."""
+        blocks = [(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n})", p) for p in self.populations.values()]
+        blocks += [(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n})", p) for p in self.helpers]
+        blocks += [(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.i.size} synapses)", s) for s in self.projections]
         lines = []
-        for p in self.populations.values():
-            lines.append(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n}):")
-            lines += [f"    {e}" for e in p.equations]
-        for p in self.helpers:
-            lines.append(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n}):")
-            lines += [f"    {e}" for e in p.equations]
-        for s in self.projections:
-            lines.append(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.size} synapses):")
-            lines += [f"    {e}" for e in s.equations]
+        for head, obj in blocks:
+            lines += [f"{head}:", *(f"    {e}" for e in obj.equations)]
         return "\n".join(lines)
 
 
-# -- the whole network ---------------------------------------------------------------------------------
 def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
+def _synapse_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
+    """A synapse into `name` evaluates err_post, which switches at t_on and is quiet with its population
+    (`quiet`), in its own namespace."""
+    shown = {"t_on": field.t_on} if field.target_shown and field.t_on > 0 else {}
+    return {**shown, **quiet_times(field, name, dt)}
+
+
 def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = True) -> Network:
     problem, graph = field.problem, field.problem.graph
-    gate = field.gate
-    plastic = any(k[0] == "w" for k in field.layout)
-    linked: dict[str, set[str]] = {n: set() for n in graph.latent}  # mu terms summed once, elsewhere
-    pops: dict[str, Population] = {}
-    incoming: dict[str, list[str]] = {n: [] for n in graph.latent}  # mu terms per vertex
-    feedback: dict[str, list[str]] = {n: [] for n in graph.latent}  # fb terms per vertex
-    offsets: dict[str, list[Offset]] = {n: [] for n in graph.latent}
-    projections: list[Projection] = []
-
     for loss_vertex, loss in problem.losses.items():
         if field.target_shown and loss.name not in ("mse", "ce"):
             raise RenderError(f"the brian2 backend renders the MSE and cross-entropy output errors; output "
                               f"'{loss_vertex}' has loss '{loss.name}'. Use backend='scipy' or 'torch' for it.")
+    pops: dict[str, Population] = {}
     helpers: list[Population] = []
+    projections: list[Projection] = []
     circuits: dict[str, Circuit] = {}
+    incoming: dict[str, list[str]] = {n: [] for n in graph.latent}  # mu terms per vertex
+    linked: dict[str, set[str]] = {n: set() for n in graph.latent}  # mu terms summed once, elsewhere
+    feedback: dict[str, list[str]] = {n: [] for n in graph.latent}  # fb terms per vertex
+    offsets: dict[str, list[Offset]] = {n: [] for n in graph.latent}
 
     def population_of(name: str) -> Population:
         if name not in pops:
-            k = len(pops)
-            v = graph[name]
-            n = int(np.prod(v.shape, dtype=np.int64))
+            k, n = len(pops), size(graph[name].shape)
             if name in graph.clamped:
                 pops[name] = Population(f"c{k}_{_identifier(name)}", name, n, ["x : 1 (constant)"],
                                         {"x": to_numpy(problem.clamped[name])}, clamped=True)
@@ -133,7 +123,8 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
                 pops[name] = Population(f"p{k}_{_identifier(name)}", name, n, [], {"x": to_numpy(field.base[name])})
         return pops[name]
 
-    gates = {n: gate_equation(gate, n, field.levels.get(n), n_steps, dt) if plastic else None
+    plastic = any(k[0] == "w" for k in field.layout)
+    gates = {n: gate_equation(field.gate, n, field.levels.get(n), n_steps, dt) if plastic else None
              for n in graph.latent}
 
     for name in graph.latent:
@@ -145,54 +136,44 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             circuits[name] = circuit
             _wire(field, name, circuit, population_of, helpers, feedback, projections, dt)
             continue
-        edges, offs = edges_of(vertex, shapes, problem.params, graph.constants,
-                               [problem.clamped.get(p) for p in vertex.parents])
-        offsets[name] += offs
+        edges, offsets[name] = edges_of(vertex, shapes, problem.params, graph.constants,
+                                        [problem.clamped.get(p) for p in vertex.parents])
         for edge in edges:
             parent = vertex.parents[edge.parent]
             pre = population_of(parent)
             fwd = f"mu_{len(incoming[name])}"
             incoming[name].append(fwd)
-            eqs = [f"{fwd}_post = {edge.forward} : 1 (summed)"]
-            bwd = None
+            eqs = [] if edge.weight is None else ["weight : 1 (constant)"]
+            eqs.append(f"{fwd}_post = {edge.forward} : 1 (summed)")
             if not pre.clamped:
-                bwd = f"fb_{len(feedback[parent])}"
-                feedback[parent].append(bwd)
-                eqs.append(f"{bwd}_pre = {edge.backward} : 1 (summed)")
-            values: dict[str, np.ndarray] = {}
-            if edge.weight is not None:
-                eqs.insert(0, "weight : 1 (constant)")
-                values["weight"] = edge.weight
+                feedback[parent].append(f"fb_{len(feedback[parent])}")
+                eqs.append(f"{feedback[parent][-1]}_pre = {edge.backward} : 1 (summed)")
             proj = Projection(f"s{len(projections)}_{_identifier(name)}_{edge.parent}", pre.name, post.name,
-                              edge.i, edge.j, eqs, fwd, bwd, values, clamped_pre=pre.clamped)
-            g = gates[name]
-            if edge.param is not None and g is not None:
+                              edge.i, edge.j, eqs, fwd, {} if edge.weight is None else {"weight": edge.weight},
+                              {"tau_w": field.tau_w, **_synapse_times(field, name, dt)})
+            gate = gates[name]
+            if edge.param is not None and gate is not None:
                 # plasticity as synaptic state: per-synapse accumulator of the Hebbian term
                 # (the synapse's gate is `gate_syn`: Brian2 refuses a synaptic name that hides a neuron's)
                 proj.equations += [rename(EQUATIONS.plasticity, gate="gate_syn") + " (clock-driven)",
-                                   f"hebb = {edge.hebb or 'err_post * x_pre'} : 1", rename(g[0], gate="gate_syn"),
+                                   "hebb = err_post * x_pre : 1", rename(gate[0], gate="gate_syn"),
                                    "kidx : integer (constant)"]
                 proj.values["kidx"] = edge.kidx
-                proj.times.update(g[1])
-                proj.tables.update(g[2])
+                proj.times.update(gate[1])
+                proj.tables.update(gate[2])
                 proj.param, proj.plastic = edge.param, True
             elif pre.clamped and inputs_once:
                 # a clamped input through fixed weights gives a constant prediction: summed at t = 0
                 # into a drive population whose variable the post population links to
                 proj.once = True
                 linked[name].add(fwd)
-            proj.times["tau_w"] = field.tau_w
-            if field.target_shown and field.t_on > 0:
-                # the synapse evaluates err_post, which switches at t_on, in its own namespace
-                proj.times["t_on"] = field.t_on
-            proj.times.update(quiet_times(field, name, dt))  # err_post reads its population's (`_quiet`)
             projections.append(proj)
 
     for name in graph.latent:
         _latent_equations(field, pops[name], incoming[name], feedback[name], offsets[name], gates[name],
                           linked[name], circuits.get(name))
         if name in field.outputs and field.target_shown and problem.losses[name].name == "ce":
-            _cross_entropy(pops[name], problem.targets[name], graph[name].shape, helpers, projections)
+            _cross_entropy(pops[name], graph[name].shape, helpers, projections)
         quiet(pops[name], quiet_times(field, name, dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
     return Network(pops, projections, helpers, shapes, n_steps, dt)
@@ -215,16 +196,8 @@ def _wire(field: VectorField, name: str, circuit: Circuit, population_of, helper
             return population_of(vertex.parents[int(source.split(":")[1])])
         return groups[source]
 
-    # a link is a summed copy (one synapse per reading neuron): Brian2 lets a synapse read a population's
-    # subexpressions (err_post) only when they rest on the population's own variables, not on linked ones
-    sums = list(circuit.sums)
-    for holder, links in [("self", circuit.links)] + [(g.name, g.links) for g in circuit.groups]:
-        for link in links:
-            ref(holder).equations.append(f"{link.name} : 1")
-            sums.append(Sum(link.source, holder, link.index, np.arange(ref(holder).n), link.name, "post",
-                            f"{link.var}_pre", link.stage))
     merged: dict[tuple, Projection] = {}  # sums over the same synapses share one Synapses object
-    for s in sums:
+    for s in circuit.sums:
         pre, post = ref(s.pre), ref(s.post)
         target = pre if s.side == "pre" else post
         var = s.var
@@ -234,62 +207,44 @@ def _wire(field: VectorField, name: str, circuit: Circuit, population_of, helper
             var = f"fb_{len(feedback[target.vertex])}"
             feedback[target.vertex].append(var)
         key = (pre.name, post.name, s.i.tobytes(), s.j.tobytes(), tuple(s.values))
-        proj = merged.get(key)
-        if proj is None:
-            proj = Projection(f"s{len(projections)}_{_identifier(name)}_c", pre.name, post.name, s.i, s.j,
-                              [f"{c} : 1 (constant)" for c in s.values], "", None, dict(s.values),
-                              clamped_pre=pre.clamped)
-            if field.target_shown and field.t_on > 0:
-                proj.times["t_on"] = field.t_on
-            proj.times.update(quiet_times(field, name, dt))
-            merged[key] = proj
-            projections.append(proj)
-        proj.equations.append(f"{var}_{s.side} = {s.expr} : 1 (summed)")
-        proj.orders[f"{var}_{s.side}"] = s.stage
+        if key not in merged:
+            merged[key] = Projection(f"s{len(projections)}_{_identifier(name)}_c", pre.name, post.name, s.i, s.j,
+                                     [f"{c} : 1 (constant)" for c in s.values], "", dict(s.values),
+                                     _synapse_times(field, name, dt))
+            projections.append(merged[key])
+        merged[key].equations.append(f"{var}_{s.side} = {s.expr} : 1 (summed)")
+        merged[key].orders[f"{var}_{s.side}"] = s.stage
 
 
-def _cross_entropy(pop: Population, target, shape, helpers, projections) -> None:
-    """The cross-entropy's output error y - softmax(mu) over the classes (dim 1): a helper neuron per
-    sample (and position) pools exp(mu) (a summed variable), and the output reads it back."""
+def _cross_entropy(pop: Population, shape, helpers, projections) -> None:
+    """The normaliser zr = sum of exp(mu) over the classes (dim 1) of the cross-entropy's output error
+    y - exp(mu) / zr: a helper neuron per sample (and position) pools it, and the output reads it back."""
     row, rows, _ = pooled_rows(tuple(shape), [1])
     group = Population(f"{pop.name}_softmax", pop.vertex, rows, ["z : 1"])
     helpers.append(group)
     every = np.arange(pop.n)
-    onehot = np.zeros(tuple(shape))
-    np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
-    pop.values["y"] = onehot.reshape(-1)
-    pop.equations = [e.replace("target_err = y - mu : 1", "target_err = y - exp(mu) / zr : 1") for e in pop.equations]
-    pop.equations.append("zr : 1")
-    s = Sum("self", "", every, row, "z", "post", "exp(mu_pre)", READS_MU)
     projections.append(Projection(f"s{len(projections)}_{pop.name}_zr", group.name, pop.name, row, every,
-                                  ["zr_post = z_pre : 1 (summed)"], "", None, orders={"zr_post": READS_MU + 1}))
-    projections.append(Projection(f"s{len(projections)}_{pop.name}_ce", pop.name, group.name, s.i, s.j,
-                                  [f"z_post = {s.expr} : 1 (summed)"], "", None, orders={"z_post": s.stage}))
+                                  ["zr_post = z_pre : 1 (summed)"], orders={"zr_post": READS_MU + 1}))
+    projections.append(Projection(f"s{len(projections)}_{pop.name}_ce", pop.name, group.name, every, row,
+                                  ["z_post = exp(mu_pre) : 1 (summed)"], orders={"z_post": READS_MU}))
 
 
 def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, offsets, gate, linked,
                       circuit: Circuit | None) -> None:
-    name = pop.vertex
-    problem = field.problem
-    E = EQUATIONS
-    leaky = field.tau_e[name] > 0
-    output = name in field.outputs
-    pop.output, pop.leaky = output, leaky
+    name, problem, E = pop.vertex, field.problem, EQUATIONS
+    pop.leaky = leaky = field.tau_e[name] > 0
+    err = E.error_leaky if leaky else E.error_instant
     eqs: list[str] = []
     terms = list(mu_terms)
     bias = [o for o in offsets if o.param is not None]
-    const = [o for o in offsets if o.param is None]
-    if bias:
-        eqs.append("b : 1 (constant)")
-        pop.values["b"] = sum(o.values for o in bias)
-        terms.append("b")
-    if const:
-        eqs.append("c : 1 (constant)")
-        pop.values["c"] = sum(o.values for o in const)
-        terms.append("c")
+    for var, parts in (("b", bias), ("c", [o for o in offsets if o.param is None])):
+        if parts:
+            eqs.append(f"{var} : 1 (constant)")
+            pop.values[var] = sum(o.values for o in parts)
+            terms.append(var)
     if circuit is not None:
         terms.insert(0, f"({circuit.mu})")
-        eqs += circuit.equations + [f"{link.name} : 1" for link in circuit.links]
+        eqs += circuit.equations
         pop.values.update(circuit.values)
         pop.code = list(circuit.code)
     eqs.append(f"mu = {' + '.join(terms) if terms else '0'} : 1")
@@ -298,27 +253,31 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
     if leaky:
         pop.times["tau_e"] = field.tau_e[name]
         pop.values["err"] = np.zeros(pop.n)
-    if not output:
+    if name not in field.outputs:
         eqs.append(f"fb = {' + '.join(fb_terms) if fb_terms else '0'} : 1")
         eqs += [f"{t} : 1" for t in fb_terms]
-        eqs += [E.value, E.error_leaky if leaky else E.error_instant]
+        eqs += [E.value, err]
         pop.monitor = ("x", "err")
+    elif not field.target_shown:
+        eqs += [E.free_output, err]
+        pop.monitor = ("x", "err", "mu")
     else:
         pop.monitor = ("x", "err", "mu")
-        free_err = E.error_leaky if leaky else E.error_instant
-        shown_err = E.output_error_leaky if leaky else E.output_error_instant
-        if field.target_shown:
-            pop.values["y"] = to_numpy(problem.targets[name])
+        target = problem.targets[name]
+        if problem.losses[name].name == "ce":  # class indices; the softmax's normaliser zr: _cross_entropy
+            onehot = np.zeros(tuple(problem.graph[name].shape))
+            np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
+            pop.values["y"] = onehot.reshape(-1)
+            eqs += ["y : 1 (constant)", "target_err = y - exp(mu) / zr : 1", "zr : 1"]  # -dL/dmu
+        else:
+            pop.values["y"] = to_numpy(target)
             eqs += ["y : 1 (constant)", "target_err = y - mu : 1"]  # MSE: -dL/dmu
-        if not field.target_shown:
-            eqs += [E.free_output, free_err]
-        elif field.t_on <= 0.0:
+        shown_err = E.output_error_leaky if leaky else E.output_error_instant
+        if field.t_on <= 0.0:
             eqs += ["x : 1 (constant)", shown_err]  # clamped from the start: only the error moves
         else:  # free until t_on, clamped from then on
             pop.times["t_on"] = field.t_on
-            eqs += ["shown = int(t >= t_on) : 1",
-                    switch(split(E.free_output)[0], rhs(E.free_output), "0"),
-                    switch(split(free_err)[0], rhs(free_err), rhs(shown_err))]
+            eqs += ["shown = int(t >= t_on) : 1", switch(E.free_output, "0"), switch(err, split(shown_err)[1])]
     if gate is not None:
         # one accumulator of err serves every bias (and embedding row) the vertex adds; a circuit's
         # parameters (a norm's scale and shift) have their own Hebbian terms

@@ -15,30 +15,29 @@ Time is in Brian2's seconds: pcsim's time unit is one second of Brian2 time.
 from __future__ import annotations
 
 import gc
-import hashlib
-import importlib
 import math
-import os
 import re
-import warnings
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
-from pcsim import paths
 from pcsim.backends.brian2.activations import FUNCTIONS
 from pcsim.backends.brian2.circuits import BACKWARD
+from pcsim.backends.brian2.environment import (
+    ByName,
+    CythonFallbackWarning,  # noqa: F401 - where users import it from
+    brian2_function,
+    network_class,
+    preferences,
+    standalone,
+    standalone_folder,
+)
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import Observation, VectorField
 from pcsim.dynamics.recording import Recorder, SimulationError
 from pcsim.errors import PcsimError
-
-INSTALL = ("install it with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with "
-           "numpy >= 2.4), or run `make install`, which puts it in .venv")
-
 
 PLASTICITY = 2 * BACKWARD  # synaptic accumulators after every summed variable (circuits.py's stages)
 
@@ -47,96 +46,14 @@ class Brian2Unavailable(PcsimError, ImportError):
     """Brian2 is not installed (or fails at import)."""
 
 
-class CythonFallbackWarning(UserWarning):
-    """The cython target was asked for but no working compiler was found: numpy runs instead."""
-
-
 def import_brian2():
     try:
         import brian2
     except ImportError as e:
-        raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); "
-                                f"{INSTALL}") from e
+        raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); install it "
+                                "with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with numpy "
+                                ">= 2.4), or run `make install`, which puts it in .venv") from e
     return brian2
-
-
-def project_build_dir() -> Path:
-    """The build folder: $PCSIM_BUILD, else ./build (pcsim.paths)."""
-    return paths.folder("build")
-
-
-def brian2_function(b2, name: str):
-    """A Brian2 `Function` from its implementations declared as data in `activations.FUNCTIONS`."""
-    impl = FUNCTIONS[name]
-    module, attr = impl["numpy"].split(":")
-    vectorised = getattr(importlib.import_module(module), attr)
-
-    def pyfunc(x):  # a Python function (Brian2's numpy target reads its __globals__), around the ufunc
-        return vectorised(x)
-
-    pyfunc.__name__ = name
-    f = b2.Function(pyfunc, arg_units=[1], return_unit=1, arg_types=["float"], return_type="float", stateless=True)
-    for target in ("cython", "cpp"):
-        code, cname = impl[target]
-        f.implementations.add_implementation(target, code if target == "cython" else {"support_code": code},
-                                             name=cname)
-    return f
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("BRIAN2_CACHE_DIR") or project_build_dir() / "brian2-cache")
-
-
-def cython_available(b2) -> bool:
-    from brian2.codegen.runtime.cython_rt import CythonCodeObject
-
-    try:
-        return bool(CythonCodeObject.is_available())
-    except Exception:  # noqa: BLE001 - any failure of the test compilation means no cython
-        return False
-
-
-@contextmanager
-def preferences(b2, target: str):
-    """Set Brian2's preferences for one run (float64, the target, the cache) and restore them after."""
-    prefs = b2.prefs
-    keys = ["codegen.target", "core.default_float_dtype", "codegen.runtime.cython.cache_dir",
-            "codegen.runtime.numpy.discard_units"]
-    saved = {k: prefs[k] for k in keys}
-    try:
-        prefs["core.default_float_dtype"] = np.float64
-        prefs["codegen.runtime.numpy.discard_units"] = True
-        if target == "cython":
-            directory = cache_dir() / "cython"
-            directory.mkdir(parents=True, exist_ok=True)
-            prefs["codegen.runtime.cython.cache_dir"] = str(directory)
-            if not cython_available(b2):
-                warnings.warn("brian2 target 'cython' needs a working C++ compiler and Cython, and the test "
-                              "compilation failed; running on the 'numpy' target instead (same results, slower)",
-                              CythonFallbackWarning, stacklevel=4)
-                target = "numpy"
-        prefs["codegen.target"] = "cython" if target == "cython" else "numpy"
-        yield target
-    finally:
-        for k, v in saved.items():
-            prefs[k] = v
-
-
-@contextmanager
-def standalone(b2, threads: int):
-    """The cpp_standalone device for one build; re-initialised and swapped back afterwards."""
-    from brian2.devices.device import all_devices, reset_device, set_device
-
-    device = all_devices["cpp_standalone"]
-    saved_threads = b2.prefs["devices.cpp_standalone.openmp_threads"]
-    set_device("cpp_standalone", build_on_run=False)
-    b2.prefs["devices.cpp_standalone.openmp_threads"] = threads
-    try:
-        yield device
-    finally:
-        b2.prefs["devices.cpp_standalone.openmp_threads"] = saved_threads
-        device.reinit()
-        reset_device()
 
 
 class Built:
@@ -154,7 +71,7 @@ class Built:
         self.clock = b2.Clock(dt=spec.dt * second, name="pcsim_clock")
         # ticks once, at t = 0, within the n + 1 steps of the run: constant input drives
         once = b2.Clock(dt=(n + 1) * spec.dt * second, name="pcsim_once_clock")
-        self.groups, self.drives, self.synapses, self.monitors = {}, [], [], {}
+        self.drives, self.synapses, self.monitors = [], [], {}
 
         functions = {}
 
@@ -178,8 +95,7 @@ class Built:
             for k, (code, stage) in enumerate(pop.code):
                 g.run_regularly(code, when="before_groups", order=stage, name=f"{pop.name}_code{k}")
             by_name[pop.name] = g
-            if pop.vertex in spec.populations and spec.populations[pop.vertex] is pop:
-                self.groups[pop.vertex] = g
+        self.groups = {vertex: by_name[p.name] for vertex, p in spec.populations.items()}
         self.helpers = [by_name[p.name] for p in spec.helpers]
         for proj in spec.projections:
             pre, post = by_name[proj.pre], by_name[proj.post]
@@ -200,26 +116,22 @@ class Built:
             if getattr(s, "state_updater", None) is not None:
                 s.state_updater.when, s.state_updater.order = "before_groups", PLASTICITY
             self.synapses.append((proj, s))
-        monitors = []
+
+        def monitor(name, variables, clock, prefix):
+            return b2.StateMonitor(self.groups[name], list(variables), record=True, when="before_groups",
+                                   order=PLASTICITY + 1, clock=clock, name=f"{prefix}_{spec.populations[name].name}")
+
         # the state at t_end: recorded at steps 0 and n of the n + 1 the network runs (unless the
         # populations' own monitors record step n)
         last = b2.Clock(dt=n * spec.dt * second, name="pcsim_final_clock")
-        self.final = {}
-        for name, pop in spec.populations.items():
-            if not pop.clamped and not (final_recorded and name in populations):
-                self.final[name] = b2.StateMonitor(self.groups[name], ["x", "err"] if pop.leaky else ["x"],
-                                                   record=True, when="before_groups", order=PLASTICITY + 1, clock=last,
-                                                   name=f"f_{pop.name}")
-        monitors += self.final.values()
+        self.final = {name: monitor(name, ["x", "err"] if pop.leaky else ["x"], last, "f")
+                      for name, pop in spec.populations.items()
+                      if not pop.clamped and not (final_recorded and name in populations)}
         if monitor_every is not None:
             every = b2.Clock(dt=monitor_every * spec.dt * second, name="pcsim_monitor_clock")
-            for name in populations:
-                pop = spec.populations[name]
-                self.monitors[name] = b2.StateMonitor(self.groups[name], list(pop.monitor), record=True,
-                                                      when="before_groups", order=PLASTICITY + 1, clock=every,
-                                                      name=f"m_{pop.name}")
-            monitors += self.monitors.values()
-        self.network = _network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
+            self.monitors = {name: monitor(name, spec.populations[name].monitor, every, "m") for name in populations}
+        monitors = [*self.final.values(), *self.monitors.values()]
+        self.network = network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
                                           [s for _, s in self.synapses], monitors, name="pcsim_network")
 
     def run(self, b2, report):
@@ -227,88 +139,36 @@ class Built:
         self.network.run((self.spec.n_steps + 1) * self.spec.dt * b2.second, report=report, namespace={})
 
 
-class _ByName(set):
-    """A set that iterates in name order."""
-
-    def __iter__(self):
-        return iter(sorted(set.__iter__(self), key=lambda obj: obj.name))
-
-
-def _network_class(b2):
-    """A Network whose clocks iterate in name order.
-
-    Brian2 keeps a network's clocks in a set and writes code for them in its iteration order (by
-    object id), which changes from one process to the next: cpp_standalone's main.cpp then differs
-    on every build and is recompiled. Name order keeps standalone rebuilds incremental.
-    """
-
-    class Network(b2.Network):
-        @property
-        def _clocks(self):
-            return self.__dict__.get("_pcsim_clocks", _ByName())
-
-        @_clocks.setter
-        def _clocks(self, value):
-            self.__dict__["_pcsim_clocks"] = _ByName(value)
-
-    return Network
-
-
-def _hash(spec: Spec) -> str:
-    """The network's structure (names and equations, not sizes): one build folder per structure, so
-    a rebuild at another batch size recompiles only the files that changed."""
-    h = hashlib.sha1()
-    for p in spec.populations.values():
-        h.update(repr((p.name, p.equations, sorted(p.times), sorted(p.tables))).encode())
-    for s in spec.projections:
-        h.update(repr((s.name, s.pre, s.post, s.equations, sorted(s.times), sorted(s.tables))).encode())
-    return h.hexdigest()[:16]
-
-
-def run(field: VectorField, recorder: Recorder, *, t_end: float, dt: float, progress: bool, codegen_target: str,
-        directory, threads: int, inputs_once: bool, on_build=None):
+def run(solver, field: VectorField, recorder: Recorder, *, t_end: float, progress: bool):
     """Integrate on Brian2 with explicit Euler; returns the final state in the field's layout (see `Brian2`)."""
-    target = codegen_target
-    b2 = import_brian2()
+    b2, dt = import_brian2(), solver.dt
     n = checked_steps(t_end, dt)
-    spec = render(field, dt=dt, n_steps=n, inputs_once=inputs_once)
+    spec = render(field, dt=dt, n_steps=n, inputs_once=solver.inputs_once)
     wanted = recorder.steps_on_grid(n, dt)
     pops = [p for p in recorder.populations if p in spec.populations]
     every = (math.gcd(*wanted) or n) if pops and wanted else None
-    report = "text" if progress else None
     # Brian2 calls gc.collect() at every run; with torch loaded that scans ~10^5 objects each time.
     # Freezing what exists now leaves those collections only the objects made here.
     gc.freeze()
     try:
-        with preferences(b2, target) as target:
-            final, monitors = _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads,
-                                             field, on_build)
+        with preferences(b2, solver.target) as target:
+            with standalone(b2, solver.threads) if target == "cpp_standalone" else nullcontext() as device:
+                built = Built(b2, spec, pops, every, n in wanted)
+                if solver.on_build is not None:
+                    solver.on_build(built)
+                if device is not None and type(device.clocks) is set:  # (as for the network's clocks: network_class)
+                    device.clocks = ByName(device.clocks)
+                built.run(b2, "text" if progress else None)
+                if device is not None:
+                    device.build(directory=str(standalone_folder(spec, solver.directory)), compile=True, run=True,
+                                 with_output=False)
+                final, monitors = _read(built, field)
         gc.collect()  # free this run's Brian2 objects now, so the next run's names (and code) repeat
     finally:
         gc.unfreeze()
     _guard(final, t_end)
     _observe(field, recorder, monitors, wanted, dt, t_end)
     return final
-
-
-def _build_and_run(b2, spec, target, pops, every, wanted, report, directory, threads, field, on_build=None):
-    if target == "cpp_standalone":
-        where = Path(directory) if directory else project_build_dir() / "brian2-standalone" / _hash(spec)
-        with standalone(b2, threads) as device:
-            built = Built(b2, spec, pops, every, spec.n_steps in wanted)
-            if on_build is not None:
-                on_build(built)
-            # (as for the network's clocks, see _network_class)
-            if type(device.clocks) is set:
-                device.clocks = _ByName(device.clocks)
-            built.run(b2, report)
-            device.build(directory=str(where), compile=True, run=True, with_output=False)
-            return _read(built, field)
-    built = Built(b2, spec, pops, every, spec.n_steps in wanted)
-    if on_build is not None:
-        on_build(built)
-    built.run(b2, report)
-    return _read(built, field)
 
 
 def _read(built: Built, field: VectorField):
