@@ -116,8 +116,9 @@ class Windows(Gate):
         return self.t_on + (self.schedule.at_level(level - 1) - SLACK) * self.width
 
     def breakpoints(self, levels):
-        edges = {edge for n in levels if n in self.schedule.levels for edge in self.window(n)}
-        return sorted(edges | {self.holds_from(n) for n in levels if n in self.schedule.levels})
+        scheduled = [n for n in levels if n in self.schedule.levels]
+        times = {edge for n in scheduled for edge in self.window(n)} | {self.holds_from(n) for n in scheduled}
+        return sorted(times - {None})  # an output never holds
 
 
 @dataclass(frozen=True)
