@@ -1,10 +1,6 @@
 """The reference backend: scipy.integrate.solve_ivp (`Scipy(method, rtol=, atol=)`), plus the vector field
-stepped by fixed-step Euler and RK4.
-
-Adaptive solvers integrate piecewise between target onset and gate switching times, so no step
-straddles a discontinuity. Implicit methods get the Jacobian's neuron-level sparsity
-(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for networks with
-thousands of neurons.
+stepped by fixed-step Euler and RK4. Implicit methods get the Jacobian's neuron-level sparsity
+(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for thousands of neurons.
 """
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ The steps are torchode's: its Runge-Kutta step (tableau, stages, FSAL, error est
 IntegralController (the rms norm of the error over atol + rtol |y|, diffrax's default controller), driven by a
 plain loop for the one system instead of `AutoDiffAdjoint.solve`, whose per-instance bookkeeping of a batch
 (masked merges of the state and of the last stage, status and evaluation masks) a batch of one does not need.
-As with scipy, the interval is integrated piecewise between target onset and the gates' switching times, so
-no step straddles a discontinuity; each piece starts just after its switch, where the field is evaluated from
-the right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
-rtol = atol = 1e-3: the same number of field evaluations, and torchdiffeq's own stepping costing
-more than they do (benchmarks/bench_torch_adaptive.py, benchmarks/results/torch_adaptive.md).
+As with scipy, the solve runs in pieces between switches (`Recorder.pieces`). torchode was chosen over
+torchdiffeq by measurement on the MLP 784-300-300-10 at rtol = atol = 1e-3: the same number of field
+evaluations, and torchdiffeq's own stepping costing more than they do (benchmarks/bench_torch_adaptive.py,
+benchmarks/results/torch_adaptive.md).
 """
 
 from __future__ import annotations
@@ -124,15 +123,13 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
         if accepted:
             t_next = t + dt
             now = float(t_next[0])
-            passed = [s for s in pending if s <= now]
-            if passed:  # the recorded times this step went past, from its interpolant
-                pending = pending[len(passed):]
-                inside = [s for s in passed if s < b]
-                if inside:
-                    at = step.build_interpolation(interp).evaluate(
-                        times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
-                    for i, s in enumerate(inside):
-                        recorder.see(float(s), field.views(at[i]))
+            inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
+            pending = [s for s in pending if s > now]
+            if inside:
+                at = step.build_interpolation(interp).evaluate(
+                    times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
+                for i, s in enumerate(inside):
+                    recorder.see(float(s), field.views(at[i]))
             t, y, mstate = t_next, result.y, mstate_next
         dt = dt_next
     recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)

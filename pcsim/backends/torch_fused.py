@@ -40,11 +40,11 @@ def _why_not(field, a: float, b: float) -> str | None:
     return None
 
 
-def fused_step(field, step, y: torch.Tensor, method: str, a: float, b: float) -> tuple[Callable | None, str | None]:
+def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) -> tuple[Callable | None, str | None]:
     """`stepper(y, k0, dt) -> (y1, error estimate, stages)` for torchode's Runge-Kutta `step` on `field`, compiled,
-    for the piece of the solve from `a` to `b` (no switch inside), whose flat (1, n) state `y` is; or None and why
-    not (the piece is not plain inference, or compiling failed, warned)."""
-    why = _why_not(field, a, b)
+    for the piece of the solve from `t0` to `t1` (no switch inside), whose flat (1, n) state `y` is; or None
+    and why not (the piece is not plain inference, or compiling failed, warned)."""
+    why = _why_not(field, t0, t1)
     if why:
         return None, why
     relax = field.relaxation

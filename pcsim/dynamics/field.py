@@ -101,14 +101,13 @@ class VectorField:
         self.dtype, self.device = ref.dtype, ref.device
         # IL's step, which evaluates the field: `load` a state into it, then read its errors and feedback
         self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)
-        holds = {n: self.gate.holds_from(n) for n in self.latent}
-        self.holds_from = {n: h for n, h in holds.items() if h is not None}  # the gate's end of the protocol
+        # the gate's end of the protocol, per population
+        self.holds_from = {n: h for n in self.latent if (h := self.gate.holds_from(n)) is not None}
 
     def held(self, t: float) -> set[str]:
         """The populations that hold at t (their protocol has ended: `Gate.holds_from`)."""
         return {n for n, h in self.holds_from.items() if t >= h}
 
-    # -- state vectors ---------------------------------------------------------------------------
     def initial_state(self) -> State:
         """The feed-forward state: zero displacement, zero errors, nothing accumulated."""
         return {k: torch.zeros(self.shapes[k], dtype=self.dtype, device=self.device) for k in self.layout}
@@ -122,7 +121,6 @@ class VectorField:
     def shown(self, t: float) -> bool:
         return self.target_shown and t >= self.t_on
 
-    # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
     def views(self, flat: torch.Tensor) -> State:
         """The components of a flat state vector (`size` numbers, in `layout` order) as views of it."""
         if flat.dim() != 1 or flat.shape[0] != self.size or not flat.is_contiguous():

@@ -79,14 +79,12 @@ SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only aft
 
 
 def check_positive(**settings: float | None) -> None:
-    """Each setting given (not None) must be > 0 (tolerances, step caps)."""
     for name, value in settings.items():
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def check_step(dt: float | None, method: str) -> float:
-    """A fixed-step solver's dt, or a clear error."""
     if dt is None:
         raise ValueError(f"method '{method}' integrates with a fixed step: pass dt=")
     if not dt > 0:
