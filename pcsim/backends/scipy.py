@@ -1,10 +1,6 @@
 """The reference backend: scipy.integrate.solve_ivp (`Scipy(method, rtol=, atol=)`), plus the vector field
-stepped by fixed-step Euler and RK4.
-
-Adaptive solvers integrate piecewise between target onset and gate switching times, so no step
-straddles a discontinuity. Implicit methods get the Jacobian's neuron-level sparsity
-(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for networks with
-thousands of neurons.
+stepped by fixed-step Euler and RK4. Implicit methods get the Jacobian's neuron-level sparsity
+(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for thousands of neurons.
 """
 
 from __future__ import annotations
@@ -16,11 +12,9 @@ from typing import ClassVar
 import numpy as np
 from scipy.integrate import solve_ivp
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from pcsim.backends.torch import RK4, Euler
-from pcsim.dynamics.protocol import window_grid
-from pcsim.dynamics.recording import SimulationError
+from pcsim.dynamics.recording import SimulationError, guard
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive, check_step
 from pcsim.dynamics.sparsity import jacobian_sparsity
 
@@ -38,7 +32,6 @@ class Scipy(Solver):
     atol: float = 1e-10
     max_step: float | None = None
     backend: ClassVar[str] = "scipy"
-    adaptive: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.method not in ORDERS:
@@ -49,64 +42,37 @@ class Scipy(Solver):
     def order(self) -> int | None:
         return ORDERS[self.method]
 
-    @property
-    def step(self) -> float | None:
-        return self.max_step
-
-    def meta(self) -> dict:
-        return {**super().meta(), "order": self.order}
-
     def run(self, field, recorder, *, t_end, progress=False):
         if self.method == "LSODA":
             _check_dense_jacobian(field.size)
         # numpy's BLAS threads contend with torch's for the same cores (4.9x slower on 2 cores with both at 2
         # threads); solve_ivp's own work is vector arithmetic that gains nothing from them
         with threadpool_limits(limits=1, user_api="blas"):
-            return _run_adaptive(field, recorder, method=self.method, t_end=t_end, dt=self.max_step,
-                                 rtol=self.rtol, atol=self.atol, progress=progress)
+            return self._solve(field, recorder, progress)
 
+    def _solve(self, field, recorder, progress):
+        extra = {"jac_sparsity": jacobian_sparsity(field)} if self.method in IMPLICIT else {}
+        if self.max_step is not None:
+            extra["max_step"] = self.max_step
 
-def _run_adaptive(field, recorder, *, method, t_end, dt, rtol, atol, progress):
-    levels = {n: d for n, d in field.levels.items()}
-    breaks = [field.t_on] + list(field.gate.breakpoints(levels))
-    grid = window_grid(0.0, t_end, breaks)
-    y = field.pack(field.initial_state())
-    extra = {"jac_sparsity": jacobian_sparsity(field)} if method in IMPLICIT else {}
-    if dt is not None:
-        extra["max_step"] = dt
+        def fun(t, vec):
+            d = field.pack(field(t, field.unpack(vec)))
+            if not np.all(np.isfinite(d)):
+                guard(t, field.unpack(d))
+            return d
 
-    def fun(t, vec):
-        d = field.pack(field(t, field.unpack(vec)))
-        if not np.all(np.isfinite(d)):
-            recorder.guard(t, field.unpack(d))
-        return d
-
-    sample = recorder.sample_times()
-    if sample is None or sample[0] == 0.0:
-        recorder.add(0.0, field.unpack(y))
-    bar = tqdm(total=t_end, desc=f"pcsim {method}", disable=not progress, leave=False)
-    try:
-        for a, b in zip(grid[:-1], grid[1:], strict=True):
-            wanted = None if sample is None else sample[(sample > a) & (sample <= b)]
-            # the piece's end is always evaluated: the next piece starts from it
-            t_eval = None if wanted is None else np.union1d(wanted, [b])
-            # segments start just after a discontinuity: evaluate the field there from the right
-            sol = solve_ivp(fun, (a, b), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, **extra)
+        y = field.pack(field.initial_state())
+        for a, b, wanted in recorder.pieces(self.method, progress):
+            t_eval = None if wanted is None else np.union1d(wanted, [b])  # b too: the next piece starts from it
+            sol = solve_ivp(fun, (a, b), y, method=self.method, t_eval=t_eval, rtol=self.rtol, atol=self.atol, **extra)
             if sol.status < 0:
-                raise SimulationError(f"solve_ivp ({method}) failed between t = {a:.6g} and {b:.6g}: "
+                raise SimulationError(f"solve_ivp ({self.method}) failed between t = {a:.6g} and {b:.6g}: "
                                       f"{sol.message}")
-            times = sol.t if t_eval is not None else sol.t[1:]
-            cols = sol.y if t_eval is not None else sol.y[:, 1:]
-            for i, t in enumerate(times):
-                state = field.unpack(cols[:, i])
-                recorder.guard(t, state)
-                if wanted is None or np.any(wanted == t):
-                    recorder.add(t, state)
+            first = 0 if t_eval is not None else 1  # without t_eval, sol.t starts at a, recorded already
+            for t, col in zip(sol.t[first:], sol.y.T[first:], strict=True):
+                recorder.see(t, field.unpack(col), wanted is None or np.any(wanted == t))
             y = sol.y[:, -1]
-            bar.update(b - a)
-    finally:
-        bar.close()
-    return field.unpack(y)
+        return field.unpack(y)
 
 
 def physical_memory() -> int:
@@ -125,14 +91,9 @@ def _check_dense_jacobian(n: int) -> None:
                          "Radau (given the Jacobian's sparsity), RK45 or DOP853, or torch's Dopri5 or Tsit5")
 
 
-def _adaptive(method):
-    def make(*, dt=None, rtol=1e-8, atol=1e-10):
-        return Scipy(method, rtol=rtol, atol=atol, max_step=dt)
-    return make
-
-
 for _name in ORDERS:
-    SOLVERS.register("scipy", _name, _adaptive(_name), default=_name == "RK45")
+    SOLVERS.register("scipy", _name, lambda *, dt=None, rtol=1e-8, atol=1e-10, _method=_name:
+                     Scipy(_method, rtol=rtol, atol=atol, max_step=dt), default=_name == "RK45")
 # scipy's fixed-step methods: the vector field stepped on tensors (torch's Euler with fast=False)
 SOLVERS.register("scipy", "euler", lambda *, dt=None, rtol=None, atol=None: Euler(check_step(dt, "euler"), fast=False))
 SOLVERS.register("scipy", "rk4", lambda *, dt=None, rtol=None, atol=None: RK4(check_step(dt, "rk4")))

@@ -1,10 +1,17 @@
 """The torch backend: fixed-step Euler and RK4 on tensors, on whatever device the data is on.
 
 The state stays in torch from step to step (no NumPy round trip), so large batched networks run
-as fast as their VJPs do; on a CUDA machine, trace and pass CUDA tensors to run there. Euler with
-instantaneous errors and one value time constant runs as IL's own inference step
-(`pcsim.dynamics.relaxed`), compiled between recorded steps and switches with `compile=True`;
-`fast=False` evaluates the vector field instead (the same dynamics, for comparison).
+as fast as their VJPs do; on a CUDA machine, trace and pass CUDA tensors to run there.
+
+Euler as IL's own inference step: with instantaneous errors (tau_e = 0) and one value time constant
+tau_x, an Euler step of the vector field (`field.py`) is IL's synchronous step at gamma = dt / tau_x:
+every error from the same state, then x_i += dt / tau_x (-e_i + sum_c J_ci^T e_c), outputs clamped
+once the target is shown. So `Euler` runs `algorithms.relaxation.Relaxation`, the loop `pcsim.il`
+runs, with its fast kernels and its skipping of what has not moved, and adds what the ODEs have
+beyond IL: target onset (before it every error is zero, so nothing moves), plasticity gates (the
+Hebbian term of each vertex whose gate is open, integrated with the step) and the recording;
+`compile=True` compiles it between recorded steps and switches. `fast=False`, and the cases where
+Euler is not IL's step, evaluate the vector field instead: the same dynamics (`test_relaxed.py`).
 """
 
 from __future__ import annotations
@@ -13,66 +20,151 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from tqdm.auto import tqdm
 
-from pcsim.dynamics import fixed_step, relaxed
+from pcsim.algorithms import il_compiled
+from pcsim.algorithms.relaxation import Relaxation
+from pcsim.dynamics.field import State, VectorField, observation
+from pcsim.dynamics.recording import Recorder, guard, n_steps
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+
+# Errors are checked for NaN and inf every this many steps (and at recorded and last steps): a value that
+# overflows stays non-finite, and so does its error, so a blow-up is still caught, for 1/16 of the checks.
+GUARD_EVERY = 16
 
 
 @dataclass(frozen=True)
-class Euler(Solver):
+class _FixedStep(Solver):
+    dt: float
+    backend: ClassVar[str] = "torch"
+
+    def __post_init__(self):
+        check_step(self.dt, self.method)
+
+    def run(self, field, recorder, *, t_end, progress=False):
+        return _integrate(field, recorder, self.method, t_end, self.dt, progress)
+
+
+@dataclass(frozen=True)
+class Euler(_FixedStep):
     """Explicit Euler with step dt: IL at dt / tau_x = gamma, Z-IL at dt = tau_x (see `discretise`)."""
 
-    dt: float
     fast: bool = True  # IL's step where it applies (see module docstring); False: the vector field
-    compile: bool = False  # IL's steady step compiled between events (relaxed.py), where IL's step applies
-    backend: ClassVar[str] = "torch"
+    compile: bool = False  # IL's steady step compiled between events, where IL's step applies
     method: ClassVar[str] = "euler"
     order: ClassVar[int] = 1
 
-    def __post_init__(self):
-        check_step(self.dt, self.method)
-
     def run(self, field, recorder, *, t_end, progress=False):
-        if self.fast and relaxed.applies(field, self.method):
-            return relaxed.run(field, recorder, t_end=t_end, dt=self.dt, progress=progress, compile=self.compile)
+        if self.fast and not field.leaky and len(set(field.tau_x.values())) == 1:
+            return _relaxed(field, recorder, t_end, self.dt, progress, self.compile)
         if self.compile:
             warnings.warn("pcsim: Euler(compile=True) compiles IL's step, which needs instantaneous errors, one tau_x "
                           "and fast=True: this run evaluates the vector field eagerly", RuntimeWarning, stacklevel=4)
-        return run_fixed(field, recorder, method=self.method, t_end=t_end, dt=self.dt, progress=progress)
+        return super().run(field, recorder, t_end=t_end, progress=progress)
 
 
 @dataclass(frozen=True)
-class RK4(Solver):
+class RK4(_FixedStep):
     """Classic fourth-order Runge-Kutta with step dt."""
 
-    dt: float
-    backend: ClassVar[str] = "torch"
     method: ClassVar[str] = "rk4"
     order: ClassVar[int] = 4
 
-    def __post_init__(self):
-        check_step(self.dt, self.method)
 
-    def run(self, field, recorder, *, t_end, progress=False):
-        return run_fixed(field, recorder, method=self.method, t_end=t_end, dt=self.dt, progress=progress)
+def _axpy(state: State, d: State, h: float) -> State:
+    return {k: state[k] + h * d[k] for k in state}
 
 
-def run_fixed(field, recorder, *, method, t_end, dt, progress):
-    """The vector field stepped by `fixed_step.integrate`, every state guarded, the wanted ones recorded."""
-    wanted = set(recorder.steps_on_grid(fixed_step.n_steps(0.0, t_end, dt), dt))
-    bar = tqdm(total=fixed_step.n_steps(0.0, t_end, dt), desc=f"pcsim {method}", disable=not progress, leave=False)
+def _integrate(field, recorder, method: str, t_end: float, dt: float, progress: bool) -> State:
+    """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt computed by
+    multiplication, not accumulation, so gate windows at multiples of dt are hit exactly; every state guarded."""
+    n = n_steps(t_end, dt)
+    wanted = set(recorder.steps_on_grid(n, dt))
+    state = field.initial_state()
+    recorder.see(0.0, state, 0 in wanted)
+    with torch.no_grad(), tqdm(total=n, desc=f"pcsim {method}", disable=not progress, leave=False) as bar:
+        for i in range(n):
+            t = i * dt
+            h = min(dt, t_end - t)
+            k1 = field(t, state)
+            if method == "euler":
+                state = _axpy(state, k1, h)
+            else:
+                k2 = field(t + h / 2, _axpy(state, k1, h / 2))
+                k3 = field(t + h / 2, _axpy(state, k2, h / 2))
+                k4 = field(t + h, _axpy(state, k3, h))
+                state = {k: state[k] + (h / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
+            recorder.see(min((i + 1) * dt, t_end), state, i + 1 in wanted)
+            bar.update(1)
+    return state
 
-    def on_step(k, t, state):
-        recorder.guard(t, state)
-        if k in wanted:
-            recorder.add(t, state)
-        bar.update(1 if k else 0)
 
-    try:
-        return fixed_step.integrate(field, method, 0.0, t_end, dt, field.initial_state(), on_step)
-    finally:
-        bar.close()
+def _relaxed(field: VectorField, recorder: Recorder, t_end: float, dt: float, progress: bool,
+             compile: bool) -> State:
+    """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed) as IL's step.
+
+    compile: the runs of plain steps (target shown, no gate open, nothing held, nothing recorded, a full
+    dt) go through `il_compiled.run`, IL's steady step compiled; the errors are checked after each run."""
+    tau = next(iter(field.tau_x.values()))
+    relax = Relaxation(field.problem, gamma=dt / tau, base=field.base)
+    plastic = {k[1]: torch.zeros(field.shapes[k], dtype=field.dtype, device=field.device)
+               for k in field.layout if k[0] == "w"}
+    steps = n_steps(t_end, dt)
+    times = [min(k * dt, t_end) for k in range(steps + 1)]
+    wanted = set(recorder.steps_on_grid(steps, dt))
+    checked = 0.0  # the last time every error was seen finite
+    k, plain_run = 0, False
+    with tqdm(total=steps, desc="pcsim euler", disable=not progress, leave=False) as bar:
+        while k <= steps:
+            t = times[k]
+            shown, held = field.shown(t), field.held(t)
+            # a held population's (instantaneous) error falls silent: absent, as an exact zero is
+            eps = relax.errors(only=[n for n in field.latent if n not in held] if held else None) if shown else {}
+            if k % GUARD_EVERY == 0 or k == steps or k in wanted or plain_run:
+                guard(t, {("e", n): e for n, e in eps.items()}, finite_at=checked)
+                checked = t
+            if k in wanted:
+                recorder.add_observation(t, observation(relax, eps, shown, recorder.populations))
+            if k == steps or not shown:  # before the target, every error is zero: nothing moves
+                bar.update(1 if k < steps else 0)
+                k += 1
+                continue
+            h = min(dt, t_end - t)
+            if plastic:
+                _hebbian(field, relax, eps, t, h, plastic)
+            relax.gamma = h / tau
+            relax.advance(eps, relax.feedback(eps), held)
+            bar.update(1)
+            k += 1
+            plain = _plain_steps(field, times, k, steps, wanted) if compile and h == dt else 0
+            plain_run = plain > 0
+            if plain_run:  # gamma is dt / tau already
+                il_compiled.run(relax, plain)
+                bar.update(plain)
+                k += plain
+    return {**{("u", n): relax.displacement(n) for n in field.latent}, **{("w", p): w for p, w in plastic.items()}}
+
+
+def _plain_steps(field: VectorField, times: list[float], k: int, steps: int, wanted: set[int]) -> int:
+    """How many steps from k on are IL's plain step: the target shown, no gate open, nothing held, nothing
+    recorded, and a full dt (the last step, which may be shorter, stays with the loop)."""
+    j = k
+    while (j < steps - 1 and j not in wanted and field.shown(times[j]) and not field.held(times[j])
+           and not field.gates(times[j])):
+        j += 1
+    return j - k
+
+
+def _hebbian(field: VectorField, relax: Relaxation, eps, t: float, h: float, plastic: dict) -> None:
+    """tau_w dw/dt = sum of gate x Hebbian term, one Euler step of it (the field's plasticity)."""
+    gates = field.gates(t)
+    open_ = {n: e for n, e in eps.items() if n in gates}
+    if not open_:
+        return
+    for n, terms in relax.hebbian(open_).items():
+        for p, term in terms.items():
+            plastic[p].add_(term, alpha=h * gates[n] / field.tau_w)
 
 
 SOLVERS.register("torch", "euler", lambda *, dt=None, rtol=None, atol=None, fast=True, compile=False:

@@ -7,11 +7,10 @@ The steps are torchode's: its Runge-Kutta step (tableau, stages, FSAL, error est
 IntegralController (the rms norm of the error over atol + rtol |y|, diffrax's default controller), driven by a
 plain loop for the one system instead of `AutoDiffAdjoint.solve`, whose per-instance bookkeeping of a batch
 (masked merges of the state and of the last stage, status and evaluation masks) a batch of one does not need.
-As with scipy, the interval is integrated piecewise between target onset and the gates' switching times, so
-no step straddles a discontinuity; each piece starts just after its switch, where the field is evaluated from
-the right. torchode was chosen over torchdiffeq by measurement on the MLP 784-300-300-10 at
-rtol = atol = 1e-3: the same number of field evaluations, and torchdiffeq's own stepping costing
-more than they do (benchmarks/bench_torch_adaptive.py, benchmarks/results/torch_adaptive.md).
+As with scipy, the solve runs in pieces between switches (`Recorder.pieces`). torchode was chosen over
+torchdiffeq by measurement on the MLP 784-300-300-10 at rtol = atol = 1e-3: the same number of field
+evaluations, and torchdiffeq's own stepping costing more than they do (benchmarks/bench_torch_adaptive.py,
+benchmarks/results/torch_adaptive.md).
 """
 
 from __future__ import annotations
@@ -22,10 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from pcsim.backends.torch_fused import fused_step, why_not_fused
-from pcsim.dynamics.protocol import window_grid
+from pcsim.backends.torch_fused import fused_step
 from pcsim.dynamics.recording import SimulationError
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 
@@ -34,27 +31,46 @@ from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 class _Adaptive(Solver):
     """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps.
 
-    compile=True: where a piece of the solve is plain inference (the target shown, instantaneous errors, every
-    plasticity gate shut), each step, its stages and field evaluations, runs as one function compiled by inductor
-    (`pcsim.backends.torch_fused`; compiled once per network and layout: seconds to minutes). Elsewhere, and
-    where compiling fails, the steps run eagerly, with a warning."""
+    compile=True: where a piece of the solve is plain inference, each step, its stages and field evaluations, runs
+    as one function compiled by inductor (`pcsim.backends.torch_fused`; compiled once per network and layout:
+    seconds to minutes). Elsewhere, and where compiling fails, the steps run eagerly, with a warning."""
 
     rtol: float = 1e-6
     atol: float = 1e-8
     max_step: float | None = None
     compile: bool = False  # inference pieces take one compiled step fused with the field (torch_fused.py)
     backend: ClassVar[str] = "torch"
-    adaptive: ClassVar[bool] = True
 
     def __post_init__(self):
         check_positive(rtol=self.rtol, atol=self.atol, max_step=self.max_step)
 
-    @property
-    def step(self) -> float | None:
-        return self.max_step
-
     def run(self, field, recorder, *, t_end, progress=False):
-        return _solve(self, field, recorder, t_end, progress)
+        import torchode  # imported when a solve runs: `import pcsim` stays light
+
+        if recorder.sample_times() is None:
+            raise ValueError(f"torch's {self.method} reports the solution at given times, not at each accepted step: "
+                             "record snapshots (the default, or Record(snapshots=N)) or Record(times=[...])")
+
+        def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
+            out = torch.empty_like(y)
+            field(float(t[0]), field.views(y[0]), field.views(out[0]))
+            return out
+
+        term = torchode.ODETerm(rhs, with_stats=False)
+        step = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[self.method](term=term)
+        control = torchode.IntegralController(atol=self.atol, rtol=self.rtol, term=term, dt_max=self.max_step)
+        y = torch.zeros(1, field.size, dtype=field.dtype, device=field.device)
+        eager = []
+        with torch.no_grad():
+            for a, b, wanted in recorder.pieces(self.method, progress):
+                fused, why = fused_step(field, step, y, self.method, a, b) if self.compile else (None, None)
+                if why:
+                    eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
+                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, self.method, fused)
+        if eager:
+            warnings.warn(f"pcsim: {self.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
+                          RuntimeWarning, stacklevel=4)
+        return field.views(y[0])
 
 
 @dataclass(frozen=True)
@@ -73,65 +89,11 @@ class Tsit5(_Adaptive):
     order: ClassVar[int] = 5
 
 
-def _solve(solver: _Adaptive, field, recorder, t_end: float, progress: bool):
-    import torchode  # imported when a solve runs: `import pcsim` stays light
-
-    sample = recorder.sample_times()
-    if sample is None:
-        raise ValueError(f"torch's {solver.method} reports the solution at given times, not at each accepted step: "
-                         "record snapshots (the default, or Record(snapshots=N)) or Record(times=[...])")
-    unpack = field.views
-
-    def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
-        out = torch.empty_like(y)
-        field(float(t[0]), unpack(y[0]), unpack(out[0]))
-        return out
-
-    term = torchode.ODETerm(rhs, with_stats=False)
-    step = {"dopri5": torchode.Dopri5, "tsit5": torchode.Tsit5}[solver.method](term=term)
-    control = torchode.IntegralController(atol=solver.atol, rtol=solver.rtol, term=term, dt_max=solver.max_step)
-    grid = window_grid(0.0, t_end, [field.t_on, *field.gate.breakpoints(field.levels)])
-    y = torch.zeros(1, field.size, dtype=field.dtype, device=field.device)
-    if sample[0] == 0.0:
-        recorder.add(0.0, unpack(y[0]))
-    bar = tqdm(total=t_end, desc=f"pcsim {solver.method}", disable=not progress, leave=False)
-    eager = []
-    try:
-        for a, b in zip(grid[:-1], grid[1:], strict=True):
-            wanted = sample[(sample > a) & (sample <= b)]
-            with torch.no_grad():
-                fused, why = _fused(solver, field, step, y, a, b)
-                if why:
-                    eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
-                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, solver.method, fused)
-            bar.update(b - a)
-    finally:
-        bar.close()
-    if eager:
-        warnings.warn(f"pcsim: {solver.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
-                      RuntimeWarning, stacklevel=4)
-    return unpack(y[0])
-
-
-def _fused(solver: _Adaptive, field, step, y, a: float, b: float):
-    """The compiled stepper for the piece from a to b (or None) and why not, when compiling was asked for."""
-    if not solver.compile:
-        return None, None
-    why = why_not_fused(field, a, b)
-    if why:
-        return None, why
-    fused = fused_step(field, step, y, solver.method)
-    return fused, None if fused is not None else "compiling failed"
-
-
 def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str,
            fused=None):
     """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and step-size
     controller, recording at the `wanted` times from the step's dense output, and return y(b) (the last
-    accepted step ends at b).
-
-    The loop is torchode's `AutoDiffAdjoint.solve` for one system: with a batch of one there is no per-instance
-    bookkeeping (masked merges of the state and of the FSAL stage, per-instance status and evaluation masks)."""
+    accepted step ends at b)."""
     from torchode.single_step_methods import StepResult
     from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
 
@@ -161,23 +123,16 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
         if accepted:
             t_next = t + dt
             now = float(t_next[0])
-            passed = [s for s in pending if s <= now]
-            if passed:  # the recorded times this step went past, from its interpolant
-                pending = pending[len(passed):]
-                inside = [s for s in passed if s < b]
-                if inside:
-                    at = step.build_interpolation(interp).evaluate(
-                        times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
-                    for i, s in enumerate(inside):
-                        state = field.views(at[i])
-                        recorder.guard(float(s), state)
-                        recorder.add(float(s), state)
+            inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
+            pending = [s for s in pending if s > now]
+            if inside:
+                at = step.build_interpolation(interp).evaluate(
+                    times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
+                for i, s in enumerate(inside):
+                    recorder.see(float(s), field.views(at[i]))
             t, y, mstate = t_next, result.y, mstate_next
         dt = dt_next
-    final = field.views(y[0])
-    recorder.guard(b, final)
-    if len(wanted) and wanted[-1] == b:
-        recorder.add(b, final)
+    recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
     return y
 
 

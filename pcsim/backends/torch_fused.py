@@ -24,8 +24,7 @@ from pcsim.algorithms.il_compiled import Signature, SteadyStep
 from pcsim.algorithms.relaxation import value_drive
 
 
-def why_not_fused(field, a: float, b: float) -> str | None:
-    """Why the piece of the solve from `a` to `b` (no switch inside) cannot take the fused step (None: it can)."""
+def _why_not(field, a: float, b: float) -> str | None:
     mid = 0.5 * (a + b)
     if field.gates(mid):
         return "plasticity is on"
@@ -41,9 +40,13 @@ def why_not_fused(field, a: float, b: float) -> str | None:
     return None
 
 
-def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
-    """`stepper(y, k0, dt) -> (y1, error estimate, stages)` for torchode's Runge-Kutta `step` on `field`,
-    compiled (None: compiling failed, warned). `y` is a flat (1, n) state of the piece, for the layout."""
+def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) -> tuple[Callable | None, str | None]:
+    """`stepper(y, k0, dt) -> (y1, error estimate, stages)` for torchode's Runge-Kutta `step` on `field`, compiled,
+    for the piece of the solve from `t0` to `t1` (no switch inside), whose flat (1, n) state `y` is; or None
+    and why not (the piece is not plain inference, or compiling failed, warned)."""
+    why = _why_not(field, t0, t1)
+    if why:
+        return None, why
     relax = field.relaxation
     views = field.views(y[0])
     relax.load({n: views["u", n] for n in field.latent})  # fixes the step's signature: what moves, what is stale
@@ -93,5 +96,5 @@ def fused_step(field, step, y: torch.Tensor, method: str) -> Callable | None:
     compiled = field.problem.graph.derived(key, lambda _: compile_function(
         rk_step, example, f"the fused {method} step", stacklevel=4))
     if compiled is None:
-        return None
-    return lambda y0, k0, h: compiled(y0, k0, h, *fixed)
+        return None, "compiling failed"
+    return (lambda y0, k0, h: compiled(y0, k0, h, *fixed)), None

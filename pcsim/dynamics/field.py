@@ -52,6 +52,18 @@ class Observation:
     energy: dict[str, float]
 
 
+def observation(relax: Relaxation, eps: dict[str, torch.Tensor], shown: bool, names) -> Observation:
+    """What monitors of the populations `names` read of IL's step at its current state, with errors `eps` (absent:
+    exactly zero). Values and errors may be views of the step's storage, overwritten by its next evaluation."""
+    errors = {n: eps[n] if n in eps else torch.zeros_like(relax.base[n]) for n in names}
+    # a shown output's value is its prediction plus its error (MSE: the target)
+    values = {n: relax.prediction(n) + errors[n] if shown and n in relax.outputs else relax.value(n) for n in names}
+    mu = {n: relax.prediction(n) for n in names if n in relax.outputs}
+    terms = relax.problem.energy(mu, eps, shown=shown, names=names)
+    totals = torch.stack(list(terms.values())).tolist() if terms else []  # one synchronisation
+    return Observation(values, errors, dict(zip(names, totals, strict=True)))
+
+
 class VectorField:
     """d state / dt for a Problem, with time constants, target onset and plasticity gates."""
 
@@ -81,30 +93,21 @@ class VectorField:
                        for k in self.layout}
         self.sizes = {k: int(np.prod(s, dtype=np.int64)) for k, s in self.shapes.items()}
         self.size = sum(self.sizes.values())
-        offsets = np.cumsum([0] + [self.sizes[k] for k in self.layout])
-        self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), int(o))
-                         for k, o in zip(self.layout, offsets[:-1], strict=True)]
+        # where each component starts in a flat state vector (`layout` order; `sizes` numbers each)
+        self.offsets = {k: int(o) for k, o in zip(self.layout, np.cumsum([0, *self.sizes.values()]), strict=False)}
+        self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), self.offsets[k])
+                         for k in self.layout]
         ref = next(iter(self.base.values()))
         self.dtype, self.device = ref.dtype, ref.device
-        self._step = Relaxation(problem, gamma=1.0, base=self.base)  # evaluates the field at any state
-        holds = {n: self.gate.holds_from(n) for n in self.latent}
-        self.holds_from = {n: h for n, h in holds.items() if h is not None}  # the gate's end of the protocol
-
-    @property
-    def offsets(self) -> dict[tuple[str, str], int]:
-        """Where each component starts in a flat state vector (`layout` order; `sizes` numbers each)."""
-        return {k: offset for k, _, _, offset in self._strided}
-
-    @property
-    def relaxation(self) -> Relaxation:
-        """IL's step that evaluates the field: `load` a state into it, then read its errors and feedback."""
-        return self._step
+        # IL's step, which evaluates the field: `load` a state into it, then read its errors and feedback
+        self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)
+        # the gate's end of the protocol, per population
+        self.holds_from = {n: h for n in self.latent if (h := self.gate.holds_from(n)) is not None}
 
     def held(self, t: float) -> set[str]:
         """The populations that hold at t (their protocol has ended: `Gate.holds_from`)."""
         return {n for n, h in self.holds_from.items() if t >= h}
 
-    # -- state vectors ---------------------------------------------------------------------------
     def initial_state(self) -> State:
         """The feed-forward state: zero displacement, zero errors, nothing accumulated."""
         return {k: torch.zeros(self.shapes[k], dtype=self.dtype, device=self.device) for k in self.layout}
@@ -113,17 +116,11 @@ class VectorField:
         return np.concatenate([state[k].detach().reshape(-1).cpu().numpy() for k in self.layout])
 
     def unpack(self, vec: np.ndarray) -> State:
-        out, i = {}, 0
-        t = torch.as_tensor(np.ascontiguousarray(vec), dtype=self.dtype, device=self.device)
-        for k in self.layout:
-            out[k] = t[i:i + self.sizes[k]].reshape(self.shapes[k])
-            i += self.sizes[k]
-        return out
+        return self.views(torch.as_tensor(np.ascontiguousarray(vec), dtype=self.dtype, device=self.device))
 
     def shown(self, t: float) -> bool:
         return self.target_shown and t >= self.t_on
 
-    # -- the equations: IL's step (`Relaxation`) at the state, not a second implementation --------
     def views(self, flat: torch.Tensor) -> State:
         """The components of a flat state vector (`size` numbers, in `layout` order) as views of it."""
         if flat.dim() != 1 or flat.shape[0] != self.size or not flat.is_contiguous():
@@ -134,7 +131,7 @@ class VectorField:
     def _local(self, t: float, state: State):
         """Per vertex: error (absent: exactly zero), the drive x - mu of a leaky error, and the step at the
         state, whose prediction and feedback are then current."""
-        step, shown, held = self._step, self.shown(t), self.held(t)
+        step, shown, held = self.relaxation, self.shown(t), self.held(t)
         step.load({n: state["u", n] for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
         if not shown:  # a free output's error is x - mu, not the loss's
@@ -159,7 +156,7 @@ class VectorField:
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
         err, drive_target = self._local(t, state)
-        step, shown, held = self._step, self.shown(t), self.held(t)
+        step, shown, held = self.relaxation, self.shown(t), self.held(t)
         fb = step.feedback(err)
         for n in self.latent:
             o, e, tau = out["u", n], err.get(n), self.tau_x[n]
@@ -194,16 +191,9 @@ class VectorField:
                 out[k].zero_()
         return out
 
-    def observe(self, t: float, state: State) -> Observation:
+    def observe(self, t: float, state: State, names) -> Observation:
         err, _ = self._local(t, state)
-        mu = {n: self._step.prediction(n) for n in self.latent}
-        # the step's buffers are overwritten by the next evaluation: copies (and zeros for the silent ones)
-        err = {n: err[n].clone() if n in err else torch.zeros_like(self.base[n]) for n in self.latent}
-        values = {n: self._step.value(n) for n in self.latent}
-        if self.shown(t):  # a shown output's value is its prediction plus its error (MSE: the target)
-            values = {n: mu[n] + err[n] if n in self.outputs else v for n, v in values.items()}
-        energy = {n: float(e) for n, e in self.problem.energy(mu, err, shown=self.shown(t)).items()}
-        return Observation(values, err, energy)
+        return observation(self.relaxation, err, self.shown(t), names)
 
     def updates(self, state: State) -> dict[str, torch.Tensor]:
         """Accumulated plasticity in autograd's sign (dL/dtheta for Z-IL), for every parameter."""

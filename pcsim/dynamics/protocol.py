@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from pcsim.algorithms.schedule import SLACK, Schedule
 from pcsim.graph.ir import Graph
 
@@ -118,8 +116,9 @@ class Windows(Gate):
         return self.t_on + (self.schedule.at_level(level - 1) - SLACK) * self.width
 
     def breakpoints(self, levels):
-        edges = {edge for n in levels if n in self.schedule.levels for edge in self.window(n)}
-        return sorted(edges | {self.holds_from(n) for n in levels if n in self.schedule.levels})
+        scheduled = [n for n in levels if n in self.schedule.levels]
+        times = {edge for n in scheduled for edge in self.window(n)} | {self.holds_from(n) for n in scheduled}
+        return sorted(times - {None})  # an output never holds
 
 
 @dataclass(frozen=True)
@@ -157,8 +156,3 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
     raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
                      f"got {plasticity!r}")
 
-
-def window_grid(t_start: float, t_end: float, breakpoints: Sequence[float]) -> np.ndarray:
-    """[t_start, breakpoints inside the interval..., t_end]: the segments an adaptive solver integrates."""
-    inner = [b for b in sorted(set(breakpoints)) if t_start < b < t_end]
-    return np.array([t_start, *inner, t_end], dtype=float)

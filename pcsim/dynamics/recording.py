@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
@@ -20,6 +22,7 @@ class SimulationError(PcsimError):
 # The default recording: every population at this many evenly spaced grid times (ends included).
 # Cheap (a few copies of the state, whatever the number of steps); every step is opt-in (every_step=True).
 SNAPSHOTS = 21
+WHAT = {"u": "value", "e": "error", "w": "plasticity"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,25 @@ class Record:
                          f"or a dict with 'populations', 'times', 'every_step' or 'snapshots'; got {record!r}")
 
 
+def guard(t: float, state: State, finite_at: float | None = None) -> None:
+    """A non-finite component of a state (or of errors keyed ("e", name)) is a blow-up. NaN and inf survive a sum,
+    so one sum of all and one synchronisation find it; only then is each looked at, to name the ones at fault."""
+    if not state or math.isfinite(torch.stack([v.sum() for v in state.values()]).sum().item()):
+        return
+    bad = [f"the {WHAT[kind]} population '{name}' became {'NaN' if bool(torch.isnan(v).any()) else 'inf'}"
+           for (kind, name), v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:  # else the sum overflowed, and every component is finite
+        since = "" if finite_at is None else f" (finite at t = {finite_at:.6g})"
+        raise SimulationError(f"the simulation blew up at t = {t:.6g}{since}: {', '.join(bad)}; try a smaller dt or "
+                              "larger time constants")
+
+
+def n_steps(t_end: float, dt: float) -> int:
+    """Steps of dt from 0 to t_end, the last one shorter if dt does not divide t_end."""
+    n = int(round(t_end / dt))
+    return n + 1 if n * dt < t_end - 1e-9 * dt else n
+
+
 class Recorder:
     """Collects observations; checks every state it sees for NaN or inf."""
 
@@ -74,35 +96,26 @@ class Recorder:
         self.record = record
         self.t_end = t_end
         self.t: list[float] = []
-        self.values: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
-        self.errors: dict[str, list[np.ndarray]] = {n: [] for n in self.populations}
+        self.values: dict[str, list] = {n: [] for n in self.populations}
+        self.errors: dict[str, list] = {n: [] for n in self.populations}
         self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
-        self._rows: int | None = None  # reserve(): values and errors go into preallocated arrays
-
-    def reserve(self, rows: int) -> None:
-        """Preallocate for `rows` observations, each then copied once into place (no stacking at the end):
-        for a backend that knows its recording times and hands over views of storage it updates in place."""
-        self._rows = rows
-        self.values = dict.fromkeys(self.populations)
-        self.errors = dict.fromkeys(self.populations)
-
-    def guard(self, t: float, state: State) -> None:
-        for (kind, name), v in state.items():
-            if not bool(torch.isfinite(v).all()):
-                what = {"u": "value", "e": "error", "w": "plasticity"}[kind]
-                raise SimulationError(f"the simulation blew up at t = {t:.6g}: the {what} population "
-                                      f"'{name}' became {'NaN' if bool(torch.isnan(v).any()) else 'inf'}; "
-                                      "try a smaller dt or larger time constants")
+        self._rows: int | None = None  # known (a fixed-step grid): values and errors go into preallocated arrays
 
     def steps_on_grid(self, n: int, dt: float) -> list[int]:
-        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order."""
+        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order. Their
+        observations are then each copied once into place, with no stacking at the end."""
         if self.times is not None:  # the grid points within rounding of a wanted time
             grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
             near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt
-            return np.flatnonzero(near.any(axis=1)).tolist()
-        if self.record.every_step:
-            return list(range(n + 1))
-        return sorted(set(np.rint(np.linspace(0, n, min(self.record.snapshots, n + 1))).astype(int).tolist()))
+            steps = np.flatnonzero(near.any(axis=1)).tolist()
+        elif self.record.every_step:
+            steps = list(range(n + 1))
+        else:
+            steps = sorted(set(np.rint(np.linspace(0, n, min(self.record.snapshots, n + 1))).astype(int).tolist()))
+        self._rows = len(steps)
+        self.values = dict.fromkeys(self.populations)
+        self.errors = dict.fromkeys(self.populations)
+        return steps
 
     def sample_times(self) -> np.ndarray | None:
         """An adaptive solver's output times; None: each accepted step."""
@@ -112,20 +125,39 @@ class Recorder:
             return None
         return np.linspace(0.0, self.t_end, self.record.snapshots)
 
-    def add(self, t: float, state: State) -> None:
-        self.add_observation(t, self.field.observe(t, state))
+    def pieces(self, desc: str, progress: bool):
+        """An adaptive solve from 0 to t_end, split at target onset and the gates' switching times so that no step
+        straddles a discontinuity: yields (a, b, the sample times in (a, b] or None for every step), after
+        recording t = 0. Each piece starts just after its switch, where the field is evaluated from the right."""
+        field, sample = self.field, self.sample_times()
+        if sample is None or sample[0] == 0.0:
+            self.see(0.0, field.initial_state())
+        switches = {field.t_on, *field.gate.breakpoints(field.levels)}
+        grid = [0.0, *sorted(s for s in switches if 0.0 < s < self.t_end), float(self.t_end)]
+        with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False) as bar:
+            for a, b in zip(grid[:-1], grid[1:], strict=True):
+                yield a, b, None if sample is None else sample[(sample > a) & (sample <= b)]
+                bar.update(b - a)
+
+    def see(self, t: float, state: State, keep: bool = True) -> None:
+        """Guard a solver's state at t, and record it if `keep`."""
+        guard(t, state)
+        if keep:
+            self.add_observation(t, self.field.observe(t, state, self.populations))
 
     def add_observation(self, t: float, obs: Observation) -> None:
-        """Record what a backend observed itself (e.g. Brian2's monitors) at time t."""
+        """Record what a backend observed (e.g. Brian2's monitors) at time t: a copy, as `obs` may hold views of
+        storage the backend updates in place."""
         row = len(self.t)
         self.t.append(float(t))
         for n in self.populations:
-            if self._rows is None:
-                self.values[n].append(obs.values[n].detach().cpu().numpy())
-                self.errors[n].append(obs.errors[n].detach().cpu().numpy())
-            else:
-                _put(self.values, n, row, self._rows, obs.values[n])
-                _put(self.errors, n, row, self._rows, obs.errors[n])
+            for kept, v in ((self.values, obs.values[n]), (self.errors, obs.errors[n])):
+                if self._rows is None:
+                    kept[n].append(v.detach().cpu().numpy().copy())
+                else:  # into a CPU tensor made at the first row, whose NumPy view the trajectory keeps
+                    if kept[n] is None:
+                        kept[n] = torch.empty((self._rows, *v.shape), dtype=v.dtype)
+                    kept[n][row].copy_(v.detach())
             self.energy[n].append(obs.energy[n])
 
     def trajectory(self, final: State, meta: dict) -> Trajectory:
@@ -137,11 +169,3 @@ class Recorder:
                           energy={n: np.array(v) for n, v in self.energy.items()},
                           updates={n: u.detach().cpu().numpy() for n, u in self.field.updates(final).items()},
                           meta=meta)
-
-
-def _put(arrays: dict, name: str, row: int, rows: int, value: torch.Tensor) -> None:
-    """value into row `row` of a preallocated CPU tensor (made at the first row, from its shape and dtype),
-    whose NumPy view the trajectory keeps: one copy, from any device."""
-    if arrays[name] is None:
-        arrays[name] = torch.empty((rows, *value.shape), dtype=value.dtype)
-    arrays[name][row].copy_(value.detach())

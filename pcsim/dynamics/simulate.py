@@ -41,17 +41,13 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options)
     elif method is not None or dt is not None or backend_options:
         raise ValueError("pass either solver= or backend=/method=/dt= and backend options, not both")
-    if target is None:
-        target_shown, t_on = False, float(t_on)
-    else:
-        target_shown = True
+    target_shown = target is not None
+    t_on = t_on if target_shown else float(t_on)
     if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
         raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
     graph, added = _levelled(graph, plasticity, level)
-    if target is None:  # a stand-in target of the right shape; never shown
-        problem = Problem.build(graph, inputs, _placeholder_targets(graph, loss), loss, params)
-    else:
-        problem = Problem.build(graph, inputs, target, loss, params)
+    # without a target, a stand-in of the right shape, never shown
+    problem = Problem.build(graph, inputs, target if target_shown else _placeholder_targets(graph, loss), loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
     gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)

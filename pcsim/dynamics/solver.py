@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import ClassVar
 
 
@@ -20,7 +20,6 @@ class Solver:
     backend: ClassVar[str]
     method: ClassVar[str]
     order: ClassVar[int | None]  # None: variable order (LSODA, BDF)
-    adaptive: ClassVar[bool] = False
 
     def run(self, field, recorder, *, t_end: float, progress: bool = False):
         raise NotImplementedError
@@ -28,7 +27,7 @@ class Solver:
     @property
     def step(self) -> float | None:
         """The fixed step (or the cap on adaptive steps); the plasticity windows of Z-IL are that wide."""
-        return getattr(self, "dt", None)
+        return getattr(self, "dt", getattr(self, "max_step", None))
 
     def meta(self) -> dict:
         """What a Trajectory records of the solver."""
@@ -36,25 +35,18 @@ class Solver:
         return {"backend": self.backend, "method": self.method, "order": self.order, **settings}
 
 
-@dataclass(frozen=True)
-class Registration:
-    backend: str
-    method: str
-    make: Callable[..., Solver]  # make(dt=, rtol=, atol=, **options) -> Solver
-    default: bool  # the backend's method when none is named
-
-
 class Registry:
-    """(backend, method) -> how to build the solver from `simulate`'s keyword arguments."""
+    """(backend, method) -> how to build the solver from `simulate`'s keyword arguments, `make(dt=, rtol=, atol=,
+    **options)`, and whether it is the backend's method when none is named."""
 
     def __init__(self):
-        self._entries: dict[tuple[str, str], Registration] = {}
+        self._entries: dict[tuple[str, str], tuple[Callable[..., Solver], bool]] = {}
 
     def register(self, backend: str, method: str, make: Callable[..., Solver], *, default: bool = False) -> None:
         key = (backend, method)
         if key in self._entries:
             raise ValueError(f"solver '{method}' of backend '{backend}' is registered twice")
-        self._entries[key] = Registration(backend, method, make, default)
+        self._entries[key] = (make, default)
 
     def backends(self) -> list[str]:
         return sorted({b for b, _ in self._entries})
@@ -63,7 +55,7 @@ class Registry:
         return [m for b, m in self._entries if b == backend]
 
     def default_method(self, backend: str) -> str:
-        return next(r.method for r in self._entries.values() if r.backend == backend and r.default)
+        return next(m for (b, m), (_, default) in self._entries.items() if b == backend and default)
 
     def make(self, backend: str, method: str | None = None, **settings) -> Solver:
         if backend not in self.backends():
@@ -72,7 +64,7 @@ class Registry:
         if (backend, method) not in self._entries:
             raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of "
                              f"{self.methods(backend)}")
-        make = self._entries[backend, method].make
+        make = self._entries[backend, method][0]
         params = inspect.signature(make).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             options = [k for k in params if not k.startswith("_")]
@@ -87,14 +79,12 @@ SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only aft
 
 
 def check_positive(**settings: float | None) -> None:
-    """Each setting given (not None) must be > 0 (tolerances, step caps)."""
     for name, value in settings.items():
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def check_step(dt: float | None, method: str) -> float:
-    """A fixed-step solver's dt, or a clear error."""
     if dt is None:
         raise ValueError(f"method '{method}' integrates with a fixed step: pass dt=")
     if not dt > 0:

@@ -43,7 +43,7 @@ def _batch_local(field: VectorField, name: str, parent: str, batch: int) -> bool
 def edge_patterns(field: VectorField) -> dict[tuple[str, str], sp.csr_matrix]:
     """(vertex, latent parent) -> boolean pattern of d mu_vertex / d x_parent (rows: vertex neurons)."""
     g = field.problem.graph
-    sizes = {n: int(np.prod(field.base[n].shape, dtype=np.int64)) for n in field.latent}
+    sizes = {n: field.sizes["u", n] for n in field.latent}
     batch = next(iter(field.base.values())).shape[0] if field.base else 0
     patterns = {}
     for n in field.latent:
@@ -66,7 +66,6 @@ def jacobian_sparsity(field: VectorField) -> sp.csr_matrix:
     g = field.problem.graph
     latent = set(field.latent)
     P = edge_patterns(field)
-    sizes = {n: int(np.prod(field.base[n].shape, dtype=np.int64)) for n in field.latent}
     blocks: dict[tuple, sp.csr_matrix] = {}
 
     def add(row, col, m):
@@ -75,7 +74,7 @@ def jacobian_sparsity(field: VectorField) -> sp.csr_matrix:
 
     leaky = set(field.leaky)
     for n in field.latent:
-        eye = sp.identity(sizes[n], dtype=bool, format="csr")
+        eye = sp.identity(field.sizes["u", n], dtype=bool, format="csr")
         own = ("e", n) if n in leaky else None
         add(("u", n), ("u", n), eye)
         for p in g[n].parents:  # through the vertex's own prediction
@@ -92,22 +91,17 @@ def jacobian_sparsity(field: VectorField) -> sp.csr_matrix:
             for q in g[c].parents:
                 if q in latent:
                     add(("u", n), ("u", q), P[c, n].T @ P[c, q])
-    plastic = [k for k in field.layout if k[0] == "w"]
-    for k in plastic:  # accumulators: read by nobody; depend on their users' errors and inputs
+    for k in [k for k in field.layout if k[0] == "w"]:  # accumulators: read by none; from users' errors and inputs
         size = field.sizes[k]
         for n in field.latent:
             if k[1] in g[n].params:
                 for src in [("u", n)] + [("u", p) for p in g[n].parents if p in latent] + (
                         [("e", n)] if n in leaky else []):
                     add(k, src, np.ones((size, field.sizes[src]), dtype=bool))
-    offsets, pos = {}, 0
-    for k in field.layout:
-        offsets[k] = pos
-        pos += field.sizes[k]
     rows, cols = [], []
     for (r, c), m in blocks.items():
         coo = m.tocoo()
-        rows.append(coo.row + offsets[r])
-        cols.append(coo.col + offsets[c])
+        rows.append(coo.row + field.offsets[r])
+        cols.append(coo.col + field.offsets[c])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     return sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(field.size, field.size))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.simulate import simulate
 from pcsim.graph.ir import Graph
 
@@ -18,7 +19,7 @@ def zil_euler(graph: Graph, inputs, target, loss="mse", *, steps: int = 200, bac
     """Euler with dt = tau_x = 1 for `steps` steps, Z-IL's gates; errors instantaneous, or leaky at tau_e = dt.
 
     backend: 'torch' (IL's step) or 'scipy' (its fixed-step Euler evaluates the vector field)."""
-    needed = (2 * graph.level().depth + 2) if leaky else graph.level().depth + 1
+    needed = Schedule.for_errors(leaky).at_level(graph.level().depth) + 1  # through the last window
     if steps < needed:
         raise ValueError(f"zil-euler needs at least {needed} steps on this graph (its last window), got {steps}")
     tr = simulate(graph, inputs, target, loss=loss, backend=backend, method="euler", dt=1.0, tau_x=1.0,

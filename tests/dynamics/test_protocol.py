@@ -81,3 +81,16 @@ def test_per_population_time_constants():
     move_fast = np.abs(fast.values[first][-1] - fast.values[first][0]).max()
     move_slow = np.abs(mixed.values[first][-1] - mixed.values[first][0]).max()
     assert 0 < move_slow < move_fast / 20
+
+
+def test_zil_windows_split_an_adaptive_solve():
+    """The windows' edges and holds are the adaptive solvers' breakpoints (an output, which never holds, adds
+    none); two scipy methods then agree on the gated updates."""
+    _, graph, inputs, target = _mlp()
+    gate = pcsim.dynamics.Windows(pcsim.Schedule.of(graph), t_on=0.0, width=0.1)
+    assert all(isinstance(b, float) for b in gate.breakpoints(graph.min_distance))
+    kw = dict(t_end=(graph.depth + 2) * 0.1, tau_x=0.1, plasticity="zil", record=[], rtol=1e-10, atol=1e-12, dt=0.1)
+    rk45, dop853 = (pcsim.simulate(graph, inputs, target, method=m, **kw) for m in ("RK45", "DOP853"))
+    assert any(np.abs(u).max() > 1e-3 for u in rk45.updates.values())
+    for p, u in rk45.updates.items():
+        np.testing.assert_allclose(u, dop853.updates[p], rtol=1e-6, atol=1e-9)

@@ -1,4 +1,4 @@
-"""Euler on torch as IL's step (pcsim/dynamics/relaxed.py) is the vector field's Euler, step for step.
+"""Euler on torch as IL's step (pcsim/backends/torch.py) is the vector field's Euler, step for step.
 
 Oracles: `il_path` (IL's errors at every step), `pcsim.zil` and autograd on the module (Z-IL gates),
 and the field's own Euler evaluation (`fast=False`, the equations of `field.py` written out) for
