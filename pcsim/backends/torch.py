@@ -11,7 +11,7 @@ runs, with its fast kernels and its skipping of what has not moved, and adds wha
 beyond IL: target onset (before it every error is zero, so nothing moves), plasticity gates (the
 Hebbian term of each vertex whose gate is open, integrated with the step) and the recording;
 `compile=True` compiles it between recorded steps and switches. `fast=False`, and the cases where
-Euler is not IL's step, evaluate the vector field instead: the same dynamics (`test_relaxed.py`).
+Euler is not IL's step, evaluate the vector field instead: the same dynamics (`tests/backends/test_torch.py`).
 """
 
 from __future__ import annotations
