@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pcsim.errors import PcsimError
+from pcsim.errors import PcsimError, first_line
 from pcsim.numerics import relative_difference, tolerance
 
 
@@ -65,10 +65,6 @@ def _begin(label: str) -> float:
     return time.perf_counter()
 
 
-def first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else ""
-
-
 # -- stage 1: the zoo table --------------------------------------------------------------------
 def stage_table(config: DemoConfig, out: Path, stage: Stage) -> None:
     """Z-IL and Fa-Z-IL against backprop (torch autograd) on the model zoo, at small sizes."""
@@ -103,13 +99,15 @@ def stage_table(config: DemoConfig, out: Path, stage: Stage) -> None:
 
 def console_table(rows, columns) -> str:
     """The rows as aligned text: deviation of each rule, 'exact' or 'DEVIATES' per model."""
+    from pcsim.table import fmt_deviation
+
     short = {c: c.replace(" wavefront", " wave").replace(" autonomous", " auto") for c in columns}
     widths = {c: max(9, len(short[c])) for c in columns}
     head = f"  {'model':<17}{'vertices':>9}{'+identity':>10}  " + "  ".join(f"{short[c]:>{widths[c]}}"
                                                                          for c in columns) + "  verdict"
     lines = [head, "  " + "-" * (len(head) - 2)]
     for r in rows:
-        devs = "  ".join(f"{_fmt(r.deviation.get(c)):>{widths[c]}}" for c in columns)
+        devs = "  ".join(f"{fmt_deviation(r.deviation.get(c)):>{widths[c]}}" for c in columns)
         lines.append(f"  {r.model:<17}{r.vertices:>9}{r.identity:>10}  {devs}  {'exact' if r.passed else 'DEVIATES'}")
     tol = rows[0].tolerance if rows else 0.0
     exact = [c for c, (_, _, must) in columns.items() if must]
@@ -119,10 +117,6 @@ def console_table(rows, columns) -> str:
         lines += ["  'Z-IL unlevelled' skips level(): it is far off wherever identity vertices are needed",
                   "  (+identity > 0), which is why Z-IL levels the graph first."]
     return "\n".join(lines)
-
-
-def _fmt(x) -> str:
-    return "" if x is None else (f"{x:.1e}" if np.isfinite(x) else str(x))
 
 
 # -- stage 2: continuous time ------------------------------------------------------------------
@@ -266,15 +260,13 @@ def stage_training(config: DemoConfig, out: Path, stage: Stage) -> None:
 
 def _mlp_run(cfg, data, hidden):
     """A training run of the zoo MLP at the demo's hidden widths (build_run uses the full-size default)."""
-    from pcsim.training.loop import Run
+    from pcsim.training.loop import build_run
     from pcsim.zoo import load_model_file
 
     spec = load_model_file(cfg.model)
     module, _, _ = spec.build_model(seed=cfg.seed, input_shape=data.input_shape, n_classes=data.n_classes,
                                     hidden=hidden)
-    module = module.to(torch.float64)
-    optimiser = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    return Run(cfg, module, data, spec.loss, optimiser, torch.Generator().manual_seed(cfg.seed))
+    return build_run(cfg, data, module=module, loss=spec.loss)
 
 
 def _params(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -19,3 +19,9 @@ class GraphError(PcsimError, ValueError):
 
 class InputError(PcsimError, ValueError):
     """Inputs or targets do not fit the graph: count, shape or dtype."""
+
+
+def first_line(error: BaseException, empty: str = "") -> str:
+    """The first line of an error's message (torch's run to pages), `empty` if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else empty

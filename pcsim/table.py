@@ -88,8 +88,8 @@ def zoo_table(models: Sequence[str] | None = None, dtype: torch.dtype = torch.fl
     return [zoo_row(n, dtype, columns, (dims or {}).get(n), progress) for n in names]
 
 
-def _fmt(x: float) -> str:
-    return "nan" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.1e}")
+def fmt_deviation(x: float | None) -> str:
+    return "" if x is None else (f"{x:.1e}" if math.isfinite(x) else str(x))
 
 
 def _shape(shapes: tuple[tuple[int, ...], ...]) -> str:
@@ -117,7 +117,7 @@ def markdown(rows: Sequence[ZooRow], dtype: torch.dtype = torch.float64, wall_se
         "|---|---:|---|---:|---:|---:|" + "---:|" * len(columns) + "---|---:|",
     ]
     for r in rows:
-        devs = [_fmt(r.deviation[c]) if c in r.deviation else "" for c in columns]
+        devs = [fmt_deviation(r.deviation.get(c)) for c in columns]
         secs = " / ".join(f"{r.seconds[c]:.1f}" for c in columns if c in r.seconds)
         lines.append(f"| {r.model} | {r.params:,} | {_shape(r.input_shapes)} | {r.vertices} | {r.identity} | "
                      f"{r.depth} | " + " | ".join(devs) + f" | {secs} | {r.total_seconds:.1f} |")

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ INFERENCE_STEPS = (5, 20, 100)
 _SKIPPED = {"bp": "bp-graph", "fa-zil": "fa-zil-wavefront"}
 RULES = ("bp", "bp-graph", *(n for n, r in REGISTERED.items() if n not in _SKIPPED and not r.inference),
          *(f"{n}-T{t}" for n, r in REGISTERED.items() if r.inference for t in INFERENCE_STEPS))
+_INFERENCE = re.compile(r"(.+)-T(\d+)")  # an inference rule's family and its steps T
 # compile=True (pcsim.algorithms.compiled): chosen with --rules only; each compiles once, in its warm-up
 COMPILED = ("fa-zil-wavefront-compiled", "il-T5-compiled", "il-T20-compiled", "il-T100-compiled")
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
@@ -99,16 +101,13 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
         total = loss.value(module(*inputs), target)
         return torch.autograd.grad(total, used, allow_unused=True)
 
-    def il(steps, compile=False):
-        return lambda: pcsim.il(graph, inputs, target, spec.loss, steps=steps, compile=compile)
-
     def registered(rule, **options):
         g = levelled if rule.levelled else graph
         return lambda: rule(g, inputs, target, spec.loss, **options)
 
     every = {"bp": bp, "bp-graph": registered(REGISTERED["bp"]),
-             "fa-zil-wavefront-compiled": lambda: pcsim.fa_zil(levelled, inputs, target, spec.loss, compile=True),
-             **{f"il-T{t}-compiled": il(t, compile=True) for t in INFERENCE_STEPS}}
+             "fa-zil-wavefront-compiled": registered(REGISTERED["fa-zil-wavefront"], compile=True),
+             **{f"il-T{t}-compiled": registered(REGISTERED["il"], steps=t, compile=True) for t in INFERENCE_STEPS}}
     for n, r in REGISTERED.items():
         if r.inference:
             every.update({f"{n}-T{t}": registered(r, steps=t) for t in INFERENCE_STEPS})
@@ -153,26 +152,16 @@ def measure(c: Case, device: torch.device, reps: int, budget_s: float, log=print
         stats[r]["peak_mem_mb"] = mem[r]
         stats[r]["peak_mem_ratio"] = mem[r] / mem["bp"] if mem.get("bp") else float("nan")
     return {"model": c.name, "dims": c.dims, "batch": c.batch, "depth": c.depth,
-            "rules": {r: {k: stats[r][k] for k in ("median_ms", "ratio_to_bp", "ratio_q1", "ratio_q3", "peak_mem_mb",
-                                                   "peak_mem_ratio", "runs")} for r in RULES + COMPILED
-                      if r in stats}}
+            "rules": {r: stats[r] for r in RULES + COMPILED if r in stats}}
 
 
 def _estimate(rule: str, first: dict) -> float | None:
     """An inference rule costs about T times one step: extrapolate T=100 from T=20, T=20 from T=5."""
-    if "-T" not in rule:
+    this = _INFERENCE.match(rule)  # il-T20 -> (il, 20), ipc-T5-compiled -> (ipc, 5)
+    if this is None:
         return None
-    family, steps = _family(rule), _steps(rule)
-    known = [(_steps(r), t) for r, t in first.items() if "-T" in r and _family(r) == family]
-    return max((t * steps / s for s, t in known), default=None)
-
-
-def _family(rule: str) -> str:
-    return rule.rsplit("-T", 1)[0]  # il-T20 -> il, ipc-T5 -> ipc
-
-
-def _steps(rule: str) -> int:
-    return int(rule.rsplit("-T", 1)[1].split("-")[0])  # il-T20, il-T20-compiled
+    known = [(int(m[2]), t) for r, t in first.items() if (m := _INFERENCE.match(r)) and m[1] == this[1]]
+    return max((t * int(this[2]) / s for s, t in known), default=None)
 
 
 def _quartiles(s: dict) -> str:

@@ -34,7 +34,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from pcsim.capture.names import VertexNamer
 from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
-from pcsim.errors import TraceError, UnsupportedOpError
+from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
@@ -120,7 +120,7 @@ class Builder:
             with torch.no_grad():
                 interpreter.run(*self._placeholder_values())
         except Exception as e:  # noqa: BLE001 - the model's own failure on the example inputs, at the user's line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = first_line(e)
             at = where(interpreter.current, f"{type(e).__name__}: {first}") if interpreter.current else first
             raise TraceError(f"the module failed on the example inputs at {at}") from None
         self.values = interpreter.values
@@ -302,9 +302,8 @@ class Builder:
             lin = Autograd(vertex, [self.vertex_values[p] for p in vertex.parents], self.params, self.constants)
             lin.pullback(torch.ones_like(lin.mu))
         except (NotImplementedError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            why = f"{first} pcsim pulls each error back through its vertex's call, so an op that reads a population " \
-                  "needs a derivative"
+            why = f"{first_line(e, type(e).__name__)} pcsim pulls each error back through its vertex's call, " \
+                  "so an op that reads a population needs a derivative"
             raise UnsupportedOpError(where(origin, why)) from None
 
     def _moves(self, args, kwargs, parents: list[str]) -> bool:
@@ -326,9 +325,7 @@ class Builder:
                 if k not in parents:
                     parents.append(k)
                 return ParentArg(parents.index(k))
-            if isinstance(k, _Multi):  # read inside a recomputed call (the indices of `max`): the call itself
-                return self._computed(k.node, parents)
-            if isinstance(k, _Folded):
+            if isinstance(k, _Multi | _Folded):  # read inside a recomputed call (the indices of `max`): the call
                 return self._computed(k.node, parents)
             return k
         if isinstance(arg, tuple | list):  # a tuple: templates hash, so the wave shares one call among its items

@@ -24,7 +24,7 @@ from torch import nn
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.recurrent import UNROLLED
-from pcsim.errors import InputError, TraceError
+from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
 from pcsim.ops.table import KEPT_WHOLE, fused_ops
 
@@ -82,9 +82,8 @@ def _torch_logs_quiet():
 def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-    text = f"{name} could not be captured{where}: {type(e).__name__}: {first}"
+    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}"
     if line:
         text += f"\n{line}"
     if any(k in str(e) for k in _DATA_DEPENDENT):

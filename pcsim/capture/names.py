@@ -35,7 +35,7 @@ class VertexNamer:
     def __init__(self):
         self._taken: set[str] = set()
         self._records: list[tuple[str, str, str]] = []  # (provisional name, module path, op label)
-        self._items: dict[fx.Node, set[int]] = defaultdict(set)
+        self._items: dict[str, set[int]] = defaultdict(set)  # a tuple-valued call's name -> the items used
 
     def take(self, name: str) -> str:
         """A name used as it is (the inputs keep their argument names)."""
@@ -45,7 +45,7 @@ class VertexNamer:
     def name(self, origin: fx.Node, select: int | None) -> str:
         label = origin.name if select is None else f"{origin.name}#{select}"
         if select is not None:
-            self._items[origin].add(select)
+            self._items[origin.name].add(select)
         self._records.append((label, module_path(origin), _SUFFIX.sub("", origin.name)))
         return label
 
@@ -71,10 +71,7 @@ class VertexNamer:
                         base = f"{path}.{base}"
                 if "#" in label:
                     origin, index = label.split("#")
-                    if len(self._item_set(origin)) > 1:
+                    if len(self._items[origin]) > 1:
                         base = f"{base}_{index}"
                 renamed[label] = fresh_name(base, taken)
         return renamed
-
-    def _item_set(self, origin_name: str) -> set[int]:
-        return next((s for n, s in self._items.items() if n.name == origin_name), set())

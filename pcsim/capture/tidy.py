@@ -10,6 +10,7 @@ import torch
 import torch.fx as fx
 
 from pcsim.graph.ir import ParentArg, Vertex
+from pcsim.graph.level import fresh_name
 from pcsim.ops.table import identity
 
 
@@ -49,13 +50,10 @@ def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
     result = []
     for o in outputs:
         if o in used:
-            sink = o + "__output"
-            while sink in names:
-                sink += "_"
+            sink = fresh_name(o + "__output", names)
             src = next(v for v in vertices if v.name == o)
             vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
                                    args=(ParentArg(0),), source=f"loss carrier for output '{o}'"))
-            names.add(sink)
             o = sink
         result.append(o)
     return result

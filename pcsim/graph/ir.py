@@ -10,7 +10,7 @@ four kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a paramet
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -328,9 +328,7 @@ class Graph:
         dead = {n for n in self.latent if n not in self.min_distance}
         if not dead:
             return self
-        return Graph(vertices=tuple(v for v in self.vertices if v.name not in dead), inputs=self.inputs,
-                     outputs=self.outputs, params=self.params, constants=self.constants,
-                     param_names=self.param_names)
+        return replace(self, vertices=tuple(v for v in self.vertices if v.name not in dead))
 
     # -- display ----------------------------------------------------------------------------
     def summary(self) -> str:

@@ -78,13 +78,11 @@ def level(graph: Graph) -> Graph:
             continue
         parents = []
         for p in v.parents:
-            pv = graph[p]
             if p in graph.clamped or levels[p] == levels[v.name] + 1:
                 parents.append(p)
             else:
-                parents.append(at_level(pv, levels[v.name] + 1))
+                parents.append(at_level(graph[p], levels[v.name] + 1))
         out.append(replace(v, parents=tuple(parents)) if tuple(parents) != v.parents else v)
-    levelled = Graph(vertices=tuple(out), inputs=graph.inputs, outputs=graph.outputs,
-                     params=graph.params, constants=graph.constants, param_names=graph.param_names)
+    levelled = replace(graph, vertices=tuple(out))
     assert levelled.is_levelled, "level() left an edge that skips levels"
     return levelled

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pcsim.errors import PcsimError
+from pcsim.errors import PcsimError, first_line
 
 FORMAT = "pcsim-checkpoint-1"
 
@@ -52,8 +52,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable pcsim checkpoint ({first})") from None
+        why = first_line(e, type(e).__name__)
+        raise CheckpointError(f"{path} is not a readable pcsim checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a pcsim checkpoint (format {FORMAT} expected)")
     return state

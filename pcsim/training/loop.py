@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from pcsim.algorithms.losses import get_loss
 from pcsim.errors import PcsimError
-from pcsim.numerics import tolerance
+from pcsim.numerics import deviation_and_angle, tolerance
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients, compare
+from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMISERS = ("sgd", "adam")
@@ -249,7 +249,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
 
 
 def _check(run: Run, grads: dict, reference: dict) -> None:
-    deviation, angle = compare(grads, reference)
+    deviation, angle = deviation_and_angle(grads, reference)
     run.running["deviation"].append(deviation)
     run.running["angle"].append(angle)
     limit = tolerance(DTYPES[run.config.dtype])

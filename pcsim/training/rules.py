@@ -9,7 +9,6 @@ from torch import nn
 
 import pcsim
 from pcsim.check import autograd_gradients
-from pcsim.numerics import deviation_and_angle
 from pcsim.rules import RULES, get
 
 RULE_NAMES = tuple(RULES)  # "bp": autograd on the module itself; the others run on its traced graph
@@ -52,8 +51,3 @@ class RuleGradients:
         if rule.inference:  # IL's inference settings, for every rule that relaxes the values
             options.update(gamma=self.il_gamma, steps=self.il_steps)
         return rule(self.graph(x), (x,), y, self.loss, **options)
-
-
-def compare(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """(relative deviation ||got - ref|| / ||ref||, angle in degrees) over all parameters together."""
-    return deviation_and_angle(got, ref)
