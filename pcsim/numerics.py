@@ -2,6 +2,9 @@
 
 import torch
 
+# The dtypes a user names by string (the CLI's --dtype, a training config's dtype).
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
 # Relative tolerance for "equal to backprop up to rounding", per float dtype. float64's 1e-12 is
 # about 4500 ulps, float32's 1e-5 about 84 ulps: room for reassociation across deep graphs.
 _REL_TOL = {

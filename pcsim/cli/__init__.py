@@ -11,7 +11,7 @@ import os
 import sys
 
 from pcsim.cli import bench, check, demo, figures, graph, options, simulate, train
-from pcsim.errors import PcsimError
+from pcsim.errors import PcsimError, first_line
 from pcsim.graph.provenance import exception_user_line
 
 COMMANDS = {"check": check, "graph": graph, "simulate": simulate, "train": train, "figures": figures,
@@ -29,9 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 def model_error(e: BaseException) -> str:
     """An exception raised inside the user's model (or by torch on it) as one paragraph at the user's line."""
     line = exception_user_line(e)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     where = f" at {line.short}" if line else ""
-    text = f"the model failed{where}: {type(e).__name__}: {first}"
+    text = f"the model failed{where}: {type(e).__name__}: {first_line(e)}"
     return text + (f"\n{line}" if line else "") + "\n(set PCSIM_TRACEBACK=1 for the full traceback)"
 
 

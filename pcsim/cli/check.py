@@ -12,7 +12,8 @@ import time
 import torch
 
 from pcsim.check import RULES, check
-from pcsim.cli.options import DTYPES, add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.cli.options import add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.numerics import DTYPES
 from pcsim.zoo import LOSSES, load_model_file
 
 

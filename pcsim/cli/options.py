@@ -12,8 +12,6 @@ from pcsim import paths
 from pcsim.errors import PcsimError
 from pcsim.zoo import one_hot_for_mse
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
 
 def add_fused_flag(parser: argparse.ArgumentParser) -> None:
     """`--fused`, as `pcsim.trace(..., fused=True)`, for every command that traces a model."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from pcsim.backends.brian2 import TARGETS
-from pcsim.cli.options import DTYPES, add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.cli.options import add_fused_flag, add_models_dir_flag, build_spec, in_model_file
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
+from pcsim.numerics import DTYPES
 from pcsim.zoo import LOSSES, load_model_file
 
 

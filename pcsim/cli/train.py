@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pcsim.cli.options import add_fused_flag, add_models_dir_flag
-from pcsim.training.loop import DTYPES, OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
+from pcsim.numerics import DTYPES
+from pcsim.training.loop import OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
 
 

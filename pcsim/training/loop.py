@@ -20,12 +20,11 @@ from tqdm.auto import tqdm
 
 from pcsim.algorithms.losses import get_loss
 from pcsim.errors import PcsimError
-from pcsim.numerics import deviation_and_angle, tolerance
+from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
 from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 
