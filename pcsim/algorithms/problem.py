@@ -169,10 +169,6 @@ class Problem:
                 out[n] = torch.zeros((), dtype=torch.float64, device=device)
         return out
 
-    def zero_grads(self) -> dict[str, torch.Tensor]:
-        """A zero gradient for every parameter of the module, used or not."""
-        return self.complete({})
-
     def complete(self, grads: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`grads` for every parameter of the module, in its order, zero where no term arrived."""
         return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))

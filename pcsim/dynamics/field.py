@@ -197,8 +197,4 @@ class VectorField:
 
     def updates(self, state: State) -> dict[str, torch.Tensor]:
         """Accumulated plasticity in autograd's sign (dL/dtheta for Z-IL), for every parameter."""
-        out = self.problem.zero_grads()
-        for k in self.layout:
-            if k[0] == "w":
-                out[k[1]] = -state[k]
-        return out
+        return self.problem.complete({name: -state[kind, name] for kind, name in self.layout if kind == "w"})
