@@ -36,6 +36,23 @@ INDUCTOR_OPTIONS = {"pattern_matcher": False}
 aten = torch.ops.aten
 
 
+Parts = dict[str, dict[str, torch.Tensor]]  # kind -> name -> tensor: what a traced function reads
+
+
+def flatten(parts: Parts) -> tuple[tuple[tuple[str, str], ...], tuple[torch.Tensor, ...]]:
+    """A traced function's flat argument list from `parts`, and each argument's (kind, name), in `parts`' order."""
+    names = tuple((kind, n) for kind, values in parts.items() for n in values)
+    return names, tuple(parts[kind][n] for kind, n in names)
+
+
+def unflatten(names: Sequence[tuple[str, str]], tensors: Sequence[torch.Tensor], kinds: Sequence[str] = ()) -> Parts:
+    """`flatten`'s inverse: the arguments `tensors`, named by `names`, as parts (every one of `kinds`, even empty)."""
+    parts: Parts = {kind: {} for kind in kinds}
+    for (kind, n), t in zip(names, tensors, strict=True):
+        parts.setdefault(kind, {})[n] = t
+    return parts
+
+
 def layout_key(tensors: Sequence[torch.Tensor]) -> tuple:
     """What compiled code assumes about its arguments: their layouts and which ones share memory."""
     first: dict[int, int] = {}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pcsim.algorithms.compiled import compile_function, layout_key
+from pcsim.algorithms.compiled import compile_function, flatten, layout_key, unflatten
 from pcsim.algorithms.problem import Problem
 from pcsim.graph.ir import Graph, Vertex
 from pcsim.ops.local import call
@@ -124,19 +124,16 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
     """
     g = problem.graph
     source = {"clamped": problem.clamped, "target": problem.targets, "param": problem.params, "const": g.constants}
-    names = [(kind, n) for kind, values in source.items() for n in values]
-    tensors = tuple(source[kind][n] for kind, n in names)
+    names, tensors = flatten(source)
 
     def wave(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:  # the problem rebuilt around its arguments
-        parts: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in source}
-        for (kind, n), t in zip(names, args, strict=True):
-            parts[kind][n] = t
+        parts = unflatten(names, args, source)
         rebuilt = Problem(g, parts["param"], parts["clamped"], parts["target"], problem.losses)
         grads = wavefront(rebuilt, gamma, plan, parts["const"])
         return tuple(grads[n] for n in g.params)
 
     losses = tuple(problem.losses.items())  # their gradients are traced into the function
-    fn = g.derived(("fa-zil-wavefront", gamma, losses, tuple(names), layout_key(tensors)),
+    fn = g.derived(("fa-zil-wavefront", gamma, losses, names, layout_key(tensors)),
                    lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", fold=True,
                                               options=_inductor_options(g, plan), stacklevel=5))
     if fn is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pcsim.algorithms.compiled import compile_function, layout_key
+from pcsim.algorithms.compiled import Parts, compile_function, flatten, layout_key, unflatten
 from pcsim.algorithms.relaxation import Relaxation, feedback_from, value_drive, vertex_error
 
 
@@ -57,7 +57,7 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
     step = SteadyStep(relax, sig)
     if not step.moved:  # nothing moves any more: the remaining steps change nothing
         return
-    tensors = step.inputs()
+    tensors = step.tensors
     compiled = relax.problem.graph.derived(step.key(tensors), lambda _: compile_function(
         step, tensors, "IL's steady inference step", mutated=len(step.moved), stacklevel=6))
     n_disp = len(step.moved)
@@ -78,31 +78,21 @@ class SteadyStep:
     def __init__(self, relax: Relaxation, sig: Signature):
         self.relax, self.sig = relax, sig
         self.moved = tuple(n for n in relax.hidden if n in sig.moved)
-        p = relax.problem
-        self.names: list[tuple[str, str]] = [("disp", n) for n in self.moved]
-        self.names += [("base", n) for n in relax.latent]
-        self.names += [("clamped", n) for n in p.clamped]
-        self.names += [("param", n) for n in p.params]
-        self.names += [("const", n) for n in p.graph.constants]
-        self.names += [("target", n) for n in p.targets]
-        # values fixed for the rest of the run: linearisations and output errors that never go stale
-        self.names += [("mu", n) for n in relax.latent if n not in sig.stale and relax.ops[n].mu is not None]
-        self.names += [("out_eps", n) for n in sig.cached_outputs if n not in sig.stale]
-        self.names += [("point", f"{n}/{i}") for n in relax.latent if n not in sig.stale
-                       and not relax.ops[n].closed for i in range(len(relax.ops[n].parents))]
-
-    def inputs(self) -> tuple[torch.Tensor, ...]:
-        r, p = self.relax, self.relax.problem
-        source = {"disp": r.disp, "base": r.base, "clamped": p.clamped, "param": p.params,
-                  "const": p.graph.constants, "target": p.targets, "out_eps": r._output_eps,
-                  "mu": {n: r.ops[n].mu for n in r.latent if r.ops[n].mu is not None}}
-        points = {f"{n}/{i}": t for n, op in r.ops.items() for i, t in enumerate(op.parents)}
-        return tuple(points[k] if kind == "point" else source[kind][k] for kind, k in self.names)
+        r, p = relax, relax.problem
+        fresh = [n for n in r.latent if n not in sig.stale]
+        # with the values fixed for the rest of the run: linearisations and output errors that never go stale
+        self.parts = {"disp": {n: r.disp[n] for n in self.moved}, "base": {n: r.base[n] for n in r.latent},
+                      "clamped": p.clamped, "param": p.params, "const": p.graph.constants, "target": p.targets,
+                      "mu": {n: r.ops[n].mu for n in fresh if r.ops[n].mu is not None},
+                      "out_eps": {n: r._output_eps[n] for n in sig.cached_outputs if n not in sig.stale},
+                      "point": {f"{n}/{i}": x for n in fresh if not r.ops[n].closed
+                                for i, x in enumerate(r.ops[n].parents)}}
+        self.names, self.tensors = flatten(self.parts)
 
     def key(self, tensors: tuple[torch.Tensor, ...]) -> tuple:
         r = self.relax
         losses = tuple(r.problem.losses.items())  # the output errors' formulas are traced into the step
-        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, losses, tuple(self.names), layout_key(tensors))
+        return ("il-steady", self.sig, r.gamma, r.precision, r.fixed, losses, self.names, layout_key(tensors))
 
     def adopt(self, disp: tuple[torch.Tensor, ...]) -> None:
         """Hand the final displacements back to `relax`, with its values where a child reads them."""
@@ -118,46 +108,42 @@ class SteadyStep:
     # -- the step itself ----------------------------------------------------------------------
     def __call__(self, *tensors: torch.Tensor) -> tuple[()]:
         """One step from the state in `tensors`; the new displacements overwrite the first ones."""
-        t = dict(zip(self.names, tensors, strict=True))
-        disp, eps, fb = self.local(t)
+        disp, eps, fb = self.local(unflatten(self.names, tensors, self.parts))
         new = [self._advance(disp[n], eps.get(n), fb.get(n)) for n in self.moved]
         for n, d in zip(self.moved, new, strict=True):  # into the state's own buffers: no fresh memory per step
             disp[n].copy_(d)
         return ()
 
-    def local(self, t: dict) -> tuple[dict, dict, dict]:
-        """At the state in `t` (this step's names -> tensors): the displacements, the errors (absent: zero)
-        and each vertex's feedback (`feedback_from`'s: a dense sum and products `cot @ W`)."""
+    def local(self, t: Parts) -> tuple[dict, dict, dict]:
+        """At the state in `t` (this step's parts, of other tensors): the displacements, the errors (absent:
+        zero) and each vertex's feedback (`feedback_from`'s: a dense sum and products `cot @ W`)."""
         r, sig = self.relax, self.sig
-        g = r.problem.graph
-        params = {n: t["param", n] for n in r.problem.params}
-        constants = {n: t["const", n] for n in g.constants}
-        disp = {n: t["disp", n] for n in self.moved}
+        params, constants, disp, base = t["param"], t["const"], t["disp"], t["base"]
         values: dict[str, torch.Tensor] = {}
 
         def value(p: str) -> torch.Tensor:
             if p not in values:
                 if p in r.base:
-                    values[p] = t["base", p] + disp[p] if p in disp else t["base", p]
+                    values[p] = base[p] + disp[p] if p in disp else base[p]
                 else:
-                    values[p] = t["clamped", p]
+                    values[p] = t["clamped"][p]
             return values[p]
 
         mu, pull = {}, {}
         for n in r.latent:  # relinearise what went stale, in topological order
             if n in sig.stale and n not in r.incremental:
                 mu[n], pull[n] = r.ops[n].traced([value(p) for p in r.parents[n]], params, constants)
-            elif ("mu", n) in t:
-                mu[n] = t["mu", n]
+            elif n in t["mu"]:
+                mu[n] = t["mu"][n]
                 if not r.ops[n].closed and any(r.ops[n].wanted):  # feedback to a latent parent
-                    point = [t["point", f"{n}/{i}"] for i in range(len(r.parents[n]))]
+                    point = [t["point"][f"{n}/{i}"] for i in range(len(r.parents[n]))]
                     pull[n] = r.ops[n].traced(point, params, constants)[1]
-        cached = {n: t["out_eps", n] for n in r.outputs if ("out_eps", n) in t}
+        cached = dict(t["out_eps"])
         at_ff = set(sig.at_feedforward) - {n for n in sig.stale if n not in r.incremental}
         eps = {}
         for n in r.latent:
-            target = t["target", n] if n in r.outputs else None
-            e, mu[n] = vertex_error(r, n, disp, t["base", n], mu.get(n), params, cached, sig.stale, at_ff, target)
+            target = t["target"][n] if n in r.outputs else None
+            e, mu[n] = vertex_error(r, n, disp, base[n], mu.get(n), params, cached, sig.stale, at_ff, target)
             if e is not None:
                 eps[n] = e
         fb = feedback_from(r, eps, params, lambda n, e: r.ops[n].traced_vjp(e, mu.get(n), pull.get(n), params))

@@ -57,12 +57,16 @@ def as_tuple(x, what: str) -> tuple:
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """A graph, its parameters, the clamped values, and a target and loss per output."""
+    """A graph, its parameters, the clamped values, and a target and loss per output.
+
+    Built with target `()`, it has none (a simulation that never shows one): each output's error is then
+    zero, and what reads a target's value (the loss, its gradient, a shown output's energy) raises InputError.
+    """
 
     graph: Graph
     params: Mapping[str, torch.Tensor]
     clamped: Mapping[str, torch.Tensor]  # inputs and values computed from inputs alone
-    targets: Mapping[str, torch.Tensor]  # output vertex -> target
+    targets: Mapping[str, torch.Tensor]  # output vertex -> target; empty: none given
     losses: Mapping[str, Loss]  # output vertex -> loss
 
     @staticmethod
@@ -94,7 +98,7 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
 
-        targets = as_tuple(target, "target")
+        targets = as_tuple(target, "target")  # () : no target, as a simulation that never shows one
         if isinstance(loss, (str, Loss)):  # one loss for every output
             losses = (loss,) * len(graph.outputs)
         elif isinstance(loss, Sequence):  # one per output
@@ -102,21 +106,21 @@ class Problem:
         else:
             raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them "
                              f"(one per output), got {type(loss).__name__}")
-        if len(targets) != len(graph.outputs):
+        if targets and len(targets) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s) {list(graph.outputs)}, "
                              f"got {len(targets)} target(s)")
         if len(losses) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s), got {len(losses)} losses")
-        tmap, lmap = {}, {}
-        for name, y, lo in zip(graph.outputs, targets, losses, strict=True):
+        lmap = {name: get_loss(lo) for name, lo in zip(graph.outputs, losses, strict=True)}
+        tmap = {}
+        for name, y in zip(graph.outputs, targets, strict=False):
             if not isinstance(y, torch.Tensor):
                 raise InputError(f"target for output '{name}' must be a tensor, got {type(y).__name__}")
-            lo = get_loss(lo)
-            lo.check_target(name, graph[name].shape, y)
+            lmap[name].check_target(name, graph[name].shape, y)
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
-            tmap[name], lmap[name] = y.detach(), lo
+            tmap[name] = y.detach()
         return Problem(graph, params, values, tmap, lmap)
 
     # -- local computations ---------------------------------------------------------------------
@@ -141,16 +145,25 @@ class Problem:
 
     def output_error(self, name: str, mu: torch.Tensor, precision: float = 1.0,
                      target: torch.Tensor | None = None) -> torch.Tensor:
-        """The output's error; `target` stands in for its own (a compiled step passes it as an argument)."""
+        """The output's error; `target` stands in for its own (a compiled step passes it as an argument).
+        Without a target (never shown) it is zero."""
+        if target is None and not self.targets:
+            return torch.zeros_like(mu)
         e = self.losses[name].error(mu, self.targets[name] if target is None else target)
         return e if precision == 1.0 else precision * e  # 1.0 * e is e: no pass over the output for it
 
     def output_gradient(self, name: str, mu: torch.Tensor) -> torch.Tensor:
         """dL/dmu at output `name`: `-output_error(name, mu)` bit for bit, in one pass."""
-        return self.losses[name].gradient(mu, self.targets[name])
+        return self.losses[name].gradient(mu, self.target(name))
 
     def loss_value(self, mu: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return sum(self.losses[o].value(mu[o], self.targets[o]) for o in self.graph.outputs)
+        return sum(self.losses[o].value(mu[o], self.target(o)) for o in self.graph.outputs)
+
+    def target(self, name: str) -> torch.Tensor:
+        """Output `name`'s target; `InputError` where none was given."""
+        if name not in self.targets:
+            raise InputError(f"output '{name}' has no target: the rules need one (only `simulate` runs without)")
+        return self.targets[name]
 
     def energy(self, mu: Mapping[str, torch.Tensor], eps: Mapping[str, torch.Tensor], shown: bool = True,
                precision: float = 1.0, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
@@ -158,20 +171,16 @@ class Problem:
         loss at an output whose target is shown (times the output precision), else 1/2 ||eps||^2 (an
         absent error is exactly zero). The one definition the rules, the ODEs and the analysis read."""
         outputs = set(self.graph.outputs)
-        device = next(iter(self.targets.values())).device
+        device = next(iter((self.targets or self.clamped).values())).device  # the data's
         out = {}
         for n in self.graph.latent if names is None else names:
             if n in outputs and shown:
-                out[n] = precision * self.losses[n].value(mu[n], self.targets[n]).double()
+                out[n] = precision * self.losses[n].value(mu[n], self.target(n)).double()
             elif n in eps:
                 out[n] = 0.5 * (eps[n].double() ** 2).sum()
             else:
                 out[n] = torch.zeros((), dtype=torch.float64, device=device)
         return out
-
-    def zero_grads(self) -> dict[str, torch.Tensor]:
-        """A zero gradient for every parameter of the module, used or not."""
-        return self.complete({})
 
     def complete(self, grads: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`grads` for every parameter of the module, in its order, zero where no term arrived."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from pcsim.algorithms.compiled import compile_function, layout_key
+from pcsim.algorithms.compiled import Parts, compile_function, layout_key, unflatten
 from pcsim.algorithms.il_compiled import Signature, SteadyStep
 from pcsim.algorithms.relaxation import value_drive
 
@@ -51,18 +51,17 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
     views = field.views(y[0])
     relax.load({n: views["u", n] for n in field.latent})  # fixes the step's signature: what moves, what is stale
     steady = SteadyStep(relax, Signature.of(relax))
-    inputs = steady.inputs()
     moved = len(steady.moved)
-    fixed, names = inputs[moved:], steady.names[moved:]
+    fixed, names = steady.tensors[moved:], steady.names[moved:]
     tableau = step.tableau
     a, b, b_err = tableau.a.tolist(), tableau.b.tolist(), tableau.b_err.tolist()
     stages, ssal = len(b), bool(tableau.ssal)
     parts = [(k, field.shapes[k], offset, field.sizes[k]) for k, offset in field.offsets.items()]
     tau = {n: field.tau_x[n] for n in field.latent}
 
-    def derivative(flat: torch.Tensor, t: dict) -> torch.Tensor:
+    def derivative(flat: torch.Tensor, t: Parts) -> torch.Tensor:
         component = {k: flat.narrow(0, offset, size).view(shape) for k, shape, offset, size in parts}
-        t = {**t, **{("disp", n): component["u", n] for n in steady.moved}}
+        t = {**t, "disp": {n: component["u", n] for n in steady.moved}}
         _, eps, fb = steady.local(t)
         out = []
         for k, _, _, size in parts:  # the plasticity accumulators stand still: every gate is shut
@@ -80,7 +79,7 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
         return y0 if total is None else y0 + h * total
 
     def rk_step(y0: torch.Tensor, k0: torch.Tensor, dt: torch.Tensor, *tensors: torch.Tensor):
-        t = dict(zip(names, tensors, strict=True))
+        t = unflatten(names, tensors, steady.parts)
         h, k = dt[0], [k0[0]]
         yi = y0[0]
         for i in range(1, stages):
@@ -92,7 +91,7 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
 
     dt = torch.ones(1, dtype=y.dtype, device=y.device)
     example = (y, y.clone(), dt, *fixed)
-    key = ("rk-fused", method, tuple(sorted(tau.items())), steady.key(inputs), layout_key(example[:3]))
+    key = ("rk-fused", method, tuple(sorted(tau.items())), steady.key(steady.tensors), layout_key(example[:3]))
     compiled = field.problem.graph.derived(key, lambda _: compile_function(
         rk_step, example, f"the fused {method} step", stacklevel=4))
     if compiled is None:

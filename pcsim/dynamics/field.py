@@ -54,7 +54,9 @@ class Observation:
 
 def observation(relax: Relaxation, eps: dict[str, torch.Tensor], shown: bool, names) -> Observation:
     """What monitors of the populations `names` read of IL's step at its current state, with errors `eps` (absent:
-    exactly zero). Values and errors may be views of the step's storage, overwritten by its next evaluation."""
+    exactly zero). Values and errors may be views of the step's storage, overwritten by its next evaluation.
+    `relax` may be any reader of a state with the step's `problem`, `base`, `outputs`, `value` and `prediction`
+    (the Brian2 backend's monitors at one step)."""
     errors = {n: eps[n] if n in eps else torch.zeros_like(relax.base[n]) for n in names}
     # a shown output's value is its prediction plus its error (MSE: the target)
     values = {n: relax.prediction(n) + errors[n] if shown and n in relax.outputs else relax.value(n) for n in names}
@@ -197,8 +199,4 @@ class VectorField:
 
     def updates(self, state: State) -> dict[str, torch.Tensor]:
         """Accumulated plasticity in autograd's sign (dL/dtheta for Z-IL), for every parameter."""
-        out = self.problem.zero_grads()
-        for k in self.layout:
-            if k[0] == "w":
-                out[k[1]] = -state[k]
-        return out
+        return self.problem.complete({name: -state[kind, name] for kind, name in self.layout if kind == "w"})

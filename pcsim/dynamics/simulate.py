@@ -46,8 +46,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
         raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
     graph, added = _levelled(graph, plasticity, level)
-    # without a target, a stand-in of the right shape, never shown
-    problem = Problem.build(graph, inputs, target if target_shown else _placeholder_targets(graph, loss), loss, params)
+    problem = Problem.build(graph, inputs, target if target_shown else (), loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
     gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)
@@ -80,16 +79,3 @@ def _levelled(graph: Graph, plasticity, level: bool) -> tuple[Graph, list[str] |
     levelled = graph.level()
     return levelled, [n for n in levelled.identity_vertices if n not in graph.identity_vertices]
 
-
-def _placeholder_targets(graph: Graph, loss):
-    import torch
-
-    losses = (loss,) * len(graph.outputs) if isinstance(loss, str) else tuple(loss)
-    out = []
-    for o, lo in zip(graph.outputs, losses, strict=True):
-        v = graph[o]
-        if lo == "ce":
-            out.append(torch.zeros((v.shape[0],) + tuple(v.shape[2:]), dtype=torch.long))
-        else:
-            out.append(torch.zeros(v.shape, dtype=v.dtype))
-    return out[0] if len(out) == 1 else tuple(out)

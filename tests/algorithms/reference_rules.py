@@ -85,7 +85,7 @@ def zil(graph, inputs, target, loss="mse", *, gamma=1.0, level=True, schedule=No
         state = _State(state.base, {n: torch.randn(v.shape, generator=gen, dtype=v.dtype) - v
                                     for n, v in state.base.items() if n not in outputs})
     params = dict(problem.params)
-    grads = problem.zero_grads()
+    grads = problem.complete({})
     for t in range(max(steps.values()) + 1):
         due = [n for n in g.latent if steps.get(n) == t]
         eps, feedback, hebbian = _sweep(problem, state, params, plastic=set(due))
@@ -112,7 +112,7 @@ def fa_zil_wavefront(graph, inputs, target, loss="mse", *, gamma=1.0):
             by_level.setdefault(g.min_distance[name], []).append(name)
     outputs = set(g.outputs)
     feedback = {}
-    grads = problem.zero_grads()
+    grads = problem.complete({})
     for t in sorted(by_level):
         for name in by_level[t]:
             lin = lins.pop(name)
@@ -136,7 +136,7 @@ def fa_zil_autonomous(graph, inputs, target, loss="mse", *, gamma=1.0):
     reachable = [n for n in g.latent if n in g.min_distance]
     gate = dict.fromkeys(reachable, "waiting")
     latent_parents = {n: [p for p in g[n].parents if p in x.base] for n in reachable}
-    grads = problem.zero_grads()
+    grads = problem.complete({})
     for _ in range(len(g.latent) + 1):
         eps, feedback, hebbian = _sweep(problem, x, problem.params)
         for name in reachable:

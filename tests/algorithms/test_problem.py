@@ -68,6 +68,29 @@ def test_target_count_must_match_outputs(mlp):
         pcsim.zil(g, inputs, (y, y))
 
 
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_a_rule_without_a_target_says_so(mlp, rule):
+    _, inputs, _, g = mlp
+    with pytest.raises(pcsim.InputError, match="target must be a tensor or a tuple of tensors, got NoneType"):
+        rule(g, inputs, None)
+
+
+def test_a_problem_without_targets_has_zero_output_errors_and_no_loss(mlp):
+    from pcsim.algorithms.problem import Problem
+
+    _, inputs, _, g = mlp
+    problem = Problem.build(g, inputs, ())  # what `simulate(target=None)` builds: the target is never shown
+    assert problem.targets == {}
+    out = g.outputs[0]
+    mu = problem.feedforward()[out]
+    assert torch.equal(problem.output_error(out, mu), torch.zeros_like(mu))
+    for needs_a_target in (lambda: problem.loss_value({out: mu}), lambda: problem.output_gradient(out, mu),
+                           lambda: problem.energy({out: mu}, {}, shown=True)):
+        with pytest.raises(pcsim.InputError, match=f"output '{out}' has no target"):
+            needs_a_target()
+    assert problem.energy({out: mu}, {}, shown=False)[out].item() == 0.0
+
+
 def test_unknown_loss_and_rule(mlp):
     module, inputs, y, g = mlp
     with pytest.raises(ValueError, match="unknown loss 'l1'"):

@@ -33,7 +33,7 @@ def literal_il(graph, inputs, target, loss="mse", *, gamma=0.1, steps=100, fixed
         x = advance_values(problem, x, s, gamma)
     s = sweep(problem, x, precision=output_precision, fixed=fixed)
     path.append(s.eps)
-    grads = problem.zero_grads()
+    grads = problem.complete({})
     for name in graph.latent:
         accumulate(grads, s.hebbian[name], scale=output_precision)
     return grads, path

@@ -260,6 +260,16 @@ def test_other_refusals_are_explained():
         pcsim.simulate(graph, inputs, None, backend="brian2", t_end=0.5, dt=0.1, method="RK45")
 
 
+def test_a_blow_up_on_brian2_names_the_time_and_population():
+    """The shared guard: a non-finite final state is a SimulationError naming the time and the populations."""
+    module, inputs, target = tiny_mlp()
+    graph = pcsim.trace(module, *inputs)
+    kw = dict(t_end=5000.0, tau_x=1.0, method="euler", dt=5.0, record=[])  # dt / tau_x = 5: Euler diverges
+    pattern = r"blew up at t = 5000: the value population '\w+' became (NaN|inf)"
+    with np.errstate(all="ignore"), pytest.raises(pcsim.SimulationError, match=pattern):
+        pcsim.simulate(graph, inputs, target * 100, backend="brian2", **kw)
+
+
 def test_cli_simulate_on_brian2_writes_the_same_trajectory_as_euler(tmp_path, capsys):
     from pcsim.cli import main
 

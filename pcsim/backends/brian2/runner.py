@@ -35,8 +35,8 @@ from pcsim.backends.brian2.environment import (
 )
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
-from pcsim.dynamics.field import Observation, VectorField
-from pcsim.dynamics.recording import Recorder, SimulationError
+from pcsim.dynamics.field import VectorField, observation
+from pcsim.dynamics.recording import Recorder, guard
 from pcsim.errors import PcsimError
 
 PLASTICITY = 2 * BACKWARD  # synaptic accumulators after every summed variable (circuits.py's stages)
@@ -166,8 +166,12 @@ def run(solver, field: VectorField, recorder: Recorder, *, t_end: float, progres
         gc.collect()  # free this run's Brian2 objects now, so the next run's names (and code) repeat
     finally:
         gc.unfreeze()
-    _guard(final, t_end)
-    _observe(field, recorder, monitors, wanted, dt, t_end)
+    guard(t_end, final)
+    for k in wanted:
+        t = min(k * dt, t_end) if k else 0.0
+        seen = _Monitored(field, monitors, k)
+        errors = {n: seen.read(n, "err") for n in recorder.populations}
+        recorder.add_observation(t, observation(seen, errors, field.shown(t), recorder.populations))
     return final
 
 
@@ -204,33 +208,19 @@ def _read(built: Built, field: VectorField):
     return state, monitors
 
 
-def _observe(field: VectorField, recorder: Recorder, monitors, wanted, dt, t_end):
-    """The Recorder's observations, built from the monitors: values, errors and energy per population."""
-    problem = field.problem
-    for k in wanted:
-        t = min(k * dt, t_end) if k else 0.0
-        values, errors, energy = {}, {}, {}
-        for name in recorder.populations:
-            mon = monitors[name]
-            shape = tuple(field.base[name].shape)
-            err = mon["err"][k].reshape(shape)
-            if name in field.outputs and field.shown(t):
-                # a shown output's value is its prediction plus its error (MSE: the target)
-                mu = mon["mu"][k].reshape(shape)
-                values[name] = torch.as_tensor(mu + err)
-                target = problem.targets[name]  # (class indices for cross-entropy)
-                target = target.double() if target.is_floating_point() else target
-                energy[name] = float(problem.losses[name].value(torch.as_tensor(mu), target))
-            else:
-                values[name] = torch.as_tensor(mon["x"][k].reshape(shape))
-                energy[name] = 0.5 * float(np.sum(err * err))
-            errors[name] = torch.as_tensor(err)
-        recorder.add_observation(t, Observation(values, errors, energy))
 
+class _Monitored:
+    """The monitors' arrays at recorded step k, read as `observation` reads IL's step: value `x`, prediction `mu`."""
 
-def _guard(state, t_end):
-    for (kind, name), v in state.items():
-        if not bool(torch.isfinite(v).all()):
-            what = {"u": "value", "e": "error", "w": "plasticity"}[kind]
-            raise SimulationError(f"the Brian2 simulation blew up before t = {t_end:.6g}: the {what} population "
-                                  f"'{name}' is not finite; try a smaller dt or larger time constants")
+    def __init__(self, field: VectorField, monitors: dict, k: int):
+        self.problem, self.base, self.outputs = field.problem, field.base, field.outputs
+        self.monitors, self.k = monitors, k
+
+    def read(self, name: str, var: str) -> torch.Tensor:
+        return torch.as_tensor(self.monitors[name][var][self.k].reshape(self.base[name].shape))
+
+    def value(self, name: str) -> torch.Tensor:
+        return self.read(name, "x")
+
+    def prediction(self, name: str) -> torch.Tensor:
+        return self.read(name, "mu")
