@@ -46,6 +46,10 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone(memory_format=torch.contiguous_format)
 
 
+# What `simulate(target=None)` builds its Problem with: a simulation that never shows a target.
+NO_TARGET = object()
+
+
 def as_tuple(x, what: str) -> tuple:
     """`x` as a tuple of tensors (one tensor, or a sequence of them); `what` names it in the error."""
     if isinstance(x, torch.Tensor):
@@ -59,8 +63,9 @@ def as_tuple(x, what: str) -> tuple:
 class Problem:
     """A graph, its parameters, the clamped values, and a target and loss per output.
 
-    Built with target `()`, it has none (a simulation that never shows one): each output's error is then
-    zero, and what reads a target's value (the loss, its gradient, a shown output's energy) raises InputError.
+    Built with target `NO_TARGET`, it has none (a simulation that never shows one): each output's error is
+    then zero, and what reads a target's value (the loss, its gradient, a shown output's energy) raises
+    InputError. A user's empty target is refused: it would make every update silently zero.
     """
 
     graph: Graph
@@ -98,7 +103,9 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
 
-        targets = as_tuple(target, "target")  # () : no target, as a simulation that never shows one
+        targets = () if target is NO_TARGET else as_tuple(target, "target")
+        if not targets and target is not NO_TARGET:
+            raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
         if isinstance(loss, (str, Loss)):  # one loss for every output
             losses = (loss,) * len(graph.outputs)
         elif isinstance(loss, Sequence):  # one per output

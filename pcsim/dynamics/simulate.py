@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import NO_TARGET, Problem
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import make_gate
 from pcsim.dynamics.recording import Record, Recorder
@@ -46,7 +46,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
         raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
     graph, added = _levelled(graph, plasticity, level)
-    problem = Problem.build(graph, inputs, target if target_shown else (), loss, params)
+    problem = Problem.build(graph, inputs, target if target_shown else NO_TARGET, loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
     gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)

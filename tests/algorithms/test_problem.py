@@ -73,13 +73,15 @@ def test_a_rule_without_a_target_says_so(mlp, rule):
     _, inputs, _, g = mlp
     with pytest.raises(pcsim.InputError, match="target must be a tensor or a tuple of tensors, got NoneType"):
         rule(g, inputs, None)
+    with pytest.raises(pcsim.InputError, match=r"target is empty; give one target per output"):
+        rule(g, inputs, ())  # not a silent zero update
 
 
 def test_a_problem_without_targets_has_zero_output_errors_and_no_loss(mlp):
-    from pcsim.algorithms.problem import Problem
+    from pcsim.algorithms.problem import NO_TARGET, Problem
 
     _, inputs, _, g = mlp
-    problem = Problem.build(g, inputs, ())  # what `simulate(target=None)` builds: the target is never shown
+    problem = Problem.build(g, inputs, NO_TARGET)  # what `simulate(target=None)` builds: never shown
     assert problem.targets == {}
     out = g.outputs[0]
     mu = problem.feedforward()[out]
