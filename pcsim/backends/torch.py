@@ -80,7 +80,7 @@ def _integrate(field, recorder, method: str, t_end: float, dt: float, progress: 
     """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt computed by
     multiplication, not accumulation, so gate windows at multiples of dt are hit exactly; every state guarded."""
     n = n_steps(t_end, dt)
-    wanted = set(recorder.steps_on_grid(n, dt))
+    wanted = set(recorder.plan_grid(n, dt))
     state = field.initial_state()
     recorder.see(0.0, state, 0 in wanted)
     with torch.no_grad(), tqdm(total=n, desc=f"pcsim {method}", disable=not progress, leave=False) as bar:
@@ -112,7 +112,7 @@ def _relaxed(field: VectorField, recorder: Recorder, t_end: float, dt: float, pr
                for k in field.layout if k[0] == "w"}
     steps = n_steps(t_end, dt)
     times = [min(k * dt, t_end) for k in range(steps + 1)]
-    wanted = set(recorder.steps_on_grid(steps, dt))
+    wanted = set(recorder.plan_grid(steps, dt))
     checked = 0.0  # the last time every error was seen finite
     k, plain_run = 0, False
     with tqdm(total=steps, desc="pcsim euler", disable=not progress, leave=False) as bar:

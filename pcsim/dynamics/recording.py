@@ -101,9 +101,9 @@ class Recorder:
         self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
         self._rows: int | None = None  # known (a fixed-step grid): values and errors go into preallocated arrays
 
-    def steps_on_grid(self, n: int, dt: float) -> list[int]:
-        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order. Their
-        observations are then each copied once into place, with no stacking at the end."""
+    def plan_grid(self, n: int, dt: float) -> list[int]:
+        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order, and storage
+        for exactly that many rows: each observation is then copied once into place, with no stacking at the end."""
         if self.times is not None:  # the grid points within rounding of a wanted time
             grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
             near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt

@@ -144,7 +144,7 @@ def run(solver, field: VectorField, recorder: Recorder, *, t_end: float, progres
     b2, dt = import_brian2(), solver.dt
     n = checked_steps(t_end, dt)
     spec = render(field, dt=dt, n_steps=n, inputs_once=solver.inputs_once)
-    wanted = recorder.steps_on_grid(n, dt)
+    wanted = recorder.plan_grid(n, dt)
     pops = [p for p in recorder.populations if p in spec.populations]
     every = (math.gcd(*wanted) or n) if pops and wanted else None
     # Brian2 calls gc.collect() at every run; with torch loaded that scans ~10^5 objects each time.
