@@ -183,8 +183,8 @@ class Problem:
         for n in self.graph.latent if names is None else names:
             if n in outputs and shown:
                 out[n] = precision * self.losses[n].value(mu[n], self.target(n)).double()
-            elif n in eps:
-                out[n] = 0.5 * (eps[n].double() ** 2).sum()
+            elif n in eps:  # the norm upcasts as it reduces: no float64 copy of the error
+                out[n] = 0.5 * torch.linalg.vector_norm(eps[n], dtype=torch.float64) ** 2
             else:
                 out[n] = torch.zeros((), dtype=torch.float64, device=device)
         return out
