@@ -86,6 +86,9 @@ class Relaxation:
                             if not self.fixed and isinstance(op, Linear) and op.wanted[0]
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
         self.needs_x = {n for n in self.hidden if any(c not in self.incremental for c in self.children[n])}
+        # feed-forward values with an infinite entry (a -inf attention mask): there base - mu is inf - inf
+        finite = torch.stack([torch.isfinite(self.base[n]).all() for n in self.hidden]).tolist() if self.hidden else []
+        self.unbounded = {n for n, ok in zip(self.hidden, finite, strict=True) if not ok}
         self.at_feedforward = set(self.latent)  # mu is still base[n], so eps is exactly disp
         self.stale: set[str] = set()  # latent parents moved since the last linearisation
         self._x_behind: set[str] = set()  # moved, but x not yet recomputed (no child needed it)
@@ -285,6 +288,8 @@ def vertex_error(r: Relaxation, n: str, disp, base, mu, weights, cached, stale, 
     if n in at_ff:  # (base - base) + disp
         return disp.get(n), mu
     e = torch.sub(base, mu, out=buffer(n, "eps"))  # (base - mu) + disp, not x - mu: no cancellation
+    if n in r.unbounded:  # where the prediction still is its infinite feed-forward value, the gap is 0, not NaN
+        e = e.masked_fill_(base == mu, 0.0)
     return (e if n not in disp else e.add_(disp[n])), mu
 
 

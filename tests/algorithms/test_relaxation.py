@@ -127,3 +127,33 @@ def test_steps_and_precision_are_validated_by_il_path_too():
         il_path(graph, inputs, target, steps=-1)
     with pytest.raises(ValueError, match="output_precision"):
         il_path(graph, inputs, target, output_precision=-1.0)
+
+
+class _CausalAttention(torch.nn.Module):
+    """One causal self-attention head whose mask fills with `fill` (HF's SDPA path fills with -inf)."""
+
+    def __init__(self, fill: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fill = fill
+        self.qkv, self.out = torch.nn.Linear(4, 12), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+        scores = (q @ k.transpose(1, 2)).masked_fill(mask, self.fill)
+        return self.out((scores.softmax(-1) @ v).mean(1))
+
+
+def test_a_minus_infinity_mask_is_the_mask_it_stands_for():
+    """A -inf in a feed-forward value (a masked score) makes base - mu inf - inf; where the prediction has not
+    left it the error is exactly zero, as with the most negative finite fill, where the literal loop is exact."""
+    x, y = torch.randn(2, 5, 4), torch.randn(2, 3)
+    graph = pcsim.trace(_CausalAttention(-float("inf")).double(), x)
+    assert any(torch.isinf(v).any() for v in Problem.build(graph, (x,), y).feedforward().values())
+    finite = _CausalAttention(torch.finfo(torch.float64).min).double()
+    want, _ = literal_il(pcsim.trace(finite, x), (x,), y, gamma=0.2, steps=30)
+    got = il(graph, (x,), y, gamma=0.2, steps=30)
+    for n in want:
+        assert torch.isfinite(got[n]).all(), n
+        assert relative_difference(got[n], want[n]) <= TOL, n
