@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
 from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, as_tuple
@@ -84,13 +85,14 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
-    """The module's output tensors in the order the tracer sees them: nested tuples and lists
-    flattened, None left out (e.g. `(out, (h_n, c_n))` of an LSTM, `(out, None)` of attention)."""
-    if isinstance(out, torch.Tensor):
-        return (out,)
-    if isinstance(out, tuple | list):
-        return tuple(t for o in out if o is not None for t in _flat_outputs(o))
-    raise InputError(f"the module's output must be tensors or (nested) tuples of tensors, got {type(out).__name__}")
+    """The module's output tensors in the order torch.export flattens them (its pytree): nested tuples,
+    lists and dicts (a Hugging Face ModelOutput) in order, None left out (e.g. `(out, (h_n, c_n))` of an
+    LSTM, `(out, None)` of attention)."""
+    leaves = [t for t in pytree.tree_leaves(out) if t is not None]
+    odd = sorted({type(t).__name__ for t in leaves if not isinstance(t, torch.Tensor)})
+    if odd:
+        raise InputError(f"the module's output must be tensors (in tuples, lists or dicts), got {', '.join(odd)}")
+    return tuple(leaves)
 
 
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:

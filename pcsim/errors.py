@@ -17,6 +17,10 @@ class GraphError(PcsimError, ValueError):
     """A graph is malformed: a cycle, an unknown parent, a missing shape, no output."""
 
 
+class DivergenceError(PcsimError, ArithmeticError):
+    """An iterative rule's state became NaN or inf (a step too large for the network's curvature)."""
+
+
 class InputError(PcsimError, ValueError):
     """Inputs or targets do not fit the graph: count, shape or dtype."""
 

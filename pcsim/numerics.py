@@ -1,4 +1,7 @@
-"""Tolerances scaled to the dtype, from one place (tests and `check` use the same numbers)."""
+"""Tolerances scaled to the dtype, from one place (tests and `check` use the same numbers); finiteness."""
+
+import math
+from collections.abc import Hashable, Mapping
 
 import torch
 
@@ -51,3 +54,16 @@ def deviation_and_angle(got: dict, ref: dict) -> tuple[float, float]:
     rel = float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
     cos = float(a @ b / (a.norm() * b.norm())) if a.norm() > 0 and b.norm() > 0 else 1.0
     return rel, float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
+
+
+def nonfinite(tensors: Mapping[Hashable, torch.Tensor]) -> list:
+    """The keys of the tensors holding a NaN or an inf. NaN and inf survive a sum, so while everything is
+    finite this costs one sum per tensor and one synchronisation; only then is each tensor looked at."""
+    if not tensors or math.isfinite(torch.stack([v.sum().double() for v in tensors.values()]).sum().item()):
+        return []
+    return [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]  # empty: the sum overflowed
+
+
+def nan_or_inf(t: torch.Tensor) -> str:
+    """What a non-finite tensor holds, for a message: 'NaN' if any, else 'inf'."""
+    return "NaN" if bool(torch.isnan(t).any()) else "inf"

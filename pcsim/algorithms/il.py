@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from pcsim.algorithms import il_compiled
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.relaxation import Relaxation
+from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
 
 
@@ -36,7 +36,12 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     else:
         relax.run(steps, bar)
     plastic = {n for n in relax.latent if problem.graph[n].params}  # only their errors enter the update
-    return _update(problem, relax.hebbian(relax.errors(only=plastic)), output_precision)
+    update = _update(problem, relax.hebbian(relax.errors(only=plastic)), output_precision)
+
+    def replay():  # built only if a replay is asked for: on failure
+        yield from _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision,
+                               fixed_prediction).errors_along(steps)
+    return check_finite(update, "IL", problem, gamma, replay())
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:

@@ -13,11 +13,13 @@ exactly where iPC's inference left them; as `lr` -> 0 it is the time average of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from tqdm.auto import tqdm
 
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.relaxation import Relaxation
+from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
 
 
@@ -34,15 +36,30 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
-    # copies moved in place: the relaxation's ops read the problem's parameter tensors
-    relax = Relaxation(Problem.build(graph, inputs, target, loss, {n: p.clone() for n, p in start.items()}), gamma)
+
+    def relaxation() -> Relaxation:  # the weights move in copies: the relaxation's ops read the problem's tensors
+        return Relaxation(Problem.build(graph, inputs, target, loss, {n: p.clone() for n, p in start.items()}), gamma)
+
+    def replay():  # built only if a replay is asked for: on failure
+        yield from _inference(relaxation(), lr, steps)
+
+    relax = relaxation()
+    for _ in tqdm(_inference(relax, lr, steps), total=steps, desc="iPC inference", disable=not progress, leave=False):
+        pass
     weights = relax.problem.params
-    for _ in tqdm(range(steps), desc="iPC inference", disable=not progress, leave=False):
+    update = {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}
+    return check_finite(update, "iPC", relax.problem, gamma, replay())
+
+
+def _inference(relax: Relaxation, lr: float, steps: int) -> Iterator[dict[str, torch.Tensor]]:
+    """iPC's steps, yielding the errors each one starts from."""
+    weights = relax.problem.params
+    for _ in range(steps):
         eps = relax.errors()
+        yield eps
         hebbian = relax.hebbian(eps)  # at the state the errors were taken at, before anything moves
         relax.advance(eps, relax.feedback(eps))
         for terms in hebbian.values():  # (d mu / d theta)^T eps = -dF/dtheta: descend F
             for p, h in terms.items():
                 weights[p].add_(h, alpha=lr)
         relax.parameters_moved()
-    return {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}

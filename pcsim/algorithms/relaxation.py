@@ -25,11 +25,13 @@ feedback `eps W` is not formed: the GEMM accumulates it into the parent's displa
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable, Iterator
 
 import torch
 
 from pcsim.algorithms.problem import Problem
+from pcsim.errors import DivergenceError
+from pcsim.numerics import nan_or_inf, nonfinite
 from pcsim.ops.il_ops import Linear, Op, local_op
 
 
@@ -218,6 +220,14 @@ class Relaxation:
             eps = self.errors()
             self.advance(eps, self.feedback(eps))
 
+    def errors_along(self, steps: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The errors at steps 0..steps, advancing between them (a replay of `run`, to look at every step)."""
+        for t in range(steps + 1):
+            eps = self.errors()
+            yield eps
+            if t < steps:
+                self.advance(eps, self.feedback(eps))
+
     def hebbian(self, eps: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         """(d mu / d theta)^T eps per vertex with a non-zero error and parameters, at the current state."""
         for n in list(self._x_behind):
@@ -333,3 +343,29 @@ def value_drive(e, fb: Feedback | None, out: torch.Tensor | None = None) -> torc
     for cot, w in rest:
         d.addmm_(cot, w)
     return d
+
+
+def check_finite(updates: dict[str, torch.Tensor], rule: str, problem: Problem, gamma: float,
+                 replay: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`updates`, if every one is finite. Else the run is replayed (`replay`: its errors step by step, from a
+    fresh start) to name the vertices whose error left finite values first, in a DivergenceError."""
+    bad = nonfinite(updates)
+    if not bad:
+        return updates
+    for t, eps in enumerate(replay):
+        first = nonfinite(eps)
+        if first:
+            where = "; ".join(f"{_named(problem.graph[n])} became {nan_or_inf(eps[n])}" for n in first[:3])
+            raise DivergenceError(f"{rule} diverged at gamma = {gamma}: at step {t} the error of {where}"
+                                  f"{f' (and {len(first) - 3} more)' if len(first) > 3 else ''}, the first to leave "
+                                  "finite values. Each step moves a value by gamma times its drive: a smaller gamma "
+                                  "keeps steep ops (the rsqrt of a small variance, say) from overshooting")
+    raise DivergenceError(f"{rule}'s update of {bad[0]!r} is not finite while every error stayed finite: the "
+                          "Hebbian term overflowed")
+
+
+def _named(vertex) -> str:
+    """The vertex, with the user's source line where the capture knows it."""
+    if not vertex.source:
+        return vertex.describe()
+    return f"vertex '{vertex.name}' ({vertex.source}, shape {tuple(vertex.shape)})"

@@ -339,8 +339,8 @@ class Builder:
         specs = self.program.graph_signature.output_specs
         names: list[str] = []
         for i, (spec, node) in enumerate(zip(specs, n.args[0], strict=True)):
-            if spec.kind != OutputKind.USER_OUTPUT:
-                continue  # a buffer's new value (BatchNorm's running statistics): pcsim never writes it
+            if spec.kind != OutputKind.USER_OUTPUT or node is None:
+                continue  # a buffer's new value (BatchNorm's running statistics), which pcsim never writes; a None
             k = self.kind.get(node) if isinstance(node, fx.Node) else None
             value = self.values.get(node) if isinstance(node, fx.Node) else node
             if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.errors import PcsimError
+from pcsim.numerics import nan_or_inf, nonfinite
 
 
 class SimulationError(PcsimError):
@@ -60,13 +60,10 @@ class Record:
 
 
 def guard(t: float, state: State, finite_at: float | None = None) -> None:
-    """A non-finite component of a state (or of errors keyed ("e", name)) is a blow-up. NaN and inf survive a sum,
-    so one sum of all and one synchronisation find it; only then is each looked at, to name the ones at fault."""
-    if not state or math.isfinite(torch.stack([v.sum() for v in state.values()]).sum().item()):
-        return
-    bad = [f"the {WHAT[kind]} population '{name}' became {'NaN' if bool(torch.isnan(v).any()) else 'inf'}"
-           for (kind, name), v in state.items() if not bool(torch.isfinite(v).all())]
-    if bad:  # else the sum overflowed, and every component is finite
+    """A non-finite component of a state (or of errors keyed ("e", name)) is a blow-up, raised naming each."""
+    bad = [f"the {WHAT[kind]} population '{name}' became {nan_or_inf(state[kind, name])}"
+           for kind, name in nonfinite(state)]
+    if bad:
         since = "" if finite_at is None else f" (finite at t = {finite_at:.6g})"
         raise SimulationError(f"the simulation blew up at t = {t:.6g}{since}: {', '.join(bad)}; try a smaller dt or "
                               "larger time constants")

@@ -157,3 +157,33 @@ def test_a_minus_infinity_mask_is_the_mask_it_stands_for():
     for n in want:
         assert torch.isfinite(got[n]).all(), n
         assert relative_difference(got[n], want[n]) <= TOL, n
+
+
+class _RMSNorm(torch.nn.Module):
+    """h / sqrt(mean(h^2) + eps): the variance is a value population, which a large step can push below zero."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h * ((h * h).mean(-1, keepdim=True) + 1e-3).rsqrt())
+
+
+def test_a_diverging_run_is_refused_naming_the_first_vertex_to_leave_finite_values():
+    """The literal loop is the oracle for where and when; rsqrt is the one op here that makes a NaN of finite
+    values, so iPC, which moves the weights too, must name it as well."""
+    graph = pcsim.trace(_RMSNorm().double(), x := 0.1 * torch.randn(2, 3))
+    y = 10 * torch.randn(2, 2)
+    _, path = literal_il(graph, (x,), y, gamma=0.1, steps=20)
+    step, first = next((t, [n for n, e in eps.items() if not torch.isfinite(e).all()]) for t, eps in enumerate(path)
+                       if not all(torch.isfinite(e).all() for e in eps.values()))
+    assert first == ["rsqrt"]
+    with pytest.raises(pcsim.DivergenceError, match=f"IL diverged at gamma = 0.1: at step {step} the error of "
+                                                    "vertex 'rsqrt' .*became NaN"):
+        il(graph, (x,), y, gamma=0.1, steps=20)
+    with pytest.raises(pcsim.DivergenceError, match="iPC diverged at gamma = 0.1: at step .* vertex 'rsqrt'"):
+        pcsim.ipc(graph, (x,), y, gamma=0.1, steps=20, lr=0.01)
+    assert all(torch.isfinite(g).all() for g in il(graph, (x,), y, gamma=1e-4, steps=20).values())
