@@ -16,7 +16,7 @@ from pcsim.training.rules import RULE_NAMES
 
 def add_parser(commands) -> None:
     p = commands.add_parser(
-        "train", help="train a model with bp, il, zil or fa-zil on a data set",
+        "train", help="train a model with a learning rule (bp, il, ipc, zil, fa-zil, ...) on a data set",
         description="Train a zoo model (fitted to the data set's input shape and classes) with a learning rule. "
                     "Data: digits, mnist-subset, synthetic, or a folder with MNIST/Fashion-MNIST IDX files or "
                     "CIFAR-10 python batches.")
