@@ -128,6 +128,8 @@ class Problem:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
             tmap[name] = y.detach()
+        _refuse_nan({**{f"input '{n}'": values[n] for n in graph.inputs},
+                     **{f"the target for output '{n}'": y for n, y in tmap.items()}})
         return Problem(graph, params, values, tmap, lmap)
 
     # -- local computations ---------------------------------------------------------------------
@@ -193,3 +195,16 @@ class Problem:
         """`grads` for every parameter of the module, in its order, zero where no term arrived."""
         return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))
                 for n, p in self.graph.params.items()}
+
+
+def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:
+    """A NaN in the data would run to NaN updates or a blow-up far from its cause. (An inf may be meant: an
+    additive -inf mask.) One synchronisation for all."""
+    floating = {k: v for k, v in data.items() if v.is_floating_point()}
+    if not floating:
+        return
+    for (what, v), nan in zip(floating.items(), torch.stack([torch.isnan(v).any() for v in floating.values()]).tolist(),
+                              strict=True):
+        if nan:
+            at = tuple(torch.isnan(v).nonzero()[0].tolist())
+            raise InputError(f"{what} holds NaN (the first at index {at}); pcsim needs numbers there")

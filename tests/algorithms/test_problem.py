@@ -31,6 +31,27 @@ def test_wrong_input_shape(mlp, rule):
         rule(g, (torch.randn(4, 6),), y)
 
 
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_nan_in_the_data_is_refused_naming_where(mlp, rule):
+    _, (x,), y, g = mlp
+    bad_x, bad_y = x.clone(), y.clone()
+    bad_x[2, 1] = bad_y[3, 0] = float("nan")
+    with pytest.raises(pcsim.InputError, match=r"input 'x' holds NaN \(the first at index \(2, 1\)\)"):
+        rule(g, (bad_x,), y)
+    with pytest.raises(pcsim.InputError, match=r"target for output '.*' holds NaN \(the first at index \(3, 0\)\)"):
+        rule(g, (x,), bad_y)
+    with pytest.raises(pcsim.InputError, match="input 'x' holds NaN"):
+        pcsim.simulate(g, (bad_x,), y, t_end=1.0, tau_x=1.0)
+
+
+def test_an_infinite_input_is_data_not_an_error(mlp):
+    """An additive -inf mask is an input a model may want: the forward pass decides what it makes of it."""
+    _, (x,), y, g = mlp
+    x = x.clone()
+    x[0, 0] = -float("inf")
+    pcsim.bp(g, (x,), y)
+
+
 def test_integer_input_where_floats_were_traced(mlp):
     _, (x,), y, g = mlp
     with pytest.raises(pcsim.InputError, match="input 'x' has integer dtype torch.int64"):
