@@ -36,3 +36,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# -- xdist balance ------------------------------------------------------------------------------------------
+# `make test` hands out whole files (`--dist loadfile`), by default in order of their number of tests, so the
+# files of a few long tests (a property test, a smoke run, the notebooks, compiled code) came last, and one
+# worker ran them alone at the end while the other had finished. These files go first, longest first (measured
+# on 2 cores); every other file keeps xdist's order. The order decides only which worker runs a file, and when.
+HEAVY_FILES = (
+    "tests/backends/test_brian2.py",  # compiles Brian2's cython and cpp_standalone code
+    "tests/algorithms/test_compiled.py",  # inductor
+    "tests/backends/test_brian2_zoo.py",
+    "tests/algorithms/test_il_compiled.py",  # inductor
+    "tests/test_notebooks.py",  # one kernel per notebook
+    "tests/benchmarks/test_device_check.py",  # the smoke run in a subprocess
+    "tests/backends/test_torch_fused.py",  # inductor
+    "tests/equivalence/test_random_dags.py",
+    "tests/training/test_training.py",  # torchrun with two gloo processes
+    "tests/cli/test_bench.py",
+    "tests/figures/test_figures.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from collections import OrderedDict
+
+    from xdist.scheduler import LoadFileScheduling
+
+    rank = {path: i for i, path in enumerate(HEAVY_FILES)}
+
+    class HeavyFirstQueue(OrderedDict):
+        """xdist's queue of files, which hands out the heaviest file left first (else the first in its order)."""
+
+        def popitem(self, last=True):
+            if last or not self:
+                return super().popitem(last)
+            scope = min(enumerate(self), key=lambda item: (rank.get(item[1], len(rank)), item[0]))[1]
+            return scope, self.pop(scope)
+
+    scheduler = LoadFileScheduling(config, log)
+    scheduler.workqueue = HeavyFirstQueue()
+    return scheduler
