@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable
 
 import torch
+import torch._export.utils
 from torch import nn
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
@@ -61,9 +62,38 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             program = torch.export.export(module, tuple(inputs), strict=False)
-            return program.run_decompositions(decomposition_table(fused))
+            with _dispatcher_read_once():
+                return program.run_decompositions(decomposition_table(fused))
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
         raise _export_error(name, inputs, e) from None
+
+
+# torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)
+_DISPATCHER_READ = getattr(torch._export.utils, "_materialize_cpp_cia_ops", None)
+
+
+@contextlib.contextmanager
+def _dispatcher_read_once():
+    """torch's `run_decompositions` reads every composite op's registration from the C++ dispatcher once per op
+    namespace, twice: the same answer each time within one run, and most of capturing a small model. Within
+    one run it is read once (torch.export's own code and result otherwise; nothing registers ops meanwhile)."""
+    utils = torch._export.utils
+    read = _DISPATCHER_READ
+    if read is None:  # another torch: its own way
+        yield
+        return
+    done = []
+
+    def once() -> None:
+        if not done:
+            read()
+            done.append(True)
+
+    utils._materialize_cpp_cia_ops = once
+    try:
+        yield
+    finally:
+        utils._materialize_cpp_cia_ops = read
 
 
 @contextlib.contextmanager

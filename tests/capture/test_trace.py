@@ -265,3 +265,16 @@ def test_a_tuple_handed_on_whole_becomes_its_items():
     cat = next(v for v in graph.vertices if v.op == "cat")
     assert [graph[p].op for p in cat.parents] == ["split_with_sizes"] * 3
     assert [graph[p].select for p in cat.parents] == [0, 1, 2]
+
+
+def test_trace_leaves_torchs_export_machinery_as_it_found_it():
+    """The capture reads the dispatcher's composite ops once per decomposition run by standing in for a torch
+    function meanwhile: torch's own is back afterwards, after a failed capture too (which fails in export)."""
+    import torch._export.utils as export_utils
+
+    own = export_utils._materialize_cpp_cia_ops
+    pcsim.trace(nn.Linear(3, 2).double(), torch.randn(4, 3, dtype=DT))
+    assert export_utils._materialize_cpp_cia_ops is own
+    with pytest.raises(pcsim.TraceError):
+        pcsim.trace(DataDependent().to(DT), _x(3, 4))
+    assert export_utils._materialize_cpp_cia_ops is own
