@@ -89,8 +89,7 @@ class Relaxation:
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
         self.needs_x = {n for n in self.hidden if any(c not in self.incremental for c in self.children[n])}
         # feed-forward values with an infinite entry (a -inf attention mask): there base - mu is inf - inf
-        finite = torch.stack([torch.isfinite(self.base[n]).all() for n in self.hidden]).tolist() if self.hidden else []
-        self.unbounded = {n for n, ok in zip(self.hidden, finite, strict=True) if not ok}
+        self.unbounded = set(nonfinite({n: self.base[n] for n in self.hidden}))
         self.at_feedforward = set(self.latent)  # mu is still base[n], so eps is exactly disp
         self.stale: set[str] = set()  # latent parents moved since the last linearisation
         self._x_behind: set[str] = set()  # moved, but x not yet recomputed (no child needed it)
