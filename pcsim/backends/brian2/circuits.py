@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from pcsim.backends.brian2.synapses import flat_ids, ids, ints, size, to_numpy, unsupported
+from pcsim.backends.brian2.synapses import broadcast_ids, flat_ids, ids, ints, size, to_numpy, unsupported
 from pcsim.graph.ir import ConstArg, ParamArg, ParentArg, Vertex
 
 BACKWARD = 10  # stages below read values (and what earlier stages pooled), from here on errors
@@ -89,37 +89,34 @@ def pooled_rows(shape, dims) -> tuple[np.ndarray, int, int]:
     return row, pooled.shape[0], pooled.shape[1]
 
 
+def cross_entropy(shape) -> Circuit:
+    """The normaliser zr = sum of exp(mu) over the classes (dim 1) of the cross-entropy's output error
+    y - exp(mu) / zr (render.py): a helper neuron per sample (and position) pools it, and the output reads it back."""
+    row, rows, _ = pooled_rows(tuple(shape), [1])
+    every = np.arange(row.size)
+    return Circuit("", groups=[Group("softmax", rows, ["z : 1"])],
+                   sums=[Sum("self", "softmax", every, row, "z", "post", "exp(mu_pre)", READS_MU),
+                         copy("self", "zr", "softmax", "z", row, READS_MU + 1)])
+
+
 # -- elementwise functions of several populations ---------------------------------------------------------
 ELEMENTWISE = {"mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}"}
 
 
 def _elementwise(vertex: Vertex, shapes, params, constants) -> Circuit:
-    slots, links, values, eqs = [], [], {}, []
-    for k, arg in enumerate(vertex.args[:2]):
-        if isinstance(arg, ParentArg):
-            name = f"xp{arg.index}"
-            if all(lk.var != name for lk in links):
-                index = torch.broadcast_to(ids(shapes[arg.index]), vertex.shape)
-                links.append(copy("self", name, f"parent:{arg.index}", "x", flat_ids(index)))
-            slots.append(name)
-        elif isinstance(arg, int | float) and not isinstance(arg, bool):
-            slots.append(repr(float(arg)))
-        elif isinstance(arg, ConstArg):
-            values[f"c{k}"] = to_numpy(torch.broadcast_to(constants[arg.name].double(), vertex.shape))
-            eqs.append(f"c{k} : 1 (constant)")
-            slots.append(f"c{k}")
-        else:
-            raise unsupported(vertex, f"argument {k} ({type(arg).__name__}) is neither a population nor a constant")
+    """x * y, x / y or x ** y of two populations (`circuit_of` sends only those here): each parent's value
+    copied beside the other's, and each parent's feedback err times its partial derivative (sympy's)."""
     if len(vertex.args) > 2 or vertex.kwargs:
         raise unsupported(vertex, "extra arguments have no Brian2 rendering")
-    mu = ELEMENTWISE[vertex.op].format(*slots)
+    mu = ELEMENTWISE[vertex.op].format(*(f"xp{arg.index}" for arg in vertex.args))
     expr = sympy.sympify(mu)
-    sums = []
-    for link in links:
-        d = f"d{link.pre.split(':')[1]}"
-        eqs += [f"{d} = {sympy.diff(expr, sympy.Symbol(link.var))} : 1", f"{link.var} : 1"]
-        sums.append(Sum(link.pre, "self", link.i, link.j, "fb", "pre", f"err_post * {d}_post", BACKWARD))
-    return Circuit(mu, eqs, values, [], sums + links)
+    eqs, sums, links = [], [], []
+    for k in dict.fromkeys(arg.index for arg in vertex.args):  # each parent once, in order
+        links.append(copy("self", f"xp{k}", f"parent:{k}", "x", broadcast_ids(shapes[k], vertex.shape)))
+        eqs += [f"d{k} = {sympy.diff(expr, sympy.Symbol(f'xp{k}'))} : 1", f"xp{k} : 1"]
+        sums.append(Sum(f"parent:{k}", "self", links[-1].i, links[-1].j, "fb", "pre", f"err_post * d{k}_post",
+                        BACKWARD))
+    return Circuit(mu, eqs, {}, [], sums + links)
 
 
 # -- matrix products of two populations -------------------------------------------------------------------
@@ -172,16 +169,15 @@ def _softmax(vertex: Vertex, shapes, params, constants) -> Circuit:
 def _norm_parts(vertex: Vertex, shape):
     """(rows pooled by the statistics, eps, scale/shift slots and each neuron's index into them, stats):
     stats None = from the batch, else constant (mean, var) per neuron."""
-    op, a = vertex.op, vertex.args
+    op, a, every = vertex.op, vertex.args, np.arange(size(shape), dtype=np.int64)
     if op == "native_layer_norm":
         k = len(a[1])
         row, _, _ = pooled_rows(shape, range(len(shape) - k, len(shape)))
-        return row, float(a[4]), a[2], a[3], np.arange(size(shape)) % size(shape[-k:]), None
-    channel = flat_ids(torch.broadcast_to(torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)), shape))
+        return row, float(a[4]), a[2], a[3], every % size(shape[-k:]), None
+    channel = every // size(shape[2:]) % shape[1]
     if op == "native_group_norm":
         groups = int(a[6])
-        batch = flat_ids(torch.broadcast_to(torch.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1)), shape))
-        row = batch * groups + channel // (shape[1] // groups)
+        row = every // size(shape[1:]) * groups + channel // (shape[1] // groups)
         return row, float(a[7]), a[1], a[2], channel, None
     if op == "_native_batch_norm_legit_no_training":
         return channel, float(a[6]), a[1], a[2], channel, (a[3], a[4])

@@ -39,15 +39,6 @@ def brian2_function(b2, name: str):
     return f
 
 
-def cython_available(b2) -> bool:
-    from brian2.codegen.runtime.cython_rt import CythonCodeObject
-
-    try:
-        return bool(CythonCodeObject.is_available())
-    except Exception:  # noqa: BLE001 - any failure of the test compilation means no cython
-        return False
-
-
 @contextmanager
 def preferences(b2, target: str):
     """Set Brian2's preferences for one run (float64, the target, the cache) and restore them after."""
@@ -62,7 +53,13 @@ def preferences(b2, target: str):
             directory = Path(os.environ.get("BRIAN2_CACHE_DIR") or paths.folder("build") / "brian2-cache") / "cython"
             directory.mkdir(parents=True, exist_ok=True)
             prefs["codegen.runtime.cython.cache_dir"] = str(directory)
-            if not cython_available(b2):
+            from brian2.codegen.runtime.cython_rt import CythonCodeObject
+
+            try:
+                compiles = bool(CythonCodeObject.is_available())
+            except Exception:  # noqa: BLE001 - any failure of the test compilation means no cython
+                compiles = False
+            if not compiles:
                 warnings.warn("brian2 target 'cython' needs a working C++ compiler and Cython, and the test "
                               "compilation failed; running on the 'numpy' target instead (same results, slower)",
                               CythonFallbackWarning, stacklevel=4)

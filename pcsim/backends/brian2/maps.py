@@ -10,8 +10,8 @@ from pcsim.backends.brian2.synapses import (
     WHY,
     Offset,
     bind,
+    broadcast_ids,
     edge,
-    flat_ids,
     ids,
     size,
     to_numpy,
@@ -20,6 +20,25 @@ from pcsim.backends.brian2.synapses import (
 )
 from pcsim.graph.ir import ConstArg, ParentArg
 from pcsim.ops.local import call
+
+
+def one_hot_rows(n: int, width: int, apply, outputs: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A linear map read from torch row by row: `apply` maps m one-hot rows (an (m, n) float64 tensor) to
+    `outputs` tensors of m rows (of `width` entries in all, which sizes the chunks of rows); per output,
+    the (row, column, value) of its nonzero entries, in row-major order."""
+    found = [([], [], []) for _ in range(outputs)]
+    chunk = max(1, 4_000_000 // max(1, width))
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        eye = torch.zeros(m, n, dtype=torch.float64)
+        eye[torch.arange(m), start + torch.arange(m)] = 1.0
+        for (rows, cols, vals), out in zip(found, apply(eye), strict=True):
+            out = out.reshape(m, -1)
+            nz = torch.nonzero(out)
+            rows.append(start + nz[:, 0].numpy())
+            cols.append(nz[:, 1].numpy())
+            vals.append(out[nz[:, 0], nz[:, 1]].numpy())
+    return [tuple(np.concatenate(v) for v in f) for f in found]
 
 
 def _integer_parents(values, n: int) -> list:
@@ -88,27 +107,13 @@ def _linear_map(vertex, shapes, params, constants, values=None):
     if not isinstance(c0, torch.Tensor) or tuple(c0.shape) != tuple(vertex.shape):
         raise unsupported(vertex, "its output does not have the vertex's shape")
     n_out = c0.numel()
-    n_in = sum(size(shapes[k]) for k in floats)
-    chunk = max(1, 4_000_000 // max(1, n_in))
-    found = {k: ([], [], []) for k in floats}
-    for start in range(0, n_out, chunk):
-        m = min(chunk, n_out - start)
-        rows = torch.zeros(m, n_out, dtype=torch.float64)
-        rows[torch.arange(m), start + torch.arange(m)] = 1.0
-        cots = torch.func.vmap(pull)(rows.reshape(m, *vertex.shape))
-        for k, cot in zip(floats, cots, strict=True):
-            cot = cot.reshape(m, -1)
-            nz = torch.nonzero(cot)
-            found[k][0].append(nz[:, 1].numpy())
-            found[k][1].append(start + nz[:, 0].numpy())
-            found[k][2].append(cot[nz[:, 0], nz[:, 1]].numpy())
+    found = one_hot_rows(n_out, sum(size(shapes[k]) for k in floats),
+                         lambda eye: torch.func.vmap(pull)(eye.reshape(-1, *vertex.shape)), len(floats))
     g = torch.Generator().manual_seed(0)
     rnd = {k: torch.randn(shapes[k], generator=g, dtype=torch.float64) for k in floats}
     want = to_numpy(c0).copy()
     edges = []
-    for k in floats:
-        i, j, w = (np.concatenate(v) for v in found[k])
-        i, j = i.astype(np.int64), j.astype(np.int64)
+    for k, (j, i, w) in zip(floats, found, strict=True):
         want += np.bincount(j, weights=w * to_numpy(rnd[k])[i], minlength=n_out)
         if i.size:
             edges.append(edge(k, i, j, w))
@@ -173,10 +178,18 @@ def _affine(vertex, shapes, params, constants, values=None):
     if not affine or tuple(c0.shape) != tuple(vertex.shape):
         raise unsupported(vertex, f"'{vertex.op}' here is not affine in its parent populations (a product or "
                                    "quotient of populations: a synapse carries one presynaptic variable); " + WHY)
-    sources = [flat_ids(torch.broadcast_to(ids(s), vertex.shape)) for s in shapes]
+    sources = [broadcast_ids(s, vertex.shape) for s in shapes]
     j = np.arange(size(vertex.shape), dtype=np.int64)
     if vertex.op == "mul" and len(shapes) == 1 and len(vertex.params) == 1:
-        return _scaled_by_parameter(vertex, shapes[0], params, constants, coefs[0], sources[0], j)
+        # a population times (a slice or broadcast of) a parameter: a synapse weight read from the parameter,
+        # plastic like a linear layer's (a zero initial state leaves a GRU's r * b_hn)
+        (name,) = vertex.params
+        ones = [torch.ones(shapes[0], dtype=torch.float64)]
+        kidx = call(vertex, ones, {**params, name: ids(params[name].shape).double()}, constants)
+        entrywise = bool((call(vertex, ones, params, constants) == coefs[0]).all())
+        if not entrywise or not bool((kidx == kidx.round()).all()):
+            raise unsupported(vertex, f"parameter '{name}' does not scale the population entry by entry; " + WHY)
+        return [edge(0, sources[0], j, to_numpy(coefs[0]), name, to_numpy(kidx).astype(np.int64))], []
     edges = [edge(k, i, j.copy(), to_numpy(cf)) for k, (i, cf) in enumerate(zip(sources, coefs, strict=True))]
     offsets = []
     for name in vertex.params:  # a parameter added to the populations (a learned positional code): a bias
@@ -187,22 +200,9 @@ def _affine(vertex, shapes, params, constants, values=None):
             raise unsupported(vertex, f"parameter '{name}' enters '{vertex.op}' scaled, not added; only an added "
                                        "parameter is rendered (as a bias with its accumulator)")
         # which entry of the parameter lands on each neuron (through a slice or a broadcast): probe with ids
-        pids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
-        index = call(vertex, zeros, {**params, name: pids}, constants) - rest
+        index = call(vertex, zeros, {**params, name: ids(params[name].shape).double()}, constants) - rest
         offsets.append(Offset(to_numpy(c0 - rest), name, to_numpy(index).astype(np.int64)))
         c0, params = rest, zeroed
     if bool((c0 != 0).any()):
         offsets.append(Offset(to_numpy(c0)))
     return edges, offsets
-
-
-def _scaled_by_parameter(vertex, shape, params, constants, coef, i, j):
-    """A population times (a slice or broadcast of) a parameter: a synapse weight read from the parameter,
-    plastic like a linear layer's (a zero initial state leaves a GRU's r * b_hn)."""
-    (name,) = vertex.params
-    pids = torch.arange(params[name].numel(), dtype=torch.float64).reshape(params[name].shape)
-    ones = [torch.ones(shape, dtype=torch.float64)]
-    kidx = call(vertex, ones, {**params, name: pids}, constants)
-    if not bool((call(vertex, ones, params, constants) == coef).all()) or not bool((kidx == kidx.round()).all()):
-        raise unsupported(vertex, f"parameter '{name}' does not scale the population entry by entry; " + WHY)
-    return [edge(0, i, j.copy(), to_numpy(coef), name, to_numpy(kidx).astype(np.int64))], []

@@ -1,19 +1,15 @@
-"""Each op as synaptic connectivity and Brian2 expressions (data only; no Brian2 import): one `Edge` per
-parent population, which neurons connect (`i` -> `j`), what a synapse adds to the post-synaptic prediction
-(in x_pre) and to the pre-synaptic feedback (J^T err, in err_post), and for parameterised ops the weight
-each synapse holds and its index `kidx` into the shared parameter; biases and constants are `Offset`s.
-Here: linear layers, convolutions and average pooling; activations.py and maps.py render the rest of the
-op table's synaptic kinds, circuits.py what needs helper neurons. Anything else raises UnsupportedOpError
+"""Linear layers, convolutions and average pooling as synapses (`Edge`s and `Offset`s: synapses.py), and
+`edges_of`, which sends every op to its renderer by the op table's `brian2` kind: activations.py and maps.py
+render the other synaptic kinds, circuits.py what needs helper neurons. Anything else raises UnsupportedOpError
 naming the vertex and why it has no synaptic form.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from pcsim.backends.brian2.activations import _activation
-from pcsim.backends.brian2.maps import _affine, _embedding, _index_map, _linear_map
+from pcsim.backends.brian2.maps import _affine, _embedding, _index_map, _linear_map, one_hot_rows
 from pcsim.backends.brian2.synapses import PRODUCT, WHY, bind, edge, ints, single_parent, size, unsupported, weight_of
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
@@ -106,18 +102,8 @@ def _plane_local_linear(vertex, shapes, params, constants, values=None):
         raise unsupported(vertex, f"pooling on shape {shape_in} (expected batch, channels, h, w)")
     B, C, H, W = shape_in
     Ho, Wo = vertex.shape[2:]
-    pins, pouts, vals = [], [], []
-    chunk = max(1, 4_000_000 // max(1, Ho * Wo))
-    for start in range(0, H * W, chunk):
-        idx = torch.arange(start, min(start + chunk, H * W))
-        planes = torch.zeros(len(idx), 1, H * W, dtype=torch.float64)
-        planes[torch.arange(len(idx)), 0, idx] = 1.0
-        out = call(vertex, [planes.reshape(len(idx), 1, H, W)], params, constants).reshape(len(idx), Ho * Wo)
-        nz = torch.nonzero(out)
-        pins.append(idx[nz[:, 0]].numpy())
-        pouts.append(nz[:, 1].numpy())
-        vals.append(out[nz[:, 0], nz[:, 1]].numpy())
-    pin, pout, val = (np.concatenate(v) for v in (pins, pouts, vals))
+    ((pin, pout, val),) = one_hot_rows(
+        H * W, Ho * Wo, lambda eye: [call(vertex, [eye.reshape(-1, 1, H, W)], params, constants)])
     order = np.lexsort((pin, pout))
     pin, pout, val = pin[order], pout[order], val[order]
     planes = np.arange(B * C, dtype=np.int64)[:, None]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcsim.backends.brian2.circuits import READS_MU, Circuit, circuit_of, pooled_rows
+from pcsim.backends.brian2.circuits import Circuit, circuit_of, cross_entropy
 from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, split, switch
 from pcsim.backends.brian2.ops import edges_of
 from pcsim.backends.brian2.synapses import Offset, size, to_numpy
@@ -61,8 +61,7 @@ class Projection:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     tables: dict[str, np.ndarray] = field(default_factory=dict)
-    param: str | None = None  # the parameter whose accumulators `w` (indexed by `kidx`) it holds
-    plastic: bool = False
+    param: str | None = None  # plastic: the parameter whose accumulators `w` (indexed by `kidx`) it holds
     once: bool = False  # summed once at t = 0 into a drive population (clamped input, fixed weights)
     orders: dict[str, int] = field(default_factory=dict)  # summed variable -> its stage (circuits.py)
 
@@ -161,7 +160,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
                 proj.values["kidx"] = edge.kidx
                 proj.times.update(gate[1])
                 proj.tables.update(gate[2])
-                proj.param, proj.plastic = edge.param, True
+                proj.param = edge.param
             elif pre.clamped and inputs_once:
                 # a clamped input through fixed weights gives a constant prediction: summed at t = 0
                 # into a drive population whose variable the post population links to
@@ -173,7 +172,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
         _latent_equations(field, pops[name], incoming[name], feedback[name], offsets[name], gates[name],
                           linked[name], circuits.get(name))
         if name in field.outputs and field.target_shown and problem.losses[name].name == "ce":
-            _cross_entropy(pops[name], graph[name].shape, helpers, projections)
+            _wire(field, name, cross_entropy(graph[name].shape), population_of, helpers, feedback, projections, dt)
         quiet(pops[name], quiet_times(field, name, dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
     return Network(pops, projections, helpers, shapes, n_steps, dt)
@@ -216,19 +215,6 @@ def _wire(field: VectorField, name: str, circuit: Circuit, population_of, helper
         merged[key].orders[f"{var}_{s.side}"] = s.stage
 
 
-def _cross_entropy(pop: Population, shape, helpers, projections) -> None:
-    """The normaliser zr = sum of exp(mu) over the classes (dim 1) of the cross-entropy's output error
-    y - exp(mu) / zr: a helper neuron per sample (and position) pools it, and the output reads it back."""
-    row, rows, _ = pooled_rows(tuple(shape), [1])
-    group = Population(f"{pop.name}_softmax", pop.vertex, rows, ["z : 1"])
-    helpers.append(group)
-    every = np.arange(pop.n)
-    projections.append(Projection(f"s{len(projections)}_{pop.name}_zr", group.name, pop.name, row, every,
-                                  ["zr_post = z_pre : 1 (summed)"], orders={"zr_post": READS_MU + 1}))
-    projections.append(Projection(f"s{len(projections)}_{pop.name}_ce", pop.name, group.name, every, row,
-                                  ["z_post = exp(mu_pre) : 1 (summed)"], orders={"z_post": READS_MU}))
-
-
 def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, offsets, gate, linked,
                       circuit: Circuit | None) -> None:
     name, problem, E = pop.vertex, field.problem, EQUATIONS
@@ -253,18 +239,16 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
     if leaky:
         pop.times["tau_e"] = field.tau_e[name]
         pop.values["err"] = np.zeros(pop.n)
+    pop.monitor = ("x", "err", "mu") if name in field.outputs else ("x", "err")
     if name not in field.outputs:
         eqs.append(f"fb = {' + '.join(fb_terms) if fb_terms else '0'} : 1")
         eqs += [f"{t} : 1" for t in fb_terms]
         eqs += [E.value, err]
-        pop.monitor = ("x", "err")
     elif not field.target_shown:
         eqs += [E.free_output, err]
-        pop.monitor = ("x", "err", "mu")
     else:
-        pop.monitor = ("x", "err", "mu")
         target = problem.targets[name]
-        if problem.losses[name].name == "ce":  # class indices; the softmax's normaliser zr: _cross_entropy
+        if problem.losses[name].name == "ce":  # class indices; the softmax's normaliser zr: cross_entropy
             onehot = np.zeros(tuple(problem.graph[name].shape))
             np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
             pop.values["y"] = onehot.reshape(-1)

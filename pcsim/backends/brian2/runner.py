@@ -81,9 +81,7 @@ class Built:
             text = "\n".join(obj.equations)
             for fname in FUNCTIONS:  # functions Brian2 lacks (erf), where an expression calls them
                 if re.search(rf"\b{fname}\s*\(", text):
-                    if fname not in functions:
-                        functions[fname] = brian2_function(b2, fname)
-                    ns[fname] = functions[fname]
+                    ns[fname] = functions[fname] = functions.get(fname) or brian2_function(b2, fname)
             return ns
 
         by_name = {}
@@ -191,22 +189,18 @@ def _read(built: Built, field: VectorField):
             w = np.asarray(getattr(built.groups[name], var)[:])
             acc[param] += np.bincount(index, weights=w, minlength=acc[param].size)
     for proj, s in built.synapses:
-        if proj.plastic:
+        if proj.param is not None:
             # a weight shared across batch copies or positions sums its synapses' accumulators
             kidx = np.asarray(s.kidx[:], dtype=np.int64)
             acc[proj.param] += np.bincount(kidx, weights=np.asarray(s.w[:]), minlength=acc[proj.param].size)
-    state = {}
-    for key in field.layout:
-        kind, name = key
-        arr = acc[name] if kind == "w" else found[key]
-        state[key] = torch.as_tensor(arr, dtype=field.dtype, device=field.device).reshape(field.shapes[key])
+    state = {key: torch.as_tensor(acc[key[1]] if key[0] == "w" else found[key], dtype=field.dtype,
+                                  device=field.device).reshape(field.shapes[key]) for key in field.layout}
     monitors = {}
     for name, mon in built.monitors.items():
         steps = np.rint(np.asarray(mon.t_[:]) / spec.dt).astype(np.int64)
         monitors[name] = {var: dict(zip(steps.tolist(), np.asarray(getattr(mon, var)[:]).T, strict=True))
                           for var in spec.populations[name].monitor}
     return state, monitors
-
 
 
 class _Monitored:

@@ -81,6 +81,11 @@ def flat_ids(t: torch.Tensor) -> np.ndarray:
     return t.reshape(-1).numpy().astype(np.int64)
 
 
+def broadcast_ids(shape, to) -> np.ndarray:
+    """Which neuron of a population of `shape` each neuron of `shape` `to` reads when broadcast to it."""
+    return flat_ids(torch.broadcast_to(ids(shape), tuple(to)))
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float64).reshape(-1).cpu().numpy()
 
@@ -124,7 +129,7 @@ def weight_of(vertex: Vertex, slot, params, constants, what: str) -> Weight | No
     if isinstance(value, torch.Tensor):
         value = value.detach()
         # the map applied to the parameter's ids, shifted by S the second time: every entry must move by S
-        shifted = torch.arange(p.numel(), dtype=torch.float64).reshape(p.shape) + 1.0
+        shifted = ids(p.shape).double() + 1.0
         shift = float(p.numel() + 1)
         try:
             a, b = fn((), {**params, name: shifted}, constants), fn((), {**params, name: shifted + shift}, constants)
