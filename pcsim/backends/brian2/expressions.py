@@ -29,7 +29,7 @@ def rename(eq: str, **names: str) -> str:
 def switch(eq: str, after: str) -> str:
     """`eq` until the target is shown, and its left-hand side = `after` from then on."""
     lhs, before, _ = split(eq)
-    if after == "0":
+    if after == "0":  # (a dimensionless 0 beside a rate would not pass Brian2's unit check)
         return f"{lhs} = (1 - shown) * ({before}) : 1"
     return f"{lhs} = shown * ({after}) + (1 - shown) * ({before}) : 1"
 
@@ -74,15 +74,10 @@ def quiet(pop, times: dict[str, float]) -> None:
     pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
     if not times:
         return
-    factor = " * ".join(f for f, k in (("(1 - hold)", "hold_from"), ("wave", "wave_from")) if k in times)
-
-    def quiet(eq: str) -> str:
-        lhs, rhs_, unit = split(eq)
-        return f"{lhs} = {factor} * ({rhs_}) : {unit}"
-    pop.equations = [quiet(e) if "=" in e and split(e)[0] in ("dx/dt", "derr/dt", "err") else e
-                     for e in pop.equations]
-    if "hold_from" in times:
-        pop.equations.append("hold = int(t >= hold_from) : 1")
-    if "wave_from" in times:
-        pop.equations.append("wave = int(t >= wave_from) : 1")
+    flags = [v for v in ("hold", "wave") if f"{v}_from" in times]
+    factor = " * ".join("(1 - hold)" if v == "hold" else v for v in flags)
+    for k, eq in enumerate(pop.equations):
+        if "=" in eq and (parts := split(eq))[0] in ("dx/dt", "derr/dt", "err"):
+            pop.equations[k] = f"{parts[0]} = {factor} * ({parts[1]}) : {parts[2]}"
+    pop.equations += [f"{v} = int(t >= {v}_from) : 1" for v in flags]
     pop.times.update(times)

@@ -109,8 +109,7 @@ class Built:
                 setattr(s, var, value)
             for var, updater in s.summed_updaters.items():
                 updater.when = "before_groups"
-                default = 0 if updater.target is post else BACKWARD  # predictions first, then feedback
-                updater.order = proj.orders.get(var, default)
+                updater.order = proj.orders.get(var, 0 if updater.target is post else BACKWARD)  # mu, then fb
             if getattr(s, "state_updater", None) is not None:
                 s.state_updater.when, s.state_updater.order = "before_groups", PLASTICITY
             self.synapses.append((proj, s))
