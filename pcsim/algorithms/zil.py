@@ -92,7 +92,7 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict[str, Au
 
 class Clock:
     """Z-IL's schedule (C2) as `synchronous_step`'s policy: vertex i's plasticity is due at step
-    `schedule.step(i)` (its distance d_i by default). Autonomous Fa-Z-IL's policy is `fa_zil.Gates`."""
+    `schedule.steps[i]` (its distance d_i by default). Autonomous Fa-Z-IL's policy is `fa_zil.Gates`."""
 
     def __init__(self, schedule: Schedule):
         self.schedule, self.last = schedule, schedule.last
