@@ -126,8 +126,7 @@ class Relaxation:
         return eps
 
     def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, Feedback]:
-        """`feedback_from` through each op's own linearisation. A linear child's term is left as a product:
-        `advance` accumulates it into the displacement with one GEMM, instead of forming it and adding it."""
+        """`feedback_from` through each op's own linearisation (a linear child's term accumulates in `advance`)."""
         return feedback_from(self, eps, self.weights, lambda n, e: self.ops[n].vjp(e))
 
     def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback], held: Container[str] = ()) -> None:
