@@ -2,14 +2,11 @@
 
 Z-IL and autonomous Fa-Z-IL carry the state as the feed-forward values `x_ff` and negated
 displacements `neg_disp = -(x - x_ff)` (absent: zero), errors as `delta = -eps = mu - x`: the
-pullbacks are then autograd's own sign (see `advance_displacements`). A general vertex computes
-`delta = (mu - x_ff) + neg_disp` from its prediction at the current values (`vertex_delta`).
-Vertices whose prediction is a linear map of their latent parents need no value at all: an
-identity inserted by `level()` (`identity_delta`), a chunk of its parent (`selection_delta`), a
-linear layer or a sum (`affine_delta`) move their prediction by the same map of the parents'
-displacements, `neg_pred = x_ff - mu`. At gamma 1 the update has the closed form x <- mu +
-feedback (`advance_displacements` with `neg_pred`). These forms round differently from the general one; where
-they are used at Z-IL's conditions the values they change are read by no later due vertex.
+pullbacks are then autograd's own sign (see `advance_displacements`). A general vertex's delta comes
+from its prediction (`vertex_delta`); one whose prediction is a linear map of its latent parents
+needs no value at all (`linear_form`), and at gamma 1 the update has a closed form. These forms round
+differently from the general one; where they are used at Z-IL's conditions the values they change
+are read by no later due vertex.
 """
 
 from __future__ import annotations
@@ -151,8 +148,7 @@ def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Ma
 
     At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its
     closed form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass over the state
-    instead of two. It rounds differently from `x + (-eps + feedback)`; at Z-IL's conditions the
-    values it changes are read by no later due vertex, so the weight updates keep their bits.
+    instead of two (it rounds differently: see the module docstring).
     """
     new = dict(neg_disp)
     closed = gamma == 1.0 and neg_pred is not None

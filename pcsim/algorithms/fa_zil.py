@@ -1,13 +1,9 @@
 """Fa-Z-IL: Z-IL without a global schedule, in two readings that both equal Z-IL.
 
-wavefront: only the wave is computed; at step t only vertices at distance t are touched, each
-    linearised once at its feed-forward state and pulled back once: the work of one backward
-    pass, which autograd's engine runs over one graph of the vertices' ops. Untouched vertices
-    are skipped because their errors are exactly zero.
-autonomous: the full synchronous dynamics run with no clock; each vertex's plasticity gate
-    opens at the first step its own error population is non-zero after the target appears and
-    closes after that step. A gate whose pre-synaptic values have already moved can no longer
-    open (the wave has passed: a vertex whose error was exactly zero then has BP gradient zero).
+wavefront: only the wave is computed, each vertex at distance t linearised and pulled back once, at
+    step t: the work of one backward pass (`fa_zil_wavefront`).
+autonomous: the full synchronous dynamics with no clock, each vertex's plasticity gated by its own
+    error (`Gates`).
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, ste
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
     """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
     relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
-    path = [relax.full(relax.step()) for _ in range(steps)]
-    return path + [relax.full({n: e.clone() for n, e in relax.errors().items()})]
+    return [{n: eps[n].clone() if n in eps else torch.zeros_like(relax.base[n]) for n in relax.latent}
+            for eps in relax.errors_along(steps)]
 
 
 def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool

@@ -94,11 +94,10 @@ class Problem:
                 raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
                                  f"{v.dtype} (convert the input, or trace the module in {x.dtype})")
             values[name] = x.detach()
-        params = dict(graph.params if params is None else params)
+        params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
             raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
-        params = {n: p.detach() for n, p in params.items()}
         for v in graph.vertices:  # clamped non-input vertices: computed once from the data
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
@@ -137,13 +136,9 @@ class Problem:
         return [x[p] if p in x else self.clamped[p] for p in self.graph[name].parents]
 
     def feedforward(self) -> dict[str, torch.Tensor]:
-        """Every latent vertex's value after the forward pass (all hidden errors zero: C1).
-
-        Values are stored in fresh contiguous allocations, as every later state is: some kernels
-        (vectorised transcendental functions, MKL's matmul) round differently on strided or
-        unaligned views, and recomputing a prediction from unchanged parents must give the same
-        bits for errors to be exactly zero.
-        """
+        """Every latent vertex's value after the forward pass (all hidden errors zero: C1), each in its
+        own aligned storage as every later state is (see `aligned`): recomputing a prediction from
+        unchanged parents must give the same bits for errors to be exactly zero."""
         x: dict[str, torch.Tensor] = {}
         taken = {_storage(t) for t in (*self.params.values(), *self.graph.constants.values(), *self.clamped.values())}
         for name in self.graph.latent:

@@ -81,7 +81,7 @@ class Relaxation:
             v = g[n]
             op = local_op(v, problem.params, g.constants, [p in latent for p in v.parents],
                           [g[p].shape for p in v.parents])
-            op.at(self._parent_values(n), mu=self.base[n])  # the forward pass already computed mu
+            op.at(problem.parent_values(n, self.x), mu=self.base[n])  # the forward pass already computed mu
             self.ops[n] = op
         self.weights = {op.weight_name: op.weight for op in self.ops.values() if isinstance(op, Linear)}
         self.incremental = {n for n, op in self.ops.items()
@@ -95,9 +95,6 @@ class Relaxation:
         self._x_behind: set[str] = set()  # moved, but x not yet recomputed (no child needed it)
         self._buf: dict[tuple[str, str], torch.Tensor] = {}
         self._output_eps: dict[str, torch.Tensor] = {}
-
-    def _parent_values(self, name: str) -> list[torch.Tensor]:
-        return self.problem.parent_values(name, self.x)
 
     def _buffer(self, name: str, kind: str) -> torch.Tensor:
         buf = self._buf.get((name, kind))
@@ -115,7 +112,7 @@ class Relaxation:
         names = self.latent if only is None else [n for n in self.latent if n in only]
         for n in names:  # topological order, so a child reads its parents' new values
             if n in self.stale and n not in self.incremental:
-                self.ops[n].at(self._parent_values(n))
+                self.ops[n].at(self.problem.parent_values(n, self.x))
                 self.at_feedforward.discard(n)
                 self._output_eps.pop(n, None)
         eps = {}
@@ -129,8 +126,7 @@ class Relaxation:
         return eps
 
     def feedback(self, eps: dict[str, torch.Tensor]) -> dict[str, Feedback]:
-        """`feedback_from` through each op's own linearisation. A linear child's term is left as a product:
-        `advance` accumulates it into the displacement with one GEMM, instead of forming it and adding it."""
+        """`feedback_from` through each op's own linearisation (a linear child's term accumulates in `advance`)."""
         return feedback_from(self, eps, self.weights, lambda n, e: self.ops[n].vjp(e))
 
     def advance(self, eps: dict[str, torch.Tensor], fb: dict[str, Feedback], held: Container[str] = ()) -> None:
@@ -207,13 +203,6 @@ class Relaxation:
             self._update_x(n)
         self.stale = set(self.latent)
 
-    def step(self) -> dict[str, torch.Tensor]:
-        """One synchronous inference step; returns a copy of the errors of the state it started from."""
-        eps = self.errors()
-        snapshot = {n: e.clone() for n, e in eps.items()}
-        self.advance(eps, self.feedback(eps))
-        return snapshot
-
     def run(self, steps: int, progress=None) -> None:
         for _ in range(steps) if progress is None else progress(range(steps)):
             eps = self.errors()
@@ -236,7 +225,7 @@ class Relaxation:
             if n in eps and self.problem.graph[n].params:
                 op = self.ops[n]
                 if n in self.incremental:  # its input moved without a relinearisation: move the point
-                    op.at(self._parent_values(n), mu=op.mu)
+                    op.at(self.problem.parent_values(n, self.x), mu=op.mu)
                 out[n] = op.hebbian(eps[n])
         return out
 
@@ -254,10 +243,6 @@ class Relaxation:
         """x - x_ff of a latent vertex (a fresh zero tensor while it has not moved)."""
         d = self.disp.get(name)
         return torch.zeros_like(self.base[name]) if d is None else d
-
-    def full(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`eps` with explicit zeros for the vertices whose error is exactly zero."""
-        return {n: eps[n] if n in eps else torch.zeros_like(self.base[n]) for n in self.latent}
 
 
 def _shifted(base: torch.Tensor, dp: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

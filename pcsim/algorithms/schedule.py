@@ -48,9 +48,6 @@ class Schedule:
     def steps(self) -> dict[str, int]:
         return {n: self.at_level(d) + self.offsets.get(n, 0) for n, d in self.levels.items()}
 
-    def step(self, name: str) -> int:
-        return self.steps[name]
-
     def due(self, t: int) -> frozenset[str]:
         return frozenset(n for n, s in self.steps.items() if s == t)
 
@@ -72,5 +69,5 @@ class Schedule:
 
     def window(self, name: str, t_on: float, width: float) -> tuple[float, float]:
         """[open, close): the window of the vertex's step in time, steps `width` long from t_on."""
-        start = t_on + self.step(name) * width - SLACK * width
+        start = t_on + self.steps[name] * width - SLACK * width
         return start, start + width

@@ -92,7 +92,7 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict[str, Au
 
 class Clock:
     """Z-IL's schedule (C2) as `synchronous_step`'s policy: vertex i's plasticity is due at step
-    `schedule.step(i)` (its distance d_i by default). Autonomous Fa-Z-IL's policy is `fa_zil.Gates`."""
+    `schedule.steps[i]` (its distance d_i by default). Autonomous Fa-Z-IL's policy is `fa_zil.Gates`."""
 
     def __init__(self, schedule: Schedule):
         self.schedule, self.last = schedule, schedule.last
@@ -128,20 +128,16 @@ def synchronous_step(problem: Problem, base: Mapping[str, torch.Tensor], neg_dis
                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """One inference step: every vertex's error and feedback from the same state, then
     x_i += gamma (-eps_i + sum_c J_ci^T eps_c) for every hidden vertex; the one step of Z-IL (the
-    `Clock` policy) and of autonomous Fa-Z-IL (its local gates, `fa_zil.Gates`).
+    `Clock` policy) and of autonomous Fa-Z-IL (`fa_zil.Gates`).
 
-    The state is carried in autograd's sign (see `displacement.advance_displacements`): errors as delta = -eps and
-    displacements negated, so each firing vertex's parameter pullback is dL/dtheta itself; it is
-    added to `grads` and returned. Exact savings: a vertex whose own value, latent parents and
-    parameters have not moved recomputes its feed-forward prediction bit for bit (same kernels on the
-    same storage, see `Problem.feedforward`): its error, feedback and Hebbian terms are exactly zero,
-    and it is skipped;
-    one whose parents and parameters have not moved is pulled back through its `cached` feed-forward
-    graph; and on the policy's `final` step, whose resulting state is never read, only the due vertices'
-    Hebbian terms are computed. `closed`: take `advance_displacements`'s closed form at gamma 1
-    (x <- mu + feedback), one pass less per vertex, and the displacement forms where the policy allows
-    them. Returns (dL/dtheta terms per firing vertex, new negated displacements; unchanged once the policy
-    is done).
+    In autograd's sign (`displacement`), so each firing vertex's parameter pullback is dL/dtheta
+    itself, added to `grads`. Exact savings: a vertex whose own value, latent parents and parameters
+    have not moved recomputes its feed-forward prediction bit for bit (`Problem.feedforward`), so it is
+    skipped (zero error, feedback and Hebbian terms); one whose parents and parameters have not moved is
+    pulled back through its `cached` feed-forward graph; on the policy's `final` step, whose resulting
+    state is never read, only the due vertices' terms are computed. `closed`: the closed-form update at
+    gamma 1, and the displacement forms where the policy allows them. Returns (dL/dtheta terms per
+    firing vertex, new negated displacements; unchanged once the policy is done).
     """
     g = problem.graph
     outputs = set(g.outputs)
