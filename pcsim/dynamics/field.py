@@ -151,10 +151,21 @@ class VectorField:
         gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
         return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 
+    def plasticity(self, step: Relaxation, err: dict[str, torch.Tensor], t: float, into: dict[str, torch.Tensor],
+                   h: float = 1.0) -> None:
+        """Add h dw/dt, from tau_w dw/dt = sum over open gates of gate x Hebbian term at the errors `err` of IL's
+        step `step`, into `into` (parameter -> accumulator)."""
+        gates = self.gates(t)
+        open_ = {n: e for n, e in err.items() if n in gates}
+        if open_:
+            for n, terms in step.hebbian(open_).items():
+                for p, term in terms.items():
+                    into[p].add_(term, alpha=h * gates[n] / self.tau_w)
+
     def __call__(self, t: float, state: State, out: State | None = None) -> State:
         """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
-        vector) or else into views of one fresh flat vector. Each component is written once: the feedback
-        products accumulate into it, with no intermediate tensors for the drive."""
+        vector) or else into views of one fresh flat vector. Each value and error component is written once: the
+        feedback products accumulate into it, with no intermediate tensors for the drive."""
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
         err, drive_target = self._local(t, state)
@@ -177,20 +188,7 @@ class VectorField:
                 torch.div(err[n], -self.tau_e[n], out=o)
             else:
                 torch.sub(dr, err[n], out=o).div_(self.tau_e[n])
-        written = set()
-        gates = self.gates(t)
-        if gates:
-            hebb = step.hebbian({n: err[n] for n in gates if n in err})
-            for n, g in gates.items():
-                for p, h in hebb.get(n, {}).items():
-                    if p in written:
-                        out["w", p].add_(h * (g / self.tau_w))
-                    else:
-                        torch.mul(h, g / self.tau_w, out=out["w", p])
-                        written.add(p)
-        for k in self.layout:
-            if k[0] == "w" and k[1] not in written:
-                out[k].zero_()
+        self.plasticity(step, err, t, {p: out[kind, p].zero_() for kind, p in self.layout if kind == "w"})
         return out
 
     def observe(self, t: float, state: State, names) -> Observation:
