@@ -57,7 +57,7 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
     a, b, b_err = tableau.a.tolist(), tableau.b.tolist(), tableau.b_err.tolist()
     stages, ssal = len(b), bool(tableau.ssal)
     parts = [(k, field.shapes[k], offset, field.sizes[k]) for k, offset in field.offsets.items()]
-    tau = {n: field.tau_x[n] for n in field.latent}
+    tau = field.tau_x
 
     def derivative(flat: torch.Tensor, t: Parts) -> torch.Tensor:
         component = {k: flat.narrow(0, offset, size).view(shape) for k, shape, offset, size in parts}
