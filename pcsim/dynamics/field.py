@@ -23,6 +23,7 @@ import torch
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.dynamics.protocol import Gate, Off
+from pcsim.dynamics.solver import check_positive
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
 
@@ -37,9 +38,8 @@ def _per_population(value, names, what: str, allow_zero: bool) -> dict[str, floa
     else:
         out = dict.fromkeys(names, float(value))
     for n, v in out.items():
-        if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{what} must be finite and {bound}; population '{n}' has {v}")
+        if not (v >= 0 if allow_zero else v > 0) or v == float("inf"):  # NaN fails either bound
+            raise ValueError(f"{what} must be finite and {'>= 0' if allow_zero else '> 0'}; population '{n}' has {v}")
     return out
 
 
@@ -78,8 +78,7 @@ class VectorField:
         self.tau_x = _per_population(tau_x, self.latent, "tau_x", allow_zero=False)
         self.tau_e = _per_population(tau_e, self.latent, "tau_e", allow_zero=True)
         self.tau_w = float(min(self.tau_x.values()) if tau_w is None else tau_w)
-        if not self.tau_w > 0:
-            raise ValueError(f"tau_w must be > 0, got {tau_w}")
+        check_positive(tau_w=self.tau_w)
         self.leaky = [n for n in self.latent if self.tau_e[n] > 0]
         self.t_on = float(t_on)
         self.gate = Off() if gate is None else gate
