@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -44,7 +45,6 @@ class LocalityReport:
 # A plasticity rule as the audit sees it: (problem, values of every population, errors of every latent
 # population, the post-synaptic vertex) -> the update of each of that vertex's parameters.
 UpdateRule = Callable[[Problem, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], str], dict]
-AUDITED_RULES = ("zil", "fa-zil", "il")
 
 
 def _wave_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str, torch.Tensor]:
@@ -68,15 +68,16 @@ def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str,
     return op.hebbian(errors[vertex])
 
 
+AUDITED_RULES = {"zil": _wave_hebbian, "fa-zil": _wave_hebbian, "il": _fast_il_hebbian}
+
+
 def _rule(rule: str | UpdateRule) -> UpdateRule:
     if callable(rule):
         return rule
-    if rule in ("zil", "fa-zil"):
-        return _wave_hebbian
-    if rule == "il":
-        return _fast_il_hebbian
-    raise ValueError(f"rule must be one of {AUDITED_RULES} or a callable (problem, values, errors, vertex), "
-                     f"got {rule!r}")
+    if not (isinstance(rule, str) and rule in AUDITED_RULES):
+        raise ValueError(f"rule must be one of {tuple(AUDITED_RULES)} or a callable (problem, values, errors, vertex), "
+                         f"got {rule!r}")
+    return AUDITED_RULES[rule]
 
 
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
@@ -156,15 +157,11 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
     """IL's relative error and angle to BP for every combination asked for (Rosenbaum-style panels)."""
     bp = backprop(graph, inputs, target, loss)
     rows = []
-    for fixed in fixed_prediction:
-        for gamma in gammas:
-            for precision in precisions:
-                for t in steps:
-                    got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
-                                   output_precision=precision)
-                    rel, angle = deviation_and_angle(got, bp)
-                    rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,
-                                 "steps": t, "relative_error": rel, "angle_deg": angle})
+    for fixed, gamma, precision, t in itertools.product(fixed_prediction, gammas, precisions, steps):
+        got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed, output_precision=precision)
+        rel, angle = deviation_and_angle(got, bp)
+        rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,
+                     "steps": t, "relative_error": rel, "angle_deg": angle})
     return rows
 
 

@@ -43,8 +43,29 @@ class _FixedStep(Solver):
     def __post_init__(self):
         check_step(self.dt, self.method)
 
-    def run(self, field, recorder, *, t_end, progress=False):
-        return _integrate(field, recorder, self.method, t_end, self.dt, progress)
+    def run(self, field, recorder, *, t_end, progress=False) -> State:
+        """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt computed by
+        multiplication, not accumulation, so gate windows at multiples of dt are hit exactly; every state guarded."""
+        dt = self.dt
+        n = n_steps(t_end, dt)
+        wanted = set(recorder.plan_grid(n, dt))
+        state = field.initial_state()
+        recorder.see(0.0, state, 0 in wanted)
+        with torch.no_grad(), tqdm(total=n, desc=f"pcsim {self.method}", disable=not progress, leave=False) as bar:
+            for i in range(n):
+                t = i * dt
+                h = min(dt, t_end - t)
+                k1 = field(t, state)
+                if self.method == "euler":
+                    state = _axpy(state, k1, h)
+                else:
+                    k2 = field(t + h / 2, _axpy(state, k1, h / 2))
+                    k3 = field(t + h / 2, _axpy(state, k2, h / 2))
+                    k4 = field(t + h, _axpy(state, k3, h))
+                    state = {k: state[k] + (h / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
+                recorder.see(min((i + 1) * dt, t_end), state, i + 1 in wanted)
+                bar.update(1)
+        return state
 
 
 @dataclass(frozen=True)
@@ -75,30 +96,6 @@ class RK4(_FixedStep):
 
 def _axpy(state: State, d: State, h: float) -> State:
     return {k: state[k] + h * d[k] for k in state}
-
-
-def _integrate(field, recorder, method: str, t_end: float, dt: float, progress: bool) -> State:
-    """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt computed by
-    multiplication, not accumulation, so gate windows at multiples of dt are hit exactly; every state guarded."""
-    n = n_steps(t_end, dt)
-    wanted = set(recorder.plan_grid(n, dt))
-    state = field.initial_state()
-    recorder.see(0.0, state, 0 in wanted)
-    with torch.no_grad(), tqdm(total=n, desc=f"pcsim {method}", disable=not progress, leave=False) as bar:
-        for i in range(n):
-            t = i * dt
-            h = min(dt, t_end - t)
-            k1 = field(t, state)
-            if method == "euler":
-                state = _axpy(state, k1, h)
-            else:
-                k2 = field(t + h / 2, _axpy(state, k1, h / 2))
-                k3 = field(t + h / 2, _axpy(state, k2, h / 2))
-                k4 = field(t + h, _axpy(state, k3, h))
-                state = {k: state[k] + (h / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
-            recorder.see(min((i + 1) * dt, t_end), state, i + 1 in wanted)
-            bar.update(1)
-    return state
 
 
 def _relaxed(field: VectorField, recorder: Recorder, t_end: float, dt: float, progress: bool,
@@ -133,7 +130,7 @@ def _relaxed(field: VectorField, recorder: Recorder, t_end: float, dt: float, pr
                 continue
             h = min(dt, t_end - t)
             if plastic:
-                _hebbian(field, relax, eps, t, h, plastic)
+                field.plasticity(relax, eps, t, plastic, h)
             relax.gamma = h / tau
             relax.advance(eps, relax.feedback(eps), held)
             bar.update(1)
@@ -155,17 +152,6 @@ def _plain_steps(field: VectorField, times: list[float], k: int, steps: int, wan
            and not field.gates(times[j])):
         j += 1
     return j - k
-
-
-def _hebbian(field: VectorField, relax: Relaxation, eps, t: float, h: float, plastic: dict) -> None:
-    """tau_w dw/dt = sum of gate x Hebbian term, one Euler step of it (the field's plasticity)."""
-    gates = field.gates(t)
-    open_ = {n: e for n, e in eps.items() if n in gates}
-    if not open_:
-        return
-    for n, terms in relax.hebbian(open_).items():
-        for p, term in terms.items():
-            plastic[p].add_(term, alpha=h * gates[n] / field.tau_w)
 
 
 SOLVERS.register("torch", "euler", lambda *, dt=None, rtol=None, atol=None, fast=True, compile=False:

@@ -31,14 +31,13 @@ from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
 class _Adaptive(Solver):
     """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps.
 
-    compile=True: where a piece of the solve is plain inference, each step, its stages and field evaluations, runs
-    as one function compiled by inductor (`pcsim.backends.torch_fused`; compiled once per network and layout:
-    seconds to minutes). Elsewhere, and where compiling fails, the steps run eagerly, with a warning."""
+    compile=True: on plain-inference pieces a step, stages and field evaluations, is one function compiled by
+    inductor (`torch_fused`: once per network and layout, seconds to minutes); elsewhere, or if that fails, eager."""
 
     rtol: float = 1e-6
     atol: float = 1e-8
     max_step: float | None = None
-    compile: bool = False  # inference pieces take one compiled step fused with the field (torch_fused.py)
+    compile: bool = False
     backend: ClassVar[str] = "torch"
 
     def __post_init__(self):

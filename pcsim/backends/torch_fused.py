@@ -57,7 +57,7 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
     a, b, b_err = tableau.a.tolist(), tableau.b.tolist(), tableau.b_err.tolist()
     stages, ssal = len(b), bool(tableau.ssal)
     parts = [(k, field.shapes[k], offset, field.sizes[k]) for k, offset in field.offsets.items()]
-    tau = {n: field.tau_x[n] for n in field.latent}
+    tau = field.tau_x
 
     def derivative(flat: torch.Tensor, t: Parts) -> torch.Tensor:
         component = {k: flat.narrow(0, offset, size).view(shape) for k, shape, offset, size in parts}
@@ -72,11 +72,8 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
         return torch.cat(out)
 
     def combine(y0: torch.Tensor, h: torch.Tensor, weights: list[float], k: list[torch.Tensor]) -> torch.Tensor:
-        total = None
-        for w, kj in zip(weights, k, strict=False):
-            if w:
-                total = w * kj if total is None else total + w * kj
-        return y0 if total is None else y0 + h * total
+        terms = [w * kj for w, kj in zip(weights, k, strict=False) if w]  # summed in stage order
+        return y0 + h * sum(terms[1:], terms[0]) if terms else y0
 
     def rk_step(y0: torch.Tensor, k0: torch.Tensor, dt: torch.Tensor, *tensors: torch.Tensor):
         t = unflatten(names, tensors, steady.parts)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pcsim.algorithms.schedule import Schedule
+from pcsim.dynamics.solver import check_positive
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ class Discretisation:
 
 def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil") -> Discretisation:
     """Map (tau_x, tau_e, dt, gates) to the discrete algorithm that explicit Euler runs."""
-    for name, v in (("tau_x", tau_x), ("dt", dt)):
-        if not v > 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
+    check_positive(tau_x=tau_x, dt=dt)
     if not tau_e >= 0:
         raise ValueError(f"tau_e must be >= 0, got {tau_e}")
     gamma = dt / tau_x

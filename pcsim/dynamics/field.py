@@ -23,6 +23,7 @@ import torch
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.dynamics.protocol import Gate, Off
+from pcsim.dynamics.solver import check_positive
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
 
@@ -37,9 +38,8 @@ def _per_population(value, names, what: str, allow_zero: bool) -> dict[str, floa
     else:
         out = dict.fromkeys(names, float(value))
     for n, v in out.items():
-        if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{what} must be finite and {bound}; population '{n}' has {v}")
+        if not (v >= 0 if allow_zero else v > 0) or v == float("inf"):  # NaN fails either bound
+            raise ValueError(f"{what} must be finite and {'>= 0' if allow_zero else '> 0'}; population '{n}' has {v}")
     return out
 
 
@@ -78,8 +78,7 @@ class VectorField:
         self.tau_x = _per_population(tau_x, self.latent, "tau_x", allow_zero=False)
         self.tau_e = _per_population(tau_e, self.latent, "tau_e", allow_zero=True)
         self.tau_w = float(min(self.tau_x.values()) if tau_w is None else tau_w)
-        if not self.tau_w > 0:
-            raise ValueError(f"tau_w must be > 0, got {tau_w}")
+        check_positive(tau_w=self.tau_w)
         self.leaky = [n for n in self.latent if self.tau_e[n] > 0]
         self.t_on = float(t_on)
         self.gate = Off() if gate is None else gate
@@ -151,10 +150,21 @@ class VectorField:
         gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
         return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 
+    def plasticity(self, step: Relaxation, err: dict[str, torch.Tensor], t: float, into: dict[str, torch.Tensor],
+                   h: float = 1.0) -> None:
+        """Add h dw/dt, from tau_w dw/dt = sum over open gates of gate x Hebbian term at the errors `err` of IL's
+        step `step`, into `into` (parameter -> accumulator)."""
+        gates = self.gates(t)
+        open_ = {n: e for n, e in err.items() if n in gates}
+        if open_:
+            for n, terms in step.hebbian(open_).items():
+                for p, term in terms.items():
+                    into[p].add_(term, alpha=h * gates[n] / self.tau_w)
+
     def __call__(self, t: float, state: State, out: State | None = None) -> State:
         """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
-        vector) or else into views of one fresh flat vector. Each component is written once: the feedback
-        products accumulate into it, with no intermediate tensors for the drive."""
+        vector) or else into views of one fresh flat vector. Each value and error component is written once: the
+        feedback products accumulate into it, with no intermediate tensors for the drive."""
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
         err, drive_target = self._local(t, state)
@@ -177,20 +187,7 @@ class VectorField:
                 torch.div(err[n], -self.tau_e[n], out=o)
             else:
                 torch.sub(dr, err[n], out=o).div_(self.tau_e[n])
-        written = set()
-        gates = self.gates(t)
-        if gates:
-            hebb = step.hebbian({n: err[n] for n in gates if n in err})
-            for n, g in gates.items():
-                for p, h in hebb.get(n, {}).items():
-                    if p in written:
-                        out["w", p].add_(h * (g / self.tau_w))
-                    else:
-                        torch.mul(h, g / self.tau_w, out=out["w", p])
-                        written.add(p)
-        for k in self.layout:
-            if k[0] == "w" and k[1] not in written:
-                out[k].zero_()
+        self.plasticity(step, err, t, {p: out[kind, p].zero_() for kind, p in self.layout if kind == "w"})
         return out
 
     def observe(self, t: float, state: State, names) -> Observation:

@@ -146,10 +146,8 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
         return plasticity
     if callable(plasticity):
         return UserGate(plasticity)
-    if plasticity == "off":
-        return Off()
-    if plasticity == "always":
-        return Always()
+    if plasticity in ("off", "always"):
+        return Off() if plasticity == "off" else Always()
     if plasticity == "zil":
         width = tau_x if dt is None else dt
         return Windows(Schedule.of(graph, leaky), t_on=t_on, width=width)

@@ -87,6 +87,5 @@ def check_positive(**settings: float | None) -> None:
 def check_step(dt: float | None, method: str) -> float:
     if dt is None:
         raise ValueError(f"method '{method}' integrates with a fixed step: pass dt=")
-    if not dt > 0:
-        raise ValueError(f"dt must be > 0, got {dt}")
+    check_positive(dt=dt)
     return float(dt)

@@ -10,6 +10,8 @@ import numpy as np
 
 from pcsim.errors import PcsimError
 
+GROUPS = ("values", "errors", "energy", "updates")  # per-name arrays, saved as "group/name"
+
 
 @dataclass
 class Trajectory:
@@ -29,14 +31,12 @@ class Trajectory:
 
     @property
     def total_energy(self) -> np.ndarray:
-        return np.sum([e for e in self.energy.values()], axis=0) if self.energy else np.zeros_like(self.t)
+        return np.sum(list(self.energy.values()), axis=0) if self.energy else np.zeros_like(self.t)
 
     def to_npz(self, path) -> Path:
         path = Path(path)
-        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta))}
-        for group in ("values", "errors", "energy", "updates"):
-            for name, a in getattr(self, group).items():
-                arrays[f"{group}/{name}"] = a
+        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta)),
+                  **{f"{group}/{name}": a for group in GROUPS for name, a in getattr(self, group).items()}}
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -51,10 +51,9 @@ class Trajectory:
             raise PcsimError(f"cannot read trajectory file {path}: {e}") from None
         if "t" not in data or "meta" not in data:
             raise PcsimError(f"{path} is not a pcsim trajectory (no 't' or 'meta' array)")
-        groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in ("values", "errors", "energy", "updates")}
+        groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in GROUPS}
         for key in data.files:
-            if "/" in key:
-                g, name = key.split("/", 1)
-                if g in groups:
-                    groups[g][name] = data[key]
+            g, _, name = key.partition("/")
+            if g in groups and name:
+                groups[g][name] = data[key]
         return Trajectory(t=data["t"], meta=json.loads(str(data["meta"])), **groups)

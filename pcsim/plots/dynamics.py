@@ -1,34 +1,51 @@
-"""The activity of every population over time, from a Trajectory."""
+"""The activity of every population over time, from one Trajectory or several overlaid."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+LINESTYLES = ("-", "--", ":", "-.")
 
-def plot_trajectory(traj, populations=None, neurons: int = 4, sample: int = 0) -> Figure:
-    """One row per population: a few value neurons (left) and error neurons (right) of one sample.
 
-    A dashed line marks target onset; the error wave shows as later onsets in deeper rows.
-    """
-    names = list(traj.values) if populations is None else list(populations)
+def plot_backends(trajectories: Mapping[str, object], populations: Sequence[str] | None = None, neurons: int = 3,
+                  sample: int = 0) -> Figure:
+    """One row per population (None: every one the first trajectory recorded), value (left) and error (right) of
+    one sample; each trajectory in its own line style, one colour per neuron, so agreeing backends draw on top of
+    each other. A dashed line marks target onset; the error wave shows as later onsets in deeper rows."""
+    if not trajectories:
+        raise ValueError("no trajectory to plot")
+    names = list(next(iter(trajectories.values())).values if populations is None else populations)
     if not names:
         raise ValueError("the trajectory recorded no population to plot")
-    fig = Figure(figsize=(10, 1.6 * len(names) + 0.8), layout="constrained")
+    fig = Figure(figsize=(10, 1.5 * len(names) + 1.0), layout="constrained")
     axes = fig.subplots(len(names), 2, sharex=True, squeeze=False)
-    t_on = traj.meta.get("t_on") if traj.meta.get("target_shown") else None
+    for style, (label, traj) in zip(LINESTYLES, trajectories.items(), strict=False):
+        t_on = traj.meta.get("t_on") if traj.meta.get("target_shown") else None
+        for row, name in enumerate(names):
+            for col, group in enumerate((traj.values, traj.errors)):
+                data = np.asarray(group[name])
+                data = data[:, sample].reshape(len(traj.t), -1) if data.ndim > 1 else data.reshape(len(traj.t), 1)
+                ax = axes[row, col]
+                for k in range(min(neurons, data.shape[1])):
+                    ax.plot(traj.t, data[:, k], ls=style, lw=1.2, color=f"C{k}",
+                            label=label if (row, col, k) == (0, 0, 0) else None)
+                if t_on is not None:
+                    ax.axvline(t_on, color="k", ls="--", lw=0.6)
     for row, name in enumerate(names):
-        for col, (group, label) in enumerate(((traj.values, "value"), (traj.errors, "error"))):
-            ax = axes[row, col]
-            data = np.asarray(group[name])
-            flat = data[:, sample].reshape(len(traj.t), -1) if data.ndim > 1 else data.reshape(len(traj.t), 1)
-            ax.plot(traj.t, flat[:, :neurons], lw=1)
-            if t_on is not None:
-                ax.axvline(t_on, color="k", ls="--", lw=0.8)
-            ax.set_ylabel(f"{name}\n{label}", fontsize=8)
-            ax.tick_params(labelsize=7)
+        axes[row, 0].set_ylabel(f"{name}\nvalue x", fontsize=8)
+        axes[row, 1].set_ylabel(f"{name}\nerror eps", fontsize=8)
     for ax in axes[-1]:
-        ax.set_xlabel("time")
-    fig.suptitle(f"{traj.meta.get('backend', '')} {traj.meta.get('method', '')}: value (left) and error (right) "
-                 f"populations, first {neurons} neurons of sample {sample}", fontsize=9)
+        ax.set_xlabel("time (target shown at the dashed line)")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle("value and error populations: " + " vs ".join(trajectories)
+                 + f" (first {neurons} neurons of sample {sample})", fontsize=9)
     return fig
+
+
+def plot_trajectory(traj, populations=None, neurons: int = 4, sample: int = 0) -> Figure:
+    """`plot_backends` of one trajectory, labelled by its backend and method."""
+    label = f"{traj.meta.get('backend', '')} {traj.meta.get('method', '')}".strip() or "trajectory"
+    return plot_backends({label: traj}, populations, neurons, sample)
