@@ -66,11 +66,8 @@ def template_slots(template: Any):
         yield template
         yield from template_slots(template.args)
         yield from template_slots(dict(template.kwargs))
-    elif isinstance(template, tuple | list):
-        for item in template:
-            yield from template_slots(item)
-    elif isinstance(template, dict):
-        for item in template.values():
+    elif isinstance(template, tuple | list | dict):
+        for item in template.values() if isinstance(template, dict) else template:
             yield from template_slots(item)
 
 
@@ -243,8 +240,7 @@ class Graph:
                 raise GraphError(f"{v.describe()} has no known shape")
             for p in v.parents:
                 if p not in seen:
-                    known = p in {u.name for u in self.vertices}
-                    why = "comes later (a cycle, or not in topological order)" if known else "does not exist"
+                    why = "comes later (a cycle, or not in topological order)" if p in self else "does not exist"
                     raise GraphError(f"{v.describe()}: parent '{p}' {why}")
             if v.is_input and v.parents:
                 raise GraphError(f"input vertex '{v.name}' cannot have parents")
