@@ -102,10 +102,9 @@ class Builder:
         for spec in sig.input_specs:
             if spec.kind == InputKind.PARAMETER:
                 values.append(self.params[self.param_alias[spec.target]])
-            elif spec.kind == InputKind.BUFFER:
-                values.append(buffers[spec.target] if spec.target in buffers else self.program.constants[spec.target])
-            elif spec.kind == InputKind.CONSTANT_TENSOR:
-                values.append(self.program.constants[spec.target])
+            elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                buffer = spec.kind == InputKind.BUFFER and spec.target in buffers
+                values.append(buffers[spec.target] if buffer else self.program.constants[spec.target])
             elif spec.kind == InputKind.USER_INPUT:
                 values.append(next(user))
             else:
@@ -178,21 +177,14 @@ class Builder:
         self.constants[key] = value.detach()
         return ConstArg(key)
 
-    def _reads(self, n: fx.Node) -> set[str]:
-        """What the node's arguments depend on: 'vertex', 'param'."""
-        found: set[str] = set()
-
-        def look(a: fx.Node) -> None:
-            k = self.kind[a]
-            if isinstance(k, str | _Multi | _Folded):
-                found.add("vertex")
-            elif isinstance(k, ParamArg | Computed):
-                found.add("param")
-        fx.node.map_arg((n.args, n.kwargs), look)
-        return found
+    def _reads(self, n: fx.Node) -> tuple[bool, bool]:
+        """Whether the node's arguments depend on a vertex, and whether on a parameter."""
+        kinds = [self.kind[a] for a in n.all_input_nodes]
+        return (any(isinstance(k, str | _Multi | _Folded) for k in kinds),
+                any(isinstance(k, ParamArg | Computed) for k in kinds))
 
     def _call(self, n: fx.Node) -> None:
-        value, reads = self.values[n], self._reads(n)
+        value, (reads_vertex, reads_param) = self.values[n], self._reads(n)
         if value is None:  # an assertion on metadata (`_assert_tensor_metadata`): checked when it ran
             self.kind[n] = None
             return
@@ -210,8 +202,8 @@ class Builder:
             self.kind[n] = self.kind[n.args[0]]
             return
         fn = spec.replace or spec.call or n.target
-        if "vertex" not in reads:
-            if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
+        if not reads_vertex:
+            if reads_param:  # a parameter function: recomputed inside each reading vertex's call
                 source = self.kind[n.args[0]] if n.args and isinstance(n.args[0], fx.Node) else None
                 self.kind[n] = split_of_broadcast(n, source) or self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example
@@ -281,8 +273,7 @@ class Builder:
                                                    "parameters, and a PC population must be floating point"))
         name = self.namer.name(origin, select)
         if fn is identity:
-            args = args[:1]
-            kwargs = {}
+            args, kwargs = args[:1], {}
         self.vertices.append(Vertex(name, op_name(origin.target), tuple(value.shape), value.dtype,
                                     parents=tuple(parents), fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()),
                                     select=select, source=where(origin, frame=False)))

@@ -58,20 +58,17 @@ class VertexNamer:
         taken = set(self._taken)
         for path, members in groups.items():
             same_op = len({op for _, op in members}) == 1
-            calls = list(dict.fromkeys(label.split("#")[0] for label, _ in members))  # items of one call: one
+            calls = list(dict.fromkeys(label.partition("#")[0] for label, _ in members))  # items of one call: one
             for label, _op in members:
-                base = label.split("#")[0]
-                i = calls.index(base)
-                if path:
-                    if len(calls) == 1:
-                        base = path
-                    elif same_op:
-                        base = path if i == 0 else f"{path}_{i}"
-                    else:
-                        base = f"{path}.{base}"
-                if "#" in label:
-                    origin, index = label.split("#")
-                    if len(self._items[origin]) > 1:
-                        base = f"{base}_{index}"
+                call, _, index = label.partition("#")
+                i = calls.index(call)
+                if not path:
+                    base = call
+                elif len(calls) == 1 or (same_op and i == 0):
+                    base = path
+                else:
+                    base = f"{path}_{i}" if same_op else f"{path}.{call}"
+                if index and len(self._items[call]) > 1:
+                    base = f"{base}_{index}"
                 renamed[label] = fresh_name(base, taken)
         return renamed

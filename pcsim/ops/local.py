@@ -52,8 +52,7 @@ class Autograd:
             track = [p.is_floating_point() or p.is_complex() for p in parents]
         self._tracked = tuple(track)
         self._parent_leaves = [p.detach().requires_grad_(True) for p, t in zip(parents, track, strict=True) if t]
-        names = vertex.params if wrt_params else ()
-        self._param_names = names
+        self._param_names = names = vertex.params if wrt_params else ()
         self._param_leaves = [params[n].detach().requires_grad_(True) for n in names]
         if names:
             params = {**params, **dict(zip(names, self._param_leaves, strict=True))}
