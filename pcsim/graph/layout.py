@@ -69,7 +69,6 @@ def layout(graph: Graph, sweeps: int = 4) -> Layout:
         columns.setdefault(n_levels - 1 - level[v.name], []).append(v.name)
     index = {n: float(i) for col in columns.values() for i, n in enumerate(col)}
     parents = {v.name: v.parents for v in graph.vertices}
-    children = graph.children
 
     def reorder(col: list[str], neighbours) -> list[str]:
         def key(n: str) -> float:
@@ -84,7 +83,7 @@ def layout(graph: Graph, sweeps: int = 4) -> Layout:
         for c in sorted(columns):  # left to right, by parents
             columns[c] = reorder(columns[c], parents)
         for c in sorted(columns, reverse=True):  # right to left, by children
-            columns[c] = reorder(columns[c], children)
+            columns[c] = reorder(columns[c], graph.children)
     slot = {n: i - (len(col) - 1) / 2 for col in columns.values() for i, n in enumerate(col)}
     return Layout(
         names=tuple(v.name for v in graph.vertices), level=level,
