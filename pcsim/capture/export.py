@@ -100,9 +100,7 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}"
-    if line:
-        text += f"\n{line}"
+    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
     if any(k in str(e) for k in _DATA_DEPENDENT):
         text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
                  "example inputs' shapes: compute that condition from shapes or Python values, or move it "

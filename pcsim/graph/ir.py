@@ -2,9 +2,7 @@
 
 A vertex is one value population (and, unless it is an input, one error population). Its
 prediction is `fn(*args, **kwargs)` where the call template `args`/`kwargs` holds literals and
-four kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a parameter, by its name in
-`module.named_parameters()`, so sharing is by name), `ConstArg` (a buffer or folded tensor) and
-`Computed` (a function of parameters and constants alone, such as a tied `W.T`).
+four kinds of slot: `ParentArg`, `ParamArg`, `ConstArg` and `Computed`.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ class ParentArg:
 
 @dataclass(frozen=True)
 class ParamArg:
-    """Slot filled with the parameter called `name` (a key of `module.named_parameters()`)."""
+    """Slot filled with the parameter called `name` (a key of `module.named_parameters()`: sharing is by name)."""
 
     name: str
 
