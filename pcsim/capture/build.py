@@ -221,14 +221,8 @@ class Builder:
         self.constants[key] = value.detach()
         return ConstArg(key)
 
-    def _reads(self, n: fx.Node) -> tuple[bool, bool]:
-        """Whether the node's arguments depend on a vertex, and whether on a parameter."""
-        kinds = [self.kind[a] for a in n.all_input_nodes]
-        return (any(isinstance(k, str | _Multi | _Folded) for k in kinds),
-                any(isinstance(k, ParamArg | Computed) for k in kinds))
-
     def _call(self, n: fx.Node) -> None:
-        value, (reads_vertex, reads_param) = self.values[n], self._reads(n)
+        value = self.values[n]
         if value is None:  # an assertion on metadata (`_assert_tensor_metadata`): checked when it ran
             self.kind[n] = None
             return
@@ -246,8 +240,9 @@ class Builder:
             self.kind[n] = self.kind[n.args[0]]
             return
         fn = spec.replace or spec.call or n.target
-        if not reads_vertex:
-            if reads_param:  # a parameter function: recomputed inside each reading vertex's call
+        reads = [self.kind[a] for a in n.all_input_nodes]
+        if not any(isinstance(k, str | _Multi | _Folded) for k in reads):  # no vertex
+            if any(isinstance(k, ParamArg | Computed) for k in reads):  # a parameter function: recomputed by readers
                 source = self.kind[n.args[0]] if n.args and isinstance(n.args[0], fx.Node) else None
                 self.kind[n] = split_of_broadcast(n, source) or self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example

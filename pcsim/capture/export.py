@@ -27,7 +27,7 @@ from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
-from pcsim.ops.table import KEPT_WHOLE, fused_ops
+from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
@@ -39,7 +39,7 @@ def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
     """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels), built once
     per `fused` set (building it takes longer than capturing a small model): callers use a copy."""
     table = torch.export.default_decompositions()
-    kept = {*KEPT_WHOLE, *fused_ops(fused)}
+    kept = {*KEPT_WHOLE, *(op for t in fused for op in FUSED_OPS[t])}
     table.update({op: fn for op, fn in UNROLLED.items() if op not in kept})
     for op in kept:
         table.pop(op, None)

@@ -147,15 +147,10 @@ KEPT_WHOLE = (aten.linear.default, aten.conv1d.default, aten.conv2d.default, ate
               aten._safe_softmax.default, aten.hardswish.default, aten.hardsigmoid.default)
 
 # trace(fused=...): the recurrent layers kept whole, and the ATen kernels their forward calls
-RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
-_FUSED_OPS: dict[type[nn.Module], tuple] = {
-    nn.LSTM: (aten.lstm.input, aten.lstm.data), nn.GRU: (aten.gru.input, aten.gru.data),
-    nn.RNN: (aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input, aten.rnn_relu.data)}
-
-
-def fused_ops(types: Iterable[type[nn.Module]]) -> tuple:
-    """The ATen calls of the given recurrent layer types, kept whole by `trace(fused=...)`."""
-    return tuple(op for t in types for op in _FUSED_OPS[t])
+FUSED_OPS: dict[type[nn.Module], tuple] = {
+    nn.RNN: (aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input, aten.rnn_relu.data),
+    nn.LSTM: (aten.lstm.input, aten.lstm.data), nn.GRU: (aten.gru.input, aten.gru.data)}
+RECURRENT_LAYERS: tuple[type[nn.Module], ...] = tuple(FUSED_OPS)
 
 
 def op_name(fn: Any) -> str:
