@@ -102,10 +102,9 @@ class StructuralZeros:
         if len(n.args) != 2:
             return None
         a, b = n.args
-        alpha = n.kwargs.get("alpha", 1)
         if b in self.zero:
             keep = a
-        elif a in self.zero and entry(n.target).name == "add" and alpha == 1:
+        elif a in self.zero and entry(n.target).name == "add" and n.kwargs.get("alpha", 1) == 1:
             keep = b
         else:
             return None

@@ -329,10 +329,8 @@ class Graph:
         dist = self.max_distance
         lines = [f"{'vertex':<28} {'op':<16} {'shape':<18} {'dist':>4}  parents"]
         for v in self.vertices:
-            d = "" if v.name not in dist else str(dist[v.name])
-            mark = " (inserted)" if v.inserted else ""
-            lines.append(f"{v.name:<28} {v.op:<16} {str(tuple(v.shape)):<18} {d:>4}  "
-                         f"{', '.join(v.parents)}{mark}")
+            lines.append(f"{v.name:<28} {v.op:<16} {str(tuple(v.shape)):<18} {dist.get(v.name, ''):>4}  "
+                         f"{', '.join(v.parents)}{' (inserted)' if v.inserted else ''}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

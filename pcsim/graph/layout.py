@@ -122,7 +122,5 @@ def to_dot(lay: Layout, title: str = "graph") -> str:
         members = [n for n in lay.names if lay.column[n] == col]
         if members:
             lines.append("  { rank=same; " + " ".join(_quote(n) + ";" for n in members) + " }")
-    for p, c in lay.edges:
-        lines.append(f"  {_quote(p)} -> {_quote(c)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines += [f"  {_quote(p)} -> {_quote(c)};" for p, c in lay.edges]
+    return "\n".join([*lines, "}"]) + "\n"
