@@ -66,8 +66,7 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
 
 
 def _warn_unread(graph: Graph, module: nn.Module) -> None:
-    read = {p for v in graph.vertices for p in v.params}
-    unread = [n for n, p in module.named_parameters() if p.requires_grad and n not in read]
+    unread = [n for n, p in module.named_parameters() if p.requires_grad and not graph.users.get(n)]
     if unread:
         shown = ", ".join(unread[:6]) + (f" and {len(unread) - 6} more" if len(unread) > 6 else "")
         warnings.warn(f"{type(module).__name__}: parameter(s) {shown} are read by no vertex on these inputs; "

@@ -32,10 +32,10 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer
-from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
+from pcsim.graph.level import fresh_name
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
 from pcsim.ops.table import OPS, entry, identity, op_name
@@ -78,6 +78,50 @@ def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
     return text + (f"\n{line}" if line and frame else "")
 
 
+# -- what the graph leaves out or adds around the captured calls ------------------------------------
+def without_dropout(n: fx.Node) -> tuple:
+    """The node's arguments with a `dropout` probability set to 0 (a fused recurrent layer's): pcsim runs
+    dropout as the identity, as in eval mode, everywhere (the ops `dropout` and `native_dropout` are
+    replaced by the identity in the op table)."""
+    schema = getattr(n.target, "_schema", None)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    i = names.index("dropout") if "dropout" in names else len(n.args)
+    return n.args if i >= len(n.args) else (*n.args[:i], 0.0, *n.args[i + 1:])
+
+
+def unchanged(n: fx.Node, value: Any, values: dict) -> bool:
+    """Whether the call's result is its first argument's value, element for element and in memory layout."""
+    source = values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+    return (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor) and value.shape == source.shape
+            and value.stride() == source.stride() and value.dtype == source.dtype and value.device == source.device)
+
+
+def reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
+    """The inputs and the vertices some output is computed from; the others (a forget gate at the first
+    step, whose product with the zero cell state was dropped) have no error and move nothing."""
+    needed = set(outputs)
+    for v in reversed(vertices):
+        if v.name in needed:
+            needed.update(v.parents)
+    return [v for v in vertices if v.name in needed or v.is_input]
+
+
+def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
+    """Outputs that also feed other vertices get an identity child that carries the loss."""
+    used = {p for v in vertices for p in v.parents}
+    names = {v.name for v in vertices}
+    result = []
+    for o in outputs:
+        if o in used:
+            sink = fresh_name(o + "__output", names)
+            src = next(v for v in vertices if v.name == o)
+            vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
+                                   args=(ParentArg(0),), source=f"loss carrier for output '{o}'"))
+            o = sink
+        result.append(o)
+    return result
+
+
 class Builder:
     def __init__(self, module: nn.Module, program: torch.export.ExportedProgram, inputs: tuple[torch.Tensor, ...]):
         self.module, self.program, self.example = module, program, inputs
@@ -102,10 +146,9 @@ class Builder:
         for spec in sig.input_specs:
             if spec.kind == InputKind.PARAMETER:
                 values.append(self.params[self.param_alias[spec.target]])
-            elif spec.kind == InputKind.BUFFER:
-                values.append(buffers[spec.target] if spec.target in buffers else self.program.constants[spec.target])
-            elif spec.kind == InputKind.CONSTANT_TENSOR:
-                values.append(self.program.constants[spec.target])
+            elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                buffer = spec.kind == InputKind.BUFFER and spec.target in buffers
+                values.append(buffers[spec.target] if buffer else self.program.constants[spec.target])
             elif spec.kind == InputKind.USER_INPUT:
                 values.append(next(user))
             else:
@@ -178,21 +221,8 @@ class Builder:
         self.constants[key] = value.detach()
         return ConstArg(key)
 
-    def _reads(self, n: fx.Node) -> set[str]:
-        """What the node's arguments depend on: 'vertex', 'param'."""
-        found: set[str] = set()
-
-        def look(a: fx.Node) -> None:
-            k = self.kind[a]
-            if isinstance(k, str | _Multi | _Folded):
-                found.add("vertex")
-            elif isinstance(k, ParamArg | Computed):
-                found.add("param")
-        fx.node.map_arg((n.args, n.kwargs), look)
-        return found
-
     def _call(self, n: fx.Node) -> None:
-        value, reads = self.values[n], self._reads(n)
+        value = self.values[n]
         if value is None:  # an assertion on metadata (`_assert_tensor_metadata`): checked when it ran
             self.kind[n] = None
             return
@@ -210,8 +240,9 @@ class Builder:
             self.kind[n] = self.kind[n.args[0]]
             return
         fn = spec.replace or spec.call or n.target
-        if "vertex" not in reads:
-            if "param" in reads:  # a parameter function: recomputed inside each reading vertex's call
+        reads = [self.kind[a] for a in n.all_input_nodes]
+        if not any(isinstance(k, str | _Multi | _Folded) for k in reads):  # no vertex
+            if any(isinstance(k, ParamArg | Computed) for k in reads):  # a parameter function: recomputed by readers
                 source = self.kind[n.args[0]] if n.args and isinstance(n.args[0], fx.Node) else None
                 self.kind[n] = split_of_broadcast(n, source) or self._computed(n, [])
             else:  # nothing that varies: a constant of the graph, specialised to the example
@@ -281,8 +312,7 @@ class Builder:
                                                    "parameters, and a PC population must be floating point"))
         name = self.namer.name(origin, select)
         if fn is identity:
-            args = args[:1]
-            kwargs = {}
+            args, kwargs = args[:1], {}
         self.vertices.append(Vertex(name, op_name(origin.target), tuple(value.shape), value.dtype,
                                     parents=tuple(parents), fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()),
                                     select=select, source=where(origin, frame=False)))

@@ -27,23 +27,19 @@ from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
-from pcsim.ops.table import KEPT_WHOLE, fused_ops
+from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
                    "Could not extract", "Dynamic control flow")
 
 
-def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
-    """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels): a copy
-    of the one built for these `fused` types (building it takes longer than capturing a small model)."""
-    return _table(fused).copy()
-
-
 @functools.lru_cache(maxsize=8)
-def _table(fused: frozenset[type[nn.Module]]):
+def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
+    """torch's core ATen decompositions without the ops kept whole (and the fused layers' kernels), built once
+    per `fused` set (building it takes longer than capturing a small model): callers use a copy."""
     table = torch.export.default_decompositions()
-    kept = {*KEPT_WHOLE, *fused_ops(fused)}
+    kept = {*KEPT_WHOLE, *(op for t in fused for op in FUSED_OPS[t])}
     table.update({op: fn for op, fn in UNROLLED.items() if op not in kept})
     for op in kept:
         table.pop(op, None)
@@ -63,7 +59,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", category=FutureWarning)
             program = torch.export.export(module, tuple(inputs), strict=False)
             with _dispatcher_read_once():
-                return program.run_decompositions(decomposition_table(fused))
+                return program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
         raise _export_error(name, inputs, e) from None
 
@@ -77,23 +73,14 @@ def _dispatcher_read_once():
     """torch's `run_decompositions` reads every composite op's registration from the C++ dispatcher once per op
     namespace, twice: the same answer each time within one run, and most of capturing a small model. Within
     one run it is read once (torch.export's own code and result otherwise; nothing registers ops meanwhile)."""
-    utils = torch._export.utils
-    read = _DISPATCHER_READ
-    if read is None:  # another torch: its own way
+    if _DISPATCHER_READ is None:  # another torch: its own way
         yield
         return
-    done = []
-
-    def once() -> None:
-        if not done:
-            read()
-            done.append(True)
-
-    utils._materialize_cpp_cia_ops = once
+    torch._export.utils._materialize_cpp_cia_ops = functools.cache(_DISPATCHER_READ)  # the first call reads
     try:
         yield
     finally:
-        utils._materialize_cpp_cia_ops = read
+        torch._export.utils._materialize_cpp_cia_ops = _DISPATCHER_READ
 
 
 @contextlib.contextmanager
@@ -113,9 +100,7 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}"
-    if line:
-        text += f"\n{line}"
+    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
     if any(k in str(e) for k in _DATA_DEPENDENT):
         text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
                  "example inputs' shapes: compute that condition from shapes or Python values, or move it "

@@ -34,7 +34,8 @@ class VertexNamer:
 
     def __init__(self):
         self._taken: set[str] = set()
-        self._records: list[tuple[str, str, str]] = []  # (provisional name, module path, op label)
+        # module path -> (provisional name, op label) of each vertex made there
+        self._groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._items: dict[str, set[int]] = defaultdict(set)  # a tuple-valued call's name -> the items used
 
     def take(self, name: str) -> str:
@@ -46,32 +47,26 @@ class VertexNamer:
         label = origin.name if select is None else f"{origin.name}#{select}"
         if select is not None:
             self._items[origin.name].add(select)
-        self._records.append((label, module_path(origin), _SUFFIX.sub("", origin.name)))
+        self._groups[module_path(origin)].append((label, _SUFFIX.sub("", origin.name)))
         return label
 
     def final(self) -> dict[str, str]:
         """Provisional name -> readable name, unique."""
-        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for label, path, op in self._records:
-            groups[path].append((label, op))
         renamed: dict[str, str] = {}
         taken = set(self._taken)
-        for path, members in groups.items():
+        for path, members in self._groups.items():
             same_op = len({op for _, op in members}) == 1
-            calls = list(dict.fromkeys(label.split("#")[0] for label, _ in members))  # items of one call: one
-            for label, _op in members:
-                base = label.split("#")[0]
-                i = calls.index(base)
-                if path:
-                    if len(calls) == 1:
-                        base = path
-                    elif same_op:
-                        base = path if i == 0 else f"{path}_{i}"
-                    else:
-                        base = f"{path}.{base}"
-                if "#" in label:
-                    origin, index = label.split("#")
-                    if len(self._items[origin]) > 1:
-                        base = f"{base}_{index}"
+            calls = list(dict.fromkeys(label.partition("#")[0] for label, _ in members))  # items of one call: one
+            for label, _ in members:
+                call, _, index = label.partition("#")
+                i = calls.index(call)
+                if not path:
+                    base = call
+                elif len(calls) == 1 or (same_op and i == 0):
+                    base = path
+                else:
+                    base = f"{path}_{i}" if same_op else f"{path}.{call}"
+                if index and len(self._items[call]) > 1:
+                    base = f"{base}_{index}"
                 renamed[label] = fresh_name(base, taken)
         return renamed

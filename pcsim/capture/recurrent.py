@@ -11,40 +11,39 @@ a layer hands its steps to the next one by one; the stacked `output` is built on
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 
 aten = torch.ops.aten
 
 
 def _weights(params, has_biases: bool, per: int):
     """The flat weight list as (w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction."""
-    groups = [params[i:i + per] for i in range(0, len(params), per)]
     out = []
-    for g in groups:
-        w_ih, w_hh, *rest = g
+    for i in range(0, len(params), per):
+        w_ih, w_hh, *rest = params[i:i + per]
         b_ih, b_hh = (rest[0], rest[1]) if has_biases else (None, None)
-        w_hr = rest[-1] if len(rest) in (1, 3) else None
-        out.append((w_ih, w_hh, b_ih, b_hh, w_hr))
+        out.append((w_ih, w_hh, b_ih, b_hh, rest[-1] if len(rest) in (1, 3) else None))
     return out
 
 
 def _step(kind: str, x, h, c, w):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     if kind == "gru":
-        i_r, i_z, i_n = torch.nn.functional.linear(x, w_ih, b_ih).chunk(3, 1)
-        h_r, h_z, h_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, 1)
+        i_r, i_z, i_n = F.linear(x, w_ih, b_ih).chunk(3, 1)
+        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, 1)
         r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         return n + z * (h - n), None
-    pre = torch.nn.functional.linear(x, w_ih, b_ih) + torch.nn.functional.linear(h, w_hh, b_hh)
-    if kind == "rnn_tanh":
-        return torch.tanh(pre), None
-    if kind == "rnn_relu":
-        return torch.relu(pre), None
+    pre = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+    if kind != "lstm":  # rnn_tanh, rnn_relu
+        return (torch.tanh if kind == "rnn_tanh" else torch.relu)(pre), None
     i, f, g, o = pre.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h = torch.sigmoid(o) * torch.tanh(c)
-    return (h if w_hr is None else torch.nn.functional.linear(h, w_hr)), c
+    return (h if w_hr is None else F.linear(h, w_hr)), c
 
 
 def _unrolled(kind: str, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
@@ -75,12 +74,5 @@ def _unrolled(kind: str, input, hx, params, has_biases, num_layers, dropout, tra
     return output, torch.stack(h_n, 0)
 
 
-def _decomposition(kind: str):
-    def decompose(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
-        return _unrolled(kind, input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
-                         batch_first)
-    return decompose
-
-
-UNROLLED = {aten.lstm.input: _decomposition("lstm"), aten.gru.input: _decomposition("gru"),
-            aten.rnn_tanh.input: _decomposition("rnn_tanh"), aten.rnn_relu.input: _decomposition("rnn_relu")}
+UNROLLED = {getattr(aten, kind).input: functools.partial(_unrolled, kind)
+            for kind in ("lstm", "gru", "rnn_tanh", "rnn_relu")}

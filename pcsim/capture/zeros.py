@@ -51,9 +51,8 @@ def split_broadcast(src: torch.Tensor, sizes, dim: int, shape: tuple[int, ...]) 
 def split_of_broadcast(n: fx.Node, source: Any) -> Computed | None:
     """A parameter-only split of a broadcast bias (the `bias` rewrite's `expand`) as `split_broadcast`;
     None for any other node."""
-    if n.target not in (aten.split_with_sizes.default, aten.split.Tensor):
-        return None
-    if not (isinstance(source, Computed) and source.fn is aten.expand.default):
+    if (n.target not in (aten.split_with_sizes.default, aten.split.Tensor)
+            or not (isinstance(source, Computed) and source.fn is aten.expand.default)):
         return None
     dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
     src, shape = source.args
@@ -103,10 +102,9 @@ class StructuralZeros:
         if len(n.args) != 2:
             return None
         a, b = n.args
-        alpha = n.kwargs.get("alpha", 1)
         if b in self.zero:
             keep = a
-        elif a in self.zero and entry(n.target).name == "add" and alpha == 1:
+        elif a in self.zero and entry(n.target).name == "add" and n.kwargs.get("alpha", 1) == 1:
             keep = b
         else:
             return None

@@ -2,9 +2,7 @@
 
 A vertex is one value population (and, unless it is an input, one error population). Its
 prediction is `fn(*args, **kwargs)` where the call template `args`/`kwargs` holds literals and
-four kinds of slot: `ParentArg` (a parent vertex's value), `ParamArg` (a parameter, by its name in
-`module.named_parameters()`, so sharing is by name), `ConstArg` (a buffer or folded tensor) and
-`Computed` (a function of parameters and constants alone, such as a tied `W.T`).
+four kinds of slot: `ParentArg`, `ParamArg`, `ConstArg` and `Computed`.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ class ParentArg:
 
 @dataclass(frozen=True)
 class ParamArg:
-    """Slot filled with the parameter called `name` (a key of `module.named_parameters()`)."""
+    """Slot filled with the parameter called `name` (a key of `module.named_parameters()`: sharing is by name)."""
 
     name: str
 
@@ -66,11 +64,8 @@ def template_slots(template: Any):
         yield template
         yield from template_slots(template.args)
         yield from template_slots(dict(template.kwargs))
-    elif isinstance(template, tuple | list):
-        for item in template:
-            yield from template_slots(item)
-    elif isinstance(template, dict):
-        for item in template.values():
+    elif isinstance(template, tuple | list | dict):
+        for item in template.values() if isinstance(template, dict) else template:
             yield from template_slots(item)
 
 
@@ -243,8 +238,7 @@ class Graph:
                 raise GraphError(f"{v.describe()} has no known shape")
             for p in v.parents:
                 if p not in seen:
-                    known = p in {u.name for u in self.vertices}
-                    why = "comes later (a cycle, or not in topological order)" if known else "does not exist"
+                    why = "comes later (a cycle, or not in topological order)" if p in self else "does not exist"
                     raise GraphError(f"{v.describe()}: parent '{p}' {why}")
             if v.is_input and v.parents:
                 raise GraphError(f"input vertex '{v.name}' cannot have parents")
@@ -335,10 +329,8 @@ class Graph:
         dist = self.max_distance
         lines = [f"{'vertex':<28} {'op':<16} {'shape':<18} {'dist':>4}  parents"]
         for v in self.vertices:
-            d = "" if v.name not in dist else str(dist[v.name])
-            mark = " (inserted)" if v.inserted else ""
-            lines.append(f"{v.name:<28} {v.op:<16} {str(tuple(v.shape)):<18} {d:>4}  "
-                         f"{', '.join(v.parents)}{mark}")
+            lines.append(f"{v.name:<28} {v.op:<16} {str(tuple(v.shape)):<18} {dist.get(v.name, ''):>4}  "
+                         f"{', '.join(v.parents)}{' (inserted)' if v.inserted else ''}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -69,7 +69,6 @@ def layout(graph: Graph, sweeps: int = 4) -> Layout:
         columns.setdefault(n_levels - 1 - level[v.name], []).append(v.name)
     index = {n: float(i) for col in columns.values() for i, n in enumerate(col)}
     parents = {v.name: v.parents for v in graph.vertices}
-    children = graph.children
 
     def reorder(col: list[str], neighbours) -> list[str]:
         def key(n: str) -> float:
@@ -84,7 +83,7 @@ def layout(graph: Graph, sweeps: int = 4) -> Layout:
         for c in sorted(columns):  # left to right, by parents
             columns[c] = reorder(columns[c], parents)
         for c in sorted(columns, reverse=True):  # right to left, by children
-            columns[c] = reorder(columns[c], children)
+            columns[c] = reorder(columns[c], graph.children)
     slot = {n: i - (len(col) - 1) / 2 for col in columns.values() for i, n in enumerate(col)}
     return Layout(
         names=tuple(v.name for v in graph.vertices), level=level,
@@ -123,7 +122,5 @@ def to_dot(lay: Layout, title: str = "graph") -> str:
         members = [n for n in lay.names if lay.column[n] == col]
         if members:
             lines.append("  { rank=same; " + " ".join(_quote(n) + ";" for n in members) + " }")
-    for p, c in lay.edges:
-        lines.append(f"  {_quote(p)} -> {_quote(c)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines += [f"  {_quote(p)} -> {_quote(c)};" for p, c in lay.edges]
+    return "\n".join([*lines, "}"]) + "\n"

@@ -64,25 +64,20 @@ def level(graph: Graph) -> Graph:
         while current > target:
             current -= 1
             if current not in chain:
-                name = fresh_name(f"{parent.name}__level{current}", taken)
-                out.append(Vertex(
-                    name=name, op="identity", shape=parent.shape, dtype=parent.dtype,
-                    parents=(chain[current + 1],), fn=identity, args=(ParentArg(0),),
-                    inserted=True, source=f"identity inserted by level() below '{parent.name}'"))
-                chain[current] = name
+                chain[current] = fresh_name(f"{parent.name}__level{current}", taken)
+                out.append(Vertex(chain[current], "identity", parent.shape, parent.dtype, parents=(chain[current + 1],),
+                                  fn=identity, args=(ParentArg(0),), inserted=True,
+                                  source=f"identity inserted by level() below '{parent.name}'"))
         return chain[target]
 
     for v in graph.vertices:
         if v.name in graph.clamped or v.name not in levels:
             out.append(v)
             continue
-        parents = []
-        for p in v.parents:
-            if p in graph.clamped or levels[p] == levels[v.name] + 1:
-                parents.append(p)
-            else:
-                parents.append(at_level(graph[p], levels[v.name] + 1))
-        out.append(replace(v, parents=tuple(parents)) if tuple(parents) != v.parents else v)
+        below = levels[v.name] + 1  # the level of v's parents; at_level adds the identities it needs to `out`
+        parents = tuple(p if p in graph.clamped or levels[p] == below else at_level(graph[p], below)
+                        for p in v.parents)
+        out.append(replace(v, parents=parents) if parents != v.parents else v)
     levelled = replace(graph, vertices=tuple(out))
     assert levelled.is_levelled, "level() left an edge that skips levels"
     return levelled

@@ -1,8 +1,6 @@
-"""IL's per-vertex ops: moved from point to point, pulled back at every step (`local_op`).
-
-Closed forms for the hot ops (`Linear`, `Elementwise`, `Add`: the kernel autograd itself would run,
-into buffers reused from step to step), else `Op` (autograd on the vertex's one call, `ops.local`).
-Each also has a pure form (`traced`, `traced_vjp`) that the compiled IL step records with `make_fx`.
+"""IL's per-vertex ops, moved from point to point and pulled back at every step (`local_op`): closed forms
+for the hot ops (`Linear`, `Elementwise`, `Add`: the kernel autograd itself would run), else `Op` (autograd
+on the vertex's one call, `ops.local`). Their pure forms (`traced`) are what the compiled IL step records.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ class Op:
     `at(parents, mu=None)` moves the linearisation point, `vjp(cot)` gives `J^T cot` per parent
     (None where not `wanted`), `hebbian(cot)` the parameter terms, fresh tensors. The closed forms
     write `mu` and feedback into `_buffer`s: valid until the op's next such call, not to be written.
-    `traced`/`traced_vjp` are the same computations as pure functions of their arguments.
+    `traced`/`traced_vjp` are the same computations as pure functions of their arguments (for `make_fx`).
     """
 
     closed = False  # True: `traced` needs no linearisation point beyond the parents' values

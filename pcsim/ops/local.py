@@ -2,14 +2,9 @@
 of a cotangent (its error) to its parents (`J^T err`, their feedback) and to its parameters
 (`(d mu / d theta)^T err`, the Hebbian term). Nothing outside the vertex is touched.
 
-One strategy per vertex, all exact:
-- `Autograd`: autograd on the vertex's one call, for every op. Only the parents whose feedback
-  is used are tracked (a clamped input's cotangent is a matmul backprop does not make either),
-  parameters only when a Hebbian term is wanted; absent terms stay None. `pull_back` pulls many
-  vertices back in one engine call (their local graphs share nothing, so each gets its own terms).
-- `Placement`: a vertex that is a strict view of its one tracked parent (chunk, split, basic
-  index): its feedback is its error put back in that place (`Placed`), with no autograd, which
-  would pad every part to the parent's size for the parent to add up.
+One strategy per vertex, all exact: `Autograd` on the vertex's one call, for every op, or
+`Placement` for a strict view of its one tracked parent. `pull_back` pulls many vertices back in
+one engine call (their local graphs share nothing, so each gets its own terms).
 
 IL's per-vertex ops, moved from point to point and pulled back at every step, are `pcsim.ops.il_ops`.
 """
@@ -40,7 +35,9 @@ _FREED = object()  # an output already pulled back without `retain`
 class Autograd:
     """`mu` of one vertex, and the pullback of a cotangent to the tracked parents and parameters.
 
-    `track[i]`: pull back to parent i (default: every floating parent; never an integer one).
+    `track[i]`: pull back to parent i (default: every floating parent; never an integer one). Only the
+    parents whose feedback is used need be tracked (a clamped input's cotangent is a matmul backprop does
+    not make either), parameters only when a Hebbian term is wanted; absent terms stay None.
     The recorded output is kept until its pullback; it shares `mu`'s storage, so that costs no memory.
     """
 
@@ -52,8 +49,7 @@ class Autograd:
             track = [p.is_floating_point() or p.is_complex() for p in parents]
         self._tracked = tuple(track)
         self._parent_leaves = [p.detach().requires_grad_(True) for p, t in zip(parents, track, strict=True) if t]
-        names = vertex.params if wrt_params else ()
-        self._param_names = names
+        self._param_names = names = vertex.params if wrt_params else ()
         self._param_leaves = [params[n].detach().requires_grad_(True) for n in names]
         if names:
             params = {**params, **dict(zip(names, self._param_leaves, strict=True))}
@@ -100,7 +96,9 @@ class Placed(NamedTuple):
 
 
 class Placement:
-    """A vertex whose value is a strict view into its one tracked parent's storage."""
+    """A vertex whose value is a strict view into its one tracked parent's storage (chunk, split, basic index):
+    its feedback is its error put back in that place (`Placed`), without autograd, which would pad every
+    part to the parent's size for the parent to add up."""
 
     __slots__ = ("mu", "_slot", "_n_parents", "_where")
 

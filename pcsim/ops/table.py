@@ -72,7 +72,6 @@ class OpEntry:
     zero: str = ""
     call: Callable[..., Any] | None = None
     passthrough: bool = False
-    note: str = ""
 
 
 def _entries(family: str, names: Iterable[str], **flags) -> list[OpEntry]:
@@ -80,23 +79,21 @@ def _entries(family: str, names: Iterable[str], **flags) -> list[OpEntry]:
 
 
 _HEBB = "post error x pre activity"
+_CONV = f"{_HEBB}, correlated over kernel positions (shared kernel)"
+_NORM = "post error x normalised pre activity"
 ENTRIES: tuple[OpEntry, ...] = (
     # parametric: the Hebbian term is an outer product of the post-synaptic error and the input
     OpEntry("linear", "parametric", locality=f"{_HEBB} (outer product; bias: post error)", brian2="linear",
             zero="bias", call=torch.nn.functional.linear),
-    *_entries("parametric", ["conv1d", "convolution"], brian2="conv2d",
-              locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
-    OpEntry("conv_transpose2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)"),
-    OpEntry("conv2d", "parametric", locality=f"{_HEBB}, correlated over kernel positions (shared kernel)",
-            brian2="conv2d"),
+    *_entries("parametric", ["conv1d", "convolution", "conv2d"], brian2="conv2d", locality=_CONV),
+    OpEntry("conv_transpose2d", "parametric", locality=_CONV),
     OpEntry("embedding", "parametric", locality="post error scattered to the active token's row",
             brian2="embedding"),
-    OpEntry("_native_batch_norm_legit_no_training", "normalisation", replace=batch_norm_eval,
-            locality="post error x normalised pre activity", brian2="circuit"),
-    *_entries("normalisation", ["_native_batch_norm_legit",
-                                "_native_batch_norm_legit_functional", "native_batch_norm", "native_layer_norm",
-                                "native_group_norm"],
-              locality="post error x normalised pre activity", brian2="circuit"),
+    OpEntry("_native_batch_norm_legit_no_training", "normalisation", replace=batch_norm_eval, locality=_NORM,
+            brian2="circuit"),
+    *_entries("normalisation", ["_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+                                "native_batch_norm", "native_layer_norm", "native_group_norm"],
+              locality=_NORM, brian2="circuit"),
     # activations whose derivative is a function of their output
     OpEntry("tanh", "activation", elementwise=True, backward=(aten.tanh_backward.default, ()), brian2="activation",
             call=torch.tanh),
@@ -104,10 +101,9 @@ ENTRIES: tuple[OpEntry, ...] = (
             brian2="activation", call=torch.sigmoid),
     OpEntry("relu", "activation", elementwise=True, backward=(aten.threshold_backward.default, (0,)),
             brian2="activation", call=torch.relu),
-    *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp"], elementwise=True, brian2="activation"),
-    *_entries("activation", ["gelu", "hardtanh", "log", "sqrt", "rsqrt", "abs", "pow", "square", "reciprocal",
-                             "erf", "sin", "cos"], elementwise=True, brian2="activation"),
-    OpEntry("clamp", "activation", elementwise=True, brian2="activation"),
+    *_entries("activation", ["leaky_relu", "silu", "elu", "softplus", "exp", "gelu", "hardtanh", "log", "sqrt",
+                             "rsqrt", "abs", "pow", "square", "reciprocal", "erf", "sin", "cos", "clamp"],
+              elementwise=True, brian2="activation"),
     # kept whole: torch's hardsigmoid backward returns 1/6 rounded to float32 even in float64, so the
     # decomposition (clamp, div) would be exact where backprop is not, and differ from it by 3e-8
     *_entries("activation", ["hardswish", "hardsigmoid"], elementwise=True),
@@ -125,17 +121,15 @@ ENTRIES: tuple[OpEntry, ...] = (
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
     *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
               linear=True, brian2="index", passthrough=True),
-    *_entries("shape", ["permute", "transpose", "squeeze", "unsqueeze", "t", "flatten"], linear=True,
-              brian2="index"),
+    *_entries("shape", ["permute", "transpose", "squeeze", "unsqueeze", "t", "flatten", "cat", "stack",
+                        "constant_pad_nd"], linear=True, brian2="index"),
     *_entries("shape", ["slice", "select", "split", "unbind", "chunk", "narrow", "index"],
               linear=True, selection=True, brian2="index"),
     OpEntry("split_with_sizes", "shape", linear=True, selection=True, brian2="index", call=torch.split_with_sizes),
-    *_entries("shape", ["cat", "stack", "constant_pad_nd"], linear=True, brian2="index"),
     OpEntry("identity", "shape", elementwise=True, linear=True, brian2="index"),
-    OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index",
-            note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
-    OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index",
-            note="runs as the identity, as in eval mode: PC and BP must see one deterministic function"),
+    # dropout runs as the identity, as in eval mode: PC and BP must see one deterministic function
+    OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index"),
+    OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index"),
     # reductions and pooling
     *_entries("reduction", ["sum", "mean"], linear=True, brian2="linear_map"),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,
@@ -153,15 +147,10 @@ KEPT_WHOLE = (aten.linear.default, aten.conv1d.default, aten.conv2d.default, ate
               aten._safe_softmax.default, aten.hardswish.default, aten.hardsigmoid.default)
 
 # trace(fused=...): the recurrent layers kept whole, and the ATen kernels their forward calls
-RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
-_FUSED_OPS: dict[type[nn.Module], tuple] = {
-    nn.LSTM: (aten.lstm.input, aten.lstm.data), nn.GRU: (aten.gru.input, aten.gru.data),
-    nn.RNN: (aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input, aten.rnn_relu.data)}
-
-
-def fused_ops(types: Iterable[type[nn.Module]]) -> tuple:
-    """The ATen calls of the given recurrent layer types, kept whole by `trace(fused=...)`."""
-    return tuple(op for t in types for op in _FUSED_OPS[t])
+FUSED_OPS: dict[type[nn.Module], tuple] = {
+    nn.RNN: (aten.rnn_tanh.input, aten.rnn_tanh.data, aten.rnn_relu.input, aten.rnn_relu.data),
+    nn.LSTM: (aten.lstm.input, aten.lstm.data), nn.GRU: (aten.gru.input, aten.gru.data)}
+RECURRENT_LAYERS: tuple[type[nn.Module], ...] = tuple(FUSED_OPS)
 
 
 def op_name(fn: Any) -> str:
