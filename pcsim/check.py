@@ -19,6 +19,7 @@ from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
+from pcsim.graph import Graph
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
@@ -46,6 +47,7 @@ class CheckReport:
     seconds: float
     grads: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    graph: Graph | None = field(repr=False, default=None)  # the module as traced (before any levelling)
 
     def to_dict(self, model: str = "") -> dict:
         """The contract's JSON form (`pcsim check --json`)."""
@@ -153,4 +155,4 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
         max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
         per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
         n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds,
-        grads=grads, reference=reference)
+        grads=grads, reference=reference, graph=graph)

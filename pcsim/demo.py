@@ -1,11 +1,6 @@
-"""The stages of `pcsim demo`: sizes chosen small, library calls, a progress line per step.
-
-  table     Z-IL and Fa-Z-IL against torch autograd on every zoo model at a small size (pcsim.table);
-  dynamics  a 5-layer network's value and error populations after target onset, scipy and Brian2;
-            explicit Euler at dt = tau_x with Z-IL gates gives autograd's gradients;
-  training  the zoo MLP on digits with BP and with Z-IL from the same start: identical curves.
-Each stage prints as it goes and fills a `Stage`: verdict, files written, its section of summary.md.
-The work is in the library (pcsim.table, pcsim.simulate, pcsim.training, pcsim.plots.demo).
+"""The stages of `pcsim demo` (`STAGE_FUNCTIONS`, each docstring's first line its title): small sizes, library
+calls (pcsim.table, pcsim.simulate, pcsim.training, pcsim.plots.demo), a progress line per step. Each stage
+fills a `Stage`: its verdict, the files it wrote, its section of summary.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""The paper's Table 1 for pcsim's zoo: each model's Z-IL and Fa-Z-IL updates against autograd.
-
-For every zoo model at the size its `build()` gives by default: the traced graph's latent
-vertices, the identity vertices `level()` adds, and the maximum relative deviation from torch
-autograd's gradients (`pcsim.check`, per parameter ||pc - bp|| / ||bp||, the largest) of
-Z-IL, Fa-Z-IL (wavefront and autonomous) on the levelled graph, and of Z-IL on the graph as
-traced (`level=False`), which is exact only when the graph is levelled already.
-`zoo_table()` computes the rows; `markdown()` renders them. No printing here.
+"""The paper's Table 1 for pcsim's zoo: each model's Z-IL and Fa-Z-IL updates against autograd (`pcsim.check`),
+and Z-IL on the graph as traced (`level=False`), exact only where no identity vertex is needed.
+`zoo_table()` computes the rows; `markdown()` renders them, its header saying what each column is. No printing.
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pcsim.capture import trace
 from pcsim.check import check
 from pcsim.numerics import tolerance
 from pcsim.zoo import load_model_file, zoo_names
@@ -60,10 +54,6 @@ def zoo_row(name: str, dtype: torch.dtype = torch.float64, columns: Sequence[str
     start = time.perf_counter()
     spec = load_model_file(name)
     module, inputs, target = spec.build_model(seed=0, **(dims or {}))
-    module = module.to(dtype)
-    inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
-    graph = trace(module, *inputs)
-    levelled = graph.level()
     deviation, seconds = {}, {}
     for column in columns or COLUMNS:
         rule, kwargs, _ = COLUMNS[column]
@@ -71,6 +61,8 @@ def zoo_row(name: str, dtype: torch.dtype = torch.float64, columns: Sequence[str
         deviation[column], seconds[column] = report.max_rel_diff, report.seconds
         if progress:
             progress(f"{name}: {column} max relative deviation {report.max_rel_diff:.2e} ({report.seconds:.1f} s)")
+    graph = report.graph  # as check() traced it, in `dtype`
+    levelled = graph.level()
     return ZooRow(model=name, params=sum(p.numel() for p in module.parameters()),
                   input_shapes=tuple(tuple(x.shape) for x in inputs), vertices=len(graph.latent),
                   identity=levelled.n_identity, depth=levelled.depth, deviation=deviation, seconds=seconds,

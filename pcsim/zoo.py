@@ -118,10 +118,9 @@ def _validated(result, path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...],
     module, inputs, target = result
     if not isinstance(module, nn.Module):
         raise ModelFileError(f"{path}: {expected}; the module is a {type(module).__name__}, not an nn.Module")
-    if not _is_tensors(inputs):
-        raise ModelFileError(f"{path}: {expected}; inputs must be a tensor or a tuple of tensors")
-    if not _is_tensors(target):
-        raise ModelFileError(f"{path}: {expected}; target must be a tensor or a tuple of tensors")
+    for what, value in (("inputs", inputs), ("target", target)):
+        if not _is_tensors(value):
+            raise ModelFileError(f"{path}: {expected}; {what} must be a tensor or a tuple of tensors")
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     target = target if isinstance(target, torch.Tensor) else tuple(target)
     return module, inputs, target

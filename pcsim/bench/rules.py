@@ -1,17 +1,10 @@
-"""Time per weight update and peak memory of BP, Z-IL, Fa-Z-IL and IL on every zoo model (issue 8).
-
-    pcsim bench [--models mlp resnet18] [--rules bp fa-zil-wavefront] [--reps 10] [--device cpu|cuda]
-        [--threads N] [--budget-s 240] [--out DIR] [--deadline-s S] [--keep-going]
-    .venv/bin/python benchmarks/bench_rules.py [the same options, --out STEM]   (the repository's tables)
+"""Time per weight update and peak memory of BP, Z-IL, Fa-Z-IL and IL on every zoo model (issue 8), for
+`pcsim bench` and benchmarks/bench_rules.py (the repository's tables); options: `add_arguments`.
 
 Every rule runs on the same module, data and float32 parameters. BP is torch autograd on the
-nn.Module itself (forward, summed loss, torch.autograd.grad for every used parameter); "bp-graph"
-is autograd over pcsim's traced graph of it (`pcsim.bp`), what the decomposition alone costs. Tracing
-and levelling are per-shape setup, done once outside the timed region as in training; every
-timed call of a PC rule includes building its Problem (validation, clamped values) and the
-feed-forward pass. Each repetition runs every rule once, the order rotated, after a warm-up
-call per rule; figures are medians, and a rule's ratio to BP is the median over repetitions
-of its time over BP's time in the same repetition. Writes OUT.json and OUT.md.
+nn.Module itself; "bp-graph" is autograd over pcsim's traced graph of it (`pcsim.bp`), what the
+decomposition alone costs. Every timed call of a PC rule includes building its Problem (validation,
+clamped values) and the feed-forward pass; the rest of the method is `METHOD`. Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -251,12 +244,10 @@ def run(args: argparse.Namespace, out: Path) -> int:
                 raise
             _not_measured(out, result, name, f"{type(e).__name__}: {e}".splitlines()[0])
             continue
-        known = [i for i, m in enumerate(result["models"]) if m["model"] == c.name]
         result["not_measured"] = [m for m in result.get("not_measured", []) if m["model"] != c.name]
-        if known:  # a rerun keeps the model's place in the table
-            result["models"][known[0]] = entry
-        else:
-            result["models"].append(entry)
+        models = {m["model"]: m for m in result["models"]}
+        models[c.name] = entry  # a rerun keeps the model's place in the table
+        result["models"] = list(models.values())
         _write(out, result)  # after every model: a long run keeps its part
     print(markdown(result))
     return 0

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from pcsim.cli import bench, check, demo, figures, graph, options, simulate, train
+from pcsim import paths
+from pcsim.cli import bench, check, demo, figures, graph, simulate, train
 from pcsim.errors import PcsimError, first_line
 from pcsim.graph.provenance import exception_user_line
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return options.with_models_dir(COMMANDS[args.command].run, args)
+        with paths.using(models=getattr(args, "models_dir", None)):  # the command's --models-dir, if it has one
+            return COMMANDS[args.command].run(args)
     except (PcsimError, ValueError) as e:
         return _error(str(e))
     except Exception as e:  # noqa: BLE001 - a model's own error, or torch's on it: one paragraph, no stack

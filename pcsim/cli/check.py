@@ -8,27 +8,24 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from pcsim.check import RULES, check
-from pcsim.cli.options import add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.cli.options import add_model_flags, build_spec, in_model_file
 from pcsim.numerics import DTYPES
-from pcsim.zoo import LOSSES, load_model_file
+from pcsim.zoo import LOSSES
 
 
 def add_parser(commands) -> None:
     chk = commands.add_parser(
         "check", help="compare a PC rule's weight updates with autograd's gradients",
         description="Run a PC rule on a model and compare every parameter's update with torch autograd.")
-    chk.add_argument("model", metavar="MODEL", nargs="?",
-                     help="a zoo model name (e.g. mlp) or the path of a model .py file")
+    add_model_flags(chk, optional=True)
     chk.add_argument("--rule", choices=list(RULES), default="zil", help="the learning rule (default: zil)")
     chk.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
     chk.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
-    chk.add_argument("--seed", type=int, default=0, help="seed passed to the model's build() (default: 0)")
-    add_fused_flag(chk)
-    add_models_dir_flag(chk)
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     chk.add_argument("--all", action="store_true",
                      help="every zoo model at full size: Z-IL, both Fa-Z-IL modes and unlevelled Z-IL (Table 1)")
@@ -55,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--table and --models go with --all")
     if args.model is None:
         raise ValueError("check needs a MODEL, or --all for every zoo model")
-    spec = load_model_file(args.model)
     # With --json, anything the model file or pcsim prints goes to stderr so stdout stays one JSON object.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        module, inputs, target, loss = build_spec(spec, args, dtype=None)
+        spec, module, inputs, target, loss = build_spec(args, dtype=None)
         with in_model_file(spec):
             report = check(module, inputs, target, rule=args.rule, loss=loss, dtype=DTYPES[args.dtype],
                            fused=args.fused)
@@ -86,7 +82,6 @@ def _run_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
     text = markdown(rows, dtype, wall_seconds=wall, command=command)
     print(text, end="")
     if args.table:
-        with open(args.table, "w") as f:
-            f.write(text)
+        Path(args.table).write_text(text)
         print(f"wrote {args.table}", file=sys.stderr)
     return 0 if all(r.passed for r in rows) else 1

@@ -1,9 +1,5 @@
-"""`pcsim figures [--smoke] [--only fig4,fig7] [--dir DIR]`: run every fig*.py script of the figure
-folder (compute, plot, save).
-
-The folder is `--dir`, else $PCSIM_FIGURES, else ./figures (pcsim.paths). Its scripts are loaded
-as modules of a package made for the folder (`_load`), so they import their helper as
-`from ._common import ...` and nothing is added to sys.path.
+"""`pcsim figures [--smoke] [--only fig4,fig7] [--dir DIR]`: run every fig*.py script of the figure folder
+(compute, plot, save), each loaded as a module of a package made for its folder (`_load`), sys.path untouched.
 """
 
 from __future__ import annotations
@@ -55,31 +51,27 @@ def _load(path: Path):
 
 def run(args: argparse.Namespace) -> int:
     with paths.using(figures=args.dir):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    scripts = sorted(figures_dir(must_exist=True).glob("fig*.py"))
-    if args.only:
-        wanted = set(args.only.split(","))
-        scripts = [s for s in scripts if s.stem.split("_")[0] in wanted or s.stem in wanted]
-        if not scripts:
-            raise ValueError(f"no figure matches --only {args.only}")
-    failed = []
-    begin = time.perf_counter()
-    for path in scripts:
-        module = _load(path)
-        common = _load(path.with_name("_common.py"))
-        config = module.SMOKE if args.smoke else module.CONFIG
-        start = time.perf_counter()
-        try:
-            data = module.compute(config)
-            png = common.save(path.stem.split("_")[0], module.plot(data), config, data, args.smoke)
-        except Exception as e:  # noqa: BLE001 - report and go on with the other figures
-            failed.append(path.stem)
-            print(f"{path.stem}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        print(f"{path.stem}: wrote {png} ({time.perf_counter() - start:.1f} s)", flush=True)
-    print(f"{len(scripts) - len(failed)} of {len(scripts)} figure(s) written in {time.perf_counter() - begin:.0f} s"
-          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+        scripts = sorted(figures_dir(must_exist=True).glob("fig*.py"))
+        if args.only:
+            wanted = set(args.only.split(","))
+            scripts = [s for s in scripts if s.stem.split("_")[0] in wanted or s.stem in wanted]
+            if not scripts:
+                raise ValueError(f"no figure matches --only {args.only}")
+        failed = []
+        begin = time.perf_counter()
+        for path in scripts:
+            module = _load(path)
+            common = _load(path.with_name("_common.py"))
+            config = module.SMOKE if args.smoke else module.CONFIG
+            start = time.perf_counter()
+            try:
+                data = module.compute(config)
+                png = common.save(path.stem.split("_")[0], module.plot(data), config, data, args.smoke)
+            except Exception as e:  # noqa: BLE001 - report and go on with the other figures
+                failed.append(path.stem)
+                print(f"{path.stem}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            print(f"{path.stem}: wrote {png} ({time.perf_counter() - start:.1f} s)", flush=True)
+        print(f"{len(scripts) - len(failed)} of {len(scripts)} figure(s) written in {time.perf_counter() - begin:.0f} s"
+              + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+        return 1 if failed else 0

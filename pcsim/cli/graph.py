@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pcsim.cli.options import add_fused_flag, add_models_dir_flag, in_model_file
+from pcsim.cli.options import add_model_flags, in_model_file
 from pcsim.zoo import load_model_file
 
 
@@ -14,14 +15,11 @@ def add_parser(commands) -> None:
         description="Trace a model and draw its graph, one column per level (distance to the output). "
                     "With --level, the identity vertices that level() inserts are drawn as red squares. "
                     "Without --out, prints the graph's vertices.")
-    gr.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    add_model_flags(gr)
     gr.add_argument("--out", default=None, metavar="FILE", help="graph.png, graph.svg, graph.pdf or graph.dot")
     gr.add_argument("--level", action="store_true", help="level the graph first (insert identity vertices)")
     gr.add_argument("--labels", choices=["auto", "on", "off"], default="auto",
                     help="vertex names on the drawing (auto: only for graphs of up to 80 vertices)")
-    gr.add_argument("--seed", type=int, default=0)
-    add_fused_flag(gr)
-    add_models_dir_flag(gr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     lay = layout(graph)
     title = f"{spec.name}{' (levelled)' if args.level else ''}"
     if str(args.out).endswith(".dot"):
-        with open(args.out, "w") as f:
-            f.write(to_dot(lay, title=title))
+        Path(args.out).write_text(to_dot(lay, title=title))
     else:
         from pcsim.plots.graph import plot_graph
 

@@ -1,4 +1,4 @@
-"""What several commands share: the `--fused` and `--models-dir` flags, dtypes, and building a model file's model."""
+"""What several commands share: MODEL and its flags, `--models-dir`, and building a model file's model."""
 
 from __future__ import annotations
 
@@ -8,27 +8,25 @@ import sys
 
 import torch
 
-from pcsim import paths
 from pcsim.errors import PcsimError
-from pcsim.zoo import one_hot_for_mse
+from pcsim.zoo import load_model_file, one_hot_for_mse
 
 
-def add_fused_flag(parser: argparse.ArgumentParser) -> None:
-    """`--fused`, as `pcsim.trace(..., fused=True)`, for every command that traces a model."""
+def add_model_flags(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """MODEL, `--seed`, `--models-dir` and `--fused` (as `pcsim.trace(..., fused=True)`): every command that
+    traces a model file."""
+    parser.add_argument("model", metavar="MODEL", nargs="?" if optional else None,
+                        help="a zoo model name (e.g. mlp) or the path of a model .py file")
+    parser.add_argument("--seed", type=int, default=0, help="the seed the model file's build() gets (default: 0)")
     parser.add_argument("--fused", action="store_true",
                         help="trace nn.RNN/LSTM/GRU as one vertex per layer call, on torch's fused kernel")
+    add_models_dir_flag(parser)
 
 
 def add_models_dir_flag(parser: argparse.ArgumentParser) -> None:
     """`--models-dir DIR`, the zoo folder, for every command that takes a MODEL or runs zoo models."""
     parser.add_argument("--models-dir", metavar="DIR", default=None,
                         help="the zoo folder that MODEL names are looked up in (default: $PCSIM_MODELS, else ./models)")
-
-
-def with_models_dir(handler, args: argparse.Namespace) -> int:
-    """Run a command's handler with its `--models-dir` (when it has one and it is given) as the zoo folder."""
-    with paths.using(models=getattr(args, "models_dir", None)):
-        return handler(args)
 
 
 @contextlib.contextmanager
@@ -40,8 +38,9 @@ def in_model_file(spec):
         raise PcsimError(f"{spec.path}: {e}") from None
 
 
-def build_spec(spec, args: argparse.Namespace, dtype: torch.dtype | None):
-    """The model file's module, inputs, target (one-hot for --loss mse on classes, said on stderr) and loss."""
+def build_spec(args: argparse.Namespace, dtype: torch.dtype | None):
+    """MODEL's spec, module, inputs, target (one-hot for --loss mse on classes, said on stderr) and loss."""
+    spec = load_model_file(args.model)
     module, inputs, target = spec.build_model(seed=args.seed)
     if dtype is not None:
         module = module.to(dtype)
@@ -52,4 +51,4 @@ def build_spec(spec, args: argparse.Namespace, dtype: torch.dtype | None):
         target, note = one_hot_for_mse(module, inputs, target, loss)
     if note:
         print(f"pcsim: {note}", file=sys.stderr)
-    return module, inputs, target, loss
+    return spec, module, inputs, target, loss

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from pcsim.backends.brian2 import TARGETS
-from pcsim.cli.options import add_fused_flag, add_models_dir_flag, build_spec, in_model_file
+from pcsim.cli.options import add_model_flags, build_spec, in_model_file
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.numerics import DTYPES
-from pcsim.zoo import LOSSES, load_model_file
+from pcsim.zoo import LOSSES
 
 
 def add_parser(commands) -> None:
@@ -17,7 +17,7 @@ def add_parser(commands) -> None:
         "simulate", help="run a model's value and error populations in continuous time",
         description="Integrate the PC populations of a model from its feed-forward state; the target is shown "
                     "at --t-on. Writes a Trajectory (.npz) and optionally a plot of every population.")
-    sim.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    add_model_flags(sim)
     sim.add_argument("--backend", choices=SOLVERS.backends(), default="scipy")
     sim.add_argument("--method", default=None,
                      help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
@@ -35,15 +35,12 @@ def add_parser(commands) -> None:
                      help="with --plasticity zil, run the graph as traced (default: levelled, as pcsim.zil does)")
     sim.add_argument("--loss", choices=LOSSES, default=None)
     sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
-    sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--every-step", action="store_true",
                      help="record every population at every step (default: at --snapshots evenly spaced times)")
     sim.add_argument("--snapshots", type=int, default=SNAPSHOTS,
                      help=f"how many evenly spaced times to record (default {SNAPSHOTS})")
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
-    add_fused_flag(sim)
-    add_models_dir_flag(sim)
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
     sim.add_argument("--compile", action="store_true", help="torch's euler, tsit5 and dopri5: compile IL's step "
                      "(euler) or each step with the field (tsit5, dopri5) where the run is plain inference (seconds "
@@ -57,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.target and args.backend != "brian2":
         raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
-    spec = load_model_file(args.model)
-    module, inputs, target, loss = build_spec(spec, args, dtype=DTYPES[args.dtype])
+    spec, module, inputs, target, loss = build_spec(args, dtype=DTYPES[args.dtype])
     with in_model_file(spec):
         graph = pcsim.trace(module, *inputs, fused=args.fused)
         traj = pcsim.simulate(graph, inputs, None if args.no_target else target, backend=args.backend, loss=loss,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pcsim.cli.options import add_fused_flag, add_models_dir_flag
+from pcsim.cli.options import add_model_flags
 from pcsim.numerics import DTYPES
 from pcsim.training.loop import OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 from pcsim.training.rules import RULE_NAMES
@@ -20,7 +20,7 @@ def add_parser(commands) -> None:
         description="Train a zoo model (fitted to the data set's input shape and classes) with a learning rule. "
                     "Data: digits, mnist-subset, synthetic, or a folder with MNIST/Fashion-MNIST IDX files or "
                     "CIFAR-10 python batches.")
-    p.add_argument("model", metavar="MODEL", help="a zoo model name or the path of a model .py file")
+    add_model_flags(p)
     p.add_argument("--rule", choices=RULE_NAMES, default="zil")
     p.add_argument("--data", default="digits", metavar="D")
     p.add_argument("--epochs", type=int, default=5)
@@ -29,7 +29,6 @@ def add_parser(commands) -> None:
     p.add_argument("--optimizer", choices=OPTIMISERS, default="sgd")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--il-steps", type=int, default=20, help="IL inference steps T (default 20)")
     p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
@@ -38,8 +37,6 @@ def add_parser(commands) -> None:
     p.add_argument("--compile", action="store_true",
                    help="il: compile the inference steps after the error wave settles; fa-zil: compile the wavefront "
                         "(inductor; needs a C++ compiler; seconds on the first batch of each shape)")
-    add_fused_flag(p)
-    add_models_dir_flag(p)
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")
@@ -62,14 +59,8 @@ def _init_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _init_distributed()
-    config = TrainConfig(model=args.model, rule=args.rule, data=args.data, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-                         lr_schedule=args.lr_schedule, seed=args.seed, dtype=args.dtype, il_gamma=args.il_gamma,
-                         il_steps=args.il_steps, il_fixed_prediction=args.il_fixed_prediction,
-                         il_output_precision=args.il_output_precision, compile=args.compile,
-                         fused_recurrent=args.fused,
-                         check_every=args.check_every,
-                         checkpoint_every=args.checkpoint_every)
+    config = TrainConfig(fused_recurrent=args.fused, **{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                                                        if f.name != "fused_recurrent"})
     if args.resume:
         run = resume(Path(args.resume))
         out = Path(args.out or args.resume)

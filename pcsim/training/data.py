@@ -43,13 +43,17 @@ class Dataset:
         return Dataset(self.name, cast(self.x_train), self.y_train, cast(self.x_test), self.y_test, self.n_classes)
 
 
+def _dataset(name: str, x_train, y_train, x_test, y_test, n_classes: int | None = None) -> Dataset:
+    """Inputs (scaled already) as float32, labels as int64; classes: the largest label + 1 unless given."""
+    xs = [torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_test)]
+    ys = [torch.as_tensor(np.asarray(y, dtype=np.int64)) for y in (y_train, y_test)]
+    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes or int(max(y.max() for y in ys if len(y))) + 1)
+
+
 def _split(name, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:
     order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(len(x) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
-    return Dataset(name, xt[train], yt[train], xt[test], yt[test], int(yt.max()) + 1)
+    test, train = np.split(order, [int(round(len(x) * test_fraction))])
+    return _dataset(name, x[train], y[train], x[test], y[test])
 
 
 def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
@@ -116,11 +120,8 @@ def idx_folder(folder: Path, name: str) -> Dataset:
     for part in ("train", "test"):
         if len(files[f"x_{part}"]) != len(files[f"y_{part}"]):
             raise DataError(f"{folder}: {part} images and labels differ in count")
-    x_train = torch.as_tensor(files["x_train"][:, None] / 255.0, dtype=torch.float32)
-    x_test = torch.as_tensor(files["x_test"][:, None] / 255.0, dtype=torch.float32)
-    y_train = torch.as_tensor(files["y_train"].astype(np.int64))
-    y_test = torch.as_tensor(files["y_test"].astype(np.int64))
-    return Dataset(name, x_train, y_train, x_test, y_test, int(max(y_train.max(), y_test.max())) + 1)
+    return _dataset(name, files["x_train"][:, None] / 255.0, files["y_train"], files["x_test"][:, None] / 255.0,
+                    files["y_test"])
 
 
 def cifar10_folder(folder: Path) -> Dataset:
@@ -142,9 +143,7 @@ def cifar10_folder(folder: Path) -> Dataset:
     parts = [load(p) for p in train]
     xt, yt = load(folder / "test_batch")
     x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32) / 255.0
-    y = np.concatenate([p[1] for p in parts])
-    return Dataset("cifar10", torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y),
-                   torch.as_tensor(xt.reshape(-1, 3, 32, 32) / 255.0, dtype=torch.float32), torch.as_tensor(yt), 10)
+    return _dataset("cifar10", x, np.concatenate([p[1] for p in parts]), xt.reshape(-1, 3, 32, 32) / 255.0, yt, 10)
 
 
 class _SafeUnpickler(pickle.Unpickler):

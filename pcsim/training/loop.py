@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from pcsim.algorithms.losses import get_loss
 from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
+from pcsim.rules import get
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
 from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients
@@ -67,6 +69,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        get(self.rule)  # an unknown rule: a ValueError naming the known ones
         if self.compile and self.rule not in COMPILED_RULES:
             raise ValueError(f"compile applies to the rules {', '.join(COMPILED_RULES)}, not '{self.rule}'")
 
@@ -145,35 +148,19 @@ def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(y, run.data.n_classes).to(DTYPES[run.config.dtype])
 
 
+def _score(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """(summed loss, correct predictions) of the module's own forward pass on a batch."""
+    with torch.no_grad():
+        out = run.module(x)
+    return float(get_loss(run.loss).value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
+
+
 def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
     """(mean loss, accuracy) on the held-out split, with the module's own forward pass."""
-    total, correct = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(run.data.x_test), batch_size):
-            x, y = run.data.x_test[i:i + batch_size], run.data.y_test[i:i + batch_size]
-            out = run.module(x)
-            total += float(get_loss(run.loss).value(out, _targets(run, y)))
-            correct += int((out.argmax(1) == y).sum())
     n = len(run.data.x_test)
-    return total / n, correct / n
-
-
-def _world() -> tuple[int, int]:
-    """(world size, rank) under torch.distributed (torchrun), else (1, 0)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _sum_across_processes(grads: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
-    if world > 1:
-        import torch.distributed as dist
-
-        for g in grads.values():
-            dist.all_reduce(g, op=dist.ReduceOp.SUM)
-    return grads
+    scores = [_score(run, run.data.x_test[i:i + batch_size], run.data.y_test[i:i + batch_size])
+              for i in range(0, n, batch_size)]
+    return sum(s[0] for s in scores) / n, sum(s[1] for s in scores) / n
 
 
 def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
@@ -184,11 +171,14 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     update is that of the global batch; only rank 0 writes files.
     """
     cfg, data = run.config, run.data
-    world, rank = _world()
+    distributed = dist.is_available() and dist.is_initialized()  # under torchrun
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     out = out if rank == 0 else None
     progress = progress and rank == 0
-    rule = RuleGradients(cfg.rule, run.module, run.loss, cfg.il_gamma, cfg.il_steps, cfg.il_fixed_prediction,
-                         cfg.il_output_precision, cfg.compile, cfg.fused_recurrent)
+    settings = {"fixed_prediction": cfg.il_fixed_prediction, "output_precision": cfg.il_output_precision,
+                "compile": cfg.compile}
+    rule = RuleGradients(cfg.rule, run.module, run.loss, settings, {"gamma": cfg.il_gamma, "steps": cfg.il_steps},
+                         cfg.fused_recurrent)
     oracle = RuleGradients("bp", run.module, run.loss)
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)
@@ -209,16 +199,17 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
                     _check(run, grads, oracle(x[mine], target[mine]))
             else:  # fewer samples than processes in the last batch
                 grads = {n: torch.zeros_like(p) for n, p in run.module.named_parameters()}
-            grads = _sum_across_processes(grads, world)
+            if world > 1:  # the global batch's update: the shards' gradients summed
+                for g in grads.values():
+                    dist.all_reduce(g, op=dist.ReduceOp.SUM)
             for group in run.optimiser.param_groups:
                 group["lr"] = _lr(cfg, run.step, total)
             for name, p in run.module.named_parameters():
                 p.grad = grads[name] / len(idx)  # the mean loss over the batch
             run.optimiser.step()
-            with torch.no_grad():
-                outputs = run.module(x)
-            run.running["loss"] += float(get_loss(run.loss).value(outputs, target))
-            run.running["correct"] += int((outputs.argmax(1) == y).sum())
+            loss, correct = _score(run, x, y)
+            run.running["loss"] += loss
+            run.running["correct"] += correct
             run.running["seen"] += len(idx)
             run.batch += 1
             run.step += 1
@@ -269,8 +260,7 @@ def write_outputs(run: Run, out: Path) -> None:
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(out / "metrics.json")
-    keys = sorted({k for row in run.history for k in row}, key=lambda k: list(run.history[0]).index(k)
-                  if k in run.history[0] else 99)
+    keys = list(dict.fromkeys(k for row in run.history for k in row))  # the first row's order, then any others
     tmp = out / "metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

@@ -23,17 +23,10 @@ class RuleGradients:
     rule: str
     module: nn.Module
     loss: str
-    il_gamma: float = 0.1
-    il_steps: int = 20
-    il_fixed_prediction: bool = False
-    il_output_precision: float = 1.0
-    compile: bool = False  # IL's steady steps, Fa-Z-IL's wavefront: compiled (pcsim.algorithms.compiled)
+    settings: dict = field(default_factory=dict)  # fixed_prediction, output_precision, compile: where accepted
+    inference: dict = field(default_factory=dict)  # gamma, steps: for every rule that relaxes the values
     fused: bool = False  # trace nn.RNN/LSTM/GRU as one vertex per call (torch's fused kernel)
     _graphs: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.rule not in RULE_NAMES:
-            raise ValueError(f"unknown rule '{self.rule}'; choose one of {RULE_NAMES}")
 
     def graph(self, x: torch.Tensor):
         key = (tuple(x.shape), x.dtype)
@@ -45,9 +38,5 @@ class RuleGradients:
         if self.rule == "bp":
             return autograd_gradients(self.module, (x,), y, self.loss)
         rule = get(self.rule)
-        settings = {"fixed_prediction": self.il_fixed_prediction, "output_precision": self.il_output_precision,
-                    "compile": self.compile}
-        options = {k: v for k, v in settings.items() if k in rule.accepts}
-        if rule.inference:  # IL's inference settings, for every rule that relaxes the values
-            options.update(gamma=self.il_gamma, steps=self.il_steps)
-        return rule(self.graph(x), (x,), y, self.loss, **options)
+        options = {k: v for k, v in self.settings.items() if k in rule.accepts}
+        return rule(self.graph(x), (x,), y, self.loss, **options, **(self.inference if rule.inference else {}))
