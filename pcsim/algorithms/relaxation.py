@@ -18,9 +18,8 @@ tested against float64 from float32). What this loop does not recompute, and why
 
 Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
 (`pcsim.ops.il_ops`); every other op goes through autograd on its one call. A linear child's
-feedback `eps W` is not formed: the GEMM accumulates it into the parent's displacement
-(`addmm_`), and the final state's errors are computed only where a parameter reads them
-(what each saved: benchmarks/results/design_measurements.md).
+feedback `eps W` is never formed (`feedback_from`); what each saving buys:
+benchmarks/results/design_measurements.md.
 """
 
 from __future__ import annotations

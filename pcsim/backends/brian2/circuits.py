@@ -130,10 +130,9 @@ def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
         raise unsupported(vertex, f"a matrix product of shapes {sa} and {sb} (vectors are not rendered)")
     batch = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
     full = (*batch, sa[-2], sa[-1], sb[-1])
-    pa = torch.broadcast_to(ids(sa).unsqueeze(-1), full)
-    pb = torch.broadcast_to(ids(sb).unsqueeze(-3), full)
-    po = torch.broadcast_to(ids(vertex.shape).unsqueeze(-2), full)
-    pa, pb, po = flat_ids(pa), flat_ids(pb), flat_ids(po)
+    # each product's a, b and output neuron
+    pa, pb, po = (flat_ids(torch.broadcast_to(ids(s).unsqueeze(d), full))
+                  for s, d in ((sa, -1), (sb, -3), (vertex.shape, -2)))
     m = pa.size
     products = Group("prod", m, ["p = xa * xb : 1", "es : 1", "xa : 1", "xb : 1"])
     every = np.arange(m)

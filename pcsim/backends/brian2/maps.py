@@ -95,10 +95,8 @@ def _linear_map(vertex, shapes, params, constants, values=None):
     zeros = [torch.zeros(s, dtype=torch.float64) if v is None else v for s, v in zip(shapes, fixed, strict=True)]
 
     def f(*xs):
-        full = list(zeros)
-        for k, x in zip(floats, xs, strict=True):
-            full[k] = x
-        return call(vertex, full, params, constants)
+        given = dict(zip(floats, xs, strict=True))
+        return call(vertex, [given.get(k, z) for k, z in enumerate(zeros)], params, constants)
 
     try:
         c0, pull = torch.func.vjp(f, *[zeros[k] for k in floats])

@@ -115,7 +115,6 @@ def _plane_local_linear(vertex, shapes, params, constants, values=None):
 # the op table's `brian2` field -> the renderer
 RENDERERS = {"linear": _linear, "conv2d": _conv, "pooling": _plane_local_linear, "activation": _activation,
              "index": _index_map, "affine": _affine, "linear_map": _linear_map, "embedding": _embedding}
-TUPLE_VALUED = ("index",)  # renderers that read `vertex.select` themselves
 
 REASONS = {  # (products, softmax, norms and max pooling are circuits: circuits.py)
     **dict.fromkeys(("addmm", "baddbmm"), PRODUCT),
@@ -129,7 +128,7 @@ def edges_of(vertex: Vertex, shapes, params, constants, values=None):
     """The vertex's Edges and Offsets. `values`: per parent, its clamped value where it is clamped (the
     indices an embedding reads, an integer index tensor), else None."""
     kind = entry(vertex.op).brian2
-    if vertex.select is not None and kind not in TUPLE_VALUED and vertex.op not in REASONS:
+    if vertex.select is not None and kind != "index" and vertex.op not in REASONS:  # (index maps read `select`)
         raise unsupported(vertex, f"it selects output {vertex.select} of a tuple-valued call; {WHY}")
     renderer = RENDERERS.get(kind)
     if renderer is None:
