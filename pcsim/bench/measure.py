@@ -99,11 +99,12 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
     return max([0, *totals]) / 2**20
 
 
-def write_results(out: str | Path, result: dict, lines: list[str]) -> None:
-    """OUT.json (the numbers) and OUT.md (the table) side by side; the table is printed too."""
+def write_results(out: str | Path, result: dict, lines: list[str], echo: bool = True) -> None:
+    """OUT.json (the numbers) and OUT.md (the table) side by side; the table is printed too (`echo`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
 

@@ -25,7 +25,7 @@ from torch import nn
 
 import pcsim
 from pcsim.algorithms.losses import get_loss
-from pcsim.bench.measure import interleaved, peak_memory_mb, summary, timed
+from pcsim.bench.measure import interleaved, peak_memory_mb, summary, timed, write_results
 from pcsim.rules import RULES as REGISTERED
 from pcsim.zoo import load_model_file, zoo_names
 
@@ -163,7 +163,7 @@ def _quartiles(s: dict) -> str:
     return "-" if math.isnan(q1) or math.isnan(q3) else f"{q1:.2f}-{q3:.2f}"
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict) -> list[str]:
     m = result["machine"]
     lines = [f"# Exact rules vs BP: time per weight update and peak memory ({m['device']}, float32)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; torch {m['torch']} on {m['threads']} "
@@ -185,7 +185,7 @@ def markdown(result: dict) -> str:
         lines += ["", "Sizes (besides the batch):", *sizes]
     if result.get("not_measured"):
         lines += ["", "Not measured:", *(f"- {m['model']}: {m['reason']}" for m in result["not_measured"])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -248,18 +248,12 @@ def run(args: argparse.Namespace, out: Path) -> int:
         models = {m["model"]: m for m in result["models"]}
         models[c.name] = entry  # a rerun keeps the model's place in the table
         result["models"] = list(models.values())
-        _write(out, result)  # after every model: a long run keeps its part
-    print(markdown(result))
+        write_results(out, result, markdown(result), echo=False)  # after every model: a long run keeps its part
+    print("\n".join(markdown(result)) + "\n")
     return 0
-
-
-def _write(out: Path, result: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
 
 
 def _not_measured(out: Path, result: dict, name: str, reason: str) -> None:
     print(f"{name}: not measured ({reason})", flush=True)
     result.setdefault("not_measured", []).append({"model": name, "reason": reason})
-    _write(out, result)
+    write_results(out, result, markdown(result), echo=False)

@@ -215,9 +215,7 @@ class Builder:
     def _const(self, name: str, value: Any) -> Any:
         if not isinstance(value, torch.Tensor):
             return value
-        key = name
-        while key in self.constants and self.constants[key] is not value:
-            key += "_"
+        key = fresh_name(name, set(self.constants))  # a stored constant is a detached copy: never `value` itself
         self.constants[key] = value.detach()
         return ConstArg(key)
 

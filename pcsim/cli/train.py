@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from pcsim.cli.options import add_model_flags
 from pcsim.numerics import DTYPES
+from pcsim.rules import RULES
 from pcsim.training.loop import OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
-from pcsim.training.rules import RULE_NAMES
 
 
 def add_parser(commands) -> None:
@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
                     "Data: digits, mnist-subset, synthetic, or a folder with MNIST/Fashion-MNIST IDX files or "
                     "CIFAR-10 python batches.")
     add_model_flags(p)
-    p.add_argument("--rule", choices=RULE_NAMES, default="zil")
+    p.add_argument("--rule", choices=list(RULES), default="zil")
     p.add_argument("--data", default="digits", metavar="D")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)

@@ -164,8 +164,7 @@ class Graph:
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so
-        neither does anything worked out from its structure (its levelled copy, a wave's plan).
-        Algorithms called once per update on the same graph then pay for it once."""
+        neither does anything worked out from its structure (its levelled copy, a wave's plan)."""
         if key not in self._derived:
             self._derived[key] = build(self)
         return self._derived[key]

@@ -51,9 +51,8 @@ def user_line(stack_trace: str | None) -> UserLine | None:
     """The innermost user frame in an fx node's `stack_trace` text, or None."""
     if not stack_trace:
         return None
-    frames = [UserLine(m["file"], int(m["line"]), m["function"].strip(), m["code"].strip())
-              for m in _FRAME.finditer(stack_trace)]
-    users = [f for f in frames if _is_user(f.file)]
+    users = [UserLine(m["file"], int(m["line"]), m["function"].strip(), m["code"].strip())
+             for m in _FRAME.finditer(stack_trace) if _is_user(m["file"])]
     return users[-1] if users else None
 
 

@@ -19,13 +19,14 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+import pcsim
 from pcsim.algorithms.losses import get_loss
+from pcsim.check import autograd_gradients
 from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
-from pcsim.rules import get
+from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.rules import COMPILED_RULES, EXACT_RULES, RuleGradients
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -69,9 +70,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        get(self.rule)  # an unknown rule: a ValueError naming the known ones
-        if self.compile and self.rule not in COMPILED_RULES:
-            raise ValueError(f"compile applies to the rules {', '.join(COMPILED_RULES)}, not '{self.rule}'")
+        rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
+        if self.compile and "compile" not in rule.accepts:
+            compiled = [n for n, r in RULES.items() if "compile" in r.accepts]
+            raise ValueError(f"compile applies to the rules {', '.join(compiled)}, not '{self.rule}'")
 
 
 @dataclass
@@ -175,11 +177,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     out = out if rank == 0 else None
     progress = progress and rank == 0
-    settings = {"fixed_prediction": cfg.il_fixed_prediction, "output_precision": cfg.il_output_precision,
-                "compile": cfg.compile}
-    rule = RuleGradients(cfg.rule, run.module, run.loss, settings, {"gamma": cfg.il_gamma, "steps": cfg.il_steps},
-                         cfg.fused_recurrent)
-    oracle = RuleGradients("bp", run.module, run.loss)
+    graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * per_epoch
@@ -194,9 +192,9 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             target = _targets(run, y)
             mine = slice(rank, None, world)
             if len(idx[mine]):
-                grads = rule(x[mine], target[mine])
+                grads = _gradients(run, x[mine], target[mine], graphs)
                 if cfg.check_every and run.step % cfg.check_every == 0:
-                    _check(run, grads, oracle(x[mine], target[mine]))
+                    _check(run, grads, autograd_gradients(run.module, (x[mine],), target[mine], run.loss))
             else:  # fewer samples than processes in the last batch
                 grads = {n: torch.zeros_like(p) for n, p in run.module.named_parameters()}
             if world > 1:  # the global batch's update: the shards' gradients summed
@@ -238,12 +236,29 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     return run.history
 
 
+def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict) -> dict[str, torch.Tensor]:
+    """The configured rule's gradients for a batch, in autograd's sign; "bp" is autograd on the module itself,
+    the others run on its traced graph (specialised to shapes: `graphs` holds one per batch shape)."""
+    cfg = run.config
+    if cfg.rule == "bp":
+        return autograd_gradients(run.module, (x,), y, run.loss)
+    rule, key = get(cfg.rule), (tuple(x.shape), x.dtype)
+    if key not in graphs:
+        graphs[key] = pcsim.trace(run.module, x, fused=cfg.fused_recurrent)
+    settings = {"fixed_prediction": cfg.il_fixed_prediction, "output_precision": cfg.il_output_precision,
+                "compile": cfg.compile}
+    options = {k: v for k, v in settings.items() if k in rule.accepts}
+    if rule.inference:  # IL's inference settings, for every rule that relaxes the values
+        options.update(gamma=cfg.il_gamma, steps=cfg.il_steps)
+    return rule(graphs[key], (x,), y, run.loss, **options)
+
+
 def _check(run: Run, grads: dict, reference: dict) -> None:
     deviation, angle = deviation_and_angle(grads, reference)
     run.running["deviation"].append(deviation)
     run.running["angle"].append(angle)
     limit = tolerance(DTYPES[run.config.dtype])
-    if run.config.rule in EXACT_RULES and not deviation <= limit:
+    if get(run.config.rule).exact and run.config.rule != "bp" and not deviation <= limit:
         raise TrainingError(f"step {run.step}: rule {run.config.rule} deviates from autograd by {deviation:.3e} "
                             f"(relative; tolerance {limit:.0e}, angle {angle:.3g} degrees); training stopped")
 
