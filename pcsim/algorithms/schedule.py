@@ -48,6 +48,10 @@ class Schedule:
     def steps(self) -> dict[str, int]:
         return {n: self.at_level(d) + self.offsets.get(n, 0) for n, d in self.levels.items()}
 
+    def step(self, name: str) -> int:
+        """The step at which vertex `name` updates (README: `.schedule.on(graph).step(vertex)`)."""
+        return self.steps[name]
+
     def due(self, t: int) -> frozenset[str]:
         return frozenset(n for n, s in self.steps.items() if s == t)
 

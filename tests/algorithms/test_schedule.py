@@ -48,6 +48,7 @@ def test_steps_and_due_sets_follow_the_distances_counted_by_hand(residual):
     _, graph, _, _ = residual
     schedule = Schedule.of(graph)
     assert schedule.steps == BY_HAND
+    assert {n: schedule.step(n) for n in BY_HAND} == BY_HAND  # the README's per-vertex reading
     assert schedule.last == 5
     assert [schedule.due(t) for t in range(-1, 7)] == [
         set(), {"c"}, {"add"}, {"tanh_1", "tanh__level2"}, {"b", "tanh__level3"}, {"tanh"}, {"a"}, set()]
