@@ -1,6 +1,7 @@
 """Where one IL / Euler step of the peers' MLP spends its time: the torch kernels it calls, one thread.
 
     .venv/bin/python benchmarks/bench_kernels.py [--reps 15] [--calls 500] [--out benchmarks/results/kernels_cpu]
+    build/peers-jpc/bin/python benchmarks/bench_kernels.py   # adds JAX's jitted product and tanh (make peers)
 
 The step of `pcsim.il` (and of `simulate`'s torch Euler) on the MLP 784-300-300-10, batch 64, float32 calls
 per step two 64x300x300 GEMMs (a hidden linear error and its feedback), two tanh (the hidden activations
@@ -24,6 +25,9 @@ from pathlib import Path
 
 import torch
 
+# XLA on one thread, as in bench_peers.py; set before jax can be imported
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                           "intra_op_parallelism_threads=1").strip()
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -44,7 +48,7 @@ def kernels() -> dict:
             "tanh_backward (1 - y^2) g": lambda: torch.ops.aten.tanh_backward(d, x),
             "addmm 64x300x300 (error)": lambda: torch.addmm(d, x, w.t(), alpha=-1, out=out),
             "addmm_ 64x300x300 (feedback)": lambda: out.addmm_(x, w),
-            **_onednn(x, w)}
+            **_onednn(x, w), **_jax(x, w)}
 
 
 def _onednn(x: torch.Tensor, w: torch.Tensor) -> dict:
@@ -59,6 +63,20 @@ def _onednn(x: torch.Tensor, w: torch.Tensor) -> dict:
     return {"oneDNN linear 64x300x300, packed weight": lambda: linear(x, packed, None, "none", [], ""),
             "mm 256x1000x1000 (MKL)": lambda: torch.mm(big_x, big_w.t()),
             "oneDNN linear 256x1000x1000, packed weight": lambda: linear(big_x, big_packed, None, "none", [], "")}
+
+
+def _jax(x: torch.Tensor, w: torch.Tensor) -> dict:
+    """The product and tanh jitted by JAX (XLA, one thread), where jax is installed (the JPC venv of `make peers`):
+    what the peers' steps are made of, timed in the same repetitions."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+    xj, wj = jnp.asarray(x.numpy()), jnp.asarray(w.numpy())
+    product, tanh = jax.jit(lambda a, b: a @ b.T), jax.jit(jnp.tanh)
+    return {"JAX jit product 64x300x300": lambda: product(xj, wj).block_until_ready(),
+            "JAX jit tanh": lambda: tanh(xj).block_until_ready()}
 
 
 def accuracy() -> dict:
