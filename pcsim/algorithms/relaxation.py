@@ -32,6 +32,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.errors import DivergenceError
 from pcsim.numerics import nan_or_inf, nonfinite
 from pcsim.ops.il_ops import Linear, Op, local_op
+from pcsim.ops.products import Packed, packs
 
 
 class Feedback:
@@ -83,6 +84,9 @@ class Relaxation:
             op.at(problem.parent_values(n, self.x), mu=self.base[n])  # the forward pass already computed mu
             self.ops[n] = op
         self.weights = {op.weight_name: op.weight for op in self.ops.values() if isinstance(op, Linear)}
+        # id(W) -> W packed for oneDNN, where torch's GEMM is the slow one (`pcsim.ops.products`)
+        self.packed = {id(op.weight): Packed(op.weight, self.base[n].shape[0]) for n, op in self.ops.items()
+                       if isinstance(op, Linear) and self.base[n].dim() == 2 and packs(op.weight)}
         self.incremental = {n for n, op in self.ops.items()
                             if not self.fixed and isinstance(op, Linear) and op.wanted[0]
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
@@ -150,7 +154,13 @@ class Relaxation:
                 elif e is not None:
                     d = e * -gamma
                 for cot, w in products:
-                    d = torch.mm(cot, w).mul_(gamma) if d is None else d.addmm_(cot, w, alpha=gamma)
+                    p = self.packed.get(id(w))
+                    if d is None:
+                        d = (torch.mm(cot, w) if p is None else p.times(cot)).mul_(gamma)
+                    elif p is None:
+                        d.addmm_(cot, w, alpha=gamma)
+                    else:
+                        d.add_(p.times(cot), alpha=gamma)
                 self.disp[n] = d
             else:
                 if e is d and dense is not None:  # at the feed-forward prediction: d + gamma (dense - d)
@@ -163,7 +173,11 @@ class Relaxation:
                     if e is not None:
                         d.sub_(e, alpha=gamma)
                 for cot, w in products:
-                    d.addmm_(cot, w, alpha=gamma)
+                    p = self.packed.get(id(w))
+                    if p is None:
+                        d.addmm_(cot, w, alpha=gamma)
+                    else:
+                        d.add_(p.times(cot), alpha=gamma)
             moved.append(n)
         for n in moved:
             if n in self.needs_x:
@@ -197,6 +211,7 @@ class Relaxation:
         `errors()`, the first layer included, and no linear error is an increment on its feed-forward
         prediction any more (that prediction was made with the old weights)."""
         self.incremental = set()
+        self.packed = {}  # copies of the old weights
         self.needs_x = {n for n in self.hidden if self.children[n]}
         for n in list(self._x_behind):  # children that read increments now read values
             self._update_x(n)
@@ -271,6 +286,9 @@ def vertex_error(r: Relaxation, n: str, disp, base, mu, weights, cached, stale, 
         out = buffer(n, "eps")
         if out is None:  # traced: a product and a difference, which inductor fuses into the next loop
             return (disp[n] - dp @ w.t() if n in disp else -(dp @ w.t())), mu
+        p = r.packed.get(id(w))
+        if p is not None:
+            return (torch.sub(disp[n], p.times_t(dp), out=out) if n in disp else torch.neg(p.times_t(dp), out=out)), mu
         if n in disp:
             return torch.addmm(disp[n], dp, w.t(), alpha=-1, out=out), mu
         return torch.mm(dp, w.t(), out=out).neg_(), mu

@@ -1,0 +1,49 @@
+"""Products with a weight matrix, `a @ W` and `a @ W^T`, through oneDNN where torch's own GEMM is slow.
+
+torch's CPU float32 GEMM is MKL's, and MKL picks its code path by CPU vendor: on AMD EPYC its 64x300x300
+product takes about twice as long as oneDNN's with a packed weight (`benchmarks/bench_kernels.py`,
+`benchmarks/results/kernels_cpu.md`). IL's loop makes two such products per linear vertex and step, so
+there it packs each weight once per run. On Intel CPUs, in float64 and on GPUs torch's product is kept.
+The choice depends on the machine alone, never on a timing, so one machine rounds a run the same way
+every time.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def _intel_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+    except OSError:  # not Linux: keep torch's product
+        return True
+
+
+def packs(weight: torch.Tensor) -> bool:
+    """Whether products with `weight` go through oneDNN: float32 on a CPU that is not Intel's, oneDNN built in."""
+    return (weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.dim() == 2
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and not _intel_cpu())
+
+
+class Packed:
+    """W packed for oneDNN both ways (`batch`: the rows expected of `a`, a hint): fresh `a @ W^T` and `a @ W`.
+    A copy of W: pack again, or drop it, once W changes."""
+
+    __slots__ = ("_times", "_times_t")
+
+    def __init__(self, weight: torch.Tensor, batch: int):
+        reorder = torch.ops.mkldnn._reorder_linear_weight
+        self._times_t = reorder(weight.contiguous(), batch)  # a linear layer's weight: a @ W^T
+        self._times = reorder(weight.t().contiguous(), batch)
+
+    def times_t(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(a, self._times_t, None, "none", [], "")
+
+    def times(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(a, self._times, None, "none", [], "")
