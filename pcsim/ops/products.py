@@ -3,7 +3,8 @@
 torch's CPU float32 GEMM is MKL's, and MKL picks its code path by CPU vendor: on AMD EPYC its 64x300x300
 product takes about twice as long as oneDNN's with a packed weight (`benchmarks/bench_kernels.py`,
 `benchmarks/results/kernels_cpu.md`). IL's loop makes two such products per linear vertex and step, so
-there it packs each weight once per run. On Intel CPUs, in float64 and on GPUs torch's product is kept.
+there it packs each weight once per run, on AMD CPUs. On other CPUs, in float64 and on GPUs torch's product
+is kept.
 The choice depends on the machine alone, never on a timing, so one machine rounds a run the same way
 every time.
 """
@@ -16,19 +17,21 @@ import torch
 
 
 @functools.cache
-def _intel_cpu() -> bool:
+def _cpu_vendor() -> str:
+    """The x86 vendor string of /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"), "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
-    except OSError:  # not Linux: keep torch's product
-        return True
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
 
 
 def packs(weight: torch.Tensor) -> bool:
-    """Whether products with `weight` go through oneDNN: float32 on a CPU that is not Intel's, oneDNN built in."""
+    """Whether products with `weight` go through oneDNN: a float32 matrix on an AMD CPU, where torch's GEMM is
+    MKL's (other CPUs, and torch builds without MKL, keep torch's product)."""
     return (weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.dim() == 2
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-            and not _intel_cpu())
+            and _cpu_vendor() == "AuthenticAMD" and torch.backends.mkl.is_available()
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 class Packed:

@@ -2,7 +2,7 @@
 
 The oracles: torch's `@` for the products, and the same rule run in float64 for IL and iPC, whose float32
 runs must stay as close to it with packed weights as with torch's product. The CPU vendor is set by hand,
-so the packed path runs on every machine whose torch has oneDNN.
+so the packed path runs on every machine whose torch has MKL and oneDNN.
 """
 
 import pytest
@@ -15,15 +15,15 @@ from pcsim.ops import products
 from tests.graph.helpers import seeded
 
 pytestmark = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")),
-    reason="this torch is built without oneDNN")
+    not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()
+         and hasattr(torch.ops.mkldnn, "_linear_pointwise")), reason="this torch is built without MKL or oneDNN")
 F32 = torch.float32
 
 
 @pytest.fixture
 def intel(monkeypatch):
-    """intel(flag): the machine's CPU vendor as `packs` sees it."""
-    return lambda flag: monkeypatch.setattr(products, "_intel_cpu", lambda: flag)
+    """intel(flag): the machine's CPU an Intel one (True) or an AMD one (False), as `packs` sees it."""
+    return lambda flag: monkeypatch.setattr(products, "_cpu_vendor", lambda: "GenuineIntel" if flag else "AuthenticAMD")
 
 
 def test_packed_products_equal_torch_products_to_float32_rounding():
@@ -34,12 +34,14 @@ def test_packed_products_equal_torch_products_to_float32_rounding():
     assert relative_difference(packed.times(b), b @ w) <= tolerance(F32)
 
 
-def test_only_float32_cpu_matrices_pack_and_only_off_intel_cpus(intel):
+def test_only_float32_cpu_matrices_pack_and_only_on_amd_cpus(intel, monkeypatch):
     intel(False)
     assert products.packs(torch.zeros(3, 4, dtype=F32))
     assert not products.packs(torch.zeros(3, 4, dtype=torch.float64))  # oneDNN's linear is float32 here
     assert not products.packs(torch.zeros(4, dtype=F32))
-    intel(True)  # MKL takes its fast path on Intel's CPUs: torch's product stays
+    intel(True)  # MKL takes its fast path on Intel CPUs: torch's product stays
+    assert not products.packs(torch.zeros(3, 4, dtype=F32))
+    monkeypatch.setattr(products, "_cpu_vendor", lambda: "")  # no x86 vendor (ARM, macOS): no MKL to avoid
     assert not products.packs(torch.zeros(3, 4, dtype=F32))
 
 
