@@ -35,18 +35,21 @@ def packs(weight: torch.Tensor) -> bool:
 
 
 class Packed:
-    """W packed for oneDNN both ways (`batch`: the rows expected of `a`, a hint): fresh `a @ W^T` and `a @ W`.
-    A copy of W: pack again, or drop it, once W changes."""
+    """W packed for oneDNN, each way on its first use (`batch`: the rows expected of `a`, a hint): fresh
+    `a @ W^T` and `a @ W`. A copy of W: drop it once W changes."""
 
-    __slots__ = ("_times", "_times_t")
+    __slots__ = ("_weight", "_batch", "_times", "_times_t")
 
     def __init__(self, weight: torch.Tensor, batch: int):
-        reorder = torch.ops.mkldnn._reorder_linear_weight
-        self._times_t = reorder(weight.contiguous(), batch)  # a linear layer's weight: a @ W^T
-        self._times = reorder(weight.t().contiguous(), batch)
+        self._weight, self._batch = weight, batch
+        self._times = self._times_t = None
 
     def times_t(self, a: torch.Tensor) -> torch.Tensor:
+        if self._times_t is None:  # a linear layer's weight: a @ W^T
+            self._times_t = torch.ops.mkldnn._reorder_linear_weight(self._weight.contiguous(), self._batch)
         return torch.ops.mkldnn._linear_pointwise(a, self._times_t, None, "none", [], "")
 
     def times(self, a: torch.Tensor) -> torch.Tensor:
+        if self._times is None:
+            self._times = torch.ops.mkldnn._reorder_linear_weight(self._weight.t().contiguous(), self._batch)
         return torch.ops.mkldnn._linear_pointwise(a, self._times, None, "none", [], "")
