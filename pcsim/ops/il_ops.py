@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from pcsim.graph.ir import ParamArg, ParentArg, Vertex
 from pcsim.ops.local import Autograd, Params, call
+from pcsim.ops.products import gram
 from pcsim.ops.table import entry, op_name
 
 
@@ -115,7 +116,7 @@ class Linear(Op):
     def hebbian(self, cot):
         x = self.parents[0]
         cot2 = cot.reshape(-1, cot.shape[-1])
-        out = {self.weight_name: cot2.t().mm(x.reshape(-1, x.shape[-1]))}
+        out = {self.weight_name: gram(cot2, x.reshape(-1, x.shape[-1]))}
         if self.bias_name is not None:
             out[self.bias_name] = cot2.sum(0)
         return out

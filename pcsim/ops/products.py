@@ -53,3 +53,11 @@ class Packed:
         if self._times is None:
             self._times = torch.ops.mkldnn._reorder_linear_weight(self._weight.t().contiguous(), self._batch)
         return torch.ops.mkldnn._linear_pointwise(a, self._times, None, "none", [], "")
+
+
+def gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a^T b for matrices with the same rows (a Hebbian term: outer products summed over the batch), through
+    oneDNN where `packs` says so."""
+    if not packs(a):
+        return a.t().mm(b)
+    return torch.ops.mkldnn._linear_pointwise(a.t().contiguous(), b.t().contiguous(), None, "none", [], "")

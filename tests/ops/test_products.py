@@ -34,6 +34,14 @@ def test_packed_products_equal_torch_products_to_float32_rounding():
     assert relative_difference(packed.times(b), b @ w) <= tolerance(F32)
 
 
+@pytest.mark.parametrize("amd", [True, False])
+def test_gram_is_the_batch_summed_outer_product(amd, intel):
+    intel(not amd)
+    with seeded(0):
+        a, b = torch.randn(6, 4, dtype=F32), torch.randn(6, 3, dtype=F32)
+    assert relative_difference(products.gram(a, b), sum(torch.outer(a[i], b[i]) for i in range(6))) <= tolerance(F32)
+
+
 def test_only_float32_cpu_matrices_pack_and_only_on_amd_cpus(intel, monkeypatch):
     intel(False)
     assert products.packs(torch.zeros(3, 4, dtype=F32))
