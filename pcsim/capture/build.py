@@ -38,7 +38,7 @@ from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, Parent
 from pcsim.graph.level import fresh_name
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
-from pcsim.ops.table import OPS, entry, identity, op_name
+from pcsim.ops.table import OPS, draws_random, entry, identity, op_name
 
 aten = torch.ops.aten
 
@@ -234,6 +234,11 @@ class Builder:
         if rewrite is not None and self._rewritten(n, rewrite, value):
             return
         spec = entry(n.target)
+        if draws_random(n.target, n.args, n.kwargs):
+            raise UnsupportedOpError(where(n, "draws random numbers. pcsim evaluates the forward pass many times "
+                                              "from one captured program, so it can neither keep one draw nor "
+                                              "redraw as the module does: run the module in eval mode (dropout "
+                                              "runs as the identity), or pass the noise in as an input"))
         if spec.passthrough and unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return
