@@ -57,6 +57,15 @@ class _Folded:
         self.node = node
 
 
+def _value_sized(n: fx.Node, select: int | None) -> bool:
+    """Whether export gave the call's result a size it could only learn from tensor values (an unbacked
+    symbol: a boolean selection, `nonzero`)."""
+    val = n.meta.get("val")
+    if select is not None and isinstance(val, tuple | list):
+        val = val[select]
+    return isinstance(val, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in val.shape)
+
+
 class _ValueInterpreter(fx.Interpreter):
     """Runs the program once on the real inputs, parameters and buffers, keeping every node's value."""
 
@@ -313,6 +322,13 @@ class Builder:
         if is_latent and not value.dtype.is_floating_point:  # a tuple item: cannot be recomputed by its readers
             raise UnsupportedOpError(where(origin, f"computes a {value.dtype} tensor from populations or "
                                                    "parameters, and a PC population must be floating point"))
+        if is_latent and _value_sized(origin, select) and any(isinstance(self.kind.get(a), _Folded)
+                                                              for a in origin.all_input_nodes):
+            raise UnsupportedOpError(where(origin, "has a size that depends on the values of a population (a mask or "
+                                                   "indices computed from it): inference moves those values, and "
+                                                   "the graph has one shape per vertex. Compute the mask from the "
+                                                   "inputs, or keep the size fixed (torch.where instead of a "
+                                                   "boolean selection)"))
         name = self.namer.name(origin, select)
         if fn is identity:
             args, kwargs = args[:1], {}

@@ -184,6 +184,18 @@ def test_an_eval_mode_rrelu_is_no_random_draw():
         pcsim.trace(net.train(), _x(2, 3))
 
 
+@pytest.mark.parametrize("body", [lambda s, x: torch.tanh(s.b(torch.tanh(s.a(x)))[s.b(torch.tanh(s.a(x))) > 0]),
+                                  lambda s, x: s.a(x).nonzero().to(x.dtype).sum() + s.a(x).sum()],
+                         ids=["boolean-selection", "nonzero"])
+def test_a_size_that_depends_on_a_populations_values_is_refused(body):
+    """`h[h > 0]` gave a vertex whose size follows h's values, which inference moves: Z-IL stopped in autograd
+    ('Mismatch in shape') even on the traced input, and IL and the ODEs wherever a sign flipped. Refused at
+    the op's line; a mask computed from the inputs alone still traces (`test_problem`)."""
+    net = _net(body, a=nn.Linear(3, 4), b=nn.Linear(4, 4))
+    with pytest.raises(pcsim.UnsupportedOpError, match=r"at \w+\.py:\d+: has a size that depends on the values"):
+        pcsim.trace(net, _x(2, 3))
+
+
 def test_trace_leaves_the_module_and_its_buffers_unchanged():
     with seeded(0):
         net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
