@@ -91,8 +91,12 @@ class Problem:
                                  f"{tuple(v.shape)} (trace again for another shape)")
             if x.dtype != v.dtype:
                 kind = "integer" if not x.is_floating_point() else "floating"
+                same_kind = x.is_floating_point() == v.dtype.is_floating_point
+                fix = (f"convert the input, or trace the module in {x.dtype}" if same_kind
+                       else f"convert the input to {v.dtype}" if v.dtype.is_floating_point
+                       else "this input takes integer values, such as token ids")
                 raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
-                                 f"{v.dtype} (convert the input, or trace the module in {x.dtype})")
+                                 f"{v.dtype} ({fix})")
             values[name] = x.detach()
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         missing = [n for v in graph.vertices for n in v.params if n not in params]

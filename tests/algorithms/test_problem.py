@@ -54,8 +54,9 @@ def test_an_infinite_input_is_data_not_an_error(mlp):
 
 def test_integer_input_where_floats_were_traced(mlp):
     _, (x,), y, g = mlp
-    with pytest.raises(pcsim.InputError, match="input 'x' has integer dtype torch.int64"):
-        pcsim.zil(g, (x.long(),), y)
+    with pytest.raises(pcsim.InputError, match=r"input 'x' has integer dtype torch.int64; the graph was traced with "
+                                               r"torch.float64 \(convert the input to torch.float64\)$"):
+        pcsim.zil(g, (x.long(),), y)  # it said 'or trace the module in torch.int64', which no float module can be
 
 
 def test_float32_input_on_a_float64_graph(mlp):
