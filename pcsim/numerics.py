@@ -67,3 +67,10 @@ def nonfinite(tensors: Mapping[Hashable, torch.Tensor]) -> list:
 def nan_or_inf(t: torch.Tensor) -> str:
     """What a non-finite tensor holds, for a message: 'NaN' if any, else 'inf'."""
     return "NaN" if bool(torch.isnan(t).any()) else "inf"
+
+
+def to_numpy(t: torch.Tensor):
+    """A detached CPU NumPy copy-or-view of `t`. NumPy has no bfloat16: such a tensor comes back as float32,
+    which holds every bfloat16 value exactly."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()

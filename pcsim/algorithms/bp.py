@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import Problem, traced_shape
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import call
 
@@ -20,7 +20,7 @@ def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, to
         values = dict(problem.clamped)
         for name in graph.latent:
             v = graph[name]
-            values[name] = call(v, [values[p] for p in v.parents], params, graph.constants)
+            values[name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
         total = problem.loss_value(values)
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
     return problem.complete({n: g for n, g in zip(leaves, grads, strict=True) if g is not None})

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from pcsim.algorithms.compiled import compile_function, flatten, layout_key, unflatten
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import Problem, traced_shape
 from pcsim.graph.ir import Graph, Vertex
 from pcsim.ops.local import call
 
@@ -82,7 +82,7 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) ->
             elif name in plan.tuple_calls:
                 out = _selected(v, plan.tuple_calls[name], plan.tuple_users, calls, parents, params, constants)
             else:
-                out = call(v, parents, params, constants)
+                out = traced_shape(v, call(v, parents, params, constants))
             if name in outputs:  # a sink (Graph.validate): its error is its loss's alone
                 if out.requires_grad:
                     roots.append(out)

@@ -91,8 +91,12 @@ class Problem:
                                  f"{tuple(v.shape)} (trace again for another shape)")
             if x.dtype != v.dtype:
                 kind = "integer" if not x.is_floating_point() else "floating"
+                same_kind = x.is_floating_point() == v.dtype.is_floating_point
+                fix = (f"convert the input, or trace the module in {x.dtype}" if same_kind
+                       else f"convert the input to {v.dtype}" if v.dtype.is_floating_point
+                       else "this input takes integer values, such as token ids")
                 raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
-                                 f"{v.dtype} (convert the input, or trace the module in {x.dtype})")
+                                 f"{v.dtype} ({fix})")
             values[name] = x.detach()
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         missing = [n for v in graph.vertices for n in v.params if n not in params]
@@ -100,7 +104,7 @@ class Problem:
             raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
         for v in graph.vertices:  # clamped non-input vertices: computed once from the data
             if v.name in graph.clamped and not v.is_input:
-                values[v.name] = call(v, [values[p] for p in v.parents], params, graph.constants)
+                values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
 
         targets = () if target is NO_TARGET else as_tuple(target, "target")
         if not targets and target is not NO_TARGET:
@@ -143,7 +147,8 @@ class Problem:
         taken = {_storage(t) for t in (*self.params.values(), *self.graph.constants.values(), *self.clamped.values())}
         for name in self.graph.latent:
             v = self.graph[name]
-            x[name] = _fresh(call(v, self.parent_values(name, x), self.params, self.graph.constants), taken)
+            x[name] = _fresh(traced_shape(v, call(v, self.parent_values(name, x), self.params, self.graph.constants)),
+                             taken)
             taken.add(_storage(x[name]))
         return x
 
@@ -190,6 +195,16 @@ class Problem:
         """`grads` for every parameter of the module, in its order, zero where no term arrived."""
         return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))
                 for n, p in self.graph.params.items()}
+
+
+def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
+    """`value`, checked to have the shape `v` was traced with: an op whose size depends on the inputs' values
+    (a boolean mask's selection, `nonzero`) gives another size on other inputs, where the graph does not hold."""
+    if tuple(value.shape) != tuple(v.shape):
+        raise InputError(f"{v.describe()} has shape {tuple(value.shape)} on these inputs: its size depends on "
+                         "the inputs' values, and the graph holds only where it is the traced one (trace again "
+                         "on these inputs)")
+    return value
 
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from pcsim.algorithms.displacement import Values, advance_displacements, linear_form, vertex_delta
-from pcsim.algorithms.problem import Problem, aligned
+from pcsim.algorithms.problem import Problem, aligned, traced_shape
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
 from pcsim.graph.ir import Graph
@@ -86,7 +86,7 @@ def feedforward(problem: Problem) -> tuple[dict[str, torch.Tensor], dict[str, Au
         parents = [base[p] if p in base else problem.clamped[p] for p in v.parents]
         track = [p in base and x.is_floating_point() for p, x in zip(v.parents, parents, strict=True)]
         cached[name] = linearise(v, parents, problem.params, g.constants, track, wrt_params=True)
-        base[name] = aligned(cached[name].mu)
+        base[name] = aligned(traced_shape(v, cached[name].mu))
     return base, cached
 
 

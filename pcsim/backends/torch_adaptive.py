@@ -117,8 +117,7 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
         ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
         if not ok:
             raise SimulationError(f"torch {method} failed between t = {a:.6g} and {b:.6g} "
-                                  f"({torchode.Status(int(status[0])).name}): the system may have blown up; "
-                                  "try larger time constants")
+                                  f"({torchode.Status(int(status[0])).name}): {_why_failed(y.dtype, control)}")
         if accepted:
             t_next = t + dt
             now = float(t_next[0])
@@ -139,3 +138,16 @@ for _cls in (Dopri5, Tsit5):
     SOLVERS.register("torch", _cls.method,
                      lambda *, dt=None, rtol=1e-8, atol=1e-10, compile=False, _cls=_cls:
                      _cls(rtol=rtol, atol=atol, max_step=dt, compile=compile))
+
+
+def _why_failed(dtype: torch.dtype, control) -> str:
+    """The likely cause of a failed adaptive solve. torchode scales each step's error by atol + rtol |y| in the
+    data's dtype: in float16 (largest 65504) an atol finer than about 1e-4 overflows that norm from the
+    very first step, where the displacements are zero, which is no blow-up."""
+    finfo = torch.finfo(dtype)
+    if float(control.atol) * finfo.max < 10:  # an error of 0.1 over atol overflows
+        return (f"the step's error norm, error / (atol + rtol |y|), overflows {str(dtype).replace('torch.', '')} "
+                f"(largest {finfo.max:g}) at atol {float(control.atol):g}: pass atol >= {10 / finfo.max:.0e}, "
+                "or simulate the module in float32")
+    return "the system may have blown up; try larger time constants"
+

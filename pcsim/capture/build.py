@@ -38,7 +38,7 @@ from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, Parent
 from pcsim.graph.level import fresh_name
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
-from pcsim.ops.table import OPS, entry, identity, op_name
+from pcsim.ops.table import OPS, draws_random, entry, identity, op_name
 
 aten = torch.ops.aten
 
@@ -55,6 +55,15 @@ class _Folded:
 
     def __init__(self, node: fx.Node):
         self.node = node
+
+
+def _value_sized(n: fx.Node, select: int | None) -> bool:
+    """Whether export gave the call's result a size it could only learn from tensor values (an unbacked
+    symbol: a boolean selection, `nonzero`)."""
+    val = n.meta.get("val")
+    if select is not None and isinstance(val, tuple | list):
+        val = val[select]
+    return isinstance(val, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in val.shape)
 
 
 class _ValueInterpreter(fx.Interpreter):
@@ -234,6 +243,11 @@ class Builder:
         if rewrite is not None and self._rewritten(n, rewrite, value):
             return
         spec = entry(n.target)
+        if draws_random(n.target, n.args, n.kwargs):
+            raise UnsupportedOpError(where(n, "draws random numbers. pcsim evaluates the forward pass many times "
+                                              "from one captured program, so it can neither keep one draw nor "
+                                              "redraw as the module does: run the module in eval mode (dropout "
+                                              "runs as the identity), or pass the noise in as an input"))
         if spec.passthrough and unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return
@@ -308,6 +322,13 @@ class Builder:
         if is_latent and not value.dtype.is_floating_point:  # a tuple item: cannot be recomputed by its readers
             raise UnsupportedOpError(where(origin, f"computes a {value.dtype} tensor from populations or "
                                                    "parameters, and a PC population must be floating point"))
+        if is_latent and _value_sized(origin, select) and any(isinstance(self.kind.get(a), _Folded)
+                                                              for a in origin.all_input_nodes):
+            raise UnsupportedOpError(where(origin, "has a size that depends on the values of a population (a mask or "
+                                                   "indices computed from it): inference moves those values, and "
+                                                   "the graph has one shape per vertex. Compute the mask from the "
+                                                   "inputs, or keep the size fixed (torch.where instead of a "
+                                                   "boolean selection)"))
         name = self.namer.name(origin, select)
         if fn is identity:
             args, kwargs = args[:1], {}

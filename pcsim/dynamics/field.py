@@ -24,6 +24,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.dynamics.protocol import Gate, Off
 from pcsim.dynamics.solver import check_positive
+from pcsim.numerics import to_numpy
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
 
@@ -114,7 +115,7 @@ class VectorField:
         return {k: torch.zeros(self.shapes[k], dtype=self.dtype, device=self.device) for k in self.layout}
 
     def pack(self, state: State) -> np.ndarray:
-        return np.concatenate([state[k].detach().reshape(-1).cpu().numpy() for k in self.layout])
+        return np.concatenate([to_numpy(state[k].reshape(-1)) for k in self.layout])
 
     def unpack(self, vec: np.ndarray) -> State:
         return self.views(torch.as_tensor(np.ascontiguousarray(vec), dtype=self.dtype, device=self.device))

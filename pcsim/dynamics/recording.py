@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.errors import PcsimError
-from pcsim.numerics import nan_or_inf, nonfinite
+from pcsim.numerics import nan_or_inf, nonfinite, to_numpy
 
 
 class SimulationError(PcsimError):
@@ -23,6 +23,11 @@ class SimulationError(PcsimError):
 # Cheap (a few copies of the state, whatever the number of steps); every step is opt-in (every_step=True).
 SNAPSHOTS = 21
 WHAT = {"u": "value", "e": "error", "w": "plasticity"}
+
+
+def _numpy_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a recording keeps: NumPy has no bfloat16, so bfloat16 populations are kept as float32."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,10 @@ class Recorder:
         for n in self.populations:
             for kept, v in ((self.values, obs.values[n]), (self.errors, obs.errors[n])):
                 if self._rows is None:
-                    kept[n].append(v.detach().cpu().numpy().copy())
+                    kept[n].append(to_numpy(v).copy())
                 else:  # into a CPU tensor made at the first row, whose NumPy view the trajectory keeps
                     if kept[n] is None:
-                        kept[n] = torch.empty((self._rows, *v.shape), dtype=v.dtype)
+                        kept[n] = torch.empty((self._rows, *v.shape), dtype=_numpy_dtype(v.dtype))
                     kept[n][row].copy_(v.detach())
             self.energy[n].append(obs.energy[n])
 
@@ -164,5 +169,5 @@ class Recorder:
             return {n: np.stack(v) if v else np.zeros((0,)) for n, v in d.items()}
         return Trajectory(t=np.array(self.t), values=stack(self.values), errors=stack(self.errors),
                           energy={n: np.array(v) for n, v in self.energy.items()},
-                          updates={n: u.detach().cpu().numpy() for n, u in self.field.updates(final).items()},
+                          updates={n: to_numpy(u) for n, u in self.field.updates(final).items()},
                           meta=meta)

@@ -153,6 +153,29 @@ FUSED_OPS: dict[type[nn.Module], tuple] = {
 RECURRENT_LAYERS: tuple[type[nn.Module], ...] = tuple(FUSED_OPS)
 
 
+# Ops that draw random numbers. pcsim runs the forward pass many times (each vertex's prediction at every step)
+# and captures one program, so a draw is either frozen at the trace or drawn anew at every evaluation: neither
+# is the module autograd runs. Dropout is the exception: it runs as the identity (its entries above).
+RANDOM_OPS = frozenset({
+    "bernoulli", "cauchy", "exponential", "geometric", "log_normal", "multinomial", "normal", "poisson", "rand",
+    "rand_like", "randint", "randint_like", "randn", "randn_like", "randperm", "uniform", "_standard_gamma",
+    "rrelu_with_noise", "rrelu_with_noise_functional", "alpha_dropout", "feature_alpha_dropout",
+    "feature_dropout", "_fused_dropout"})
+
+
+def draws_random(fn: Any, args: tuple = (), kwargs: dict | None = None) -> bool:
+    """Whether a call samples random numbers (`RANDOM_OPS`, in-place forms included): not where its `training`
+    or `train` argument is False (an eval-mode RReLU is a leaky ReLU)."""
+    if op_name(fn).rstrip("_") not in RANDOM_OPS:
+        return False
+    schema = getattr(fn, "_schema", None)
+    for i, a in enumerate(schema.arguments if schema is not None else ()):
+        if a.name in ("training", "train"):
+            given = (kwargs or {}).get(a.name, args[i] if i < len(args) else a.default_value)
+            return given is not False
+    return True
+
+
 def op_name(fn: Any) -> str:
     """The table's key for a call: the ATen op's name (`aten.add.Tensor` -> 'add'), or the callable's name."""
     schema = getattr(fn, "_schema", None)

@@ -54,8 +54,9 @@ def test_an_infinite_input_is_data_not_an_error(mlp):
 
 def test_integer_input_where_floats_were_traced(mlp):
     _, (x,), y, g = mlp
-    with pytest.raises(pcsim.InputError, match="input 'x' has integer dtype torch.int64"):
-        pcsim.zil(g, (x.long(),), y)
+    with pytest.raises(pcsim.InputError, match=r"input 'x' has integer dtype torch.int64; the graph was traced with "
+                                               r"torch.float64 \(convert the input to torch.float64\)$"):
+        pcsim.zil(g, (x.long(),), y)  # it said 'or trace the module in torch.int64', which no float module can be
 
 
 def test_float32_input_on_a_float64_graph(mlp):
@@ -195,3 +196,32 @@ def test_check_reports_bad_targets_and_parameterless_modules_clearly():
         pcsim.check(module, inputs, target, loss="mse")
     with pytest.raises(pcsim.InputError, match="no parameters"):
         pcsim.check(nn.Tanh(), (torch.randn(4, 3),), torch.randn(4, 3))
+
+
+class _InputMasked(nn.Module):
+    """A selection by a mask computed from the input: its size depends on the input's values."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x)[x[:, :3] > 0])
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_an_input_whose_values_change_a_traced_size_is_refused_naming_the_vertex(rule):
+    """The graph holds only where a value-dependent size is the traced one. Another input of the same shape
+    with another number of positives used to stop in autograd ('Mismatch in shape: grad_output[0]') or the
+    loss; bp ran on. On the traced input the updates are autograd's."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = _InputMasked().double()
+    x = torch.tensor([[1.0, -1.0, 2.0, 0.5], [-1.0, -2.0, 3.0, 0.1]], dtype=torch.float64)  # 3 positives
+    y = torch.randn(3, generator=gen, dtype=torch.float64)
+    assert pcsim.check(module, (x,), y).passed
+    other = torch.tensor([[1.0, 1.0, 2.0, 0.5], [-1.0, -2.0, 3.0, 0.1]], dtype=torch.float64)  # 4 positives
+    g = pcsim.trace(module, x)
+    with pytest.raises(pcsim.InputError, match=r"vertex '\w+' \(op index, shape \(3,\)\) has shape \(4,\) on these"):
+        rule(g, (other,), y)

@@ -109,3 +109,21 @@ def test_float32_snapshots_inside_steps_follow_scipy_dop853():
         np.testing.assert_allclose(got.t, ref.t, rtol=0, atol=1e-12)
         for name in graph.latent:
             np.testing.assert_allclose(got.values[name], ref.values[name], rtol=0, atol=50 * 1e-5, err_msg=name)
+
+
+def test_a_float16_tolerance_overflow_is_named_and_a_coarser_atol_follows_scipy():
+    """In float16 torchode's error norm, error / (atol + rtol |y|), overflows at the default atol from the
+    first step (the displacements start at zero): this was reported as a blow-up ('try larger time
+    constants'). It now names the overflow and the atol to use; at that atol the run follows DOP853 on the
+    float64 copy of the same network to float16's resolution."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).half()
+    x, y = torch.randn(2, 4).half(), torch.randn(2, 3).half()
+    kw = dict(t_end=1.0, tau_x=0.5, record={"times": [1.0]})
+    with pytest.raises(pcsim.SimulationError, match=r"overflows float16 .* pass atol >= 2e-04"):
+        pcsim.simulate(pcsim.trace(model, x), (x,), y, solver=pcsim.Tsit5(), **kw)
+    got = pcsim.simulate(pcsim.trace(model, x), (x,), y, solver=pcsim.Tsit5(rtol=1e-3, atol=1e-3), **kw)
+    ref = pcsim.simulate(pcsim.trace(model.double(), x.double()), (x.double(),), y.double(),
+                         solver=pcsim.Scipy("DOP853", rtol=1e-12, atol=1e-14), **kw)
+    for n in ref.values:
+        np.testing.assert_allclose(got.values[n][-1].astype(np.float64), ref.values[n][-1], rtol=0, atol=2e-2)

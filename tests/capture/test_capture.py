@@ -160,6 +160,42 @@ def test_dropout_in_training_mode_runs_as_the_identity_like_the_oracle():
     _exact(net, (_x(2, 3),), _x(2, 2, seed=1))
 
 
+NOISE = {"randn_like": lambda h: torch.randn_like(h), "rand": lambda h: torch.rand(h.shape[-1], dtype=h.dtype),
+         "bernoulli": lambda h: torch.bernoulli(torch.full_like(h, 0.5))}
+
+
+@pytest.mark.parametrize("noise", NOISE.values(), ids=NOISE.keys())
+def test_a_random_draw_in_the_forward_pass_is_refused_at_the_users_line(noise):
+    """A draw from a population's shape used to become a vertex redrawn at every evaluation, and one from
+    nothing a constant frozen at the trace: pcsim's 'exact' updates then matched no forward pass autograd
+    runs (check: 0.1 relative on `l(x) + 0.1 randn_like`). Refused, naming the op and the line."""
+    net = _net(lambda s, x: s.a(x) + 0.1 * noise(s.a(x)), a=nn.Linear(3, 4))
+    with pytest.raises(pcsim.UnsupportedOpError, match=r"^op (randn_like|rand|bernoulli) .* at \w+\.py:\d+: draws"):
+        pcsim.trace(net, _x(2, 3))
+
+
+def test_an_eval_mode_rrelu_is_no_random_draw():
+    """RReLU decomposes to `rrelu_with_noise`, which samples only in training: in eval mode it is a leaky ReLU,
+    traced and exact; in training it is refused as a draw."""
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(3, 4), nn.RReLU(), nn.Linear(4, 2)).to(DT)
+    _exact(net.eval(), (_x(2, 3),), _x(2, 2, seed=1))
+    with pytest.raises(pcsim.UnsupportedOpError, match="draws random numbers"):
+        pcsim.trace(net.train(), _x(2, 3))
+
+
+@pytest.mark.parametrize("body", [lambda s, x: torch.tanh(s.b(torch.tanh(s.a(x)))[s.b(torch.tanh(s.a(x))) > 0]),
+                                  lambda s, x: s.a(x).nonzero().to(x.dtype).sum() + s.a(x).sum()],
+                         ids=["boolean-selection", "nonzero"])
+def test_a_size_that_depends_on_a_populations_values_is_refused(body):
+    """`h[h > 0]` gave a vertex whose size follows h's values, which inference moves: Z-IL stopped in autograd
+    ('Mismatch in shape') even on the traced input, and IL and the ODEs wherever a sign flipped. Refused at
+    the op's line; a mask computed from the inputs alone still traces (`test_problem`)."""
+    net = _net(body, a=nn.Linear(3, 4), b=nn.Linear(4, 4))
+    with pytest.raises(pcsim.UnsupportedOpError, match=r"at \w+\.py:\d+: has a size that depends on the values"):
+        pcsim.trace(net, _x(2, 3))
+
+
 def test_trace_leaves_the_module_and_its_buffers_unchanged():
     with seeded(0):
         net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()

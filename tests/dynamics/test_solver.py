@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 import pcsim
 from pcsim.dynamics.recording import SNAPSHOTS
@@ -105,3 +107,21 @@ def test_lsoda_is_refused_before_it_allocates_a_dense_jacobian(net, monkeypatch)
     monkeypatch.setattr("pcsim.backends.scipy.physical_memory", lambda: 16 * n * n - 1)
     with pytest.raises(ValueError, match=rf"LSODA needs a dense {n:,} x {n:,} Jacobian .* use BDF or Radau"):
         pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA"), t_end=0.1)
+
+
+@pytest.mark.parametrize("solver", [pcsim.Euler(1.0), pcsim.SOLVERS.make("scipy", "euler", dt=1.0)],
+                         ids=["torch-euler", "scipy-euler"])
+def test_a_bfloat16_network_simulates_and_its_zil_updates_are_autograds(solver):
+    """NumPy has no bfloat16: the recording and scipy's flat state used to stop with numpy's TypeError. The
+    trajectory is kept as float32 (exact for bfloat16), and Euler at dt = tau_x under Z-IL's gates gives
+    autograd's gradients of the bfloat16 module, to bfloat16's tolerance."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(torch.bfloat16)
+    x, y = torch.randn(2, 4, dtype=torch.bfloat16), torch.randn(2, 3, dtype=torch.bfloat16)
+    tr = pcsim.simulate(pcsim.trace(model, x), (x,), y, solver=solver, t_end=4.0, tau_x=1.0, plasticity="zil")
+    assert tr.values["0"].dtype == np.float32 and np.isfinite(tr.values["0"]).all()
+    loss = 0.5 * ((model(x).float() - y.float()) ** 2).sum()
+    for name, p in model.named_parameters():
+        ref = torch.autograd.grad(loss, p, retain_graph=True)[0].float()
+        got = torch.as_tensor(tr.updates[name]).float()
+        assert float((got - ref).norm() / ref.norm()) < pcsim.tolerance(torch.bfloat16), name
