@@ -69,8 +69,12 @@ def nan_or_inf(t: torch.Tensor) -> str:
     return "NaN" if bool(torch.isnan(t).any()) else "inf"
 
 
+def numpy_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a tensor of `dtype` takes on its way to NumPy: NumPy has no bfloat16, so float32, which holds
+    every bfloat16 value exactly."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
 def to_numpy(t: torch.Tensor):
-    """A detached CPU NumPy copy-or-view of `t`. NumPy has no bfloat16: such a tensor comes back as float32,
-    which holds every bfloat16 value exactly."""
-    t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    """A detached CPU NumPy copy-or-view of `t`, in `numpy_dtype`."""
+    return t.detach().cpu().to(numpy_dtype(t.dtype)).numpy()

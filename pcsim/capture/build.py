@@ -32,6 +32,7 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer
+from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
@@ -85,50 +86,6 @@ def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
     line = user_line(n.meta.get("stack_trace"))
     text = f"op {op_name(n.target)} ('{n.name}')" + (f" at {line.short}" if line else "") + (f": {why}" if why else "")
     return text + (f"\n{line}" if line and frame else "")
-
-
-# -- what the graph leaves out or adds around the captured calls ------------------------------------
-def without_dropout(n: fx.Node) -> tuple:
-    """The node's arguments with a `dropout` probability set to 0 (a fused recurrent layer's): pcsim runs
-    dropout as the identity, as in eval mode, everywhere (the ops `dropout` and `native_dropout` are
-    replaced by the identity in the op table)."""
-    schema = getattr(n.target, "_schema", None)
-    names = [a.name for a in schema.arguments] if schema is not None else []
-    i = names.index("dropout") if "dropout" in names else len(n.args)
-    return n.args if i >= len(n.args) else (*n.args[:i], 0.0, *n.args[i + 1:])
-
-
-def unchanged(n: fx.Node, value: Any, values: dict) -> bool:
-    """Whether the call's result is its first argument's value, element for element and in memory layout."""
-    source = values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
-    return (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor) and value.shape == source.shape
-            and value.stride() == source.stride() and value.dtype == source.dtype and value.device == source.device)
-
-
-def reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
-    """The inputs and the vertices some output is computed from; the others (a forget gate at the first
-    step, whose product with the zero cell state was dropped) have no error and move nothing."""
-    needed = set(outputs)
-    for v in reversed(vertices):
-        if v.name in needed:
-            needed.update(v.parents)
-    return [v for v in vertices if v.name in needed or v.is_input]
-
-
-def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
-    """Outputs that also feed other vertices get an identity child that carries the loss."""
-    used = {p for v in vertices for p in v.parents}
-    names = {v.name for v in vertices}
-    result = []
-    for o in outputs:
-        if o in used:
-            sink = fresh_name(o + "__output", names)
-            src = next(v for v in vertices if v.name == o)
-            vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
-                                   args=(ParentArg(0),), source=f"loss carrier for output '{o}'"))
-            o = sink
-        result.append(o)
-    return result
 
 
 class Builder:

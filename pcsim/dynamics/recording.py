@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.errors import PcsimError
-from pcsim.numerics import nan_or_inf, nonfinite, to_numpy
+from pcsim.numerics import nan_or_inf, nonfinite, numpy_dtype, to_numpy
 
 
 class SimulationError(PcsimError):
@@ -23,11 +23,6 @@ class SimulationError(PcsimError):
 # Cheap (a few copies of the state, whatever the number of steps); every step is opt-in (every_step=True).
 SNAPSHOTS = 21
 WHAT = {"u": "value", "e": "error", "w": "plasticity"}
-
-
-def _numpy_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype a recording keeps: NumPy has no bfloat16, so bfloat16 populations are kept as float32."""
-    return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
 @dataclass(frozen=True)
@@ -158,7 +153,7 @@ class Recorder:
                     kept[n].append(to_numpy(v).copy())
                 else:  # into a CPU tensor made at the first row, whose NumPy view the trajectory keeps
                     if kept[n] is None:
-                        kept[n] = torch.empty((self._rows, *v.shape), dtype=_numpy_dtype(v.dtype))
+                        kept[n] = torch.empty((self._rows, *v.shape), dtype=numpy_dtype(v.dtype))
                     kept[n][row].copy_(v.detach())
             self.energy[n].append(obs.energy[n])
 
