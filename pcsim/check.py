@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
 from pcsim.algorithms.losses import get_loss
@@ -97,10 +98,24 @@ def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
     return tuple(leaves)
 
 
+class DropoutAsIdentity(TorchFunctionMode):
+    """Dropout as pcsim runs it, the identity, for a call that forces it (`F.dropout(x, p, training=True)`
+    runs even in eval mode): PC and its oracle must differentiate one deterministic function."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.dropout or func is torch.dropout:
+            return args[0]
+        if func is torch.native_dropout:
+            return args[0], torch.ones_like(args[0], dtype=torch.bool)
+        return func(*args, **(kwargs or {}))
+
+
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
-    """The oracle: autograd on the module itself, losses summed over outputs and batch."""
+    """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
+    identity, as in every pcsim rule)."""
     inputs, targets = as_tuple(inputs, "inputs"), as_tuple(target, "target")
-    out = module(*inputs)
+    with DropoutAsIdentity():
+        out = module(*inputs)
     outs = _flat_outputs(out)
     losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
     if len(targets) != len(outs):

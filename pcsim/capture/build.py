@@ -31,7 +31,7 @@ import torch.fx as fx
 from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
-from pcsim.capture.names import VertexNamer
+from pcsim.capture.names import VertexNamer, module_path
 from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
@@ -39,7 +39,7 @@ from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, Parent
 from pcsim.graph.level import fresh_name
 from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
-from pcsim.ops.table import OPS, draws_random, entry, identity, op_name
+from pcsim.ops.table import DROPOUTS, OPS, draws_random, entry, identity, op_name
 
 aten = torch.ops.aten
 
@@ -104,6 +104,7 @@ class Builder:
         self.probed: set = set()  # calls without a table entry whose derivative has been tried
         self.vertex_values: dict[str, torch.Tensor] = {}
         self.value_sizes: list[str] = []  # sizes taken from input values (data-dependent shapes), for a warning
+        self.dropouts: list[str] = []  # dropouts the module runs (train mode, or forced): identities here, a warning
 
     # -- running the program ---------------------------------------------------------------------
     def _placeholder_values(self) -> list[Any]:
@@ -148,6 +149,11 @@ class Builder:
         if self.value_sizes:
             warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
                           "as in the example (trace again otherwise)", stacklevel=3)
+        if self.dropouts:
+            more = f" (and {len(self.dropouts) - 1} more)" if len(self.dropouts) > 1 else ""
+            warnings.warn(f"{self.dropouts[0]}{more}: pcsim runs dropout as the identity, as in eval mode, so that "
+                          "its rules and autograd see one deterministic function (module.eval() or "
+                          "training=False silences this)", stacklevel=3)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params))
 
@@ -205,6 +211,9 @@ class Builder:
                                               "from one captured program, so it can neither keep one draw nor "
                                               "redraw as the module does: run the module in eval mode (dropout "
                                               "runs as the identity), or pass the noise in as an input"))
+        if op_name(n.target) in DROPOUTS and len(n.args) > 2 and n.args[1] and n.args[2]:  # (input, p, train)
+            inside = f" in module '{module_path(n)}'" if module_path(n) else ""
+            self.dropouts.append(where(n, f"p = {n.args[1]:g} in train mode{inside}", frame=False))
         if spec.passthrough and unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return

@@ -153,6 +153,8 @@ FUSED_OPS: dict[type[nn.Module], tuple] = {
 RECURRENT_LAYERS: tuple[type[nn.Module], ...] = tuple(FUSED_OPS)
 
 
+DROPOUTS = ("dropout", "native_dropout")  # the random ops pcsim runs as the identity (entries above)
+
 # Ops that draw random numbers. pcsim runs the forward pass many times (each vertex's prediction at every step)
 # and captures one program, so a draw is either frozen at the trace or drawn anew at every evaluation: neither
 # is the module autograd runs. Dropout is the exception: it runs as the identity (its entries above).

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
+from pcsim.numerics import relative_difference, tolerance
 from tests.graph.helpers import DT, Net, seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,9 +156,30 @@ def test_an_op_without_an_entry_runs_by_autograd_on_its_call():
 def test_dropout_in_training_mode_runs_as_the_identity_like_the_oracle():
     with seeded(0):
         net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
-    g = pcsim.trace(net, _x(2, 3))
+    with pytest.warns(UserWarning, match=r"^op (native_)?dropout .*: p = 0\.5 in train mode in module '1': "
+                                         r"pcsim runs dropout as the identity"):
+        g = pcsim.trace(net, _x(2, 3))
     assert {"dropout", "native_dropout"} & {g[n].op for n in g.latent}
     _exact(net, (_x(2, 3),), _x(2, 2, seed=1))
+
+
+def test_a_forced_dropout_runs_as_the_identity_in_the_rules_and_in_checks_oracle():
+    """`F.dropout(x, p, training=True)` drops even in eval mode: check's oracle drew a mask while the rules ran
+    the identity (check FAILED at 1.0 relative). Both now differentiate the module without the dropout."""
+    with seeded(0):
+        net = _net(lambda s, x: s.b(torch.tanh(F.dropout(s.a(x), 0.5, training=True))),
+                   a=nn.Linear(3, 4), b=nn.Linear(4, 2))
+        twin = _net(lambda s, x: s.b(torch.tanh(s.a(x))), a=nn.Linear(3, 4), b=nn.Linear(4, 2))
+    twin.load_state_dict(net.state_dict())
+    x, y = _x(5, 3), _x(5, 2, seed=1)
+    loss = 0.5 * ((twin(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in twin.named_parameters()], torch.autograd.grad(loss, list(twin.parameters())),
+                    strict=True))
+    with pytest.warns(UserWarning, match=r"^op (native_)?dropout .* at \w+\.py:\d+: p = 0\.5 in train mode: "):
+        report = pcsim.check(net, (x,), y, rule="zil")
+    assert report.passed
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(DT), n
 
 
 NOISE = {"randn_like": lambda h: torch.randn_like(h), "rand": lambda h: torch.rand(h.shape[-1], dtype=h.dtype),
