@@ -209,12 +209,14 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:
     """A NaN in the data would run to NaN updates or a blow-up far from its cause. (An inf may be meant: an
-    additive -inf mask.) One synchronisation for all."""
+    additive -inf mask.) One synchronisation for all, and one reduction per tensor: a NaN makes its sum NaN
+    (every rule call pays this check, so it costs a sum, not a mask); a NaN sum of numbers, +inf and -inf, is
+    told apart below."""
     floating = {k: v for k, v in data.items() if v.is_floating_point()}
     if not floating:
         return
-    for (what, v), nan in zip(floating.items(), torch.stack([torch.isnan(v).any() for v in floating.values()]).tolist(),
-                              strict=True):
-        if nan:
+    sums = torch.stack([v.sum() for v in floating.values()]).isnan().tolist()
+    for (what, v), nan_sum in zip(floating.items(), sums, strict=True):
+        if nan_sum and torch.isnan(v).any():
             at = tuple(torch.isnan(v).nonzero()[0].tolist())
             raise InputError(f"{what} holds NaN (the first at index {at}); pcsim needs numbers there")

@@ -50,6 +50,8 @@ def test_an_infinite_input_is_data_not_an_error(mlp):
     x = x.clone()
     x[0, 0] = -float("inf")
     pcsim.bp(g, (x,), y)
+    x[1, 0] = float("inf")  # now the input's sum is NaN, though no entry is
+    pcsim.bp(g, (x,), y)
 
 
 def test_integer_input_where_floats_were_traced(mlp):
