@@ -7,7 +7,7 @@ autograd's sign convention (`dL/dtheta`) keyed by `module.named_parameters()` na
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -139,16 +139,20 @@ class Problem:
     def parent_values(self, name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         return [x[p] if p in x else self.clamped[p] for p in self.graph[name].parents]
 
-    def feedforward(self) -> dict[str, torch.Tensor]:
+    def feedforward(self, kernel: Callable[[str, list[torch.Tensor]], torch.Tensor | None] | None = None
+                    ) -> dict[str, torch.Tensor]:
         """Every latent vertex's value after the forward pass (all hidden errors zero: C1), each in its
         own aligned storage as every later state is (see `aligned`): recomputing a prediction from
-        unchanged parents must give the same bits for errors to be exactly zero."""
+        unchanged parents must give the same bits for errors to be exactly zero. `kernel(name, parents)`,
+        where given and not None, computes a vertex's value in place of its call (IL's packed products)."""
         x: dict[str, torch.Tensor] = {}
         taken = {_storage(t) for t in (*self.params.values(), *self.graph.constants.values(), *self.clamped.values())}
         for name in self.graph.latent:
-            v = self.graph[name]
-            x[name] = _fresh(traced_shape(v, call(v, self.parent_values(name, x), self.params, self.graph.constants)),
-                             taken)
+            v, parents = self.graph[name], self.parent_values(name, x)
+            value = None if kernel is None else kernel(name, parents)
+            if value is None:
+                value = call(v, parents, self.params, self.graph.constants)
+            x[name] = _fresh(traced_shape(v, value), taken)
             taken.add(_storage(x[name]))
         return x
 

@@ -72,21 +72,18 @@ class Relaxation:
         self.outputs = set(g.outputs)
         self.hidden = [n for n in self.latent if n not in self.outputs]
         self.parents = {n: g[n].parents for n in self.latent}
-        self.base = problem.feedforward() if base is None else base
-        self.x = dict(self.base)  # current values; outputs stay at their feed-forward value (free)
-        self.disp: dict[str, torch.Tensor] = {}
         self.children = {n: tuple(dict.fromkeys(c for c in g.children[n] if c in latent)) for n in self.latent}
-        self.ops: dict[str, Op] = {}
-        for n in self.latent:
-            v = g[n]
-            op = local_op(v, problem.params, g.constants, [p in latent for p in v.parents],
-                          [g[p].shape for p in v.parents])
-            op.at(problem.parent_values(n, self.x), mu=self.base[n])  # the forward pass already computed mu
-            self.ops[n] = op
+        self.ops: dict[str, Op] = {n: local_op(g[n], problem.params, g.constants, [p in latent for p in g[n].parents],
+                                               [g[p].shape for p in g[n].parents]) for n in self.latent}
         self.weights = {op.weight_name: op.weight for op in self.ops.values() if isinstance(op, Linear)}
         # id(W) -> W packed for oneDNN, where torch's GEMM is the slow one (`pcsim.ops.products`)
-        self.packed = {id(op.weight): Packed(op.weight, self.base[n].shape[0]) for n, op in self.ops.items()
-                       if isinstance(op, Linear) and self.base[n].dim() == 2 and packs(op.weight)}
+        self.packed = {id(op.weight): Packed(op.weight, g[n].shape[0]) for n, op in self.ops.items()
+                       if isinstance(op, Linear) and len(g[n].shape) == 2 and packs(op.weight)}
+        self.base = problem.feedforward(self._packed_forward) if base is None else base
+        self.x = dict(self.base)  # current values; outputs stay at their feed-forward value (free)
+        self.disp: dict[str, torch.Tensor] = {}
+        for n, op in self.ops.items():
+            op.at(problem.parent_values(n, self.x), mu=self.base[n])  # the forward pass already computed mu
         self.incremental = {n for n, op in self.ops.items()
                             if not self.fixed and isinstance(op, Linear) and op.wanted[0]
                             and self.base[n].dim() == 2 and self.base[self.parents[n][0]].dim() == 2}
@@ -98,6 +95,13 @@ class Relaxation:
         self._x_behind: set[str] = set()  # moved, but x not yet recomputed (no child needed it)
         self._buf: dict[tuple[str, str], torch.Tensor] = {}
         self._output_eps: dict[str, torch.Tensor] = {}
+
+    def _packed_forward(self, name: str, parents: list[torch.Tensor]) -> torch.Tensor | None:
+        """A linear vertex's feed-forward value on its packed weight (the weight is packed for the steps
+        anyway); None for the others, which the forward pass computes as always."""
+        op = self.ops[name]
+        p = self.packed.get(id(op.weight)) if isinstance(op, Linear) and parents[0].dim() == 2 else None
+        return None if p is None else p.times_t(parents[0], op.bias)
 
     def _buffer(self, name: str, kind: str) -> torch.Tensor:
         buf = self._buf.get((name, kind))

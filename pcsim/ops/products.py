@@ -3,8 +3,8 @@
 torch's CPU float32 GEMM is MKL's, and MKL picks its code path by CPU vendor: on AMD EPYC its 64x300x300
 product takes about twice as long as oneDNN's with a packed weight (`benchmarks/bench_kernels.py`,
 `benchmarks/results/kernels_cpu.md`). IL's loop makes two such products per linear vertex and step, so on
-AMD CPUs it packs each weight once per run (`Packed`), and its linear Hebbian terms go through oneDNN too
-(`gram`). On other CPUs, in float64 and on GPUs torch's product is kept. The choice depends on the machine
+AMD CPUs it packs each weight once per run (`Packed`), its feed-forward pass reads the packs, and its linear
+Hebbian terms go through oneDNN too (`gram`). On other CPUs, in float64 and on GPUs torch's product is kept. The choice depends on the machine
 alone, never on a timing, so one machine rounds a run the same way every time.
 """
 
@@ -43,10 +43,10 @@ class Packed:
         self._weight, self._batch = weight, batch
         self._times = self._times_t = None
 
-    def times_t(self, a: torch.Tensor) -> torch.Tensor:
-        if self._times_t is None:  # a linear layer's weight: a @ W^T
+    def times_t(self, a: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self._times_t is None:  # a linear layer's weight: a @ W^T (+ bias)
             self._times_t = torch.ops.mkldnn._reorder_linear_weight(self._weight.contiguous(), self._batch)
-        return torch.ops.mkldnn._linear_pointwise(a, self._times_t, None, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(a, self._times_t, bias, "none", [], "")
 
     def times(self, a: torch.Tensor) -> torch.Tensor:
         if self._times is None:

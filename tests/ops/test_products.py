@@ -29,8 +29,10 @@ def intel(monkeypatch):
 def test_packed_products_equal_torch_products_to_float32_rounding():
     with seeded(0):
         w, a, b = torch.randn(7, 5, dtype=F32), torch.randn(3, 5, dtype=F32), torch.randn(3, 7, dtype=F32)
+        bias = torch.randn(7, dtype=F32)
     packed = products.Packed(w, batch=3)
     assert relative_difference(packed.times_t(a), a @ w.t()) <= tolerance(F32)
+    assert relative_difference(packed.times_t(a, bias), a @ w.t() + bias) <= tolerance(F32)  # IL's forward pass
     assert relative_difference(packed.times(b), b @ w) <= tolerance(F32)
 
 
