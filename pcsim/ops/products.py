@@ -4,8 +4,8 @@ torch's CPU float32 GEMM is MKL's, and MKL picks its code path by CPU vendor: on
 product takes about twice as long as oneDNN's with a packed weight (`benchmarks/bench_kernels.py`,
 `benchmarks/results/kernels_cpu.md`). IL's loop makes two such products per linear vertex and step, so on
 AMD CPUs it packs each weight once per run (`Packed`), its feed-forward pass reads the packs, and its linear
-Hebbian terms go through oneDNN too (`gram`). On other CPUs, in float64 and on GPUs torch's product is kept. The choice depends on the machine
-alone, never on a timing, so one machine rounds a run the same way every time.
+Hebbian terms go through oneDNN too (`gram`). On other CPUs, in float64 and on GPUs torch's product is kept.
+The choice depends on the machine alone, never on a timing, so one machine rounds a run the same way every time.
 """
 
 from __future__ import annotations
