@@ -71,6 +71,8 @@ class CheckReport:
             lines.append(f"  {n:<{w}}  {shape:<16} {d.max_abs:>12.3e} {d.rel:>10.3e}")
         verdict = "PASSED" if self.passed else "FAILED"
         lines.append(f"  max relative deviation {self.max_rel_diff:.3e} (tolerance {self.tolerance:.0e}): {verdict}")
+        if self.rule in RULES and not RULES[self.rule].exact:
+            lines.append(f"  ({self.rule} approximates backprop: the deviation is its distance from BP, not a fault)")
         return "\n".join(lines)
 
 

@@ -25,6 +25,8 @@ def test_a_rule_is_exact_exactly_when_it_says_so(name):
     report = pcsim.check(net, (x,), y, rule=name)
     assert report.passed == RULES[name].exact, report.table()
     assert report.n_vertices > 0 and (report.identity_vertices >= 0)
+    # the table says which deviations are a rule's nature rather than a fault
+    assert ("approximates backprop" in report.table()) == (not RULES[name].exact)
 
 
 def test_the_cli_offers_every_registered_rule():
