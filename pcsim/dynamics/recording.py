@@ -129,8 +129,7 @@ class Recorder:
         field, sample = self.field, self.sample_times()
         if sample is None or sample[0] == 0.0:
             self.see(0.0, field.initial_state())
-        switches = {field.t_on, *field.gate.breakpoints(field.levels)}
-        grid = [0.0, *sorted(s for s in switches if 0.0 < s < self.t_end), float(self.t_end)]
+        grid = [0.0, *field.switches(self.t_end), float(self.t_end)]
         with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False) as bar:
             for a, b in zip(grid[:-1], grid[1:], strict=True):
                 yield a, b, None if sample is None else sample[(sample > a) & (sample <= b)]
