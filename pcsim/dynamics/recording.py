@@ -89,7 +89,7 @@ class Recorder:
             bad = [t for t in record.times if not 0.0 <= t <= t_end]
             if bad:
                 raise ValueError(f"record times {bad} lie outside [0, t_end = {t_end}]")
-        self.times = None if record.times is None else np.array(sorted(record.times))
+        self.times = None if record.times is None else np.unique(np.asarray(record.times, dtype=float))
         self.record = record
         self.t_end = t_end
         self.t: list[float] = []
@@ -104,6 +104,10 @@ class Recorder:
         if self.times is not None:  # the grid points within rounding of a wanted time
             grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
             near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt
+            missed = self.times[~near.any(axis=0)]
+            if missed.size:  # a fixed-step run has no state between its grid points
+                raise ValueError(f"record times {missed.tolist()} are not on the fixed-step grid (multiples of dt = "
+                                 f"{dt:g}, and t_end = {self.t_end:g}): choose grid times, or an adaptive solver")
             steps = np.flatnonzero(near.any(axis=1)).tolist()
         elif self.record.every_step:
             steps = list(range(n + 1))
