@@ -58,6 +58,7 @@ class Scipy(Solver):
         inside = [0.0]  # a time inside the piece being solved: its regime holds up to the stage at its end
 
         def fun(t, vec):
+            recorder.reached(t)
             d = field.pack(field(t, field.unpack(vec), regime=inside[0]))
             if not np.all(np.isfinite(d)):
                 guard(t, field.unpack(d))

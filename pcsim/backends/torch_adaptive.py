@@ -132,6 +132,7 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
                 for i, s in enumerate(inside):
                     recorder.see(float(s), field.views(at[i]))
             t, y, mstate = t_next, result.y, mstate_next
+            recorder.reached(now)
         dt = dt_next
     recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
     return y

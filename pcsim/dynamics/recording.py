@@ -96,6 +96,7 @@ class Recorder:
         self.values: dict[str, list] = {n: [] for n in self.populations}
         self.errors: dict[str, list] = {n: [] for n in self.populations}
         self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
+        self._bar = None  # an adaptive solve's progress bar, while it runs (`pieces`)
         self._rows: int | None = None  # known (a fixed-step grid): values and errors go into preallocated arrays
 
     def plan_grid(self, n: int, dt: float) -> list[int]:
@@ -134,10 +135,19 @@ class Recorder:
         if sample is None or sample[0] == 0.0:
             self.see(0.0, field.initial_state())
         grid = [0.0, *field.switches(self.t_end), float(self.t_end)]
-        with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False) as bar:
+        with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False,
+                  bar_format="{l_bar}{bar}| t = {n:.4g} of {total:.4g} [{elapsed}<{remaining}]") as bar:
+            self._bar = bar
             for a, b in zip(grid[:-1], grid[1:], strict=True):
                 yield a, b, None if sample is None else sample[(sample > a) & (sample <= b)]
-                bar.update(b - a)
+                self.reached(b)
+        self._bar = None
+
+    def reached(self, t: float) -> None:
+        """An adaptive solver has got to t: the progress bar follows it inside a piece, which may take minutes of
+        small steps (a ReLU population sliding along its kink), not only at the piece's end."""
+        if self._bar is not None and t > self._bar.n:
+            self._bar.update(t - self._bar.n)
 
     def see(self, t: float, state: State, keep: bool = True) -> None:
         """Guard a solver's state at t, and record it if `keep`."""
