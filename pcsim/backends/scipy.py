@@ -55,14 +55,18 @@ class Scipy(Solver):
         if self.max_step is not None:
             extra["max_step"] = self.max_step
 
+        inside = [0.0]  # a time inside the piece being solved: its regime holds up to the stage at its end
+
         def fun(t, vec):
-            d = field.pack(field(t, field.unpack(vec)))
+            recorder.reached(t)
+            d = field.pack(field(t, field.unpack(vec), regime=inside[0]))
             if not np.all(np.isfinite(d)):
                 guard(t, field.unpack(d))
             return d
 
         y = field.pack(field.initial_state())
         for a, b, wanted in recorder.pieces(self.method, progress):
+            inside[0] = 0.5 * (a + b)
             t_eval = None if wanted is None else np.union1d(wanted, [b])  # b too: the next piece starts from it
             sol = solve_ivp(fun, (a, b), y, method=self.method, t_eval=t_eval, rtol=self.rtol, atol=self.atol, **extra)
             if sol.status < 0:

@@ -49,23 +49,20 @@ class _FixedStep(Solver):
         dt = self.dt
         n = n_steps(t_end, dt)
         wanted = set(recorder.plan_grid(n, dt))
+        switches = field.switches(t_end)
         state = field.initial_state()
         recorder.see(0.0, state, 0 in wanted)
         with torch.no_grad(), tqdm(total=n, desc=f"pcsim {self.method}", disable=not progress, leave=False) as bar:
             for i in range(n):
-                t = i * dt
-                h = min(dt, t_end - t)
-                k1 = field(t, state)
-                if self.method == "euler":
-                    state = _axpy(state, k1, h)
-                else:
-                    k2 = field(t + h / 2, _axpy(state, k1, h / 2))
-                    k3 = field(t + h / 2, _axpy(state, k2, h / 2))
-                    k4 = field(t + h, _axpy(state, k3, h))
-                    state = {k: state[k] + (h / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
-                recorder.see(min((i + 1) * dt, t_end), state, i + 1 in wanted)
+                t, t_next = i * dt, min((i + 1) * dt, t_end)
+                state = self.advance(field, state, t, t_next, switches)
+                recorder.see(t_next, state, i + 1 in wanted)
                 bar.update(1)
         return state
+
+    def advance(self, field, state: State, t: float, t_next: float, switches: list[float]) -> State:
+        """One step of the method from t to t_next."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,11 @@ class Euler(_FixedStep):
                           "and fast=True: this run evaluates the vector field eagerly", RuntimeWarning, stacklevel=4)
         return super().run(field, recorder, t_end=t_end, progress=progress)
 
+    def advance(self, field, state, t, t_next, switches):
+        """Euler reads the field at the step's start alone: the regime there is the discretisation's (Z-IL's windows
+        and onset at grid times), whatever switches inside the step."""
+        return _axpy(state, field(t, state), t_next - t)
+
 
 @dataclass(frozen=True)
 class RK4(_FixedStep):
@@ -92,6 +94,20 @@ class RK4(_FixedStep):
 
     method: ClassVar[str] = "rk4"
     order: ClassVar[int] = 4
+
+    def advance(self, field, state, t, t_next, switches):
+        """RK4's stages straddle no switch: a step with a switch inside is taken in parts that end at it, and each
+        part reads the regime inside it. Otherwise a stage at the end of the step before target onset (or a gate's
+        opening) would already see the target shown (the gate open), an error of O(dt) that makes RK4 first order."""
+        edges = [t, *(s for s in switches if t < s < t_next), t_next]
+        for a, b in zip(edges[:-1], edges[1:], strict=False):
+            h, inside = b - a, 0.5 * (a + b)
+            k1 = field(a, state, regime=inside)
+            k2 = field(a + h / 2, _axpy(state, k1, h / 2), regime=inside)
+            k3 = field(a + h / 2, _axpy(state, k2, h / 2), regime=inside)
+            k4 = field(b, _axpy(state, k3, h), regime=inside)
+            state = {k: state[k] + (h / 6) * (k1[k] + 2 * k2[k] + 2 * k3[k] + k4[k]) for k in state}
+        return state
 
 
 def _axpy(state: State, d: State, h: float) -> State:

@@ -50,9 +50,11 @@ class _Adaptive(Solver):
             raise ValueError(f"torch's {self.method} reports the solution at given times, not at each accepted step: "
                              "record snapshots (the default, or Record(snapshots=N)) or Record(times=[...])")
 
+        inside = [0.0]  # a time inside the piece being solved: its regime holds up to the stage at its end
+
         def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
             out = torch.empty_like(y)
-            field(float(t[0]), field.views(y[0]), field.views(out[0]))
+            field(float(t[0]), field.views(y[0]), field.views(out[0]), regime=inside[0])
             return out
 
         term = torchode.ODETerm(rhs, with_stats=False)
@@ -62,6 +64,7 @@ class _Adaptive(Solver):
         eager = []
         with torch.no_grad():
             for a, b, wanted in recorder.pieces(self.method, progress):
+                inside[0] = 0.5 * (a + b)
                 fused, why = fused_step(field, step, y, self.method, a, b) if self.compile else (None, None)
                 if why:
                     eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
@@ -129,6 +132,7 @@ def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, f
                 for i, s in enumerate(inside):
                     recorder.see(float(s), field.views(at[i]))
             t, y, mstate = t_next, result.y, mstate_next
+            recorder.reached(now)
         dt = dt_next
     recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
     return y

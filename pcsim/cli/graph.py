@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pcsim.cli.options import add_model_flags, in_model_file
+from pcsim.cli.options import add_model_flags, in_model_file, output_file, writing
 from pcsim.zoo import load_model_file
 
 
@@ -39,13 +38,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lay = layout(graph)
     title = f"{spec.name}{' (levelled)' if args.level else ''}"
-    if str(args.out).endswith(".dot"):
-        Path(args.out).write_text(to_dot(lay, title=title))
-    else:
-        from pcsim.plots.graph import plot_graph
+    out = output_file(args.out, "--out")
+    with writing(out, "--out"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".dot":
+            out.write_text(to_dot(lay, title=title))
+        else:
+            from pcsim.plots.graph import plot_graph
 
-        fig = plot_graph(lay, title=title, labels={"on": True, "off": False}.get(args.labels))
-        fig.savefig(args.out, dpi=120)
+            fig = plot_graph(lay, title=title, labels={"on": True, "off": False}.get(args.labels))
+            fig.savefig(out, dpi=120)
     print(f"wrote {args.out} ({len(graph.latent)} latent vertices, {graph.n_identity} identity inserted, "
           f"{lay.n_levels} levels)")
     return 0

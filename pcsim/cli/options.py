@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -36,6 +38,28 @@ def in_model_file(spec):
         yield
     except (PcsimError, ValueError) as e:
         raise PcsimError(f"{spec.path}: {e}") from None
+
+
+def output_file(path: str, flag: str) -> Path:
+    """An output file's path, checked before the work that fills it (a simulation may take minutes): not a folder,
+    and its nearest existing folder is a writable folder. Writing it may still fail: see `writing`."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{flag} {path} is a folder: name a file in it")
+    nearest = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK):
+        what = "read-only" if nearest.is_dir() else "a file"
+        raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
+    return out
+
+
+@contextlib.contextmanager
+def writing(path, flag: str):
+    """A failed write of an output file is the user's path, not the model's error: one line naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise PcsimError(f"cannot write {flag} {path}: {e.strerror or e}") from None
 
 
 def build_spec(args: argparse.Namespace, dtype: torch.dtype | None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pcsim.backends.brian2 import TARGETS
-from pcsim.cli.options import add_model_flags, build_spec, in_model_file
+from pcsim.cli.options import add_model_flags, build_spec, in_model_file, output_file, writing
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.numerics import DTYPES
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.target and args.backend != "brian2":
         raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
+    out, plot = output_file(args.out, "--out"), args.plot and output_file(args.plot, "--plot")
     spec, module, inputs, target, loss = build_spec(args, dtype=DTYPES[args.dtype])
     with in_model_file(spec):
         graph = pcsim.trace(module, *inputs, fused=args.fused)
@@ -64,11 +65,14 @@ def run(args: argparse.Namespace) -> int:
                               record=Record(every_step=args.every_step, snapshots=args.snapshots),
                               **({"codegen_target": args.target} if args.target else {}),
                               **({"compile": True} if args.compile else {}))
-    path = traj.to_npz(args.out)
+    with writing(out, "--out"):
+        path = traj.to_npz(out)
     print(f"wrote {path} ({len(traj.t)} time points, {len(traj.values)} populations)")
-    if args.plot:
+    if plot:
         from pcsim.plots.dynamics import plot_trajectory
 
-        plot_trajectory(traj).savefig(args.plot, dpi=120)
-        print(f"wrote {args.plot}")
+        with writing(plot, "--plot"):
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_trajectory(traj).savefig(plot, dpi=120)
+        print(f"wrote {plot}")
     return 0

@@ -130,9 +130,16 @@ class VectorField:
         base = flat.storage_offset()  # one strided view per component: the cheapest way to n views
         return {k: flat.as_strided(shape, stride, base + offset) for k, shape, stride, offset in self._strided}
 
+    def switches(self, t_end: float) -> list[float]:
+        """The times in (0, t_end) at which the field switches (target onset, gates opening or closing, populations
+        starting to hold): a solver's step must not straddle one."""
+        times = {self.t_on} if self.target_shown else set()
+        times |= {*self.gate.breakpoints(self.levels), *self.holds_from.values()}
+        return sorted(s for s in times if 0.0 < s < t_end)
+
     def _local(self, t: float, state: State):
         """Per vertex: error (absent: exactly zero), the drive x - mu of a leaky error, and the step at the
-        state, whose prediction and feedback are then current."""
+        state, whose prediction and feedback are then current; the switches read at time t."""
         step, shown, held = self.relaxation, self.shown(t), self.held(t)
         step.load({n: state["u", n] for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
@@ -162,12 +169,17 @@ class VectorField:
                 for p, term in terms.items():
                     into[p].add_(term, alpha=h * gates[n] / self.tau_w)
 
-    def __call__(self, t: float, state: State, out: State | None = None) -> State:
+    def __call__(self, t: float, state: State, out: State | None = None, *, regime: float | None = None) -> State:
         """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
         vector) or else into views of one fresh flat vector. Each value and error component is written once: the
-        feedback products accumulate into it, with no intermediate tensors for the drive."""
+        feedback products accumulate into it, with no intermediate tensors for the drive.
+
+        regime: the time at which the switches (target onset, gates, holds) are read; default t. The switches are
+        right-continuous, so a stage at the end b of a step [a, b] read at b would see the regime that starts at
+        b: a solver stepping between switches passes a time inside its step (`switches`)."""
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
+        t = t if regime is None else regime  # the field depends on time through its switches alone
         err, drive_target = self._local(t, state)
         step, shown, held = self.relaxation, self.shown(t), self.held(t)
         fb = step.feedback(err)

@@ -89,13 +89,14 @@ class Recorder:
             bad = [t for t in record.times if not 0.0 <= t <= t_end]
             if bad:
                 raise ValueError(f"record times {bad} lie outside [0, t_end = {t_end}]")
-        self.times = None if record.times is None else np.array(sorted(record.times))
+        self.times = None if record.times is None else np.unique(np.asarray(record.times, dtype=float))
         self.record = record
         self.t_end = t_end
         self.t: list[float] = []
         self.values: dict[str, list] = {n: [] for n in self.populations}
         self.errors: dict[str, list] = {n: [] for n in self.populations}
         self.energy: dict[str, list[float]] = {n: [] for n in self.populations}
+        self._bar = None  # an adaptive solve's progress bar, while it runs (`pieces`)
         self._rows: int | None = None  # known (a fixed-step grid): values and errors go into preallocated arrays
 
     def plan_grid(self, n: int, dt: float) -> list[int]:
@@ -104,6 +105,10 @@ class Recorder:
         if self.times is not None:  # the grid points within rounding of a wanted time
             grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
             near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt
+            missed = self.times[~near.any(axis=0)]
+            if missed.size:  # a fixed-step run has no state between its grid points
+                raise ValueError(f"record times {missed.tolist()} are not on the fixed-step grid (multiples of dt = "
+                                 f"{dt:g}, and t_end = {self.t_end:g}): choose grid times, or an adaptive solver")
             steps = np.flatnonzero(near.any(axis=1)).tolist()
         elif self.record.every_step:
             steps = list(range(n + 1))
@@ -129,12 +134,20 @@ class Recorder:
         field, sample = self.field, self.sample_times()
         if sample is None or sample[0] == 0.0:
             self.see(0.0, field.initial_state())
-        switches = {field.t_on, *field.gate.breakpoints(field.levels)}
-        grid = [0.0, *sorted(s for s in switches if 0.0 < s < self.t_end), float(self.t_end)]
-        with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False) as bar:
+        grid = [0.0, *field.switches(self.t_end), float(self.t_end)]
+        with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False,
+                  bar_format="{l_bar}{bar}| t = {n:.4g} of {total:.4g} [{elapsed}<{remaining}]") as bar:
+            self._bar = bar
             for a, b in zip(grid[:-1], grid[1:], strict=True):
                 yield a, b, None if sample is None else sample[(sample > a) & (sample <= b)]
-                bar.update(b - a)
+                self.reached(b)
+        self._bar = None
+
+    def reached(self, t: float) -> None:
+        """An adaptive solver has got to t: the progress bar follows it inside a piece, which may take minutes of
+        small steps (a ReLU population sliding along its kink), not only at the piece's end."""
+        if self._bar is not None and t > self._bar.n:
+            self._bar.update(t - self._bar.n)
 
     def see(self, t: float, state: State, keep: bool = True) -> None:
         """Guard a solver's state at t, and record it if `keep`."""

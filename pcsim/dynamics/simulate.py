@@ -41,10 +41,15 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options)
     elif method is not None or dt is not None or backend_options:
         raise ValueError("pass either solver= or backend=/method=/dt= and backend options, not both")
+    elif not isinstance(solver, Solver):
+        what = f"the class {solver.__name__}: make one, e.g. {solver.__name__}(...)" if isinstance(solver, type) \
+            else repr(solver)
+        raise TypeError(f"solver= takes a solver object such as pcsim.Euler(dt), pcsim.Scipy('RK45') or pcsim.Tsit5() "
+                        f"(a name goes to backend= and method=); got {what}")
     target_shown = target is not None
     t_on = t_on if target_shown else float(t_on)
-    if not t_end > 0 or (target_shown and not t_end > t_on) or t_on < 0:
-        raise ValueError(f"need 0 <= t_on < t_end; got t_on = {t_on}, t_end = {t_end}")
+    if not 0 < t_end < float("inf") or (target_shown and not t_end > t_on) or t_on < 0:
+        raise ValueError(f"need 0 <= t_on < t_end < inf; got t_on = {t_on}, t_end = {t_end}")
     graph, added = _levelled(graph, plasticity, level)
     problem = Problem.build(graph, inputs, target if target_shown else NO_TARGET, loss, params)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0

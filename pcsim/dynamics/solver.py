@@ -86,6 +86,6 @@ def check_positive(**settings: float | None) -> None:
 
 def check_step(dt: float | None, method: str) -> float:
     if dt is None:
-        raise ValueError(f"method '{method}' integrates with a fixed step: pass dt=")
+        raise ValueError(f"method '{method}' integrates with a fixed step: pass dt= (pcsim simulate: --dt)")
     check_positive(dt=dt)
     return float(dt)

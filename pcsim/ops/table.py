@@ -117,7 +117,8 @@ ENTRIES: tuple[OpEntry, ...] = (
     OpEntry("mm", "arithmetic", zero="absorb", call=torch.mm, brian2="circuit"),
     OpEntry("bmm", "arithmetic", zero="absorb", call=torch.bmm, brian2="circuit"),
     OpEntry("matmul", "arithmetic", zero="absorb", brian2="circuit"),
-    *_entries("arithmetic", ["addmm", "baddbmm"]),
+    OpEntry("addmm", "arithmetic", brian2="addmm"),  # Brian2: of a parameter matrix, a linear layer
+    OpEntry("baddbmm", "arithmetic"),
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
     *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
               linear=True, brian2="index", passthrough=True),

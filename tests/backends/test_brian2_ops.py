@@ -175,8 +175,47 @@ class ScaledTiedWeight(nn.Module):
         return F.linear(torch.tanh(self.enc(x)), 0.5 * self.enc.weight.t())
 
 
+class Conv1DLayers(nn.Module):
+    """Hugging Face's Conv1D (GPT-2's projections): addmm(bias, x, W) with W of shape (inputs, outputs), on a
+    sequence flattened to rows; one without a bias row (a zero-free bias of each row's own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(3, 5)), nn.Parameter(torch.randn(5))
+        self.w2, self.b2 = nn.Parameter(torch.randn(5, 2) / 3), nn.Parameter(torch.randn(4, 2))
+
+    def forward(self, x):  # x: (2, 2, 3)
+        h = torch.tanh(torch.addmm(self.b1, x.reshape(-1, 3), self.w1))
+        return torch.addmm(self.b2, h, self.w2).view(2, 2, 2)
+
+
+def test_addmm_of_a_parameter_matrix_is_a_linear_layer():
+    """It used to be refused as 'a product of two variables' (GPT-2 on Brian2 stopped at its first Conv1D)."""
+    from tests.backends.brian2_oracle import check_zil_on_brian2
+
+    torch.manual_seed(0)
+    module, x = Conv1DLayers().double(), torch.randn(2, 2, 3, dtype=torch.float64)
+    target = torch.randn(2, 2, 2, dtype=torch.float64)
+    graph = pcsim.trace(module, x)
+    kw = dict(t_end=0.3, dt=0.1, method="euler", tau_x=0.5, plasticity="always", record=pcsim.Record(every_step=True))
+    assert_same_path(pcsim.simulate(graph, (x,), target, backend="brian2", **kw),
+                     pcsim.simulate(graph, (x,), target, backend="scipy", **kw))
+    check_zil_on_brian2(module, (x,), target, "mse")
+
+
+class AddmmOfPopulations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.addmm(torch.zeros(3), torch.tanh(self.a(x)), torch.tanh(self.b(x)))
+
+
 @pytest.mark.parametrize("make,inputs,vertex,why", [
     (PaddedEmbedding, lambda: torch.tensor([[0, 2], [3, 1]]), "embed", "padding_idx, whose row torch gives no"),
+    (AddmmOfPopulations, lambda: torch.randn(3, 3, dtype=torch.float64), "addmm",
+     "its weight is not a module parameter"),
     (ScaledTiedWeight, lambda: torch.randn(2, 3, dtype=torch.float64), "linear_1",
      "which is not an index map of it"),
 ])

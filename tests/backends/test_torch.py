@@ -142,3 +142,28 @@ def test_compile_on_a_field_run_says_it_is_eager():
     _, graph, inputs, target = _graph()
     with pytest.warns(RuntimeWarning, match="evaluates the vector field eagerly"):
         pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1, compile=True), t_end=0.5, tau_e=0.2)
+
+
+def test_rk4_stays_fourth_order_across_the_target_onset():
+    """A step that ends at the onset reads the free regime at its last stage, so the error to the closed form
+    (the feed-forward state until t_on, then the matrix exponential of the clamped linear network) falls as
+    dt^4, not dt."""
+    import scipy.linalg
+
+    from tests.dynamics.models import LinearChain, linear_system
+
+    torch.manual_seed(0)
+    model = LinearChain().double()
+    s, y = torch.randn(1, 3, dtype=torch.float64), torch.randn(1, 2, dtype=torch.float64)
+    graph = pcsim.trace(model, s)
+    tau, t_on, t_end = 0.7, 0.3, 1.0
+    A, b = (m.numpy() for m in linear_system(model, s[0], y[0], tau))
+    z_star = np.linalg.solve(A, -b)
+    x1, x2 = graph.latent[0], graph.latent[1]
+    errors = []
+    for dt in (0.1, 0.05):
+        tr = pcsim.simulate(graph, (s,), y, solver=pcsim.RK4(dt), t_end=t_end, tau_x=tau, t_on=t_on,
+                            record={"times": [0.0, t_end]})
+        z0, z1 = (np.concatenate([tr.values[x1][k, 0], tr.values[x2][k, 0]]) for k in (0, 1))
+        errors.append(np.abs(z1 - (z_star + scipy.linalg.expm(A * (t_end - t_on)) @ (z0 - z_star))).max())
+    assert errors[0] / errors[1] > 2 ** 4 * 0.75, errors

@@ -38,3 +38,10 @@ def test_graph_fused_prints_one_vertex_per_item_of_the_layer(capsys):
     rows = [line.split() for line in out.splitlines()[1:-1]]
     # one vertex per item of the layer the model reads (its output sequence); no gates
     assert sum(r[1] == "lstm" for r in rows) == 1 and "sigmoid" not in out
+
+
+def test_graph_out_under_a_file_names_the_flag(tmp_path, capsys):
+    """A --out the command cannot write is the user's path, not the model's error."""
+    (tmp_path / "taken").write_text("")
+    code, _, err = run(["graph", "mlp", "--out", tmp_path / "taken" / "g.dot"], capsys)
+    assert code == 2 and "cannot write --out" in err and "model failed" not in err, err

@@ -131,3 +131,25 @@ def test_compile_is_an_option_of_the_adaptive_torch_solvers_only(tmp_path, capsy
     code = main(["simulate", "tied_autoencoder", "--backend", "scipy", "--compile", "--out", str(out)])
     assert code != 0
     assert "solver 'RK45' of backend 'scipy' takes no option compile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, capsys, where, monkeypatch):
+    """--out under a file (or naming a folder) used to fail after the whole run, blamed on the model ("the model
+    failed at pathlib.py:...") with pathlib's frame; now one line naming the flag, before anything runs."""
+    (tmp_path / "taken").write_text("")
+    out = tmp_path / "taken" / "run.npz" if where == "under_a_file" else tmp_path
+    monkeypatch.setattr(pcsim, "simulate", lambda *a, **k: pytest.fail("the run should not start"))
+    code = main(["simulate", "mlp", "--method", "euler", "--dt", "0.5", "--t-end", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {out}" in err and "model failed" not in err and "pathlib" not in err, err
+
+
+def test_a_write_that_fails_names_the_file_not_the_model(tmp_path, capsys, monkeypatch):
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(pcsim.Trajectory, "to_npz", refuse)
+    out = tmp_path / "run.npz"
+    code = main(["simulate", "mlp", "--method", "euler", "--dt", "0.5", "--t-end", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write --out {out}: Permission denied" in err and "model failed" not in err, err

@@ -30,3 +30,14 @@ def test_the_field_is_the_literal_equations(arch, leaky, t):
         for k in ref:
             scale = max(1.0, float(ref[k].abs().max()))
             assert relative_difference(got[k], ref[k], scale=scale) <= 10 * tolerance(torch.float64), k
+
+
+@pytest.mark.parametrize("solver", [pcsim.RK4(0.1), pcsim.Scipy("RK45"), pcsim.Scipy("Radau"), pcsim.Tsit5(),
+                                    pcsim.Dopri5()], ids=lambda s: s.method)
+def test_a_gate_that_opens_at_t_end_integrates_nothing(solver):
+    """Every stage of a step reads the regime inside the step: a stage at its end, where a gate opens, must not
+    integrate plasticity that the gate never let through (the oracle: zero, exactly)."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=1.0, tau_x=0.5, plasticity=pcsim.after(1.0))
+    assert tr.updates and all(not u.any() for u in tr.updates.values())

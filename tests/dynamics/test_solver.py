@@ -125,3 +125,46 @@ def test_a_bfloat16_network_simulates_and_its_zil_updates_are_autograds(solver):
         ref = torch.autograd.grad(loss, p, retain_graph=True)[0].float()
         got = torch.as_tensor(tr.updates[name]).float()
         assert float((got - ref).norm() / ref.norm()) < pcsim.tolerance(torch.bfloat16), name
+
+
+@pytest.mark.parametrize("solver", [pcsim.Euler(0.1), pcsim.RK4(0.1)], ids=lambda s: s.method)
+def test_a_record_time_off_a_fixed_step_grid_is_refused(net, solver):
+    """A fixed-step run has no state between grid points: a wanted time off the grid used to be dropped
+    silently, leaving a trajectory with no time points."""
+    graph, inputs, target = net
+    with pytest.raises(ValueError, match=r"record times \[0\.25\] are not on the fixed-step grid .*dt = 0\.1"):
+        pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, record={"times": [0.2, 0.25]})
+
+
+@pytest.mark.parametrize("solver", [pcsim.Euler(0.1), pcsim.Scipy("RK45"), pcsim.Tsit5()], ids=lambda s: s.method)
+def test_record_times_are_kept_once_each_in_order(net, solver):
+    """Every solver records the set of wanted times, sorted (Tsit5 used to record a repeated time twice)."""
+    graph, inputs, target = net
+    tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, record={"times": [0.5, 0.2, 0.5, 1.0]})
+    np.testing.assert_allclose(tr.t, [0.2, 0.5, 1.0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", [pcsim.Scipy("RK45"), pcsim.Tsit5()], ids=lambda s: s.method)
+def test_an_adaptive_solve_shows_progress_inside_a_piece(net, solver, monkeypatch):
+    """The progress bar used to move only at the end of a piece between switches: a solve of one long piece
+    stuck in small steps showed 0% until it ended."""
+    graph, inputs, target = net
+    moves = []
+
+    class Bar:
+        def __init__(self, total, **_):
+            self.n = 0.0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, by):
+            self.n += by
+            moves.append(self.n)
+
+    monkeypatch.setattr("pcsim.dynamics.recording.tqdm", Bar)
+    pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, tau_x=TAU, progress=True)
+    assert len(moves) > 3 and moves == sorted(moves) and moves[-1] == pytest.approx(T_END), moves

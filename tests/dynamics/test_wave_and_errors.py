@@ -38,6 +38,8 @@ def mlp():
     ({"tau_w": 0.0}, "tau_w must be > 0"),
     ({"t_on": 2.0, "t_end": 1.0}, "t_on < t_end"),
     ({"t_end": 0.0}, "t_on < t_end"),
+    ({"t_end": float("inf"), "method": "euler", "dt": 0.1}, "t_end < inf"),  # was numpy's OverflowError
+    ({"t_end": float("nan")}, "t_on < t_end"),
     ({"method": "leapfrog"}, "unknown method 'leapfrog'"),
     ({"method": "euler"}, "fixed step: pass dt="),
     ({"dt": -0.1, "method": "euler"}, "dt must be > 0"),
@@ -51,6 +53,14 @@ def test_bad_settings(mlp, kw, match):
     args = {"t_end": 1.0, **kw}
     with pytest.raises(ValueError, match=match):
         pcsim.simulate(graph, inputs, target, **args)
+
+
+@pytest.mark.parametrize("solver,match", [("RK45", "got 'RK45'"), (pcsim.Euler, "the class Euler: make one")])
+def test_a_solver_that_is_no_solver_object_is_refused(mlp, solver, match):
+    """A name or a class passed as solver= used to fail inside simulate with AttributeError or TypeError."""
+    graph, inputs, target = mlp
+    with pytest.raises(TypeError, match=f"solver= takes a solver object .*{match}"):
+        pcsim.simulate(graph, inputs, target, solver=solver, t_end=1.0)
 
 
 def test_mismatched_shapes(mlp):

@@ -10,7 +10,18 @@ import numpy as np
 
 from pcsim.backends.brian2.activations import _activation
 from pcsim.backends.brian2.maps import _affine, _embedding, _index_map, _linear_map, one_hot_rows
-from pcsim.backends.brian2.synapses import PRODUCT, WHY, bind, edge, ints, single_parent, size, unsupported, weight_of
+from pcsim.backends.brian2.synapses import (
+    PRODUCT,
+    WHY,
+    Weight,
+    bind,
+    edge,
+    ints,
+    single_parent,
+    size,
+    unsupported,
+    weight_of,
+)
 from pcsim.graph.ir import Vertex
 from pcsim.ops.local import call
 from pcsim.ops.table import ENTRIES, entry
@@ -21,6 +32,26 @@ def _linear(vertex, shapes, params, constants, values=None):
     single_parent(vertex, a["input"])
     W = weight_of(vertex, a["weight"], params, constants, "weight")
     b = weight_of(vertex, a["bias"], params, constants, "bias")
+    return _dense(vertex, shapes, W, b)
+
+
+def _addmm(vertex, shapes, params, constants, values=None):
+    """addmm(bias, x, W) of a population x and a parameter W (Hugging Face's Conv1D): the linear layer whose
+    weight is W^T, each synapse keeping its entry's index into W. A population as W or bias is refused."""
+    a = bind(vertex, ("self", "mat1", "mat2"), {"beta": 1, "alpha": 1})
+    if a["beta"] != 1 or a["alpha"] != 1:
+        raise unsupported(vertex, f"addmm scaled by beta = {a['beta']}, alpha = {a['alpha']}; {WHY}")
+    W = weight_of(vertex, a["mat2"], params, constants, "weight")  # first: a product of two populations says so
+    b = weight_of(vertex, a["self"], params, constants, "bias")
+    single_parent(vertex, a["mat1"])
+    if W.value.dim() != 2:
+        raise unsupported(vertex, f"addmm with a weight of shape {tuple(W.value.shape)}; {WHY}")
+    index = W.index.reshape(tuple(W.value.shape)).T.reshape(-1)
+    return _dense(vertex, shapes, Weight(W.value.t().contiguous(), W.param, index), b)
+
+
+def _dense(vertex, shapes, W, b):
+    """Synapses of x W^T + b, W of shape (outputs, inputs), on the last dimension of the one parent."""
     (shape_in,) = shapes
     if W.value.dim() != 2 or shape_in[-1] != W.value.shape[1]:
         raise unsupported(vertex, f"weight of shape {tuple(W.value.shape)} on input {shape_in}")
@@ -36,7 +67,10 @@ def _linear(vertex, shapes, params, constants, values=None):
     i = np.broadcast_to(rows * n_in + c, shape).reshape(-1)
     j = np.broadcast_to(rows * n_out + o, shape).reshape(-1)
     k = np.broadcast_to(o * n_in + c, shape).reshape(-1)
-    return [W.edge(i, j, k)], b.offsets(np.arange(lead * n_out, dtype=np.int64) % n_out) if b else []
+    if b is not None and b.value.numel() not in (n_out, lead * n_out):
+        raise unsupported(vertex, f"a bias of shape {tuple(b.value.shape)} on an output of shape {vertex.shape}")
+    per_neuron = np.arange(lead * n_out, dtype=np.int64)  # a bias of one row repeats it on every row
+    return [W.edge(i, j, k)], b.offsets(per_neuron % b.value.numel()) if b else []
 
 
 CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -113,11 +147,12 @@ def _plane_local_linear(vertex, shapes, params, constants, values=None):
 
 
 # the op table's `brian2` field -> the renderer
-RENDERERS = {"linear": _linear, "conv2d": _conv, "pooling": _plane_local_linear, "activation": _activation,
-             "index": _index_map, "affine": _affine, "linear_map": _linear_map, "embedding": _embedding}
+RENDERERS = {"linear": _linear, "addmm": _addmm, "conv2d": _conv, "pooling": _plane_local_linear,
+             "activation": _activation, "index": _index_map, "affine": _affine, "linear_map": _linear_map,
+             "embedding": _embedding}
 
 REASONS = {  # (products, softmax, norms and max pooling are circuits: circuits.py)
-    **dict.fromkeys(("addmm", "baddbmm"), PRODUCT),
+    "baddbmm": PRODUCT,
     **dict.fromkeys(("rnn_tanh", "rnn_relu", "lstm", "gru"), "it is a whole recurrent layer fused into one vertex "
                                             "(trace(..., fused=...)); traced without `fused`, each gate is a "
                                             "population of its own"),
