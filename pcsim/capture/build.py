@@ -174,6 +174,7 @@ class Builder:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))
             self.inputs.append(name)
+            self.vertex_values[name] = value  # what a probed reader's call is pulled back on
             self.kind[n] = name
         else:
             self.kind[n] = self._const(spec.target, value)

@@ -152,6 +152,27 @@ def test_an_op_without_an_entry_runs_by_autograd_on_its_call():
     _exact(net, (_x(5, 3),), _x(5, 2, seed=1))
 
 
+class _Bag(nn.Module):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(10, 4, mode=mode)
+
+    def forward(self, ids, offsets):
+        return self.bag(ids, offsets)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_an_op_without_an_entry_that_reads_an_input_directly_is_probed_on_the_inputs_value(mode):
+    # `_embedding_bag` has no table entry and reads the user's index input itself: its probe pulls back on
+    # that input's example value (a KeyError from the capture before)
+    with seeded(0):
+        net = _Bag(mode).to(DT)
+    ids, offsets = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9]), torch.tensor([0, 4])
+    g = pcsim.trace(net, ids, offsets)
+    assert "_embedding_bag" not in pcsim.ops.table.OPS and "_embedding_bag" in {g[n].op for n in g.latent}
+    _exact(net, (ids, offsets), _x(2, 4, seed=1))
+
+
 def test_dropout_in_training_mode_runs_as_the_identity_like_the_oracle():
     with seeded(0):
         net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
