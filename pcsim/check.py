@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
 from pcsim.algorithms.losses import get_loss
-from pcsim.algorithms.problem import Problem, as_tuple
+from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.graph import Graph
@@ -99,7 +99,7 @@ def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
 
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch."""
-    inputs, targets = as_tuple(inputs, "inputs"), as_tuple(target, "target")
+    inputs, targets = as_tuple(inputs, "inputs"), as_targets(target)
     out = module(*inputs)
     outs = _flat_outputs(out)
     losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
@@ -129,7 +129,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
         if isinstance(sub, nn.modules.batchnorm._NormBase):
             sub.train(was)
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
-    targets = tuple(_cast(y, dtype) for y in as_tuple(target, "target"))
+    targets = tuple(_cast(y, dtype) for y in as_targets(target))
     target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils import _pytree as pytree  # the flattening torch.export applies to a module's outputs
 
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
@@ -57,6 +58,16 @@ def as_tuple(x, what: str) -> tuple:
     if isinstance(x, Sequence) and not isinstance(x, str):
         return tuple(x)
     raise InputError(f"{what} must be a tensor or a tuple of tensors, got {type(x).__name__}")
+
+
+def as_targets(target) -> tuple:
+    """One target per output: a tensor, a tuple of them, or tensors nested as the module's outputs are (an
+    LSTM's `(y, (h, c))`, a dict), flattened in the order the outputs are (torch's pytree, None left out)."""
+    if isinstance(target, torch.Tensor):
+        return (target,)
+    if isinstance(target, str) or not isinstance(target, Sequence | Mapping):
+        raise InputError(f"target must be a tensor or a tuple of tensors, got {type(target).__name__}")
+    return tuple(t for t in pytree.tree_leaves(target) if t is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +117,7 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
 
-        targets = () if target is NO_TARGET else as_tuple(target, "target")
+        targets = () if target is NO_TARGET else as_targets(target)
         if not targets and target is not NO_TARGET:
             raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
         if isinstance(loss, (str, Loss)):  # one loss for every output
