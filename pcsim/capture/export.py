@@ -25,6 +25,7 @@ from torch import nn
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.recurrent import UNROLLED
+from pcsim.capture.stop_gradient import mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
@@ -58,6 +59,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             program = torch.export.export(module, tuple(inputs), strict=False)
+            mark_stop_gradients(program)
             with _dispatcher_read_once():
                 return program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack

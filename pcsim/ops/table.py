@@ -56,6 +56,12 @@ def batch_norm_eval(input, weight, bias, running_mean, running_var, momentum, ep
     return out, out.new_empty(0), out.new_empty(0)
 
 
+def stop_gradient(x):
+    """`pcsim::stop_gradient` (a `.detach()` or a `torch.no_grad()` block's result) as a vertex runs it: the
+    value, with no derivative, as autograd has it."""
+    return x.detach()
+
+
 @dataclass(frozen=True)
 class OpEntry:
     """What pcsim knows about one ATen op (by name, all overloads)."""
@@ -130,6 +136,8 @@ ENTRIES: tuple[OpEntry, ...] = (
     # dropout runs as the identity, as in eval mode: PC and BP must see one deterministic function
     OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index"),
     OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index"),
+    # `.detach()`, `torch.no_grad()` (pcsim.capture.stop_gradient): the value, and a zero Jacobian
+    OpEntry("stop_gradient", "shape", elementwise=True, replace=stop_gradient),
     # reductions and pooling
     *_entries("reduction", ["sum", "mean"], linear=True, brian2="linear_map"),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,
