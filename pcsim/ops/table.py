@@ -62,6 +62,13 @@ def stop_gradient(x):
     return x.detach()
 
 
+def copy_into(self, src, non_blocking=False):
+    """`aten.copy` (what an assignment `h[:, :3] = y` is captured as) as a vertex runs it: torch implements no
+    derivative for the functional op, but does for the in-place `copy_` it stands for. The result has `self`'s
+    shape, dtype and layout and `src`'s values; its derivative reaches `src` alone."""
+    return torch.empty_like(self).copy_(src, non_blocking)
+
+
 @dataclass(frozen=True)
 class OpEntry:
     """What pcsim knows about one ATen op (by name, all overloads)."""
@@ -136,6 +143,7 @@ ENTRIES: tuple[OpEntry, ...] = (
     # dropout runs as the identity, as in eval mode: PC and BP must see one deterministic function
     OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index"),
     OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index"),
+    OpEntry("copy", "shape", linear=True, replace=copy_into),
     # `.detach()`, `torch.no_grad()` (pcsim.capture.stop_gradient): the value, and a zero Jacobian
     OpEntry("stop_gradient", "shape", elementwise=True, replace=stop_gradient),
     # reductions and pooling
