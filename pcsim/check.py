@@ -107,8 +107,9 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
     total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
     named = dict(module.named_parameters())
-    grads = torch.autograd.grad(total, list(named.values()), allow_unused=True)
-    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named.items(), grads, strict=True)}
+    trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
+    grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
+    return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n] for n, p in named.items()}
 
 
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",

@@ -168,8 +168,10 @@ class Builder:
     # -- classification ---------------------------------------------------------------------------
     def _placeholder(self, n: fx.Node, spec) -> None:
         value = self.values[n]
-        if spec.kind == InputKind.PARAMETER:
+        if spec.kind == InputKind.PARAMETER and value.requires_grad:
             self.kind[n] = ParamArg(self.param_alias[spec.target])
+        elif spec.kind == InputKind.PARAMETER:  # frozen (`requires_grad=False`): a constant, as backprop has it
+            self.kind[n] = self._const(spec.target, value)
         elif spec.kind == InputKind.USER_INPUT:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))

@@ -238,3 +238,25 @@ def test_integer_item_of_a_tuple_valued_call_is_recomputed_where_it_is_read():
     g = pcsim.trace(net, _x(3, 4))
     assert all(g[n].dtype.is_floating_point for n in g.latent)
     _exact(net, (_x(3, 4),), _x(3, 1, seed=1))
+
+
+def test_a_frozen_parameter_is_a_constant_and_gets_no_update():
+    """`requires_grad=False` (a frozen embedding or backbone): backprop gives it no gradient, so pcsim reads
+    it as a constant; a layer of frozen weights on the input is computed from the data alone (clamped). The
+    oracle differentiated every parameter and stopped with torch's 'One of the differentiated Tensors does
+    not require grad' before."""
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    net[0].requires_grad_(False)
+    net[2].weight.requires_grad_(False)
+    x, y = _x(6, 4), _x(6, 3, seed=1)
+    g = pcsim.trace(net, x)
+    assert {"0", "1"} <= set(g.clamped) and not any(g.users[n] for n in ("0.weight", "0.bias", "2.weight")), g.summary()
+    trained = [p for p in net.parameters() if p.requires_grad]
+    want = torch.autograd.grad(0.5 * ((net(x) - y) ** 2).sum(), trained)
+    for rule in RULES:
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed, rep.table()
+        got = [rep.grads[n] for n, p in net.named_parameters() if p.requires_grad]
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(got, want, strict=True))
+        assert all(not rep.grads[n].any() for n in ("0.weight", "0.bias", "2.weight"))
