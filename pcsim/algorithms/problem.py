@@ -60,6 +60,20 @@ def as_tuple(x, what: str) -> tuple:
     raise InputError(f"{what} must be a tensor or a tuple of tensors, got {type(x).__name__}")
 
 
+def _tensor_inputs(graph: Graph, inputs: tuple) -> tuple:
+    """The inputs that are populations' data: those given as Python values at the trace (None, a number, a flag;
+    `Graph.literal_inputs`) are left out of all the inputs, once checked to be the values the graph holds for."""
+    if not graph.literal_inputs or len(inputs) != len(graph.inputs) + len(graph.literal_inputs):
+        return inputs
+    for i, traced in graph.literal_inputs:
+        given = inputs[i]
+        if type(given) is not type(traced) or given != traced:
+            raise InputError(f"input #{i} is {given!r}; the graph was traced with {traced!r} there, and holds for "
+                             "that value only (trace again for another)")
+    literal = {i for i, _ in graph.literal_inputs}
+    return tuple(x for i, x in enumerate(inputs) if i not in literal)
+
+
 def as_targets(target) -> tuple:
     """One target per output: a tensor, a tuple of them, or tensors nested as the module's outputs are (an
     LSTM's `(y, (h, c))`, a dict), flattened in the order the outputs are (torch's pytree, None left out)."""
@@ -88,7 +102,7 @@ class Problem:
     @staticmethod
     def build(graph: Graph, inputs, target, loss="mse",
               params: Mapping[str, torch.Tensor] | None = None) -> Problem:
-        inputs = as_tuple(inputs, "inputs")
+        inputs = _tensor_inputs(graph, as_tuple(inputs, "inputs"))
         if len(inputs) != len(graph.inputs):
             raise InputError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
                              f"got {len(inputs)}")

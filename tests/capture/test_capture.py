@@ -260,3 +260,36 @@ def test_a_frozen_parameter_is_a_constant_and_gets_no_update():
         got = [rep.grads[n] for n, p in net.named_parameters() if p.requires_grad]
         assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(got, want, strict=True))
         assert all(not rep.grads[n].any() for n in ("0.weight", "0.bias", "2.weight"))
+
+
+class _Optional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x, mask=None, scale: float = 1.0, squash: bool = False):
+        h = self.lin(x) * scale
+        h = h if mask is None else h * mask
+        return torch.tanh(h) if squash else h
+
+
+@pytest.mark.parametrize("extra", [(None,), (None, 2.5), (_x(3, 4, seed=2), 0.5, True)],
+                         ids=["None", "None-number", "tensor-number-flag"])
+def test_arguments_given_as_python_values_are_specialised_and_given_again(extra):
+    """forward(x, mask=None, scale=2.5): the capture specialises the program to such arguments, as torch.export
+    does; the rules take the same values in their places (check crashed on `None.is_floating_point` before, and
+    trace refused them)."""
+    x, y = _x(3, 4), _x(3, 4, seed=1)
+    with seeded(0):
+        net = _Optional().to(DT)
+    inputs = (x, *extra)
+    g = pcsim.trace(net, *inputs)
+    assert len(g.inputs) == 1 + sum(isinstance(e, torch.Tensor) for e in extra)
+    _exact(net, inputs, y)
+    want = torch.autograd.grad(0.5 * ((net(*inputs) - y) ** 2).sum(), list(net.parameters()))
+    got = pcsim.zil(g, inputs, y)
+    assert all(torch.allclose(got[n], w, rtol=1e-12, atol=0) for n, w in zip(("lin.weight", "lin.bias"), want,
+                                                                               strict=True))
+    if len(extra) > 1:
+        with pytest.raises(pcsim.InputError, match=r"input #2 is 7.0; the graph was traced with .* there"):
+            pcsim.zil(g, (x, extra[0], 7.0, *extra[2:]), y)
