@@ -24,6 +24,7 @@ import torch._export.utils
 from torch import nn
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
+from pcsim.capture.functions import refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.capture.stop_gradient import mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
@@ -58,7 +59,11 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             # note to itself, about code the user did not write
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            program = torch.export.export(module, tuple(inputs), strict=False)
+            functions: list[type] = []  # the custom autograd.Functions forward() applies
+            with seen_functions(functions):
+                program = torch.export.export(module, tuple(inputs), strict=False)
+            if functions:
+                refuse_custom_backwards(module, tuple(inputs))
             mark_stop_gradients(program)
             with _dispatcher_read_once():
                 return program.run_decompositions(decomposition_table(fused).copy())
