@@ -34,6 +34,8 @@ from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
                    "Could not extract", "Dynamic control flow")
+# torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
+_LIFTED_FAKE = "fake tensor in the exported program constant"
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,7 +110,10 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
-    if any(k in str(e) for k in _DATA_DEPENDENT):
+    if _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
+        text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
+                 "torch.export cannot follow: use `.detach()` for a value without gradient.")
+    elif any(k in str(e) for k in _DATA_DEPENDENT):
         text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
                  "example inputs' shapes: compute that condition from shapes or Python values, or move it "
                  "outside forward().")
