@@ -109,7 +109,9 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
     named = dict(module.named_parameters())
     trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
     grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
-    return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n] for n, p in named.items()}
+    # a sparse gradient (`nn.Embedding(sparse=True)`) as the dense tensor the rules return
+    return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n].to_dense() if grads[n].is_sparse else grads[n]
+            for n, p in named.items()}
 
 
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",

@@ -73,3 +73,29 @@ def test_a_target_nested_as_the_outputs_are_is_matched_output_by_output():
             assert report.passed, report.table()
             for n, g in grads.items():
                 assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), (rule, n)
+
+
+class _SparseEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.head = nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.emb(ids))) + self.head(self.emb(ids[:, :1]))
+
+
+def test_a_sparse_embeddings_gradient_is_compared_and_returned_dense():
+    """`nn.Embedding(sparse=True)`: autograd's gradient and the embedding's Hebbian term are sparse tensors. The
+    comparison stopped at `linalg_vector_norm` on SparseCPU, and IL's in-place accumulation at `contiguous`;
+    every rule returns the dense update now, equal to autograd's gradient made dense."""
+    module = _SparseEmbedding().double()
+    ids, y = torch.tensor([[1, 2, 3], [3, 4, 1]]), torch.randn(2, 3, 2, dtype=torch.float64)
+    want = torch.autograd.grad(0.5 * ((module(ids) - y) ** 2).sum(), module.emb.weight)[0]
+    assert want.is_sparse
+    for rule in ("zil", "fa-zil", "fa-zil-autonomous", "bp"):
+        report = pcsim.check(module, (ids,), y, rule=rule)
+        assert report.passed, report.table()
+        got = report.grads["emb.weight"]
+        assert not got.is_sparse and relative_difference(got, want.to_dense()) <= tolerance(torch.float64)
+    assert not pcsim.il(pcsim.trace(module, ids), (ids,), y, steps=2)["emb.weight"].is_sparse

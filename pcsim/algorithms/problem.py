@@ -217,9 +217,10 @@ class Problem:
         return out
 
     def complete(self, grads: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`grads` for every parameter of the module, in its order, zero where no term arrived."""
-        return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))
-                for n, p in self.graph.params.items()}
+        """`grads` for every parameter of the module, in its order, zero where no term arrived; dense where autograd
+        gave a sparse one (`nn.Embedding(sparse=True)`)."""
+        return {n: (grads[n].to_dense() if grads[n].is_sparse else grads[n]) if n in grads
+                else torch.zeros_like(self.params.get(n, p)) for n, p in self.graph.params.items()}
 
 
 def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
