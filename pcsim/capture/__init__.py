@@ -65,6 +65,16 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
                                  "in nn.Parameter, or detach it if it is a constant.")
 
 
+def _warn_gradient_hooks(module: nn.Module) -> None:
+    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) changes what backprop leaves in
+    `.grad`; pcsim's updates are dL/dtheta itself, before any hook."""
+    hooked = [n for n, p in module.named_parameters() if getattr(p, "_backward_hooks", None)]
+    if hooked:
+        warnings.warn(f"{type(module).__name__}: parameter(s) {', '.join(hooked)} have gradient hooks; pcsim's "
+                      "updates are dL/dtheta before them, where backprop's .grad is what the hooks return",
+                      stacklevel=3)
+
+
 def _warn_unread(graph: Graph, module: nn.Module) -> None:
     unread = [n for n, p in module.named_parameters() if p.requires_grad and not graph.users.get(n)]
     if unread:
@@ -93,6 +103,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
             raise InputError(f"example input #{i} must be a tensor (or None, a number, a flag), got {type(x).__name__}")
     _check_arity(module, len(example_inputs))
     _refuse_hidden_leaves(module)
+    _warn_gradient_hooks(module)
     program = export_program(module, tuple(example_inputs), types)
     graph = Builder(module, program, tuple(example_inputs)).run()
     _warn_unread(graph, module)

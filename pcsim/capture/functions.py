@@ -1,10 +1,11 @@
-"""`torch.autograd.Function`s in forward(): their custom backward is checked, since the capture loses it.
+"""What backprop does in backward that the capture loses: custom `autograd.Function` backwards, gradient hooks.
 
 torch.export records what a Function's `forward` computes, never its `backward`, and pcsim pulls each error
 back through the captured calls' own derivatives. That is backprop's gradient only where the custom backward
 is forward's derivative (a memory-saving Swish); a straight-through estimator or a gradient reversal would
 silently get another. So a Function seen while exporting is run once more on the example inputs, and its
 backward is compared with autograd through its forward; one that differs is refused at the user's line.
+A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
 """
 
 from __future__ import annotations
@@ -37,14 +38,27 @@ def _applying(hook) -> Iterator[None]:
         _Function.apply = classmethod(_APPLY)
 
 
+_REGISTER_HOOK = torch.Tensor.register_hook  # torch's own, as `_APPLY`
+
+
+def _refuse_hook(tensor, hook):
+    raise TraceError("a gradient hook (Tensor.register_hook) is registered in forward(): it acts in backward alone, "
+                     "which torch.export does not capture, so pcsim's updates would not pass through it as "
+                     "backprop's gradient does. Register it outside forward(), or write its effect into forward")
+
+
 @contextlib.contextmanager
 def seen_functions(seen: list[type]) -> Iterator[None]:
-    """Record the custom Functions applied while exporting into `seen`."""
+    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile."""
     def record(cls, args):
         seen.append(cls)
         return _APPLY(cls, *args)
-    with _applying(record):
-        yield
+    torch.Tensor.register_hook = _refuse_hook
+    try:
+        with _applying(record):
+            yield
+    finally:
+        torch.Tensor.register_hook = _REGISTER_HOOK
 
 
 class _Context:
