@@ -69,6 +69,12 @@ def copy_into(self, src, non_blocking=False):
     return torch.empty_like(self).copy_(src, non_blocking)
 
 
+def straight_through(source, value):
+    """`pcsim::straight_through` (a tensor changed in place under `torch.no_grad()`) as a vertex runs it: `value`
+    exactly, with the derivative of the identity on `source` (`source - source.detach()` is an exact zero)."""
+    return value.detach() + (source - source.detach())
+
+
 @dataclass(frozen=True)
 class OpEntry:
     """What pcsim knows about one ATen op (by name, all overloads)."""
@@ -146,6 +152,7 @@ ENTRIES: tuple[OpEntry, ...] = (
     OpEntry("copy", "shape", linear=True, replace=copy_into),
     # `.detach()`, `torch.no_grad()` (pcsim.capture.stop_gradient): the value, and a zero Jacobian
     OpEntry("stop_gradient", "shape", elementwise=True, replace=stop_gradient),
+    OpEntry("straight_through", "shape", elementwise=True, linear=True, replace=straight_through),
     # reductions and pooling
     *_entries("reduction", ["sum", "mean"], linear=True, brian2="linear_map"),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,

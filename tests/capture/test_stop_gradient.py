@@ -74,3 +74,40 @@ def test_a_stop_gradient_in_forward_is_exact_under_the_exact_rules(body):
         rep = pcsim.check(net, (x,), y, rule=rule)
         assert rep.passed and rep.max_rel_diff <= TOL, f"{rule}\n{rep.table()}"
         assert max(relative_difference(lifted[n], rep.reference[n]) for n in lifted) > 1e-3, "the stop changes nothing"
+
+
+class _ChangedInPlace(nn.Module):
+    """Weight clipping and a population rescaled in place, both under `torch.no_grad()`: autograd keeps each
+    tensor's history, so its new value passes gradient as the identity would (straight through)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        with torch.no_grad():
+            self.b.weight.clamp_(-0.2, 0.2)
+            h.mul_(2.0).add_(0.5)
+        return self.b(torch.tanh(h))
+
+
+def test_a_tensor_changed_in_place_without_gradient_passes_gradient_straight_through():
+    """The block's result is the changed tensor, not a new one: a stop there zeroed the clipped weight's
+    update (relative difference 1.0), and reading the weight after the block put the clamp's mask on it. The
+    oracle is autograd on a copy of the module, whose forward clips its own weight."""
+    import copy
+
+    with seeded(0):
+        net, x, y = _ChangedInPlace().to(DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 3, dtype=DT)
+    assert net.b.weight.abs().max() > 0.2  # the clipping changes the weight
+    eager = copy.deepcopy(net)
+    loss = 0.5 * ((eager(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in eager.named_parameters()], torch.autograd.grad(loss, list(eager.parameters())),
+                    strict=True))
+    g = pcsim.trace(net, x)
+    assert "straight_through" in repr([v.args for v in g.vertices]), g.summary()
+    for rule in (pcsim.zil, lambda *a: pcsim.fa_zil(*a, mode="autonomous")):
+        got = rule(g, (x,), y)  # on the module's weight as it was, unclipped: the graph clips it
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= TOL, n

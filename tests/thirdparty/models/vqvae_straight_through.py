@@ -1,4 +1,4 @@
-"""VQ-VAE (van den Oord et al. 2017) as its reference code writes it: the straight-through estimator and the codebook/commitment losses by `.detach()`."""
+"""VQ-VAE (van den Oord et al. 2017) as its reference code writes it: straight-through estimator by `.detach()`."""
 
 from __future__ import annotations
 
