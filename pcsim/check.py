@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
 from pcsim.algorithms.losses import get_loss
-from pcsim.algorithms.problem import Problem, as_tuple
+from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.graph import Graph
@@ -85,8 +85,8 @@ def _copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.to(dtype) if t.is_floating_point() else t
+def _cast(t, dtype: torch.dtype):
+    return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # None, a number: as given
 
 
 def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
@@ -115,7 +115,7 @@ class DropoutAsIdentity(TorchFunctionMode):
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
     identity, as in every pcsim rule)."""
-    inputs, targets = as_tuple(inputs, "inputs"), as_tuple(target, "target")
+    inputs, targets = as_tuple(inputs, "inputs"), as_targets(target)
     with DropoutAsIdentity():
         out = module(*inputs)
     outs = _flat_outputs(out)
@@ -124,8 +124,11 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
     total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
     named = dict(module.named_parameters())
-    grads = torch.autograd.grad(total, list(named.values()), allow_unused=True)
-    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named.items(), grads, strict=True)}
+    trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
+    grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
+    # a sparse gradient (`nn.Embedding(sparse=True)`) as the dense tensor the rules return
+    return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n].to_dense() if grads[n].is_sparse else grads[n]
+            for n, p in named.items()}
 
 
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
@@ -146,7 +149,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
         if isinstance(sub, nn.modules.batchnorm._NormBase):
             sub.train(was)
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
-    targets = tuple(_cast(y, dtype) for y in as_tuple(target, "target"))
+    targets = tuple(_cast(y, dtype) for y in as_targets(target))
     target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")

@@ -32,3 +32,70 @@ def test_dict_outputs_are_checked_in_their_flattened_order():
     assert report.passed
     for n, g in want.items():
         assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+
+
+class _LSTMWithState(nn.Module):
+    """Returns `nn.LSTM`'s `(output, (h_n, c_n))` as it is: three outputs, nested."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)
+
+
+def _mse_grads(module: nn.Module, outputs, targets) -> dict[str, torch.Tensor]:
+    loss = sum(0.5 * ((o - y) ** 2).sum() for o, y in zip(outputs, targets, strict=True))
+    return dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+
+
+def test_a_target_nested_as_the_outputs_are_is_matched_output_by_output():
+    """A target given in the module's own output structure (`(y, (h, c))`, a dict with a None) is flattened as
+    the outputs are; it crashed ('tuple' object has no attribute 'is_floating_point') before."""
+    torch.manual_seed(1)
+    lstm, x = _LSTMWithState().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    y, h, c = torch.randn(2, 5, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4)
+    out, (h_n, c_n) = lstm(x)
+    want = _mse_grads(lstm, (out, h_n, c_n), (y, h, c))
+    heads = _TwoHeads().double()
+    y1, y2 = torch.randn(6, 3), torch.randn(6, 3)
+    z = torch.randn(6, 4, dtype=torch.float64)
+    out = heads(z)
+    want_heads = _mse_grads(heads, (out["first"], out["second"]["logits"]), (y1, y2))
+    for module, inputs, target, grads in ((lstm, (x,), (y, (h, c)), want),
+                                          (heads, (z,), {"first": y1, "second": {"logits": y2, "none": None}},
+                                           want_heads)):
+        for rule in ("zil", "fa-zil", "fa-zil-autonomous"):
+            report = pcsim.check(module, inputs, target, rule=rule)
+            assert report.passed, report.table()
+            for n, g in grads.items():
+                assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), (rule, n)
+
+
+class _SparseEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.head = nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.emb(ids))) + self.head(self.emb(ids[:, :1]))
+
+
+def test_a_sparse_embeddings_gradient_is_compared_and_returned_dense():
+    """`nn.Embedding(sparse=True)`: autograd's gradient and the embedding's Hebbian term are sparse tensors. The
+    comparison stopped at `linalg_vector_norm` on SparseCPU, and IL's in-place accumulation at `contiguous`;
+    every rule returns the dense update now, equal to autograd's gradient made dense."""
+    module = _SparseEmbedding().double()
+    ids, y = torch.tensor([[1, 2, 3], [3, 4, 1]]), torch.randn(2, 3, 2, dtype=torch.float64)
+    want = torch.autograd.grad(0.5 * ((module(ids) - y) ** 2).sum(), module.emb.weight)[0]
+    assert want.is_sparse
+    for rule in ("zil", "fa-zil", "fa-zil-autonomous", "bp"):
+        report = pcsim.check(module, (ids,), y, rule=rule)
+        assert report.passed, report.table()
+        got = report.grads["emb.weight"]
+        assert not got.is_sparse and relative_difference(got, want.to_dense()) <= tolerance(torch.float64)
+    assert not pcsim.il(pcsim.trace(module, ids), (ids,), y, steps=2)["emb.weight"].is_sparse

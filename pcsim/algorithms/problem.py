@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils import _pytree as pytree  # the flattening torch.export applies to a module's outputs
 
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
@@ -59,6 +60,30 @@ def as_tuple(x, what: str) -> tuple:
     raise InputError(f"{what} must be a tensor or a tuple of tensors, got {type(x).__name__}")
 
 
+def _tensor_inputs(graph: Graph, inputs: tuple) -> tuple:
+    """The inputs that are populations' data: those given as Python values at the trace (None, a number, a flag;
+    `Graph.literal_inputs`) are left out of all the inputs, once checked to be the values the graph holds for."""
+    if not graph.literal_inputs or len(inputs) != len(graph.inputs) + len(graph.literal_inputs):
+        return inputs
+    for i, traced in graph.literal_inputs:
+        given = inputs[i]
+        if type(given) is not type(traced) or given != traced:
+            raise InputError(f"input #{i} is {given!r}; the graph was traced with {traced!r} there, and holds for "
+                             "that value only (trace again for another)")
+    literal = {i for i, _ in graph.literal_inputs}
+    return tuple(x for i, x in enumerate(inputs) if i not in literal)
+
+
+def as_targets(target) -> tuple:
+    """One target per output: a tensor, a tuple of them, or tensors nested as the module's outputs are (an
+    LSTM's `(y, (h, c))`, a dict), flattened in the order the outputs are (torch's pytree, None left out)."""
+    if isinstance(target, torch.Tensor):
+        return (target,)
+    if isinstance(target, str) or not isinstance(target, Sequence | Mapping):
+        raise InputError(f"target must be a tensor or a tuple of tensors, got {type(target).__name__}")
+    return tuple(t for t in pytree.tree_leaves(target) if t is not None)
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """A graph, its parameters, the clamped values, and a target and loss per output.
@@ -77,7 +102,7 @@ class Problem:
     @staticmethod
     def build(graph: Graph, inputs, target, loss="mse",
               params: Mapping[str, torch.Tensor] | None = None) -> Problem:
-        inputs = as_tuple(inputs, "inputs")
+        inputs = _tensor_inputs(graph, as_tuple(inputs, "inputs"))
         if len(inputs) != len(graph.inputs):
             raise InputError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
                              f"got {len(inputs)}")
@@ -106,7 +131,7 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
 
-        targets = () if target is NO_TARGET else as_tuple(target, "target")
+        targets = () if target is NO_TARGET else as_targets(target)
         if not targets and target is not NO_TARGET:
             raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
         if isinstance(loss, (str, Loss)):  # one loss for every output
@@ -196,9 +221,10 @@ class Problem:
         return out
 
     def complete(self, grads: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`grads` for every parameter of the module, in its order, zero where no term arrived."""
-        return {n: grads[n] if n in grads else torch.zeros_like(self.params.get(n, p))
-                for n, p in self.graph.params.items()}
+        """`grads` for every parameter of the module, in its order, zero where no term arrived; dense where autograd
+        gave a sparse one (`nn.Embedding(sparse=True)`)."""
+        return {n: (grads[n].to_dense() if grads[n].is_sparse else grads[n]) if n in grads
+                else torch.zeros_like(self.params.get(n, p)) for n, p in self.graph.params.items()}
 
 
 def traced_shape(v, value: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
-from pcsim.graph.ir import Graph
+from pcsim.graph.ir import LITERALS, Graph
 from pcsim.ops.table import RECURRENT_LAYERS
 
 
@@ -65,6 +65,16 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
                                  "in nn.Parameter, or detach it if it is a constant.")
 
 
+def _warn_gradient_hooks(module: nn.Module) -> None:
+    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) changes what backprop leaves in
+    `.grad`; pcsim's updates are dL/dtheta itself, before any hook."""
+    hooked = [n for n, p in module.named_parameters() if getattr(p, "_backward_hooks", None)]
+    if hooked:
+        warnings.warn(f"{type(module).__name__}: parameter(s) {', '.join(hooked)} have gradient hooks; pcsim's "
+                      "updates are dL/dtheta before them, where backprop's .grad is what the hooks return",
+                      stacklevel=3)
+
+
 def _warn_unread(graph: Graph, module: nn.Module) -> None:
     unread = [n for n, p in module.named_parameters() if p.requires_grad and not graph.users.get(n)]
     if unread:
@@ -77,6 +87,9 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
           fused: bool | Iterable[type[nn.Module]] = False) -> Graph:
     """Capture `module` on `example_inputs` (one tensor per forward argument) as a graph of populations.
 
+    An argument given as None, a number or a flag is specialised to that value (`Graph.literal_inputs`): the
+    rules take the same value in its place.
+
     The graph is specialised to the example inputs' shapes: trace again for another batch size.
     `fused`: recurrent layer types (of `pcsim.RECURRENT_LAYERS`: nn.RNN, nn.LSTM, nn.GRU), or True for
     all of them, kept as one vertex per layer running torch's fused kernel, instead of one vertex per
@@ -86,10 +99,11 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
         raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
     types = fused_types(fused)
     for i, x in enumerate(example_inputs):
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"example input #{i} must be a tensor, got {type(x).__name__}")
+        if not isinstance(x, (torch.Tensor, *LITERALS)) and x is not None:
+            raise InputError(f"example input #{i} must be a tensor (or None, a number, a flag), got {type(x).__name__}")
     _check_arity(module, len(example_inputs))
     _refuse_hidden_leaves(module)
+    _warn_gradient_hooks(module)
     program = export_program(module, tuple(example_inputs), types)
     graph = Builder(module, program, tuple(example_inputs)).run()
     _warn_unread(graph, module)

@@ -99,6 +99,7 @@ class Builder:
         self.kind: dict[fx.Node, Any] = {}  # node -> vertex name | ParamArg | ConstArg | Computed | _Multi | literal
         self.vertices: list[Vertex] = []
         self.inputs: list[str] = []
+        self.literal_inputs: list[tuple[int, Any]] = []  # (position among the example inputs, value)
         self.latent: set[str] = set()
         self.namer = VertexNamer()
         self.probed: set = set()  # calls without a table entry whose derivative has been tried
@@ -155,7 +156,8 @@ class Builder:
                           "its rules and autograd see one deterministic function (module.eval() or "
                           "training=False silences this)", stacklevel=3)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
-                     params=self.params, constants=self.constants, param_names=tuple(self.params))
+                     params=self.params, constants=self.constants, param_names=tuple(self.params),
+                     literal_inputs=tuple(self.literal_inputs))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
@@ -174,12 +176,18 @@ class Builder:
     # -- classification ---------------------------------------------------------------------------
     def _placeholder(self, n: fx.Node, spec) -> None:
         value = self.values[n]
-        if spec.kind == InputKind.PARAMETER:
+        if spec.kind == InputKind.PARAMETER and value.requires_grad:
             self.kind[n] = ParamArg(self.param_alias[spec.target])
+        elif spec.kind == InputKind.PARAMETER:  # frozen (`requires_grad=False`): a constant, as backprop has it
+            self.kind[n] = self._const(spec.target, value)
+        elif spec.kind == InputKind.USER_INPUT and not isinstance(value, torch.Tensor):  # None, a number, a flag
+            self.kind[n] = value
+            self.literal_inputs.append((len(self.inputs) + len(self.literal_inputs), value))
         elif spec.kind == InputKind.USER_INPUT:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))
             self.inputs.append(name)
+            self.vertex_values[name] = value  # what a probed reader's call is pulled back on
             self.kind[n] = name
         else:
             self.kind[n] = self._const(spec.target, value)

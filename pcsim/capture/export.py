@@ -24,7 +24,9 @@ import torch._export.utils
 from torch import nn
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
+from pcsim.capture.functions import refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
+from pcsim.capture.stop_gradient import mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
@@ -32,6 +34,8 @@ from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
 _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
                    "Could not extract", "Dynamic control flow")
+# torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
+_LIFTED_FAKE = "fake tensor in the exported program constant"
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,7 +61,12 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             # note to itself, about code the user did not write
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            program = torch.export.export(module, tuple(inputs), strict=False)
+            functions: list[type] = []  # the custom autograd.Functions forward() applies
+            with seen_functions(functions):
+                program = torch.export.export(module, tuple(inputs), strict=False)
+            if functions:
+                refuse_custom_backwards(module, tuple(inputs))
+            mark_stop_gradients(program)
             with _dispatcher_read_once():
                 return program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
@@ -101,7 +110,10 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
-    if any(k in str(e) for k in _DATA_DEPENDENT):
+    if _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
+        text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
+                 "torch.export cannot follow: use `.detach()` for a value without gradient.")
+    elif any(k in str(e) for k in _DATA_DEPENDENT):
         text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
                  "example inputs' shapes: compute that condition from shapes or Python values, or move it "
                  "outside forward().")

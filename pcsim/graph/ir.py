@@ -17,6 +17,8 @@ import torch
 from pcsim.errors import GraphError
 
 INPUT_OP = "input"
+# Python values a forward() argument may take instead of a tensor (and None): a constant of the program
+LITERALS = (bool, int, float)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ class Graph:
     params: Mapping[str, torch.Tensor] = field(default_factory=dict)
     constants: Mapping[str, torch.Tensor] = field(default_factory=dict)
     param_names: tuple[str, ...] = ()
+    # forward() arguments given as Python values (None, a number, a flag) at the trace, by position among all the
+    # example inputs: torch.export specialises the program to them, so the graph holds for those values only
+    literal_inputs: tuple[tuple[int, Any], ...] = ()
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -65,7 +65,9 @@ class Autograd:
 
     def _results(self, grads: Sequence[torch.Tensor | None], n_parents: int
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
-        param_cots = {n: g for n, g in zip(self._param_names, grads[n_parents:], strict=False) if g is not None}
+        # a sparse term (`nn.Embedding(sparse=True)`) dense, as every rule adds and scales its terms in place
+        param_cots = {n: g.to_dense() if g.is_sparse else g
+                      for n, g in zip(self._param_names, grads[n_parents:], strict=False) if g is not None}
         it = iter(grads[:n_parents])
         return [next(it) if t and n_parents else None for t in self._tracked], param_cots
 

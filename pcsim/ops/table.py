@@ -56,6 +56,25 @@ def batch_norm_eval(input, weight, bias, running_mean, running_var, momentum, ep
     return out, out.new_empty(0), out.new_empty(0)
 
 
+def stop_gradient(x):
+    """`pcsim::stop_gradient` (a `.detach()` or a `torch.no_grad()` block's result) as a vertex runs it: the
+    value, with no derivative, as autograd has it."""
+    return x.detach()
+
+
+def copy_into(self, src, non_blocking=False):
+    """`aten.copy` (what an assignment `h[:, :3] = y` is captured as) as a vertex runs it: torch implements no
+    derivative for the functional op, but does for the in-place `copy_` it stands for. The result has `self`'s
+    shape, dtype and layout and `src`'s values; its derivative reaches `src` alone."""
+    return torch.empty_like(self).copy_(src, non_blocking)
+
+
+def straight_through(source, value):
+    """`pcsim::straight_through` (a tensor changed in place under `torch.no_grad()`) as a vertex runs it: `value`
+    exactly, with the derivative of the identity on `source` (`source - source.detach()` is an exact zero)."""
+    return value.detach() + (source - source.detach())
+
+
 @dataclass(frozen=True)
 class OpEntry:
     """What pcsim knows about one ATen op (by name, all overloads)."""
@@ -131,6 +150,10 @@ ENTRIES: tuple[OpEntry, ...] = (
     # dropout runs as the identity, as in eval mode: PC and BP must see one deterministic function
     OpEntry("dropout", "shape", elementwise=True, linear=True, replace=identity, brian2="index"),
     OpEntry("native_dropout", "shape", elementwise=True, linear=True, replace=identity_and_mask, brian2="index"),
+    OpEntry("copy", "shape", linear=True, replace=copy_into),
+    # `.detach()`, `torch.no_grad()` (pcsim.capture.stop_gradient): the value, and a zero Jacobian
+    OpEntry("stop_gradient", "shape", elementwise=True, replace=stop_gradient),
+    OpEntry("straight_through", "shape", elementwise=True, linear=True, replace=straight_through),
     # reductions and pooling
     *_entries("reduction", ["sum", "mean"], linear=True, brian2="linear_map"),
     *_entries("pooling", ["avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d"], linear=True,

@@ -227,3 +227,20 @@ def test_an_input_whose_values_change_a_traced_size_is_refused_naming_the_vertex
     g = pcsim.trace(module, x)
     with pytest.raises(pcsim.InputError, match=r"vertex '\w+' \(op index, shape \(3,\)\) has shape \(4,\) on these"):
         rule(g, (other,), y)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_a_target_nested_as_the_outputs_are_is_flattened_as_they_are(rule):
+    """`nn.LSTM` returns `(y, (h_n, c_n))`: a target of that structure serves the graph's three outputs in order,
+    as the flat tuple does (the same updates to the bit)."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, batch_first=True).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    y, h, c = (torch.randn(2, 5, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64),
+               torch.randn(1, 2, 4, dtype=torch.float64))
+    g = pcsim.trace(lstm, x)
+    kwargs = {"steps": 3} if rule is pcsim.il else {}
+    flat, nested = rule(g, (x,), (y, h, c), **kwargs), rule(g, (x,), [y, (h, c)], **kwargs)
+    assert all(torch.equal(flat[n], nested[n]) for n in flat)
+    with pytest.raises(pcsim.InputError, match="target must be a tensor or a tuple of tensors.*got float"):
+        rule(g, (x,), 3.0)

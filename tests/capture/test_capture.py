@@ -153,6 +153,27 @@ def test_an_op_without_an_entry_runs_by_autograd_on_its_call():
     _exact(net, (_x(5, 3),), _x(5, 2, seed=1))
 
 
+class _Bag(nn.Module):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(10, 4, mode=mode)
+
+    def forward(self, ids, offsets):
+        return self.bag(ids, offsets)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_an_op_without_an_entry_that_reads_an_input_directly_is_probed_on_the_inputs_value(mode):
+    # `_embedding_bag` has no table entry and reads the user's index input itself: its probe pulls back on
+    # that input's example value (a KeyError from the capture before)
+    with seeded(0):
+        net = _Bag(mode).to(DT)
+    ids, offsets = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9]), torch.tensor([0, 4])
+    g = pcsim.trace(net, ids, offsets)
+    assert "_embedding_bag" not in pcsim.ops.table.OPS and "_embedding_bag" in {g[n].op for n in g.latent}
+    _exact(net, (ids, offsets), _x(2, 4, seed=1))
+
+
 def test_dropout_in_training_mode_runs_as_the_identity_like_the_oracle():
     with seeded(0):
         net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Linear(4, 2)).to(DT).train()
@@ -239,3 +260,58 @@ def test_integer_item_of_a_tuple_valued_call_is_recomputed_where_it_is_read():
     g = pcsim.trace(net, _x(3, 4))
     assert all(g[n].dtype.is_floating_point for n in g.latent)
     _exact(net, (_x(3, 4),), _x(3, 1, seed=1))
+
+
+def test_a_frozen_parameter_is_a_constant_and_gets_no_update():
+    """`requires_grad=False` (a frozen embedding or backbone): backprop gives it no gradient, so pcsim reads
+    it as a constant; a layer of frozen weights on the input is computed from the data alone (clamped). The
+    oracle differentiated every parameter and stopped with torch's 'One of the differentiated Tensors does
+    not require grad' before."""
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    net[0].requires_grad_(False)
+    net[2].weight.requires_grad_(False)
+    x, y = _x(6, 4), _x(6, 3, seed=1)
+    g = pcsim.trace(net, x)
+    assert {"0", "1"} <= set(g.clamped) and not any(g.users[n] for n in ("0.weight", "0.bias", "2.weight")), g.summary()
+    trained = [p for p in net.parameters() if p.requires_grad]
+    want = torch.autograd.grad(0.5 * ((net(x) - y) ** 2).sum(), trained)
+    for rule in RULES:
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed, rep.table()
+        got = [rep.grads[n] for n, p in net.named_parameters() if p.requires_grad]
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(got, want, strict=True))
+        assert all(not rep.grads[n].any() for n in ("0.weight", "0.bias", "2.weight"))
+
+
+class _Optional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x, mask=None, scale: float = 1.0, squash: bool = False):
+        h = self.lin(x) * scale
+        h = h if mask is None else h * mask
+        return torch.tanh(h) if squash else h
+
+
+@pytest.mark.parametrize("extra", [(None,), (None, 2.5), (_x(3, 4, seed=2), 0.5, True)],
+                         ids=["None", "None-number", "tensor-number-flag"])
+def test_arguments_given_as_python_values_are_specialised_and_given_again(extra):
+    """forward(x, mask=None, scale=2.5): the capture specialises the program to such arguments, as torch.export
+    does; the rules take the same values in their places (check crashed on `None.is_floating_point` before, and
+    trace refused them)."""
+    x, y = _x(3, 4), _x(3, 4, seed=1)
+    with seeded(0):
+        net = _Optional().to(DT)
+    inputs = (x, *extra)
+    g = pcsim.trace(net, *inputs)
+    assert len(g.inputs) == 1 + sum(isinstance(e, torch.Tensor) for e in extra)
+    _exact(net, inputs, y)
+    want = torch.autograd.grad(0.5 * ((net(*inputs) - y) ** 2).sum(), list(net.parameters()))
+    got = pcsim.zil(g, inputs, y)
+    assert all(torch.allclose(got[n], w, rtol=1e-12, atol=0) for n, w in zip(("lin.weight", "lin.bias"), want,
+                                                                               strict=True))
+    if len(extra) > 1:
+        with pytest.raises(pcsim.InputError, match=r"input #2 is 7.0; the graph was traced with .* there"):
+            pcsim.zil(g, (x, extra[0], 7.0, *extra[2:]), y)

@@ -196,6 +196,13 @@ def test_wrong_number_of_example_inputs(n_inputs):
     assert "1" in msg and str(n_inputs) in msg
 
 
+def test_reading_data_in_forward_is_refused_with_what_to_do_instead():
+    """torch.export fails on `.data` with its own words ('a fake tensor in the exported program constant's list
+    ... Please file an issue'), naming no line of the user's: pcsim says what it is and what to write."""
+    msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x) * s.lin(x).data, lin=nn.Linear(4, 4)), _x(3, 4))
+    assert "`.data`" in msg and "`.detach()`" in msg
+
+
 def test_non_tensor_example_input():
     _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), [[1.0] * 4] * 3)
 

@@ -1,0 +1,116 @@
+"""What backprop does in backward that the capture loses: custom `autograd.Function` backwards, gradient hooks.
+
+torch.export records what a Function's `forward` computes, never its `backward`, and pcsim pulls each error
+back through the captured calls' own derivatives. That is backprop's gradient only where the custom backward
+is forward's derivative (a memory-saving Swish); a straight-through estimator or a gradient reversal would
+silently get another. So a Function seen while exporting is run once more on the example inputs, and its
+backward is compared with autograd through its forward; one that differs is refused at the user's line.
+A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from pcsim.errors import TraceError
+from pcsim.numerics import relative_difference, tolerance
+
+_Function = torch.autograd.Function
+_APPLY = _Function.__dict__["apply"].__func__  # torch's own, taken once: a run restores it, never a stand-in
+
+
+def _custom(cls: type) -> bool:
+    """A Function written outside torch (torch's own, such as checkpointing, are backprop's gradient)."""
+    return not cls.__module__.startswith("torch.")
+
+
+@contextlib.contextmanager
+def _applying(hook) -> Iterator[None]:
+    """Every `Function.apply` runs through `hook(cls, args)` (which returns the outputs) while inside."""
+    _Function.apply = classmethod(lambda cls, *args: hook(cls, args) if _custom(cls) else _APPLY(cls, *args))
+    try:
+        yield
+    finally:
+        _Function.apply = classmethod(_APPLY)
+
+
+_REGISTER_HOOK = torch.Tensor.register_hook  # torch's own, as `_APPLY`
+
+
+def _refuse_hook(tensor, hook):
+    raise TraceError("a gradient hook (Tensor.register_hook) is registered in forward(): it acts in backward alone, "
+                     "which torch.export does not capture, so pcsim's updates would not pass through it as "
+                     "backprop's gradient does. Register it outside forward(), or write its effect into forward")
+
+
+@contextlib.contextmanager
+def seen_functions(seen: list[type]) -> Iterator[None]:
+    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile."""
+    def record(cls, args):
+        seen.append(cls)
+        return _APPLY(cls, *args)
+    torch.Tensor.register_hook = _refuse_hook
+    try:
+        with _applying(record):
+            yield
+    finally:
+        torch.Tensor.register_hook = _REGISTER_HOOK
+
+
+class _Context:
+    """What a Function's `forward(ctx, ...)` may call on its context, doing nothing: forward is run here for
+    its values and autograd's derivative of them."""
+
+    needs_input_grad = ()
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
+    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs)."""
+    leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+              for a in args]
+    tracked = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    with torch.enable_grad():
+        custom = _APPLY(cls, *leaves)
+        ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args) + setup_context(ctx, ...)
+        plain = cls.forward(*leaves) if ctx_free else cls.forward(_Context(), *leaves)
+    outs = [o for o in (custom if isinstance(custom, tuple) else (custom,))]
+    plains = [o for o in (plain if isinstance(plain, tuple) else (plain,))]
+    pairs = [(o, p) for o, p in zip(outs, plains, strict=False) if isinstance(o, torch.Tensor)
+             and o.is_floating_point() and o.requires_grad]
+    if not pairs or not tracked:
+        return True, custom
+    gen = torch.Generator(device=pairs[0][0].device).manual_seed(0)
+    cots = [torch.randn(o.shape, dtype=o.dtype, device=o.device, generator=gen) for o, _ in pairs]
+    want = torch.autograd.grad([o for o, _ in pairs], tracked, cots, allow_unused=True, retain_graph=True)
+    differentiable = [(p, c) for (_, p), c in zip(pairs, cots, strict=True) if p.requires_grad]
+    got = (torch.autograd.grad([p for p, _ in differentiable], tracked, [c for _, c in differentiable],
+                               allow_unused=True) if differentiable else [None] * len(tracked))
+    limit = tolerance(tracked[0].dtype) ** 0.5  # two ways to the same derivative: far apart or not at all
+    for w, g in zip(want, got, strict=True):
+        w = torch.zeros_like(tracked[0]) if w is None else w
+        g = torch.zeros_like(w) if g is None else g
+        if w.shape != g.shape or relative_difference(g, w) > limit:
+            return False, custom
+    return True, custom
+
+
+def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
+    """Run `module` on `inputs`, checking each custom Function's backward against its forward's derivative;
+    a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
+    def check(cls, args):
+        same, outputs = _forward_derivative_matches(cls, args)
+        if not same:
+            raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function whose backward is not the derivative "
+                             "of its forward (a straight-through estimator, a gradient reversal): torch.export "
+                             "captures forward alone, so pcsim cannot follow that backward. Write it with "
+                             "differentiable ops (a straight-through round is x + (x.round() - x).detach())")
+        return outputs
+    with _applying(check), torch.no_grad():
+        module(*inputs)

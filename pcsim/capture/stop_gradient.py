@@ -1,0 +1,106 @@
+"""`.detach()` and `torch.no_grad()` inside forward(): stop-gradients, kept through torch's decompositions.
+
+torch.export records both (`aten.detach`, and a `wrap_with_set_grad_enabled(False, ...)` block), but its
+functionalisation turns `detach` into `alias` and inlines the block: the program that reaches pcsim
+computes the same values with nothing left to say that backprop ignores those paths. Before decomposing,
+each `detach`, and each output of a gradient-free block, is therefore rewritten as a call of
+`pcsim::stop_gradient`, an op no decomposition touches. The op table runs it as `detach`: a vertex whose
+Jacobian is zero, so its error reaches no parent and its parameters (a `weight.detach()`) get no term.
+
+A tensor changed in place inside such a block (`weight.clamp_(-c, c)` under `no_grad`, weight clipping) is
+another case: autograd keeps its history, so the new value passes gradient to the tensor as the identity would.
+That output becomes `pcsim::straight_through(tensor, new value)`.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+aten = torch.ops.aten
+
+
+# Defined once, when pcsim is imported: the op's schema and kernels, as for any library's own op.
+@torch.library.custom_op("pcsim::stop_gradient", mutates_args=())
+def _stop_gradient(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()  # an op's output may not alias its input
+
+
+@_stop_gradient.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+STOP_GRADIENT = torch.ops.pcsim.stop_gradient.default
+
+
+@torch.library.custom_op("pcsim::straight_through", mutates_args=())
+def _straight_through(source: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    return value.clone()
+
+
+@_straight_through.register_fake
+def _(source, value):
+    return torch.empty_like(value)
+
+
+STRAIGHT_THROUGH = torch.ops.pcsim.straight_through.default
+
+
+def _grad_disabled_block(n: fx.Node) -> bool:
+    return n.target is torch.ops.higher_order.wrap_with_set_grad_enabled and n.args and n.args[0] is False
+
+
+def mark_stop_gradients(program: torch.export.ExportedProgram) -> None:
+    """Rewrite the (not yet decomposed) program's stop-gradients as `pcsim::stop_gradient` calls, in place:
+    in its graph and in the graphs of its blocks (a `detach` inside an autocast or grad-enabled block)."""
+    for gm in program.graph_module.modules():
+        if isinstance(gm, fx.GraphModule) and _mark(gm):
+            gm.recompile()
+
+
+def _in_place(n) -> bool:
+    schema = getattr(n.target, "_schema", None) if isinstance(n, fx.Node) and n.op == "call_function" else None
+    return schema is not None and schema.is_mutable and bool(n.args)
+
+
+def _mutated_input(block: fx.GraphModule, index: int) -> int | None:
+    """Which of the block's inputs its `index`-th result is, changed in place (`x.clamp_(..)`, `x.mul_(2).add_(1)`),
+    or None where the result is a new tensor."""
+    result = next(n for n in block.graph.nodes if n.op == "output").args[0][index]
+    if not _in_place(result):
+        return None
+    while _in_place(result):
+        result = result.args[0]  # an in-place op returns the tensor it changed, its first argument
+    placeholders = [n for n in block.graph.nodes if n.op == "placeholder"]
+    return placeholders.index(result) if result in placeholders else None
+
+
+def _mark(gm: fx.GraphModule) -> bool:
+    graph = gm.graph
+    changed = False
+    for n in list(graph.nodes):
+        if n.op != "call_function":
+            continue
+        if n.target is aten.detach.default:
+            n.target = STOP_GRADIENT
+            changed = True
+        elif _grad_disabled_block(n):  # the block's results are read through `getitem`s
+            for item in [u for u in n.users if u.target is operator.getitem]:
+                val = item.meta.get("val")
+                if not (isinstance(val, torch.Tensor) and val.is_floating_point()):
+                    continue
+                source = _mutated_input(getattr(gm, n.args[1].target), item.args[1])
+                if source is not None:  # the tensor before the block: read after it, it is the changed one
+                    with graph.inserting_before(n):
+                        before = graph.call_function(aten.clone.default, (n.args[2 + source],))
+                    before.meta = dict(n.args[2 + source].meta)
+                with graph.inserting_after(item):
+                    stop = (graph.call_function(STOP_GRADIENT, (item,)) if source is None
+                            else graph.call_function(STRAIGHT_THROUGH, (before, item)))
+                stop.meta = dict(item.meta)
+                item.replace_all_uses_with(stop, delete_user_cb=lambda user, stop=stop: user is not stop)
+                changed = True
+    return changed

@@ -1,0 +1,134 @@
+"""Custom `torch.autograd.Function`s (pcsim/capture/functions.py): torch.export captures their forward alone,
+so one whose backward is its forward's derivative is exact, and one whose backward is another (a
+straight-through estimator, a gradient reversal) is refused at the user's line, where it gave other
+gradients than backprop before (relative difference 1.0 and 3.0). The oracle is autograd on the module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import pcsim
+from tests.graph.helpers import DT, seeded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _Swish(torch.autograd.Function):
+    """EfficientNet-PyTorch's memory-saving Swish: the backward is forward's derivative, written out."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s))
+
+
+class _Scaled(torch.autograd.Function):
+    """The newer form (forward without ctx, setup_context), two outputs and a parameter argument."""
+
+    @staticmethod
+    def forward(x, w):
+        return x * w, x.sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad, grad_sum):
+        x, w = ctx.saved_tensors
+        return grad * w + grad_sum, (grad * x).sum(0)
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _Reversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -0.5 * grad
+
+
+class _Net(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.a, self.b, self.w = nn.Linear(4, 6), nn.Linear(6, 3), nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        h = self.a(x)
+        out = self.fn.apply(h, self.w) if self.fn is _Scaled else (self.fn.apply(h), None)
+        h = out[0] * out[1] if out[1] is not None else out[0] * self.w
+        return self.b(torch.tanh(h))
+
+
+def _case(fn):
+    with seeded(0):
+        return _Net(fn).to(DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 3, dtype=DT)
+
+
+@pytest.mark.parametrize("fn", [_Swish, _Scaled], ids=["ctx-forward", "setup_context"])
+def test_a_function_whose_backward_is_its_forwards_derivative_is_exact(fn):
+    net, x, y = _case(fn)
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+        if fn is _Scaled:
+            assert rep.reference["w"].abs().max() > 0
+
+
+@pytest.mark.parametrize("fn", [_StraightThrough, _Reversal], ids=["straight-through", "reversal"])
+def test_a_function_with_another_backward_is_refused_at_the_users_line(fn):
+    net, x, y = _case(fn)
+    with pytest.raises(pcsim.TraceError, match=rf"at test_autograd_functions.py:\d+: .*{fn.__qualname__} is a "
+                                               r"torch.autograd.Function whose backward is not the derivative"):
+        pcsim.check(net, (x,), y, rule="zil")
+    # torch.autograd.Function.apply is torch's own again afterwards
+    assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+
+
+class _Hooked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        h.register_hook(lambda grad: 3 * grad)
+        return torch.tanh(h)
+
+
+def test_a_gradient_hook_registered_in_forward_is_refused_at_the_users_line():
+    """It scaled backprop's gradient while pcsim's updates ignored it (relative difference 0.67 before)."""
+    with seeded(0):
+        net, x = _Hooked().to(DT), torch.randn(5, 4, dtype=DT)
+    with pytest.raises(pcsim.TraceError, match=r"at test_autograd_functions.py:\d+: .*gradient hook \(Tensor."
+                                               r"register_hook\) is registered in forward"):
+        pcsim.trace(net, x)
+    assert torch.Tensor.register_hook.__module__ == "torch._tensor"  # torch's own again
+
+
+def test_a_parameters_gradient_hook_is_named_in_a_warning():
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 3)).to(DT)
+    net[0].weight.register_hook(lambda grad: grad.clamp(-0.1, 0.1))
+    with pytest.warns(UserWarning, match=r"parameter\(s\) 0.weight have gradient hooks"):
+        pcsim.trace(net, torch.randn(5, 4, dtype=DT))

@@ -1,0 +1,113 @@
+"""`.detach()` and `torch.no_grad()` inside forward() are stop-gradients: backprop ignores those paths, so
+Z-IL and Fa-Z-IL must too. The oracle is autograd on the module itself (pcsim.check); each case also runs
+with its stops lifted, to show that they change the gradients (a capture that dropped them would fail)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pcsim
+from pcsim.check import autograd_gradients
+from pcsim.numerics import relative_difference
+from tests.graph.helpers import DT, Net, seeded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RULES = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
+TOL = pcsim.tolerance(DT)
+
+
+def _detach(t: torch.Tensor, stop: bool) -> torch.Tensor:
+    return t.detach() if stop else t
+
+
+def _no_grad(stop: bool):
+    return torch.no_grad() if stop else contextlib.nullcontext()
+
+
+def _detached_product(s, x, stop):
+    h = s.a(x)
+    return h * _detach(h, stop) + s.b(_detach(x, stop))
+
+
+def _no_grad_block(s, x, stop):
+    h = s.a(x)
+    with _no_grad(stop):
+        w = torch.softmax(h, 1) + s.b(x)  # a population and a parameter, read without gradient
+    return torch.tanh(h) * w
+
+
+def _no_grad_decorated(s, x, stop):
+    sigmoid = torch.no_grad()(torch.sigmoid) if stop else torch.sigmoid
+    return s.b(x) * sigmoid(s.a(x))
+
+
+def _detached_weight(s, x, stop):
+    return F.linear(x, _detach(s.a.weight, stop), s.a.bias) * torch.tanh(s.b(x))
+
+
+def _grad_mode_switch(s, x, stop):
+    h = s.a(x)
+    with torch.set_grad_enabled(not stop):
+        g = h.exp()
+    return s.b(x) * g + h
+
+
+CASES = {"detach": _detached_product, "no_grad": _no_grad_block, "no_grad_decorator": _no_grad_decorated,
+         "detached_weight": _detached_weight, "set_grad_enabled": _grad_mode_switch}
+
+
+@pytest.mark.parametrize("body", CASES.values(), ids=CASES.keys())
+def test_a_stop_gradient_in_forward_is_exact_under_the_exact_rules(body):
+    with seeded(0):
+        net = Net(functools.partial(body, stop=True), a=nn.Linear(4, 6), b=nn.Linear(4, 6)).to(DT)
+        x, y = torch.randn(3, 4, dtype=DT), torch.randn(3, 6, dtype=DT)
+    g = pcsim.trace(net, x)
+    assert "stop_gradient" in repr([(v.op, v.args) for v in g.vertices]), g.summary()
+    lifted = autograd_gradients(Net(functools.partial(body, stop=False), a=net.a, b=net.b), (x,), y)
+    for rule in RULES:
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= TOL, f"{rule}\n{rep.table()}"
+        assert max(relative_difference(lifted[n], rep.reference[n]) for n in lifted) > 1e-3, "the stop changes nothing"
+
+
+class _ChangedInPlace(nn.Module):
+    """Weight clipping and a population rescaled in place, both under `torch.no_grad()`: autograd keeps each
+    tensor's history, so its new value passes gradient as the identity would (straight through)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        with torch.no_grad():
+            self.b.weight.clamp_(-0.2, 0.2)
+            h.mul_(2.0).add_(0.5)
+        return self.b(torch.tanh(h))
+
+
+def test_a_tensor_changed_in_place_without_gradient_passes_gradient_straight_through():
+    """The block's result is the changed tensor, not a new one: a stop there zeroed the clipped weight's
+    update (relative difference 1.0), and reading the weight after the block put the clamp's mask on it. The
+    oracle is autograd on a copy of the module, whose forward clips its own weight."""
+    import copy
+
+    with seeded(0):
+        net, x, y = _ChangedInPlace().to(DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 3, dtype=DT)
+    assert net.b.weight.abs().max() > 0.2  # the clipping changes the weight
+    eager = copy.deepcopy(net)
+    loss = 0.5 * ((eager(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in eager.named_parameters()], torch.autograd.grad(loss, list(eager.parameters())),
+                    strict=True))
+    g = pcsim.trace(net, x)
+    assert "straight_through" in repr([v.args for v in g.vertices]), g.summary()
+    for rule in (pcsim.zil, lambda *a: pcsim.fa_zil(*a, mode="autonomous")):
+        got = rule(g, (x,), y)  # on the module's weight as it was, unclipped: the graph clips it
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= TOL, n
