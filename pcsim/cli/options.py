@@ -46,7 +46,7 @@ def output_file(path: str, flag: str) -> Path:
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder: name a file in it")
-    nearest = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    nearest = next(p for p in out.absolute().parents if p.exists())  # its folder, or the nearest above
     if not nearest.is_dir() or not os.access(nearest, os.W_OK):
         what = "read-only" if nearest.is_dir() else "a file"
         raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
