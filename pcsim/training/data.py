@@ -43,11 +43,31 @@ class Dataset:
         return Dataset(self.name, cast(self.x_train), self.y_train, cast(self.x_test), self.y_test, self.n_classes)
 
 
-def _dataset(name: str, x_train, y_train, x_test, y_test, n_classes: int | None = None) -> Dataset:
-    """Inputs (scaled already) as float32, labels as int64; classes: the largest label + 1 unless given."""
+def _dataset(name: str, x_train, y_train, x_test, y_test, n_classes: int | None = None, *,
+             source: Path | None = None) -> Dataset:
+    """Inputs (scaled already) as float32, labels as int64; classes: the largest label + 1 unless given.
+
+    A split that training cannot use (empty, labels not one per sample, images of another shape than
+    the other split's) is a DataError naming `source`, the files' folder, rather than a failure deep in
+    the model or a division by zero at the end of an epoch.
+    """
+    where = source or name
+    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) == 0:
+            raise DataError(f"{where}: the {part} split holds no samples")
+        if np.ndim(y) != 1 or len(y) != len(x):
+            raise DataError(f"{where}: {part} labels have shape {np.shape(y)}; expected one class index per "
+                            f"sample, shape ({len(x)},)")
+    if np.shape(x_train)[1:] != np.shape(x_test)[1:]:
+        raise DataError(f"{where}: train samples have shape {np.shape(x_train)[1:]} but test samples "
+                        f"{np.shape(x_test)[1:]}; both splits need the same sample shape")
     xs = [torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_test)]
     ys = [torch.as_tensor(np.asarray(y, dtype=np.int64)) for y in (y_train, y_test)]
-    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes or int(max(y.max() for y in ys if len(y))) + 1)
+    n_classes = n_classes or int(max(y.max() for y in ys)) + 1
+    low, high = int(min(y.min() for y in ys)), int(max(y.max() for y in ys))
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{where}: labels run from {low} to {high}; expected class indices 0..{n_classes - 1}")
+    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes)
 
 
 def _split(name, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:
@@ -121,7 +141,7 @@ def idx_folder(folder: Path, name: str) -> Dataset:
         if len(files[f"x_{part}"]) != len(files[f"y_{part}"]):
             raise DataError(f"{folder}: {part} images and labels differ in count")
     return _dataset(name, files["x_train"][:, None] / 255.0, files["y_train"], files["x_test"][:, None] / 255.0,
-                    files["y_test"])
+                    files["y_test"], source=folder)
 
 
 def cifar10_folder(folder: Path) -> Dataset:
@@ -143,7 +163,8 @@ def cifar10_folder(folder: Path) -> Dataset:
     parts = [load(p) for p in train]
     xt, yt = load(folder / "test_batch")
     x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32) / 255.0
-    return _dataset("cifar10", x, np.concatenate([p[1] for p in parts]), xt.reshape(-1, 3, 32, 32) / 255.0, yt, 10)
+    return _dataset("cifar10", x, np.concatenate([p[1] for p in parts]), xt.reshape(-1, 3, 32, 32) / 255.0, yt, 10,
+                    source=folder)
 
 
 class _SafeUnpickler(pickle.Unpickler):

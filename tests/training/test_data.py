@@ -1,0 +1,55 @@
+"""Data folders that training cannot use are refused by the loader, naming the folder and the defect."""
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcsim.training.data import DataError, load_dataset
+
+
+def _write_idx(path: Path, array) -> None:
+    array = np.asarray(array, dtype=np.uint8)
+    path.write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def _mnist_folder(folder: Path, n_train=6, n_test=3, train_image=(4, 4), test_image=(4, 4), label_shape=()) -> str:
+    rng = np.random.default_rng(0)
+    for prefix, n, image in (("train", n_train, train_image), ("t10k", n_test, test_image)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, *image)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 3, (n, *label_shape)))
+    return str(folder)
+
+
+def test_a_well_formed_folder_still_loads(tmp_path):
+    data = load_dataset(_mnist_folder(tmp_path))
+    assert data.input_shape == (1, 4, 4) and (len(data.x_train), len(data.x_test)) == (6, 3)
+
+
+@pytest.mark.parametrize("layout, message", [
+    (dict(n_train=0), "train split holds no samples"),
+    (dict(n_test=0), "test split holds no samples"),
+    (dict(n_train=0, n_test=0), "train split holds no samples"),
+    (dict(test_image=(5, 5)), r"train samples have shape \(1, 4, 4\) but test samples \(1, 5, 5\)"),
+    (dict(label_shape=(2,)), r"train labels have shape \(6, 2\)"),
+])
+def test_unusable_mnist_folders_are_data_errors_naming_the_folder(tmp_path, layout, message):
+    # before: max() of an empty sequence, a ZeroDivisionError after an epoch, or a shape error inside the model
+    folder = _mnist_folder(tmp_path, **layout)
+    with pytest.raises(DataError, match=message) as caught:
+        load_dataset(folder)
+    assert folder in str(caught.value)
+
+
+def test_cifar_labels_outside_its_ten_classes_are_refused(tmp_path):
+    # before: accepted, and one_hot(y, 10) failed in the first batch
+    def batch(n, label):
+        return {b"data": np.zeros((n, 3 * 32 * 32), dtype=np.uint8), b"labels": [label] * n}
+
+    for i in range(1, 6):
+        (tmp_path / f"data_batch_{i}").write_bytes(pickle.dumps(batch(2, 1)))
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch(2, 10)))
+    with pytest.raises(DataError, match=r"labels run from 1 to 10; expected class indices 0\.\.9"):
+        load_dataset(str(tmp_path))
