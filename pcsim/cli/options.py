@@ -53,6 +53,19 @@ def output_file(path: str, flag: str) -> Path:
     return out
 
 
+def output_folder(path: str, flag: str) -> Path:
+    """An output folder's path, checked before the work that fills it (training may take hours): not a file,
+    and its nearest existing folder is a writable folder."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {path} is a file: name a folder")
+    nearest = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK):
+        what = "read-only" if nearest.is_dir() else "a file"
+        raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
+    return out
+
+
 @contextlib.contextmanager
 def writing(path, flag: str):
     """A failed write of an output file is the user's path, not the model's error: one line naming the file."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pcsim.cli.options import add_model_flags
+from pcsim.cli.options import add_model_flags, output_folder, writing
 from pcsim.numerics import DTYPES
 from pcsim.rules import RULES
 from pcsim.training.loop import OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
@@ -41,7 +41,8 @@ def add_parser(commands) -> None:
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")
     p.add_argument("--out", default=None, metavar="DIR", help="write model.pt, metrics.json, metrics.csv here")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run checkpointed in DIR")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run checkpointed in DIR, as configured there; --epochs may raise its epochs")
     p.add_argument("--compare-bp", action="store_true", help="train BP from the same start beside it")
     p.add_argument("--no-progress", action="store_true")
 
@@ -57,16 +58,49 @@ def _init_distributed() -> None:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
+def _resumed_config(run, given: TrainConfig, folder: Path) -> TrainConfig:
+    """The checkpoint's config, with `--epochs` raised if asked. Any other setting given on the command line
+    that differs from the checkpoint's is an error: resuming continues the stored run, and ignoring a flag
+    would silently train something other than what the user asked for."""
+    stored, defaults = run.config, TrainConfig()
+    conflicts = [f"--{name.replace('_', '-')} {getattr(given, name)} (the run has {getattr(stored, name)})"
+                 for name in (f.name for f in fields(TrainConfig)) if name not in ("model", "epochs")
+                 and getattr(given, name) != getattr(defaults, name) and getattr(given, name) != getattr(stored, name)]
+    if given.model != stored.model and not _same_file(given.model, stored.model):
+        conflicts.insert(0, f"MODEL {given.model} (the run has {stored.model})")
+    if conflicts:
+        raise ValueError(f"--resume {folder} continues the run as it was configured; these differ from it: "
+                         f"{'; '.join(conflicts)}")
+    epochs = given.epochs if given.epochs != defaults.epochs else stored.epochs
+    if epochs < run.epoch:
+        raise ValueError(f"--epochs {epochs}: the run in {folder} has already trained {run.epoch} epochs")
+    if epochs != stored.epochs and stored.lr_schedule != "constant":
+        raise ValueError(f"--epochs {epochs}: the run's {stored.lr_schedule} schedule was laid over "
+                         f"{stored.epochs} epochs and cannot be extended")
+    return replace(stored, epochs=epochs)
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve()
+
+
 def run(args: argparse.Namespace) -> int:
     _init_distributed()
     config = TrainConfig(fused_recurrent=args.fused, **{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                                                         if f.name != "fused_recurrent"})
+    config.validate()  # the flags themselves, resuming or not
+    if args.out:
+        output_folder(args.out, "--out")
     if args.resume:
         run = resume(Path(args.resume))
+        run.config = _resumed_config(run, config, Path(args.resume))
         out = Path(args.out or args.resume)
         print(f"resuming {args.resume} at epoch {run.epoch + 1}, step {run.step}")
     else:
         run, out = build_run(config), (Path(args.out) if args.out else None)
+    if out is not None:  # made now, so that an unwritable --out fails before the training, not after it
+        with writing(out, "--out"):
+            out.mkdir(parents=True, exist_ok=True)
     cfg = run.config
     baseline = build_run(replace(cfg, rule="bp", compile=False), run.data) if args.compare_bp else None
     print(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "

@@ -68,6 +68,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("check_every", "checkpoint_every"):  # 0: never
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: never), got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones

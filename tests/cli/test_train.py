@@ -1,0 +1,64 @@
+"""`pcsim train`'s flags: --resume honours or refuses the flags given with it; --out is checked before training."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcsim.cli import main
+
+MODEL = str(Path(__file__).parent.with_name("training") / "small_mlp.py")
+RUN = [MODEL, "--data", "synthetic", "--batch-size", "100", "--no-progress"]
+
+
+def _weights(folder: Path) -> dict:
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+def test_resume_with_more_epochs_ends_as_the_uninterrupted_run(tmp_path):
+    # before: the checkpoint's epochs won and --epochs 2 was silently ignored (nothing trained, exit 0)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *RUN, "--epochs", "2", "--out", str(straight)]) == 0
+    assert main(["train", *RUN, "--epochs", "1", "--out", str(resumed)]) == 0
+    assert main(["train", *RUN, "--epochs", "2", "--resume", str(resumed)]) == 0
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rule", "il"], "--rule il (the run has zil)"),
+    (["--lr", "0.5"], "--lr 0.5 (the run has 0.05)"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+])
+def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, capsys, flags, message):
+    # before: --rule il on resume trained Z-IL, silently
+    assert main(["train", *RUN, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["train", *RUN, *flags, "--resume", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model_and_fewer_epochs(tmp_path, capsys):
+    assert main(["train", *RUN, "--epochs", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["train", "mlp", *RUN[1:], "--resume", str(tmp_path)]) == 2
+    assert f"MODEL mlp (the run has {MODEL})" in capsys.readouterr().err
+    assert main(["train", *RUN, "--epochs", "1", "--resume", str(tmp_path)]) == 2
+    assert "has already trained 2 epochs" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_or_unmakeable_fails_before_training(tmp_path, capsys):
+    # before: a raw pathlib stack from mkdir, after the first epoch's training
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    assert main(["train", *RUN, "--epochs", "1", "--out", str(a_file)]) == 2
+    err = capsys.readouterr()
+    assert f"--out {a_file} is a file" in err.err and "epoch" not in err.out
+    assert main(["train", *RUN, "--epochs", "1", "--out", str(a_file / "below")]) == 2
+    assert "cannot write --out" in capsys.readouterr().err
+
+
+def test_negative_check_every_is_refused(capsys):
+    # before: step % -1 == 0, so a negative N checked every step
+    assert main(["train", *RUN, "--epochs", "1", "--check-every", "-1"]) == 2
+    assert "check_every must be >= 0" in capsys.readouterr().err
