@@ -62,6 +62,8 @@ class Relaxation:
 
     def __init__(self, problem: Problem, gamma: float, precision: float = 1.0, fixed_prediction: bool = False,
                  base: dict[str, torch.Tensor] | None = None):
+        if not gamma > 0:  # a rate <= 0 (or NaN) climbs the energy or stands still: never IL's inference
+            raise ValueError(f"gamma (the inference rate) must be > 0, got {gamma}")
         g = problem.graph
         self.problem = problem
         self.gamma = gamma

@@ -168,6 +168,8 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
 def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
                  ) -> dict[str, np.ndarray]:
     """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
     problem = Problem.build(graph, inputs, target, loss)
     relax = Relaxation(problem, gamma)
     trace: dict[str, list[float]] = {n: [] for n in graph.latent}

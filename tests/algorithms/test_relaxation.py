@@ -186,3 +186,13 @@ def test_a_diverging_run_is_refused_naming_the_first_vertex_to_leave_finite_valu
     with pytest.raises(pcsim.DivergenceError, match="iPC diverged at gamma = 0.1: at step .* vertex 'rsqrt'"):
         pcsim.ipc(graph, (x,), y, gamma=0.1, steps=20, lr=0.01)
     assert all(torch.isfinite(g).all() for g in il(graph, (x,), y, gamma=1e-4, steps=20).values())
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.1, float("nan")])
+def test_il_refuses_an_inference_rate_that_is_not_positive(gamma):
+    # before: gamma -0.1 ran IL uphill on the energy and returned its "gradients" without a word
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="gamma .* must be > 0"):
+        pcsim.il(pcsim.trace(module, x), (x,), y, "mse", gamma=gamma, steps=3)

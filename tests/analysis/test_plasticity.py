@@ -144,3 +144,11 @@ def _attribute(dotted: str):
 
     module, _, cls = dotted.rpartition(".")
     return getattr(importlib.import_module(module), cls)
+
+
+def test_energy_trace_refuses_negative_steps():
+    # before: steps=-1 returned an empty trace for every population
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+    x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
+        energy_trace(pcsim.trace(module, x), (x,), y, steps=-1)
