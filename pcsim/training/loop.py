@@ -26,7 +26,7 @@ from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
-from pcsim.training.data import Dataset, load_dataset
+from pcsim.training.data import DataError, Dataset, load_dataset
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -73,6 +73,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0 (0: never), got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.il_gamma > 0:  # checked here too, so that the flag is named before any training
+            raise ValueError(f"il_gamma must be > 0, got {self.il_gamma}")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
         if self.compile and "compile" not in rule.accepts:
             compiled = [n for n, r in RULES.items() if "compile" in r.accepts]
@@ -125,6 +127,9 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
     config.validate()
     dtype = DTYPES[config.dtype]
     data = (data or load_dataset(config.data, seed=config.seed)).to(dtype)
+    for part in ("train", "test"):  # an empty split would end its epoch in a division by zero
+        if not len(getattr(data, f"x_{part}")):
+            raise DataError(f"data set {data.name}: the {part} split holds no samples")
     if module is None:
         spec = load_model_file(config.model)
         module, _, _ = spec.build_model(seed=config.seed, input_shape=data.input_shape, n_classes=data.n_classes)

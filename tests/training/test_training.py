@@ -342,3 +342,15 @@ def test_cli_compile_trains_as_the_eager_rule(rule, tmp_path, capsys, monkeypatc
     b = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)
     for name in a:
         assert float((a[name] - b[name]).norm() / a[name].norm()) <= 1e-10, name
+
+
+def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up_front():
+    # before: a ZeroDivisionError at the end of the first epoch; --il-gamma -1 trained IL uphill on the energy
+    from pcsim.training.data import DataError
+
+    x, y = torch.rand(4, 8, 8), torch.tensor([0, 1, 0, 1])
+    empty_test = Dataset("mine", x, y, x[:0], y[:0], 2)
+    with pytest.raises(DataError, match="data set mine: the test split holds no samples"):
+        build_run(TrainConfig(model=MODEL), empty_test)
+    with pytest.raises(ValueError, match="il_gamma must be > 0, got -1"):
+        build_run(TrainConfig(model=MODEL, rule="il", il_gamma=-1.0))
