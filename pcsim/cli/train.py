@@ -63,7 +63,9 @@ def _resumed_config(run, given: TrainConfig, folder: Path) -> TrainConfig:
     that differs from the checkpoint's is an error: resuming continues the stored run, and ignoring a flag
     would silently train something other than what the user asked for."""
     stored, defaults = run.config, TrainConfig()
-    conflicts = [f"--{name.replace('_', '-')} {getattr(given, name)} (the run has {getattr(stored, name)})"
+    flag = {"fused_recurrent": "fused"}  # the config fields whose flag has another name
+    conflicts = [f"--{flag.get(name, name).replace('_', '-')} {getattr(given, name)} "
+                 f"(the run has {getattr(stored, name)})"
                  for name in (f.name for f in fields(TrainConfig)) if name not in ("model", "epochs")
                  and getattr(given, name) != getattr(defaults, name) and getattr(given, name) != getattr(stored, name)]
     if given.model != stored.model and not _same_file(given.model, stored.model):

@@ -28,6 +28,7 @@ def test_resume_with_more_epochs_ends_as_the_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--rule", "il"], "--rule il (the run has zil)"),
     (["--lr", "0.5"], "--lr 0.5 (the run has 0.05)"),
+    (["--fused"], "--fused True (the run has False)"),
     (["--epochs", "0"], "epochs must be >= 1"),
 ])
 def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, capsys, flags, message):
