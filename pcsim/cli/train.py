@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -47,15 +48,26 @@ def add_parser(commands) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _init_distributed() -> None:
-    """Under torchrun (WORLD_SIZE > 1) join the process group: gloo on CPU, nccl on GPUs."""
+@contextmanager
+def _process_group():
+    """Under torchrun (WORLD_SIZE > 1) join the process group, gloo on CPU and nccl on GPUs, and leave it on
+    the way out: a gloo process that exits still in the group aborts ("terminate called without an active
+    exception") and torchrun reports the run failed. Yields this process's rank."""
     import os
 
     import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank() if dist.is_initialized() else 0
+        if joined:
+            dist.barrier()  # rank 0 may still be writing its files
+    finally:
+        if joined:
+            dist.destroy_process_group()
 
 
 def _resumed_config(run, given: TrainConfig, folder: Path) -> TrainConfig:
@@ -87,7 +99,15 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    _init_distributed()
+    with _process_group() as rank:
+        return _run(args, say=tqdm.write if rank == 0 else _quiet)  # tqdm.write: above any progress bar
+
+
+def _quiet(_line: str) -> None:
+    """Ranks other than 0 train their shard silently: rank 0 speaks for the run and writes its files."""
+
+
+def _run(args: argparse.Namespace, say) -> int:
     config = TrainConfig(fused_recurrent=args.fused, **{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                                                         if f.name != "fused_recurrent"})
     config.validate()  # the flags themselves, resuming or not
@@ -97,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         run = resume(Path(args.resume))
         run.config = _resumed_config(run, config, Path(args.resume))
         out = Path(args.out or args.resume)
-        print(f"resuming {args.resume} at epoch {run.epoch + 1}, step {run.step}")
+        say(f"resuming {args.resume} at epoch {run.epoch + 1}, step {run.step}")
     else:
         run, out = build_run(config), (Path(args.out) if args.out else None)
     if out is not None:  # made now, so that an unwritable --out fails before the training, not after it
@@ -105,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
     cfg = run.config
     baseline = build_run(replace(cfg, rule="bp", compile=False), run.data) if args.compare_bp else None
-    print(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
-          f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")
+    say(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
+        f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")
     if baseline is not None:
         # BP first, epoch by epoch from the same start, so both columns print together
         bp_rows = train(baseline, progress=not args.no_progress)
@@ -118,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
             line += f"  deviation {row['max_deviation']:.2e} angle {row['mean_angle_deg']:.2f} deg"
         if baseline is not None:
             line += f"  | bp test acc {bp_rows[row['epoch'] - 1]['test_acc']:.4f}"
-        tqdm.write(line + f"  ({row['seconds']:.1f} s)")  # above the progress bar, not inside it
+        say(line + f"  ({row['seconds']:.1f} s)")  # above the progress bar, not inside it
 
     history = train(run, out=out, progress=not args.no_progress, on_epoch=show)
     if history:
         final = history[-1]
-        print(f"final: test accuracy {final['test_acc']:.4f}, test loss {final['test_loss']:.4f}"
-              + (f"; wrote {out}/model.pt, metrics.json, metrics.csv" if out else ""))
+        say(f"final: test accuracy {final['test_acc']:.4f}, test loss {final['test_loss']:.4f}"
+            + (f"; wrote {out}/model.pt, metrics.json, metrics.csv" if out else ""))
     return 0
