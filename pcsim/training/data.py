@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,40 @@ class DataError(PcsimError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
+    """Inputs (N, ...) and integer class labels (N,) for a train and a test split.
+
+    A split that training cannot use (empty, labels not one per sample, samples of another shape than
+    the other split's, labels outside 0..n_classes-1) is a DataError on construction, naming `source`
+    (the files' folder; the name by default), rather than a failure deep in the model or a division by
+    zero at the end of an epoch. This holds for the loaders' sets and for sets a user builds alike.
+    """
+
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        where = self.source or f"data set {self.name}"
+        for part, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if len(x) == 0:
+                raise DataError(f"{where}: the {part} split holds no samples")
+            if y.ndim != 1 or len(y) != len(x):
+                raise DataError(f"{where}: {part} labels have shape {tuple(y.shape)}; expected one class index "
+                                f"per sample, shape ({len(x)},)")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(f"{where}: train samples have shape {tuple(self.x_train.shape[1:])} but test samples "
+                            f"{tuple(self.x_test.shape[1:])}; both splits need the same sample shape")
+        labels = torch.cat([self.y_train, self.y_test])
+        if labels.is_floating_point() or labels.is_complex():
+            raise DataError(f"{where}: labels are {labels.dtype}; expected integer class indices")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.n_classes:
+            raise DataError(f"{where}: labels run from {low} to {high}; expected class indices "
+                            f"0..{self.n_classes - 1}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -40,34 +68,16 @@ class Dataset:
         def cast(x):
             return x.to(dtype) if x.is_floating_point() else x
 
-        return Dataset(self.name, cast(self.x_train), self.y_train, cast(self.x_test), self.y_test, self.n_classes)
+        return replace(self, x_train=cast(self.x_train), x_test=cast(self.x_test))
 
 
 def _dataset(name: str, x_train, y_train, x_test, y_test, n_classes: int | None = None, *,
              source: Path | None = None) -> Dataset:
-    """Inputs (scaled already) as float32, labels as int64; classes: the largest label + 1 unless given.
-
-    A split that training cannot use (empty, labels not one per sample, images of another shape than
-    the other split's) is a DataError naming `source`, the files' folder, rather than a failure deep in
-    the model or a division by zero at the end of an epoch.
-    """
-    where = source or name
-    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if len(x) == 0:
-            raise DataError(f"{where}: the {part} split holds no samples")
-        if np.ndim(y) != 1 or len(y) != len(x):
-            raise DataError(f"{where}: {part} labels have shape {np.shape(y)}; expected one class index per "
-                            f"sample, shape ({len(x)},)")
-    if np.shape(x_train)[1:] != np.shape(x_test)[1:]:
-        raise DataError(f"{where}: train samples have shape {np.shape(x_train)[1:]} but test samples "
-                        f"{np.shape(x_test)[1:]}; both splits need the same sample shape")
+    """Inputs (scaled already) as float32, labels as int64; classes: the largest label + 1 unless given."""
     xs = [torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_test)]
     ys = [torch.as_tensor(np.asarray(y, dtype=np.int64)) for y in (y_train, y_test)]
-    n_classes = n_classes or int(max(y.max() for y in ys)) + 1
-    low, high = int(min(y.min() for y in ys)), int(max(y.max() for y in ys))
-    if low < 0 or high >= n_classes:
-        raise DataError(f"{where}: labels run from {low} to {high}; expected class indices 0..{n_classes - 1}")
-    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes)
+    n_classes = n_classes or int(max((y.max() for y in ys if len(y)), default=0)) + 1
+    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes, source=str(source or ""))
 
 
 def _split(name, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:

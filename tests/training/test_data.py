@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from pcsim.training.data import DataError, load_dataset
+from pcsim.training.data import DataError, Dataset, load_dataset
 
 
 def _write_idx(path: Path, array) -> None:
@@ -53,3 +54,19 @@ def test_cifar_labels_outside_its_ten_classes_are_refused(tmp_path):
     (tmp_path / "test_batch").write_bytes(pickle.dumps(batch(2, 10)))
     with pytest.raises(DataError, match=r"labels run from 1 to 10; expected class indices 0\.\.9"):
         load_dataset(str(tmp_path))
+
+
+def test_a_data_set_you_build_is_checked_as_the_loaders_sets_are():
+    """The checks live in Dataset itself, so a set built by hand cannot slip past them."""
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(DataError, match="data set mine: the train split holds no samples"):
+        Dataset("mine", x[:0], y[:0], x, y, 2)
+    with pytest.raises(DataError, match=r"test labels have shape \(4, 1\)"):
+        Dataset("mine", x, y, x, y[:, None], 2)
+    with pytest.raises(DataError, match=r"train samples have shape \(3,\) but test samples \(2,\)"):
+        Dataset("mine", x, y, x[:, :2], y, 2)
+    with pytest.raises(DataError, match="labels run from 0 to 1; expected class indices 0..0"):
+        Dataset("mine", x, y, x, y, 1)
+    with pytest.raises(DataError, match="labels are torch.float32"):
+        Dataset("mine", x, y.float(), x, y, 2)
+    assert Dataset("mine", x, y, x, y, 2).to(torch.float64).x_test.dtype == torch.float64

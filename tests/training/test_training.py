@@ -351,8 +351,7 @@ def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up
     from pcsim.training.data import DataError
 
     x, y = torch.rand(4, 8, 8), torch.tensor([0, 1, 0, 1])
-    empty_test = Dataset("mine", x, y, x[:0], y[:0], 2)
     with pytest.raises(DataError, match="data set mine: the test split holds no samples"):
-        build_run(TrainConfig(model=MODEL), empty_test)
+        build_run(TrainConfig(model=MODEL), Dataset("mine", x, y, x[:0], y[:0], 2))
     with pytest.raises(ValueError, match="il_gamma must be > 0, got -1"):
         build_run(TrainConfig(model=MODEL, rule="il", il_gamma=-1.0))
