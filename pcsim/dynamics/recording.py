@@ -161,12 +161,14 @@ class Recorder:
         row = len(self.t)
         self.t.append(float(t))
         for n in self.populations:
+            # in the graph's dtype whatever the backend computed in (Brian2 works in float64), as every backend
+            dtype = numpy_dtype(self.field.problem.graph[n].dtype)
             for kept, v in ((self.values, obs.values[n]), (self.errors, obs.errors[n])):
                 if self._rows is None:
-                    kept[n].append(to_numpy(v).copy())
+                    kept[n].append(to_numpy(v.detach().to(dtype)).copy())
                 else:  # into a CPU tensor made at the first row, whose NumPy view the trajectory keeps
                     if kept[n] is None:
-                        kept[n] = torch.empty((self._rows, *v.shape), dtype=numpy_dtype(v.dtype))
+                        kept[n] = torch.empty((self._rows, *v.shape), dtype=dtype)
                     kept[n][row].copy_(v.detach())
             self.energy[n].append(obs.energy[n])
 

@@ -375,3 +375,18 @@ def test_a_fused_recurrent_layer_is_refused_with_the_way_out():
     with pytest.raises(pcsim.UnsupportedOpError, match=r"vertex '.*'.*fused into one vertex.*without `fused`"):
         pcsim.simulate(graph, (x,), (torch.zeros(5, 2, 4), torch.zeros(1, 2, 4)), backend="brian2", t_end=0.5,
                        dt=0.1)
+
+
+def test_a_float32_graph_gives_float32_records_on_brian2_as_on_the_other_backends():
+    # Brian2 integrates in float64; its records came back float64 while scipy's and torch's were float32
+    module, inputs, target = tiny_mlp()
+    module, inputs, target = module.float(), tuple(x.float() for x in inputs), target.float()
+    graph = pcsim.trace(module, *inputs)
+    kw = dict(t_end=0.5, dt=0.05, method="euler", tau_x=0.5, plasticity="always", record=pcsim.Record(every_step=True))
+    ref = pcsim.simulate(graph, inputs, target, backend="scipy", **kw)
+    got = pcsim.simulate(graph, inputs, target, backend="brian2", **kw)
+    for traj in (ref, got):
+        assert {a.dtype for d in (traj.values, traj.errors, traj.updates) for a in d.values()} == {np.dtype(np.float32)}
+    tol = pcsim.tolerance(torch.float32)
+    for name in ref.values:
+        assert np.abs(got.values[name] - ref.values[name]).max() <= tol * np.abs(ref.values[name]).max()
