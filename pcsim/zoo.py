@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from pcsim import paths
 from pcsim.errors import PcsimError
+from pcsim.graph.provenance import exception_user_line
 
 LOSSES = ("mse", "ce")
 
@@ -81,7 +82,7 @@ class ModelSpec:
         try:
             result = self.build(seed=seed, **dims)
         except Exception as e:  # a user's bug: say which file, keep the original error chained
-            raise ModelFileError(f"{self.path}: build() raised {type(e).__name__}: {e}") from e
+            raise ModelFileError(f"{self.path}: build() raised {type(e).__name__}{_where(e)}") from e
         return _validated(result, self.path)
 
 
@@ -156,8 +157,14 @@ def _import(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(name, None)
-        raise ModelFileError(f"{path}: importing the file raised {type(e).__name__}: {e}") from e
+        raise ModelFileError(f"{path}: importing the file raised {type(e).__name__}{_where(e)}") from e
     return module
+
+
+def _where(e: Exception) -> str:
+    """': message', then the user's line the exception came from, if it came from the user's code."""
+    line = exception_user_line(e)
+    return f": {e}" + (f"\n{line}" if line else "")
 
 
 def load_model_file(spec: str | os.PathLike) -> ModelSpec:

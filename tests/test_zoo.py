@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
@@ -116,3 +117,17 @@ def test_missing_file_and_unknown_name_list_the_zoo(tmp_path):
         load_model_file(str(tmp_path / "absent.py"))
     with pytest.raises(ModelFileError, match=r"no zoo model named 'absent'.*mlp"):
         load_model_file("absent")
+
+
+def test_a_model_file_that_fails_is_reported_at_the_users_line(tmp_path):
+    bad_build = tmp_path / "bad_build.py"
+    bad_build.write_text("import torch\n\n\ndef build(seed=0):\n    m = torch.nn.Linear(2, 2)\n"
+                         "    return m, (torch.randn(3, 4),), m(torch.randn(3, 4))\n")
+    with pytest.raises(ModelFileError) as info:
+        load_model_file(str(bad_build)).build_model()
+    assert f'File "{bad_build}", line 6, in build' in str(info.value)
+    assert "mat1 and mat2 shapes cannot be multiplied" in str(info.value)
+    bad_import = tmp_path / "bad_import.py"
+    bad_import.write_text("import torch\nimport no_such_package_here\n")
+    with pytest.raises(ModelFileError, match=re.escape(f'File "{bad_import}", line 2, in <module>')):
+        load_model_file(str(bad_import))
