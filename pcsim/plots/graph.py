@@ -45,9 +45,11 @@ def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int
             ax.scatter(xs, ys, marker=marker, s=size, c=face, edgecolors=edge, zorder=2,
                        label=f"{label} ({len(members)})")
     if labels or (labels is None and n <= max_labels):
-        for v in lay.names:
+        short = short_names(lay.names)
+        for v in lay.names:  # slanted, so that neighbours' names run past each other rather than over
             x, y = lay.position(v)
-            ax.annotate(v, (x, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7,
+            ax.annotate(short[v], (x, y), xytext=(2, 5), textcoords="offset points", ha="left", va="bottom",
+                        rotation=30, rotation_mode="anchor", fontsize=6,
                         color="#cc0000" if lay.kind[v] == "identity" else "black")
     ax.set_xticks(range(lay.n_levels))
     ax.set_xticklabels([str(lay.n_levels - 1 - c) for c in range(lay.n_levels)], fontsize=7)
@@ -61,3 +63,17 @@ def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int
     ax.set_title(f"{title}{': ' if title else ''}{n} vertices, {lay.n_levels} levels, {ident} identity "
                  f"{'vertex' if ident == 1 else 'vertices'} inserted", fontsize=9)
     return fig
+
+
+def short_names(names) -> dict[str, str]:
+    """Each name's shortest dotted suffix that no other name ends with (`layer.0.attention.self.key` ->
+    `self.key` when the graph has other `key`s): module paths are long, and their tails tell vertices apart."""
+    parts = {n: n.split(".") for n in names}
+    short = {}
+    for n, p in parts.items():
+        for k in range(1, len(p) + 1):
+            tail = p[-k:]
+            if not any(m != n and q[-k:] == tail for m, q in parts.items()):
+                break
+        short[n] = ".".join(tail)
+    return short

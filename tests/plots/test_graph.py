@@ -49,3 +49,17 @@ def test_unlevelled_drawing_has_no_identity_and_labels_can_be_off():
     assert not fig.axes[0].texts
     lines = fig.axes[0].collections[0]
     assert len(lines.get_segments()) == len(lay.edges)
+
+
+def test_labels_are_the_shortest_dotted_tails_that_tell_vertices_apart():
+    from pcsim.plots.graph import short_names
+
+    names = ["input", "encoder.layer.0.attention.self.key", "encoder.layer.1.attention.self.key",
+             "encoder.layer.0.output.dense", "encoder.layer.0.attention.output.dense", "pooler.dense", "classifier"]
+    short = short_names(names)
+    assert len(set(short.values())) == len(names)  # still one label per vertex
+    for name, label in short.items():
+        assert name == label or name.endswith("." + label)
+        shorter = label.split(".", 1)[1] if "." in label else None  # one component less would clash
+        assert shorter is None or sum(n == shorter or n.endswith("." + shorter) for n in names) > 1
+    assert short["classifier"] == "classifier" and short["pooler.dense"] == "pooler.dense"
