@@ -115,10 +115,11 @@ class DropoutAsIdentity(TorchFunctionMode):
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
     identity, as in every pcsim rule)."""
-    inputs, targets = as_tuple(inputs, "inputs"), as_targets(target)
+    inputs = as_tuple(inputs, "inputs")
     with DropoutAsIdentity():
         out = module(*inputs)
     outs = _flat_outputs(out)
+    targets = as_targets(target, pytree.tree_flatten(out)[1])  # a dict of targets by the output's keys
     losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
@@ -149,11 +150,11 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
         if isinstance(sub, nn.modules.batchnorm._NormBase):
             sub.train(was)
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
-    targets = tuple(_cast(y, dtype) for y in as_targets(target))
-    target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
     graph = trace(m, *inputs, fused=fused)
+    targets = tuple(_cast(y, dtype) for y in as_targets(target, graph.output_spec))  # in the outputs' order
+    target = targets[0] if len(targets) == 1 else targets
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
