@@ -123,7 +123,8 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
     losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
-    total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
+    losses = tuple(get_loss(lo) for lo in losses)
+    total = sum(lo.value(o, lo.as_target(y)) for o, y, lo in zip(outs, targets, losses, strict=True))
     named = dict(module.named_parameters())
     trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
     grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))

@@ -177,7 +177,7 @@ class Problem:
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
-            tmap[name] = y.detach()
+            tmap[name] = lmap[name].as_target(y.detach())
         _refuse_nan({**{f"input '{n}'": values[n] for n in graph.inputs},
                      **{f"the target for output '{n}'": y for n, y in tmap.items()}})
         return Problem(graph, params, values, tmap, lmap)
