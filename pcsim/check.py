@@ -22,6 +22,7 @@ from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.graph import Graph
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
+from pcsim.ops.local import records_autograd
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
 
@@ -112,6 +113,7 @@ class DropoutAsIdentity(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@records_autograd
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
     identity, as in every pcsim rule)."""
@@ -133,6 +135,7 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
             for n, p in named.items()}
 
 
+@records_autograd
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
           dtype: torch.dtype = torch.float64, tol: float | None = None, fused: bool | Iterable[type[nn.Module]] = False,
           **rule_kwargs) -> CheckReport:

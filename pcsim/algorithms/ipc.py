@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import records_autograd
 
 
+@records_autograd
 def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 20, lr: float = 1e-3,
         params=None, progress: bool = False) -> dict[str, torch.Tensor]:
     """iPC's mean gradient estimate over `steps` inference steps, each moving values and weights.

@@ -16,6 +16,7 @@ from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
 from pcsim.graph.ir import LITERALS, Graph
+from pcsim.ops.local import records_autograd
 from pcsim.ops.table import RECURRENT_LAYERS
 
 
@@ -83,6 +84,7 @@ def _warn_unread(graph: Graph, module: nn.Module) -> None:
                       "their updates are zero, as autograd's gradients would be", stacklevel=3)
 
 
+@records_autograd
 def trace(module: nn.Module, *example_inputs: torch.Tensor,
           fused: bool | Iterable[type[nn.Module]] = False) -> Graph:
     """Capture `module` on `example_inputs` (one tensor per forward argument) as a graph of populations.
