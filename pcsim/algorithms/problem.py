@@ -145,6 +145,8 @@ class Problem:
                 raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
                                  f"{v.dtype} ({fix})")
             values[name] = x.detach()
+        if params is None:
+            refuse_refrozen(graph)
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
@@ -257,6 +259,16 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
                          "the inputs' values, and the graph holds only where it is the traced one (trace again "
                          "on these inputs)")
     return value
+
+
+def refuse_refrozen(graph: Graph) -> None:
+    """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
+    (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not."""
+    for name, p in graph.params.items() if graph.frozen is not None else ():
+        if p.requires_grad == (name in graph.frozen):
+            now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
+            raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
+                             "the trace's choice (a frozen parameter is a constant there); trace again")
 
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:

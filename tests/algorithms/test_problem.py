@@ -280,3 +280,24 @@ def test_a_dict_of_targets_is_matched_to_the_outputs_by_key_not_by_its_order(mod
     with pytest.raises(pcsim.InputError, match=r"target has key\(s\) \['b'\] that the module's output has not "
                                                r"\(its keys: \['z', 'a'\]\)"):
         rule(g, (x,), {"a": ya, "b": yz})
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_a_parameter_frozen_or_unfrozen_since_the_trace_is_refused_by_name(rule):
+    """The trace reads a frozen parameter as a constant. Unfrozen afterwards (a fine-tuning schedule), it got a
+    zero update where autograd's gradient had norm 3.8; frozen afterwards, an update where autograd gives none."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    net[0].weight.requires_grad_(False)
+    g = pcsim.trace(net, x)
+    net[0].weight.requires_grad_(True)
+    with pytest.raises(pcsim.InputError, match=r"parameter '0.weight' requires grad now but was frozen when the "
+                                               r"module was traced.*trace again"):
+        rule(g, (x,), y)
+    g = pcsim.trace(net, x)
+    net[2].bias.requires_grad_(False)
+    with pytest.raises(pcsim.InputError, match=r"parameter '2.bias' is frozen now but required grad when"):
+        rule(g, (x,), y)
+    net[2].bias.requires_grad_(True)
+    rule(g, (x,), y)  # as traced: runs
