@@ -67,12 +67,19 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
 
 
 def _warn_gradient_hooks(module: nn.Module) -> None:
-    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) changes what backprop leaves in
+    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) or a module's backward hook
+    (`register_full_backward_hook`, which may rewrite the gradient passed on) changes what backprop leaves in
     `.grad`; pcsim's updates are dL/dtheta itself, before any hook."""
     hooked = [n for n, p in module.named_parameters() if getattr(p, "_backward_hooks", None)]
     if hooked:
         warnings.warn(f"{type(module).__name__}: parameter(s) {', '.join(hooked)} have gradient hooks; pcsim's "
                       "updates are dL/dtheta before them, where backprop's .grad is what the hooks return",
+                      stacklevel=3)
+    hooked = [n or type(module).__name__ for n, m in module.named_modules()
+              if m._backward_hooks or m._backward_pre_hooks]
+    if hooked:  # the global ones (nn.modules.module.register_module_full_backward_hook) are the caller's own
+        warnings.warn(f"{type(module).__name__}: module(s) {', '.join(hooked)} have backward hooks; pcsim's updates "
+                      "are dL/dtheta without them, where backprop's .grad follows what the hooks return",
                       stacklevel=3)
 
 
