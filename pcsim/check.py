@@ -16,7 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
-from pcsim.algorithms.losses import get_loss
+from pcsim.algorithms.losses import Loss, get_loss
 from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
@@ -122,7 +122,7 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
         out = module(*inputs)
     outs = _flat_outputs(out)
     targets = as_targets(target, pytree.tree_flatten(out)[1])  # a dict of targets by the output's keys
-    losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
+    losses = (loss,) * len(outs) if isinstance(loss, str | Loss) else tuple(loss)
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
     losses = tuple(get_loss(lo) for lo in losses)
@@ -176,7 +176,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)
     return CheckReport(
-        rule=rule, loss=loss if isinstance(loss, str) else ",".join(map(str, loss)), dtype=dtype,
+        rule=rule, loss=",".join(get_loss(lo).name for lo in ((loss,) if isinstance(loss, str | Loss) else loss)),
+        dtype=dtype,
         max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
         per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
         n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds,

@@ -116,3 +116,22 @@ def test_a_sparse_embeddings_gradient_is_compared_and_returned_dense():
         got = report.grads["emb.weight"]
         assert not got.is_sparse and relative_difference(got, want.to_dense()) <= tolerance(torch.float64)
     assert not pcsim.il(pcsim.trace(module, ids), (ids,), y, steps=2)["emb.weight"].is_sparse
+
+
+def test_a_loss_instance_is_taken_as_the_rules_take_it():
+    """`loss=MSE()` (a pcsim Loss, which every rule takes) stopped check's oracle with 'loss must be a tensor or a
+    tuple of tensors, got MSE'; a tuple of instances was named by their reprs in the report."""
+    from pcsim.algorithms import MSE, CrossEntropy
+    torch.manual_seed(0)
+    module = _TwoHeads().double()
+    x, y1, classes = torch.randn(6, 4), torch.randn(6, 3), torch.tensor([0, 2, 1, 1, 0, 2])
+    out = module(x)
+    loss = 0.5 * ((out["first"] - y1) ** 2).sum() + torch.nn.functional.cross_entropy(
+        out["second"]["logits"], classes, reduction="sum")
+    want = dict(zip([n for n, _ in module.named_parameters()],
+                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    report = pcsim.check(module, (x,), (y1, classes), loss=(MSE(), CrossEntropy()))
+    assert report.loss == "mse,ce"
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+    assert pcsim.check(module, (x,), (y1, torch.randn(6, 3)), loss=MSE()).loss == "mse"
