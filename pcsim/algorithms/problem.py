@@ -93,7 +93,7 @@ def _arranged(target, spec: pytree.TreeSpec, where: str = "target"):
     pair each output with the other's target (silently, where their shapes agree)."""
     if spec.is_leaf():
         return target
-    keys = spec.context if isinstance(spec.context, list | tuple) else None
+    keys = spec.context if isinstance(spec.context, list | tuple) else getattr(spec.context, "_fields", None)
     if isinstance(target, Mapping) and keys is not None and all(isinstance(k, str) for k in keys):
         extra = [k for k in target if k not in keys]
         if extra:

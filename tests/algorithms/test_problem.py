@@ -1,5 +1,7 @@
 """Bad inputs get a clear pcsim error naming what is at fault, and change nothing."""
 
+import collections
+
 import pytest
 import torch
 from torch import nn
@@ -301,3 +303,28 @@ def test_a_parameter_frozen_or_unfrozen_since_the_trace_is_refused_by_name(rule)
         rule(g, (x,), y)
     net[2].bias.requires_grad_(True)
     rule(g, (x,), y)  # as traced: runs
+
+
+_Pair = collections.namedtuple("_Pair", ["z", "a"])
+
+
+class _NamedHeads(_KeyedHeads):
+    def forward(self, x):
+        out = super().forward(x)
+        return _Pair(out["z"], out["a"])
+
+
+def test_a_dict_of_targets_is_matched_to_named_tuple_outputs_by_field():
+    """A namedtuple's pytree context is its type, not a list of keys: a dict of targets for it was still taken
+    in its own key order (each head learned from the other's target, 1.78 relative off autograd)."""
+    torch.manual_seed(0)
+    module = _NamedHeads().double()
+    x, ya, yz = (torch.randn(6, k, dtype=torch.float64) for k in (4, 3, 3))
+    out = module(x)
+    loss = 0.5 * ((out.z - yz) ** 2).sum() + 0.5 * ((out.a - ya) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    for got in (pcsim.zil(pcsim.trace(module, x), (x,), {"a": ya, "z": yz}),
+                pcsim.check(module, (x,), {"a": ya, "z": yz}).grads):
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n
