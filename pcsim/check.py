@@ -117,7 +117,9 @@ class DropoutAsIdentity(TorchFunctionMode):
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
     identity, as in every pcsim rule)."""
-    inputs = as_tuple(inputs, "inputs")
+    # on copies: a forward that changes its input in place (x.mul_(2), relu_) changed the caller's tensor, and
+    # check's rule then ran on the changed one
+    inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in as_tuple(inputs, "inputs"))
     with DropoutAsIdentity():
         out = module(*inputs)
     outs = _flat_outputs(out)

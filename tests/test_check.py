@@ -135,3 +135,30 @@ def test_a_loss_instance_is_taken_as_the_rules_take_it():
     for n, g in want.items():
         assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
     assert pcsim.check(module, (x,), (y1, torch.randn(6, 3)), loss=MSE()).loss == "mse"
+
+
+class _DoublesItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x.mul_(2)  # in place, on the caller's tensor
+        return self.lin(torch.relu_(x))
+
+
+def test_check_leaves_an_input_its_module_changes_in_place_as_it_was():
+    """The oracle ran the module on the caller's own tensors: a forward doubling its input in place changed the
+    caller's x, and the rule then ran on the doubled x, so check failed (2.2 relative) on an exact rule."""
+    module = _DoublesItsInput().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    before = x.clone()
+    loss = 0.5 * ((module(x.clone()) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()],
+                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    report = pcsim.check(module, (x,), y)
+    assert torch.equal(x, before)
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+        assert relative_difference(report.reference[n], g) <= tolerance(torch.float64), n
