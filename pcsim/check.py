@@ -16,12 +16,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
-from pcsim.algorithms.losses import get_loss
+from pcsim.algorithms.losses import Loss, get_loss
 from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import trace
 from pcsim.errors import InputError
 from pcsim.graph import Graph
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
+from pcsim.ops.local import records_autograd
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
 
@@ -112,17 +113,22 @@ class DropoutAsIdentity(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@records_autograd
 def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
     identity, as in every pcsim rule)."""
-    inputs, targets = as_tuple(inputs, "inputs"), as_targets(target)
+    # on copies: a forward that changes its input in place (x.mul_(2), relu_) changed the caller's tensor, and
+    # check's rule then ran on the changed one
+    inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in as_tuple(inputs, "inputs"))
     with DropoutAsIdentity():
         out = module(*inputs)
     outs = _flat_outputs(out)
-    losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
+    targets = as_targets(target, pytree.tree_flatten(out)[1])  # a dict of targets by the output's keys
+    losses = (loss,) * len(outs) if isinstance(loss, str | Loss) else tuple(loss)
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
-    total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
+    losses = tuple(get_loss(lo) for lo in losses)
+    total = sum(lo.value(o, lo.as_target(y)) for o, y, lo in zip(outs, targets, losses, strict=True))
     named = dict(module.named_parameters())
     trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
     grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
@@ -131,6 +137,7 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
             for n, p in named.items()}
 
 
+@records_autograd
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
           dtype: torch.dtype = torch.float64, tol: float | None = None, fused: bool | Iterable[type[nn.Module]] = False,
           **rule_kwargs) -> CheckReport:
@@ -149,11 +156,11 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
         if isinstance(sub, nn.modules.batchnorm._NormBase):
             sub.train(was)
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
-    targets = tuple(_cast(y, dtype) for y in as_targets(target))
-    target = targets[0] if len(targets) == 1 else targets
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
     graph = trace(m, *inputs, fused=fused)
+    targets = tuple(_cast(y, dtype) for y in as_targets(target, graph.output_spec))  # in the outputs' order
+    target = targets[0] if len(targets) == 1 else targets
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
@@ -171,7 +178,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)
     return CheckReport(
-        rule=rule, loss=loss if isinstance(loss, str) else ",".join(map(str, loss)), dtype=dtype,
+        rule=rule, loss=",".join(get_loss(lo).name for lo in ((loss,) if isinstance(loss, str | Loss) else loss)),
+        dtype=dtype,
         max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
         per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
         n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds,

@@ -34,6 +34,23 @@ def test_dict_outputs_are_checked_in_their_flattened_order():
         assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
 
 
+
+def test_a_dict_of_targets_is_matched_by_key_whatever_its_order():
+    """`{"second": .., "first": ..}` for outputs returned as `{"first": .., "second": ..}`: the targets were
+    flattened in their own key order, for the rule and the oracle alike, so check passed on gradients 1.78
+    relative off autograd's (each head learned from the other's target)."""
+    module = _TwoHeads().double()
+    x, y1, y2 = torch.randn(6, 4), torch.randn(6, 3), torch.randn(6, 3)
+    out = module(x)
+    loss = 0.5 * ((out["first"] - y1) ** 2).sum() + 0.5 * ((out["second"]["logits"] - y2) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()],
+                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    report = pcsim.check(module, (x,), {"second": {"none": None, "logits": y2}, "first": y1}, rule="zil")
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+        assert relative_difference(report.reference[n], g) <= tolerance(torch.float64), n
+
+
 class _LSTMWithState(nn.Module):
     """Returns `nn.LSTM`'s `(output, (h_n, c_n))` as it is: three outputs, nested."""
 
@@ -99,3 +116,49 @@ def test_a_sparse_embeddings_gradient_is_compared_and_returned_dense():
         got = report.grads["emb.weight"]
         assert not got.is_sparse and relative_difference(got, want.to_dense()) <= tolerance(torch.float64)
     assert not pcsim.il(pcsim.trace(module, ids), (ids,), y, steps=2)["emb.weight"].is_sparse
+
+
+def test_a_loss_instance_is_taken_as_the_rules_take_it():
+    """`loss=MSE()` (a pcsim Loss, which every rule takes) stopped check's oracle with 'loss must be a tensor or a
+    tuple of tensors, got MSE'; a tuple of instances was named by their reprs in the report."""
+    from pcsim.algorithms import MSE, CrossEntropy
+    torch.manual_seed(0)
+    module = _TwoHeads().double()
+    x, y1, classes = torch.randn(6, 4), torch.randn(6, 3), torch.tensor([0, 2, 1, 1, 0, 2])
+    out = module(x)
+    loss = 0.5 * ((out["first"] - y1) ** 2).sum() + torch.nn.functional.cross_entropy(
+        out["second"]["logits"], classes, reduction="sum")
+    want = dict(zip([n for n, _ in module.named_parameters()],
+                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    report = pcsim.check(module, (x,), (y1, classes), loss=(MSE(), CrossEntropy()))
+    assert report.loss == "mse,ce"
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+    assert pcsim.check(module, (x,), (y1, torch.randn(6, 3)), loss=MSE()).loss == "mse"
+
+
+class _DoublesItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x.mul_(2)  # in place, on the caller's tensor
+        return self.lin(torch.relu_(x))
+
+
+def test_check_leaves_an_input_its_module_changes_in_place_as_it_was():
+    """The oracle ran the module on the caller's own tensors: a forward doubling its input in place changed the
+    caller's x, and the rule then ran on the doubled x, so check failed (2.2 relative) on an exact rule."""
+    module = _DoublesItsInput().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    before = x.clone()
+    loss = 0.5 * ((module(x.clone()) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()],
+                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    report = pcsim.check(module, (x,), y)
+    assert torch.equal(x, before)
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+        assert relative_difference(report.reference[n], g) <= tolerance(torch.float64), n

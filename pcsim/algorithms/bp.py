@@ -6,9 +6,10 @@ import torch
 
 from pcsim.algorithms.problem import Problem, traced_shape
 from pcsim.graph.ir import Graph
-from pcsim.ops.local import call
+from pcsim.ops.local import call, records_autograd
 
 
+@records_autograd
 def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, torch.Tensor]:
     """dL/dtheta for every parameter of the traced module (zeros for unused ones)."""
     graph = graph.pruned()  # a vertex that reaches no output is no part of the loss

@@ -15,10 +15,12 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.zil import feedforward, synchronous_step
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import records_autograd
 
 MODES = ("wavefront", "autonomous")
 
 
+@records_autograd
 def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront", gamma: float = 1.0,
            params=None, compile: bool = False) -> dict[str, torch.Tensor]:
     """Fa-Z-IL on the levelled graph; returns dL/dtheta per parameter (autograd's sign).

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms.problem import Problem
+from pcsim.algorithms.problem import Problem, refuse_refrozen
 from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import records_autograd
 
 
+@records_autograd
 def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 20, lr: float = 1e-3,
         params=None, progress: bool = False) -> dict[str, torch.Tensor]:
     """iPC's mean gradient estimate over `steps` inference steps, each moving values and weights.
@@ -35,6 +37,8 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if params is None:
+        refuse_refrozen(graph)
     start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
 
     def relaxation() -> Relaxation:  # the weights move in copies: the relaxation's ops read the problem's tensors

@@ -19,6 +19,10 @@ class Loss:
     def check_target(self, output: str, shape: tuple[int, ...], target: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def as_target(self, target: torch.Tensor) -> torch.Tensor:
+        """`target` (checked) in the form `value`, `error` and `gradient` read."""
+        return target
+
     def value(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -59,9 +63,14 @@ class MSE(Loss):
 
 @dataclass(frozen=True)
 class CrossEntropy(Loss):
-    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices."""
+    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype)."""
 
     name: str = "ce"
+
+    def as_target(self, target):
+        # torch's cross_entropy and scatter read int64 indices (int32 stopped bp inside torch, uint8 Z-IL):
+        # checked to lie in [0, classes), the indices are the same numbers in int64
+        return target if target.dtype == torch.int64 else target.long()
 
     def check_target(self, output, shape, target):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:

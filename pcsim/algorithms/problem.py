@@ -74,14 +74,36 @@ def _tensor_inputs(graph: Graph, inputs: tuple) -> tuple:
     return tuple(x for i, x in enumerate(inputs) if i not in literal)
 
 
-def as_targets(target) -> tuple:
+def as_targets(target, spec: pytree.TreeSpec | None = None) -> tuple:
     """One target per output: a tensor, a tuple of them, or tensors nested as the module's outputs are (an
-    LSTM's `(y, (h, c))`, a dict), flattened in the order the outputs are (torch's pytree, None left out)."""
+    LSTM's `(y, (h, c))`, a dict), flattened in the order the outputs are (torch's pytree, None left out).
+    `spec`, the outputs' TreeSpec where known, matches a dict of targets to dict outputs by key."""
     if isinstance(target, torch.Tensor):
         return (target,)
     if isinstance(target, str) or not isinstance(target, Sequence | Mapping):
         raise InputError(f"target must be a tensor or a tuple of tensors, got {type(target).__name__}")
+    if spec is not None:
+        target = _arranged(target, spec)
     return tuple(t for t in pytree.tree_leaves(target) if t is not None)
+
+
+def _arranged(target, spec: pytree.TreeSpec, where: str = "target"):
+    """`target` with every mapping's entries in the order of the output's keys at the same place: pytree
+    flattens a dict in its insertion order, so `{"a": ya, "z": yz}` for outputs `{"z": .., "a": ..}` would
+    pair each output with the other's target (silently, where their shapes agree)."""
+    if spec.is_leaf():
+        return target
+    keys = spec.context if isinstance(spec.context, list | tuple) else getattr(spec.context, "_fields", None)
+    if isinstance(target, Mapping) and keys is not None and all(isinstance(k, str) for k in keys):
+        extra = [k for k in target if k not in keys]
+        if extra:
+            raise InputError(f"{where} has key(s) {extra} that the module's output has not (its keys: {list(keys)})")
+        # a key left out stands for an output returned as None (a missing target is counted later)
+        return {k: _arranged(target[k], spec.child(i), f"{where}[{k!r}]") if k in target else None
+                for i, k in enumerate(keys)}
+    if isinstance(target, Sequence) and not isinstance(target, str) and len(target) == spec.num_children:
+        return [_arranged(t, spec.child(i), f"{where}[{i}]") for i, t in enumerate(target)]
+    return target  # flat already, or nested otherwise: flattened as given
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +145,8 @@ class Problem:
                 raise InputError(f"input '{name}' has {kind} dtype {x.dtype}; the graph was traced with "
                                  f"{v.dtype} ({fix})")
             values[name] = x.detach()
+        if params is None:
+            refuse_refrozen(graph)
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
@@ -131,7 +155,7 @@ class Problem:
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
 
-        targets = () if target is NO_TARGET else as_targets(target)
+        targets = () if target is NO_TARGET else as_targets(target, graph.output_spec)
         if not targets and target is not NO_TARGET:
             raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
         if isinstance(loss, (str, Loss)):  # one loss for every output
@@ -155,7 +179,7 @@ class Problem:
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
-            tmap[name] = y.detach()
+            tmap[name] = lmap[name].as_target(y.detach())
         _refuse_nan({**{f"input '{n}'": values[n] for n in graph.inputs},
                      **{f"the target for output '{n}'": y for n, y in tmap.items()}})
         return Problem(graph, params, values, tmap, lmap)
@@ -235,6 +259,16 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
                          "the inputs' values, and the graph holds only where it is the traced one (trace again "
                          "on these inputs)")
     return value
+
+
+def refuse_refrozen(graph: Graph) -> None:
+    """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
+    (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not."""
+    for name, p in graph.params.items() if graph.frozen is not None else ():
+        if p.requires_grad == (name in graph.frozen):
+            now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
+            raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
+                             "the trace's choice (a frozen parameter is a constant there); trace again")
 
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:

@@ -19,12 +19,13 @@ from pcsim.algorithms.problem import Problem, aligned, traced_shape
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
 from pcsim.graph.ir import Graph
-from pcsim.ops.local import Autograd, Placement, linearise, pull_back
+from pcsim.ops.local import Autograd, Placement, linearise, pull_back, records_autograd
 
 UPDATE_TIMINGS = ("deferred", "immediate")
 INITS = ("feedforward", "random")
 
 
+@records_autograd
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
         schedule: Schedule | Mapping[str, int] | None = None, init: str = "feedforward",
         update_timing: str = "deferred", lr: float = 1.0, params=None, seed: int = 0) -> dict[str, torch.Tensor]:

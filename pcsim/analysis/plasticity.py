@@ -24,7 +24,7 @@ from pcsim.algorithms.schedule import Schedule
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.il_ops import local_op
-from pcsim.ops.local import linearise
+from pcsim.ops.local import linearise, records_autograd
 from pcsim.ops.table import entry
 
 
@@ -80,6 +80,7 @@ def _rule(rule: str | UpdateRule) -> UpdateRule:
     return AUDITED_RULES[rule]
 
 
+@records_autograd
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
                    rule: str | UpdateRule = "zil") -> list[LocalityReport]:
     """Perturb every population other than a vertex's own error and its parents' values; its update must not move.
@@ -124,6 +125,7 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
     return reports
 
 
+@records_autograd
 def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterable[int] = range(-1, 3)
                        ) -> tuple[list[int], list[int], np.ndarray]:
     """Divergence from BP (relative, over each level's parameters) when level d updates at step d + k.
@@ -152,6 +154,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     return levels, offsets, out
 
 
+@records_autograd
 def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
                    precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
     """IL's relative error and angle to BP for every combination asked for (Rosenbaum-style panels)."""
@@ -165,6 +168,7 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
     return rows
 
 
+@records_autograd
 def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
                  ) -> dict[str, np.ndarray]:
     """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""

@@ -16,6 +16,7 @@ from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
 from pcsim.graph.ir import LITERALS, Graph
+from pcsim.ops.local import records_autograd
 from pcsim.ops.table import RECURRENT_LAYERS
 
 
@@ -66,12 +67,19 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
 
 
 def _warn_gradient_hooks(module: nn.Module) -> None:
-    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) changes what backprop leaves in
+    """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) or a module's backward hook
+    (`register_full_backward_hook`, which may rewrite the gradient passed on) changes what backprop leaves in
     `.grad`; pcsim's updates are dL/dtheta itself, before any hook."""
     hooked = [n for n, p in module.named_parameters() if getattr(p, "_backward_hooks", None)]
     if hooked:
         warnings.warn(f"{type(module).__name__}: parameter(s) {', '.join(hooked)} have gradient hooks; pcsim's "
                       "updates are dL/dtheta before them, where backprop's .grad is what the hooks return",
+                      stacklevel=3)
+    hooked = [n or type(module).__name__ for n, m in module.named_modules()
+              if m._backward_hooks or m._backward_pre_hooks]
+    if hooked:  # the global ones (nn.modules.module.register_module_full_backward_hook) are the caller's own
+        warnings.warn(f"{type(module).__name__}: module(s) {', '.join(hooked)} have backward hooks; pcsim's updates "
+                      "are dL/dtheta without them, where backprop's .grad follows what the hooks return",
                       stacklevel=3)
 
 
@@ -83,6 +91,7 @@ def _warn_unread(graph: Graph, module: nn.Module) -> None:
                       "their updates are zero, as autograd's gradients would be", stacklevel=3)
 
 
+@records_autograd
 def trace(module: nn.Module, *example_inputs: torch.Tensor,
           fused: bool | Iterable[type[nn.Module]] = False) -> Graph:
     """Capture `module` on `example_inputs` (one tensor per forward argument) as a graph of populations.

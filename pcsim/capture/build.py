@@ -80,6 +80,13 @@ class _ValueInterpreter(fx.Interpreter):
         self.values[n] = out = super().run_node(n)
         return out
 
+    def call_function(self, target, args, kwargs) -> Any:
+        # dropout as every rule runs it, the identity: a train-mode draw here advanced the user's RNG, and a
+        # dropout of a buffer was folded into a constant with that one random mask in it
+        if op_name(target) in DROPOUTS:
+            return entry(target).replace(*args, **kwargs)
+        return super().call_function(target, args, kwargs)
+
 
 def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
     """"op name ('node') at file.py:12: why", then the user's frame unless `frame` is False."""
@@ -157,7 +164,8 @@ class Builder:
                           "training=False silences this)", stacklevel=3)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
-                     literal_inputs=tuple(self.literal_inputs))
+                     literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
+                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running

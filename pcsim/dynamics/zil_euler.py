@@ -12,8 +12,10 @@ import torch
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.simulate import simulate
 from pcsim.graph.ir import Graph
+from pcsim.ops.local import records_autograd
 
 
+@records_autograd
 def zil_euler(graph: Graph, inputs, target, loss="mse", *, steps: int = 200, backend: str = "torch",
               leaky: bool = False, level: bool = True) -> dict[str, torch.Tensor]:
     """Euler with dt = tau_x = 1 for `steps` steps, Z-IL's gates; errors instantaneous, or leaky at tau_e = dt.

@@ -161,6 +161,12 @@ class Graph:
     # forward() arguments given as Python values (None, a number, a flag) at the trace, by position among all the
     # example inputs: torch.export specialises the program to them, so the graph holds for those values only
     literal_inputs: tuple[tuple[int, Any], ...] = ()
+    # how forward() nests its outputs (torch's pytree TreeSpec; None: not known): a dict of targets is matched to
+    # the outputs by key through it, not by the order the user wrote the keys in
+    output_spec: Any = field(default=None, compare=False, repr=False)
+    # the parameters frozen (`requires_grad=False`) at the trace, constants of the graph as backprop has them
+    # (None: not traced, unknown)
+    frozen: frozenset[str] | None = None
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

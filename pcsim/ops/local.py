@@ -11,15 +11,36 @@ IL's per-vertex ops, moved from point to point and pulled back at every step, ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
 
 import torch
+from torch.utils import _pytree as pytree
 
 from pcsim.graph.ir import Vertex
 from pcsim.ops.table import entry
 
 Params = Mapping[str, torch.Tensor]
+F = TypeVar("F", bound=Callable)
+
+
+def records_autograd(fn: F) -> F:
+    """`fn` run with autograd recording whatever mode its caller is in. Every local VJP is autograd on one call:
+    under `torch.inference_mode()` nothing is recorded (Z-IL and Fa-Z-IL returned zero updates, bp and check
+    stopped inside torch), and check's oracle stopped under `torch.no_grad()`. Tensors made under inference
+    mode (inputs, targets) cannot enter a recorded call: `fn` gets normal copies of them."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            if any(isinstance(t, torch.Tensor) and t.is_inference() for t in pytree.tree_leaves((args, kwargs))):
+                args, kwargs = pytree.tree_map_only(torch.Tensor, _normal, (args, kwargs))
+            return fn(*args, **kwargs)
+    return run  # type: ignore[return-value]
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    return t.clone() if t.is_inference() else t
 
 
 def call(vertex: Vertex, parents: Sequence[torch.Tensor], params: Params, constants: Params) -> torch.Tensor:

@@ -75,6 +75,14 @@ def straight_through(source, value):
     return value.detach() + (source - source.detach())
 
 
+def reshape_view(x, size):
+    """`aten.view` and `_unsafe_view` as a vertex runs them: a reshape, which is that very view wherever one
+    exists. The captured view holds for the example's strides only; on inputs laid out otherwise (channels_last
+    where a contiguous batch was traced) it stopped in torch ('view size is not compatible with input tensor's
+    size and stride'). `view(dtype)` reinterprets bits: run as it is."""
+    return x.view(size) if isinstance(size, torch.dtype) else x.reshape(size)
+
+
 @dataclass(frozen=True)
 class OpEntry:
     """What pcsim knows about one ATen op (by name, all overloads)."""
@@ -139,7 +147,8 @@ ENTRIES: tuple[OpEntry, ...] = (
     OpEntry("addmm", "arithmetic", brian2="addmm"),  # Brian2: of a parameter matrix, a linear layer
     OpEntry("baddbmm", "arithmetic"),
     # shape: linear maps that move values without arithmetic (in Brian2, a wiring: an index map)
-    *_entries("shape", ["view", "_unsafe_view", "reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
+    *_entries("shape", ["view", "_unsafe_view"], linear=True, brian2="index", passthrough=True, call=reshape_view),
+    *_entries("shape", ["reshape", "expand", "clone", "alias", "_to_copy", "contiguous"],
               linear=True, brian2="index", passthrough=True),
     *_entries("shape", ["permute", "transpose", "squeeze", "unsqueeze", "t", "flatten", "cat", "stack",
                         "constant_pad_nd"], linear=True, brian2="index"),

@@ -1,10 +1,13 @@
 """Bad inputs get a clear pcsim error naming what is at fault, and change nothing."""
 
+import collections
+
 import pytest
 import torch
 from torch import nn
 
 import pcsim
+from pcsim.numerics import relative_difference, tolerance
 from tests.equivalence.archs import ARCHS
 
 
@@ -244,3 +247,84 @@ def test_a_target_nested_as_the_outputs_are_is_flattened_as_they_are(rule):
     assert all(torch.equal(flat[n], nested[n]) for n in flat)
     with pytest.raises(pcsim.InputError, match="target must be a tensor or a tuple of tensors.*got float"):
         rule(g, (x,), 3.0)
+
+
+class _KeyedHeads(nn.Module):
+    """Returns a dict whose two entries have one shape: targets paired with the wrong output pass every shape check."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.z, self.a = nn.Linear(4, 5), nn.Linear(5, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.body(x))
+        return {"z": self.z(h), "a": torch.tanh(self.a(h))}
+
+
+@pytest.mark.parametrize("mode", ["bp", "zil", "wavefront", "autonomous"])
+def test_a_dict_of_targets_is_matched_to_the_outputs_by_key_not_by_its_order(mode):
+    """Targets `{"a": ya, "z": yz}` for outputs `{"z": .., "a": ..}` were flattened in the targets' own key order,
+    so each output learned from the other's target: every exact rule (and check, which passed) was 1.78 relative
+    off autograd. The graph keeps the outputs' pytree spec, and a dict of targets is read by its keys."""
+    torch.manual_seed(0)
+    module = _KeyedHeads().double()
+    x, ya, yz = (torch.randn(6, k, dtype=torch.float64) for k in (4, 3, 3))
+    out = module(x)
+    loss = 0.5 * ((out["z"] - yz) ** 2).sum() + 0.5 * ((out["a"] - ya) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    g = pcsim.trace(module, x)
+    rule = {"bp": pcsim.bp, "zil": pcsim.zil, "wavefront": pcsim.fa_zil,
+            "autonomous": lambda *a: pcsim.fa_zil(*a, mode="autonomous")}[mode]
+    got = rule(g, (x,), {"a": ya, "z": yz})
+    for n, w in want.items():
+        assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+    with pytest.raises(pcsim.InputError, match=r"target has key\(s\) \['b'\] that the module's output has not "
+                                               r"\(its keys: \['z', 'a'\]\)"):
+        rule(g, (x,), {"a": ya, "b": yz})
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_a_parameter_frozen_or_unfrozen_since_the_trace_is_refused_by_name(rule):
+    """The trace reads a frozen parameter as a constant. Unfrozen afterwards (a fine-tuning schedule), it got a
+    zero update where autograd's gradient had norm 3.8; frozen afterwards, an update where autograd gives none."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    net[0].weight.requires_grad_(False)
+    g = pcsim.trace(net, x)
+    net[0].weight.requires_grad_(True)
+    with pytest.raises(pcsim.InputError, match=r"parameter '0.weight' requires grad now but was frozen when the "
+                                               r"module was traced.*trace again"):
+        rule(g, (x,), y)
+    g = pcsim.trace(net, x)
+    net[2].bias.requires_grad_(False)
+    with pytest.raises(pcsim.InputError, match=r"parameter '2.bias' is frozen now but required grad when"):
+        rule(g, (x,), y)
+    net[2].bias.requires_grad_(True)
+    rule(g, (x,), y)  # as traced: runs
+
+
+_Pair = collections.namedtuple("_Pair", ["z", "a"])
+
+
+class _NamedHeads(_KeyedHeads):
+    def forward(self, x):
+        out = super().forward(x)
+        return _Pair(out["z"], out["a"])
+
+
+def test_a_dict_of_targets_is_matched_to_named_tuple_outputs_by_field():
+    """A namedtuple's pytree context is its type, not a list of keys: a dict of targets for it was still taken
+    in its own key order (each head learned from the other's target, 1.78 relative off autograd)."""
+    torch.manual_seed(0)
+    module = _NamedHeads().double()
+    x, ya, yz = (torch.randn(6, k, dtype=torch.float64) for k in (4, 3, 3))
+    out = module(x)
+    loss = 0.5 * ((out.z - yz) ** 2).sum() + 0.5 * ((out.a - ya) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    for got in (pcsim.zil(pcsim.trace(module, x), (x,), {"a": ya, "z": yz}),
+                pcsim.check(module, (x,), {"a": ya, "z": yz}).grads):
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n

@@ -390,3 +390,14 @@ def test_a_float32_graph_gives_float32_records_on_brian2_as_on_the_other_backend
     tol = pcsim.tolerance(torch.float32)
     for name in ref.values:
         assert np.abs(got.values[name] - ref.values[name]).max() <= tol * np.abs(ref.values[name]).max()
+
+
+def test_an_empty_batch_is_refused_naming_the_vertex():
+    """A batch of size 0 gives every population 0 neurons: Brian2 stopped with its own 'NeuronGroup size should be
+    at least 1, was 0' (and warnings about objects never run); the torch backends simulate it."""
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    with pytest.raises(pcsim.InputError, match=r"the brian2 backend makes one neuron per entry, and vertex '0' "
+                                               r"\(op linear, shape \(0, 5\)\) has none"):
+        pcsim.simulate(g, (x,), y, backend="brian2", dt=0.1, t_end=1.0)

@@ -132,3 +132,21 @@ def test_a_parameters_gradient_hook_is_named_in_a_warning():
     net[0].weight.register_hook(lambda grad: grad.clamp(-0.1, 0.1))
     with pytest.warns(UserWarning, match=r"parameter\(s\) 0.weight have gradient hooks"):
         pcsim.trace(net, torch.randn(5, 4, dtype=DT))
+
+
+def test_a_modules_backward_hook_is_named_in_a_warning():
+    """A full backward hook that rewrites the gradient passed on (here doubled at the tanh) made backprop's .grad
+    0.5 relative off dL/dtheta (autograd without the hook, which the rules return): traced without a word, and
+    check failed with no reason given."""
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+        x, y = torch.randn(6, 4, dtype=DT), torch.randn(6, 3, dtype=DT)
+    want = torch.autograd.grad(0.5 * ((net(x) - y) ** 2).sum(), list(net.parameters()))
+    net[1].register_full_backward_hook(lambda module, grad_in, grad_out: (2 * grad_in[0],))
+    net[2].register_full_backward_pre_hook(lambda module, grad_out: grad_out)
+    with pytest.warns(UserWarning, match=r"Sequential: module\(s\) 1, 2 have backward hooks; pcsim's updates are "
+                                         r"dL/dtheta without them"):
+        g = pcsim.trace(net, x)
+    got = pcsim.zil(g, (x,), y)
+    for (n, _), w in zip(net.named_parameters(), want, strict=True):
+        assert torch.allclose(got[n], w, rtol=pcsim.tolerance(DT), atol=0), n

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
-from tests.graph.helpers import DT, Net, module_grads, random_targets, seeded, trace_and_compare
+from tests.graph.helpers import DT, Net, assert_grads_match, module_grads, random_targets, seeded, trace_and_compare
 from tests.graph.test_provenance import DataDependent
 
 
@@ -253,6 +253,33 @@ def test_trace_leaves_module_buffers_unchanged():
     pcsim.trace(net, _x(3, 4))
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+class _DroppedBuffer(nn.Module):
+    """A train-mode dropout of a buffer: a value computed from nothing that varies, folded to a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.drop = nn.Linear(4, 3), nn.Dropout(0.5)
+        self.register_buffer("scale", torch.linspace(0.5, 2.0, 4, dtype=DT))
+
+    def forward(self, x):
+        return self.lin(torch.tanh(x * self.drop(self.scale)))
+
+
+def test_a_train_mode_dropout_is_the_identity_at_the_trace_too_and_draws_nothing():
+    """The trace ran the program once with train-mode dropout drawing for real: it advanced the caller's RNG, and
+    the dropout of a buffer was folded into a constant holding that one random mask, so every rule was 0.67
+    relative off the identity dropout pcsim promises (autograd on the module in eval mode)."""
+    with seeded(0):
+        net = _DroppedBuffer().to(DT).train()
+    x, y = _x(6, 4), _x(6, 3, seed=1)
+    rng = torch.get_rng_state()
+    g = pcsim.trace(net, x)
+    assert torch.equal(torch.get_rng_state(), rng)
+    want = module_grads(net.eval(), (x,), (y,))
+    for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil):
+        assert_grads_match(rule(g, (x,), y), want)
 
 
 @pytest.mark.parametrize("body", [lambda s, x: s.lin(x.view(x.shape[0], -1)),

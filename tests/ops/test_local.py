@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
+from pcsim.numerics import relative_difference
 from pcsim.ops.local import Autograd, call
 from tests.graph.helpers import DT, Net, seeded
 
@@ -189,3 +190,28 @@ def test_linearisation_leaves_its_inputs_untouched():
     assert all(torch.equal(a, b) for a, b in zip(parents, before[0], strict=True))
     assert all(torch.equal(params[n], before[1][n]) and not params[n].requires_grad for n in params)
     assert all(not p.requires_grad for p in parents)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_every_entry_point_records_autograd_whatever_mode_its_caller_is_in(mode):
+    """Under `torch.inference_mode()` nothing was recorded: zil and fa_zil (both modes) returned zero updates
+    (relative difference 1.0 from autograd), bp and check stopped inside torch; check stopped under `no_grad()`
+    too. Every public entry runs with autograd on; inputs and targets made under inference mode are copied."""
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+        x, y = torch.randn(6, 4, dtype=DT), torch.randn(6, 3, dtype=DT)
+    loss = 0.5 * ((net(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in net.named_parameters()], torch.autograd.grad(loss, list(net.parameters())),
+                    strict=True))
+    il = pcsim.il(pcsim.trace(net, x), (x,), y, steps=5)
+    with mode():
+        xm, ym = x.clone(), y.clone()  # inference tensors under inference_mode
+        g = pcsim.trace(net, xm)
+        results = [rule(g, (xm,), ym) for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil,
+                                                   lambda *a: pcsim.fa_zil(*a, mode="autonomous"))]
+        report = pcsim.check(net, (xm,), ym)
+        il_inside = pcsim.il(g, (xm,), ym, steps=5)
+    for got in [*results, report.grads, report.reference]:
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= pcsim.tolerance(DT), n
+    assert all(torch.equal(il_inside[n], il[n]) for n in il)

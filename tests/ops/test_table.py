@@ -56,3 +56,38 @@ def test_item_assignment_copies_values_and_its_error_reaches_only_the_source(rul
     report = pcsim.check(net, (x,), y, rule=rule)
     assert report.passed and report.max_rel_diff <= pcsim.tolerance(torch.float64), report.table()
     assert all(g.abs().max() > 0 for g in report.reference.values())
+
+
+class _PermutedHead(nn.Module):
+    """A convolution read by a flatten (a `view` that exists for a contiguous batch only) and, permuted, by a
+    reshape (a `view` that exists for a channels_last batch only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.a, self.b = nn.Conv2d(3, 4, 3), nn.Linear(64, 2), nn.Linear(64, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        p = h.permute(0, 2, 3, 1)
+        return self.a(h.flatten(1)) + self.b(p.reshape(p.shape[0], -1))
+
+
+@pytest.mark.parametrize("rule", [pcsim.bp, pcsim.zil, pcsim.fa_zil,
+                                  lambda *a: pcsim.fa_zil(*a, mode="autonomous")],
+                         ids=["bp", "zil", "wavefront", "autonomous"])
+def test_a_batch_in_another_memory_layout_than_the_traced_one_runs_the_same_function(rule):
+    """Traced on a contiguous batch and run on its channels_last copy (or the other way round), bp and the
+    wavefront stopped inside torch ('view size is not compatible with input tensor's size and stride'): the
+    captured `view` holds for the example's strides only. It runs as a reshape, which is that view where one
+    exists; the updates are the module's autograd gradients."""
+    with seeded(0):
+        net = _PermutedHead().double()
+        x, y = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    channels_last = x.to(memory_format=torch.channels_last)
+    loss = 0.5 * ((net(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in net.named_parameters()], torch.autograd.grad(loss, list(net.parameters())),
+                    strict=True))
+    for traced, given in ((x, channels_last), (channels_last, x)):
+        got = rule(pcsim.trace(net, traced), (given,), y)
+        for n, w in want.items():
+            assert torch.allclose(got[n], w, rtol=pcsim.tolerance(torch.float64), atol=0), n

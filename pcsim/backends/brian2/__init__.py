@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+from pcsim.errors import InputError
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
 
@@ -52,6 +53,11 @@ class Brian2(Solver):
     def run(self, field, recorder, *, t_end, progress=False):
         from pcsim.backends.brian2.runner import run
 
+        graph = field.problem.graph
+        empty = [graph[n].describe() for n in graph.latent if 0 in graph[n].shape]
+        if empty:  # Brian2 stopped with its own 'NeuronGroup size should be at least 1'
+            raise InputError(f"the brian2 backend makes one neuron per entry, and {empty[0]} has none (an empty "
+                             "batch?): there is nothing to simulate")
         return run(self, field, recorder, t_end=t_end, progress=progress)
 
 
