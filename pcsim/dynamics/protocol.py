@@ -28,6 +28,12 @@ class Gate:
         """Times at which the gate may switch (for adaptive solvers)."""
         return []
 
+    @property
+    def switches_known(self) -> bool:
+        """Whether `breakpoints` lists every switch. Solvers read a known gate once per piece between switches;
+        an unknown one (a function with no `switch_times`) is read at each stage's own time instead."""
+        return True
+
     def holds_from(self, vertex: str) -> float | None:
         """When the protocol ends for the vertex (None: never): from then on its value population holds,
         a leaky error population holds its state and an instantaneous one falls silent (zero). Only a
@@ -133,6 +139,10 @@ class UserGate(Gate):
 
     def breakpoints(self, levels):
         return list(self.switch_times)
+
+    @property
+    def switches_known(self) -> bool:
+        return bool(self.switch_times)
 
 
 def after(t: float) -> After:
