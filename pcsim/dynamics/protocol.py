@@ -11,6 +11,7 @@ no later update can read it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -135,7 +136,15 @@ class UserGate(Gate):
     switch_times: Sequence[float] = ()
 
     def __call__(self, vertex, level, t):
-        return float(self.fn(vertex, t))
+        got = self.fn(vertex, t)
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0.0 <= value < float("inf"):  # a NaN gate would turn every update NaN, a negative one reverse it
+            raise ValueError(f"the plasticity function {_name(self.fn)} returned {got!r} for vertex '{vertex}' at "
+                             f"t = {t:.6g}: a gate is a bool or a number >= 0")
+        return value
 
     def breakpoints(self, levels):
         return list(self.switch_times)
@@ -155,6 +164,13 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
     if isinstance(plasticity, Gate):
         return plasticity
     if callable(plasticity):
+        try:
+            inspect.signature(plasticity).bind("vertex", 0.0)
+        except TypeError:
+            raise TypeError(f"plasticity= takes a function (vertex, t) -> bool; {_name(plasticity)} cannot be called "
+                            "with a vertex name and a time") from None
+        except ValueError:  # no signature to read (some builtins): it is called as it is
+            pass
         return UserGate(plasticity)
     if plasticity in ("off", "always"):
         return Off() if plasticity == "off" else Always()
@@ -164,3 +180,10 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
     raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
                      f"got {plasticity!r}")
 
+
+
+def _name(fn) -> str:
+    """A function as a message names it: its name and where it is defined."""
+    code = getattr(fn, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return f"'{getattr(fn, '__qualname__', repr(fn))}'{where}"

@@ -136,3 +136,15 @@ def test_an_adaptive_solve_reads_a_gate_function_at_each_time(solver):
                         record=[])
     for name, want in expected.items():
         np.testing.assert_allclose(tr.updates[name], want, rtol=1e3 * solver.rtol, atol=1e3 * solver.atol)
+
+
+def test_a_gate_function_that_cannot_gate_is_refused_naming_it():
+    """A gate function of the wrong arity failed inside the field with Python's bare 'takes 1 positional argument',
+    and one returning None with float()'s TypeError; a NaN or negative gate ran silently."""
+    _, graph, inputs, target = _mlp()
+    kw = dict(t_end=0.5, tau_x=0.5, method="euler", dt=0.1, record=[])
+    with pytest.raises(TypeError, match=r"function \(vertex, t\).*test_protocol.py:\d+"):
+        pcsim.simulate(graph, inputs, target, plasticity=lambda vertex: True, **kw)
+    for bad, shown in ((None, "None"), (float("nan"), "nan"), (-1.0, "-1.0")):
+        with pytest.raises(ValueError, match=rf"test_protocol.py:\d+\) returned {shown} for vertex '[\w.]+' at t = 0"):
+            pcsim.simulate(graph, inputs, target, plasticity=lambda vertex, t, bad=bad: bad, **kw)
