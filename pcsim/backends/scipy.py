@@ -59,7 +59,7 @@ class Scipy(Solver):
 
         def fun(t, vec):
             recorder.reached(t)
-            d = field.pack(field(t, field.unpack(vec), regime=inside[0]))
+            d = field.pack(field(t, field.unpack(vec), regime=inside[0], piece=True))
             if not np.all(np.isfinite(d)):
                 guard(t, field.unpack(d))
             return d

@@ -54,7 +54,7 @@ class _Adaptive(Solver):
 
         def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
             out = torch.empty_like(y)
-            field(float(t[0]), field.views(y[0]), field.views(out[0]), regime=inside[0])
+            field(float(t[0]), field.views(y[0]), field.views(out[0]), regime=inside[0], piece=True)
             return out
 
         term = torchode.ODETerm(rhs, with_stats=False)

@@ -26,7 +26,7 @@ from pcsim.algorithms.relaxation import value_drive
 
 def _why_not(field, a: float, b: float) -> str | None:
     mid = 0.5 * (a + b)
-    if field.gates(mid):
+    if field.gates(mid) or not field.gate.switches_known:  # a gate of unknown switches may open inside
         return "plasticity is on"
     if field.leaky:
         return "some errors are leaky (tau_e > 0)"

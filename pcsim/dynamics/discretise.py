@@ -30,6 +30,11 @@ class Discretisation:
     schedule: Schedule  # the rule alone: `schedule.on(graph)` gives each vertex's step
     exact: bool  # updates equal BP's gradients
     note: str
+    rate: float = 1.0  # dt / tau_w: what each gated step adds of the Hebbian term
+
+    def scale(self, level: int) -> float:
+        """Under the Z-IL schedule, a vertex's update at `level` over BP's gradient: rate gamma^level."""
+        return self.rate * self.gamma ** level
 
     @property
     def first_step(self) -> int:  # the step at which level 0 (the output) is updated
@@ -44,12 +49,15 @@ class Discretisation:
         return self.schedule.at_level(level)
 
 
-def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil") -> Discretisation:
-    """Map (tau_x, tau_e, dt, gates) to the discrete algorithm that explicit Euler runs."""
-    check_positive(tau_x=tau_x, dt=dt)
+def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil",
+               tau_w: float | None = None) -> Discretisation:
+    """Map (tau_x, tau_e, dt, gates) to the discrete algorithm that explicit Euler runs. tau_w: the plasticity
+    time constant, tau_x by default as in `simulate`; each gated step adds dt / tau_w of the Hebbian term."""
+    tau_w = tau_x if tau_w is None else tau_w
+    check_positive(tau_x=tau_x, dt=dt, tau_w=tau_w)
     if not tau_e >= 0:
         raise ValueError(f"tau_e must be >= 0, got {tau_e}")
-    gamma = dt / tau_x
+    gamma, rate = dt / tau_x, dt / tau_w
     if tau_e != 0 and not math.isclose(tau_e, dt, rel_tol=1e-12):
         return Discretisation("none", gamma, Schedule(), False,
                               f"leaky errors with dt / tau_e = {dt / tau_e:.3g} != 1 blend successive errors: "
@@ -58,8 +66,12 @@ def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str =
     if plasticity != "zil":
         return Discretisation("il", gamma, rule, False,
                               f"IL with gamma = {gamma:.6g}" + (" and errors one step late" if tau_e else ""))
-    if math.isclose(gamma, 1.0, rel_tol=1e-12):
+    if math.isclose(gamma, 1.0, rel_tol=1e-12) and math.isclose(rate, 1.0, rel_tol=1e-12):
         return Discretisation("zil", gamma, rule, True,
-                              f"Z-IL: level d updated at step {rule.first} + {rule.per_level} d; equals BP")
+                              f"Z-IL: level d updated at step {rule.first} + {rule.per_level} d; equals BP", rate)
+    if math.isclose(gamma, 1.0, rel_tol=1e-12):
+        return Discretisation("zil-scaled", gamma, rule, False,
+                              f"Z-IL with dt / tau_w = {rate:.6g}: every update is {rate:.6g} times BP's", rate)
     return Discretisation("zil-scaled", gamma, rule, False,
-                          f"Z-IL schedule without C3: level d's update is gamma^d = {gamma:.6g}^d times BP's")
+                          f"Z-IL schedule without C3: level d's update is (dt / tau_w) gamma^d = {rate:.6g} x "
+                          f"{gamma:.6g}^d times BP's", rate)

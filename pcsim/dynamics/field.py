@@ -169,17 +169,23 @@ class VectorField:
                 for p, term in terms.items():
                     into[p].add_(term, alpha=h * gates[n] / self.tau_w)
 
-    def __call__(self, t: float, state: State, out: State | None = None, *, regime: float | None = None) -> State:
+    def __call__(self, t: float, state: State, out: State | None = None, *, regime: float | None = None,
+                 piece: bool = False) -> State:
         """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
         vector) or else into views of one fresh flat vector. Each value and error component is written once: the
         feedback products accumulate into it, with no intermediate tensors for the drive.
 
         regime: the time at which the switches (target onset, gates, holds) are read; default t. The switches are
         right-continuous, so a stage at the end b of a step [a, b] read at b would see the regime that starts at
-        b: a solver stepping between switches passes a time inside its step (`switches`)."""
+        b: a solver stepping between switches passes a time inside its step (`switches`). piece: the regime is that
+        of a whole piece between switches (an adaptive solve), not of one step: a gate that does not know its
+        switches (`Gate.switches_known`) is then read at t, and the solver's step control finds its switches."""
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
-        t = t if regime is None else regime  # the field depends on time through its switches alone
+        # the field depends on time through its switches alone, read at the regime's time; a gate whose switches
+        # are unknown (a function of t) cannot be read once for a whole piece: it would hold open or shut over it
+        gate_t = t if regime is None or (piece and not self.gate.switches_known) else regime
+        t = t if regime is None else regime
         err, drive_target = self._local(t, state)
         step, shown, held = self.relaxation, self.shown(t), self.held(t)
         fb = step.feedback(err)
@@ -200,7 +206,7 @@ class VectorField:
                 torch.div(err[n], -self.tau_e[n], out=o)
             else:
                 torch.sub(dr, err[n], out=o).div_(self.tau_e[n])
-        self.plasticity(step, err, t, {p: out[kind, p].zero_() for kind, p in self.layout if kind == "w"})
+        self.plasticity(step, err, gate_t, {p: out[kind, p].zero_() for kind, p in self.layout if kind == "w"})
         return out
 
     def observe(self, t: float, state: State, names) -> Observation:

@@ -11,6 +11,7 @@ no later update can read it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,12 @@ class Gate:
     def breakpoints(self, levels: Mapping[str, int]) -> list[float]:
         """Times at which the gate may switch (for adaptive solvers)."""
         return []
+
+    @property
+    def switches_known(self) -> bool:
+        """Whether `breakpoints` lists every switch. Solvers read a known gate once per piece between switches;
+        an unknown one (a function with no `switch_times`) is read at each stage's own time instead."""
+        return True
 
     def holds_from(self, vertex: str) -> float | None:
         """When the protocol ends for the vertex (None: never): from then on its value population holds,
@@ -129,10 +136,22 @@ class UserGate(Gate):
     switch_times: Sequence[float] = ()
 
     def __call__(self, vertex, level, t):
-        return float(self.fn(vertex, t))
+        got = self.fn(vertex, t)
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0.0 <= value < float("inf"):  # a NaN gate would turn every update NaN, a negative one reverse it
+            raise ValueError(f"the plasticity function {_name(self.fn)} returned {got!r} for vertex '{vertex}' at "
+                             f"t = {t:.6g}: a gate is a bool or a number >= 0")
+        return value
 
     def breakpoints(self, levels):
         return list(self.switch_times)
+
+    @property
+    def switches_known(self) -> bool:
+        return bool(self.switch_times)
 
 
 def after(t: float) -> After:
@@ -145,6 +164,13 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
     if isinstance(plasticity, Gate):
         return plasticity
     if callable(plasticity):
+        try:
+            inspect.signature(plasticity).bind("vertex", 0.0)
+        except TypeError:
+            raise TypeError(f"plasticity= takes a function (vertex, t) -> bool; {_name(plasticity)} cannot be called "
+                            "with a vertex name and a time") from None
+        except ValueError:  # no signature to read (some builtins): it is called as it is
+            pass
         return UserGate(plasticity)
     if plasticity in ("off", "always"):
         return Off() if plasticity == "off" else Always()
@@ -154,3 +180,10 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
     raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
                      f"got {plasticity!r}")
 
+
+
+def _name(fn) -> str:
+    """A function as a message names it: its name and where it is defined."""
+    code = getattr(fn, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return f"'{getattr(fn, '__qualname__', repr(fn))}'{where}"

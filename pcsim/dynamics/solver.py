@@ -88,4 +88,6 @@ def check_step(dt: float | None, method: str) -> float:
     if dt is None:
         raise ValueError(f"method '{method}' integrates with a fixed step: pass dt= (pcsim simulate: --dt)")
     check_positive(dt=dt)
+    if dt == float("inf"):  # 0 * inf is NaN: the run would record one time, NaN, and take no step
+        raise ValueError(f"dt must be finite, got {dt}")
     return float(dt)

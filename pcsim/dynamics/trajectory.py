@@ -35,7 +35,7 @@ class Trajectory:
 
     def to_npz(self, path) -> Path:
         path = Path(path)
-        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta)),
+        arrays = {"t": self.t, "meta": np.array(json.dumps(self.meta, default=_scalar)),
                   **{f"{group}/{name}": a for group in GROUPS for name, a in getattr(self, group).items()}}
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
@@ -57,3 +57,12 @@ class Trajectory:
             if g in groups and name:
                 groups[g][name] = data[key]
         return Trajectory(t=data["t"], meta=json.loads(str(data["meta"])), **groups)
+
+
+def _scalar(obj):
+    """A NumPy or torch scalar in a trajectory's meta (tau_x=np.float32(0.5), t_end=torch.tensor(2.0)) as the Python
+    number JSON can store."""
+    if getattr(obj, "ndim", None) == 0 and callable(getattr(obj, "item", None)):
+        return obj.item()
+    raise PcsimError(f"cannot save the trajectory's meta: {type(obj).__name__} {obj!r} is not a number, string or "
+                     "list that a .npz file can hold as JSON")

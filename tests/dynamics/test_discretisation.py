@@ -73,3 +73,21 @@ def test_discretise_names_what_each_setting_becomes():
     assert none.algorithm == "none" and not none.exact
     with pytest.raises(ValueError, match="tau_x"):
         pcsim.discretise(tau_x=0.0, dt=1.0)
+
+
+@pytest.mark.parametrize("dt,tau_x,tau_w", [(0.5, 1.0, None), (0.5, 1.0, 0.5), (1.0, 1.0, 2.0), (0.25, 0.5, 0.1)])
+def test_discretise_scales_each_level_as_the_euler_run_does(dt, tau_x, tau_w):
+    """Off gamma = 1, or with tau_w != dt, Z-IL's gates give BP's gradient scaled per level: (dt / tau_w) gamma^d.
+    discretise said gamma^d, which is the run's only at tau_w = dt, not at simulate's default tau_w = tau_x (there
+    the run's level-4 update was 0.03125 of BP's, gamma^4 = 0.0625); and 'equals BP' at gamma = 1 whatever tau_w."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    mapping = pcsim.discretise(tau_x=tau_x, dt=dt, tau_w=tau_w)
+    tr = pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(dt), tau_x=tau_x, tau_w=tau_w,
+                        t_end=dt * (graph.depth + 2), plasticity="zil", record=[])
+    reference = autograd_gradients(module, inputs, target)
+    users = {p: v for v in graph.latent for p in graph[v].params}
+    for p, ref in reference.items():
+        expected = mapping.scale(graph.min_distance[users[p]]) * ref
+        assert relative_difference(torch.as_tensor(tr.updates[p]), expected) <= 10 * pcsim.tolerance(torch.float64), p
+    assert mapping.exact == (dt == tau_x == (tau_w or tau_x))

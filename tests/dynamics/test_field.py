@@ -32,6 +32,25 @@ def test_the_field_is_the_literal_equations(arch, leaky, t):
             assert relative_difference(got[k], ref[k], scale=scale) <= 10 * tolerance(torch.float64), k
 
 
+def test_held_populations_follow_the_literal_equations():
+    """Z-IL's windows hold each population once its window closes: its value stands still and its instantaneous
+    error falls silent (sends no feedback), at any state, before and after the holds."""
+    module, inputs, target = ARCHS["residual_block"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs).level()
+    problem = Problem.build(graph, inputs, target, "mse")
+    field = VectorField(problem, tau_x=0.1, gate=pcsim.dynamics.Windows(pcsim.Schedule.of(graph), t_on=0.0, width=0.1))
+    holds = sorted(set(field.holds_from.values()))
+    late = holds[len(holds) // 2] + 0.05  # the upper levels hold, the lower ones (their parents) still move
+    assert field.held(late) and set(field.held(late)) != set(field.latent) - set(graph.outputs)
+    gen = torch.Generator().manual_seed(2)
+    for t in (0.05, late, late):  # a state before the holds, then two after them
+        state = {k: 0.1 * torch.randn(field.shapes[k], generator=gen, dtype=torch.float64) for k in field.layout}
+        got, ref = field(t, state), literal_field(field, t, state)
+        for k in ref:
+            scale = max(1.0, float(ref[k].abs().max()))
+            assert relative_difference(got[k], ref[k], scale=scale) <= 10 * tolerance(torch.float64), (t, k)
+
+
 @pytest.mark.parametrize("solver", [pcsim.RK4(0.1), pcsim.Scipy("RK45"), pcsim.Scipy("Radau"), pcsim.Tsit5(),
                                     pcsim.Dopri5()], ids=lambda s: s.method)
 def test_a_gate_that_opens_at_t_end_integrates_nothing(solver):

@@ -1,6 +1,9 @@
 """Presentation protocol and plasticity gates: onset, losses, per-population time constants."""
 
 import numpy as np
+import pytest
+import scipy.integrate
+import scipy.linalg
 import torch
 
 import pcsim
@@ -94,3 +97,54 @@ def test_zil_windows_split_an_adaptive_solve():
     assert any(np.abs(u).max() > 1e-3 for u in rk45.updates.values())
     for p, u in rk45.updates.items():
         np.testing.assert_allclose(u, dop853.updates[p], rtol=1e-6, atol=1e-9)
+
+
+def _gated_linear_updates(model, s, y, tau, t_open, t_end):
+    """Closed form of the accumulated updates of Linear -> Linear (instantaneous errors, output clamped from t = 0,
+    the gate open on [t_open, t_end)): the hidden value follows the matrix exponential of its linear ODE and the
+    Hebbian terms are integrated by quadrature, in autograd's sign (tau_w = tau_x)."""
+    (w1, b1), (w2, b2) = ((m.weight.detach().numpy(), m.bias.detach().numpy()) for m in model)
+    out = {"0.weight": 0.0, "0.bias": 0.0, "1.weight": 0.0, "1.bias": 0.0}
+    for si, yi in zip(s.numpy(), y.numpy(), strict=True):
+        mu = w1 @ si + b1
+        a = (-np.eye(len(mu)) - w2.T @ w2) / tau
+        star = np.linalg.solve(a, -(mu + w2.T @ (yi - b2)) / tau)
+
+        def hebb(t, si=si, yi=yi, mu=mu, a=a, star=star):
+            h = star + scipy.linalg.expm(a * t) @ (mu - star)
+            eh, eo = h - mu, yi - w2 @ h - b2
+            return np.concatenate([np.outer(eh, si).ravel(), eh, np.outer(eo, h).ravel(), eo])
+
+        total = scipy.integrate.quad_vec(hebb, t_open, t_end, epsabs=1e-14, epsrel=1e-13)[0] / -tau
+        for name, part in zip(out, np.split(total, np.cumsum([w1.size, b1.size, w2.size])), strict=True):
+            out[name] = out[name] + part.reshape(dict(model.named_parameters())[name].shape)
+    return out
+
+
+@pytest.mark.parametrize("solver", [pcsim.Scipy("RK45", rtol=1e-10, atol=1e-12), pcsim.Tsit5(rtol=1e-10, atol=1e-12)],
+                         ids=["scipy", "torch"])
+def test_an_adaptive_solve_reads_a_gate_function_at_each_time(solver):
+    """A gate function does not say when it switches: an adaptive solve must read it at each stage's time. It read it
+    once per piece between known switches (here the whole run, read at its middle, t = 1.5), so the gate opening at
+    1.3 counted as open from t = 0 and the updates were 87% off, silently."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    s, y = torch.randn(2, 3), torch.randn(2, 2)
+    graph = pcsim.trace(model, s)
+    expected = _gated_linear_updates(model, s, y, 0.5, 1.3, 3.0)
+    tr = pcsim.simulate(graph, (s,), y, solver=solver, t_end=3.0, tau_x=0.5, plasticity=lambda v, t: t >= 1.3,
+                        record=[])
+    for name, want in expected.items():
+        np.testing.assert_allclose(tr.updates[name], want, rtol=1e3 * solver.rtol, atol=1e3 * solver.atol)
+
+
+def test_a_gate_function_that_cannot_gate_is_refused_naming_it():
+    """A gate function of the wrong arity failed inside the field with Python's bare 'takes 1 positional argument',
+    and one returning None with float()'s TypeError; a NaN or negative gate ran silently."""
+    _, graph, inputs, target = _mlp()
+    kw = dict(t_end=0.5, tau_x=0.5, method="euler", dt=0.1, record=[])
+    with pytest.raises(TypeError, match=r"function \(vertex, t\).*test_protocol.py:\d+"):
+        pcsim.simulate(graph, inputs, target, plasticity=lambda vertex: True, **kw)
+    for bad, shown in ((None, "None"), (float("nan"), "nan"), (-1.0, "-1.0")):
+        with pytest.raises(ValueError, match=rf"test_protocol.py:\d+\) returned {shown} for vertex '[\w.]+' at t = 0"):
+            pcsim.simulate(graph, inputs, target, plasticity=lambda vertex, t, bad=bad: bad, **kw)

@@ -54,6 +54,9 @@ def test_a_solver_object_is_the_named_solver(net):
 def test_solvers_validate_their_settings():
     with pytest.raises(ValueError, match="dt must be > 0"):
         pcsim.Euler(0.0)
+    for make in (pcsim.Euler, pcsim.RK4, pcsim.Brian2):  # an infinite step took none and recorded t = [nan]
+        with pytest.raises(ValueError, match="dt must be finite, got inf"):
+            make(float("inf"))
     with pytest.raises(ValueError, match="unknown solve_ivp method 'RK99'"):
         pcsim.Scipy("RK99")
     with pytest.raises(ValueError, match="code-generation target 'gpu'"):

@@ -86,6 +86,11 @@ def test_trajectory_round_trips_through_npz(mlp, tmp_path):
     for group in ("values", "errors", "energy", "updates"):
         a, b = getattr(tr, group), getattr(back, group)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), group
+    # NumPy and torch scalars as settings (json.dumps refused them: a raw TypeError after the whole run)
+    scalars = pcsim.simulate(graph, inputs, target, t_end=np.float32(1.0), tau_x=torch.tensor(0.5),
+                             tau_e={n: np.float64(0.0) for n in graph.latent}, method="rk4", dt=0.1, record=[])
+    back = pcsim.Trajectory.from_npz(scalars.to_npz(tmp_path / "scalars.npz"))
+    assert back.meta["t_end"] == 1.0 and back.meta["tau_x"] == 0.5 and set(back.meta["tau_e"].values()) == {0.0}
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(pcsim.PcsimError, match="junk.npz"):
         pcsim.Trajectory.from_npz(tmp_path / "junk.npz")
