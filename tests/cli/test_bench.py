@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pcsim.cli import main
 
 
@@ -34,3 +36,15 @@ def test_help_lists_bench_as_a_working_command(capsys):
         pass
     text = capsys.readouterr().out
     assert "bench" in text and "not available" not in text
+
+
+@pytest.mark.parametrize("flag,value", [("--reps", "0"), ("--reps", "-2"), ("--batch", "0"), ("--threads", "0"),
+                                        ("--budget-s", "0")])
+def test_bench_refuses_a_count_that_is_not_positive_before_measuring(flag, value, tmp_path, capsys):
+    # before: --reps 0 failed after the warm-ups with "no median for empty data"; --batch 0 and --threads 0
+    # were taken as "not given" and measured the default batch and threads silently
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--toy", "--models", "mlp", "--rules", "zil", flag, value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and flag in err and "must be > 0" in err
+    assert not any(tmp_path.iterdir())
