@@ -129,18 +129,19 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     """Divergence from BP (relative, over each level's parameters) when level d updates at step d + k.
 
     Returns (levels, offsets, matrix[level, offset]); the k = 0 column is Z-IL (rounding only).
-    Parameters shared across levels are left out (their update mixes several steps).
+    A parameter counts for level d when every vertex reading it is at level d (a layer applied to two
+    inputs at one depth moves as a whole); one shared across levels is left out (its update mixes steps).
     """
     g = graph.level()
     offsets = list(offsets)
     bp = backprop(g, inputs, target, loss)
     levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
-    owned = {p: u[0] for p, u in g.users.items() if len(u) == 1}
+    level_of = {p: {g.min_distance.get(u) for u in users} for p, users in g.users.items()}
     on_time = Schedule.of(g)
     out = np.full((len(levels), len(offsets)), np.nan)
     for i, d in enumerate(levels):
         at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
-        params = [p for p, u in owned.items() if u in at_level]
+        params = [p for p, at in level_of.items() if at == {d}]
         if not params:
             continue
         for j, k in enumerate(offsets):

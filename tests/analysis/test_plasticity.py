@@ -152,3 +152,30 @@ def test_energy_trace_refuses_negative_steps():
     x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
         energy_trace(pcsim.trace(module, x), (x,), y, steps=-1)
+
+
+class _Siamese(torch.nn.Module):
+    """One encoder applied to two inputs at the same depth: its parameters are shared, but within one level."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(4, 5)
+        self.head = torch.nn.Linear(5, 3)
+
+    def forward(self, a, b):
+        return self.head(torch.tanh(self.enc(a)) * torch.tanh(self.enc(b)))
+
+
+def test_timing_sensitivity_measures_a_parameter_shared_within_one_level():
+    # before: any parameter read by two vertices was left out, so the encoder's level was a row of NaN
+    torch.manual_seed(0)
+    module = _Siamese().double()
+    inputs = (torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+    target = torch.randn(3, 3, dtype=torch.float64)
+    graph = pcsim.trace(module, *inputs)
+    levels, offsets, matrix = timing_sensitivity(graph, inputs, target, offsets=[-1, 0, 1])
+    encoder = levels.index(graph.level().min_distance["enc"])
+    row = dict(zip(offsets, matrix[encoder], strict=True))
+    assert row[0] <= tolerance(torch.float64), row
+    assert row[-1] == 1.0, row  # a step early the error wave has not arrived: no update at all
+    assert row[1] > 1e-6, row
