@@ -77,9 +77,13 @@ class TrainConfig:
         if not self.il_gamma > 0:  # checked here too, so that the flag is named before any training
             raise ValueError(f"il_gamma must be > 0, got {self.il_gamma}")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
-        if self.compile and "compile" not in rule.accepts:
-            compiled = [n for n, r in RULES.items() if "compile" in r.accepts]
-            raise ValueError(f"compile applies to the rules {', '.join(compiled)}, not '{self.rule}'")
+        # a setting the rule does not take would be dropped silently (iPC has no fixed prediction)
+        given = {"compile": self.compile, "fixed_prediction": self.il_fixed_prediction,
+                 "output_precision": self.il_output_precision != 1.0}
+        for option in (o for o, on in given.items() if on and o not in rule.accepts):
+            takers = [n for n, r in RULES.items() if option in r.accepts]
+            name = option if option == "compile" else f"il_{option}"
+            raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
 
 
 @dataclass
