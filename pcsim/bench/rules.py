@@ -237,7 +237,12 @@ def run(args: argparse.Namespace, out: Path) -> int:
                                       budget=args.budget_s, memory=memory),
               "models": []}
     if args.append and out.with_suffix(".json").exists():
-        old = json.loads(out.with_suffix(".json").read_text())
+        try:
+            old = json.loads(out.with_suffix(".json").read_text())
+            old["models"], old["method"]  # noqa: B018 - what --append reads
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ValueError(f"--append: {out.with_suffix('.json')} is not a table pcsim bench wrote "
+                             f"({type(e).__name__}: {e}); move it away or leave out --append") from None
         result["models"] = old["models"]
         result["not_measured"] = old.get("not_measured", [])
         result["method"] = old["method"] if old["method"] == result["method"] else (
