@@ -34,6 +34,12 @@ class Rule:
     accepts: frozenset[str] = frozenset()
 
     def __call__(self, graph, inputs, target, loss="mse", **options) -> dict:
+        # an option the rule fixes, given otherwise, would run another rule under this one's name
+        clash = {k: v for k, v in options.items() if k in self.options and v != self.options[k]}
+        if clash:
+            fixed = ", ".join(f"{k}={self.options[k]!r}" for k in clash)
+            given = ", ".join(f"{k}={v!r}" for k, v in clash.items())
+            raise ValueError(f"rule '{self.name}' is {fixed}, got {given}; choose the rule that is")
         return self.fn(graph, inputs, target, loss, **{**self.options, **options})
 
 

@@ -48,3 +48,14 @@ def test_names_are_unique_and_unknown_names_are_refused():
         register(dataclasses.replace(RULES["zil"]))
     with pytest.raises(ValueError, match="unknown rule 'hebb'; choose one of"):
         get("hebb")
+
+
+def test_an_option_the_rule_fixes_cannot_be_overridden():
+    # before: check(rule="fa-zil-autonomous", mode="wavefront") ran the wavefront under the autonomous name
+    net, x, y = _net()
+    with pytest.raises(ValueError, match="rule 'fa-zil-autonomous' is mode='autonomous', got mode='wavefront'"):
+        pcsim.check(net, (x,), y, rule="fa-zil-autonomous", mode="wavefront")
+    graph = pcsim.trace(net, x)
+    same = RULES["fa-zil-autonomous"](graph, (x,), y, mode="autonomous")  # restating it is fine
+    reference = pcsim.check(net, (x,), y, rule="bp").reference  # autograd on the module
+    assert all(torch.allclose(same[n], reference[n], rtol=pcsim.tolerance(torch.float64), atol=0) for n in reference)

@@ -9,6 +9,9 @@ steps as the longest path is exact).
 
 from __future__ import annotations
 
+import math
+import operator
+
 import torch
 from tqdm.auto import tqdm
 
@@ -73,8 +76,17 @@ def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, ste
 
 def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool
                 ) -> Relaxation:
-    if steps < 0:
+    if count(steps, "steps") < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if not precision > 0:
-        raise ValueError(f"output_precision must be > 0, got {precision}")
+    if not 0 < precision < math.inf:  # inf: an infinite output error, reported as a divergence 'at gamma'
+        raise ValueError(f"output_precision must be > 0 and finite, got {precision}")
     return Relaxation(Problem.build(graph, inputs, target, loss, params), gamma, precision, fixed)
+
+
+def count(value, name: str) -> int:
+    """A number of steps: an integer (an int, numpy's or a 0-d integer tensor), else a ValueError naming it
+    (a float was a TypeError from inside range())."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None

@@ -13,11 +13,13 @@ exactly where iPC's inference left them; as `lr` -> 0 it is the time average of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem, refuse_refrozen
 from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
@@ -33,10 +35,10 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
     from others). `lr`: the weights' step per inference step on F, whose loss term is summed over the
     batch as every rule's is (so a large batch wants a small `lr`).
     """
-    if steps < 1:
+    if count(steps, "steps") < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    if not 0 < lr < math.inf:  # inf: NaN weights after one step, reported as a divergence 'at gamma'
+        raise ValueError(f"lr must be > 0 and finite, got {lr}")
     if params is None:
         refuse_refrozen(graph)
     start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}

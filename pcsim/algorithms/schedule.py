@@ -65,7 +65,11 @@ class Schedule:
         if unknown:
             raise ValueError(f"schedule names vertices not in the graph (or reaching no output): {unknown}")
         moved = {n: self.offsets.get(n, 0) + offsets.get(n, 0) for n in {*self.offsets, *offsets}}
-        return Schedule(self.first, self.per_level, self.levels, moved)
+        schedule = Schedule(self.first, self.per_level, self.levels, moved)
+        early = {n: schedule.steps[n] for n in sorted(offsets) if schedule.steps[n] < 0}
+        if early:  # no clock reaches them: their updates would be zero, silently
+            raise ValueError(f"schedule puts vertices before step 0, where they would never update: {early}")
+        return schedule
 
     def moved_to(self, steps: Mapping[str, int]) -> Schedule:
         """This schedule with each named vertex due at `steps[v]` instead."""

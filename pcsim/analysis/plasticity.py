@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -83,7 +83,10 @@ def _rule(rule: str | UpdateRule) -> UpdateRule:
 @records_autograd
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
                    rule: str | UpdateRule = "zil") -> list[LocalityReport]:
-    """Perturb every population other than a vertex's own error and its parents' values; its update must not move.
+    """Perturb everything but a vertex's own error, its parents' values and its own parameters; its update
+    must not move. "Everything" is every other population's value and error, and what the rule could read
+    from `problem`: the other parameters (weight transport), the target (a global error broadcast, as in
+    direct feedback alignment) and the clamped values that are not its parents.
 
     `rule`: 'zil' / 'fa-zil' (run on the levelled graph) or 'il' audit the code each algorithm uses for
     its plasticity; a callable `(problem, values, errors, vertex) -> {parameter: update}` audits any
@@ -98,6 +101,14 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
     def noise(x, scale=1.0):
         return x + scale * torch.randn(x.shape, generator=gen, dtype=x.dtype) if x.is_floating_point() else x
 
+    def other_target(y):  # class indices: another valid class for each sample (not when all are one class)
+        return noise(y) if y.is_floating_point() else y.flatten().roll(1).reshape(y.shape)
+
+    def elsewhere(v) -> Problem:  # the problem as the rule sees it, all but the vertex's own parameters moved
+        return replace(problem, params={n: p if n in v.params else noise(p) for n, p in problem.params.items()},
+                       targets={n: other_target(y) for n, y in problem.targets.items()},
+                       clamped={n: c if n in v.parents else noise(c) for n, c in problem.clamped.items()})
+
     base = problem.feedforward()
     values = {n: noise(v, 0.1) for n, v in base.items()}
     values.update(problem.clamped)  # inputs are pre-synaptic activity too
@@ -109,7 +120,7 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
         ref = update(problem, values, errors, v.name)
         other_values = {n: x if n in v.parents else noise(x) for n, x in values.items()}
         other_errors = {n: e if n == v.name else noise(e) for n, e in errors.items()}
-        moved_others = update(problem, other_values, other_errors, v.name)
+        moved_others = update(elsewhere(v), other_values, other_errors, v.name)
         moved_post = update(problem, values, {**errors, v.name: 2.0 * errors[v.name] + 1.0}, v.name)
         pre = [p for p in v.parents if values[p].is_floating_point()]
         moved_pre = (update(problem, {n: x + 1.0 if n in pre else x for n, x in values.items()}, errors, v.name)
@@ -131,18 +142,19 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     """Divergence from BP (relative, over each level's parameters) when level d updates at step d + k.
 
     Returns (levels, offsets, matrix[level, offset]); the k = 0 column is Z-IL (rounding only).
-    Parameters shared across levels are left out (their update mixes several steps).
+    A parameter counts for level d when every vertex reading it is at level d (a layer applied to two
+    inputs at one depth moves as a whole); one shared across levels is left out (its update mixes steps).
     """
     g = graph.level()
     offsets = list(offsets)
     bp = backprop(g, inputs, target, loss)
     levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
-    owned = {p: u[0] for p, u in g.users.items() if len(u) == 1}
+    level_of = {p: {g.min_distance.get(u) for u in users} for p, users in g.users.items()}
     on_time = Schedule.of(g)
     out = np.full((len(levels), len(offsets)), np.nan)
     for i, d in enumerate(levels):
         at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
-        params = [p for p, u in owned.items() if u in at_level]
+        params = [p for p, at in level_of.items() if at == {d}]
         if not params:
             continue
         for j, k in enumerate(offsets):

@@ -188,17 +188,29 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
+def _positive(kind):
+    """An argparse type: a number > 0 (a zero --batch or --threads was taken as 'not given', a zero --reps
+    failed after the warm-up with 'no median for empty data')."""
+    def parse(text: str):
+        value = kind(text)  # argparse reports a ValueError as "invalid <kind> value"
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options shared by `pcsim bench` and benchmarks/bench_rules.py (each adds its own --out)."""
     ap.add_argument("--models", nargs="*", default=None, help="zoo names (default: all)")
     ap.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES + COMPILED,
                     help="the rules to time; BP always runs, as the baseline (default: all but the compiled)")
-    ap.add_argument("--reps", type=int, default=10, help="timed repetitions per rule (default: 10)")
+    ap.add_argument("--reps", type=_positive(int), default=10, help="timed repetitions per rule (default: 10)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--budget-s", type=float, default=240.0,
+    ap.add_argument("--threads", type=_positive(int), default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--budget-s", type=_positive(float), default=240.0,
                     help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
-    ap.add_argument("--batch", type=int, default=None, help="override every selected model's batch")
+    ap.add_argument("--batch", type=_positive(int), default=None, help="override every selected model's batch")
     ap.add_argument("--toy", action="store_true", help="the zoo's default (toy) sizes instead of realistic ones")
     ap.add_argument("--fused", action="store_true",
                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
@@ -225,7 +237,12 @@ def run(args: argparse.Namespace, out: Path) -> int:
                                       budget=args.budget_s, memory=memory),
               "models": []}
     if args.append and out.with_suffix(".json").exists():
-        old = json.loads(out.with_suffix(".json").read_text())
+        try:
+            old = json.loads(out.with_suffix(".json").read_text())
+            old["models"], old["method"]  # noqa: B018 - what --append reads
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ValueError(f"--append: {out.with_suffix('.json')} is not a table pcsim bench wrote "
+                             f"({type(e).__name__}: {e}); move it away or leave out --append") from None
         result["models"] = old["models"]
         result["not_measured"] = old.get("not_measured", [])
         result["method"] = old["method"] if old["method"] == result["method"] else (

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pcsim.bench import rules
-from pcsim.cli.options import add_models_dir_flag
+from pcsim.cli.options import add_models_dir_flag, output_folder
 
 
 def add_parser(commands) -> None:
@@ -24,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.models or ()) - set(rules.zoo_names()))
     if unknown and not args.keep_going:
         raise ValueError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo has {', '.join(rules.zoo_names())}")
-    stem = Path(args.out) / f"rules_{args.device.split(':')[0]}"
+    # checked before the first model is measured (minutes), not when its table is written
+    stem = output_folder(args.out, "--out") / f"rules_{args.device.split(':')[0]}"
     code = rules.run(args, stem)
     print(f"tables: {stem.with_suffix('.md')}, {stem.with_suffix('.json')}")
     return code

@@ -124,7 +124,8 @@ def _run(args: argparse.Namespace, say) -> int:
         with writing(out, "--out"):
             out.mkdir(parents=True, exist_ok=True)
     cfg = run.config
-    baseline = build_run(replace(cfg, rule="bp", compile=False), run.data) if args.compare_bp else None
+    bp_config = replace(cfg, rule="bp", compile=False, il_fixed_prediction=False, il_output_precision=1.0)
+    baseline = build_run(bp_config, run.data) if args.compare_bp else None
     say(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
         f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")
     if baseline is not None:

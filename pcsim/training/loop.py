@@ -27,6 +27,7 @@ from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
+from pcsim.training.state import advance, buffers_kept, evaluating, restore, snapshot
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -76,9 +77,13 @@ class TrainConfig:
         if not self.il_gamma > 0:  # checked here too, so that the flag is named before any training
             raise ValueError(f"il_gamma must be > 0, got {self.il_gamma}")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
-        if self.compile and "compile" not in rule.accepts:
-            compiled = [n for n, r in RULES.items() if "compile" in r.accepts]
-            raise ValueError(f"compile applies to the rules {', '.join(compiled)}, not '{self.rule}'")
+        # a setting the rule does not take would be dropped silently (iPC has no fixed prediction)
+        given = {"compile": self.compile, "fixed_prediction": self.il_fixed_prediction,
+                 "output_precision": self.il_output_precision != 1.0}
+        for option in (o for o, on in given.items() if on and o not in rule.accepts):
+            takers = [n for n, r in RULES.items() if option in r.accepts]
+            name = option if option == "compile" else f"il_{option}"
+            raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
 
 
 @dataclass
@@ -156,17 +161,18 @@ def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
 
 
 def _score(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-    """(summed loss, correct predictions) of the module's own forward pass on a batch."""
-    with torch.no_grad():
+    """(summed loss, correct predictions) of the module's own forward pass on a batch (its buffers kept)."""
+    with torch.no_grad(), buffers_kept(run.module):
         out = run.module(x)
     return float(get_loss(run.loss).value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
 
 
 def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
-    """(mean loss, accuracy) on the held-out split, with the module's own forward pass."""
+    """(mean loss, accuracy) on the held-out split, with the module's own forward pass in eval mode."""
     n = len(run.data.x_test)
-    scores = [_score(run, run.data.x_test[i:i + batch_size], run.data.y_test[i:i + batch_size])
-              for i in range(0, n, batch_size)]
+    with evaluating(run.module):
+        scores = [_score(run, run.data.x_test[i:i + batch_size], run.data.y_test[i:i + batch_size])
+                  for i in range(0, n, batch_size)]
     return sum(s[0] for s in scores) / n, sum(s[1] for s in scores) / n
 
 
@@ -197,9 +203,12 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             target = _targets(run, y)
             mine = slice(rank, None, world)
             if len(idx[mine]):
+                before = snapshot(run.module)  # tracing, the rule and the check each may move the buffers
                 grads = _gradients(run, x[mine], target[mine], graphs)
                 if cfg.check_every and run.step % cfg.check_every == 0:
                     _check(run, grads, autograd_gradients(run.module, (x[mine],), target[mine], run.loss))
+                restore(run.module, before)
+                advance(run.module, (x[mine],))
             else:  # fewer samples than processes in the last batch
                 grads = {n: torch.zeros_like(p) for n, p in run.module.named_parameters()}
             if world > 1:  # the global batch's update: the shards' gradients summed

@@ -57,6 +57,11 @@ def test_il_validates_its_options():
         pcsim.il(graph, inputs, target, steps=-1)
     with pytest.raises(ValueError, match="output_precision"):
         pcsim.il(graph, inputs, target, output_precision=0.0)
+    # before: a DivergenceError telling the user to lower gamma, and a TypeError from inside range()
+    with pytest.raises(ValueError, match="output_precision must be > 0 and finite, got inf"):
+        pcsim.il(graph, inputs, target, output_precision=float("inf"))
+    with pytest.raises(ValueError, match="steps must be an integer, got 2.5"):
+        pcsim.il(graph, inputs, target, steps=2.5)
 
 
 def test_energy_decreases_during_inference():

@@ -99,6 +99,11 @@ def test_bad_settings_are_refused():
         pcsim.ipc(graph, (x,), y, lr=0.0)
     with pytest.raises(ValueError, match="steps"):
         pcsim.ipc(graph, (x,), y, steps=0)
+    # before: a DivergenceError blaming gamma, and a TypeError from inside range()
+    with pytest.raises(ValueError, match="lr must be > 0 and finite, got inf"):
+        pcsim.ipc(graph, (x,), y, lr=float("inf"))
+    with pytest.raises(ValueError, match="steps must be an integer, got 2.5"):
+        pcsim.ipc(graph, (x,), y, steps=2.5)
 
 
 def _literal_sweep_ipc(graph, inputs, target, loss, gamma, steps, lr):

@@ -65,6 +65,9 @@ def test_shifts_and_overrides_move_only_the_named_vertices(residual):
     assert schedule.steps == BY_HAND  # frozen: shifting returns a new schedule
     with pytest.raises(ValueError, match="not in the graph"):
         schedule.shifted({"x": 1})  # the clamped input has no step
+    # before: a vertex due at step -1 never updated, and zil returned zero for its parameters
+    with pytest.raises(ValueError, match=r"before step 0, where they would never update: \{'b': -1\}"):
+        schedule.moved_to({"b": -1})
 
 
 def test_discretise_holds_the_rule_of_the_schedule(residual):

@@ -98,6 +98,33 @@ def test_a_rule_that_reads_another_layers_error_is_caught():
     assert {r.parameter for r in control} == {r.parameter for r in caught} and all(r.local for r in control)
 
 
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_weight_transport_and_a_broadcast_output_error_are_caught(loss):
+    """Two classic non-local rules that read nothing of another population but what `problem` holds: one
+    scales each update by another layer's weight (weight transport), one adds the output error computed
+    from the target (direct feedback alignment). Before: both passed as local."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, loss)
+    graph = pcsim.trace(module, *inputs)
+    (out,) = graph.outputs
+
+    def honest(problem, values, errors, vertex):
+        return linearise(problem, vertex, values).pullback(errors[vertex])[1]
+
+    def weight_transport(problem, values, errors, vertex):
+        other = next(n for n in problem.params if n not in problem.graph[vertex].params)
+        return {p: h * problem.params[other].sum() for p, h in honest(problem, values, errors, vertex).items()}
+
+    def broadcast(problem, values, errors, vertex):
+        y = problem.target(out).double()
+        signal = (y * torch.arange(1.0, y.numel() + 1, dtype=y.dtype).reshape(y.shape)).sum()  # sample by sample
+        return {p: h + 1e-3 * signal for p, h in honest(problem, values, errors, vertex).items()}
+
+    assert all(r.local for r in locality_audit(graph, inputs, target, loss, rule=honest))
+    for rule in (weight_transport, broadcast):
+        caught = locality_audit(graph, inputs, target, loss, rule=rule)
+        assert caught and not any(r.local for r in caught), rule.__name__
+
+
 def test_unknown_rule_is_a_clear_error():
     graph, inputs, target = _problem()
     with pytest.raises(ValueError, match="rule must be one of"):
@@ -152,3 +179,30 @@ def test_energy_trace_refuses_negative_steps():
     x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
         energy_trace(pcsim.trace(module, x), (x,), y, steps=-1)
+
+
+class _Siamese(torch.nn.Module):
+    """One encoder applied to two inputs at the same depth: its parameters are shared, but within one level."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(4, 5)
+        self.head = torch.nn.Linear(5, 3)
+
+    def forward(self, a, b):
+        return self.head(torch.tanh(self.enc(a)) * torch.tanh(self.enc(b)))
+
+
+def test_timing_sensitivity_measures_a_parameter_shared_within_one_level():
+    # before: any parameter read by two vertices was left out, so the encoder's level was a row of NaN
+    torch.manual_seed(0)
+    module = _Siamese().double()
+    inputs = (torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+    target = torch.randn(3, 3, dtype=torch.float64)
+    graph = pcsim.trace(module, *inputs)
+    levels, offsets, matrix = timing_sensitivity(graph, inputs, target, offsets=[-1, 0, 1])
+    encoder = levels.index(graph.level().min_distance["enc"])
+    row = dict(zip(offsets, matrix[encoder], strict=True))
+    assert row[0] <= tolerance(torch.float64), row
+    assert row[-1] == 1.0, row  # a step early the error wave has not arrived: no update at all
+    assert row[1] > 1e-6, row

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pcsim.cli import main
 
 
@@ -34,3 +36,31 @@ def test_help_lists_bench_as_a_working_command(capsys):
         pass
     text = capsys.readouterr().out
     assert "bench" in text and "not available" not in text
+
+
+@pytest.mark.parametrize("flag,value", [("--reps", "0"), ("--reps", "-2"), ("--batch", "0"), ("--threads", "0"),
+                                        ("--budget-s", "0")])
+def test_bench_refuses_a_count_that_is_not_positive_before_measuring(flag, value, tmp_path, capsys):
+    # before: --reps 0 failed after the warm-ups with "no median for empty data"; --batch 0 and --threads 0
+    # were taken as "not given" and measured the default batch and threads silently
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--toy", "--models", "mlp", "--rules", "zil", flag, value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and flag in err and "must be > 0" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_bench_refuses_an_out_that_is_a_file_and_a_foreign_table_to_append_to_before_measuring(tmp_path, capsys):
+    # before: the model was measured, then writing its table failed with a raw pathlib stack
+    # ("the model failed at pathlib.py: FileExistsError"); a broken JSON was a bare JSONDecodeError
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    args = ["bench", "--toy", "--models", "mlp", "--rules", "zil", "--reps", "1"]
+    assert main([*args, "--out", str(a_file)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {a_file} is a file" in captured.err and "warm-up" not in captured.out
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "rules_cpu.json").write_text("{not json")
+    assert main([*args, "--append", "--out", str(tmp_path / "tables")]) == 2
+    captured = capsys.readouterr()
+    assert "rules_cpu.json is not a table pcsim bench wrote" in captured.err and "warm-up" not in captured.out

@@ -224,6 +224,11 @@ def test_bad_configs_and_data_give_clear_errors(tmp_path):
         build_run(TrainConfig(model=MODEL, optimizer="rmsprop"))
     with pytest.raises(ValueError, match="compile applies to the rules fa-zil, fa-zil-wavefront, il, not 'zil'"):
         build_run(TrainConfig(model=MODEL, rule="zil", compile=True))
+    # before: dropped silently, so iPC and Z-IL trained as if the flag had not been given
+    with pytest.raises(ValueError, match="il_fixed_prediction applies to the rules il, not 'ipc'"):
+        build_run(TrainConfig(model=MODEL, rule="ipc", il_fixed_prediction=True))
+    with pytest.raises(ValueError, match="il_output_precision applies to the rules il, not 'zil'"):
+        build_run(TrainConfig(model=MODEL, rule="zil", il_output_precision=0.1))
     with pytest.raises(DataError, match="unknown data set 'nope'"):
         load_dataset("nope")
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 8)

@@ -1,0 +1,71 @@
+"""Training moves a module's buffers as a plain torch loop does: one train-mode forward per step, and the
+test split scored in eval mode. Oracle: the same module trained by a hand-written torch SGD loop."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcsim.numerics import tolerance
+from pcsim.training import Dataset, TrainConfig, build_run, train
+
+
+class Stateful(nn.Module):
+    """BatchNorm (running statistics), spectral norm (power-iteration vectors that change the next
+    forward's weight) and dropout (the identity in every rule, off at evaluation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 6))
+        self.norm = nn.BatchNorm1d(6)
+        self.drop = nn.Dropout(0.5)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(self.drop(torch.tanh(self.norm(self.inp(x)))))
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return Dataset("toy", torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,), generator=g),
+                   torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g), 3)
+
+
+def _torch_loop(module, data, epochs, batch, lr, seed):
+    """What a researcher writes: one forward, backward and SGD step per batch; eval mode for the test split."""
+    opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    module.drop.p = 0.0  # pcsim runs dropout as the identity
+    for _ in range(epochs):
+        order = torch.randperm(len(data.x_train), generator=gen)
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            loss = F.cross_entropy(module(data.x_train[idx].double()), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    module.eval()
+    with torch.no_grad():
+        return F.cross_entropy(module(data.x_test.double()), data.y_test).item()
+
+
+@pytest.mark.filterwarnings("ignore:op native_dropout")
+@pytest.mark.parametrize("rule,check_every", [("zil", 0), ("fa-zil", 1), ("bp", 0), ("bp", 1)])
+def test_buffers_and_test_loss_follow_a_plain_torch_loop(rule, check_every):
+    torch.manual_seed(0)
+    start, data = Stateful().double(), _data()
+    reference = copy.deepcopy(start)
+    test_loss = _torch_loop(reference, data, epochs=2, batch=5, lr=0.1, seed=3)
+    config = TrainConfig(model="stateful", rule=rule, epochs=2, batch_size=5, lr=0.1, dtype="float64", seed=3,
+                         check_every=check_every)
+    run = build_run(config, data, module=copy.deepcopy(start), loss="ce")
+    history = train(run, progress=False)
+    got, want = run.module.state_dict(), reference.state_dict()
+    for name, ref in want.items():
+        if ref.is_floating_point():
+            rel = float((got[name] - ref).norm() / ref.norm())
+            assert rel <= tolerance(torch.float64), (name, rel)
+    assert abs(history[-1]["test_loss"] - test_loss) <= tolerance(torch.float64) * test_loss
+    assert run.module.training and run.module.drop.training  # the module's own mode, restored
