@@ -165,7 +165,8 @@ class Builder:
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
-                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad))
+                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad),
+                     traced_params={n: (tuple(p.shape), p.dtype) for n, p in self.params.items()})
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
