@@ -148,6 +148,7 @@ class Problem:
         if params is None:
             refuse_refrozen(graph)
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
+        _refuse_retyped(graph, params)
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
             raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
@@ -269,6 +270,16 @@ def refuse_refrozen(graph: Graph) -> None:
             now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
             raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
                              "the trace's choice (a frozen parameter is a constant there); trace again")
+
+
+def _refuse_retyped(graph: Graph, params: Mapping[str, torch.Tensor]) -> None:
+    """A parameter of another dtype or shape than at the trace (the module converted by `.float()` since, a layer
+    resized) stopped inside torch ('mat1 and mat2 must have the same dtype'), deep in a vertex's call."""
+    for name, (shape, dtype) in (graph.traced_params or {}).items():
+        p = params.get(name)
+        if p is not None and (tuple(p.shape) != shape or p.dtype != dtype):
+            raise InputError(f"parameter '{name}' is {p.dtype} of shape {tuple(p.shape)}; the graph was traced with "
+                             f"{dtype} of shape {shape} (was the module converted or changed since? trace again)")
 
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer, module_path
-from pcsim.capture.tidy import reaching, sink_outputs, unchanged, without_dropout
+from pcsim.capture.tidy import not_an_output, reaching, sink_outputs, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
@@ -165,7 +165,8 @@ class Builder:
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
-                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad))
+                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad),
+                     traced_params={n: (tuple(p.shape), p.dtype) for n, p in self.params.items()})
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
@@ -378,8 +379,7 @@ class Builder:
                 raise TraceError(f"output #{i} is a {value.dtype} tensor: it has no derivative, so no error to learn "
                                  "from; return floating-point outputs only")
             if not isinstance(k, str) or k not in self.latent:
-                raise TraceError(f"output #{i} is not computed from the parameters, so it has no error to "
-                                 "learn from")
+                raise TraceError(not_an_output(i, k))
             if k in names:
                 raise TraceError(f"vertex '{k}' is returned twice; return each output once")
             names.append(k)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from pcsim.graph.ir import ParentArg, Vertex
+from pcsim.graph.ir import Computed, ParamArg, ParentArg, Vertex
 from pcsim.graph.level import fresh_name
 from pcsim.ops.table import identity
 
@@ -55,3 +55,17 @@ def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
             o = sink
         result.append(o)
     return result
+
+
+def not_an_output(i: int, kind: Any) -> str:
+    """Why output #i, captured as `kind` (a clamped vertex's name, a parameter slot or a constant), cannot be one: said
+    as it is (a module whose parameters are all frozen heard that its output was 'not computed from the parameters')."""
+    if isinstance(kind, str):
+        what = ("is an input, or computed from the inputs and constants (buffers, frozen parameters) alone: no "
+                "trainable parameter moves it, so it has no error to learn from")
+    elif isinstance(kind, ParamArg | Computed):
+        what = ("is a parameter, or computed from parameters alone without the inputs: no population holds it "
+                "(leave it out of the outputs)")
+    else:
+        what = "is a constant (computed from buffers, frozen parameters or nothing that varies): it has no error"
+    return f"output #{i} {what}"

@@ -167,6 +167,8 @@ class Graph:
     # the parameters frozen (`requires_grad=False`) at the trace, constants of the graph as backprop has them
     # (None: not traced, unknown)
     frozen: frozenset[str] | None = None
+    # each parameter's (shape, dtype) at the trace, which the captured calls were specialised to (None: unknown)
+    traced_params: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None = field(default=None, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -328,3 +328,22 @@ def test_a_dict_of_targets_is_matched_to_named_tuple_outputs_by_field():
                 pcsim.check(module, (x,), {"a": ya, "z": yz}).grads):
         for n, w in want.items():
             assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_a_parameter_of_another_dtype_or_shape_than_at_the_trace_is_refused_by_name(rule):
+    """`module.float()` after the trace (or a weight replaced by one of another shape) stopped every rule inside
+    torch ('mat1 and mat2 must have the same dtype, but got Double and Float'; IL in oneDNN's packing)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    net.float()
+    with pytest.raises(pcsim.InputError, match=r"parameter '0.weight' is torch.float32 of shape \(5, 4\); the graph "
+                                               r"was traced with torch.float64 of shape \(5, 4\).*trace again"):
+        rule(g, (x,), y)
+    net.double()
+    net[2].bias.data = torch.zeros(4, dtype=torch.float64)
+    with pytest.raises(pcsim.InputError, match=r"parameter '2.bias' is torch.float64 of shape \(4,\); the graph was "
+                                               r"traced with torch.float64 of shape \(3,\)"):
+        rule(g, (x,), y)
