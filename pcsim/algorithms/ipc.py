@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pcsim.algorithms.il import count
-from pcsim.algorithms.problem import Problem, refuse_refrozen
+from pcsim.algorithms.problem import Problem, refuse_changed
 from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
@@ -40,7 +40,7 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
     if not 0 < lr < math.inf:  # inf: NaN weights after one step, reported as a divergence 'at gamma'
         raise ValueError(f"lr must be > 0 and finite, got {lr}")
     if params is None:
-        refuse_refrozen(graph)
+        refuse_changed(graph)
     start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
 
     def relaxation() -> Relaxation:  # the weights move in copies: the relaxation's ops read the problem's tensors

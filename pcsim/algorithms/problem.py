@@ -146,7 +146,7 @@ class Problem:
                                  f"{v.dtype} ({fix})")
             values[name] = x.detach()
         if params is None:
-            refuse_refrozen(graph)
+            refuse_changed(graph)
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
         _refuse_retyped(graph, params)
         missing = [n for v in graph.vertices for n in v.params if n not in params]
@@ -262,9 +262,17 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def refuse_refrozen(graph: Graph) -> None:
+def refuse_changed(graph: Graph) -> None:
     """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
-    (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not."""
+    (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not.
+    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace."""
+    for path, ref, was in graph.traced_modes:
+        m = ref()
+        if m is not None and m.training != was:
+            mode = {True: "train", False: "eval"}
+            raise InputError(f"module '{path}' ({type(m).__name__}) is in {mode[m.training]} mode now but was in "
+                             f"{mode[was]} mode when traced: the graph normalises with the "
+                             f"{'batch' if was else 'running'} statistics, as it did then; trace again")
     for name, p in graph.params.items() if graph.frozen is not None else ():
         if p.requires_grad == (name in graph.frozen):
             now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")

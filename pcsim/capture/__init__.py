@@ -5,8 +5,10 @@ See `export.py` (the module as a core ATen program) and `build.py` (which nodes 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -116,4 +118,11 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     program = export_program(module, tuple(example_inputs), types)
     graph = Builder(module, program, tuple(example_inputs)).run()
     _warn_unread(graph, module)
-    return graph
+    return dataclasses.replace(graph, traced_modes=_mode_dependent(module))
+
+
+def _mode_dependent(module: nn.Module) -> tuple[tuple[str, weakref.ref, bool], ...]:
+    """The normalisations whose statistics follow the mode (batch ones in train mode, running ones in eval),
+    with their mode now: the rules refuse a graph whose module has changed mode since (`refuse_changed`)."""
+    return tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)

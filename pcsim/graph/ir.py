@@ -169,6 +169,10 @@ class Graph:
     frozen: frozenset[str] | None = None
     # each parameter's (shape, dtype) at the trace, which the captured calls were specialised to (None: unknown)
     traced_params: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None = field(default=None, repr=False)
+    # the modules whose captured program depends on their train/eval mode (normalisations with running
+    # statistics: batch statistics in train mode, the running ones in eval mode), as (path, weakref to the
+    # module, mode at the trace): a mode changed since makes the graph another function than the module
+    traced_modes: tuple[tuple[str, Any, bool], ...] = field(default=(), compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

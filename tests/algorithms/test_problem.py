@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import pcsim
+from pcsim.check import autograd_gradients
 from pcsim.numerics import relative_difference, tolerance
 from tests.equivalence.archs import ARCHS
 
@@ -303,6 +304,30 @@ def test_a_parameter_frozen_or_unfrozen_since_the_trace_is_refused_by_name(rule)
         rule(g, (x,), y)
     net[2].bias.requires_grad_(True)
     rule(g, (x,), y)  # as traced: runs
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_a_normalisation_put_in_the_other_mode_since_the_trace_is_refused_by_name(rule):
+    """A BatchNorm traced in train mode normalises with the batch's statistics; after `net.eval()` autograd on
+    the module uses the running ones, and the graph's updates were 2.3 relative off it, silently."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    g = pcsim.trace(net.train(), x)
+    net.eval()
+    with pytest.raises(pcsim.InputError, match=r"module '1' \(BatchNorm1d\) is in eval mode now but was in train "
+                                               r"mode when traced: the graph normalises with the batch statistics"):
+        rule(g, (x,), y)
+    g = pcsim.trace(net, x)  # traced in eval mode: the running statistics are constants of the graph
+    net[1].train()
+    with pytest.raises(pcsim.InputError, match=r"is in train mode now but was in eval mode"):
+        rule(g, (x,), y)
+    net.eval()
+    got = rule(g, (x,), y)  # as traced: runs, and exact rules give autograd's gradients in that mode
+    if rule in (pcsim.zil, pcsim.fa_zil, pcsim.bp):
+        want = autograd_gradients(net, (x,), y, "mse")
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n
 
 
 _Pair = collections.namedtuple("_Pair", ["z", "a"])
