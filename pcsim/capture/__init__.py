@@ -65,6 +65,17 @@ def _refuse_hidden_leaves(module: nn.Module) -> None:
                                  "in nn.Parameter, or detach it if it is a constant.")
 
 
+def _refuse_script_modules(module: nn.Module) -> None:
+    """torch.export cannot run TorchScript: a scripted or traced submodule fails inside torch with a
+    SpecViolationError about its state dict, naming neither the submodule nor the cause."""
+    for path, sub in module.named_modules():
+        if isinstance(sub, torch.jit.ScriptModule):
+            where = f"submodule {path!r} of {type(module).__name__}" if path else type(module).__name__
+            raise TraceError(f"{where} is a TorchScript module (torch.jit.script or torch.jit.trace), which "
+                             "torch.export cannot capture: pass the plain nn.Module it was made from (a scripted "
+                             "function called in forward() is fine)")
+
+
 def _warn_gradient_hooks(module: nn.Module) -> None:
     """A hook on a parameter's gradient (`p.register_hook(fn)`, gradient clipping) changes what backprop leaves in
     `.grad`; pcsim's updates are dL/dtheta itself, before any hook."""
@@ -102,6 +113,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
         if not isinstance(x, (torch.Tensor, *LITERALS)) and x is not None:
             raise InputError(f"example input #{i} must be a tensor (or None, a number, a flag), got {type(x).__name__}")
     _check_arity(module, len(example_inputs))
+    _refuse_script_modules(module)
     _refuse_hidden_leaves(module)
     _warn_gradient_hooks(module)
     program = export_program(module, tuple(example_inputs), types)

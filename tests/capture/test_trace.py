@@ -203,6 +203,30 @@ def test_reading_data_in_forward_is_refused_with_what_to_do_instead():
     assert "`.data`" in msg and "`.detach()`" in msg
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.[a-z_]*` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_a_torchscript_submodule_is_refused_by_name(how):
+    """torch.export failed inside torch on a scripted or traced submodule ('SpecViolationError: State dict entry
+    for parameter lin.weight is not an instance of torch.nn.Parameter'), naming neither the cause nor the fix."""
+    lin = nn.Linear(4, 4).to(DT)
+    lin = torch.jit.script(lin) if how == "script" else torch.jit.trace(lin, _x(2, 4))
+    msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x).tanh(), lin=lin), _x(3, 4))
+    assert "'lin'" in msg and "TorchScript" in msg and "SpecViolation" not in msg
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_scripted_function_called_in_forward_is_exact():
+    fn = torch.jit.script(lambda_free_gelu)
+    net = _net(lambda s, x: s.out(fn(s.lin(x))), lin=nn.Linear(4, 4), out=nn.Linear(4, 2))
+    x, y = _x(3, 4), _x(3, 2, seed=1)
+    rep = pcsim.check(net, (x,), y, rule="zil")
+    assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
+
+def lambda_free_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1.0 + torch.erf(x / 1.4142135623730951))
+
+
 def test_non_tensor_example_input():
     _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), [[1.0] * 4] * 3)
 
