@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree  # the flattening torch.export applies
 from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import trace
-from pcsim.errors import InputError
+from pcsim.errors import InputError, OracleError, first_line
 from pcsim.graph import Graph
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
@@ -125,7 +125,16 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[st
     total = sum(get_loss(lo).value(o, y) for o, y, lo in zip(outs, targets, losses, strict=True))
     named = dict(module.named_parameters())
     trained = {n: p for n, p in named.items() if p.requires_grad}  # a frozen parameter's gradient is zero
-    grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
+    try:
+        grads = dict(zip(trained, torch.autograd.grad(total, list(trained.values()), allow_unused=True), strict=True))
+    except RuntimeError as e:  # torch's own stack, from inside its engine, names nothing of the user's
+        why = (" (forward() changes in place a tensor its backward needs: a cache or a state buffer, say)"
+               if "inplace operation" in str(e) else "")
+        raise OracleError(
+            f"torch autograd cannot differentiate {type(module).__name__} on these inputs, so there is no oracle to "
+            f"check against: {first_line(e)}\nThis is the module's own backward failing{why}, not pcsim's: "
+            "`loss.backward()` fails the same way. pcsim's rules differentiate the captured program and do not "
+            "need it.") from None
     # a sparse gradient (`nn.Embedding(sparse=True)`) as the dense tensor the rules return
     return {n: torch.zeros_like(p) if grads.get(n) is None else grads[n].to_dense() if grads[n].is_sparse else grads[n]
             for n, p in named.items()}

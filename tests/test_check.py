@@ -99,3 +99,43 @@ def test_a_sparse_embeddings_gradient_is_compared_and_returned_dense():
         got = report.grads["emb.weight"]
         assert not got.is_sparse and relative_difference(got, want.to_dense()) <= tolerance(torch.float64)
     assert not pcsim.il(pcsim.trace(module, ids), (ids,), y, steps=2)["emb.weight"].is_sparse
+
+
+class _ScalesItsOwnSigmoid(nn.Module):
+    """Doubles a sigmoid's output in place, as a recurrent cache or state buffer is updated in place (Hugging
+    Face's RWKV with its default `use_cache`): sigmoid's backward reads that output, so autograd refuses."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.out, self.in_place = nn.Linear(4, 5), nn.Linear(5, 2), in_place
+
+    def forward(self, x):
+        s = torch.sigmoid(self.lin(x))
+        s = s.mul_(2.0) if self.in_place else s * 2.0
+        return self.out(s)
+
+
+def test_a_module_autograd_cannot_differentiate_is_an_oracle_error_not_torchs_stack():
+    """check() ran the oracle's torch.autograd.grad unguarded: a RuntimeError from inside torch's engine ('one of
+    the variables needed for gradient computation has been modified by an inplace operation'). It is an
+    OracleError naming the module; pcsim's own rules differentiate the captured program: equal to autograd's
+    gradient of the same function written out of place."""
+    module = _ScalesItsOwnSigmoid(in_place=True).double()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    try:
+        pcsim.check(module, (x,), y, rule="zil")
+    except pcsim.OracleError as e:
+        assert "_ScalesItsOwnSigmoid" in str(e) and "in place" in str(e)
+    else:
+        raise AssertionError("check() found an oracle where autograd has none")
+    twin = _ScalesItsOwnSigmoid(in_place=False).double()
+    twin.load_state_dict(module.state_dict())
+    loss = 0.5 * ((twin(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in twin.named_parameters()], torch.autograd.grad(loss, list(twin.parameters())),
+                    strict=True))
+    graph = pcsim.trace(module, x)
+    for rule in (pcsim.zil, pcsim.fa_zil):
+        got = rule(graph, (x,), y)
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), (rule.__name__, n)
