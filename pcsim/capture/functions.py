@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from pcsim.errors import TraceError
+from pcsim.errors import TraceError, first_line
 from pcsim.numerics import relative_difference, tolerance
 
 _Function = torch.autograd.Function
@@ -105,7 +105,17 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     """Run `module` on `inputs`, checking each custom Function's backward against its forward's derivative;
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
     def check(cls, args):
-        same, outputs = _forward_derivative_matches(cls, args)
+        try:
+            same, outputs = _forward_derivative_matches(cls, args)
+        except Exception as e:  # noqa: BLE001 - the Function's own code failed: said as such, not as a bad input
+            # Hugging Face's Reformer: its reversible layers' backward asserts training mode, and its forward
+            # cannot be run twice on the same arguments
+            raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function, whose backward torch.export does not "
+                             "capture: pcsim runs it once on the example inputs, with its forward under autograd, "
+                             "to check that the backward is the forward's derivative, and that run failed: "
+                             f"{type(e).__name__}: {first_line(e)}. Without that check pcsim cannot tell that "
+                             "its updates would be backprop's; write the Function's work with differentiable "
+                             "ops, or check that backprop itself runs on the module") from None
         if not same:
             raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function whose backward is not the derivative "
                              "of its forward (a straight-through estimator, a gradient reversal): torch.export "

@@ -105,6 +105,31 @@ def test_a_function_with_another_backward_is_refused_at_the_users_line(fn):
     assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
 
 
+class _TrainingOnly(torch.autograd.Function):
+    """Hugging Face Reformer's reversible layers in eval mode: the backward refuses to run."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("If you want to train the model, put it into training mode")
+
+
+def test_a_function_whose_backward_fails_is_refused_by_name_with_the_cause():
+    """The failure inside pcsim's comparison of backward with forward's derivative surfaced as 'Net could not be
+    captured: AssertionError: ... (the model was run on example inputs of shape (5, 4): do they fit its
+    forward()?)', naming neither the Function nor what pcsim was doing with it."""
+    net, x, y = _case(_TrainingOnly)
+    with pytest.raises(pcsim.TraceError) as info:
+        pcsim.check(net, (x,), y, rule="zil")
+    msg = str(info.value)
+    assert "_TrainingOnly is a torch.autograd.Function" in msg and "training mode" in msg
+    assert "test_autograd_functions.py:" in msg and "do they fit" not in msg
+    assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+
+
 class _Hooked(nn.Module):
     def __init__(self):
         super().__init__()
