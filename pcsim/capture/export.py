@@ -26,7 +26,7 @@ from torch import nn
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
-from pcsim.capture.stop_gradient import mark_stop_gradients
+from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
@@ -62,7 +62,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             functions: list[type] = []  # the custom autograd.Functions forward() applies
-            with seen_functions(functions):
+            with seen_functions(functions), inference_mode_as_grad_mode():
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
