@@ -47,18 +47,32 @@ def _refuse_hook(tensor, hook):
                      "backprop's gradient does. Register it outside forward(), or write its effect into forward")
 
 
+_RUN_BACKWARD = torch.autograd._engine_run_backward  # what torch.autograd.grad and .backward() call, torch's own
+
+
+def _refuse_derivative(*args, **kwargs):
+    # on fake tensors torch.export's own failure blames a lifted constant, naming no line of the user's
+    raise TraceError("forward() takes a derivative (torch.autograd.grad, .backward(), torch.func.grad, vjp or jacrev): "
+                     "torch.export captures no backward pass, so a model whose output is a gradient (a Hamiltonian or "
+                     "energy network, a gradient penalty) cannot be captured. Compute that derivative outside "
+                     "forward(), or write it out with differentiable ops")
+
+
 @contextlib.contextmanager
 def seen_functions(seen: list[type]) -> Iterator[None]:
-    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile."""
+    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile,
+    and a derivative taken meanwhile."""
     def record(cls, args):
         seen.append(cls)
         return _APPLY(cls, *args)
     torch.Tensor.register_hook = _refuse_hook
+    torch.autograd._engine_run_backward = _refuse_derivative
     try:
         with _applying(record):
             yield
     finally:
         torch.Tensor.register_hook = _REGISTER_HOOK
+        torch.autograd._engine_run_backward = _RUN_BACKWARD
 
 
 class _Context:

@@ -157,3 +157,33 @@ def test_a_parameters_gradient_hook_is_named_in_a_warning():
     net[0].weight.register_hook(lambda grad: grad.clamp(-0.1, 0.1))
     with pytest.warns(UserWarning, match=r"parameter\(s\) 0.weight have gradient hooks"):
         pcsim.trace(net, torch.randn(5, 4, dtype=DT))
+
+
+class _EnergyGradient(nn.Module):
+    """A Hamiltonian network's output: the gradient of a learnt energy with respect to the input."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.a, self.b, self.how = nn.Linear(4, 6), nn.Linear(6, 1), how
+
+    def energy(self, z):
+        return self.b(torch.tanh(self.a(z))).sum()
+
+    def forward(self, x):
+        if self.how == "func":
+            return torch.func.grad(self.energy)(x)
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            return torch.autograd.grad(self.energy(z), z, create_graph=True)[0]
+
+
+@pytest.mark.parametrize("how", ["autograd", "func"])
+def test_a_derivative_taken_in_forward_is_refused_at_the_users_line(how):
+    """torch.export cannot capture a backward pass inside forward(): torch.autograd.grad failed with 'We found a fake
+    tensor in the exported program constant's list', which pcsim read as a `.data` read, at no line; torch.func.grad
+    with 'attempted to apply meta conversion to view functorch tensor' and a hint about the input shapes."""
+    with seeded(0):
+        net, x = _EnergyGradient(how).to(DT), torch.randn(5, 4, dtype=DT)
+    with pytest.raises(pcsim.TraceError, match=r"at test_autograd_functions.py:\d+: .*forward\(\) takes a derivative"):
+        pcsim.trace(net, x)
+    assert torch.autograd._engine_run_backward.__module__ == "torch.autograd.graph"  # torch's own again
