@@ -113,7 +113,7 @@ def _mark(gm: fx.GraphModule) -> bool:
     for n in list(graph.nodes):
         if n.op != "call_function":
             continue
-        if n.target is aten.detach.default:
+        if n.target is aten.detach.default or n.target is aten.detach_.default:  # `h.detach_()` stops it in place
             n.target = STOP_GRADIENT
             changed = True
         elif _grad_disabled_block(n):  # the block's results are read through `getitem`s

@@ -58,6 +58,16 @@ def _grad_mode_switch(s, x, stop):
     return s.b(x) * g + h
 
 
+def _detached_in_place(s, x, stop):
+    """`c.detach_()`: export records aten.detach_, which the capture took for an alias (l2's update 7.2e2
+    relative off the floor of its zero gradient)."""
+    h = s.a(x)
+    c = s.b(x) * h
+    if stop:
+        c.detach_()
+    return h * c + torch.tanh(c)
+
+
 def _inference(stop: bool):
     return torch.inference_mode() if stop else contextlib.nullcontext()
 
@@ -77,7 +87,7 @@ def _inference_mode_decorated(s, x, stop):
 
 
 CASES = {"detach": _detached_product, "no_grad": _no_grad_block, "no_grad_decorator": _no_grad_decorated,
-         "detached_weight": _detached_weight, "set_grad_enabled": _grad_mode_switch,
+         "detached_weight": _detached_weight, "set_grad_enabled": _grad_mode_switch, "detach_": _detached_in_place,
          "inference_mode": _inference_mode_block, "inference_mode_decorator": _inference_mode_decorated}
 
 
