@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -52,17 +52,31 @@ def _check_arity(module: nn.Module, n_inputs: int) -> None:
                           f"({', '.join(p.name for p in positional)}), got {n_inputs} example input(s)")
 
 
+def _tensors(name: str, value, depth: int = 2) -> Iterator[tuple[str, object]]:
+    """`value` and the items of the plain lists, tuples and dicts it holds (two levels), named `ws[0]`, `d['k']`."""
+    yield name, value
+    items = (enumerate(value) if isinstance(value, list | tuple) else value.items() if isinstance(value, dict)
+             else ())
+    for key, item in items if depth else ():
+        yield from _tensors(f"{name}[{key!r}]", item, depth - 1)
+
+
 def _refuse_hidden_leaves(module: nn.Module) -> None:
     """A tensor attribute that requires grad but is not a registered parameter would be captured as a
-    constant and get no update: refused rather than silently left out."""
+    constant and get no update: refused rather than silently left out. So is one in a plain list or dict
+    (`self.ws = [nn.Parameter(...)]` where an nn.ParameterList registers it)."""
     params = {id(p) for p in module.parameters()}
     for path, sub in module.named_modules():
-        for attr, value in vars(sub).items():
+        # nn.Module's own tables (`_parameters`, `_buffers`, hooks) are not looked into
+        pairs = [pair for name, v in vars(sub).items() for pair in (_tensors(name, v) if name[:1] != "_"
+                                                                     else [(name, v)])]
+        for attr, value in pairs:
             if isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf and id(value) not in params:
                 where = f"{path}.{attr}" if path else attr
                 raise TraceError(f"{type(module).__name__}.{where} is a tensor that requires grad but is not a "
                                  "registered parameter: pcsim (like an optimiser) would never update it. Wrap it "
-                                 "in nn.Parameter, or detach it if it is a constant.")
+                                 "in nn.Parameter (a list or dict of them in nn.ParameterList or nn.ParameterDict), "
+                                 "or detach it if it is a constant.")
 
 
 def _refuse_script_modules(module: nn.Module) -> None:
