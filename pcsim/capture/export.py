@@ -114,9 +114,10 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
         text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
                  "torch.export cannot follow: use `.detach()` for a value without gradient.")
     elif any(k in str(e) for k in _DATA_DEPENDENT):
-        text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
-                 "example inputs' shapes: compute that condition from shapes or Python values, or move it "
-                 "outside forward().")
+        # `if t.sum() > 0` and `float(t.mean())` fail alike: torch names only a symbol (u0, zuf0)
+        text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
+                 "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
+                 "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
     elif isinstance(e, RuntimeError | ValueError | IndexError | TypeError | AssertionError):
         text += f"\n(the model was run on example inputs of shape {shapes}: do they fit its forward()?)"
     return TraceError(text) if not isinstance(e, InputError) else e

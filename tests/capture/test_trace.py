@@ -190,6 +190,14 @@ def test_data_dependent_control_flow_is_a_trace_error():
     assert "DataDependent" in msg
 
 
+def test_a_python_float_of_a_population_is_refused_at_the_users_line_as_what_it_is():
+    """`float(h.mean())` was explained as 'The forward pass branches on the *values* of a tensor', though nothing
+    branches: the hint names the Python conversion too, and the line is the user's."""
+    msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x) - float(s.lin(x).mean()), lin=nn.Linear(4, 4)),
+                  _x(3, 4))
+    assert "test_trace.py:" in msg and "float()" in msg
+
+
 @pytest.mark.parametrize("n_inputs", [0, 2])
 def test_wrong_number_of_example_inputs(n_inputs):
     msg = _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), *[_x(3, 4)] * n_inputs)
