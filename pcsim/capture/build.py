@@ -372,8 +372,6 @@ class Builder:
             if not isinstance(k, str) or k not in self.latent:
                 raise TraceError(f"output #{i} is not computed from the parameters, so it has no error to "
                                  "learn from")
-            if k in names:
-                raise TraceError(f"vertex '{k}' is returned twice; return each output once")
             names.append(k)
         return names
 

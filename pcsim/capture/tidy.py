@@ -42,12 +42,14 @@ def reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
 
 
 def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
-    """Outputs that also feed other vertices get an identity child that carries the loss."""
+    """Outputs that also feed other vertices get an identity child that carries the loss. So does each return of
+    a tensor returned more than once (`return h, h`; a Hugging Face output's last hidden state, again in its
+    `hidden_states`): each has its own target, and one vertex can be clamped to only one."""
     used = {p for v in vertices for p in v.parents}
     names = {v.name for v in vertices}
     result = []
     for o in outputs:
-        if o in used:
+        if o in used or outputs.count(o) > 1:
             sink = fresh_name(o + "__output", names)
             src = next(v for v in vertices if v.name == o)
             vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,

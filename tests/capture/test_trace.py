@@ -159,6 +159,25 @@ def test_all_outputs_of_a_tuple_are_outputs_in_order():
     assert graph.outputs == ("c", "b", "sum_1")
 
 
+
+@pytest.mark.parametrize("body", [lambda s, x: (torch.tanh(s.a(x)),) * 2,
+                                  lambda s, x: {"last": (h := s.a(x)), "all": [torch.tanh(h), h]}],
+                         ids=["pair", "nested"])
+def test_a_tensor_returned_twice_gets_one_carrier_per_return(body):
+    """A Hugging Face output with `output_hidden_states=True` holds its last hidden state twice. trace refused
+    it ('vertex ... is returned twice'), where backprop sums both returns' losses: each return now has its own
+    identity carrier and target, and the rules are exact (oracle: autograd on the module)."""
+    net = _net(body, a=nn.Linear(4, 4))
+    x = _x(3, 4)
+    graph = pcsim.trace(net, x)
+    assert len(set(graph.outputs)) == len(graph.outputs) == 2 + (body(net, x).__class__ is dict)
+    carriers = [o for o in graph.outputs if graph[o].op == "identity"]
+    assert len(carriers) == 2 and graph[carriers[0]].parents == graph[carriers[1]].parents
+    ys = tuple(_x(3, 4, seed=i + 1) for i in range(len(graph.outputs)))
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), ys, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
 # -- errors ------------------------------------------------------------------------------------------
 def _raises(exc, net, *inputs):
     with pytest.raises(exc) as info:
