@@ -178,6 +178,35 @@ def test_a_tensor_returned_twice_gets_one_carrier_per_return(body):
         rep = pcsim.check(net, (x,), ys, rule=rule)
         assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
 
+
+class _GaussianPolicy(nn.Module):
+    """A reinforcement-learning policy: a state-dependent mean and a learnt log standard deviation, returned as
+    the parameter itself broadcast (`log_std.expand_as(mean)`), or as it is."""
+
+    def __init__(self, expand: bool):
+        super().__init__()
+        self.body, self.expand = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)), expand
+        self.log_std = nn.Parameter(torch.linspace(-1.0, 0.5, 2))
+
+    def forward(self, x):
+        mean = self.body(x)
+        return mean, self.log_std.expand_as(mean) if self.expand else self.log_std
+
+
+@pytest.mark.parametrize("expand", [True, False], ids=["expanded", "as-is"])
+def test_a_parameter_returned_as_an_output_is_a_vertex_of_its_own(expand):
+    """trace refused it with 'output #1 is not computed from the parameters', which it is: a function of
+    parameters alone is recomputed by its readers, and an output had none. It is a vertex reading the parameter
+    now; its update is autograd's (oracle: autograd on the module)."""
+    with seeded(0):
+        net = _GaussianPolicy(expand).to(DT)
+    x = _x(3, 4)
+    ys = (_x(3, 2, seed=1), _x(3, 2, seed=2) if expand else _x(2, seed=2))
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), ys, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+        assert rep.reference["log_std"].abs().min() > 0
+
 # -- errors ------------------------------------------------------------------------------------------
 def _raises(exc, net, *inputs):
     with pytest.raises(exc) as info:
