@@ -18,8 +18,8 @@ from torch.utils import _pytree as pytree  # the flattening torch.export applies
 
 from pcsim.algorithms.losses import get_loss
 from pcsim.algorithms.problem import Problem, as_targets, as_tuple
-from pcsim.capture import trace
-from pcsim.errors import InputError, OracleError, first_line
+from pcsim.capture import attribute_tensors, trace
+from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
 from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
@@ -76,13 +76,14 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _copy(module: nn.Module) -> nn.Module:
-    """A deep copy that the caller's module survives. Tensors a hook computes from parameters (the
-    legacy `weight_norm`'s `weight`) are not leaves, which `copy.deepcopy` refuses: they are copied
-    detached, and the hook recomputes them from the copied parameters on every call."""
-    memo = {id(t): t.detach().clone() for m in module.modules() for t in vars(m).values()
-            if isinstance(t, torch.Tensor) and not t.is_leaf}
-    return copy.deepcopy(module, memo)
+def _copy(module: nn.Module) -> tuple[nn.Module, dict[int, str]]:
+    """A deep copy that the caller's module survives, and its detached tensors' storage -> attribute name.
+    Tensors a hook computes from parameters (the legacy `weight_norm`'s `weight`) are not leaves, which
+    `copy.deepcopy` refuses: they are copied detached, and the hook recomputes them on every call. One that
+    forward() reads as it is (a cache kept from an earlier call) would be a constant of both sides."""
+    kept = {name: t for name, t in attribute_tensors(module) if isinstance(t, torch.Tensor) and not t.is_leaf}
+    memo = {id(t): t.detach().clone() for t in kept.values()}
+    return copy.deepcopy(module, memo), {memo[id(t)].data_ptr(): name for name, t in kept.items()}
 
 
 def _cast(t, dtype: torch.dtype):
@@ -148,7 +149,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
     """
     learning_rule = get(rule)
-    m = _copy(module).to(dtype)
+    m, detached = _copy(module)
+    m = m.to(dtype)
     # pcsim runs dropout as the identity, as in eval mode (nn.Dropout, the dropout inside nn.LSTM or
     # attention, Hugging Face's `dropout if self.training`); both the capture and the oracle run on
     # this copy in eval mode, but for the normalisation layers whose statistics depend on the mode
@@ -163,6 +165,13 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
     graph = trace(m, *inputs, fused=fused)
+    stale = [detached[c.data_ptr()] for c in graph.constants.values() if c.data_ptr() in detached]
+    if stale:  # the copy lost its history: trace on the module itself refuses it (capture's _refuse_kept_history)
+        raise TraceError(f"{type(module).__name__}.{stale[0]} was computed from parameters in an earlier call and "
+                         "kept (a cache): forward() reads it as it is, so neither pcsim nor a copy of the module "
+                         "would pass an update through it, where backprop on the module follows its history. Empty "
+                         "the cache before checking (a Hugging Face model empties its caches in module.train()), or "
+                         "compute it in forward()")
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
