@@ -21,7 +21,7 @@ from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import attribute_tensors, trace
 from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
-from pcsim.numerics import DTYPES, relative_difference, rounding_floor, tolerance
+from pcsim.numerics import relative_difference, rounding_floor, tolerance
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
 
@@ -103,33 +103,22 @@ def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
 
 class DropoutAsIdentity(TorchFunctionMode):
     """Dropout as pcsim runs it, the identity, for a call that forces it (`F.dropout(x, p, training=True)`
-    runs even in eval mode): PC and its oracle must differentiate one deterministic function. It also records
-    the floating dtypes the module computes in (`dtypes`)."""
-
-    def __init__(self):
-        super().__init__()
-        self.dtypes: set[torch.dtype] = set()
+    runs even in eval mode): PC and its oracle must differentiate one deterministic function."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is torch.nn.functional.dropout or func is torch.dropout:
             return args[0]
         if func is torch.native_dropout:
             return args[0], torch.ones_like(args[0], dtype=torch.bool)
-        out = func(*args, **(kwargs or {}))
-        self.dtypes.update(t.dtype for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
-                           and t.is_floating_point())
-        return out
+        return func(*args, **(kwargs or {}))
 
 
-def autograd_gradients(module: nn.Module, inputs, target, loss="mse", dtypes: set | None = None
-                       ) -> dict[str, torch.Tensor]:
+def autograd_gradients(module: nn.Module, inputs, target, loss="mse") -> dict[str, torch.Tensor]:
     """The oracle: autograd on the module itself, losses summed over outputs and batch (dropout as the
-    identity, as in every pcsim rule). `dtypes`, if given, receives the floating dtypes forward() computes in."""
+    identity, as in every pcsim rule)."""
     inputs, targets = as_tuple(inputs, "inputs"), as_targets(target)
-    with DropoutAsIdentity() as mode:
+    with DropoutAsIdentity():
         out = module(*inputs)
-    if dtypes is not None:
-        dtypes.update(mode.dtypes)
     outs = _flat_outputs(out)
     losses = (loss,) * len(outs) if isinstance(loss, str) else as_tuple(loss, "loss")
     if len(targets) != len(outs):
@@ -184,24 +173,20 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
                          "the cache before checking (a Hugging Face model empties its caches in module.train()), or "
                          "compute it in forward()")
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
-    computed_in: set[torch.dtype] = set()
-    reference = autograd_gradients(m, inputs, target, loss, computed_in)
-    # a module that computes part of itself in a coarser dtype (DINOv2 interpolates its position embeddings in
-    # float32) agrees with its oracle to that dtype's rounding only, whatever `dtype` is
-    coarsest = max(computed_in & set(DTYPES.values()) | {dtype}, key=lambda d: torch.finfo(d).eps)
+    reference = autograd_gradients(m, inputs, target, loss)
     ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
     start = time.perf_counter()
     grads = learning_rule(graph, inputs, target, loss, **rule_kwargs)
     seconds = time.perf_counter() - start
     scale = max((torch.linalg.vector_norm(r.double()).item() for r in reference.values()), default=0.0)
-    floor = rounding_floor(scale, coarsest)
+    floor = rounding_floor(scale, dtype)
     per_param = {}
     for n, ref in reference.items():
         got = grads[n]
         max_abs = float((got - ref).abs().max()) if ref.numel() else 0.0
         per_param[n] = ParamDiff(max_abs=max_abs if max_abs == max_abs else float("inf"),
                                  rel=relative_difference(got, ref, floor))
-    limit = tolerance(coarsest) if tol is None else tol
+    limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)
     return CheckReport(
         rule=rule, loss=loss if isinstance(loss, str) else ",".join(map(str, loss)), dtype=dtype,
