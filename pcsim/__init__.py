@@ -10,7 +10,15 @@ from pcsim.backends import RK4, Brian2, Dopri5, Euler, Scipy, Tsit5
 from pcsim.capture import trace
 from pcsim.check import CheckReport, check
 from pcsim.dynamics import SOLVERS, Record, SimulationError, Trajectory, after, discretise, simulate
-from pcsim.errors import DivergenceError, GraphError, InputError, PcsimError, TraceError, UnsupportedOpError
+from pcsim.errors import (
+    DivergenceError,
+    GraphError,
+    InputError,
+    OracleError,
+    PcsimError,
+    TraceError,
+    UnsupportedOpError,
+)
 from pcsim.graph import Graph, Vertex
 from pcsim.numerics import tolerance
 from pcsim.ops.table import RECURRENT_LAYERS
@@ -20,5 +28,5 @@ __all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "ipc", "z
            "CheckReport", "tolerance", "simulate", "Euler", "RK4", "Dopri5", "Tsit5", "Scipy", "Brian2",
            "SOLVERS", "discretise", "Trajectory",
            "Record", "after", "SimulationError", "PcsimError",
-           "UnsupportedOpError", "TraceError", "GraphError", "InputError",
+           "UnsupportedOpError", "TraceError", "GraphError", "InputError", "OracleError",
            "DivergenceError"]

@@ -21,6 +21,10 @@ class DivergenceError(PcsimError, ArithmeticError):
     """An iterative rule's state became NaN or inf (a step too large for the network's curvature)."""
 
 
+class OracleError(PcsimError, RuntimeError):
+    """torch autograd, the oracle `check` compares with, cannot differentiate the module as it runs."""
+
+
 class InputError(PcsimError, ValueError):
     """Inputs or targets do not fit the graph: count, shape or dtype."""
 

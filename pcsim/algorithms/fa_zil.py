@@ -61,7 +61,11 @@ class Gates:
         self.moved = {n for n, d in neg_disp.items() if bool((d != 0).any())}
 
     def skip(self, name: str) -> bool:
-        return False
+        # After its gate fired or locked a vertex holds: on the levelled graph no later update reads it (its
+        # parents, a level further, took their terms from the step before). Run on, it integrated the unstable
+        # gamma = 1 dynamics above the wave, whose overflow (inf, then NaN through an exactly zero Jacobian such
+        # as a one-key softmax's) fired gates still waiting with NaN terms (Hugging Face's LeViT).
+        return self.state.get(name) in (FIRED, LOCKED)
 
     def formable(self, name: str, params, unchanged: bool, latent_parents) -> bool:
         # the displacement forms never where a plastic vertex's gate could still open

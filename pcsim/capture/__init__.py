@@ -9,7 +9,7 @@ import dataclasses
 import inspect
 import warnings
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -55,17 +55,61 @@ def _check_arity(module: nn.Module, n_inputs: int) -> None:
                           f"({', '.join(p.name for p in positional)}), got {n_inputs} example input(s)")
 
 
+def _tensors(name: str, value, depth: int = 2) -> Iterator[tuple[str, object]]:
+    """`value` and the items of the plain lists, tuples and dicts it holds (two levels), named `ws[0]`, `d['k']`."""
+    yield name, value
+    items = (enumerate(value) if isinstance(value, list | tuple) else value.items() if isinstance(value, dict)
+             else ())
+    for key, item in items if depth else ():
+        yield from _tensors(f"{name}[{key!r}]", item, depth - 1)
+
+
+def attribute_tensors(module: nn.Module) -> Iterator[tuple[str, object]]:
+    """Every module's attributes, and the items of plain lists and dicts among them, by qualified name
+    (`block.cache['k']`); nn.Module's own tables (`_parameters`, `_buffers`, hooks) are not looked into."""
+    for path, sub in module.named_modules():
+        for name, value in vars(sub).items():
+            for attr, item in _tensors(name, value) if name[:1] != "_" else [(name, value)]:
+                yield (f"{path}.{attr}" if path else attr), item
+
+
+def _refuse_kept_history(module: nn.Module, program: torch.export.ExportedProgram) -> None:
+    """A tensor computed from parameters in an earlier call and kept (an eval-mode cache: Hugging Face's LeViT keeps
+    its attention biases so) is read by torch.export as a constant: no update would pass through it, where backprop
+    follows its history (the update of the parameter behind it was silently zero)."""
+    kept = [t for t in program.constants.values() if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    if not kept:
+        return
+    names = {id(v): name for name, v in attribute_tensors(module) if isinstance(v, torch.Tensor)}
+    where = names.get(id(kept[0]), "a tensor attribute")
+    raise TraceError(f"{type(module).__name__}.{where} was computed from parameters in an earlier call and kept (a "
+                     "cache): forward() reads it as it is, so torch.export takes it for a constant and no update "
+                     "would pass through it, where backprop follows its history. Empty the cache before tracing "
+                     "(a Hugging Face model empties its caches in module.train()), or compute it in forward()")
+
+
 def _refuse_hidden_leaves(module: nn.Module) -> None:
     """A tensor attribute that requires grad but is not a registered parameter would be captured as a
-    constant and get no update: refused rather than silently left out."""
+    constant and get no update: refused rather than silently left out. So is one in a plain list or dict
+    (`self.ws = [nn.Parameter(...)]` where an nn.ParameterList registers it)."""
     params = {id(p) for p in module.parameters()}
+    for where, value in attribute_tensors(module):
+        if isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf and id(value) not in params:
+            raise TraceError(f"{type(module).__name__}.{where} is a tensor that requires grad but is not a "
+                             "registered parameter: pcsim (like an optimiser) would never update it. Wrap it "
+                             "in nn.Parameter (a list or dict of them in nn.ParameterList or nn.ParameterDict), "
+                             "or detach it if it is a constant.")
+
+
+def _refuse_script_modules(module: nn.Module) -> None:
+    """torch.export cannot run TorchScript: a scripted or traced submodule fails inside torch with a
+    SpecViolationError about its state dict, naming neither the submodule nor the cause."""
     for path, sub in module.named_modules():
-        for attr, value in vars(sub).items():
-            if isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf and id(value) not in params:
-                where = f"{path}.{attr}" if path else attr
-                raise TraceError(f"{type(module).__name__}.{where} is a tensor that requires grad but is not a "
-                                 "registered parameter: pcsim (like an optimiser) would never update it. Wrap it "
-                                 "in nn.Parameter, or detach it if it is a constant.")
+        if isinstance(sub, torch.jit.ScriptModule):
+            where = f"submodule {path!r} of {type(module).__name__}" if path else type(module).__name__
+            raise TraceError(f"{where} is a TorchScript module (torch.jit.script or torch.jit.trace), which "
+                             "torch.export cannot capture: pass the plain nn.Module it was made from (a scripted "
+                             "function called in forward() is fine)")
 
 
 def _warn_gradient_hooks(module: nn.Module) -> None:
@@ -113,9 +157,11 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
         if not isinstance(x, (torch.Tensor, *LITERALS)) and x is not None:
             raise InputError(f"example input #{i} must be a tensor (or None, a number, a flag), got {type(x).__name__}")
     _check_arity(module, len(example_inputs))
+    _refuse_script_modules(module)
     _refuse_hidden_leaves(module)
     _warn_gradient_hooks(module)
     program = export_program(module, tuple(example_inputs), types)
+    _refuse_kept_history(module, program)
     graph = Builder(module, program, tuple(example_inputs)).run()
     _warn_unread(graph, module)
     return dataclasses.replace(graph, traced_modes=_mode_dependent(module))

@@ -378,10 +378,13 @@ class Builder:
             if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point:
                 raise TraceError(f"output #{i} is a {value.dtype} tensor: it has no derivative, so no error to learn "
                                  "from; return floating-point outputs only")
+            if isinstance(k, ParamArg | Computed) and isinstance(value, torch.Tensor):
+                # a parameter, or a function of parameters alone (a policy's `log_std.expand_as(mean)`), returned:
+                # readers recompute those, so the output is a vertex of its own that reads them
+                self._vertex(node, identity, [k], {}, [], value)
+                k = self.kind[node]
             if not isinstance(k, str) or k not in self.latent:
                 raise TraceError(not_an_output(i, k))
-            if k in names:
-                raise TraceError(f"vertex '{k}' is returned twice; return each output once")
             names.append(k)
         return names
 

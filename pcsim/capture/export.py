@@ -26,7 +26,7 @@ from torch import nn
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
-from pcsim.capture.stop_gradient import mark_stop_gradients
+from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
 from pcsim.graph.provenance import exception_user_line
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
@@ -62,7 +62,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             functions: list[type] = []  # the custom autograd.Functions forward() applies
-            with seen_functions(functions):
+            with seen_functions(functions), inference_mode_as_grad_mode():
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
@@ -114,9 +114,10 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
         text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
                  "torch.export cannot follow: use `.detach()` for a value without gradient.")
     elif any(k in str(e) for k in _DATA_DEPENDENT):
-        text += ("\nThe forward pass branches on the *values* of a tensor. pcsim captures one program for the "
-                 "example inputs' shapes: compute that condition from shapes or Python values, or move it "
-                 "outside forward().")
+        # `if t.sum() > 0` and `float(t.mean())` fail alike: torch names only a symbol (u0, zuf0)
+        text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
+                 "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
+                 "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
     elif isinstance(e, RuntimeError | ValueError | IndexError | TypeError | AssertionError):
         text += f"\n(the model was run on example inputs of shape {shapes}: do they fit its forward()?)"
     return TraceError(text) if not isinstance(e, InputError) else e

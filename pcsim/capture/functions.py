@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from pcsim.errors import TraceError
+from pcsim.errors import TraceError, first_line
 from pcsim.numerics import relative_difference, tolerance
 
 _Function = torch.autograd.Function
@@ -47,18 +47,32 @@ def _refuse_hook(tensor, hook):
                      "backprop's gradient does. Register it outside forward(), or write its effect into forward")
 
 
+_RUN_BACKWARD = torch.autograd._engine_run_backward  # what torch.autograd.grad and .backward() call, torch's own
+
+
+def _refuse_derivative(*args, **kwargs):
+    # on fake tensors torch.export's own failure blames a lifted constant, naming no line of the user's
+    raise TraceError("forward() takes a derivative (torch.autograd.grad, .backward(), torch.func.grad, vjp or jacrev): "
+                     "torch.export captures no backward pass, so a model whose output is a gradient (a Hamiltonian or "
+                     "energy network, a gradient penalty) cannot be captured. Compute that derivative outside "
+                     "forward(), or write it out with differentiable ops")
+
+
 @contextlib.contextmanager
 def seen_functions(seen: list[type]) -> Iterator[None]:
-    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile."""
+    """Record the custom Functions applied while exporting into `seen`; refuse a gradient hook registered meanwhile,
+    and a derivative taken meanwhile."""
     def record(cls, args):
         seen.append(cls)
         return _APPLY(cls, *args)
     torch.Tensor.register_hook = _refuse_hook
+    torch.autograd._engine_run_backward = _refuse_derivative
     try:
         with _applying(record):
             yield
     finally:
         torch.Tensor.register_hook = _REGISTER_HOOK
+        torch.autograd._engine_run_backward = _RUN_BACKWARD
 
 
 class _Context:
@@ -105,7 +119,17 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     """Run `module` on `inputs`, checking each custom Function's backward against its forward's derivative;
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
     def check(cls, args):
-        same, outputs = _forward_derivative_matches(cls, args)
+        try:
+            same, outputs = _forward_derivative_matches(cls, args)
+        except Exception as e:  # noqa: BLE001 - the Function's own code failed: said as such, not as a bad input
+            # Hugging Face's Reformer: its reversible layers' backward asserts training mode, and its forward
+            # cannot be run twice on the same arguments
+            raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function, whose backward torch.export does not "
+                             "capture: pcsim runs it once on the example inputs, with its forward under autograd, "
+                             "to check that the backward is the forward's derivative, and that run failed: "
+                             f"{type(e).__name__}: {first_line(e)}. Without that check pcsim cannot tell that "
+                             "its updates would be backprop's; write the Function's work with differentiable "
+                             "ops, or check that backprop itself runs on the module") from None
         if not same:
             raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function whose backward is not the derivative "
                              "of its forward (a straight-through estimator, a gradient reversal): torch.export "

@@ -10,11 +10,17 @@ Jacobian is zero, so its error reaches no parent and its parameters (a `weight.d
 A tensor changed in place inside such a block (`weight.clamp_(-c, c)` under `no_grad`, weight clipping) is
 another case: autograd keeps its history, so the new value passes gradient to the tensor as the identity would.
 That output becomes `pcsim::straight_through(tensor, new value)`.
+
+`torch.inference_mode()` disables gradients as `no_grad` does, but torch.export drops it without a trace
+(the block's ops are recorded as if gradients flowed through them). While exporting, it is entered as
+`no_grad` (and `inference_mode(False)`, which turns gradients back on, as `enable_grad`), which export records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 
 import torch
 import torch.fx as fx
@@ -47,6 +53,29 @@ def _(source, value):
 
 
 STRAIGHT_THROUGH = torch.ops.pcsim.straight_through.default
+
+
+_INFERENCE_MODE = torch.autograd.grad_mode.inference_mode
+_INFERENCE_ENTER, _INFERENCE_EXIT = _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__  # torch's own, taken once
+
+
+def _enter_as_grad_mode(self) -> None:
+    self._pcsim_grad_mode = torch.no_grad() if self.mode else torch.enable_grad()
+    self._pcsim_grad_mode.__enter__()
+
+
+def _exit_as_grad_mode(self, *exc) -> None:
+    self.__dict__.pop("_pcsim_grad_mode").__exit__(*exc)
+
+
+@contextlib.contextmanager
+def inference_mode_as_grad_mode() -> Iterator[None]:
+    """Inside, `torch.inference_mode(mode)` (as a context or a decorator) is `set_grad_enabled(not mode)`."""
+    _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__ = _enter_as_grad_mode, _exit_as_grad_mode
+    try:
+        yield
+    finally:
+        _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__ = _INFERENCE_ENTER, _INFERENCE_EXIT
 
 
 def _grad_disabled_block(n: fx.Node) -> bool:
@@ -84,7 +113,7 @@ def _mark(gm: fx.GraphModule) -> bool:
     for n in list(graph.nodes):
         if n.op != "call_function":
             continue
-        if n.target is aten.detach.default:
+        if n.target is aten.detach.default or n.target is aten.detach_.default:  # `h.detach_()` stops it in place
             n.target = STOP_GRADIENT
             changed = True
         elif _grad_disabled_block(n):  # the block's results are read through `getitem`s

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from pcsim.graph.ir import Computed, ParamArg, ParentArg, Vertex
+from pcsim.graph.ir import ParentArg, Vertex
 from pcsim.graph.level import fresh_name
 from pcsim.ops.table import identity
 
@@ -42,12 +42,14 @@ def reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
 
 
 def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
-    """Outputs that also feed other vertices get an identity child that carries the loss."""
+    """Outputs that also feed other vertices get an identity child that carries the loss. So does each return of
+    a tensor returned more than once (`return h, h`; a Hugging Face output's last hidden state, again in its
+    `hidden_states`): each has its own target, and one vertex can be clamped to only one."""
     used = {p for v in vertices for p in v.parents}
     names = {v.name for v in vertices}
     result = []
     for o in outputs:
-        if o in used:
+        if o in used or outputs.count(o) > 1:
             sink = fresh_name(o + "__output", names)
             src = next(v for v in vertices if v.name == o)
             vertices.append(Vertex(sink, "identity", src.shape, src.dtype, parents=(o,), fn=identity,
@@ -58,14 +60,11 @@ def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:
 
 
 def not_an_output(i: int, kind: Any) -> str:
-    """Why output #i, captured as `kind` (a clamped vertex's name, a parameter slot or a constant), cannot be one: said
+    """Why output #i, captured as `kind` (a clamped vertex's name or a constant), cannot be one: said
     as it is (a module whose parameters are all frozen heard that its output was 'not computed from the parameters')."""
     if isinstance(kind, str):
         what = ("is an input, or computed from the inputs and constants (buffers, frozen parameters) alone: no "
                 "trainable parameter moves it, so it has no error to learn from")
-    elif isinstance(kind, ParamArg | Computed):
-        what = ("is a parameter, or computed from parameters alone without the inputs: no population holds it "
-                "(leave it out of the outputs)")
     else:
         what = "is a constant (computed from buffers, frozen parameters or nothing that varies): it has no error"
     return f"output #{i} {what}"

@@ -264,3 +264,16 @@ def test_convolution_wiring_reproduces_torch(layer, shape):
     np.testing.assert_allclose(mu, module(torch.tanh(x)).detach().reshape(-1).numpy(), rtol=0, atol=1e-13)
     w = module.weight.detach().reshape(-1).numpy()
     assert np.array_equal(edges[0].weight, w[edges[0].kidx]) and edges[0].param.endswith("weight")
+
+
+def test_a_vertex_reading_parameters_alone_is_refused_not_left_without_plasticity():
+    """A parameter returned as an output is a vertex with no parents: its update stayed zero in Brian2, where
+    scipy and torch gave autograd's gradient."""
+    from tests.capture.test_trace import _GaussianPolicy
+
+    torch.manual_seed(0)
+    module, x = _GaussianPolicy(expand=True).double(), torch.randn(3, 4, dtype=torch.float64)
+    graph = pcsim.trace(module, x)
+    with pytest.raises(pcsim.UnsupportedOpError, match=r"reads parameters alone .*Brian2 equations"):
+        pcsim.simulate(graph, (x,), tuple(torch.zeros_like(o) for o in module(x)), backend="brian2", t_end=0.5,
+                       dt=0.1, plasticity="zil")

@@ -105,6 +105,31 @@ def test_a_function_with_another_backward_is_refused_at_the_users_line(fn):
     assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
 
 
+class _TrainingOnly(torch.autograd.Function):
+    """Hugging Face Reformer's reversible layers in eval mode: the backward refuses to run."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("If you want to train the model, put it into training mode")
+
+
+def test_a_function_whose_backward_fails_is_refused_by_name_with_the_cause():
+    """The failure inside pcsim's comparison of backward with forward's derivative surfaced as 'Net could not be
+    captured: AssertionError: ... (the model was run on example inputs of shape (5, 4): do they fit its
+    forward()?)', naming neither the Function nor what pcsim was doing with it."""
+    net, x, y = _case(_TrainingOnly)
+    with pytest.raises(pcsim.TraceError) as info:
+        pcsim.check(net, (x,), y, rule="zil")
+    msg = str(info.value)
+    assert "_TrainingOnly is a torch.autograd.Function" in msg and "training mode" in msg
+    assert "test_autograd_functions.py:" in msg and "do they fit" not in msg
+    assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+
+
 class _Hooked(nn.Module):
     def __init__(self):
         super().__init__()
@@ -150,3 +175,33 @@ def test_a_modules_backward_hook_is_named_in_a_warning():
     got = pcsim.zil(g, (x,), y)
     for (n, _), w in zip(net.named_parameters(), want, strict=True):
         assert torch.allclose(got[n], w, rtol=pcsim.tolerance(DT), atol=0), n
+
+
+class _EnergyGradient(nn.Module):
+    """A Hamiltonian network's output: the gradient of a learnt energy with respect to the input."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.a, self.b, self.how = nn.Linear(4, 6), nn.Linear(6, 1), how
+
+    def energy(self, z):
+        return self.b(torch.tanh(self.a(z))).sum()
+
+    def forward(self, x):
+        if self.how == "func":
+            return torch.func.grad(self.energy)(x)
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            return torch.autograd.grad(self.energy(z), z, create_graph=True)[0]
+
+
+@pytest.mark.parametrize("how", ["autograd", "func"])
+def test_a_derivative_taken_in_forward_is_refused_at_the_users_line(how):
+    """torch.export cannot capture a backward pass inside forward(): torch.autograd.grad failed with 'We found a fake
+    tensor in the exported program constant's list', which pcsim read as a `.data` read, at no line; torch.func.grad
+    with 'attempted to apply meta conversion to view functorch tensor' and a hint about the input shapes."""
+    with seeded(0):
+        net, x = _EnergyGradient(how).to(DT), torch.randn(5, 4, dtype=DT)
+    with pytest.raises(pcsim.TraceError, match=r"at test_autograd_functions.py:\d+: .*forward\(\) takes a derivative"):
+        pcsim.trace(net, x)
+    assert torch.autograd._engine_run_backward.__module__ == "torch.autograd.graph"  # torch's own again

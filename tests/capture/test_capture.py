@@ -111,6 +111,20 @@ def test_tensor_requiring_grad_that_is_no_parameter_is_refused_by_name():
         pcsim.trace(net, _x(4, 3))
 
 
+
+@pytest.mark.parametrize("where", ["list", "dict"])
+def test_a_parameter_in_a_plain_list_or_dict_is_refused_by_name(where):
+    """`self.ws = [nn.Parameter(...)]` registers nothing (an nn.ParameterList would): the weight was captured as a
+    constant and silently got no update, where the direct attribute was already refused."""
+    net = _net(lambda s, x: s.lin(x) * (s.held[0] if where == "list" else s.held["scale"]), lin=nn.Linear(3, 2))
+    weight = nn.Parameter(torch.ones(2, dtype=DT))
+    net.held = [weight] if where == "list" else {"scale": weight}
+    name = r"held\[0\]" if where == "list" else r"held\['scale'\]"
+    with pytest.raises(pcsim.TraceError, match=rf"{name} is a tensor that requires grad but is not a registered"):
+        pcsim.trace(net, _x(4, 3))
+    net.held = nn.ParameterList([weight]) if where == "list" else nn.ParameterDict({"scale": weight})
+    _exact(net, (_x(4, 3),), _x(4, 2, seed=1))
+
 # -- names ----------------------------------------------------------------------------------------
 def test_vertices_are_named_by_module_path():
     with seeded(0):

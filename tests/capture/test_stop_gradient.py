@@ -58,8 +58,37 @@ def _grad_mode_switch(s, x, stop):
     return s.b(x) * g + h
 
 
+def _detached_in_place(s, x, stop):
+    """`c.detach_()`: export records aten.detach_, which the capture took for an alias (l2's update 7.2e2
+    relative off the floor of its zero gradient)."""
+    h = s.a(x)
+    c = s.b(x) * h
+    if stop:
+        c.detach_()
+    return h * c + torch.tanh(c)
+
+
+def _inference(stop: bool):
+    return torch.inference_mode() if stop else contextlib.nullcontext()
+
+
+# torch.export drops inference_mode: its block was captured as if gradients flowed (l2's update 1.1e3 relative
+# off the floor of its zero gradient). Its results are only added: autograd refuses to save them for backward.
+def _inference_mode_block(s, x, stop):
+    h = s.a(x)
+    with _inference(stop):
+        w = torch.softmax(h, 1) + s.b(x)
+    return torch.tanh(h) + w.sum(1, keepdim=True)
+
+
+def _inference_mode_decorated(s, x, stop):
+    sigmoid = torch.inference_mode()(torch.sigmoid) if stop else torch.sigmoid
+    return torch.tanh(s.b(x)) + sigmoid(s.a(x))
+
+
 CASES = {"detach": _detached_product, "no_grad": _no_grad_block, "no_grad_decorator": _no_grad_decorated,
-         "detached_weight": _detached_weight, "set_grad_enabled": _grad_mode_switch}
+         "detached_weight": _detached_weight, "set_grad_enabled": _grad_mode_switch, "detach_": _detached_in_place,
+         "inference_mode": _inference_mode_block, "inference_mode_decorator": _inference_mode_decorated}
 
 
 @pytest.mark.parametrize("body", CASES.values(), ids=CASES.keys())
@@ -111,3 +140,23 @@ def test_a_tensor_changed_in_place_without_gradient_passes_gradient_straight_thr
         got = rule(g, (x,), y)  # on the module's weight as it was, unclipped: the graph clips it
         for n, w in want.items():
             assert relative_difference(got[n], w) <= TOL, n
+
+
+def _inference_mode_off_under_no_grad(s, x):
+    with torch.no_grad():
+        h = s.a(x)
+        with torch.inference_mode(False):  # gradients back on, as enable_grad
+            g = torch.tanh(s.b(x))
+    return g * h
+
+
+def test_inference_mode_false_turns_gradients_back_on_as_in_backprop():
+    """`inference_mode(False)` enables gradients even under `no_grad`; export dropped it too, and the no_grad
+    block around it stopped b's gradient (its update was zero)."""
+    with seeded(0):
+        net = Net(_inference_mode_off_under_no_grad, a=nn.Linear(4, 6), b=nn.Linear(4, 6)).to(DT)
+        x, y = torch.randn(3, 4, dtype=DT), torch.randn(3, 6, dtype=DT)
+    for rule in RULES:
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= TOL, f"{rule}\n{rep.table()}"
+        assert rep.reference["b.weight"].abs().max() > 0 and rep.reference["a.weight"].abs().max() == 0

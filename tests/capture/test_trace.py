@@ -159,6 +159,54 @@ def test_all_outputs_of_a_tuple_are_outputs_in_order():
     assert graph.outputs == ("c", "b", "sum_1")
 
 
+
+@pytest.mark.parametrize("body", [lambda s, x: (torch.tanh(s.a(x)),) * 2,
+                                  lambda s, x: {"last": (h := s.a(x)), "all": [torch.tanh(h), h]}],
+                         ids=["pair", "nested"])
+def test_a_tensor_returned_twice_gets_one_carrier_per_return(body):
+    """A Hugging Face output with `output_hidden_states=True` holds its last hidden state twice. trace refused
+    it ('vertex ... is returned twice'), where backprop sums both returns' losses: each return now has its own
+    identity carrier and target, and the rules are exact (oracle: autograd on the module)."""
+    net = _net(body, a=nn.Linear(4, 4))
+    x = _x(3, 4)
+    graph = pcsim.trace(net, x)
+    assert len(set(graph.outputs)) == len(graph.outputs) == 2 + (body(net, x).__class__ is dict)
+    carriers = [o for o in graph.outputs if graph[o].op == "identity"]
+    assert len(carriers) == 2 and graph[carriers[0]].parents == graph[carriers[1]].parents
+    ys = tuple(_x(3, 4, seed=i + 1) for i in range(len(graph.outputs)))
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), ys, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
+
+class _GaussianPolicy(nn.Module):
+    """A reinforcement-learning policy: a state-dependent mean and a learnt log standard deviation, returned as
+    the parameter itself broadcast (`log_std.expand_as(mean)`), or as it is."""
+
+    def __init__(self, expand: bool):
+        super().__init__()
+        self.body, self.expand = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)), expand
+        self.log_std = nn.Parameter(torch.linspace(-1.0, 0.5, 2))
+
+    def forward(self, x):
+        mean = self.body(x)
+        return mean, self.log_std.expand_as(mean) if self.expand else self.log_std
+
+
+@pytest.mark.parametrize("expand", [True, False], ids=["expanded", "as-is"])
+def test_a_parameter_returned_as_an_output_is_a_vertex_of_its_own(expand):
+    """trace refused it with 'output #1 is not computed from the parameters', which it is: a function of
+    parameters alone is recomputed by its readers, and an output had none. It is a vertex reading the parameter
+    now; its update is autograd's (oracle: autograd on the module)."""
+    with seeded(0):
+        net = _GaussianPolicy(expand).to(DT)
+    x = _x(3, 4)
+    ys = (_x(3, 2, seed=1), _x(3, 2, seed=2) if expand else _x(2, seed=2))
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), ys, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+        assert rep.reference["log_std"].abs().min() > 0
+
 # -- errors ------------------------------------------------------------------------------------------
 def _raises(exc, net, *inputs):
     with pytest.raises(exc) as info:
@@ -190,6 +238,14 @@ def test_data_dependent_control_flow_is_a_trace_error():
     assert "DataDependent" in msg
 
 
+def test_a_python_float_of_a_population_is_refused_at_the_users_line_as_what_it_is():
+    """`float(h.mean())` was explained as 'The forward pass branches on the *values* of a tensor', though nothing
+    branches: the hint names the Python conversion too, and the line is the user's."""
+    msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x) - float(s.lin(x).mean()), lin=nn.Linear(4, 4)),
+                  _x(3, 4))
+    assert "test_trace.py:" in msg and "float()" in msg
+
+
 @pytest.mark.parametrize("n_inputs", [0, 2])
 def test_wrong_number_of_example_inputs(n_inputs):
     msg = _raises(pcsim.InputError, _net(lambda s, x: s.lin(x), lin=nn.Linear(4, 4)), *[_x(3, 4)] * n_inputs)
@@ -201,6 +257,30 @@ def test_reading_data_in_forward_is_refused_with_what_to_do_instead():
     ... Please file an issue'), naming no line of the user's: pcsim says what it is and what to write."""
     msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x) * s.lin(x).data, lin=nn.Linear(4, 4)), _x(3, 4))
     assert "`.data`" in msg and "`.detach()`" in msg
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.[a-z_]*` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_a_torchscript_submodule_is_refused_by_name(how):
+    """torch.export failed inside torch on a scripted or traced submodule ('SpecViolationError: State dict entry
+    for parameter lin.weight is not an instance of torch.nn.Parameter'), naming neither the cause nor the fix."""
+    lin = nn.Linear(4, 4).to(DT)
+    lin = torch.jit.script(lin) if how == "script" else torch.jit.trace(lin, _x(2, 4))
+    msg = _raises(pcsim.TraceError, _net(lambda s, x: s.lin(x).tanh(), lin=lin), _x(3, 4))
+    assert "'lin'" in msg and "TorchScript" in msg and "SpecViolation" not in msg
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_scripted_function_called_in_forward_is_exact():
+    fn = torch.jit.script(lambda_free_gelu)
+    net = _net(lambda s, x: s.out(fn(s.lin(x))), lin=nn.Linear(4, 4), out=nn.Linear(4, 2))
+    x, y = _x(3, 4), _x(3, 2, seed=1)
+    rep = pcsim.check(net, (x,), y, rule="zil")
+    assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
+
+def lambda_free_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1.0 + torch.erf(x / 1.4142135623730951))
 
 
 def test_non_tensor_example_input():

@@ -22,7 +22,7 @@ import numpy as np
 from pcsim.backends.brian2.circuits import Circuit, circuit_of, cross_entropy
 from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, split, switch
 from pcsim.backends.brian2.ops import edges_of
-from pcsim.backends.brian2.synapses import Offset, size, to_numpy
+from pcsim.backends.brian2.synapses import WHY, Offset, size, to_numpy, unsupported
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
 from pcsim.errors import PcsimError
@@ -128,6 +128,9 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
 
     for name in graph.latent:
         vertex = graph[name]
+        if not vertex.parents:  # no synapse to carry its Hebbian term: its update would silently stay zero
+            raise unsupported(vertex, f"it reads parameters alone (a parameter returned as an output), so no "
+                                      f"synapse carries its Hebbian term; {WHY}. Use backend='scipy' or 'torch'")
         post = population_of(name)
         shapes = [tuple(graph[p].shape) for p in vertex.parents]
         circuit = circuit_of(vertex, shapes, problem.params, graph.constants)
