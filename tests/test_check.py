@@ -21,13 +21,19 @@ class _TwoHeads(nn.Module):
         return {"first": self.first(h), "second": {"logits": self.second(h), "none": None}}
 
 
-def test_dict_outputs_are_checked_in_their_flattened_order():
+def _two_heads_and_autograd():
+    """The two-headed module, data, and autograd's gradients of its summed MSE (the oracle)."""
     module = _TwoHeads().double()
     x, y1, y2 = torch.randn(6, 4), torch.randn(6, 3), torch.randn(6, 3)
     out = module(x)
     loss = 0.5 * ((out["first"] - y1) ** 2).sum() + 0.5 * ((out["second"]["logits"] - y2) ** 2).sum()
     want = dict(zip([n for n, _ in module.named_parameters()],
                     torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    return module, x, y1, y2, want
+
+
+def test_dict_outputs_are_checked_in_their_flattened_order():
+    module, x, y1, y2, want = _two_heads_and_autograd()
     report = pcsim.check(module, (x,), (y1, y2), rule="zil")
     assert report.passed
     for n, g in want.items():
@@ -39,12 +45,7 @@ def test_a_dict_of_targets_is_matched_by_key_whatever_its_order():
     """`{"second": .., "first": ..}` for outputs returned as `{"first": .., "second": ..}`: the targets were
     flattened in their own key order, for the rule and the oracle alike, so check passed on gradients 1.78
     relative off autograd's (each head learned from the other's target)."""
-    module = _TwoHeads().double()
-    x, y1, y2 = torch.randn(6, 4), torch.randn(6, 3), torch.randn(6, 3)
-    out = module(x)
-    loss = 0.5 * ((out["first"] - y1) ** 2).sum() + 0.5 * ((out["second"]["logits"] - y2) ** 2).sum()
-    want = dict(zip([n for n, _ in module.named_parameters()],
-                    torch.autograd.grad(loss, list(module.parameters())), strict=True))
+    module, x, y1, y2, want = _two_heads_and_autograd()
     report = pcsim.check(module, (x,), {"second": {"none": None, "logits": y2}, "first": y1}, rule="zil")
     for n, g in want.items():
         assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
