@@ -32,11 +32,36 @@ def records_autograd(fn: F) -> F:
     mode (inputs, targets) cannot enter a recorded call: `fn` gets normal copies of them."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with torch.inference_mode(False), torch.enable_grad():
-            if any(isinstance(t, torch.Tensor) and t.is_inference() for t in pytree.tree_leaves((args, kwargs))):
-                args, kwargs = pytree.tree_map_only(torch.Tensor, _normal, (args, kwargs))
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():  # the usual case: no context to enter
+            args, kwargs = _normal_copies(args, kwargs)
+            return fn(*args, **kwargs)
+        with torch.inference_mode(False), torch.enable_grad():  # copies made here are normal tensors
+            args, kwargs = _normal_copies(args, kwargs)
             return fn(*args, **kwargs)
     return run  # type: ignore[return-value]
+
+
+def _holds_inference_tensors(tree) -> bool:
+    """Whether a tensor made under inference mode sits in these (nested) arguments. By hand rather than through
+    pytree, and without generators: it runs at every rule call."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.is_inference():
+                return True
+        elif isinstance(item, (tuple, list)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return False
+
+
+def _normal_copies(args: tuple, kwargs: dict):
+    """(args, kwargs) with a normal copy of each tensor made under inference mode (call outside inference mode)."""
+    if _holds_inference_tensors((args, kwargs)):
+        args, kwargs = pytree.tree_map_only(torch.Tensor, _normal, (args, kwargs))
+    return args, kwargs
 
 
 def _normal(t: torch.Tensor) -> torch.Tensor:
