@@ -13,8 +13,10 @@ A new rule is one `register(Rule(...))`, here or in the rule's own module.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pcsim.algorithms import bp, fa_zil, il, zil
@@ -33,7 +35,20 @@ class Rule:
     options: Mapping[str, Any] = field(default_factory=dict)
     accepts: frozenset[str] = frozenset()
 
+    @cached_property
+    def takes(self) -> frozenset[str] | None:
+        """The options the rule's function takes by name, beyond (graph, inputs, target, loss); None: any."""
+        params = inspect.signature(self.fn).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return frozenset(named - {"graph", "inputs", "target", "loss"})
+
     def __call__(self, graph, inputs, target, loss="mse", **options) -> dict:
+        unknown = sorted(set(options) - self.takes) if options and self.takes is not None else []
+        if unknown:  # Python's "got an unexpected keyword argument" named neither the rule nor what it takes
+            raise TypeError(f"rule '{self.name}' takes no option {', '.join(unknown)}; its options: "
+                            f"{', '.join(sorted(self.takes - set(self.options)))}")
         # an option the rule fixes, given otherwise, would run another rule under this one's name
         clash = {k: v for k, v in options.items() if k in self.options and v != self.options[k]}
         if clash:

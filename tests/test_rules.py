@@ -59,3 +59,21 @@ def test_an_option_the_rule_fixes_cannot_be_overridden():
     same = RULES["fa-zil-autonomous"](graph, (x,), y, mode="autonomous")  # restating it is fine
     reference = pcsim.check(net, (x,), y, rule="bp").reference  # autograd on the module
     assert all(torch.allclose(same[n], reference[n], rtol=pcsim.tolerance(torch.float64), atol=0) for n in reference)
+
+
+def test_an_option_a_rule_does_not_take_is_refused_naming_the_rule_and_its_options():
+    """`check(rule="zil", steps=5)` said only Python's "zil() got an unexpected keyword argument 'steps'"."""
+    import inspect
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"rule 'zil' takes no option steps; its options: gamma, init, level, lr, "
+                                        r"params, schedule, seed, update_timing"):
+        pcsim.check(net, (x,), y, rule="zil", steps=5)
+    # the options listed are the function's own keywords (the oracle: its signature), less those the rule fixes
+    rule = get("fa-zil-autonomous")
+    listed = set(inspect.signature(rule.fn).parameters) - {"graph", "inputs", "target", "loss", "mode"}
+    with pytest.raises(TypeError, match=", ".join(sorted(listed))):
+        rule(pcsim.trace(net, x), (x,), y, steps=3)
+    assert pcsim.check(net, (x,), y, rule="zil", gamma=1.0).passed  # an option it takes still runs
