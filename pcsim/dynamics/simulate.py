@@ -68,6 +68,9 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     meta.update({k: v for k, v in backend_options.items() if isinstance(v, str | int | float | bool)})
     if added is not None:
         meta["identity_populations"] = added
+    unrecorded = [n for n in field.latent if n not in recorder.populations]
+    if unrecorded:  # total_energy then covers part of F only, and says so
+        meta["unrecorded_populations"] = unrecorded
     if named:  # as asked: scipy's fixed-step methods run torch's integrator on the field
         meta["backend"] = backend
     return recorder.trajectory(final, meta)

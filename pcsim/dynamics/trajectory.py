@@ -31,6 +31,13 @@ class Trajectory:
 
     @property
     def total_energy(self) -> np.ndarray:
+        """F over time: every population's energy summed. Refused for a run that recorded some populations only,
+        where the sum would be part of F."""
+        left_out = self.meta.get("unrecorded_populations")
+        if left_out:
+            raise ValueError(f"total_energy is F, the energy of every population, but this run recorded some only "
+                             f"({len(left_out)} left out, e.g. '{left_out[0]}'); sum traj.energy over the recorded "
+                             "ones for their part, or record every population")
         return np.sum(list(self.energy.values()), axis=0) if self.energy else np.zeros_like(self.t)
 
     def to_npz(self, path) -> Path:

@@ -101,3 +101,17 @@ def test_energy_falls_after_onset_with_a_clamped_target(mlp):
     tr = pcsim.simulate(graph, inputs, target, t_end=3.0, tau_x=0.5, method="RK45")
     total = tr.total_energy
     assert np.all(np.diff(total) <= 1e-10) and total[-1] < total[0]
+
+
+def test_total_energy_is_refused_for_a_run_that_recorded_some_populations_only(mlp, tmp_path):
+    """It summed the recorded populations' energies only: part of F, under F's name."""
+    graph, inputs, target = mlp
+    first = graph.latent[0]
+    full = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=0.5, method="euler", dt=0.1)
+    part = pcsim.simulate(graph, inputs, target, t_end=1.0, tau_x=0.5, method="euler", dt=0.1,
+                          record=pcsim.Record(populations=[first]))
+    assert np.array_equal(part.energy[first], full.energy[first])
+    for traj in (part, pcsim.Trajectory.from_npz(part.to_npz(tmp_path / "part.npz"))):
+        with pytest.raises(ValueError, match=r"recorded some only \(\d+ left out"):
+            traj.total_energy  # noqa: B018 - the property raises
+    assert np.array_equal(full.total_energy, np.sum([full.energy[n] for n in graph.latent], axis=0))
