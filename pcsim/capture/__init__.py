@@ -160,11 +160,31 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     _refuse_script_modules(module)
     _refuse_hidden_leaves(module)
     _warn_gradient_hooks(module)
-    program = export_program(module, tuple(example_inputs), types)
-    _refuse_kept_history(module, program)
-    graph = Builder(module, program, tuple(example_inputs)).run()
+    try:
+        program = export_program(module, tuple(example_inputs), types)
+        _refuse_kept_history(module, program)
+        graph = Builder(module, program, tuple(example_inputs)).run()
+    except TraceError as e:
+        hint = _dtype_hint(module, example_inputs)
+        if not hint:
+            raise
+        raise TraceError(f"{e}\n{hint}") from None
     _warn_unread(graph, module)
     return dataclasses.replace(graph, traced_modes=_mode_dependent(module))
+
+
+def _dtype_hint(module: nn.Module, example_inputs) -> str:
+    """Why a capture may have failed, when the example inputs' floating dtype is not the parameters' (torch says
+    'mat1 and mat2 must have the same dtype' inside the op, naming neither the inputs nor the module)."""
+    params = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    inputs = {x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.is_floating_point()}
+    if len(params) != 1 or not inputs or inputs <= params:
+        return ""
+    (param,) = params
+    given = ", ".join(sorted(str(d).replace("torch.", "") for d in inputs))
+    wanted = str(param).replace("torch.", "")
+    return (f"(the example inputs are {given}, the module's parameters {wanted}: convert the inputs, "
+            f"x.to(torch.{wanted}), or the module, module.to(torch.{given.split(', ')[0]}))")
 
 
 def _mode_dependent(module: nn.Module) -> tuple[tuple[str, weakref.ref, bool], ...]:

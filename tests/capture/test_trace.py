@@ -406,3 +406,24 @@ def test_trace_leaves_torchs_export_machinery_as_it_found_it():
     with pytest.raises(pcsim.TraceError):
         pcsim.trace(DataDependent().to(DT), _x(3, 4))
     assert export_utils._materialize_cpp_cia_ops is own
+
+
+class _CastsItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x.float())
+
+
+def test_inputs_of_another_dtype_than_the_module_get_the_conversion_named():
+    """torch's 'mat1 and mat2 must have the same dtype' named neither the inputs nor the module's parameters."""
+    net = nn.Sequential(nn.Linear(4, 3)).float()
+    with pytest.raises(pcsim.TraceError, match=r"the example inputs are float64, the module's parameters float32: "
+                                               r"convert the inputs, x.to\(torch.float32\), or the module"):
+        pcsim.trace(net, torch.randn(2, 4, dtype=torch.float64))
+    with pytest.raises(pcsim.TraceError, match=r"inputs are float32, the module's parameters float64"):
+        pcsim.trace(net.double(), torch.randn(2, 4, dtype=torch.float32))
+    g = pcsim.trace(_CastsItsInput().float(), torch.randn(2, 4, dtype=torch.float64))  # it converts: no error
+    assert g.params["lin.weight"].dtype == torch.float32
