@@ -5,10 +5,8 @@ See `export.py` (the module as a core ATen program) and `build.py` (which nodes 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import warnings
-import weakref
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -170,7 +168,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
             raise
         raise TraceError(f"{e}\n{hint}") from None
     _warn_unread(graph, module)
-    return dataclasses.replace(graph, traced_modes=_mode_dependent(module))
+    return graph
 
 
 def _dtype_hint(module: nn.Module, example_inputs) -> str:
@@ -185,10 +183,3 @@ def _dtype_hint(module: nn.Module, example_inputs) -> str:
     wanted = str(param).replace("torch.", "")
     return (f"(the example inputs are {given}, the module's parameters {wanted}: convert the inputs, "
             f"x.to(torch.{wanted}), or the module, module.to(torch.{given.split(', ')[0]}))")
-
-
-def _mode_dependent(module: nn.Module) -> tuple[tuple[str, weakref.ref, bool], ...]:
-    """The normalisations whose statistics follow the mode (batch ones in train mode, running ones in eval),
-    with their mode now: the rules refuse a graph whose module has changed mode since (`refuse_changed`)."""
-    return tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
-                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)

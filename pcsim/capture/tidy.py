@@ -4,10 +4,12 @@ output's loss where the output also feeds other vertices."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from pcsim.graph.ir import ParentArg, Vertex
 from pcsim.graph.level import fresh_name
@@ -68,3 +70,10 @@ def not_an_output(i: int, kind: Any) -> str:
     else:
         what = "is a constant (computed from buffers, frozen parameters or nothing that varies): it has no error"
     return f"output #{i} {what}"
+
+
+def mode_dependent(module: nn.Module) -> tuple[tuple[str, weakref.ref, bool], ...]:
+    """The normalisations whose statistics follow the mode (batch ones in train mode, running ones in eval),
+    with their mode now: the rules refuse a graph whose module has changed mode since (`refuse_changed`)."""
+    return tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
