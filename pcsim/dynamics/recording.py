@@ -85,6 +85,8 @@ class Recorder:
             raise ValueError(f"record names populations not in the graph: {unknown}; "
                              f"known: {field.latent}")
         self.populations = list(field.latent if record.populations is None else record.populations)
+        # records in the graph's dtype whatever the backend computed in (Brian2 works in float64)
+        self._dtypes = {n: numpy_dtype(field.problem.graph[n].dtype) for n in self.populations}
         if record.times is not None:
             bad = [t for t in record.times if not 0.0 <= t <= t_end]
             if bad:
@@ -161,8 +163,7 @@ class Recorder:
         row = len(self.t)
         self.t.append(float(t))
         for n in self.populations:
-            # in the graph's dtype whatever the backend computed in (Brian2 works in float64), as every backend
-            dtype = numpy_dtype(self.field.problem.graph[n].dtype)
+            dtype = self._dtypes[n]
             for kept, v in ((self.values, obs.values[n]), (self.errors, obs.errors[n])):
                 if self._rows is None:
                     kept[n].append(to_numpy(v.detach().to(dtype)).copy())
