@@ -124,7 +124,10 @@ def _run(args: argparse.Namespace, say) -> int:
         with writing(out, "--out"):
             out.mkdir(parents=True, exist_ok=True)
     cfg = run.config
-    bp_config = replace(cfg, rule="bp", compile=False, il_fixed_prediction=False, il_output_precision=1.0)
+    # BP takes none of the rule's own settings: their defaults, which TrainConfig.validate accepts for it
+    bp_config = replace(cfg, rule="bp", **{name: getattr(TrainConfig(), name) for name in
+                                           ("compile", "il_fixed_prediction", "il_output_precision", "il_steps",
+                                            "il_gamma")})
     baseline = build_run(bp_config, run.data) if args.compare_bp else None
     say(f"{cfg.model} on {run.data.name} {run.data.input_shape} ({len(run.data.x_train)} train, "
         f"{len(run.data.x_test)} test), rule {cfg.rule}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}")

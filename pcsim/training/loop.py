@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -72,19 +72,36 @@ class TrainConfig:
         for name in ("check_every", "checkpoint_every"):  # 0: never
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: never), got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not self.il_gamma > 0:  # checked here too, so that the flag is named before any training
-            raise ValueError(f"il_gamma must be > 0, got {self.il_gamma}")
+        # checked here, so that the setting is named before any training: an infinite lr or a NaN momentum
+        # trained to NaN parameters and exited 0, a negative il_steps stopped after the data had loaded
+        for name in ("lr", "il_gamma", "il_output_precision"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if not 0 <= self.momentum < math.inf:
+            raise ValueError(f"momentum must be >= 0 and finite, got {self.momentum}")
+        if not isinstance(self.il_steps, int) or self.il_steps < 1:  # iPC needs one; IL at 0 steps moves one layer
+            raise ValueError(f"il_steps must be an integer >= 1, got {self.il_steps}")
+        if self.seed < 0:  # the data sets' splits are drawn by NumPy, which takes no negative seed
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.optimizer != "sgd" and self.momentum != _DEFAULTS["momentum"]:
+            raise ValueError(f"momentum applies to the optimizer sgd, not '{self.optimizer}'")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
-        # a setting the rule does not take would be dropped silently (iPC has no fixed prediction)
+        # a setting the rule does not take would be dropped silently (iPC has no fixed prediction, Z-IL no steps)
         given = {"compile": self.compile, "fixed_prediction": self.il_fixed_prediction,
-                 "output_precision": self.il_output_precision != 1.0}
+                 "output_precision": self.il_output_precision != _DEFAULTS["il_output_precision"]}
         for option in (o for o, on in given.items() if on and o not in rule.accepts):
             takers = [n for n, r in RULES.items() if option in r.accepts]
             name = option if option == "compile" else f"il_{option}"
             raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
+        for name in ("il_steps", "il_gamma"):  # IL's inference settings, which only relaxing rules read
+            if not rule.inference and getattr(self, name) != _DEFAULTS[name]:
+                takers = [n for n, r in RULES.items() if r.inference]
+                raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
 
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # what an unset flag holds
 
 @dataclass
 class Run:

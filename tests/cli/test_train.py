@@ -63,3 +63,10 @@ def test_negative_check_every_is_refused(capsys):
     # before: step % -1 == 0, so a negative N checked every step
     assert main(["train", *RUN, "--epochs", "1", "--check-every", "-1"]) == 2
     assert "check_every must be >= 0" in capsys.readouterr().err
+
+
+def test_compare_bp_beside_il_with_its_own_settings_trains(capsys):
+    # BP's run beside IL takes none of IL's settings (TrainConfig refuses il_steps for bp)
+    assert main(["train", *RUN, "--epochs", "1", "--rule", "il", "--il-steps", "3", "--il-gamma", "0.2",
+                 "--compare-bp"]) == 0
+    assert "bp test acc" in capsys.readouterr().out

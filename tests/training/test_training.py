@@ -360,3 +360,25 @@ def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up
         build_run(TrainConfig(model=MODEL), Dataset("mine", x, y, x[:0], y[:0], 2))
     with pytest.raises(ValueError, match="il_gamma must be > 0, got -1"):
         build_run(TrainConfig(model=MODEL, rule="il", il_gamma=-1.0))
+
+
+@pytest.mark.parametrize("settings, message", [
+    # before: each trained to NaN parameters and ended with exit 0
+    ({"lr": float("inf")}, "lr must be finite, got inf"),
+    ({"momentum": float("nan")}, "momentum must be >= 0 and finite, got nan"),
+    # before: torch's 'Invalid momentum value: -1.0', NumPy's 'expected non-negative integer', and IL's
+    # 'steps must be >= 0' once the data had loaded, none naming the setting
+    ({"momentum": -1.0}, "momentum must be >= 0 and finite, got -1.0"),
+    ({"seed": -5}, "seed must be >= 0, got -5"),
+    ({"rule": "il", "il_steps": -3}, "il_steps must be an integer >= 1, got -3"),
+    ({"rule": "ipc", "il_steps": 0}, "il_steps must be an integer >= 1, got 0"),
+    ({"rule": "il", "il_gamma": float("inf")}, "il_gamma must be finite, got inf"),
+    # before: ignored silently (Adam has no momentum; Z-IL no inference steps), so the run trained as if the
+    # setting had not been given
+    ({"optimizer": "adam", "momentum": 0.5}, "momentum applies to the optimizer sgd, not 'adam'"),
+    ({"rule": "zil", "il_steps": 50}, "il_steps applies to the rules il, ipc, not 'zil'"),
+    ({"rule": "fa-zil", "il_gamma": 0.5}, "il_gamma applies to the rules il, ipc, not 'fa-zil'"),
+])
+def test_settings_a_run_cannot_use_are_refused_by_name_before_training(settings, message):
+    with pytest.raises(ValueError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
+        build_run(TrainConfig(model=MODEL, **settings))
