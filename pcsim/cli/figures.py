@@ -53,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
     with paths.using(figures=args.dir):
         scripts = sorted(figures_dir(must_exist=True).glob("fig*.py"))
         if args.only:
-            wanted = set(args.only.split(","))
+            wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+            # every name must match: a misspelt one was dropped and the others ran, exit 0
+            unknown = sorted(wanted - {n for s in scripts for n in (s.stem.split("_")[0], s.stem)})
+            if unknown or not wanted:
+                raise ValueError(f"--only {args.only!r} names {'no figure ' + ', '.join(unknown) if unknown else 'none'}"
+                                 f"; the figures are {', '.join(s.stem.split('_')[0] for s in scripts)} (or their "
+                                 "scripts' names)")
             scripts = [s for s in scripts if s.stem.split("_")[0] in wanted or s.stem in wanted]
-            if not scripts:
-                raise ValueError(f"no figure matches --only {args.only}")
         failed = []
         begin = time.perf_counter()
         for path in scripts:

@@ -21,9 +21,13 @@ def test_figure_smoke(name, capsys):
     assert png.stat().st_size > 5_000 and meta["smoke"] and meta["versions"]["pcsim"]
 
 
-def test_unknown_figure_is_a_clear_error(capsys):
-    assert main(["figures", "--only", "fig99"]) == 2
-    assert "no figure matches" in capsys.readouterr().err
+@pytest.mark.parametrize("only, unknown", [("fig99", "fig99"), ("fig7,fgi3", "fgi3"), (",", None)])
+def test_unknown_figure_is_a_clear_error(capsys, only, unknown):
+    # before: a misspelt name beside a known one was dropped, the known one ran, exit 0
+    assert main(["figures", "--smoke", "--only", only]) == 2
+    captured = capsys.readouterr()
+    assert f"names no figure {unknown};" in captured.err if unknown else "names none;" in captured.err
+    assert "the figures are fig1, fig2, fig3, fig4, fig5, fig6, fig7" in captured.err and not captured.out
 
 
 def test_timing_figure_data_is_exact_on_its_diagonal():
