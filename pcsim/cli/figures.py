@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
             # every name must match: a misspelt one was dropped and the others ran, exit 0
             unknown = sorted(wanted - {n for s in scripts for n in (s.stem.split("_")[0], s.stem)})
             if unknown or not wanted:
-                raise ValueError(f"--only {args.only!r} names {'no figure ' + ', '.join(unknown) if unknown else 'none'}"
-                                 f"; the figures are {', '.join(s.stem.split('_')[0] for s in scripts)} (or their "
-                                 "scripts' names)")
+                named = f"no figure {', '.join(unknown)}" if unknown else "none"
+                raise ValueError(f"--only {args.only!r} names {named}; the figures are "
+                                 f"{', '.join(s.stem.split('_')[0] for s in scripts)} (or their scripts' names)")
             scripts = [s for s in scripts if s.stem.split("_")[0] in wanted or s.stem in wanted]
         failed = []
         begin = time.perf_counter()
