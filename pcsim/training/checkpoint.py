@@ -57,3 +57,19 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a pcsim checkpoint (format {FORMAT} expected)")
     return state
+
+
+def check_fits(saved: dict, module: torch.nn.Module, path: Path) -> None:
+    """The checkpoint's weights fit the module they are loaded into, or a CheckpointError naming the first
+    tensor that differs: a model file edited since the run (a layer resized, added or removed) stopped
+    resuming with torch's 'Error(s) in loading state_dict for Net', blamed on the model, without the tensor."""
+    own = module.state_dict()
+    for name in sorted(saved.keys() ^ own.keys()):  # a layer added or removed, before the shapes it shifts
+        where = "the model has no" if name not in own else "the checkpoint has no"
+        raise CheckpointError(f"{path} does not fit the model: {where} tensor '{name}' (was the model file "
+                              "changed since the run?)")
+    for name in sorted(own):
+        if saved[name].shape != own[name].shape:
+            raise CheckpointError(f"{path} does not fit the model: '{name}' has shape {tuple(saved[name].shape)} "
+                                  f"there and {tuple(own[name].shape)} in the model (was the model file changed "
+                                  "since the run?)")

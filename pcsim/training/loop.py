@@ -25,7 +25,7 @@ from pcsim.check import autograd_gradients
 from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
-from pcsim.training.checkpoint import load_checkpoint, save_atomic, save_checkpoint
+from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
 from pcsim.training.state import advance, buffers_kept, evaluating, restore, snapshot
 
@@ -321,5 +321,6 @@ def resume(out: Path, data: Dataset | None = None, *, module: torch.nn.Module | 
     the run was built with, see `build_run`)."""
     state = load_checkpoint(Path(out) / "checkpoint.pt")
     run = build_run(TrainConfig(**state["config"]), data, module=module, loss=loss)
+    check_fits(state["model"], run.module, Path(out) / "checkpoint.pt")
     run.restore(state)
     return run

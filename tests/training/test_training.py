@@ -382,3 +382,22 @@ def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up
 def test_settings_a_run_cannot_use_are_refused_by_name_before_training(settings, message):
     with pytest.raises(ValueError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
         build_run(TrainConfig(model=MODEL, **settings))
+
+
+@pytest.mark.parametrize("changed, message", [
+    (torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)),
+     "'0.bias' has shape (3,) there and (5,) in the model"),
+    (torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 3), torch.nn.Tanh(),
+                         torch.nn.Linear(3, 2)), "the checkpoint has no tensor '4.bias'"),
+])
+def test_resuming_into_a_model_changed_since_the_run_names_the_tensor(tmp_path, changed, message):
+    # before: torch's 'Error(s) in loading state_dict for Sequential', which the CLI blamed on the model
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 4), torch.tensor([0, 1] * 4)
+    data = Dataset("mine", x, y, x, y, 2)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    train(build_run(TrainConfig(model="mine", epochs=1, batch_size=4), data, module=module), out=tmp_path,
+          progress=False)
+    with pytest.raises(CheckpointError, match=f"checkpoint.pt does not fit the model: {message}".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        resume(tmp_path, data, module=changed)
