@@ -48,6 +48,11 @@ class Dataset:
             if y.ndim != 1 or len(y) != len(x):
                 raise DataError(f"{where}: {part} labels have shape {tuple(y.shape)}; expected one class index "
                                 f"per sample, shape ({len(x)},)")
+            # a NaN sample trained BP to NaN parameters silently, and stopped a PC rule at a batch unnamed
+            if x.is_floating_point() and not bool(x.isfinite().all()):
+                index = tuple(int(i) for i in (~x.isfinite()).nonzero()[0])
+                raise DataError(f"{where}: {part} sample {index[0]} holds {x[index].item()} (at {index}); "
+                                "inputs must be finite")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{where}: train samples have shape {tuple(self.x_train.shape[1:])} but test samples "
                             f"{tuple(self.x_test.shape[1:])}; both splits need the same sample shape")

@@ -70,3 +70,14 @@ def test_a_data_set_you_build_is_checked_as_the_loaders_sets_are():
     with pytest.raises(DataError, match="labels are torch.float32"):
         Dataset("mine", x, y.float(), x, y, 2)
     assert Dataset("mine", x, y, x, y, 2).to(torch.float64).x_test.dtype == torch.float64
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_sample_that_is_not_finite_is_refused_by_split_and_index(bad):
+    # before: BP trained to NaN parameters, exit as usual; Z-IL stopped at the batch with "input 'input' holds NaN"
+    x, y = torch.rand(6, 3), torch.tensor([0, 1, 0, 1, 0, 1])
+    poisoned = x.clone()
+    poisoned[4, 1] = bad
+    with pytest.raises(DataError, match=rf"data set mine: test sample 4 holds {bad} \(at \(4, 1\)\); inputs must be"):
+        Dataset("mine", x, y, poisoned, y, 2)
+    assert Dataset("mine", torch.arange(6)[:, None], y, torch.arange(6)[:, None], y, 2).n_classes == 2  # token ids
