@@ -1,7 +1,7 @@
 """The `pcsim` command: one module per subcommand, each with `add_parser` and `run`; the work is elsewhere.
 
 Exit codes: 0 the command passed, 1 a check ran and failed, 2 a usage, model-file or pcsim error
-(printed as `pcsim: error: ...` on stderr, without a traceback).
+(printed as `pcsim: error: ...` on stderr, without a traceback), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command].run(args)
     except (PcsimError, ValueError) as e:
         return _error(str(e))
+    except KeyboardInterrupt:  # Ctrl-C: the user's own stop, not a fault to show a stack for
+        if os.environ.get("PCSIM_TRACEBACK"):
+            raise
+        print("pcsim: interrupted", file=sys.stderr)
+        return 130  # the shell's code for a command ended by SIGINT
     except Exception as e:  # noqa: BLE001 - a model's own error, or torch's on it: one paragraph, no stack
         if os.environ.get("PCSIM_TRACEBACK"):
             raise

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from pcsim.cli.options import add_model_flags, output_folder, writing
 from pcsim.numerics import DTYPES
 from pcsim.rules import RULES
+from pcsim.training.checkpoint import load_checkpoint
 from pcsim.training.loop import OPTIMISERS, SCHEDULES, TrainConfig, build_run, resume, train
 
 
@@ -144,7 +145,14 @@ def _run(args: argparse.Namespace, say) -> int:
             line += f"  | bp test acc {bp_rows[row['epoch'] - 1]['test_acc']:.4f}"
         say(line + f"  ({row['seconds']:.1f} s)")  # above the progress bar, not inside it
 
-    history = train(run, out=out, progress=not args.no_progress, on_epoch=show)
+    try:
+        history = train(run, out=out, progress=not args.no_progress, on_epoch=show)
+    except KeyboardInterrupt:
+        if out is not None and (out / "checkpoint.pt").exists():
+            saved = load_checkpoint(out / "checkpoint.pt")["step"]
+            say(f"stopped at step {run.step}; `pcsim train {cfg.model} --resume {out}` continues from its "
+                f"checkpoint at step {saved}, bit-identical to a run never stopped")
+        raise
     if history:
         final = history[-1]
         say(f"final: test accuracy {final['test_acc']:.4f}, test loss {final['test_loss']:.4f}"

@@ -70,3 +70,30 @@ def test_compare_bp_beside_il_with_its_own_settings_trains(capsys):
     assert main(["train", *RUN, "--epochs", "1", "--rule", "il", "--il-steps", "3", "--il-gamma", "0.2",
                  "--compare-bp"]) == 0
     assert "bp test acc" in capsys.readouterr().out
+
+
+def test_ctrl_c_ends_with_the_resume_line_and_resuming_ends_as_the_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    # before: KeyboardInterrupt's stack from wherever the rule was (zil.py, displacement.py), exit -2
+    import pcsim.cli.train as cli_train
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", *RUN, "--epochs", "3", "--out", str(straight)]) == 0
+    real = cli_train.train
+
+    def interrupted_in_the_second_epoch(run, **kw):
+        def on_epoch(row):  # the epoch's checkpoint is written after this returns: Ctrl-C in epoch 2's
+            kw["on_epoch"](row)
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
+        return real(run, **{**kw, "on_epoch": on_epoch})
+
+    monkeypatch.setattr(cli_train, "train", interrupted_in_the_second_epoch)
+    capsys.readouterr()
+    assert main(["train", *RUN, "--epochs", "3", "--out", str(stopped)]) == 130
+    out, err = capsys.readouterr()
+    assert f"--resume {stopped}` continues from its checkpoint at step 4" in out
+    assert err == "pcsim: interrupted\n"
+    monkeypatch.setattr(cli_train, "train", real)
+    assert main(["train", *RUN, "--resume", str(stopped)]) == 0
+    a, b = _weights(straight), _weights(stopped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
