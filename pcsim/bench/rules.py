@@ -209,7 +209,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--threads", type=_positive(int), default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--budget-s", type=_positive(float), default=240.0,
-                    help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third")
+                    help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third "
+                         "(default: 240)")
     ap.add_argument("--batch", type=_positive(int), default=None, help="override every selected model's batch")
     ap.add_argument("--toy", action="store_true", help="the zoo's default (toy) sizes instead of realistic ones")
     ap.add_argument("--fused", action="store_true",

@@ -18,23 +18,25 @@ def add_parser(commands) -> None:
         description="Integrate the PC populations of a model from its feed-forward state; the target is shown "
                     "at --t-on. Writes a Trajectory (.npz) and optionally a plot of every population.")
     add_model_flags(sim)
-    sim.add_argument("--backend", choices=SOLVERS.backends(), default="scipy")
+    sim.add_argument("--backend", choices=SOLVERS.backends(), default="scipy", help="the integrator (default: scipy)")
     sim.add_argument("--method", default=None,
                      help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
                                     for b in SOLVERS.backends()))
-    sim.add_argument("--dt", type=float, default=None, help="step for euler/rk4; caps adaptive steps")
+    sim.add_argument("--dt", type=float, default=None,
+                     help="step for euler/rk4 (which need it); caps adaptive steps (default: none)")
     sim.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of adaptive methods (default 1e-8)")
     sim.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance of adaptive methods (default 1e-10)")
     sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
     sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
     sim.add_argument("--tau-x", type=float, default=1.0, help="value time constant (default 1)")
-    sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous")
-    sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off")
+    sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous (default 0)")
+    sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off",
+                     help="weight updates: none, always on, or under Z-IL's gates (default: off)")
     sim.add_argument("--no-target", action="store_true", help="never show the target")
     sim.add_argument("--no-level", action="store_true",
                      help="with --plasticity zil, run the graph as traced (default: levelled, as pcsim.zil does)")
-    sim.add_argument("--loss", choices=LOSSES, default=None)
-    sim.add_argument("--dtype", choices=list(DTYPES), default="float64")
+    sim.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
+    sim.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
     sim.add_argument("--every-step", action="store_true",
                      help="record every population at every step (default: at --snapshots evenly spaced times)")
     sim.add_argument("--snapshots", type=int, default=SNAPSHOTS,

@@ -23,15 +23,18 @@ def add_parser(commands) -> None:
                     "Data: digits, mnist-subset, synthetic, or a folder with MNIST/Fashion-MNIST IDX files or "
                     "CIFAR-10 python batches.")
     add_model_flags(p)
-    p.add_argument("--rule", choices=list(RULES), default="zil")
-    p.add_argument("--data", default="digits", metavar="D")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--optimizer", choices=OPTIMISERS, default="sgd")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--rule", choices=list(RULES), default="zil", help="the learning rule (default: zil)")
+    p.add_argument("--data", default="digits", metavar="D",
+                   help="digits, mnist-subset, synthetic, or a data folder (default: digits)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training split (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: 32)")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate, on the batch's mean loss (default: 0.05)")
+    p.add_argument("--optimizer", choices=OPTIMISERS, default="sgd", help="the torch optimiser (default: sgd)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum (default: 0.9; sgd only)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+                   help="constant, or cosine from --lr to 0 over the epochs (default: constant)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="the model's and the data's precision (default: float32)")
     p.add_argument("--il-steps", type=int, default=20, help="IL inference steps T (default 20)")
     p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
     p.add_argument("--il-fixed-prediction", action="store_true", help="IL with predictions frozen at feed-forward")
@@ -41,12 +44,13 @@ def add_parser(commands) -> None:
                         "(inductor; needs a C++ compiler; seconds on the first batch of each shape)")
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare the rule's gradients with autograd every N steps (exact rules stop on deviation)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="with --out: write a checkpoint every N steps (default: 0, at each epoch's end only)")
     p.add_argument("--out", default=None, metavar="DIR", help="write model.pt, metrics.json, metrics.csv here")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run checkpointed in DIR, as configured there; --epochs may raise its epochs")
     p.add_argument("--compare-bp", action="store_true", help="train BP from the same start beside it")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 @contextmanager

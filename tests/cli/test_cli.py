@@ -183,3 +183,26 @@ def test_check_fused_runs_one_vertex_per_recurrent_layer(capsys):
     assert report["passed"] and report["n_vertices"] < 10  # unrolled, the GRU has hundreds
     code, _, err = run(["check", "--all", "--fused"], capsys)
     assert code == 2 and "--fused goes with one MODEL" in err
+
+
+def test_every_flag_of_every_command_has_help_that_states_its_default():
+    # before: train's --rule, --epochs, --lr, --optimizer, --momentum, --dtype (float32, where check's is
+    # float64) ... and simulate's --backend, --plasticity, --dtype had no help, so no default, in --help
+    import argparse
+
+    from pcsim.cli import _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = []
+    for command, parser in commands.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            default = action.default
+            forms = {str(default)} | ({f"{default:g}", f"{default:g}".replace("e-0", "e-")}
+                                      if isinstance(default, float) else set())
+            stated = (default in (None, False) or isinstance(default, list)
+                      or any(form in (action.help or "") for form in forms))
+            if not action.help or not stated:
+                missing.append(f"{command} {'/'.join(action.option_strings) or action.dest} (default {default!r})")
+    assert not missing
