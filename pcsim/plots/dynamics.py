@@ -17,9 +17,15 @@ def plot_backends(trajectories: Mapping[str, object], populations: Sequence[str]
     each other. A dashed line marks target onset; the error wave shows as later onsets in deeper rows."""
     if not trajectories:
         raise ValueError("no trajectory to plot")
+    for label, traj in trajectories.items():
+        if not all(hasattr(traj, a) for a in ("t", "values", "errors", "meta")):
+            raise TypeError(f"trajectory '{label}' is a {type(traj).__name__}, not a pcsim Trajectory")
+    if isinstance(populations, str):  # one name, not its letters
+        populations = [populations]
     names = list(next(iter(trajectories.values())).values if populations is None else populations)
     if not names:
         raise ValueError("the trajectory recorded no population to plot")
+    _check(trajectories, names, neurons, sample)
     fig = Figure(figsize=(10, 1.5 * len(names) + 1.0), layout="constrained")
     axes = fig.subplots(len(names), 2, sharex=True, squeeze=False)
     for style, (label, traj) in zip(LINESTYLES, trajectories.items(), strict=False):
@@ -45,7 +51,25 @@ def plot_backends(trajectories: Mapping[str, object], populations: Sequence[str]
     return fig
 
 
+def _check(trajectories: Mapping[str, object], names: list[str], neurons: int, sample: int) -> None:
+    """What the figure is asked for exists, said by name: numpy's IndexError for a sample past the batch and a
+    KeyError for a population a trajectory did not record said neither which nor what there is."""
+    if neurons < 1:
+        raise ValueError(f"neurons must be >= 1, got {neurons}")
+    for label, traj in trajectories.items():
+        missing = [n for n in names if n not in traj.values]
+        if missing:
+            raise ValueError(f"trajectory '{label}' has no population {', '.join(map(repr, missing))}; it recorded "
+                             f"{list(traj.values)}")
+        for name in names:
+            shape = np.shape(traj.values[name])
+            if len(shape) > 1 and not -shape[1] <= sample < shape[1]:
+                raise ValueError(f"sample {sample} is outside population '{name}' of trajectory '{label}', which "
+                                 f"holds {shape[1]} samples")
+
+
 def plot_trajectory(traj, populations=None, neurons: int = 4, sample: int = 0) -> Figure:
     """`plot_backends` of one trajectory, labelled by its backend and method."""
-    label = f"{traj.meta.get('backend', '')} {traj.meta.get('method', '')}".strip() or "trajectory"
+    meta = getattr(traj, "meta", None) or {}  # not a Trajectory: plot_backends says so
+    label = f"{meta.get('backend', '')} {meta.get('method', '')}".strip() or "trajectory"
     return plot_backends({label: traj}, populations, neurons, sample)
