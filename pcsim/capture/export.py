@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import torch
 import torch._export.utils
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import refuse_custom_backwards, seen_functions
@@ -105,12 +106,28 @@ def _torch_logs_quiet():
         logging.disable(previous)
 
 
+def _packs_sequences(e: Exception) -> bool:
+    """Whether a frame the failure passed through held a PackedSequence."""
+    tb = e.__traceback__
+    while tb is not None:
+        if any(isinstance(v, PackedSequence) for v in tb.tb_frame.f_locals.values()):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
-    if _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
+    if _packs_sequences(e):  # torch fails inside the recurrent layer, on a size that is a fake tensor
+        text += ("\nforward() runs a recurrent layer on a PackedSequence (pack_padded_sequence, pack_sequence): its "
+                 "batch sizes are taken from the lengths' *values*, which torch.export cannot capture as sizes. Run "
+                 "the layer on the padded batch instead and mask what the padding computes: outputs at t >= length "
+                 "ignored, each sequence's last state read at length - 1 (out[torch.arange(B), lengths - 1]; a "
+                 "unidirectional layer gives the packed one's values so).")
+    elif _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
         text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
                  "torch.export cannot follow: use `.detach()` for a value without gradient.")
     elif any(k in str(e) for k in _DATA_DEPENDENT):
