@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 
@@ -37,6 +38,8 @@ _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could
                    "Could not extract", "Dynamic control flow")
 # torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
 _LIFTED_FAKE = "fake tensor in the exported program constant"
+# torch's message for an output object it cannot flatten (a Hugging Face DynamicCache returned with use_cache=True)
+_UNKNOWN_OUTPUT = re.compile(r"Found <class '([\w.]+)'> in output, which is not a known type")
 
 
 @functools.lru_cache(maxsize=8)
@@ -127,6 +130,12 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
                  "the layer on the padded batch instead and mask what the padding computes: outputs at t >= length "
                  "ignored, each sequence's last state read at length - 1 (out[torch.arange(B), lengths - 1]; a "
                  "unidirectional layer gives the packed one's values so).")
+    elif _UNKNOWN_OUTPUT.search(str(e)):  # torch's words name the class alone, and point at its own issue tracker
+        cls = _UNKNOWN_OUTPUT.search(str(e)).group(1)
+        text += (f"\nforward() returns a {cls} among its outputs, which torch.export cannot take apart into "
+                 "tensors: return tensors, in tuples, lists, dicts or a Hugging Face ModelOutput."
+                 + (" This one is a Hugging Face key/value cache (past_key_values): call the model with "
+                    "use_cache=False, or set model.config.use_cache = False before tracing." if "Cache" in cls else ""))
     elif _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
         text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
                  "torch.export cannot follow: use `.detach()` for a value without gradient.")

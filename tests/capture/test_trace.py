@@ -279,6 +279,26 @@ def test_a_packed_sequence_is_refused_with_what_to_do_instead():
     assert pcsim.check(padded, (x, lengths), y, rule="zil").passed
 
 
+class _Box:
+    def __init__(self, t):
+        self.t = t
+
+
+@pytest.mark.parametrize("returned", ["plain", "hf-cache"])
+def test_an_output_export_cannot_take_apart_is_named_with_what_to_do_instead(returned):
+    """A Hugging Face model with use_cache=True (its default) returns a DynamicCache; torch said 'Found <class ...>
+    in output, which is not a known type ... register a pytree' and pcsim asked whether the inputs fit forward()."""
+    if returned == "hf-cache":
+        cls = pytest.importorskip("transformers").DynamicCache
+        other = lambda h: cls()  # noqa: E731
+    else:
+        cls, other = _Box, _Box
+    net = _net(lambda s, x: (s.lin(x), other(x)), lin=nn.Linear(4, 4))
+    msg = _raises(pcsim.TraceError, net, _x(3, 4))
+    assert f"returns a {cls.__module__}.{cls.__qualname__} among its outputs" in msg and "do they fit" not in msg, msg
+    assert ("use_cache=False" in msg) == (returned == "hf-cache"), msg
+
+
 def test_reading_data_in_forward_is_refused_with_what_to_do_instead():
     """torch.export fails on `.data` with its own words ('a fake tensor in the exported program constant's list
     ... Please file an issue'), naming no line of the user's: pcsim says what it is and what to write."""
