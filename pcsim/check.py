@@ -194,7 +194,11 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
                          "would pass an update through it, where backprop on the module follows its history. Empty "
                          "the cache before checking (a Hugging Face model empties its caches in module.train()), or "
                          "compute it in forward()")
-    targets = tuple(_cast(y, dtype) for y in as_targets(target, graph.output_spec))  # in the outputs' order
+    # in the outputs' order, each in its output's dtype: forward() may compute one in another (Hugging Face's loss
+    # from labels upcasts the logits to float32), and a target cast to `dtype` was then refused as mismatched
+    dtypes = [graph[o].dtype for o in graph.outputs]
+    targets = tuple(_cast(y, dtypes[i] if i < len(dtypes) and dtypes[i].is_floating_point else dtype)
+                    for i, y in enumerate(as_targets(target, graph.output_spec)))
     target = targets[0] if len(targets) == 1 else targets
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     computed_in: set[torch.dtype] = set()

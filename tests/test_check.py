@@ -268,3 +268,34 @@ def test_a_deviation_at_the_rounding_of_a_dtype_the_module_computes_in_is_explai
     assert report.passed or "computes in float32 in places" in report.table()
     plain = pcsim.check(nn.Linear(3, 3).double(), (x,), y, rule="zil")
     assert plain.computed_in == torch.float64 and "computes in" not in plain.table()
+
+
+class _LossInFloat32(nn.Module):
+    """A Hugging Face model called with labels: its loss is computed from logits upcast to float32 (`.float()`),
+    whatever dtype the model is in, next to the logits in the model's own."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x, labels):
+        logits = self.head(torch.tanh(x))
+        return {"loss": nn.functional.cross_entropy(logits.float(), labels), "logits": logits}
+
+
+def test_a_target_is_taken_in_its_outputs_dtype():
+    """check cast every target to its dtype (float64), so an output computed in float32 could not be given one:
+    a float32 target was refused as 'target for output ... has dtype torch.float64, the output is torch.float32'.
+    The oracle is autograd on the module with the targets as given."""
+    module = _LossInFloat32().double()
+    x, labels = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 1, 0])
+    target = {"loss": torch.tensor(0.5), "logits": torch.randn(5, 3, dtype=torch.float64)}
+    out = module(x, labels)
+    loss = sum(0.5 * ((out[k] - target[k]) ** 2).sum() for k in target)
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    report = pcsim.check(module, (x, labels), target, rule="zil")
+    assert report.passed, report.table()
+    for n, w in want.items():
+        assert relative_difference(report.reference[n], w) <= tolerance(torch.float32), n

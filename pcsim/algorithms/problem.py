@@ -16,6 +16,7 @@ from torch.utils import _pytree as pytree  # the flattening torch.export applies
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
 from pcsim.graph.ir import Graph
+from pcsim.graph.sources import stale
 from pcsim.ops.local import call
 
 
@@ -265,7 +266,11 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
 def refuse_changed(graph: Graph) -> None:
     """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
     (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not.
-    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace."""
+    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace, and a buffer
+    or frozen parameter replaced, or changed where the graph folded a value computed from it."""
+    why = stale(graph.sources)
+    if why:
+        raise InputError(why)
     for path, ref, was in graph.traced_modes:
         m = ref()
         if m is not None and m.training != was:

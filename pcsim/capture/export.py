@@ -16,12 +16,14 @@ import contextlib
 import functools
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 
 import torch
 import torch._export.utils
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import refuse_custom_backwards, seen_functions
@@ -36,6 +38,8 @@ _DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could
                    "Could not extract", "Dynamic control flow")
 # torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
 _LIFTED_FAKE = "fake tensor in the exported program constant"
+# torch's message for an output object it cannot flatten (a Hugging Face DynamicCache returned with use_cache=True)
+_UNKNOWN_OUTPUT = re.compile(r"Found <class '([\w.]+)'> in output, which is not a known type")
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,12 +109,34 @@ def _torch_logs_quiet():
         logging.disable(previous)
 
 
+def _packs_sequences(e: Exception) -> bool:
+    """Whether a frame the failure passed through held a PackedSequence."""
+    tb = e.__traceback__
+    while tb is not None:
+        if any(isinstance(v, PackedSequence) for v in tb.tb_frame.f_locals.values()):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
-    if _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
+    if _packs_sequences(e):  # torch fails inside the recurrent layer, on a size that is a fake tensor
+        text += ("\nforward() runs a recurrent layer on a PackedSequence (pack_padded_sequence, pack_sequence): its "
+                 "batch sizes are taken from the lengths' *values*, which torch.export cannot capture as sizes. Run "
+                 "the layer on the padded batch instead and mask what the padding computes: outputs at t >= length "
+                 "ignored, each sequence's last state read at length - 1 (out[torch.arange(B), lengths - 1]; a "
+                 "unidirectional layer gives the packed one's values so).")
+    elif _UNKNOWN_OUTPUT.search(str(e)):  # torch's words name the class alone, and point at its own issue tracker
+        cls = _UNKNOWN_OUTPUT.search(str(e)).group(1)
+        text += (f"\nforward() returns a {cls} among its outputs, which torch.export cannot take apart into "
+                 "tensors: return tensors, in tuples, lists, dicts or a Hugging Face ModelOutput."
+                 + (" This one is a Hugging Face key/value cache (past_key_values): call the model with "
+                    "use_cache=False, or set model.config.use_cache = False before tracing." if "Cache" in cls else ""))
+    elif _LIFTED_FAKE in str(e):  # torch's words for a `.data` read, with no line of the user's
         text += ("\nforward() reads a tensor's `.data` (or keeps a tensor it computed as a module attribute), which "
                  "torch.export cannot follow: use `.detach()` for a value without gradient.")
     elif any(k in str(e) for k in _DATA_DEPENDENT):

@@ -2,9 +2,11 @@
 
 torch.export records what a Function's `forward` computes, never its `backward`, and pcsim pulls each error
 back through the captured calls' own derivatives. That is backprop's gradient only where the custom backward
-is forward's derivative (a memory-saving Swish); a straight-through estimator or a gradient reversal would
-silently get another. So a Function seen while exporting is run once more on the example inputs, and its
-backward is compared with autograd through its forward; one that differs is refused at the user's line.
+is forward's derivative (a memory-saving Swish); a straight-through estimator, a gradient reversal or a clipped
+gradient would silently get another. So a Function seen while exporting is run once more on the example inputs,
+and its backward is compared with autograd through its forward, at cotangents of three scales (a derivative is
+linear in it, a clip is not); one that differs is refused at the user's line. A backward that differs only on
+other inputs than the examples cannot be seen so.
 A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
 """
 
@@ -102,16 +104,21 @@ def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
         return True, custom
     gen = torch.Generator(device=pairs[0][0].device).manual_seed(0)
     cots = [torch.randn(o.shape, dtype=o.dtype, device=o.device, generator=gen) for o, _ in pairs]
-    want = torch.autograd.grad([o for o, _ in pairs], tracked, cots, allow_unused=True, retain_graph=True)
     differentiable = [(p, c) for (_, p), c in zip(pairs, cots, strict=True) if p.requires_grad]
-    got = (torch.autograd.grad([p for p, _ in differentiable], tracked, [c for _, c in differentiable],
-                               allow_unused=True) if differentiable else [None] * len(tracked))
     limit = tolerance(tracked[0].dtype) ** 0.5  # two ways to the same derivative: far apart or not at all
-    for w, g in zip(want, got, strict=True):
-        w = torch.zeros_like(tracked[0]) if w is None else w
-        g = torch.zeros_like(w) if g is None else g
-        if w.shape != g.shape or relative_difference(g, w) > limit:
-            return False, custom
+    # a derivative is linear in the cotangent: a backward that clips or normalises the gradient (at a threshold
+    # the unit cotangent stays below) shows at a large or a small one
+    big = min(1e6, torch.finfo(tracked[0].dtype).max ** 0.25)
+    for scale in (1.0, big, 1.0 / big):
+        want = torch.autograd.grad([o for o, _ in pairs], tracked, [c * scale for c in cots], allow_unused=True,
+                                   retain_graph=True)
+        got = (torch.autograd.grad([p for p, _ in differentiable], tracked, [c * scale for _, c in differentiable],
+                                   allow_unused=True, retain_graph=True) if differentiable else [None] * len(tracked))
+        for w, g in zip(want, got, strict=True):
+            w = torch.zeros_like(tracked[0]) if w is None else w
+            g = torch.zeros_like(w) if g is None else g
+            if w.shape != g.shape or relative_difference(g, w) > limit:
+                return False, custom
     return True, custom
 
 
@@ -132,7 +139,8 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
                              "ops, or check that backprop itself runs on the module") from None
         if not same:
             raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function whose backward is not the derivative "
-                             "of its forward (a straight-through estimator, a gradient reversal): torch.export "
+                             "of its forward (a straight-through estimator, a gradient reversal, a clipped "
+                             "gradient): torch.export "
                              "captures forward alone, so pcsim cannot follow that backward. Write it with "
                              "differentiable ops (a straight-through round is x + (x.round() - x).detach())")
         return outputs

@@ -9,7 +9,9 @@ Jacobian is zero, so its error reaches no parent and its parameters (a `weight.d
 
 A tensor changed in place inside such a block (`weight.clamp_(-c, c)` under `no_grad`, weight clipping) is
 another case: autograd keeps its history, so the new value passes gradient to the tensor as the identity would.
-That output becomes `pcsim::straight_through(tensor, new value)`.
+That output becomes `pcsim::straight_through(tensor, new value)`. So does a tensor changed in place through a
+detached alias (`w.detach().clamp_(-c, c)`, nn.Embedding's `max_norm` renormalising its weight): the alias shares
+the tensor's storage, but export reads the tensor unchanged after the change (the update was silently off).
 
 `torch.inference_mode()` disables gradients as `no_grad` does, but torch.export drops it without a trace
 (the block's ops are recorded as if gradients flowed through them). While exporting, it is entered as
@@ -107,6 +109,32 @@ def _mutated_input(block: fx.GraphModule, index: int) -> int | None:
     return placeholders.index(result) if result in placeholders else None
 
 
+def _changed_through(graph: fx.Graph, detached: fx.Node) -> None:
+    """`t.detach().clamp_(..)` changes `t` itself: each later reader of `t` reads the changed value, passing
+    gradient to `t` straight through (as autograd, whose `t` keeps its history), in place of the unchanged `t`
+    export hands it. `detached` already stops gradient: its readers get the changed value, without gradient."""
+    base, aliases, changes = detached.args[0], {detached}, []
+    for n in list(graph.nodes):  # in program order: an in-place op returns the tensor it changed, an alias too
+        if _in_place(n) and n.args[0] in aliases:
+            aliases.add(n)
+            changes.append(n)
+    if not isinstance(base, fx.Node) or not changes:
+        return
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    through = []  # (position, the value after that change)
+    for change in changes:
+        with graph.inserting_after(change):
+            node = graph.call_function(STRAIGHT_THROUGH, (base, change))
+        node.meta = dict(base.meta)
+        through.append((order[change], node))
+    for user in list(base.users):
+        if user.target is STRAIGHT_THROUGH or user not in order:
+            continue
+        latest = [node for at, node in through if at < order[user]]
+        if latest:
+            user.replace_input_with(base, latest[-1])
+
+
 def _mark(gm: fx.GraphModule) -> bool:
     graph = gm.graph
     changed = False
@@ -114,6 +142,8 @@ def _mark(gm: fx.GraphModule) -> bool:
         if n.op != "call_function":
             continue
         if n.target is aten.detach.default or n.target is aten.detach_.default:  # `h.detach_()` stops it in place
+            if n.target is aten.detach.default:
+                _changed_through(graph, n)
             n.target = STOP_GRADIENT
             changed = True
         elif _grad_disabled_block(n):  # the block's results are read through `getitem`s

@@ -173,6 +173,8 @@ class Graph:
     # statistics: batch statistics in train mode, the running ones in eval mode), as (path, weakref to the
     # module, mode at the trace): a mode changed since makes the graph another function than the module
     traced_modes: tuple[tuple[str, Any, bool], ...] = field(default=(), compare=False, repr=False)
+    # the buffers and frozen parameters read as constants, as at the trace (`pcsim.graph.sources`)
+    sources: tuple = field(default=(), compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

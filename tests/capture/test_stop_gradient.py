@@ -160,3 +160,61 @@ def test_inference_mode_false_turns_gradients_back_on_as_in_backprop():
         rep = pcsim.check(net, (x,), y, rule=rule)
         assert rep.passed and rep.max_rel_diff <= TOL, f"{rule}\n{rep.table()}"
         assert rep.reference["b.weight"].abs().max() > 0 and rep.reference["a.weight"].abs().max() == 0
+
+
+class _RenormedEmbedding(nn.Module):
+    """nn.Embedding(max_norm=...) renormalises the rows it reads in place, through `weight.detach()`."""
+
+    def __init__(self):
+        super().__init__()
+        self.e, self.b = nn.Embedding(10, 4, max_norm=1.0), nn.Linear(4, 3)
+
+    def forward(self, ids):
+        return self.b(torch.tanh(self.e(ids))).sum(1)
+
+
+class _ClippedThroughDetach(nn.Module):
+    """Weight clipping written `w.detach().clamp_(..)`, after a first read of the weight (which sees it unclipped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.b(torch.tanh(self.a(x)))
+        self.a.weight.detach().clamp_(-0.2, 0.2).mul_(0.5)
+        return self.b(torch.tanh(self.a(x))) + h
+
+
+def _renormed_case():
+    net = _RenormedEmbedding().to(DT)
+    with torch.no_grad():
+        net.e.weight.mul_(3.0)  # rows of norm above max_norm: the renormalisation changes them
+    return net, torch.tensor([[1, 2, 0, 2], [3, 0, 0, 5]]), torch.randn(2, 3, dtype=DT)
+
+
+def _clipped_case():
+    return _ClippedThroughDetach().to(DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 3, dtype=DT)
+
+
+@pytest.mark.parametrize("case", [_renormed_case, _clipped_case], ids=["embedding-max-norm", "detach-clamp"])
+def test_a_tensor_changed_in_place_through_a_detached_alias_is_read_changed(case):
+    """The detached alias shares the tensor's storage, so the tensor's later readers see the change (and pass
+    gradient to it straight through); export read it unchanged, and every rule was 0.45 (max_norm) and 0.63
+    (clamp) relative off autograd, silently. The oracle is autograd on a copy of the module, whose forward
+    changes its own weight."""
+    import copy
+
+    with seeded(0):
+        net, x, y = case()
+    eager = copy.deepcopy(net)
+    loss = 0.5 * ((eager(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in eager.named_parameters()], torch.autograd.grad(loss, list(eager.parameters())),
+                    strict=True))
+    assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), eager.parameters(), strict=True))
+    g = pcsim.trace(net, x)
+    rules = (pcsim.bp, pcsim.zil, pcsim.fa_zil, lambda *a: pcsim.fa_zil(*a, mode="autonomous"))
+    for rule in rules:
+        got = rule(g, (x,), y)  # on the module's weight as it was: the graph changes it as forward does
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= TOL, n

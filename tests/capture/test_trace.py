@@ -252,6 +252,53 @@ def test_wrong_number_of_example_inputs(n_inputs):
     assert "1" in msg and str(n_inputs) in msg
 
 
+class _Packed(nn.Module):
+    def __init__(self, packed: bool):
+        super().__init__()
+        self.rnn, self.out, self.packed = nn.LSTM(3, 4, batch_first=True), nn.Linear(4, 2), packed
+
+    def forward(self, x, lengths):
+        if not self.packed:  # the rewrite the message suggests: the padded batch, the state read at length - 1
+            return self.out(self.rnn(x)[0][torch.arange(x.shape[0]), lengths - 1])
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return self.out(self.rnn(packed)[1][0][0])
+
+
+def test_a_packed_sequence_is_refused_with_what_to_do_instead():
+    """torch failed inside nn.LSTM ('zeros(): argument 'size' failed to unpack ... got FakeTensor') and pcsim
+    asked whether the example inputs fit forward(): the message says what a PackedSequence is to export, and
+    the rewrite it suggests computes the packed layer's values, and is exact."""
+    with seeded(0):
+        packed, x, lengths = _Packed(True).to(DT), _x(3, 5, 3), torch.tensor([5, 2, 3])
+    msg = _raises(pcsim.TraceError, packed, x, lengths)
+    assert "test_trace.py:" in msg and "PackedSequence" in msg and "do they fit" not in msg, msg
+    padded = _Packed(False).to(DT)
+    padded.load_state_dict(packed.state_dict())
+    torch.testing.assert_close(padded(x, lengths), packed(x, lengths), rtol=pcsim.tolerance(DT), atol=0.0)
+    y = _x(3, 2, seed=1)
+    assert pcsim.check(padded, (x, lengths), y, rule="zil").passed
+
+
+class _Box:
+    def __init__(self, t):
+        self.t = t
+
+
+@pytest.mark.parametrize("returned", ["plain", "hf-cache"])
+def test_an_output_export_cannot_take_apart_is_named_with_what_to_do_instead(returned):
+    """A Hugging Face model with use_cache=True (its default) returns a DynamicCache; torch said 'Found <class ...>
+    in output, which is not a known type ... register a pytree' and pcsim asked whether the inputs fit forward()."""
+    if returned == "hf-cache":
+        cls = pytest.importorskip("transformers").DynamicCache
+        other = lambda h: cls()  # noqa: E731
+    else:
+        cls, other = _Box, _Box
+    net = _net(lambda s, x: (s.lin(x), other(x)), lin=nn.Linear(4, 4))
+    msg = _raises(pcsim.TraceError, net, _x(3, 4))
+    assert f"returns a {cls.__module__}.{cls.__qualname__} among its outputs" in msg and "do they fit" not in msg, msg
+    assert ("use_cache=False" in msg) == (returned == "hf-cache"), msg
+
+
 def test_reading_data_in_forward_is_refused_with_what_to_do_instead():
     """torch.export fails on `.data` with its own words ('a fake tensor in the exported program constant's list
     ... Please file an issue'), naming no line of the user's: pcsim says what it is and what to write."""

@@ -1,0 +1,57 @@
+"""Which module tensors (buffers, frozen parameters) a captured program reads as constants, recorded for the
+rules to refuse a graph whose sources changed since the trace (`pcsim.graph.sources`)."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.export.graph_signature import InputKind
+
+from pcsim.graph.ir import ConstArg
+from pcsim.graph.sources import Source, where
+
+aten = torch.ops.aten
+# calls that read their tensor argument's shape and dtype only: a constant made by them changes with no value
+_SHAPE_ONLY = {aten.zeros_like.default, aten.ones_like.default, aten.empty_like.default, aten.full_like.default,
+               aten.new_zeros.default, aten.new_ones.default, aten.new_empty.default, aten.new_full.default,
+               aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int}
+
+
+def _folded_from(graph: fx.Graph, kind: dict) -> set[fx.Node]:
+    """The placeholders whose values the calls folded into constants (`kind` ConstArg) were computed from."""
+    stack = [n for n in graph.nodes if n.op == "call_function" and isinstance(kind.get(n), ConstArg)]
+    seen: set[fx.Node] = set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "call_function" and n.target not in _SHAPE_ONLY:
+            stack.extend(n.all_input_nodes)
+    return {n for n in seen if n.op == "placeholder"}
+
+
+def traced_sources(module: nn.Module, program: torch.export.ExportedProgram, kind: dict,
+                   values: dict) -> tuple[Source, ...]:
+    """Each buffer and frozen parameter the program reads as a constant, as it is now (at the trace)."""
+    folded = _folded_from(program.graph_module.graph, kind)
+    placeholders = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"]
+    sources = []
+    for n, spec in zip(placeholders, program.graph_signature.input_specs, strict=True):
+        value = values.get(n)
+        if spec.kind not in (InputKind.BUFFER, InputKind.PARAMETER) or not isinstance(kind.get(n), ConstArg):
+            continue  # a trainable parameter is read live, and checked by its shape and dtype
+        path, _, attr = spec.target.rpartition(".")
+        try:
+            owner = module.get_submodule(path)
+        except AttributeError:
+            continue
+        if getattr(owner, attr, None) is not value or not isinstance(value, torch.Tensor):
+            continue
+        copy = value.detach().clone() if n in folded else None
+        what = "buffer" if spec.kind == InputKind.BUFFER else "frozen parameter"
+        sources.append(Source(f"{what} '{spec.target}'", weakref.ref(owner), attr, where(value), copy))
+    return tuple(sources)
