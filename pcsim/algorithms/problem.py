@@ -266,11 +266,26 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
 def refuse_changed(graph: Graph) -> None:
     """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
     (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not.
-    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace, and a buffer
-    or frozen parameter replaced, or changed where the graph folded a value computed from it."""
+    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace; a buffer
+    or frozen parameter replaced, or changed where the graph folded a value computed from it; and a
+    parameter assigned anew (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a replaced layer): the
+    graph still reads the old tensor."""
     why = stale(graph.sources)
     if why:
         raise InputError(why)
+    module = graph.traced_module() if graph.traced_module is not None else None
+    for name, p in graph.params.items() if module is not None else ():
+        path, _, attr = name.rpartition(".")
+        try:  # where named_parameters() finds it
+            now = module.get_submodule(path)._parameters.get(attr)
+        except AttributeError:
+            now = None
+        if now is not p:
+            how = "removed" if now is None else "assigned anew"
+            raise InputError(f"parameter '{name}' is not the tensor the module was traced with: it was {how} since "
+                             "(a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), "
+                             "and the graph still reads the old one; trace again (load_state_dict without "
+                             "assign=True copies into the traced tensors)")
     for path, ref, was in graph.traced_modes:
         m = ref()
         if m is not None and m.training != was:

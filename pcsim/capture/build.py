@@ -33,7 +33,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture.names import VertexNamer, module_path
 from pcsim.capture.sources import traced_sources
-from pcsim.capture.tidy import mode_dependent, not_an_output, reaching, sink_outputs, unchanged, without_dropout
+from pcsim.capture.tidy import not_an_output, reaching, sink_outputs, traced_from, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
@@ -168,8 +168,8 @@ class Builder:
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
                      frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad),
                      traced_params={n: (tuple(p.shape), p.dtype) for n, p in self.params.items()},
-                     traced_modes=mode_dependent(self.module),
-                     sources=traced_sources(self.module, self.program, self.kind, self.values))
+                     sources=traced_sources(self.module, self.program, self.kind, self.values),
+                     **traced_from(self.module))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running

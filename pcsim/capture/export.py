@@ -17,6 +17,7 @@ import functools
 import io
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Iterable
 
@@ -55,12 +56,18 @@ def decomposition_table(fused: frozenset[type[nn.Module]]) -> dict:
     return table
 
 
+# torch.export patches process-wide state while it runs (its dispatch-mode stack, torch functions, logging, and
+# stderr and warnings here): two captures at once in two threads broke each other with torch's assertions ('Trying
+# to pop empty mode stack'), blamed on the models. One capture at a time; the rules themselves run concurrently.
+_CAPTURING = threading.Lock()
+
+
 def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: frozenset[type[nn.Module]]
                    ) -> torch.export.ExportedProgram:
     """`module` on `inputs` as a core ATen `ExportedProgram`; a `TraceError` naming the user's line otherwise."""
     name = type(module).__name__
     try:
-        with warnings.catch_warnings(), _torch_logs_quiet():
+        with _CAPTURING, warnings.catch_warnings(), _torch_logs_quiet():
             # RNN layers and the legacy weight_norm hook assign tensor attributes while exported: torch's
             # note to itself, about code the user did not write
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from pcsim.capture.patching import this_thread_only
 from pcsim.errors import TraceError, first_line
 from pcsim.numerics import relative_difference, tolerance
 
@@ -33,7 +34,8 @@ def _custom(cls: type) -> bool:
 @contextlib.contextmanager
 def _applying(hook) -> Iterator[None]:
     """Every `Function.apply` runs through `hook(cls, args)` (which returns the outputs) while inside."""
-    _Function.apply = classmethod(lambda cls, *args: hook(cls, args) if _custom(cls) else _APPLY(cls, *args))
+    _Function.apply = classmethod(this_thread_only(
+        lambda cls, *args: hook(cls, args) if _custom(cls) else _APPLY(cls, *args), _APPLY))
     try:
         yield
     finally:
@@ -67,8 +69,8 @@ def seen_functions(seen: list[type]) -> Iterator[None]:
     def record(cls, args):
         seen.append(cls)
         return _APPLY(cls, *args)
-    torch.Tensor.register_hook = _refuse_hook
-    torch.autograd._engine_run_backward = _refuse_derivative
+    torch.Tensor.register_hook = this_thread_only(_refuse_hook, _REGISTER_HOOK)
+    torch.autograd._engine_run_backward = this_thread_only(_refuse_derivative, _RUN_BACKWARD)
     try:
         with _applying(record):
             yield

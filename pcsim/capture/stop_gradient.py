@@ -27,6 +27,8 @@ from collections.abc import Iterator
 import torch
 import torch.fx as fx
 
+from pcsim.capture.patching import this_thread_only
+
 aten = torch.ops.aten
 
 
@@ -73,7 +75,8 @@ def _exit_as_grad_mode(self, *exc) -> None:
 @contextlib.contextmanager
 def inference_mode_as_grad_mode() -> Iterator[None]:
     """Inside, `torch.inference_mode(mode)` (as a context or a decorator) is `set_grad_enabled(not mode)`."""
-    _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__ = _enter_as_grad_mode, _exit_as_grad_mode
+    _INFERENCE_MODE.__enter__ = this_thread_only(_enter_as_grad_mode, _INFERENCE_ENTER)
+    _INFERENCE_MODE.__exit__ = this_thread_only(_exit_as_grad_mode, _INFERENCE_EXIT)
     try:
         yield
     finally:

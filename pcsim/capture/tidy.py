@@ -72,8 +72,10 @@ def not_an_output(i: int, kind: Any) -> str:
     return f"output #{i} {what}"
 
 
-def mode_dependent(module: nn.Module) -> tuple[tuple[str, weakref.ref, bool], ...]:
-    """The normalisations whose statistics follow the mode (batch ones in train mode, running ones in eval),
-    with their mode now: the rules refuse a graph whose module has changed mode since (`refuse_changed`)."""
-    return tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
-                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
+def traced_from(module: nn.Module) -> dict[str, Any]:
+    """The Graph fields that tie it to the module it was traced from, by weak references (`refuse_changed`): the
+    module itself, whose parameters must stay the graph's, and the normalisations whose statistics follow the
+    mode (batch ones in train mode, running ones in eval), with their mode now."""
+    modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
+                  if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
+    return {"traced_module": weakref.ref(module), "traced_modes": modes}

@@ -1,0 +1,22 @@
+"""Stand-ins for torch functions while a capture runs, in the capturing thread alone.
+
+The capture replaces torch functions process-wide for its duration (`Function.apply`, `Tensor.register_hook`,
+autograd's backward engine, `inference_mode`'s entry and exit). Another thread running meanwhile (a rule on
+another graph, the user's own training step) must get torch's own: a `.backward()` there was refused as a
+derivative taken in forward(), and an `inference_mode` entered before the capture and left during it stopped
+with a KeyError. Captures themselves run one at a time (`export._CAPTURING`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+def this_thread_only(patch: Callable, original: Callable) -> Callable:
+    """A function that is `patch` in the thread calling this, and `original` in every other."""
+    owner = threading.get_ident()
+
+    def either(*args, **kwargs):
+        return (patch if threading.get_ident() == owner else original)(*args, **kwargs)
+    return either
