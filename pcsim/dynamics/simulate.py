@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from pcsim.algorithms.problem import NO_TARGET, Problem
+from pcsim.dynamics.divergence import warn_if_diverged
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import make_gate
 from pcsim.dynamics.recording import Record, Recorder
@@ -61,6 +62,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
                         target_shown=target_shown)
     recorder = Recorder(field, Record.parse(record), t_end)
     final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
+    warn_if_diverged(field, final, solver.step, stacklevel=3)
     meta = {"dt": solver.step, **solver.meta(), "t_end": t_end, "t_on": t_on,
             "tau_x": tau_x, "tau_e": tau_e, "tau_w": field.tau_w, "target_shown": target_shown,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
