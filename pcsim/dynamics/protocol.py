@@ -114,6 +114,12 @@ class Windows(Gate):
             return None
         return self.window(vertex)[1]
 
+    def unfinished(self, graph: Graph, t_end: float) -> list[tuple[float, str]]:
+        """(close, vertex) of the vertices with parameters whose window closes after t_end, latest first: a run
+        ending there integrates part of their update (none, if it has not opened)."""
+        late = [(self.window(n)[1], n) for n in graph.latent if n in self.schedule.levels and graph[n].params]
+        return sorted(((c, n) for c, n in late if c > t_end), reverse=True)
+
     def wave_arrives(self, vertex: str) -> float | None:
         """When its children's errors first move: the window of the level below it opens (a vertex at distance
         d reads its children's errors, and its value first moves, at step `at_level(d - 1)`). Offsets
