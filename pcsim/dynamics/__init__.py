@@ -1,6 +1,7 @@
 """Continuous-time PC: populations as ODEs, protocols and gates, monitors, discretisation."""
 
 from pcsim.dynamics.discretise import Discretisation, discretise
+from pcsim.dynamics.divergence import DivergenceWarning
 from pcsim.dynamics.equations import EQUATIONS, Equations
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import After, Always, Gate, Off, UserGate, Windows, after
@@ -11,4 +12,4 @@ from pcsim.dynamics.trajectory import Trajectory
 
 __all__ = ["simulate", "discretise", "Discretisation", "Trajectory", "VectorField", "Record",
            "SimulationError", "EQUATIONS", "Equations", "Gate", "Off", "Always", "After", "Windows",
-           "UserGate", "after", "Solver", "SOLVERS"]
+           "UserGate", "after", "Solver", "SOLVERS", "DivergenceWarning"]

@@ -146,9 +146,10 @@ class VectorField:
         if not shown:  # a free output's error is x - mu, not the loss's
             drive.update({n: (self.base[n] - step.prediction(n)) + state["u", n]
                           for n in self.outputs if n not in held})
-        # a held population's leaky error keeps its state; an instantaneous one falls silent (zero)
+        # a held population's error falls silent (zero), leaky or instantaneous: no update reads it, and a held
+        # leaky error fed through its parents' moving Jacobian (exp, products) grows without bound at gamma = 1
         err = {n: state["e", n] if ("e", n) in state else drive[n] for n in self.latent
-               if ("e", n) in state or n in drive}
+               if n not in held and (("e", n) in state or n in drive)}
         return err, drive
 
     def gates(self, t: float) -> dict[str, float]:

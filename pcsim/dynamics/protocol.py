@@ -36,9 +36,9 @@ class Gate:
         return True
 
     def holds_from(self, vertex: str) -> float | None:
-        """When the protocol ends for the vertex (None: never): from then on its value population holds,
-        a leaky error population holds its state and an instantaneous one falls silent (zero). Only a
-        schedule whose later updates read nothing of the population may set it."""
+        """When the protocol ends for the vertex (None: never): from then on its value population holds and
+        its error falls silent (zero, leaky or instantaneous: it feeds its parents nothing). Only a schedule
+        whose later updates read nothing of the population may set it."""
         return None
 
     def wave_arrives(self, vertex: str) -> float | None:
@@ -97,11 +97,15 @@ class Windows(Gate):
         parents read at the step before theirs, s + per_level - 1; that error is computed from the state
         of the step before it (leaky errors) or of the same step (instantaneous), so the value of step
         s + 1 and the error of step s + per_level (the first to come from a held value) are never read,
-        nor is an instantaneous error after step s. Holding the population from s + 1 (a leaky error
-        at its value of step s + 1, the last one read) changes no update, and stops the values above the error wave
-        from growing without bound at gamma = 1 (condition C3), doubly exponentially through products
-        of populations. A vertex that reaches no output feeds its parents only after their windows
-        (`Graph.pruned`): it holds from the start. An output needs no hold (its value is clamped, or
+        nor is an error after step s: a parent reads it only through its own value of the step after,
+        which only its own errors of later steps read, and those no update reads (a leaky error
+        at step s + 1 enters x_p(s + 2), which only e_p(s + 3) reads, after p's step s + 2). Holding the
+        population from s + 1, its error silent, changes no update, and stops the values above the error
+        wave from growing without bound at gamma = 1 (condition C3), doubly exponentially through
+        products of populations; a held leaky error kept feeding its parents through their moving
+        Jacobian would grow them so (exp(x_p) e: NaN by step 38 on the multi-op graph at tau_e = dt).
+        A vertex that reaches no output feeds its parents only after their windows (`Graph.pruned`): it
+        holds from the start. An output needs no hold (its value is clamped, or
         free before the target, and its parents hold from step 2), so its recorded value stays the
         target's: prediction plus error."""
         if vertex not in self.schedule.levels:
@@ -109,6 +113,12 @@ class Windows(Gate):
         if self.schedule.levels[vertex] == 0:
             return None
         return self.window(vertex)[1]
+
+    def unfinished(self, graph: Graph, t_end: float) -> list[tuple[float, str]]:
+        """(close, vertex) of the vertices with parameters whose window closes after t_end, latest first: a run
+        ending there integrates part of their update (none, if it has not opened)."""
+        late = [(self.window(n)[1], n) for n in graph.latent if n in self.schedule.levels and graph[n].params]
+        return sorted(((c, n) for c, n in late if c > t_end), reverse=True)
 
     def wave_arrives(self, vertex: str) -> float | None:
         """When its children's errors first move: the window of the level below it opens (a vertex at distance

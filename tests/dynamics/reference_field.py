@@ -17,8 +17,8 @@ def literal_field(field, t: float, state):
     for n in field.latent:
         lin = Autograd(problem.graph[n], problem.parent_values(n, values), problem.params, problem.graph.constants)
         drive[n] = problem.output_error(n, lin.mu) if n in field.outputs and shown else values[n] - lin.mu
-        # a held population: its leaky error keeps its state, an instantaneous one is silent
-        err[n] = state["e", n] if ("e", n) in state else torch.zeros_like(drive[n]) if n in held else drive[n]
+        # a held population's error is silent (zero), leaky or instantaneous
+        err[n] = torch.zeros_like(drive[n]) if n in held else state["e", n] if ("e", n) in state else drive[n]
         cots, hebb[n] = lin.pullback(err[n])
         for p, c in zip(problem.graph[n].parents, cots, strict=True):
             if c is not None and p in values:

@@ -32,13 +32,15 @@ def test_the_field_is_the_literal_equations(arch, leaky, t):
             assert relative_difference(got[k], ref[k], scale=scale) <= 10 * tolerance(torch.float64), k
 
 
-def test_held_populations_follow_the_literal_equations():
-    """Z-IL's windows hold each population once its window closes: its value stands still and its instantaneous
-    error falls silent (sends no feedback), at any state, before and after the holds."""
+@pytest.mark.parametrize("tau_e", [0.0, 0.1])
+def test_held_populations_follow_the_literal_equations(tau_e):
+    """Z-IL's windows hold each population once its window closes: its value stands still and its error, leaky
+    or instantaneous, falls silent (sends no feedback), at any state, before and after the holds."""
     module, inputs, target = ARCHS["residual_block"](torch.float64, "mse")
     graph = pcsim.trace(module, *inputs).level()
     problem = Problem.build(graph, inputs, target, "mse")
-    field = VectorField(problem, tau_x=0.1, gate=pcsim.dynamics.Windows(pcsim.Schedule.of(graph), t_on=0.0, width=0.1))
+    field = VectorField(problem, tau_x=0.1, tau_e=tau_e,
+                        gate=pcsim.dynamics.Windows(pcsim.Schedule.of(graph, tau_e > 0), t_on=0.0, width=0.1))
     holds = sorted(set(field.holds_from.values()))
     late = holds[len(holds) // 2] + 0.05  # the upper levels hold, the lower ones (their parents) still move
     assert field.held(late) and set(field.held(late)) != set(field.latent) - set(graph.outputs)

@@ -1,5 +1,7 @@
 """Presentation protocol and plasticity gates: onset, losses, per-population time constants."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -148,3 +150,25 @@ def test_a_gate_function_that_cannot_gate_is_refused_naming_it():
     for bad, shown in ((None, "None"), (float("nan"), "nan"), (-1.0, "-1.0")):
         with pytest.raises(ValueError, match=rf"test_protocol.py:\d+\) returned {shown} for vertex '[\w.]+' at t = 0"):
             pcsim.simulate(graph, inputs, target, plasticity=lambda vertex, t, bad=bad: bad, **kw)
+
+
+@pytest.mark.parametrize("leaky", [False, True])
+def test_a_run_ending_before_the_last_zil_window_says_its_updates_are_partial(leaky):
+    """The first layer (level L) updates at step L (leaky errors at tau_e = dt: 2L + 1): its window closes one
+    step later. A run ending a step earlier integrated none of it (autograd's gradient, not zero, is the oracle)
+    and warns naming the layer and the t_end needed; one ending there equals autograd, quietly."""
+    module, graph, inputs, target = _mlp()
+    first = graph.latent[0]
+    depth = graph.min_distance[first]
+    close = ((2 * depth + 2) if leaky else (depth + 1)) * 0.1
+    ref = autograd_gradients(module, inputs, target)
+    options = dict(backend="torch", dt=0.1, tau_x=0.1, tau_e=0.1 if leaky else 0.0, plasticity="zil", record=[])
+    with pytest.warns(UserWarning, match=rf"'{first}', at t = {close:g}\).*partial.*t_end >= {close:g}"):
+        early = pcsim.simulate(graph, inputs, target, t_end=close - 0.1, **options)
+    for p in graph[first].params:
+        assert not early.updates[p].any() and ref[p].abs().max() > 0, p
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done = pcsim.simulate(graph, inputs, target, t_end=close, **options)
+    worst = max(relative_difference(torch.as_tensor(done.updates[n]), r) for n, r in ref.items())
+    assert worst <= 10 * pcsim.tolerance(torch.float64)

@@ -69,8 +69,9 @@ def quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
 
 
 def quiet(pop, times: dict[str, float]) -> None:
-    """While quiet the population holds its value and its leaky error, and an instantaneous error is zero.
-    From its hold that ends the protocol for it (`Gate.holds_from`). Before the wave it changes nothing
+    """While quiet the population holds its value. Before the wave its error is zero (a leaky one holds its
+    state, zero there); from its hold, which ends the protocol for it (`Gate.holds_from`), its error is zero,
+    leaky or instantaneous. Before the wave it changes nothing
     pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
     if not times:
         return
@@ -81,3 +82,5 @@ def quiet(pop, times: dict[str, float]) -> None:
             pop.equations[k] = f"{parts[0]} = {factor} * ({parts[1]}) : {parts[2]}"
     pop.equations += [f"{v} = int(t >= {v}_from) : 1" for v in flags]
     pop.times.update(times)
+    if pop.leaky and "hold" in flags:  # a held leaky error falls silent too, before any sum reads it this step
+        pop.code.append(("err = err * int(t < hold_from)", -1))
