@@ -273,19 +273,11 @@ def refuse_changed(graph: Graph) -> None:
     why = stale(graph.sources)
     if why:
         raise InputError(why)
-    module = graph.traced_module() if graph.traced_module is not None else None
-    for name, p in graph.params.items() if module is not None else ():
-        path, _, attr = name.rpartition(".")
-        try:  # where named_parameters() finds it
-            now = module.get_submodule(path)._parameters.get(attr)
-        except AttributeError:
-            now = None
-        if now is not p:
-            how = "removed" if now is None else "assigned anew"
-            raise InputError(f"parameter '{name}' is not the tensor the module was traced with: it was {how} since "
-                             "(a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), "
-                             "and the graph still reads the old one; trace again (load_state_dict without "
-                             "assign=True copies into the traced tensors)")
+    why = graph.traced_tree.changed(graph.params) if graph.traced_tree is not None else None
+    if why:
+        raise InputError(f"{why} (a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced "
+                         "layer), and the graph still reads the old tensors; trace again (load_state_dict without "
+                         "assign=True copies into the traced tensors)")
     for path, ref, was in graph.traced_modes:
         m = ref()
         if m is not None and m.training != was:

@@ -175,10 +175,10 @@ class Graph:
     traced_modes: tuple[tuple[str, Any, bool], ...] = field(default=(), compare=False, repr=False)
     # the buffers and frozen parameters read as constants, as at the trace (`pcsim.graph.sources`)
     sources: tuple = field(default=(), compare=False, repr=False)
-    # a weak reference to the traced module (None: not traced, or a copy): a parameter assigned anew since the
-    # trace (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a replaced layer) is not the tensor in
-    # `params`, which the rules would differentiate instead
-    traced_module: Any = field(default=None, compare=False, repr=False)
+    # the traced module's tree by weak references (`capture.tidy.TracedTree`; None: not traced, or a copy): a
+    # parameter assigned anew since the trace (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a
+    # replaced layer) is not the tensor in `params`, which the rules would differentiate instead
+    traced_tree: Any = field(default=None, compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -188,7 +188,7 @@ class Graph:
     def __getstate__(self) -> dict:
         # A copy (pickle, deepcopy) holds copies of the parameters: no longer the module's graph, it drops the weak
         # references to the module (which pickle cannot store; they would refuse every copied parameter).
-        return {**self.__dict__, "traced_modes": (), "traced_module": None, "sources": ()}
+        return {**self.__dict__, "traced_modes": (), "traced_tree": None, "sources": ()}
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so
