@@ -75,3 +75,18 @@ def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str =
     return Discretisation("zil-scaled", gamma, rule, False,
                           f"Z-IL schedule without C3: level d's update is (dt / tau_w) gamma^d = {rate:.6g} x "
                           f"{gamma:.6g}^d times BP's", rate)
+
+
+def zil_mismatch(*, tau_x, tau_e, tau_w: float, dt: float) -> str | None:
+    """Why Euler at dt under plasticity='zil' does not give BP's gradients (None: it does), for simulate's settings:
+    tau_x and tau_e a number or a dict per population. Z-IL's windows follow one schedule for the whole graph."""
+    spread = {what: sorted(set(v.values())) for what, v in (("tau_x", tau_x), ("tau_e", tau_e)) if isinstance(v, dict)}
+    mixed = {what: vs for what, vs in spread.items() if len(vs) > 1}
+    if mixed:
+        what, vs = next(iter(mixed.items()))
+        return (f"{what} differs between populations ({', '.join(f'{v:g}' for v in vs[:4])}): Z-IL's windows follow "
+                "one schedule for the whole graph (one tau_x, and tau_e all 0 or all dt), so the updates are not BP's "
+                "gradients, nor a scaling of them")
+    one = {what: (vs[0] if vs else 0.0) for what, vs in spread.items()}
+    mapped = discretise(tau_x=one.get("tau_x", tau_x), dt=dt, tau_e=one.get("tau_e", tau_e), tau_w=tau_w)
+    return None if mapped.exact else mapped.note + " (pcsim.discretise)"

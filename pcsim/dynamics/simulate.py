@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from pcsim.algorithms.problem import NO_TARGET, Problem
+from pcsim.dynamics.discretise import zil_mismatch
 from pcsim.dynamics.divergence import warn_if_diverged
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import Windows, make_gate
@@ -62,6 +63,10 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
                         target_shown=target_shown)
     if isinstance(gate, Windows) and target_shown:
         _warn_unfinished(gate, problem.graph, float(t_end))
+        if plasticity == "zil" and solver.order == 1 and solver.step is not None:  # Euler: what discretise maps
+            why = zil_mismatch(tau_x=tau_x, tau_e=tau_e, tau_w=field.tau_w, dt=solver.step)
+            if why is not None:
+                warnings.warn(f"plasticity='zil' at dt = {solver.step:g}: {why}", stacklevel=3)
     recorder = Recorder(field, Record.parse(record), t_end)
     final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
     warn_if_diverged(field, final, solver.step, stacklevel=3)

@@ -3,6 +3,8 @@
 Oracles: pcsim.il's errors step by step, pcsim.zil, and torch autograd on the module.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,35 @@ def test_discretise_scales_each_level_as_the_euler_run_does(dt, tau_x, tau_w):
         expected = mapping.scale(graph.min_distance[users[p]]) * ref
         assert relative_difference(torch.as_tensor(tr.updates[p]), expected) <= 10 * pcsim.tolerance(torch.float64), p
     assert mapping.exact == (dt == tau_x == (tau_w or tau_x))
+
+
+def _mixed(graph, value, other):
+    return {n: value if i % 2 else other for i, n in enumerate(graph.latent)}
+
+
+@pytest.mark.parametrize("case", ["tau_e mixed", "tau_e spread", "tau_x spread", "dt = 2 tau_e"])
+def test_zil_windows_on_settings_with_no_exact_counterpart_say_so(case):
+    """Z-IL's windows follow one schedule for the whole graph: leaky errors in some layers only (1000x off BP on
+    this MLP), per-population time constants, or dt != tau_e gave updates far from BP's without a word."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    settings = {"tau_e mixed": dict(tau_e=_mixed(graph, 1.0, 0.0)), "tau_e spread": dict(tau_e=_mixed(graph, 1.0, 2.0)),
+                "tau_x spread": dict(tau_x=_mixed(graph, 1.0, 2.0)), "dt = 2 tau_e": dict(tau_e=0.5)}[case]
+    options = {"tau_x": 1.0, **settings}
+    with pytest.warns(UserWarning, match=r"plasticity='zil' at dt = 1: .*(differs between populations|no exact)"):
+        tr = pcsim.simulate(graph, inputs, target, backend="torch", dt=1.0, t_end=40.0, plasticity="zil", record=[],
+                            **options)
+    ref = autograd_gradients(module, inputs, target)
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), r) for n, r in ref.items()) > 0.1
+
+
+@pytest.mark.parametrize("tau_e", [0.0, 1.0, {"net.0": 1.0, "net.1": 1.0, "net.2": 1.0, "net.3": 1.0, "net.4": 1.0}])
+def test_zil_windows_on_exact_settings_are_quiet(tau_e):
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr = pcsim.simulate(graph, inputs, target, backend="torch", dt=1.0, tau_x=1.0, tau_e=tau_e, t_end=40.0,
+                            plasticity="zil", record=[])
+    ref = autograd_gradients(module, inputs, target)
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), r) for n, r in ref.items()) <= 10 * TOL
