@@ -53,6 +53,20 @@ def output_file(path: str, flag: str) -> Path:
     return out
 
 
+def figure_file(path: str, flag: str, *, also: tuple[str, ...] = ()) -> Path:
+    """An output file that matplotlib writes (or one of `also`'s suffixes), its format read from its suffix and
+    checked before the work: a format matplotlib lacks failed only after the run it was to draw."""
+    from matplotlib.figure import Figure
+
+    out = output_file(path, flag)
+    formats = sorted({*Figure().canvas.get_supported_filetypes(), *(s.lstrip(".") for s in also)})
+    if out.suffix.lstrip(".").lower() not in formats:
+        given = f"'{out.suffix}' is not a format pcsim can write" if out.suffix else "it has none"
+        raise ValueError(f"{flag} {path}: the format is read from the file's suffix, and {given}; use one of "
+                         f"{', '.join('.' + f for f in formats)}")
+    return out
+
+
 def output_folder(path: str, flag: str) -> Path:
     """An output folder's path, checked before the work that fills it (training may take hours): not a file,
     and its nearest existing folder is a writable folder."""

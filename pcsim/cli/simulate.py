@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pcsim.backends.brian2 import TARGETS
-from pcsim.cli.options import add_model_flags, build_spec, in_model_file, output_file, writing
+from pcsim.cli.options import add_model_flags, build_spec, figure_file, in_model_file, output_file, writing
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.numerics import DTYPES
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.target and args.backend != "brian2":
         raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
-    out, plot = output_file(args.out, "--out"), args.plot and output_file(args.plot, "--plot")
+    out, plot = output_file(args.out, "--out"), args.plot and figure_file(args.plot, "--plot")
     spec, module, inputs, target, loss = build_spec(args, dtype=DTYPES[args.dtype])
     with in_model_file(spec):
         graph = pcsim.trace(module, *inputs, fused=args.fused)
