@@ -163,3 +163,11 @@ def test_a_plot_format_matplotlib_lacks_is_refused_before_the_run(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and f"--plot {tmp_path / plot}: the format is read from the file's suffix" in err, err
     assert ".png" in err and ".svg" in err and ".dot" not in err and not (tmp_path / "run.npz").exists()
+
+
+def test_snapshots_beside_every_step_is_refused(tmp_path, capsys):
+    # before: --snapshots 5 was ignored and every step recorded, exit 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "mlp", "--every-step", "--snapshots", "5", "--out", str(tmp_path / "run.npz")])
+    assert exit_.value.code == 2
+    assert "argument --snapshots: not allowed with argument --every-step" in capsys.readouterr().err
