@@ -219,6 +219,9 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             x, y = data.x_train[idx], data.y_train[idx]
             target = _targets(run, y)
             mine = slice(rank, None, world)
+            # the batch's loss at the parameters its gradients are taken at, as a torch loop logs it (scored
+            # after the step, the train loss was that of parameters already fitted to the batch: lower)
+            loss, correct = _score(run, x, y)
             if len(idx[mine]):
                 before = snapshot(run.module)  # tracing, the rule and the check each may move the buffers
                 grads = _gradients(run, x[mine], target[mine], graphs)
@@ -236,7 +239,6 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             for name, p in run.module.named_parameters():
                 p.grad = grads[name] / len(idx)  # the mean loss over the batch
             run.optimiser.step()
-            loss, correct = _score(run, x, y)
             run.running["loss"] += loss
             run.running["correct"] += correct
             run.running["seen"] += len(idx)
