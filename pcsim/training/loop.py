@@ -27,7 +27,7 @@ from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.state import advance, buffers_kept, evaluating, restore, snapshot
+from pcsim.training.state import advance, buffers_kept, check_output_fits, evaluating, restore, snapshot
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -156,6 +156,7 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
     elif loss not in ("mse", "ce"):
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     module = module.to(dtype)
+    check_output_fits(module, data, loss, config.model)
     params = list(module.parameters())
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
