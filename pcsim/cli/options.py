@@ -40,6 +40,15 @@ def in_model_file(spec):
         raise PcsimError(f"{spec.path}: {e}") from None
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0 (check's --threads 0 stopped in torch, 'set_num_threads expects a positive
+    integer', printed as the model's failure)."""
+    value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def output_file(path: str, flag: str) -> Path:
     """An output file's path, checked before the work that fills it (a simulation may take minutes): not a folder,
     and its nearest existing folder is a writable folder. Writing it may still fail: see `writing`."""
