@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -79,6 +80,14 @@ class ModelSpec:
 
     def build_model(self, seed: int = 0, **dims) -> tuple[nn.Module, tuple[torch.Tensor, ...], object]:
         """Call the file's build() and check its result; inputs always come back as a tuple."""
+        try:  # a build() without the dims asked for (training fits a model to its data) is the file's signature,
+            inspect.signature(self.build).bind(seed=seed, **dims)  # not an error raised inside it
+        except TypeError as e:
+            call = ", ".join(f"{k}={v!r}" for k, v in {"seed": seed, **dims}.items())
+            raise ModelFileError(f"{self.path}: build() cannot be called as build({call}): {e}; give it these "
+                                 "arguments (or **dims)") from None
+        except ValueError:  # no signature to read (a builtin): let the call say
+            pass
         try:
             result = self.build(seed=seed, **dims)
         except Exception as e:  # a user's bug: say which file, keep the original error chained

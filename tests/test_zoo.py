@@ -131,3 +131,13 @@ def test_a_model_file_that_fails_is_reported_at_the_users_line(tmp_path):
     bad_import.write_text("import torch\nimport no_such_package_here\n")
     with pytest.raises(ModelFileError, match=re.escape(f'File "{bad_import}", line 2, in <module>')):
         load_model_file(str(bad_import))
+
+
+def test_a_build_without_the_dims_training_passes_says_which_call_it_cannot_take(tmp_path):
+    # before: "build() raised TypeError: build() got an unexpected keyword argument 'input_shape'", as if the
+    # file's code had failed
+    path = _write_model(tmp_path, "fixed_size", TINY.format(width=3))
+    with pytest.raises(ModelFileError, match=re.escape(
+            f"{path}: build() cannot be called as build(seed=0, input_shape=(1, 8, 8), n_classes=10): got an "
+            "unexpected keyword argument 'input_shape'; give it these arguments (or **dims)")):
+        load_model_file(str(path)).build_model(seed=0, input_shape=(1, 8, 8), n_classes=10)

@@ -8,12 +8,11 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from pcsim.check import RULES, check
-from pcsim.cli.options import add_model_flags, build_spec, in_model_file
+from pcsim.cli.options import add_model_flags, build_spec, in_model_file, output_file, positive_int, writing
 from pcsim.numerics import DTYPES
 from pcsim.zoo import LOSSES
 
@@ -31,7 +30,7 @@ def add_parser(commands) -> None:
                      help="every zoo model at full size: Z-IL, both Fa-Z-IL modes and unlevelled Z-IL (Table 1)")
     chk.add_argument("--table", metavar="OUT.md", default=None, help="with --all: also write the table here")
     chk.add_argument("--models", metavar="A,B", default=None, help="with --all: only these zoo models")
-    chk.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    chk.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _finite_or_none(value):
@@ -72,7 +71,10 @@ def _run_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
         raise ValueError("check --all takes no MODEL (use --models A,B to pick zoo models)")
     if args.fused:
         raise ValueError("check --all runs the zoo's traced graphs as they are; --fused goes with one MODEL")
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    models = None if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+    if models == []:  # an empty selection checked nothing and said every rule was within tolerance
+        raise ValueError(f"--models {args.models!r} names no model; give zoo names, e.g. --models mlp,cnn")
+    table = args.table and output_file(args.table, "--table")  # before the run, not after it
     start = time.perf_counter()
     rows = zoo_table(models, dtype=dtype, progress=lambda line: print(line, file=sys.stderr, flush=True))
     wall = time.perf_counter() - start
@@ -81,7 +83,9 @@ def _run_all(args: argparse.Namespace, dtype: torch.dtype) -> int:
                        + ([f"--threads {args.threads}"] if args.threads else []))
     text = markdown(rows, dtype, wall_seconds=wall, command=command)
     print(text, end="")
-    if args.table:
-        Path(args.table).write_text(text)
+    if table:
+        with writing(table, "--table"):
+            table.parent.mkdir(parents=True, exist_ok=True)
+            table.write_text(text)
         print(f"wrote {args.table}", file=sys.stderr)
     return 0 if all(r.passed for r in rows) else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pcsim.cli.options import add_model_flags, in_model_file, output_file, writing
+from pcsim.cli.options import add_model_flags, figure_file, in_model_file, writing
 from pcsim.zoo import load_model_file
 
 
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pcsim.capture import trace
     from pcsim.graph.layout import layout, to_dot
 
+    out = args.out and figure_file(args.out, "--out", also=(".dot",))
     spec = load_model_file(args.model)
     module, inputs, _ = spec.build_model(seed=args.seed)
     with in_model_file(spec):
@@ -38,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lay = layout(graph)
     title = f"{spec.name}{' (levelled)' if args.level else ''}"
-    out = output_file(args.out, "--out")
     with writing(out, "--out"):
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".dot":
+        if out.suffix.lower() == ".dot":
             out.write_text(to_dot(lay, title=title))
         else:
             from pcsim.plots.graph import plot_graph

@@ -40,6 +40,15 @@ def in_model_file(spec):
         raise PcsimError(f"{spec.path}: {e}") from None
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0 (check's --threads 0 stopped in torch, 'set_num_threads expects a positive
+    integer', printed as the model's failure)."""
+    value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def output_file(path: str, flag: str) -> Path:
     """An output file's path, checked before the work that fills it (a simulation may take minutes): not a folder,
     and its nearest existing folder is a writable folder. Writing it may still fail: see `writing`."""
@@ -50,6 +59,20 @@ def output_file(path: str, flag: str) -> Path:
     if not nearest.is_dir() or not os.access(nearest, os.W_OK):
         what = "read-only" if nearest.is_dir() else "a file"
         raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
+    return out
+
+
+def figure_file(path: str, flag: str, *, also: tuple[str, ...] = ()) -> Path:
+    """An output file that matplotlib writes (or one of `also`'s suffixes), its format read from its suffix and
+    checked before the work: a format matplotlib lacks failed only after the run it was to draw."""
+    from matplotlib.figure import Figure
+
+    out = output_file(path, flag)
+    formats = sorted({*Figure().canvas.get_supported_filetypes(), *(s.lstrip(".") for s in also)})
+    if out.suffix.lstrip(".").lower() not in formats:
+        given = f"'{out.suffix}' is not a format pcsim can write" if out.suffix else "it has none"
+        raise ValueError(f"{flag} {path}: the format is read from the file's suffix, and {given}; use one of "
+                         f"{', '.join('.' + f for f in formats)}")
     return out
 
 

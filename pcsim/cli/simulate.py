@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pcsim.backends.brian2 import TARGETS
-from pcsim.cli.options import add_model_flags, build_spec, in_model_file, output_file, writing
+from pcsim.cli.options import add_model_flags, build_spec, figure_file, in_model_file, output_file, writing
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.numerics import DTYPES
@@ -37,10 +37,11 @@ def add_parser(commands) -> None:
                      help="with --plasticity zil, run the graph as traced (default: levelled, as pcsim.zil does)")
     sim.add_argument("--loss", choices=LOSSES, default=None, help="the loss (default: the model file's LOSS)")
     sim.add_argument("--dtype", choices=list(DTYPES), default="float64", help="precision (default: float64)")
-    sim.add_argument("--every-step", action="store_true",
-                     help="record every population at every step (default: at --snapshots evenly spaced times)")
-    sim.add_argument("--snapshots", type=int, default=SNAPSHOTS,
-                     help=f"how many evenly spaced times to record (default {SNAPSHOTS})")
+    when = sim.add_mutually_exclusive_group()  # --snapshots beside --every-step was ignored silently
+    when.add_argument("--every-step", action="store_true",
+                      help="record every population at every step (default: at --snapshots evenly spaced times)")
+    when.add_argument("--snapshots", type=int, default=SNAPSHOTS,
+                      help=f"how many evenly spaced times to record (default {SNAPSHOTS})")
     sim.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the trajectory")
     sim.add_argument("--plot", default=None, metavar="FILE.png", help="also draw every population over time")
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.target and args.backend != "brian2":
         raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
-    out, plot = output_file(args.out, "--out"), args.plot and output_file(args.plot, "--plot")
+    out, plot = output_file(args.out, "--out"), args.plot and figure_file(args.plot, "--plot")
     spec, module, inputs, target, loss = build_spec(args, dtype=DTYPES[args.dtype])
     with in_model_file(spec):
         graph = pcsim.trace(module, *inputs, fused=args.fused)

@@ -116,6 +116,8 @@ def _run(args: argparse.Namespace, say) -> int:
     config = TrainConfig(fused_recurrent=args.fused, **{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                                                         if f.name != "fused_recurrent"})
     config.validate()  # the flags themselves, resuming or not
+    if args.checkpoint_every and not (args.out or args.resume):  # was ignored: no folder to write them to
+        raise ValueError(f"--checkpoint-every {args.checkpoint_every} writes checkpoints into --out DIR; give one")
     if args.out:
         output_folder(args.out, "--out")
     if args.resume:

@@ -53,6 +53,10 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         why = first_line(e, type(e).__name__)
+        if "Weights only load failed" in str(e):
+            # torch's first line advises weights_only=False, which would run the file's code: give its reason
+            reason = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].strip()
+            why = f"not tensors and plain data, the only kind pcsim loads; torch: {reason or 'unpickling failed'}"
         raise CheckpointError(f"{path} is not a readable pcsim checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a pcsim checkpoint (format {FORMAT} expected)")

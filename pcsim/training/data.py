@@ -167,10 +167,15 @@ def cifar10_folder(folder: Path) -> Dataset:
                 # the official batches are pickles of dicts of numpy arrays and lists; read them with a
                 # restricted unpickler so that a foreign file cannot run code
                 batch = _SafeUnpickler(f, encoding="bytes").load()
-            return np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+            images, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
         except (OSError, KeyError, pickle.UnpicklingError, EOFError, TypeError) as e:
             raise DataError(f"{path} is not a CIFAR-10 python batch (a pickled dict with b'data' and "
                             f"b'labels'): {e}") from None
+        # a batch of another width stopped in NumPy's concatenate, no file named
+        if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or labels.shape != (len(images),):
+            raise DataError(f"{path}: b'data' has shape {images.shape} and b'labels' {labels.shape}; a CIFAR-10 "
+                            "batch holds (N, 3072) bytes, one 32x32 RGB image a row, and N labels")
+        return images, labels
     train = [folder / f"data_batch_{i}" for i in range(1, 6)]
     missing = [p.name for p in train + [folder / "test_batch"] if not p.exists()]
     if missing:

@@ -27,7 +27,7 @@ from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.state import advance, buffers_kept, evaluating, restore, snapshot
+from pcsim.training.state import advance, buffers_kept, check_output_fits, evaluating, restore, snapshot
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -156,6 +156,7 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
     elif loss not in ("mse", "ce"):
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     module = module.to(dtype)
+    check_output_fits(module, data, loss, config.model)
     params = list(module.parameters())
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
@@ -219,6 +220,9 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             x, y = data.x_train[idx], data.y_train[idx]
             target = _targets(run, y)
             mine = slice(rank, None, world)
+            # the batch's loss at the parameters its gradients are taken at, as a torch loop logs it (scored
+            # after the step, the train loss was that of parameters already fitted to the batch: lower)
+            loss, correct = _score(run, x, y)
             if len(idx[mine]):
                 before = snapshot(run.module)  # tracing, the rule and the check each may move the buffers
                 grads = _gradients(run, x[mine], target[mine], graphs)
@@ -236,7 +240,6 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             for name, p in run.module.named_parameters():
                 p.grad = grads[name] / len(idx)  # the mean loss over the batch
             run.optimiser.step()
-            loss, correct = _score(run, x, y)
             run.running["loss"] += loss
             run.running["correct"] += correct
             run.running["seen"] += len(idx)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import torch
 
 from pcsim.check import DropoutAsIdentity
+from pcsim.errors import first_line
+from pcsim.graph.provenance import exception_user_line
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -61,3 +63,24 @@ def evaluating(module: torch.nn.Module):
     finally:
         for m, mode in modes.items():
             m.train(mode)
+
+
+def check_output_fits(module: torch.nn.Module, data, loss: str, label: str) -> None:
+    """The module gives one score per class of the data set, shape (batch, classes), as both losses read it
+    against the labels: checked on two samples before training, where a reconstruction (an autoencoder on
+    digits) stopped the first step with torch's 'The size of tensor a (64) must match the size of tensor b
+    (10)', blamed on the model. Buffers and the RNG are left as they were (dropout as the identity)."""
+    x = data.x_train[:2]
+    try:
+        with torch.no_grad(), buffers_kept(module), DropoutAsIdentity():
+            out = module(x)
+    except Exception as e:  # noqa: BLE001 - the model's own error on the data: said with the data's shape
+        line = exception_user_line(e)
+        raise ValueError(f"{label} cannot run on {data.name}'s samples of shape {data.input_shape}"
+                         f"{f' (at {line.short})' if line else ''}: {type(e).__name__}: {first_line(e)}") from e
+    want = (len(x), data.n_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want or not out.is_floating_point():
+        got = (f"shape {tuple(out.shape)} ({out.dtype})".replace("torch.", "") if isinstance(out, torch.Tensor)
+               else f"a {type(out).__name__}")
+        raise ValueError(f"{label} gives {got} for {len(x)} samples of {data.name}; training with loss '{loss}' "
+                         f"needs one score per class, a floating tensor of shape {want} ({data.n_classes} classes)")

@@ -72,3 +72,19 @@ def test_zoo_row_at_reduced_size_and_markdown():
 def test_check_all_usage_errors(capsys, argv, fragment):
     code, out, err = run(argv, capsys)
     assert code == 2 and out == "" and fragment in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    # before: checked no model and said "Every levelled rule is within the tolerance on every model", exit 0
+    (["--models", ","], "--models ',' names no model"),
+    # before: torch's "set_num_threads expects a positive integer", printed as the model's failure
+    (["--models", "mlp", "--threads", "0"], "argument --threads: must be > 0, got 0"),
+    # before: the whole table ran, then pathlib's IsADirectoryError, printed as the model's failure
+    (["--models", "mlp", "--table", "{tmp}"], "--table {tmp} is a folder: name a file in it"),
+])
+def test_check_all_refuses_what_it_cannot_do_before_the_run(tmp_path, capsys, monkeypatch, flags, message):
+    import pcsim.table
+
+    monkeypatch.setattr(pcsim.table, "zoo_table", lambda *a, **k: pytest.fail("the table should not run"))
+    code, _, err = run(["check", "--all", *(f.format(tmp=tmp_path) for f in flags)], capsys)
+    assert code == 2 and message.format(tmp=tmp_path) in err, err

@@ -45,3 +45,15 @@ def test_graph_out_under_a_file_names_the_flag(tmp_path, capsys):
     (tmp_path / "taken").write_text("")
     code, _, err = run(["graph", "mlp", "--out", tmp_path / "taken" / "g.dot"], capsys)
     assert code == 2 and "cannot write --out" in err and "model failed" not in err, err
+
+
+@pytest.mark.parametrize("name", ["g.xyz", "g"])
+def test_graph_out_in_a_format_it_cannot_write_is_refused_before_the_trace(tmp_path, capsys, monkeypatch, name):
+    # before: traced, then matplotlib's "Format 'xyz' is not supported" (without .dot, which graph writes too);
+    # a name without a suffix was written as a PNG
+    import pcsim.capture
+
+    monkeypatch.setattr(pcsim.capture, "trace", lambda *a, **k: pytest.fail("the trace should not start"))
+    code, _, err = run(["graph", "mlp", "--out", tmp_path / name], capsys)
+    assert code == 2 and "the format is read from the file's suffix" in err and ".dot" in err and ".png" in err, err
+    assert not (tmp_path / name).exists()

@@ -153,3 +153,21 @@ def test_a_write_that_fails_names_the_file_not_the_model(tmp_path, capsys, monke
     code = main(["simulate", "mlp", "--method", "euler", "--dt", "0.5", "--t-end", "1", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write --out {out}: Permission denied" in err and "model failed" not in err, err
+
+
+@pytest.mark.parametrize("plot", ["p.xyz", "p"])
+def test_a_plot_format_matplotlib_lacks_is_refused_before_the_run(tmp_path, capsys, monkeypatch, plot):
+    # before: the whole run, the .npz written, then matplotlib's "Format 'xyz' is not supported"
+    monkeypatch.setattr(pcsim, "simulate", lambda *a, **k: pytest.fail("the run should not start"))
+    code = main(["simulate", "mlp", "--out", str(tmp_path / "run.npz"), "--plot", str(tmp_path / plot)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--plot {tmp_path / plot}: the format is read from the file's suffix" in err, err
+    assert ".png" in err and ".svg" in err and ".dot" not in err and not (tmp_path / "run.npz").exists()
+
+
+def test_snapshots_beside_every_step_is_refused(tmp_path, capsys):
+    # before: --snapshots 5 was ignored and every step recorded, exit 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "mlp", "--every-step", "--snapshots", "5", "--out", str(tmp_path / "run.npz")])
+    assert exit_.value.code == 2
+    assert "argument --snapshots: not allowed with argument --every-step" in capsys.readouterr().err

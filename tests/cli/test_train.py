@@ -97,3 +97,10 @@ def test_ctrl_c_ends_with_the_resume_line_and_resuming_ends_as_the_uninterrupted
     assert main(["train", *RUN, "--resume", str(stopped)]) == 0
     a, b = _weights(straight), _weights(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_every_without_out_is_refused(capsys):
+    # before: no checkpoint was written anywhere, silently, and the run trained to the end
+    assert main(["train", *RUN, "--epochs", "1", "--checkpoint-every", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "--checkpoint-every 2 writes checkpoints into --out DIR" in captured.err and "epoch" not in captured.out

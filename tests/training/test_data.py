@@ -81,3 +81,17 @@ def test_a_sample_that_is_not_finite_is_refused_by_split_and_index(bad):
     with pytest.raises(DataError, match=rf"data set mine: test sample 4 holds {bad} \(at \(4, 1\)\); inputs must be"):
         Dataset("mine", x, y, poisoned, y, 2)
     assert Dataset("mine", torch.arange(6)[:, None], y, torch.arange(6)[:, None], y, 2).n_classes == 2  # token ids
+
+
+@pytest.mark.parametrize("width, labels", [(100, 2), (3072, 3)])
+def test_a_cifar_batch_of_another_shape_is_refused_naming_the_file(tmp_path, width, labels):
+    # before: NumPy's 'all the input array dimensions except for the concatenation axis must match exactly', or a
+    # label count off by one caught later, with no file named
+    for i in range(1, 6):
+        data = np.zeros((2, width if i == 3 else 3072), dtype=np.uint8)
+        (tmp_path / f"data_batch_{i}").write_bytes(pickle.dumps({b"data": data, b"labels": [0] * (labels if i == 3
+                                                                                                  else 2)}))
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}))
+    with pytest.raises(DataError, match=rf"data_batch_3: b'data' has shape \(2, {width}\) and b'labels' "
+                                        rf"\({labels},\); a CIFAR-10 batch holds \(N, 3072\) bytes"):
+        load_dataset(str(tmp_path))

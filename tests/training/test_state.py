@@ -69,3 +69,31 @@ def test_buffers_and_test_loss_follow_a_plain_torch_loop(rule, check_every):
             assert rel <= tolerance(torch.float64), (name, rel)
     assert abs(history[-1]["test_loss"] - test_loss) <= tolerance(torch.float64) * test_loss
     assert run.module.training and run.module.drop.training  # the module's own mode, restored
+
+
+class _Pair(torch.nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+@pytest.mark.parametrize("module, message", [
+    # before: the first step stopped in the loss with torch's 'The size of tensor a (4) must match the size of
+    # tensor b (3) at non-singleton dimension 1', which the CLI blamed on the model
+    (torch.nn.Linear(4, 4), r"gives shape \(2, 4\) \(float64\) for 2 samples of mine; training with loss 'mse' "
+                            r"needs one score per class, a floating tensor of shape \(2, 3\) \(3 classes\)"),
+    (_Pair(), r"gives a tuple for 2 samples of mine"),
+    (torch.nn.Linear(5, 3), r"cannot run on mine's samples of shape \(4,\): RuntimeError: mat1 and mat2"),
+])
+def test_a_module_that_does_not_score_the_classes_is_refused_before_training(module, message):
+    x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match=message):
+        build_run(TrainConfig(model="mine", dtype="float64"), Dataset("mine", x, y, x, y, 3), module=module)
+
+
+def test_the_check_before_training_leaves_buffers_and_rng_as_they_were():
+    x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Dropout(0.5))
+    state = torch.get_rng_state()
+    build_run(TrainConfig(model="mine", dtype="float64"), Dataset("mine", x, y, x, y, 3), module=module)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(module[1].running_mean, torch.zeros(3)) and int(module[1].num_batches_tracked) == 0
