@@ -122,6 +122,27 @@ def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
     return True, custom
 
 
+_SETATTR = nn.Module.__setattr__  # torch's own, as `_APPLY`
+_SCALARS = (int, float, bool)
+
+
+@contextlib.contextmanager
+def changed_attributes(changed: dict) -> Iterator[None]:
+    """Record into `changed`, by (module, name), the first change of each Python number or flag attribute of a
+    module meanwhile, as (old, new): a step counter (`self.calls += 1`). torch.export restores them after its one
+    run of forward(), and the graph holds what that run computed, with the values it read then."""
+    def record(self, name, value):
+        old = self.__dict__.get(name)
+        if type(old) in _SCALARS and type(value) in _SCALARS and old != value and not name.startswith("_"):
+            changed.setdefault((self, name), (old, value))
+        _SETATTR(self, name, value)
+    nn.Module.__setattr__ = record
+    try:
+        yield
+    finally:
+        nn.Module.__setattr__ = _SETATTR
+
+
 def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     """Run `module` on `inputs`, checking each custom Function's backward against its forward's derivative;
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
