@@ -8,6 +8,8 @@ and its backward is compared with autograd through its forward, at cotangents of
 linear in it, a clip is not); one that differs is refused at the user's line. A backward that differs only on
 other inputs than the examples cannot be seen so.
 A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
+Python attributes forward() changes (a step counter) are recorded while exporting, for a warning: torch.export
+restores them after its one run.
 """
 
 from __future__ import annotations
