@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
-from pcsim.capture.functions import refuse_custom_backwards, seen_functions
+from pcsim.capture.functions import changed_attributes, refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, first_line
@@ -73,15 +73,26 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", message="The tensor attributes? .* assigned during export")
             warnings.filterwarnings("ignore", category=FutureWarning)
             functions: list[type] = []  # the custom autograd.Functions forward() applies
-            with seen_functions(functions), inference_mode_as_grad_mode():
+            changed: dict = {}  # Python attributes forward() changes (a step counter)
+            with seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed):
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
             mark_stop_gradients(program)
             with _dispatcher_read_once():
-                return program.run_decompositions(decomposition_table(fused).copy())
+                program = program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
         raise _export_error(name, inputs, e) from None
+    if changed:
+        paths = {id(m): path for path, m in module.named_modules()}
+        (owner, attr), (old, new) = next(iter(changed.items()))
+        where = ".".join(p for p in ("self", paths.get(id(owner), "?"), attr) if p)
+        more = " (and more)" if len(changed) > 1 else ""
+        warnings.warn(f"{name}: forward() changes {where} ({old!r} -> {new!r}){more}, which torch.export restores "
+                      "after its one run: the graph computes as that run did, at every rule call, where later calls "
+                      f"of the module read {where} changed again (a step counter); if that changes what forward() "
+                      "computes, the graph holds for that one call only", stacklevel=4)
+    return program
 
 
 # torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)

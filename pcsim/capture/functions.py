@@ -8,6 +8,8 @@ and its backward is compared with autograd through its forward, at cotangents of
 linear in it, a clip is not); one that differs is refused at the user's line. A backward that differs only on
 other inputs than the examples cannot be seen so.
 A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
+Python attributes forward() changes (a step counter) are recorded while exporting, for a warning: torch.export
+restores them after its one run.
 """
 
 from __future__ import annotations
@@ -122,6 +124,27 @@ def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
             if w.shape != g.shape or relative_difference(g, w) > limit:
                 return False, custom
     return True, custom
+
+
+_SETATTR = nn.Module.__setattr__  # torch's own, as `_APPLY`
+_SCALARS = (int, float, bool)
+
+
+@contextlib.contextmanager
+def changed_attributes(changed: dict) -> Iterator[None]:
+    """Record into `changed`, by (module, name), the first change of each Python number or flag attribute of a
+    module meanwhile, as (old, new): a step counter (`self.calls += 1`). torch.export restores them after its one
+    run of forward(), and the graph holds what that run computed, with the values it read then."""
+    def record(self, name, value):
+        old = self.__dict__.get(name)
+        if type(old) in _SCALARS and type(value) in _SCALARS and old != value and not name.startswith("_"):
+            changed.setdefault((self, name), (old, value))
+        _SETATTR(self, name, value)
+    nn.Module.__setattr__ = record
+    try:
+        yield
+    finally:
+        nn.Module.__setattr__ = _SETATTR
 
 
 def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:

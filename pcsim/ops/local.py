@@ -111,10 +111,11 @@ class Autograd:
 
     def _results(self, grads: Sequence[torch.Tensor | None], n_parents: int
                  ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
-        # a sparse term (`nn.Embedding(sparse=True)`) dense, as every rule adds and scales its terms in place
+        # a sparse term (`nn.Embedding(sparse=True)`) dense, as every rule adds and scales its terms in place; so is
+        # a parent's, where the embedding's weight is a population (renormalised by max_norm, from the token ids)
         param_cots = {n: g.to_dense() if g.is_sparse else g
                       for n, g in zip(self._param_names, grads[n_parents:], strict=False) if g is not None}
-        it = iter(grads[:n_parents])
+        it = iter(g.to_dense() if g is not None and g.is_sparse else g for g in grads[:n_parents])
         return [next(it) if t and n_parents else None for t in self._tracked], param_cots
 
     def pullback(self, cotangent: torch.Tensor, hebbian: bool = True, feedback: bool = True, retain: bool = False

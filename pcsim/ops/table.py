@@ -116,6 +116,9 @@ ENTRIES: tuple[OpEntry, ...] = (
     OpEntry("conv_transpose2d", "parametric", locality=_CONV),
     OpEntry("embedding", "parametric", locality="post error scattered to the active token's row",
             brian2="embedding"),
+    # the kernel torch's decomposition of embedding_bag picks for a weight it sees without gradient (nn.EmbeddingBag's
+    # max_norm renormalises it detached first): no derivative; `_embedding_bag` computes the same, with one
+    OpEntry("_embedding_bag_forward_only", "parametric", replace=aten._embedding_bag.default),
     OpEntry("_native_batch_norm_legit_no_training", "normalisation", replace=batch_norm_eval, locality=_NORM,
             brian2="circuit"),
     *_entries("normalisation", ["_native_batch_norm_legit", "_native_batch_norm_legit_functional",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pcsim
+from pcsim.numerics import relative_difference
 from tests.graph.helpers import DT, Net, assert_grads_match, module_grads, random_targets, seeded, trace_and_compare
 from tests.graph.test_provenance import DataDependent
 
@@ -474,3 +475,31 @@ def test_inputs_of_another_dtype_than_the_module_get_the_conversion_named():
         pcsim.trace(net.double(), torch.randn(2, 4, dtype=torch.float32))
     g = pcsim.trace(_CastsItsInput().float(), torch.randn(2, 4, dtype=torch.float64))  # it converts: no error
     assert g.params["lin.weight"].dtype == torch.float32
+
+
+class _Counter(nn.Module):
+    """Keeps Python state between calls: a step counter that scales the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.calls = nn.Linear(4, 3), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x) * self.calls
+
+
+def test_a_python_attribute_forward_changes_is_named_in_a_warning():
+    """torch.export runs forward() once and restores its attributes: the graph computes as that first call, while
+    the module's second call computed another function (zil 0.58 relative off autograd then) with no word. The
+    oracle is autograd on the module's first call (equal) and its second (not)."""
+    with seeded(0):
+        net, x, y = _Counter().to(DT), _x(5, 4), _x(5, 3, seed=1)
+    with pytest.warns(UserWarning, match=r"_Counter: forward\(\) changes self.calls \(0 -> 1\), which torch.export "
+                                         r"restores after its one run"):
+        g = pcsim.trace(net, x)
+    assert net.calls == 0
+    first, second = module_grads(net, (x,), (y,)), module_grads(net, (x,), (y,))
+    got = pcsim.zil(g, (x,), y)
+    assert_grads_match(got, first)
+    assert relative_difference(got["lin.weight"], second["lin.weight"]) > 0.1
