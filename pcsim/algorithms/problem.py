@@ -281,6 +281,7 @@ def refuse_changed(graph: Graph) -> None:
                              "(a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), "
                              "and the graph still reads the old one; trace again (load_state_dict without "
                              "assign=True copies into the traced tensors)")
+    _refuse_replaced_constants(graph, module)
     for path, ref, was in graph.traced_modes:
         m = ref()
         if m is not None and m.training != was:
@@ -293,6 +294,26 @@ def refuse_changed(graph: Graph) -> None:
             now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
             raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
                              "the trace's choice (a frozen parameter is a constant there); trace again")
+
+
+def _refuse_replaced_constants(graph: Graph, module) -> None:
+    """A buffer the graph reads, assigned anew since the trace, or a buffer or frozen parameter a constant was
+    folded from then, holding other values now: the graph would compute with the old ones."""
+    for name, ref, version, then in graph.folded_sources if module is not None else ():
+        path, _, attr = name.rpartition(".")
+        try:
+            owner = module.get_submodule(path)
+        except AttributeError:
+            owner = None
+        now = None if owner is None else owner._buffers.get(attr, owner._parameters.get(attr))
+        if now is ref() and (then is None or now._version == version):
+            continue  # the very tensor, read through a view, or not written since
+        if now is None or then is None or now.shape != then.shape or not torch.equal(now, then):
+            what = "frozen parameter" if owner is not None and attr in owner._parameters else "buffer"
+            how = ("was assigned anew since the trace (the graph reads the old tensor)" if then is None else
+                   "holds other values than when traced (the graph holds constants computed from it then: "
+                   "nothing that varies with the input is folded at the trace)")
+            raise InputError(f"{what} '{name}' {how}; trace again")
 
 
 def _refuse_retyped(graph: Graph, params: Mapping[str, torch.Tensor]) -> None:

@@ -167,7 +167,7 @@ class Builder:
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
                      frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad),
                      traced_params={n: (tuple(p.shape), p.dtype) for n, p in self.params.items()},
-                     **traced_from(self.module))
+                     **traced_from(self.module, self.program, self.kind))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running

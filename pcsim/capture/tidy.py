@@ -10,8 +10,9 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.export.graph_signature import InputKind
 
-from pcsim.graph.ir import ParentArg, Vertex
+from pcsim.graph.ir import ConstArg, ParentArg, Vertex
 from pcsim.graph.level import fresh_name
 from pcsim.ops.table import identity
 
@@ -72,10 +73,37 @@ def not_an_output(i: int, kind: Any) -> str:
     return f"output #{i} {what}"
 
 
-def traced_from(module: nn.Module) -> dict[str, Any]:
+def traced_from(module: nn.Module, program: torch.export.ExportedProgram, kind: dict) -> dict[str, Any]:
     """The Graph fields that tie it to the module it was traced from, by weak references (`refuse_changed`): the
-    module itself, whose parameters must stay the graph's, and the normalisations whose statistics follow the
-    mode (batch ones in train mode, running ones in eval), with their mode now."""
+    module itself, whose parameters must stay the graph's, the normalisations whose statistics follow the
+    mode (batch ones in train mode, running ones in eval), with their mode now, and `folded_sources`."""
     modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
                   if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
-    return {"traced_module": weakref.ref(module), "traced_modes": modes}
+    return {"traced_module": weakref.ref(module), "traced_modes": modes,
+            "folded_sources": folded_sources(module, program, kind)}
+
+
+def folded_sources(module: nn.Module, program: torch.export.ExportedProgram, kind: dict
+                   ) -> tuple[tuple[str, weakref.ref, int, torch.Tensor | None], ...]:
+    """The buffers the graph reads, and the buffers and frozen parameters constants were folded from at the trace
+    (`self.scale.exp()`, a table computed from `inv_freq`), as (name, weak reference, version, copy of the value
+    then, for a fold's source). The graph reads a buffer through a view, so changes made in place are seen, but
+    not one assigned anew; a folded constant keeps the trace's value. `refuse_changed` refuses either."""
+    specs = dict(zip((n for n in program.graph.nodes if n.op == "placeholder"), program.graph_signature.input_specs,
+                     strict=True))
+    named = {**dict(module.named_buffers(remove_duplicate=False)), **dict(module.named_parameters())}
+    read = {n: named[s.target] for n, s in specs.items() if s.kind == InputKind.BUFFER and s.target in named
+            and any(u in kind for u in n.users)}  # by a live call: a train-mode BatchNorm's statistics are not
+    stack = [n for n in program.graph.nodes if n.op == "call_function" and isinstance(kind.get(n), ConstArg)]
+    seen, folded = set(stack), set()
+    while stack:  # each node once: every ancestor of a folded constant is one too
+        n = stack.pop()
+        if n in specs and specs[n].target in named:
+            folded.add(n)
+        for a in n.all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                stack.append(a)
+    sources = {specs[n].target: (named[specs[n].target], n in folded) for n in {*read, *folded}}
+    return tuple((name, weakref.ref(t), t._version, t.detach().clone() if fold else None)
+                 for name, (t, fold) in sorted(sources.items()))

@@ -177,6 +177,9 @@ class Graph:
     # trace (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a replaced layer) is not the tensor in
     # `params`, which the rules would differentiate instead
     traced_module: Any = field(default=None, compare=False, repr=False)
+    # the buffers and frozen parameters constants were folded from at the trace: (name, weak reference, version,
+    # value then), see `capture.tidy.folded_sources`
+    folded_sources: tuple[tuple[str, Any, int, torch.Tensor], ...] = field(default=(), compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -186,7 +189,7 @@ class Graph:
     def __getstate__(self) -> dict:
         # A copy (pickle, deepcopy) holds copies of the parameters: no longer the module's graph, it drops the weak
         # references to the module (which pickle cannot store; they would refuse every copied parameter).
-        return {**self.__dict__, "traced_modes": (), "traced_module": None}
+        return {**self.__dict__, "traced_modes": (), "traced_module": None, "folded_sources": ()}
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so
