@@ -456,3 +456,16 @@ def test_a_buffer_assigned_anew_or_a_folded_constants_source_changed_since_the_t
     net.s = torch.randn(3, dtype=torch.float64)
     with pytest.raises(pcsim.InputError, match=r"buffer 's' was assigned anew since the trace.*trace again"):
         rule(g, (x,), y)
+
+
+def test_targets_for_some_outputs_only_are_refused_naming_the_outputs_as_returned():
+    """A dict of targets lacking a key was refused naming the outputs' vertices alone ('a__output', a carrier's
+    name the user never wrote); the outputs are now named as the module returns them too."""
+    torch.manual_seed(0)
+    module = _KeyedHeads().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    g = pcsim.trace(module, x)
+    for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil):
+        with pytest.raises(pcsim.InputError, match=r"2 output\(s\) out\['z'\] \(vertex '.*'\), out\['a'\] \(vertex "
+                                                   r"'.*'\), got 1 target\(s\): give one for every output"):
+            rule(g, (x,), {"a": y})
