@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import logging
+import sys
 import threading
 import warnings
 from collections.abc import Iterable
@@ -77,7 +78,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             with _dispatcher_read_once():
                 return program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
-        raise _export_error(name, inputs, e) from None
+        raise _export_error(name, inputs, e, module) from None
 
 
 # torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)
@@ -112,7 +113,8 @@ def _torch_logs_quiet():
         logging.disable(previous)
 
 
-def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
+def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, module: nn.Module | None = None
+                  ) -> TraceError:
     line = exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
@@ -125,6 +127,14 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
         text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
                  "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
                  "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
+    elif isinstance(e, RecursionError) and module is not None:
+        # torch.export follows each module call with about eight Python frames of its own: a model that runs fine
+        # nested some 120 modules deep (an nn.Sequential wrapped in another, over and over) exceeds the default
+        # limit here, and the inputs' shapes are not the matter
+        nesting = max((path.count(".") + 1 for path, _ in module.named_modules() if path), default=0)
+        text += (f"\ntorch.export follows every nested module call with several Python frames, and this module's "
+                 f"calls nest {nesting} deep: raise Python's limit (sys.setrecursionlimit, now "
+                 f"{sys.getrecursionlimit()}) or nest the modules less (an nn.Sequential of the layers themselves)")
     elif isinstance(e, RuntimeError | ValueError | IndexError | TypeError | AssertionError):
         text += f"\n(the model was run on example inputs of shape {shapes}: do they fit its forward()?)"
     return TraceError(text) if not isinstance(e, InputError) else e
