@@ -269,19 +269,18 @@ def refuse_changed(graph: Graph) -> None:
     parameter assigned anew (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a replaced layer): the
     graph still reads the old tensor."""
     module = graph.traced_module() if graph.traced_module is not None else None
+    owners: dict[str, torch.nn.Module | None] = {}
     for name, p in graph.params.items() if module is not None else ():
         path, _, attr = name.rpartition(".")
-        try:  # where named_parameters() finds it
-            now = module.get_submodule(path)._parameters.get(attr)
-        except AttributeError:
-            now = None
+        owner = _owner(module, path, owners)  # where named_parameters() finds it
+        now = None if owner is None else owner._parameters.get(attr)
         if now is not p:
             how = "removed" if now is None else "assigned anew"
             raise InputError(f"parameter '{name}' is not the tensor the module was traced with: it was {how} since "
                              "(a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), "
                              "and the graph still reads the old one; trace again (load_state_dict without "
                              "assign=True copies into the traced tensors)")
-    _refuse_replaced_constants(graph, module)
+    _refuse_replaced_constants(graph, module, owners)
     for path, ref, was in graph.traced_modes:
         m = ref()
         if m is not None and m.training != was:
@@ -308,15 +307,22 @@ def _where_returned(graph: Graph) -> str:
                                                                                         strict=True))
 
 
-def _refuse_replaced_constants(graph: Graph, module) -> None:
+def _owner(module: torch.nn.Module, path: str, seen: dict[str, torch.nn.Module | None]) -> torch.nn.Module | None:
+    """The submodule at dotted `path`, or None; through `_modules` and `seen` (every rule call looks up each
+    parameter's owner: `get_submodule` cost 2 us a parameter)."""
+    if path not in seen:
+        head, _, last = path.rpartition(".")
+        parent = _owner(module, head, seen) if path else None
+        seen[path] = module if not path else None if parent is None else parent._modules.get(last)
+    return seen[path]
+
+
+def _refuse_replaced_constants(graph: Graph, module, owners: dict[str, torch.nn.Module | None]) -> None:
     """A buffer the graph reads, assigned anew since the trace, or a buffer or frozen parameter a constant was
     folded from then, holding other values now: the graph would compute with the old ones."""
     for name, ref, version, then in graph.folded_sources if module is not None else ():
         path, _, attr = name.rpartition(".")
-        try:
-            owner = module.get_submodule(path)
-        except AttributeError:
-            owner = None
+        owner = _owner(module, path, owners)
         now = None if owner is None else owner._buffers.get(attr, owner._parameters.get(attr))
         if now is ref() and (then is None or now._version == version):
             continue  # the very tensor, read through a view, or not written since
