@@ -55,10 +55,17 @@ class Gates:
 
     def __init__(self, reachable):
         self.state = dict.fromkeys(reachable, WAITING)
+        self.waiting = len(self.state)
         self.moved: set[str] = set()
+        self._seen: dict[str, tuple[torch.Tensor, bool]] = {}  # vertex -> (its displacement, whether non-zero)
 
     def begin(self, neg_disp) -> None:
-        self.moved = {n for n, d in neg_disp.items() if bool((d != 0).any())}
+        # a displacement the last step left as it was (the held vertices') is not looked at again: once per step,
+        # that made the run's reductions grow with depth squared
+        seen = {n: d_nz if (d_nz := self._seen.get(n)) is not None and d_nz[0] is d else (d, bool((d != 0).any()))
+                for n, d in neg_disp.items()}
+        self._seen = seen
+        self.moved = {n for n, (_, nonzero) in seen.items() if nonzero}
 
     def skip(self, name: str) -> bool:
         # After its gate fired or locked a vertex holds: on the levelled graph no later update reads it (its
@@ -79,14 +86,16 @@ class Gates:
             return False
         if any(p in self.moved for p in latent_parents):
             self.state[name] = LOCKED
+            self.waiting -= 1
             return False
         if bool((delta != 0).any()):
             self.state[name] = FIRED
+            self.waiting -= 1
             return True
         return False
 
     def done(self) -> bool:
-        return all(s != WAITING for s in self.state.values())
+        return self.waiting == 0
 
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:

@@ -168,8 +168,8 @@ class Problem:
             raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them "
                              f"(one per output), got {type(loss).__name__}")
         if targets and len(targets) != len(graph.outputs):
-            raise InputError(f"the graph has {len(graph.outputs)} output(s) {list(graph.outputs)}, "
-                             f"got {len(targets)} target(s)")
+            raise InputError(f"the graph has {len(graph.outputs)} output(s) {_where_returned(graph)}, got "
+                             f"{len(targets)} target(s): give one for every output")
         if len(losses) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s), got {len(losses)} losses")
         lmap = {name: get_loss(lo) for name, lo in zip(graph.outputs, losses, strict=True)}
@@ -290,6 +290,18 @@ def refuse_changed(graph: Graph) -> None:
             now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
             raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
                              "the trace's choice (a frozen parameter is a constant there); trace again")
+
+
+def _where_returned(graph: Graph) -> str:
+    """The outputs as the module returns them (`out['h'] (vertex 'fc1__output')`): the vertex names alone (a
+    carrier's `__output`) say little to someone who wrote a dict of targets."""
+    spec = graph.output_spec
+    if spec is None or spec.num_leaves != len(graph.outputs):
+        return str(list(graph.outputs))
+    paths = [pytree.keystr(p) for p, _ in pytree.tree_flatten_with_path(pytree.tree_unflatten(
+        [0] * spec.num_leaves, spec))[0]]
+    return ", ".join(f"out{p} (vertex '{n}')" if p else f"vertex '{n}'" for p, n in zip(paths, graph.outputs,
+                                                                                        strict=True))
 
 
 def _refuse_retyped(graph: Graph, params: Mapping[str, torch.Tensor]) -> None:

@@ -52,8 +52,15 @@ class Schedule:
         """The step at which vertex `name` updates (README: `.schedule.on(graph).step(vertex)`)."""
         return self.steps[name]
 
+    @cached_property
+    def _due(self) -> dict[int, frozenset[str]]:
+        by_step: dict[int, set[str]] = {}
+        for n, s in self.steps.items():
+            by_step.setdefault(s, set()).add(n)
+        return {s: frozenset(names) for s, names in by_step.items()}
+
     def due(self, t: int) -> frozenset[str]:
-        return frozenset(n for n, s in self.steps.items() if s == t)
+        return self._due.get(t, frozenset())
 
     @property
     def last(self) -> int:

@@ -17,6 +17,7 @@ import functools
 import io
 import logging
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterable
@@ -82,7 +83,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             with _dispatcher_read_once():
                 program = program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
-        raise _export_error(name, inputs, e) from None
+        raise _export_error(name, inputs, e, module) from None
     if changed:
         paths = {id(m): path for path, m in module.named_modules()}
         (owner, attr), (old, new) = next(iter(changed.items()))
@@ -137,8 +138,10 @@ def _packs_sequences(e: Exception) -> bool:
     return False
 
 
-def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
-    line = exception_user_line(e)
+def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, module: nn.Module | None = None
+                  ) -> TraceError:
+    # a RecursionError stops wherever the stack ran out (copy.py, torch), not at a line of the user's
+    line = None if isinstance(e, RecursionError) else exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
@@ -162,6 +165,14 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception) -> Tr
         text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
                  "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
                  "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
+    elif isinstance(e, RecursionError) and module is not None:
+        # torch.export follows each module call with about eight Python frames of its own: a model that runs fine
+        # nested some 120 modules deep (an nn.Sequential wrapped in another, over and over) exceeds the default
+        # limit here, and the inputs' shapes are not the matter
+        nesting = max((path.count(".") + 1 for path, _ in module.named_modules() if path), default=0)
+        text += (f"\ntorch.export follows every nested module call with several Python frames, and this module's "
+                 f"calls nest {nesting} deep: raise Python's limit (sys.setrecursionlimit, now "
+                 f"{sys.getrecursionlimit()}) or nest the modules less (an nn.Sequential of the layers themselves)")
     elif isinstance(e, RuntimeError | ValueError | IndexError | TypeError | AssertionError):
         text += f"\n(the model was run on example inputs of shape {shapes}: do they fit its forward()?)"
     return TraceError(text) if not isinstance(e, InputError) else e

@@ -415,3 +415,57 @@ def test_a_copied_graph_is_its_own_and_pickles_with_normalisations():
             got = rule(copied, (x,), y)
             for n, w in want.items():
                 assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+
+
+class _Scaled(nn.Module):
+    """Reads buffer `s` itself and a constant folded from buffer `t` at the trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.register_buffer("s", torch.randn(3))
+        self.register_buffer("t", torch.randn(3))
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x) * self.s) + self.t.exp()
+
+
+@pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
+def test_a_buffer_assigned_anew_or_a_folded_constants_source_changed_since_the_trace_is_refused(rule):
+    """A constant folded from a buffer (`t.exp()`) keeps the trace's value, and a buffer read directly is read
+    through a view of the traced tensor. Changing `t` in place (load_state_dict of other values) left every rule
+    0.64 relative off autograd on the module, silently; assigning `s` anew too. Changes the graph follows (`s`
+    in place, `t` rewritten with its own values) still run, and exact rules equal autograd there."""
+    torch.manual_seed(0)
+    net = _Scaled().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    with torch.no_grad():
+        net.s.mul_(2)
+        net.t.copy_(net.t.clone())
+    got = rule(g, (x,), y)
+    if rule in (pcsim.zil, pcsim.fa_zil, pcsim.bp):
+        for n, w in autograd_gradients(net, (x,), y, "mse").items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict({**state, "t": state["t"] + 1})
+    with pytest.raises(pcsim.InputError, match=r"buffer 't' changed since the trace.*trace again"):
+        rule(g, (x,), y)
+    net.load_state_dict(state)
+    rule(g, (x,), y)  # its values again: runs
+    net.s = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(pcsim.InputError, match=r"buffer 's' was replaced by another tensor since the trace.*trace again"):
+        rule(g, (x,), y)
+
+
+def test_targets_for_some_outputs_only_are_refused_naming_the_outputs_as_returned():
+    """A dict of targets lacking a key was refused naming the outputs' vertices alone ('a__output', a carrier's
+    name the user never wrote); the outputs are now named as the module returns them too."""
+    torch.manual_seed(0)
+    module = _KeyedHeads().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    g = pcsim.trace(module, x)
+    for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil):
+        with pytest.raises(pcsim.InputError, match=r"2 output\(s\) out\['z'\] \(vertex '.*'\), out\['a'\] \(vertex "
+                                                   r"'.*'\), got 1 target\(s\): give one for every output"):
+            rule(g, (x,), {"a": y})

@@ -6,6 +6,8 @@ and the rules of the public contract (DESIGN.md section 3) for names and errors.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -503,3 +505,28 @@ def test_a_python_attribute_forward_changes_is_named_in_a_warning():
     got = pcsim.zil(g, (x,), y)
     assert_grads_match(got, first)
     assert relative_difference(got["lin.weight"], second["lin.weight"]) > 0.1
+
+
+def test_a_module_nested_too_deep_for_torch_export_is_told_so_not_asked_about_its_inputs():
+    """nn.Sequential(nn.Sequential(..., nn.Tanh()), nn.Tanh()) 150 levels deep runs in torch, but torch.export
+    takes about eight Python frames per nested call: the RecursionError was reported with 'do they fit its
+    forward()?' about the inputs' shapes. Under a raised limit the same module traces, exact under Z-IL."""
+    torch.manual_seed(0)
+    net = nn.Linear(3, 3)
+    for _ in range(150):
+        net = nn.Sequential(net, nn.Tanh())
+    net = net.to(DT)
+    x, y = _x(2, 3), _x(2, 3, seed=1)
+    assert net(x).shape == (2, 3)  # torch runs it
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        with pytest.raises(pcsim.TraceError, match=r"RecursionError.*\ntorch.export follows every nested module "
+                                                   r"call with several Python frames, and this module's calls "
+                                                   r"nest 150 deep: raise Python's limit \(sys.setrecursionlimit"):
+            pcsim.trace(net, x)
+        sys.setrecursionlimit(10_000)
+        got = pcsim.zil(pcsim.trace(net, x), (x,), y)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert_grads_match(got, module_grads(net, (x,), (y,)))
