@@ -31,9 +31,9 @@ import torch.fx as fx
 from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
+from pcsim.capture import tidy
 from pcsim.capture.names import VertexNamer, module_path
 from pcsim.capture.sources import traced_sources
-from pcsim.capture.tidy import not_an_output, reaching, sink_outputs, traced_from, unchanged, without_dropout
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
@@ -153,23 +153,17 @@ class Builder:
             elif n.op == "call_function" and n in live:
                 self._call(n)
         outputs = self._rename(self._outputs(out_node))
-        self.vertices = reaching(self.vertices, outputs)
-        outputs = sink_outputs(self.vertices, outputs)
+        self.vertices = tidy.reaching(self.vertices, outputs)
+        outputs = tidy.sink_outputs(self.vertices, outputs)
         if self.value_sizes:
             warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
                           "as in the example (trace again otherwise)", stacklevel=3)
-        if self.dropouts:
-            more = f" (and {len(self.dropouts) - 1} more)" if len(self.dropouts) > 1 else ""
-            warnings.warn(f"{self.dropouts[0]}{more}: pcsim runs dropout as the identity, as in eval mode, so that "
-                          "its rules and autograd see one deterministic function (module.eval() or "
-                          "training=False silences this)", stacklevel=3)
+        tidy.warn_dropouts(self.dropouts)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
-                     frozen=frozenset(n for n, p in self.params.items() if not p.requires_grad),
-                     traced_params={n: (tuple(p.shape), p.dtype) for n, p in self.params.items()},
                      sources=traced_sources(self.module, self.program, self.kind, self.values),
-                     **traced_from(self.module))
+                     **tidy.traced_from(self.module))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
@@ -234,7 +228,7 @@ class Builder:
         if op_name(n.target) in DROPOUTS and len(n.args) > 2 and n.args[1] and n.args[2]:  # (input, p, train)
             inside = f" in module '{module_path(n)}'" if module_path(n) else ""
             self.dropouts.append(where(n, f"p = {n.args[1]:g} in train mode{inside}", frame=False))
-        if spec.passthrough and unchanged(n, value, self.values):
+        if spec.passthrough and tidy.unchanged(n, value, self.values):
             self.kind[n] = self.kind[n.args[0]]
             return
         fn = spec.replace or spec.call or n.target
@@ -248,7 +242,7 @@ class Builder:
                 self.zeros.constant(n)
             return
         parents: list[str] = []
-        args, kwargs = self._template(without_dropout(n), parents), self._template(dict(n.kwargs), parents)
+        args, kwargs = self._template(tidy.without_dropout(n), parents), self._template(dict(n.kwargs), parents)
         if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point and self._moves(args, kwargs, parents):
             self.kind[n] = _Folded(n)
             return
@@ -387,7 +381,7 @@ class Builder:
                 self._vertex(node, identity, [k], {}, [], value)
                 k = self.kind[node]
             if not isinstance(k, str) or k not in self.latent:
-                raise TraceError(not_an_output(i, k))
+                raise TraceError(tidy.not_an_output(i, k))
             names.append(k)
         return names
 

@@ -4,6 +4,7 @@ output's loss where the output also feeds other vertices."""
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,10 @@ def not_an_output(i: int, kind: Any) -> str:
 
 
 def traced_from(module: nn.Module) -> dict[str, Any]:
-    """The Graph fields that tie it to the module it was traced from, by weak references (`refuse_changed`): the
+    """The Graph fields that tie it to the module it was traced from (`refuse_changed`): by weak references, the
     module tree and each parameter's owner, whose parameters must stay the graph's, and the normalisations whose
-    statistics follow the mode (batch ones in train mode, running ones in eval), with their mode now."""
+    statistics follow the mode (batch ones in train mode, running ones in eval), with their mode now; the
+    parameters frozen, and each one's shape and dtype."""
     modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
                   if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
     # checked at every rule call, so kept as direct references (a walk by get_submodule cost ~5 us a parameter)
@@ -86,7 +88,19 @@ def traced_from(module: nn.Module) -> dict[str, Any]:
     for name, _ in module.named_parameters():
         path, _, attr = name.rpartition(".")
         owners.append((name, weakref.ref(module.get_submodule(path)), attr))
-    return {"traced_tree": TracedTree(weakref.ref(module), edges, tuple(owners)), "traced_modes": modes}
+    params = dict(module.named_parameters())
+    return {"traced_tree": TracedTree(weakref.ref(module), edges, tuple(owners)), "traced_modes": modes,
+            "frozen": frozenset(n for n, p in params.items() if not p.requires_grad),
+            "traced_params": {n: (tuple(p.shape), p.dtype) for n, p in params.items()}}
+
+
+def warn_dropouts(dropouts: list[str]) -> None:
+    """Say once that the dropouts captured (described in `dropouts`) run as the identity."""
+    if dropouts:
+        more = f" (and {len(dropouts) - 1} more)" if len(dropouts) > 1 else ""
+        warnings.warn(f"{dropouts[0]}{more}: pcsim runs dropout as the identity, as in eval mode, so that its rules "
+                      "and autograd see one deterministic function (module.eval() or training=False silences this)",
+                      stacklevel=4)
 
 
 @dataclass(frozen=True)
