@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -21,6 +22,7 @@ from pcsim.algorithms import il, zil
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
+from pcsim.dynamics.divergence import DivergenceWarning
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.il_ops import local_op
@@ -144,6 +146,8 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     Returns (levels, offsets, matrix[level, offset]); the k = 0 column is Z-IL (rounding only).
     A parameter counts for level d when every vertex reading it is at level d (a layer applied to two
     inputs at one depth moves as a whole); one shared across levels is left out (its update mixes steps).
+    NaN marks what is not measured: a level with no parameter of its own, or a step d + k before the run.
+    inf marks an update that overflowed (or NaN'd) or one where BP's is zero; a DivergenceWarning says which.
     """
     g = graph.level()
     offsets = list(offsets)
@@ -152,6 +156,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     level_of = {p: {g.min_distance.get(u) for u in users} for p, users in g.users.items()}
     on_time = Schedule.of(g)
     out = np.full((len(levels), len(offsets)), np.nan)
+    infinite: dict[tuple[int, int], str] = {}
     for i, d in enumerate(levels):
         at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
         params = [p for p, at in level_of.items() if at == {d}]
@@ -162,8 +167,25 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
                 continue
             got = zil(g, inputs, target, loss, schedule=on_time.shifted(dict.fromkeys(at_level, k)))
             ref = torch.cat([bp[p].reshape(-1) for p in params])
-            out[i, j] = relative_difference(torch.cat([got[p].reshape(-1) for p in params]), ref)
+            update = torch.cat([got[p].reshape(-1) for p in params])
+            out[i, j] = relative_difference(update, ref)
+            if out[i, j] == np.inf:
+                infinite[(d, k)] = "BP's update is zero" if not bool(ref.any()) else f"overflowed {update.dtype}"
+    _explain_infinite(infinite)
     return levels, offsets, out
+
+
+def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
+    """A table of inf with no word reads as a fault of the tool: say which cells and why."""
+    if not infinite:
+        return
+    cells = ", ".join(f"level {d} at offset {k} ({why})" for (d, k), why in infinite.items())
+    warnings.warn(
+        f"timing_sensitivity: {len(infinite)} cell(s) are inf: {cells}. An update taken late reads Z-IL's state "
+        f"after the level's step, where inference at gamma = 1 is unstable and grows about geometrically with "
+        f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where BP's "
+        f"update is zero, any other update is infinitely far from it in relative terms.",
+        DivergenceWarning, stacklevel=3)
 
 
 @records_autograd

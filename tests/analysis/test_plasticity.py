@@ -206,3 +206,27 @@ def test_timing_sensitivity_measures_a_parameter_shared_within_one_level():
     assert row[0] <= tolerance(torch.float64), row
     assert row[-1] == 1.0, row  # a step early the error wave has not arrived: no update at all
     assert row[1] > 1e-6, row
+
+
+def test_timing_sensitivity_says_which_cells_are_inf_and_why():
+    # before: a late update overflowed (Z-IL's gamma = 1 state grows with the delay) and the table held inf, no word
+    from pcsim.dynamics import DivergenceWarning
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6), torch.nn.Tanh(),
+                                 torch.nn.Linear(6, 3)).float()  # float32: overflows within two hundred steps
+    x, y = torch.randn(2, 4, dtype=torch.float32), torch.randn(2, 3, dtype=torch.float32)
+    graph = pcsim.trace(module, x)
+    with pytest.warns(DivergenceWarning, match="inf") as record:
+        levels, offsets, matrix = timing_sensitivity(graph, x, y, offsets=[0, 200])
+    assert np.all(matrix[:, 0] <= tolerance(torch.float32)), matrix  # on time: Z-IL, equal to autograd
+    message = str(record[0].message)
+    for i, d in enumerate(levels):
+        named = f"level {d} at offset 200 (overflowed torch.float32)" in message
+        assert named == bool(np.isinf(matrix[i, 1])), (d, matrix, message)
+    assert np.isinf(matrix[:, 1]).any(), matrix
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)  # nothing to explain: no warning
+        timing_sensitivity(graph, x, y, offsets=[0, 1])
