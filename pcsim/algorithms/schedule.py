@@ -8,6 +8,7 @@ The discrete `zil` clock, `discretise` and the continuous-time "zil" gate all re
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -68,6 +69,7 @@ class Schedule:
 
     def shifted(self, offsets: Mapping[str, int]) -> Schedule:
         """This schedule with each named vertex `offsets[v]` steps later (negative: earlier)."""
+        offsets = _whole(offsets, "offset")
         unknown = sorted(set(offsets) - set(self.levels))
         if unknown:
             raise ValueError(f"schedule names vertices not in the graph (or reaching no output): {unknown}")
@@ -80,9 +82,20 @@ class Schedule:
 
     def moved_to(self, steps: Mapping[str, int]) -> Schedule:
         """This schedule with each named vertex due at `steps[v]` instead."""
-        return self.shifted({n: s - self.steps.get(n, s) for n, s in steps.items()})
+        return self.shifted({n: s - self.steps.get(n, s) for n, s in _whole(steps, "step").items()})
 
     def window(self, name: str, t_on: float, width: float) -> tuple[float, float]:
         """[open, close): the window of the vertex's step in time, steps `width` long from t_on."""
         start = t_on + self.steps[name] * width - SLACK * width
         return start, start + width
+
+
+def _whole(steps: Mapping[str, int], what: str) -> dict[str, int]:
+    """Whole numbers of steps: a fraction matches no clock tick, so its vertex would update by zero, silently."""
+    out = {}
+    for n, k in steps.items():
+        try:
+            out[n] = operator.index(k)
+        except TypeError:
+            raise ValueError(f"{what} of vertex {n!r} must be a whole number of steps, got {k!r}") from None
+    return out

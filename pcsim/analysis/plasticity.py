@@ -19,6 +19,7 @@ import torch
 
 from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
+from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
@@ -128,6 +129,11 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
         moved_pre = (update(problem, {n: x + 1.0 if n in pre else x for n, x in values.items()}, errors, v.name)
                      if pre else ref)
         for p in v.params:
+            missing = [u for u in (ref, moved_others, moved_post, moved_pre) if not torch.is_tensor(u.get(p))]
+            if missing:
+                raise ValueError(f"the rule gave no update (a tensor) for parameter {p!r} of vertex {v.name!r}: "
+                                 f"it must return {{parameter: update}} for each of the vertex's parameters "
+                                 f"{list(v.params)}")
             reports.append(LocalityReport(
                 parameter=p, vertex=v.name, pre=tuple(v.parents),
                 local=bool(torch.equal(moved_others[p], ref[p])),
@@ -149,8 +155,10 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     NaN marks what is not measured: a level with no parameter of its own, or a step d + k before the run.
     inf marks an update that overflowed (or NaN'd) or one where BP's is zero; a DivergenceWarning says which.
     """
+    if not isinstance(offsets, Iterable):
+        raise ValueError(f"offsets must be an iterable of whole numbers of steps (range(-1, 3)), got {offsets!r}")
+    offsets = [count(k, "each offset") for k in offsets]  # 0.5 matched no step: a zero update, read as 1.0
     g = graph.level()
-    offsets = list(offsets)
     bp = backprop(g, inputs, target, loss)
     levels = sorted({g.min_distance[v.name] for v in g.vertices if v.params and v.name in g.min_distance})
     level_of = {p: {g.min_distance.get(u) for u in users} for p, users in g.users.items()}
@@ -185,7 +193,7 @@ def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
         f"after the level's step, where inference at gamma = 1 is unstable and grows about geometrically with "
         f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where BP's "
         f"update is zero, any other update is infinitely far from it in relative terms.",
-        DivergenceWarning, stacklevel=3)
+        DivergenceWarning, stacklevel=4)
 
 
 @records_autograd
@@ -206,7 +214,7 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
 def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
                  ) -> dict[str, np.ndarray]:
     """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
-    if steps < 0:
+    if count(steps, "steps") < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     problem = Problem.build(graph, inputs, target, loss)
     relax = Relaxation(problem, gamma)
@@ -218,4 +226,15 @@ def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1
             trace[n].append(float(e))
         if t < steps:
             relax.advance(eps, relax.feedback(eps))
-    return {n: np.array(v) for n, v in trace.items()}
+    out = {n: np.array(v) for n, v in trace.items()}
+    _warn_if_not_finite(out, gamma)
+    return out
+
+
+def _warn_if_not_finite(trace: dict[str, np.ndarray], gamma: float) -> None:
+    """A relaxation past its stable rate overflows; il raises then, a trace shows it but must say so."""
+    first = {n: int(np.argmax(~np.isfinite(e))) for n, e in trace.items() if not np.isfinite(e).all()}
+    if first:
+        where = ", ".join(f"{n} from step {t}" for n, t in sorted(first.items(), key=lambda kv: kv[1]))
+        warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: energies are inf or NaN ({where}); "
+                      f"a smaller gamma keeps the inference stable", DivergenceWarning, stacklevel=4)

@@ -121,3 +121,14 @@ def test_leaky_euler_on_the_2d_plus_1_schedule_is_backprop_and_one_step_late_is_
     reference = autograd_gradients(module, inputs, target)
     worst = max(relative_difference(torch.as_tensor(tr.updates[p]), r) for p, r in reference.items())
     assert worst <= TOL if shift == 0 else worst > BROKEN
+
+
+def test_a_fraction_of_a_step_is_refused(residual):
+    # before: 'b' shifted by 0.5 matched no step, so zil gave its parameters a zero update, silently
+    _, graph, _, _ = residual
+    schedule = Schedule.of(graph)
+    with pytest.raises(ValueError, match=r"offset of vertex 'b' must be a whole number of steps, got 0.5"):
+        schedule.shifted({"b": 0.5})
+    with pytest.raises(ValueError, match=r"step of vertex 'b' must be a whole number of steps, got 3.5"):
+        schedule.moved_to({"b": 3.5})
+    assert schedule.shifted({"b": torch.tensor(1)}).steps["b"] == BY_HAND["b"] + 1  # an integer tensor is whole

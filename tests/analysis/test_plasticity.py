@@ -230,3 +230,56 @@ def test_timing_sensitivity_says_which_cells_are_inf_and_why():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DivergenceWarning)  # nothing to explain: no warning
         timing_sensitivity(graph, x, y, offsets=[0, 1])
+
+
+def test_timing_sensitivity_refuses_offsets_that_are_not_whole_steps():
+    # before: offset 0.5 matched no step, so every level's update was zero and its cell read 1.0, no word
+    graph, inputs, target = _problem()
+    with pytest.raises(ValueError, match="each offset must be an integer, got 0.5"):
+        timing_sensitivity(graph, inputs, target, offsets=[0, 0.5])
+    with pytest.raises(ValueError, match="offsets must be an iterable"):
+        timing_sensitivity(graph, inputs, target, offsets=1)
+
+
+def _literal_energy(module, x, y, gamma, steps):
+    """F = sum 1/2 ||x_i - mu_i||^2 + 1/2 ||out - y||^2 for Linear-Tanh-Linear, descended in x by autograd."""
+    lin1, _, lin2 = module
+    with torch.no_grad():
+        h = [lin1(x)]
+        h.append(torch.tanh(h[0]))
+    h = [v.clone().requires_grad_() for v in h]
+    energies = []
+    for _ in range(steps + 1):
+        f = (0.5 * ((h[0] - lin1(x)) ** 2).sum() + 0.5 * ((h[1] - torch.tanh(h[0])) ** 2).sum()
+             + 0.5 * ((lin2(h[1]) - y) ** 2).sum())
+        energies.append(float(f.detach()))
+        grads = torch.autograd.grad(f, h)
+        h = [(v - gamma * g).detach().requires_grad_() for v, g in zip(h, grads, strict=True)]
+    return np.array(energies)
+
+
+def test_energy_trace_says_when_the_relaxation_diverged():
+    # before: at gamma past the stable rate the trace held inf with no word (il raises there)
+    from pcsim.dynamics import DivergenceWarning
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(3, 4), torch.randn(3, 3)
+    graph = pcsim.trace(module, x)
+    literal = _literal_energy(module, x, y, 5.0, 400)
+    assert not np.isfinite(literal[-1]), literal[-5:]  # the oracle diverges too at gamma = 5
+    with pytest.warns(DivergenceWarning, match="diverged at gamma = 5.0"):
+        trace = energy_trace(graph, x, y, gamma=5.0, steps=400)
+    assert not np.isfinite(sum(trace.values())[-1])
+    stable = energy_trace(graph, x, y, gamma=0.1, steps=20)  # no warning at a stable rate, and the oracle's F
+    np.testing.assert_allclose(sum(stable.values()), _literal_energy(module, x, y, 0.1, 20),
+                               rtol=tolerance(torch.float64))
+    with pytest.raises(ValueError, match="steps must be an integer, got 2.5"):
+        energy_trace(graph, x, y, steps=2.5)
+
+
+def test_a_callable_rule_without_an_update_for_a_parameter_is_named():
+    # before: KeyError 'a.weight' from inside the audit
+    graph, inputs, target = _problem()
+    with pytest.raises(ValueError, match=r"no update \(a tensor\) for parameter '.*weight' of vertex"):
+        locality_audit(graph, inputs, target, rule=lambda problem, values, errors, vertex: {})
