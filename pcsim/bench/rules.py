@@ -200,13 +200,29 @@ def _positive(kind):
     return parse
 
 
+def _device(text: str) -> str:
+    """An argparse type: a device torch has here ('gpu' and a cuda on a CPU-only torch each stopped in the first
+    model's setup, printed as that model's failure)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"must be cpu or cuda, got {text}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this torch sees no CUDA device (torch {torch.__version__})")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options shared by `pcsim bench` and benchmarks/bench_rules.py (each adds its own --out)."""
     ap.add_argument("--models", nargs="*", default=None, help="zoo names (default: all)")
     ap.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES + COMPILED,
                     help="the rules to time; BP always runs, as the baseline (default: all but the compiled)")
     ap.add_argument("--reps", type=_positive(int), default=10, help="timed repetitions per rule (default: 10)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ap.add_argument("--device", type=_device, default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--threads", type=_positive(int), default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--budget-s", type=_positive(float), default=240.0,
                     help="per model and rule: timed seconds before fewer runs (min 3); skip a rule over a third "
@@ -216,7 +232,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fused", action="store_true",
                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
     ap.add_argument("--append", action="store_true", help="add to the JSON table's models instead of starting anew")
-    ap.add_argument("--deadline-s", type=float, default=None,
+    ap.add_argument("--deadline-s", type=_positive(float), default=None,
                     help="start no model after this many seconds of the run (a lent machine's time is counted)")
     ap.add_argument("--keep-going", action="store_true",
                     help="a model that raises is listed under 'Not measured' with its error; the run goes on")

@@ -20,6 +20,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # an empty selection (--models or --rules with nothing after it) measured all models, or BP alone, with exit 0
+    for flag, chosen in (("--models", args.models), ("--rules", args.rules)):
+        if chosen is not None and not chosen:
+            raise ValueError(f"{flag} names nothing; leave it out for the default, or name at least one")
     unknown = sorted(set(args.models or ()) - set(rules.zoo_names()))
     if unknown and not args.keep_going:
         raise ValueError(f"unknown zoo model(s) {', '.join(unknown)}; the zoo has {', '.join(rules.zoo_names())}")

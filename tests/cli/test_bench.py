@@ -64,3 +64,27 @@ def test_bench_refuses_an_out_that_is_a_file_and_a_foreign_table_to_append_to_be
     assert main([*args, "--append", "--out", str(tmp_path / "tables")]) == 2
     captured = capsys.readouterr()
     assert "rules_cpu.json is not a table pcsim bench wrote" in captured.err and "warm-up" not in captured.out
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--device", "gpu"], "--device: 'gpu' is not a torch device"),
+    (["--device", "mps"], "--device: must be cpu or cuda, got mps"),
+    (["--device", "cuda:99"], "--device: cuda:99"),
+    (["--deadline-s", "-5"], "--deadline-s: must be > 0, got -5"),
+])
+def test_bench_refuses_a_device_or_deadline_it_cannot_use_before_measuring(args, expected, tmp_path, capsys):
+    # before: --device gpu and --device cuda (no CUDA) stopped in the first model's setup, printed as 'the model
+    # failed: RuntimeError: Expected one of cpu, cuda, ...'; --deadline-s -5 measured nothing and exited 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--toy", "--models", "mlp", "--rules", "zil", *args, "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--models", "--rules"])
+def test_bench_refuses_an_empty_selection(flag, tmp_path, capsys):
+    # before: '--rules' with nothing after it timed BP alone, '--models' alone measured the whole zoo; exit 0
+    rest = {"--models": ["--rules", "zil"], "--rules": ["--models", "mlp"]}[flag]
+    code = main(["bench", "--toy", *rest, flag, "--reps", "1", "--out", str(tmp_path)])
+    assert code == 2 and f"{flag} names nothing" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
