@@ -188,13 +188,13 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
-def _positive(kind):
-    """An argparse type: a number > 0 (a zero --batch or --threads was taken as 'not given', a zero --reps
-    failed after the warm-up with 'no median for empty data')."""
+def _positive(kind, zero: bool = False):
+    """An argparse type: a number > 0 (>= 0 with `zero`) (a zero --batch or --threads was taken as 'not given',
+    a zero --reps failed after the warm-up with 'no median for empty data')."""
     def parse(text: str):
         value = kind(text)  # argparse reports a ValueError as "invalid <kind> value"
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
         return value
     parse.__name__ = kind.__name__
     return parse
@@ -232,7 +232,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fused", action="store_true",
                     help="trace nn.RNN/LSTM/GRU as one vertex per layer call (rows named 'MODEL, fused layers')")
     ap.add_argument("--append", action="store_true", help="add to the JSON table's models instead of starting anew")
-    ap.add_argument("--deadline-s", type=_positive(float), default=None,
+    ap.add_argument("--deadline-s", type=_positive(float, zero=True), default=None,  # 0: list all as left out
                     help="start no model after this many seconds of the run (a lent machine's time is counted)")
     ap.add_argument("--keep-going", action="store_true",
                     help="a model that raises is listed under 'Not measured' with its error; the run goes on")

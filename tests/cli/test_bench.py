@@ -70,7 +70,8 @@ def test_bench_refuses_an_out_that_is_a_file_and_a_foreign_table_to_append_to_be
     (["--device", "gpu"], "--device: 'gpu' is not a torch device"),
     (["--device", "mps"], "--device: must be cpu or cuda, got mps"),
     (["--device", "cuda:99"], "--device: cuda:99"),
-    (["--deadline-s", "-5"], "--deadline-s: must be > 0, got -5"),
+    (["--deadline-s", "-5"], "--deadline-s: must be >= 0, got -5"),
+    (["--deadline-s", "nan"], "--deadline-s: must be >= 0, got nan"),
 ])
 def test_bench_refuses_a_device_or_deadline_it_cannot_use_before_measuring(args, expected, tmp_path, capsys):
     # before: --device gpu and --device cuda (no CUDA) stopped in the first model's setup, printed as 'the model
