@@ -5,8 +5,9 @@ back through the captured calls' own derivatives. That is backprop's gradient on
 is forward's derivative (a memory-saving Swish); a straight-through estimator, a gradient reversal or a clipped
 gradient would silently get another. So a Function seen while exporting is run once more on the example inputs,
 and its backward is compared with autograd through its forward, at cotangents of three scales (a derivative is
-linear in it, a clip is not); one that differs is refused at the user's line. A backward that differs only on
-other inputs than the examples cannot be seen so.
+linear in it, a clip is not), on the example arguments and on others (scaled, sign-flipped, random at several
+scales); one that differs is refused at the user's line. A backward that differs only on values none of those
+reach is not seen: a sample of points, not a proof.
 A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
 Python attributes forward() changes (a step counter) are recorded while exporting, for a warning: torch.export
 restores them after its one run.
@@ -91,8 +92,9 @@ class _Context:
         return lambda *args, **kwargs: None
 
 
-def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
-    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs)."""
+def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool, object]:
+    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs).
+    With `domain_only`, cotangents' results that are not finite are not compared (arguments outside the domain)."""
     leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
               for a in args]
     tracked = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
@@ -121,8 +123,49 @@ def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
         for w, g in zip(want, got, strict=True):
             w = torch.zeros_like(tracked[0]) if w is None else w
             g = torch.zeros_like(w) if g is None else g
+            if domain_only and not (torch.isfinite(w).all() and torch.isfinite(g).all()):
+                continue  # outside the Function's domain (a log of a negative): nothing to compare there
             if w.shape != g.shape or relative_difference(g, w) > limit:
                 return False, custom
+    return True, custom
+
+
+# The example values scaled and with flipped signs, then random values at several scales: a backward that differs
+# from forward's derivative only away from the examples (a straight-through sign whose window |x| <= 1 no example
+# falls in, an identity backward for a clamp no example reaches) gave every rule forward's derivative once values
+# moved (another batch, the rules' own inference), silently: 1.0 relative off autograd.
+_SCALES = (0.01, 0.3, 3.0, 100.0)
+
+
+def _elsewhere(args: tuple) -> Iterator[tuple]:
+    """The Function's arguments moved: its floating tensors changed, everything else as given."""
+    floating = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    gen = torch.Generator().manual_seed(0)
+
+    def moved(change):
+        out = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]  # a Function may change them
+        for i in floating:
+            out[i] = change(args[i].detach())
+        return tuple(out)
+    for s in _SCALES:
+        yield moved(lambda a, s=s: a * s)
+        yield moved(lambda a, s=s: -a * s)
+        yield moved(lambda a, s=s: s * torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device))
+
+
+def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
+    """(custom backward == autograd through forward at the example arguments and at others; the outputs on the
+    examples). Arguments the Function's own code fails on, other than the examples, are outside its domain."""
+    same, custom = _matches_at(cls, args)
+    if not same:
+        return False, custom
+    for other in _elsewhere(args):
+        try:
+            same_there, _ = _matches_at(cls, other, domain_only=True)
+        except Exception:  # noqa: BLE001, S112 - the Function refuses these values (its domain): not compared
+            continue
+        if not same_there:
+            return False, custom
     return True, custom
 
 
