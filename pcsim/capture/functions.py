@@ -211,6 +211,10 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
                              "gradient): torch.export "
                              "captures forward alone, so pcsim cannot follow that backward. Write it with "
                              "differentiable ops (a straight-through round is x + (x.round() - x).detach())")
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            # applied inside another Function's forward, which that check differentiates: outputs computed from
+            # detached copies would cut the outer Function off from its inputs (it was refused, wrongly)
+            return _APPLY(cls, *args)
         return outputs
     with _applying(check), torch.no_grad():
         module(*inputs)

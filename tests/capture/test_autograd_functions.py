@@ -192,6 +192,41 @@ def test_a_function_whose_backward_is_its_derivative_is_exact_on_another_batch(f
             assert relative_difference(got[name], w) <= pcsim.tolerance(DT), (rule, name)
 
 
+class _Tanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (1 - torch.tanh(x) ** 2)
+
+
+class _TwiceTanh(torch.autograd.Function):
+    """A Function whose forward applies another Function; both backwards are their forwards' derivatives."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 2.0 * _Tanh.apply(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2.0 * grad * (1 - torch.tanh(x) ** 2)
+
+
+def test_a_function_applied_inside_another_functions_forward_is_exact():
+    """The inner Function's outputs, as pcsim's check returned them, were computed from detached copies, so the
+    outer Function's forward had no derivative and it was refused as 'not the derivative of its forward'."""
+    net, x, y = _case(_TwiceTanh)
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
+
 class _TrainingOnly(torch.autograd.Function):
     """Hugging Face Reformer's reversible layers in eval mode: the backward refuses to run."""
 
