@@ -16,6 +16,7 @@ restores them after its one run.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -34,11 +35,31 @@ def _custom(cls: type) -> bool:
     return not cls.__module__.startswith("torch.")
 
 
+def _positional(cls: type, args: tuple, kwargs: dict) -> tuple:
+    """`cls.apply`'s arguments given by keyword, in forward's order (its defaults filled in)."""
+    ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args), else forward(ctx, *args)
+    try:
+        bound = inspect.signature(cls.forward).bind(*(() if ctx_free else (None,)), *args, **kwargs)
+    except TypeError as e:
+        raise TraceError(f"{cls.__qualname__}.apply is given arguments its forward does not take: {e}") from None
+    bound.apply_defaults()
+    if bound.kwargs:
+        raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function applied with the keyword-only "
+                         f"argument(s) {', '.join(bound.kwargs)}: pcsim checks a Function's backward against its "
+                         "forward's derivative on positional arguments; pass them by position")
+    return bound.args if ctx_free else bound.args[1:]
+
+
 @contextlib.contextmanager
 def _applying(hook) -> Iterator[None]:
     """Every `Function.apply` runs through `hook(cls, args)` (which returns the outputs) while inside."""
-    _Function.apply = classmethod(this_thread_only(
-        lambda cls, *args: hook(cls, args) if _custom(cls) else _APPLY(cls, *args), _APPLY))
+    def apply(cls, *args, **kwargs):
+        if not _custom(cls):
+            return _APPLY(cls, *args, **kwargs)
+        if kwargs:  # `apply(x, beta=3.0)`, which torch passes on: the hook takes forward's arguments in order
+            args = _positional(cls, args, kwargs)
+        return hook(cls, args)
+    _Function.apply = classmethod(this_thread_only(apply, _APPLY))
     try:
         yield
     finally:
@@ -98,10 +119,13 @@ def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool
     leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
               for a in args]
     tracked = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    def own():  # each run its own copies: a Function changing its input in place (ctx.mark_dirty) may not
+        # change a leaf, nor the other run's input
+        return [a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in leaves]
     with torch.enable_grad():
-        custom = _APPLY(cls, *leaves)
+        custom = _APPLY(cls, *own())
         ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args) + setup_context(ctx, ...)
-        plain = cls.forward(*leaves) if ctx_free else cls.forward(_Context(), *leaves)
+        plain = cls.forward(*own()) if ctx_free else cls.forward(_Context(), *own())
     outs = [o for o in (custom if isinstance(custom, tuple) else (custom,))]
     plains = [o for o in (plain if isinstance(plain, tuple) else (plain,))]
     pairs = [(o, p) for o, p in zip(outs, plains, strict=False) if isinstance(o, torch.Tensor)
@@ -195,7 +219,7 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
     def check(cls, args):
         try:
-            same, outputs = _forward_derivative_matches(cls, args)
+            same, _ = _forward_derivative_matches(cls, args)
         except Exception as e:  # noqa: BLE001 - the Function's own code failed: said as such, not as a bad input
             # Hugging Face's Reformer: its reversible layers' backward asserts training mode, and its forward
             # cannot be run twice on the same arguments
@@ -211,10 +235,9 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
                              "gradient): torch.export "
                              "captures forward alone, so pcsim cannot follow that backward. Write it with "
                              "differentiable ops (a straight-through round is x + (x.round() - x).detach())")
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-            # applied inside another Function's forward, which that check differentiates: outputs computed from
-            # detached copies would cut the outer Function off from its inputs (it was refused, wrongly)
-            return _APPLY(cls, *args)
-        return outputs
+        # applied again on the arguments themselves: the check's outputs come from detached copies, which would
+        # cut an outer Function, whose forward applies this one, off from its inputs (it was refused, wrongly),
+        # and leave an input the Function changes in place (ctx.mark_dirty) unchanged for the code after it
+        return _APPLY(cls, *args)
     with _applying(check), torch.no_grad():
         module(*inputs)

@@ -227,6 +227,80 @@ def test_a_function_applied_inside_another_functions_forward_is_exact():
         assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
 
 
+class _InPlaceRelu(torch.autograd.Function):
+    """relu changing its input in place, as it says with ctx.mark_dirty."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x.clamp_(min=0.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0)
+
+
+def test_a_function_that_changes_its_input_in_place_is_exact():
+    """The check ran the Function on leaves that require grad, which torch refuses to change in place
+    ('a leaf Variable that requires grad has been used in an in-place operation'): refused as a failed run."""
+    net, x, y = _case(_InPlaceRelu)
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        rep = pcsim.check(net, (x,), y, rule=rule)
+        assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+
+
+class _ScaleBy(torch.autograd.Function):
+    @staticmethod
+    def forward(x, beta=2.0):
+        return x * beta
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.beta = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.beta, None
+
+
+class _SignBy(torch.autograd.Function):
+    """The older form (forward(ctx, ...)), a straight-through sign."""
+
+    @staticmethod
+    def forward(ctx, x, beta=2.0):
+        ctx.beta = beta
+        return torch.sign(x) * beta
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.beta, None
+
+
+class _Keyword(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.a, self.b = fn, nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.fn.apply(self.a(x), beta=3.0)))
+
+
+def test_a_function_applied_with_a_keyword_argument_is_checked():
+    """torch passes `apply(h, beta=3.0)` on to forward; pcsim's stand-in for apply took positional arguments
+    alone and failed ('<lambda>() got an unexpected keyword argument'), blamed on the example inputs."""
+    with seeded(0):
+        net, x, y = _Keyword(_ScaleBy).to(DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 3, dtype=DT)
+    rep = pcsim.check(net, (x,), y, rule="zil")
+    assert rep.passed and rep.max_rel_diff <= pcsim.tolerance(DT), rep.table()
+    with seeded(0):
+        net = _Keyword(_SignBy).to(DT)
+    with pytest.raises(pcsim.TraceError, match=r"_SignBy is a torch.autograd.Function whose backward is not"):
+        pcsim.check(net, (x,), y, rule="zil")
+
+
 class _TrainingOnly(torch.autograd.Function):
     """Hugging Face Reformer's reversible layers in eval mode: the backward refuses to run."""
 
