@@ -5,8 +5,9 @@ back through the captured calls' own derivatives. That is backprop's gradient on
 is forward's derivative (a memory-saving Swish); a straight-through estimator, a gradient reversal or a clipped
 gradient would silently get another. So a Function seen while exporting is run once more on the example inputs,
 and its backward is compared with autograd through its forward, at cotangents of three scales (a derivative is
-linear in it, a clip is not); one that differs is refused at the user's line. A backward that differs only on
-other inputs than the examples cannot be seen so.
+linear in it, a clip is not), on the example arguments and on others (scaled, sign-flipped, random at several
+scales); one that differs is refused at the user's line. A backward that differs only on values none of those
+reach is not seen: a sample of points, not a proof.
 A gradient hook registered in forward (`h.register_hook(fn)`) is refused there too: it runs in backward alone.
 Python attributes forward() changes (a step counter) are recorded while exporting, for a warning: torch.export
 restores them after its one run.
@@ -15,6 +16,7 @@ restores them after its one run.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -33,11 +35,31 @@ def _custom(cls: type) -> bool:
     return not cls.__module__.startswith("torch.")
 
 
+def _positional(cls: type, args: tuple, kwargs: dict) -> tuple:
+    """`cls.apply`'s arguments given by keyword, in forward's order (its defaults filled in)."""
+    ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args), else forward(ctx, *args)
+    try:
+        bound = inspect.signature(cls.forward).bind(*(() if ctx_free else (None,)), *args, **kwargs)
+    except TypeError as e:
+        raise TraceError(f"{cls.__qualname__}.apply is given arguments its forward does not take: {e}") from None
+    bound.apply_defaults()
+    if bound.kwargs:
+        raise TraceError(f"{cls.__qualname__} is a torch.autograd.Function applied with the keyword-only "
+                         f"argument(s) {', '.join(bound.kwargs)}: pcsim checks a Function's backward against its "
+                         "forward's derivative on positional arguments; pass them by position")
+    return bound.args if ctx_free else bound.args[1:]
+
+
 @contextlib.contextmanager
 def _applying(hook) -> Iterator[None]:
     """Every `Function.apply` runs through `hook(cls, args)` (which returns the outputs) while inside."""
-    _Function.apply = classmethod(this_thread_only(
-        lambda cls, *args: hook(cls, args) if _custom(cls) else _APPLY(cls, *args), _APPLY))
+    def apply(cls, *args, **kwargs):
+        if not _custom(cls):
+            return _APPLY(cls, *args, **kwargs)
+        if kwargs:  # `apply(x, beta=3.0)`, which torch passes on: the hook takes forward's arguments in order
+            args = _positional(cls, args, kwargs)
+        return hook(cls, args)
+    _Function.apply = classmethod(this_thread_only(apply, _APPLY))
     try:
         yield
     finally:
@@ -91,15 +113,19 @@ class _Context:
         return lambda *args, **kwargs: None
 
 
-def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
-    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs)."""
+def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool, object]:
+    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs).
+    With `domain_only`, cotangents' results that are not finite are not compared (arguments outside the domain)."""
     leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
               for a in args]
     tracked = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    def own():  # each run its own copies: a Function changing its input in place (ctx.mark_dirty) may not
+        # change a leaf, nor the other run's input
+        return [a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in leaves]
     with torch.enable_grad():
-        custom = _APPLY(cls, *leaves)
+        custom = _APPLY(cls, *own())
         ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args) + setup_context(ctx, ...)
-        plain = cls.forward(*leaves) if ctx_free else cls.forward(_Context(), *leaves)
+        plain = cls.forward(*own()) if ctx_free else cls.forward(_Context(), *own())
     outs = [o for o in (custom if isinstance(custom, tuple) else (custom,))]
     plains = [o for o in (plain if isinstance(plain, tuple) else (plain,))]
     pairs = [(o, p) for o, p in zip(outs, plains, strict=False) if isinstance(o, torch.Tensor)
@@ -121,8 +147,49 @@ def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
         for w, g in zip(want, got, strict=True):
             w = torch.zeros_like(tracked[0]) if w is None else w
             g = torch.zeros_like(w) if g is None else g
+            if domain_only and not (torch.isfinite(w).all() and torch.isfinite(g).all()):
+                continue  # outside the Function's domain (a log of a negative): nothing to compare there
             if w.shape != g.shape or relative_difference(g, w) > limit:
                 return False, custom
+    return True, custom
+
+
+# The example values scaled and with flipped signs, then random values at several scales: a backward that differs
+# from forward's derivative only away from the examples (a straight-through sign whose window |x| <= 1 no example
+# falls in, an identity backward for a clamp no example reaches) gave every rule forward's derivative once values
+# moved (another batch, the rules' own inference), silently: 1.0 relative off autograd.
+_SCALES = (0.01, 0.3, 3.0, 100.0)
+
+
+def _elsewhere(args: tuple) -> Iterator[tuple]:
+    """The Function's arguments moved: its floating tensors changed, everything else as given."""
+    floating = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    gen = torch.Generator().manual_seed(0)
+
+    def moved(change):
+        out = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]  # a Function may change them
+        for i in floating:
+            out[i] = change(args[i].detach())
+        return tuple(out)
+    for s in _SCALES:
+        yield moved(lambda a, s=s: a * s)
+        yield moved(lambda a, s=s: -a * s)
+        yield moved(lambda a, s=s: s * torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device))
+
+
+def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
+    """(custom backward == autograd through forward at the example arguments and at others; the outputs on the
+    examples). Arguments the Function's own code fails on, other than the examples, are outside its domain."""
+    same, custom = _matches_at(cls, args)
+    if not same:
+        return False, custom
+    for other in _elsewhere(args):
+        try:
+            same_there, _ = _matches_at(cls, other, domain_only=True)
+        except Exception:  # noqa: BLE001, S112 - the Function refuses these values (its domain): not compared
+            continue
+        if not same_there:
+            return False, custom
     return True, custom
 
 
@@ -152,7 +219,7 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
     def check(cls, args):
         try:
-            same, outputs = _forward_derivative_matches(cls, args)
+            same, _ = _forward_derivative_matches(cls, args)
         except Exception as e:  # noqa: BLE001 - the Function's own code failed: said as such, not as a bad input
             # Hugging Face's Reformer: its reversible layers' backward asserts training mode, and its forward
             # cannot be run twice on the same arguments
@@ -168,6 +235,9 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
                              "gradient): torch.export "
                              "captures forward alone, so pcsim cannot follow that backward. Write it with "
                              "differentiable ops (a straight-through round is x + (x.round() - x).detach())")
-        return outputs
+        # applied again on the arguments themselves: the check's outputs come from detached copies, which would
+        # cut an outer Function, whose forward applies this one, off from its inputs (it was refused, wrongly),
+        # and leave an input the Function changes in place (ctx.mark_dirty) unchanged for the code after it
+        return _APPLY(cls, *args)
     with _applying(check), torch.no_grad():
         module(*inputs)
