@@ -80,6 +80,8 @@ def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, p
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not 0 < precision < math.inf:  # inf: an infinite output error, reported as a divergence 'at gamma'
         raise ValueError(f"output_precision must be > 0 and finite, got {precision}")
+    if not isinstance(fixed, bool) and fixed not in (0, 1):  # "no" is truthy: it ran the fixed-prediction variant
+        raise ValueError(f"fixed_prediction must be True or False, got {fixed!r}")
     return Relaxation(Problem.build(graph, inputs, target, loss, params), gamma, precision, fixed)
 
 

@@ -200,6 +200,14 @@ def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
 def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
                    precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
     """IL's relative error and angle to BP for every combination asked for (Rosenbaum-style panels)."""
+    settings = {"gammas": gammas, "steps": steps, "precisions": precisions, "fixed_prediction": fixed_prediction}
+    for name, values in settings.items():  # one row per combination: an empty or scalar setting gave no rows
+        if isinstance(values, str) or not isinstance(values, Iterable):
+            raise ValueError(f"{name} must be a sequence of settings (one row per combination), got {values!r}")
+        settings[name] = tuple(values)
+        if not settings[name]:
+            raise ValueError(f"{name} is empty: no combination to run (one row per combination)")
+    gammas, steps, precisions, fixed_prediction = settings.values()
     bp = backprop(graph, inputs, target, loss)
     rows = []
     for fixed, gamma, precision, t in itertools.product(fixed_prediction, gammas, precisions, steps):

@@ -62,6 +62,9 @@ def test_il_validates_its_options():
         pcsim.il(graph, inputs, target, output_precision=float("inf"))
     with pytest.raises(ValueError, match="steps must be an integer, got 2.5"):
         pcsim.il(graph, inputs, target, steps=2.5)
+    # a string is truthy: fixed_prediction="no" ran the fixed-prediction variant
+    with pytest.raises(ValueError, match="fixed_prediction must be True or False, got 'no'"):
+        pcsim.il(graph, inputs, target, fixed_prediction="no")
 
 
 def test_energy_decreases_during_inference():

@@ -49,6 +49,20 @@ def test_il_convergence_rows_match_direct_calls():
     assert abs(float((a - b).norm() / b.norm()) - rows[1]["relative_error"]) < 1e-12
 
 
+def test_il_convergence_refuses_settings_that_give_no_rows_or_wrong_ones():
+    """`gammas=()` returned [] without a word, `steps=5` stopped in itertools ('int' object is not iterable), and
+    `fixed_prediction=("no",)` ran the fixed-prediction variant and labelled its row 'no'. A generator is taken."""
+    graph, inputs, target = _problem()
+    with pytest.raises(ValueError, match="gammas is empty"):
+        il_convergence(graph, inputs, target, gammas=())
+    with pytest.raises(ValueError, match="steps must be a sequence of settings"):
+        il_convergence(graph, inputs, target, steps=5)
+    with pytest.raises(ValueError, match="fixed_prediction must be True or False, got 'no'"):
+        il_convergence(graph, inputs, target, fixed_prediction=("no",))
+    rows = il_convergence(graph, inputs, target, gammas=(g for g in (0.1, 0.2)), steps=(3,), fixed_prediction=(True,))
+    assert [r["gamma"] for r in rows] == [0.1, 0.2]
+
+
 def test_energy_trace_sums_to_the_free_energy_and_falls():
     graph, inputs, target = _problem()
     trace = energy_trace(graph, inputs, target, gamma=0.05, steps=20)
