@@ -35,9 +35,14 @@ def _custom(cls: type) -> bool:
     return not cls.__module__.startswith("torch.")
 
 
+def _ctx_free(cls: type) -> bool:
+    """Whether `cls.forward` takes its arguments alone (with a `setup_context`), not `(ctx, *args)`."""
+    return cls.setup_context is not _Function.setup_context
+
+
 def _positional(cls: type, args: tuple, kwargs: dict) -> tuple:
     """`cls.apply`'s arguments given by keyword, in forward's order (its defaults filled in)."""
-    ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args), else forward(ctx, *args)
+    ctx_free = _ctx_free(cls)
     try:
         bound = inspect.signature(cls.forward).bind(*(() if ctx_free else (None,)), *args, **kwargs)
     except TypeError as e:
@@ -124,8 +129,7 @@ def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool
         return [a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in leaves]
     with torch.enable_grad():
         custom = _APPLY(cls, *own())
-        ctx_free = cls.setup_context is not _Function.setup_context  # forward(*args) + setup_context(ctx, ...)
-        plain = cls.forward(*own()) if ctx_free else cls.forward(_Context(), *own())
+        plain = cls.forward(*own()) if _ctx_free(cls) else cls.forward(_Context(), *own())
     outs = [o for o in (custom if isinstance(custom, tuple) else (custom,))]
     plains = [o for o in (plain if isinstance(plain, tuple) else (plain,))]
     pairs = [(o, p) for o, p in zip(outs, plains, strict=False) if isinstance(o, torch.Tensor)
@@ -207,7 +211,7 @@ def changed_attributes(changed: dict) -> Iterator[None]:
         if type(old) in _SCALARS and type(value) in _SCALARS and old != value and not name.startswith("_"):
             changed.setdefault((self, name), (old, value))
         _SETATTR(self, name, value)
-    nn.Module.__setattr__ = record
+    nn.Module.__setattr__ = this_thread_only(record, _SETATTR)  # another thread's modules are not the trace's
     try:
         yield
     finally:
