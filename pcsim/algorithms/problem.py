@@ -16,7 +16,6 @@ from torch.utils import _pytree as pytree  # the flattening torch.export applies
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
 from pcsim.graph.ir import Graph
-from pcsim.graph.sources import stale
 from pcsim.ops.local import call
 
 
@@ -149,7 +148,9 @@ class Problem:
         if params is None:
             refuse_changed(graph)
         params = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
-        _refuse_retyped(graph, params)
+        why = graph.ties.retyped(params) if graph.ties is not None else None
+        if why:
+            raise InputError(why)
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
             raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
@@ -264,32 +265,10 @@ def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
 
 
 def refuse_changed(graph: Graph) -> None:
-    """The trace took each parameter's `requires_grad` as it found it: a frozen one is a constant of the graph. One
-    (un)frozen since would get an update where autograd gives none, or zero where autograd's gradient is not.
-    Likewise a normalisation put in the other mode since: the graph still normalises as at the trace; a buffer
-    or frozen parameter replaced, or changed where the graph folded a value computed from it; and a
-    parameter assigned anew (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a replaced layer): the
-    graph still reads the old tensor."""
-    why = stale(graph.sources)
+    """A graph whose module changed since the trace no longer computes what the module does (`ModuleTies`)."""
+    why = graph.ties.changed(graph.params) if graph.ties is not None else None
     if why:
         raise InputError(why)
-    why = graph.traced_tree.changed(graph.params) if graph.traced_tree is not None else None
-    if why:
-        raise InputError(f"{why} (a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced "
-                         "layer), and the graph still reads the old tensors; trace again (load_state_dict without "
-                         "assign=True copies into the traced tensors)")
-    for path, ref, was in graph.traced_modes:
-        m = ref()
-        if m is not None and m.training != was:
-            mode = {True: "train", False: "eval"}
-            raise InputError(f"module '{path}' ({type(m).__name__}) is in {mode[m.training]} mode now but was in "
-                             f"{mode[was]} mode when traced: the graph normalises with the "
-                             f"{'batch' if was else 'running'} statistics, as it did then; trace again")
-    for name, p in graph.params.items() if graph.frozen is not None else ():
-        if p.requires_grad == (name in graph.frozen):
-            now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now", "required grad")
-            raise InputError(f"parameter '{name}' {now} but {then} when the module was traced: the graph holds "
-                             "the trace's choice (a frozen parameter is a constant there); trace again")
 
 
 def _where_returned(graph: Graph) -> str:
@@ -302,16 +281,6 @@ def _where_returned(graph: Graph) -> str:
         [0] * spec.num_leaves, spec))[0]]
     return ", ".join(f"out{p} (vertex '{n}')" if p else f"vertex '{n}'" for p, n in zip(paths, graph.outputs,
                                                                                         strict=True))
-
-
-def _refuse_retyped(graph: Graph, params: Mapping[str, torch.Tensor]) -> None:
-    """A parameter of another dtype or shape than at the trace (the module converted by `.float()` since, a layer
-    resized) stopped inside torch ('mat1 and mat2 must have the same dtype'), deep in a vertex's call."""
-    for name, (shape, dtype) in (graph.traced_params or {}).items():
-        p = params.get(name)
-        if p is not None and (tuple(p.shape) != shape or p.dtype != dtype):
-            raise InputError(f"parameter '{name}' is {p.dtype} of shape {tuple(p.shape)}; the graph was traced with "
-                             f"{dtype} of shape {shape} (was the module converted or changed since? trace again)")
 
 
 def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:

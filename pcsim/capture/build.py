@@ -33,7 +33,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture import tidy
 from pcsim.capture.names import VertexNamer, module_path
-from pcsim.capture.sources import traced_sources
+from pcsim.capture.ties import module_ties
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
@@ -162,8 +162,7 @@ class Builder:
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
-                     sources=traced_sources(self.module, self.program, self.kind, self.values),
-                     **tidy.traced_from(self.module))
+                     ties=module_ties(self.module, self.program, self.kind, self.values))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running

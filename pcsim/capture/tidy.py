@@ -5,13 +5,10 @@ output's loss where the output also feeds other vertices."""
 from __future__ import annotations
 
 import warnings
-import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.fx as fx
-from torch import nn
 
 from pcsim.graph.ir import ParentArg, Vertex
 from pcsim.graph.level import fresh_name
@@ -74,26 +71,6 @@ def not_an_output(i: int, kind: Any) -> str:
     return f"output #{i} {what}"
 
 
-def traced_from(module: nn.Module) -> dict[str, Any]:
-    """The Graph fields that tie it to the module it was traced from (`refuse_changed`): by weak references, the
-    module tree and each parameter's owner, whose parameters must stay the graph's, and the normalisations whose
-    statistics follow the mode (batch ones in train mode, running ones in eval), with their mode now; the
-    parameters frozen, and each one's shape and dtype."""
-    modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
-                  if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
-    # checked at every rule call, so kept as direct references (a walk by get_submodule cost ~5 us a parameter)
-    edges = tuple((f"{path}.{attr}" if path else attr, weakref.ref(m), attr, weakref.ref(child))
-                  for path, m in module.named_modules() for attr, child in m._modules.items() if child is not None)
-    owners = []
-    for name, _ in module.named_parameters():
-        path, _, attr = name.rpartition(".")
-        owners.append((name, weakref.ref(module.get_submodule(path)), attr))
-    params = dict(module.named_parameters())
-    return {"traced_tree": TracedTree(weakref.ref(module), edges, tuple(owners)), "traced_modes": modes,
-            "frozen": frozenset(n for n, p in params.items() if not p.requires_grad),
-            "traced_params": {n: (tuple(p.shape), p.dtype) for n, p in params.items()}}
-
-
 def warn_dropouts(dropouts: list[str]) -> None:
     """Say once that the dropouts captured (described in `dropouts`) run as the identity."""
     if dropouts:
@@ -101,30 +78,3 @@ def warn_dropouts(dropouts: list[str]) -> None:
         warnings.warn(f"{dropouts[0]}{more}: pcsim runs dropout as the identity, as in eval mode, so that its rules "
                       "and autograd see one deterministic function (module.eval() or training=False silences this)",
                       stacklevel=4)
-
-
-@dataclass(frozen=True)
-class TracedTree:
-    """The traced module (weakly), its submodule edges (path, parent, attribute, child) top-down, and each
-    parameter's (name, owner, attribute)."""
-
-    module: weakref.ref
-    edges: tuple[tuple[str, weakref.ref, str, weakref.ref], ...]
-    owners: tuple[tuple[str, weakref.ref, str], ...]
-
-    def changed(self, params: dict) -> str | None:
-        """Why a parameter of the graph (`params`, by name) is no longer the module's, or None: a submodule
-        replaced, or a parameter assigned anew or removed since the trace. None where the module is gone."""
-        if self.module() is None:
-            return None
-        for path, parent, attr, child in self.edges:
-            p = parent()
-            if p is None or p._modules.get(attr) is not child():
-                return f"module '{path}' was replaced since the trace"
-        for name, owner, attr in self.owners:
-            o = owner()
-            now = None if o is None else o._parameters.get(attr)
-            if now is not params.get(name, now):
-                how = "removed" if now is None else "assigned anew"
-                return f"parameter '{name}' is not the tensor the module was traced with: it was {how} since"
-        return None

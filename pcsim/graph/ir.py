@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pcsim.errors import GraphError
+from pcsim.graph.ties import ModuleTies
 
 INPUT_OP = "input"
 # Python values a forward() argument may take instead of a tensor (and None): a constant of the program
@@ -164,31 +165,14 @@ class Graph:
     # how forward() nests its outputs (torch's pytree TreeSpec; None: not known): a dict of targets is matched to
     # the outputs by key through it, not by the order the user wrote the keys in
     output_spec: Any = field(default=None, compare=False, repr=False)
-    # the parameters frozen (`requires_grad=False`) at the trace, constants of the graph as backprop has them
-    # (None: not traced, unknown)
-    frozen: frozenset[str] | None = None
-    # each parameter's (shape, dtype) at the trace, which the captured calls were specialised to (None: unknown)
-    traced_params: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None = field(default=None, repr=False)
-    # the modules whose captured program depends on their train/eval mode (normalisations with running
-    # statistics: batch statistics in train mode, the running ones in eval mode), as (path, weakref to the
-    # module, mode at the trace): a mode changed since makes the graph another function than the module
-    traced_modes: tuple[tuple[str, Any, bool], ...] = field(default=(), compare=False, repr=False)
-    # the buffers and frozen parameters read as constants, as at the trace (`pcsim.graph.sources`)
-    sources: tuple = field(default=(), compare=False, repr=False)
-    # the traced module's tree by weak references (`capture.tidy.TracedTree`; None: not traced, or a copy): a
-    # parameter assigned anew since the trace (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a
-    # replaced layer) is not the tensor in `params`, which the rules would differentiate instead
-    traced_tree: Any = field(default=None, compare=False, repr=False)
+    # what ties the graph to the module it was traced from, checked at every rule call (`pcsim.graph.ties`;
+    # None: not traced)
+    ties: ModuleTies | None = field(default=None, compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.validate()
-
-    def __getstate__(self) -> dict:
-        # A copy (pickle, deepcopy) holds copies of the parameters: no longer the module's graph, it drops the weak
-        # references to the module (which pickle cannot store; they would refuse every copied parameter).
-        return {**self.__dict__, "traced_modes": (), "traced_tree": None, "sources": ()}
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so

@@ -1,5 +1,6 @@
-"""Which module tensors (buffers, frozen parameters) a captured program reads as constants, recorded for the
-rules to refuse a graph whose sources changed since the trace (`pcsim.graph.sources`)."""
+"""The ties of a captured graph to its module (`pcsim.graph.ties`), recorded at the trace: the module tree and
+each parameter's owner by weak references, the parameters as traced, the normalisations whose statistics follow
+the mode, and which module tensors (buffers, frozen parameters) the program reads as constants."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 from torch.export.graph_signature import InputKind
 
 from pcsim.graph.ir import ConstArg
-from pcsim.graph.sources import Source, where
+from pcsim.graph.ties import ModuleTies, Source, TracedParam, where
 
 aten = torch.ops.aten
 # calls that read their tensor argument's shape and dtype only: a constant made by them changes with no value
@@ -34,7 +35,7 @@ def _folded_from(graph: fx.Graph, kind: dict) -> set[fx.Node]:
     return {n for n in seen if n.op == "placeholder"}
 
 
-def traced_sources(module: nn.Module, program: torch.export.ExportedProgram, kind: dict,
+def _sources(module: nn.Module, program: torch.export.ExportedProgram, kind: dict,
                    values: dict) -> tuple[Source, ...]:
     """Each buffer and frozen parameter the program reads as a constant, as it is now (at the trace)."""
     folded = _folded_from(program.graph_module.graph, kind)
@@ -55,3 +56,19 @@ def traced_sources(module: nn.Module, program: torch.export.ExportedProgram, kin
         what = "buffer" if spec.kind == InputKind.BUFFER else "frozen parameter"
         sources.append(Source(f"{what} '{spec.target}'", weakref.ref(owner), attr, where(value), copy))
     return tuple(sources)
+
+
+def module_ties(module: nn.Module, program: torch.export.ExportedProgram, kind: dict, values: dict) -> ModuleTies:
+    """The ties of the graph captured from `module` (`program`, with each node's `kind` and example `values`)."""
+    modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
+                  if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
+    # checked at every rule call, so kept as direct references (a walk by get_submodule cost ~5 us a parameter)
+    edges = tuple((f"{path}.{attr}" if path else attr, weakref.ref(m), attr, weakref.ref(child))
+                  for path, m in module.named_modules() for attr, child in m._modules.items() if child is not None)
+    params, owners = [], []
+    for name, p in module.named_parameters():
+        path, _, attr = name.rpartition(".")
+        params.append(TracedParam(name, not p.requires_grad, tuple(p.shape), p.dtype))
+        owners.append((weakref.ref(module.get_submodule(path)), attr))
+    return ModuleTies(tuple(params), weakref.ref(module), edges, tuple(owners), modes,
+                      _sources(module, program, kind, values))

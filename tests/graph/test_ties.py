@@ -1,4 +1,4 @@
-"""A graph reads buffers and frozen parameters as constants (pcsim/graph/sources.py, pcsim/capture/sources.py).
+"""A graph reads buffers and frozen parameters as constants (pcsim/graph/ties.py, pcsim/capture/ties.py).
 
 Read as they are, they stay views of the module's tensors, and a change in place is read by every rule. A value
 computed from them alone is folded into a constant at the trace, and a tensor replaced since is not the one the

@@ -1,0 +1,131 @@
+"""What ties a graph to the module it was traced from, checked by every rule call (`ModuleTies.changed`).
+
+The graph is the module's function as it was at the trace. It stops being so where the module changed since:
+- a parameter assigned anew (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`) or a submodule
+  replaced: the graph still reads the old tensors, and every rule would differentiate them;
+- a parameter (un)frozen: the trace took `requires_grad` as it found it (a frozen one is a constant);
+- a normalisation with running statistics put in the other mode: the graph normalises as at the trace;
+- a buffer or frozen parameter the graph reads as a constant, replaced, or changed in place where the graph folded
+  a value computed from it (`inv_freq.exp()`, a frozen weight's norm). One read as it is stays a view of the
+  module's tensor, so a change in place (a BatchNorm's running statistics) is read by every rule;
+- a parameter converted or resized (`.float()`): the captured calls were specialised to its dtype and shape.
+
+The module is held by weak references only; a copy of the graph (pickle, deepcopy) holds copies of the
+parameters, so it keeps the checks that need no module (frozen, dtype and shape) and drops the others.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+_MODE = {True: "train", False: "eval"}
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """A module tensor the graph reads as a constant: `name` (what it is and its qualified name), at
+    `owner.<attr>` (`owner` a weak reference); its storage and layout at the trace; `copy`, a copy of its values
+    where the graph folded a value computed from it (None where the graph reads it as it is)."""
+
+    name: str
+    owner: weakref.ref
+    attr: str
+    where: tuple  # (data_ptr, shape, stride, dtype) at the trace
+    copy: torch.Tensor | None
+
+    def stale(self) -> str | None:
+        owner = self.owner()
+        if owner is None:  # the module is gone: nothing to compare with
+            return None
+        now = getattr(owner, self.attr, None)
+        if not isinstance(now, torch.Tensor) or where(now) != self.where:
+            return (f"{self.name} was replaced by another tensor since the trace (assigned, or its .data set): the "
+                    "graph reads the tensor it had then; trace again")
+        if self.copy is not None and not torch.equal(now.detach(), self.copy):
+            return (f"{self.name} changed since the trace, and the graph holds a value computed from it then (a "
+                    "function of buffers and frozen parameters alone is folded into a constant at the trace); "
+                    "trace again after changing it")
+        return None
+
+
+def where(t: torch.Tensor) -> tuple:
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype
+
+
+@dataclass(frozen=True)
+class TracedParam:
+    """A parameter as traced: its name, whether it was frozen, its shape and dtype."""
+
+    name: str
+    frozen: bool
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class ModuleTies:
+    """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child) top-down;
+    each parameter as traced, with its owner and attribute (`owners`, in the same order; empty in a copy); the
+    normalisations whose statistics follow the mode, as (path, module, mode at the trace); the sources."""
+
+    params: tuple[TracedParam, ...]
+    module: weakref.ref | None = None
+    edges: tuple[tuple[str, weakref.ref, str, weakref.ref], ...] = ()
+    owners: tuple[tuple[weakref.ref, str], ...] = ()
+    modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
+    sources: tuple[Source, ...] = ()
+
+    def __getstate__(self) -> dict:
+        # pickle cannot store weak references; a copy's parameters are no longer the module's anyway
+        return {**self.__dict__, "module": None, "edges": (), "owners": (), "modes": (), "sources": ()}
+
+    def changed(self, live: Mapping[str, torch.Tensor]) -> str | None:
+        """Why the graph, whose parameters are `live` (by name), no longer computes what the module does; None
+        where it does. Called at every rule call, so one pass over the parameters, by direct references."""
+        module = self.module() if self.module is not None else None
+        if module is not None:
+            for path, parent, attr, child in self.edges:
+                p = parent()
+                if p is None or p._modules.get(attr) is not child():
+                    return f"module '{path}' was replaced since the trace{_REASSIGNED}"
+        for i, t in enumerate(self.params):
+            p = live.get(t.name)
+            if module is not None:
+                owner = self.owners[i][0]()
+                now = None if owner is None else owner._parameters.get(self.owners[i][1])
+                if now is not p and p is not None:
+                    how = "removed" if now is None else "assigned anew"
+                    return (f"parameter '{t.name}' is not the tensor the module was traced with: it was {how} "
+                            f"since{_REASSIGNED}")
+            if p is not None and p.requires_grad == t.frozen:
+                now, then = ("requires grad now", "was frozen") if p.requires_grad else ("is frozen now",
+                                                                                        "required grad")
+                return (f"parameter '{t.name}' {now} but {then} when the module was traced: the graph holds the "
+                        "trace's choice (a frozen parameter is a constant there); trace again")
+        for path, ref, was in self.modes:
+            m = ref()
+            if m is not None and m.training != was:
+                return (f"module '{path}' ({type(m).__name__}) is in {_MODE[m.training]} mode now but was in "
+                        f"{_MODE[was]} mode when traced: the graph normalises with the "
+                        f"{'batch' if was else 'running'} statistics, as it did then; trace again")
+        return next((why for s in self.sources if (why := s.stale())), None)
+
+    def retyped(self, params: Mapping[str, torch.Tensor]) -> str | None:
+        """Why a parameter in `params` (the graph's, or values given for them) cannot run the captured calls: a
+        dtype or shape other than at the trace (the module converted by `.float()`, a layer resized) stopped
+        inside torch ('mat1 and mat2 must have the same dtype'), deep in a vertex's call."""
+        for t in self.params:
+            p = params.get(t.name)
+            if p is not None and (tuple(p.shape) != t.shape or p.dtype != t.dtype):
+                return (f"parameter '{t.name}' is {p.dtype} of shape {tuple(p.shape)}; the graph was traced with "
+                        f"{t.dtype} of shape {t.shape} (was the module converted or changed since? trace again)")
+        return None
+
+
+_REASSIGNED = (" (a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), and the "
+               "graph still reads the old tensors; trace again (load_state_dict without assign=True copies into "
+               "the traced tensors)")
