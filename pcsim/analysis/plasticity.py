@@ -165,10 +165,12 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
     on_time = Schedule.of(g)
     out = np.full((len(levels), len(offsets)), np.nan)
     infinite: dict[tuple[int, int], str] = {}
+    shared: dict[int, list[str]] = {}
     for i, d in enumerate(levels):
         at_level = [v.name for v in g.vertices if v.params and g.min_distance.get(v.name) == d]
         params = [p for p, at in level_of.items() if at == {d}]
         if not params:
+            shared[d] = sorted({p for v in at_level for p in g[v].params})
             continue
         for j, k in enumerate(offsets):
             if d + k < 0:
@@ -180,6 +182,7 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
             if out[i, j] == np.inf:
                 infinite[(d, k)] = "BP's update is zero" if not bool(ref.any()) else f"overflowed {update.dtype}"
     _explain_infinite(infinite)
+    _explain_shared(shared, len(levels))
     return levels, offsets, out
 
 
@@ -194,6 +197,18 @@ def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
         f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where BP's "
         f"update is zero, any other update is infinitely far from it in relative terms.",
         DivergenceWarning, stacklevel=4)
+
+
+def _explain_shared(shared: dict[int, list[str]], n_levels: int) -> None:
+    """Rows of NaN with no word (every row, for a recurrent net, whose weights are read at every time step) read
+    as a fault of the tool: say which levels and which parameters."""
+    if not shared:
+        return
+    rows = "; ".join(f"level {d}: {', '.join(ps[:3])}{' ...' if len(ps) > 3 else ''}" for d, ps in shared.items())
+    scope = "every row" if len(shared) == n_levels else f"{len(shared)} of {n_levels} rows"
+    warnings.warn(f"timing_sensitivity: {scope} are NaN: their parameters are shared with other levels (a recurrent "
+                  f"weight read at every time step, a layer applied at two depths), so moving one level's step "
+                  f"moves only part of their update, which has no one level to measure ({rows})", stacklevel=3)
 
 
 @records_autograd

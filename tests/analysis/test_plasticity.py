@@ -297,3 +297,32 @@ def test_a_callable_rule_without_an_update_for_a_parameter_is_named():
     graph, inputs, target = _problem()
     with pytest.raises(ValueError, match=r"no update \(a tensor\) for parameter '.*weight' of vertex"):
         locality_audit(graph, inputs, target, rule=lambda problem, values, errors, vertex: {})
+
+
+class _Twice(torch.nn.Module):
+    """One layer applied at two depths: its parameters are shared across levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+def test_timing_sensitivity_says_which_rows_are_nan_and_why():
+    # before: the levels whose parameters are all shared with other levels were rows of NaN, no word (a GRU's table
+    # was NaN throughout)
+    torch.manual_seed(0)
+    module = _Twice().double()
+    x, y = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    graph = pcsim.trace(module, x)
+    with pytest.warns(UserWarning, match="rows are NaN: their parameters are shared") as record:
+        levels, offsets, matrix = timing_sensitivity(graph, x, y, offsets=[0, 1])
+    message = str(record[0].message)
+    nan_rows = [d for d, row in zip(levels, matrix, strict=True) if np.isnan(row).all()]
+    assert len(nan_rows) == 2, (levels, matrix)  # the two applications of `inner`; `head`'s row is measured
+    for d in nan_rows:
+        assert f"level {d}: inner.bias, inner.weight" in message, message
+    assert not np.isnan(matrix[levels.index(graph.level().min_distance["head"])]).any()
