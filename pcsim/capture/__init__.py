@@ -45,6 +45,11 @@ def _check_arity(module: nn.Module, n_inputs: int) -> None:
         return
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return
+    keyword = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword:  # torch.export's own message named inspect.py, not the user's forward
+        raise InputError(f"{type(module).__name__}.forward needs keyword-only argument(s) {', '.join(keyword)}, and "
+                         "pcsim passes example inputs by position: give them defaults, or trace a wrapper whose "
+                         f"forward takes them by position and calls the module with {keyword[0]}={keyword[0]}")
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = [p for p in positional if p.default is p.empty]
     if not len(required) <= n_inputs <= len(positional):

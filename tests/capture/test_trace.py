@@ -530,3 +530,34 @@ def test_a_module_nested_too_deep_for_torch_export_is_told_so_not_asked_about_it
     finally:
         sys.setrecursionlimit(limit)
     assert_grads_match(got, module_grads(net, (x,), (y,)))
+
+
+class _KeywordOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x, *, mask, scale=2.0):
+        return self.lin(x) * mask * scale
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x, y, z=None):
+        return self.lin(x) + y if z is None else self.lin(x) + y + z
+
+
+def test_a_required_keyword_only_argument_is_named_with_the_way_around_it():
+    # before: "M could not be captured at inspect.py:3127: TypeError: missing a required argument: 'mask'"
+    with pytest.raises(pcsim.InputError, match=r"_KeywordOnly.forward needs keyword-only argument\(s\) mask") as e:
+        pcsim.trace(_KeywordOnly(), torch.randn(2, 3))
+    assert "mask=mask" in str(e.value) and "inspect.py" not in str(e.value)
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_too_few_or_too_many_example_inputs_say_what_forward_takes(n):
+    with pytest.raises(pcsim.InputError, match=rf"_TwoInputs.forward takes 2 to 3 input\(s\) \(x, y, z\), got {n}"):
+        pcsim.trace(_TwoInputs(), *[torch.randn(2, 2)] * n)
