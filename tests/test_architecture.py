@@ -34,3 +34,13 @@ def test_no_private_name_is_imported_across_units():
                 if private and _unit(node.module) != _unit(here):
                     taken.append(f"{path.relative_to(REPO)}:{node.lineno} takes {private} from {node.module}")
     assert not taken, "\n".join(taken)
+
+
+def test_import_pcsim_leaves_the_optional_heavy_libraries_unimported():
+    """The compiler (torch._inductor) and scipy's integrators are imported where used: at the top of their modules
+    they took longer than pcsim's own import, for every `import pcsim` and every CLI call, `pcsim --help` too."""
+    probe = ("import sys, pcsim, pcsim.cli; heavy = ('torch._inductor', 'scipy.integrate', 'scipy.sparse'); "
+             "print([m for m in heavy if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

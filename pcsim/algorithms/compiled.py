@@ -29,7 +29,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-import torch._inductor
 from torch.fx.experimental.proxy_tensor import make_fx
 
 INDUCTOR_OPTIONS = {"pattern_matcher": False}
@@ -115,6 +114,8 @@ def compile_function(fn: Callable, example: Sequence[torch.Tensor], what: str, *
     on copies of them, so that compiling changes no state. `fold`: apply `fold_products` first.
     `options`: inductor options on top of `INDUCTOR_OPTIONS`.
     """
+    import torch._inductor  # here: importing the compiler took as long as importing torch, for every user
+
     try:
         traced = make_fx(fn, tracing_mode="fake")(*example)
         if any(n.op == "get_attr" for n in traced.graph.nodes):  # a value not passed in would go stale

@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.integrate import solve_ivp
 from threadpoolctl import threadpool_limits
 
 from pcsim.backends.torch import RK4, Euler
 from pcsim.dynamics.recording import SimulationError, guard
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive, check_step
-from pcsim.dynamics.sparsity import jacobian_sparsity
 
 # The order of each method's solution (None: variable order), as scipy documents it.
 ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "LSODA": None, "BDF": None}
@@ -51,6 +49,11 @@ class Scipy(Solver):
             return self._solve(field, recorder, progress)
 
     def _solve(self, field, recorder, progress):
+        # imported here: scipy.integrate (and scipy.sparse) took more of `import pcsim` than pcsim itself
+        from scipy.integrate import solve_ivp
+
+        from pcsim.dynamics.sparsity import jacobian_sparsity
+
         extra = {"jac_sparsity": jacobian_sparsity(field)} if self.method in IMPLICIT else {}
         if self.max_step is not None:
             extra["max_step"] = self.max_step
