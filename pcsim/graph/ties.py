@@ -8,7 +8,9 @@ The graph is the module's function as it was at the trace. It stops being so whe
 - a buffer or frozen parameter the graph reads as a constant, replaced, or changed in place where the graph folded
   a value computed from it (`inv_freq.exp()`, a frozen weight's norm). One read as it is stays a view of the
   module's tensor, so a change in place (a BatchNorm's running statistics) is read by every rule;
-- a parameter converted or resized (`.float()`): the captured calls were specialised to its dtype and shape.
+- a parameter converted or resized (`.float()`): the captured calls were specialised to its dtype and shape;
+- a forward hook or pre-hook added or removed (on a submodule, or nn.Module's global ones): the trace ran the hooks
+  there were, into the graph.
 
 The module is held by weak references only; a copy of the graph (pickle, deepcopy) holds copies of the
 parameters, so it keeps the checks that need no module (frozen, dtype and shape) and drops the others.
@@ -21,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks  # nn.Module's global hooks live there
 
 _MODE = {True: "train", False: "eval"}
 
@@ -52,6 +56,17 @@ class Source:
         return None
 
 
+def hooks(m: nn.Module) -> tuple:
+    """The forward hooks and pre-hooks of `m`, by their handles' ids (checked per module at every rule call: most
+    have none, which costs a truth test)."""
+    pre, post = m._forward_pre_hooks, m._forward_hooks
+    return (tuple(pre), tuple(post)) if pre or post else ()
+
+
+def global_hooks() -> tuple:
+    return tuple(module_hooks._global_forward_pre_hooks), tuple(module_hooks._global_forward_hooks)
+
+
 def where(t: torch.Tensor) -> tuple:
     return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype
 
@@ -68,16 +83,19 @@ class TracedParam:
 
 @dataclass(frozen=True, eq=False)
 class ModuleTies:
-    """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child) top-down;
+    """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child, the child's
+    `hooks`) top-down; the module's own forward hooks and nn.Module's global ones, at the trace;
     each parameter as traced, with its owner and attribute (`owners`, in the same order; empty in a copy); the
     normalisations whose statistics follow the mode, as (path, module, mode at the trace); the sources."""
 
     params: tuple[TracedParam, ...]
     module: weakref.ref | None = None
-    edges: tuple[tuple[str, weakref.ref, str, weakref.ref], ...] = ()
+    edges: tuple[tuple[str, weakref.ref, str, weakref.ref, tuple], ...] = ()
     owners: tuple[tuple[weakref.ref, str], ...] = ()
     modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
     sources: tuple[Source, ...] = ()
+    root_hooks: tuple = ()
+    global_hooks: tuple = ()
 
     def __getstate__(self) -> dict:
         # pickle cannot store weak references; a copy's parameters are no longer the module's anyway
@@ -88,10 +106,16 @@ class ModuleTies:
         where it does. Called at every rule call, so one pass over the parameters, by direct references."""
         module = self.module() if self.module is not None else None
         if module is not None:
-            for path, parent, attr, child in self.edges:
-                p = parent()
-                if p is None or p._modules.get(attr) is not child():
+            if hooks(module) != self.root_hooks:
+                return f"module '{type(module).__name__}' has other forward hooks than when traced{_REHOOKED}"
+            for path, parent, attr, child, was in self.edges:
+                p, c = parent(), child()
+                if p is None or p._modules.get(attr) is not c:
                     return f"module '{path}' was replaced since the trace{_REASSIGNED}"
+                if hooks(c) != was:
+                    return f"module '{path}' has other forward hooks than when traced{_REHOOKED}"
+            if global_hooks() != self.global_hooks:
+                return f"nn.Module's global forward hooks are others than when the module was traced{_REHOOKED}"
         for i, t in enumerate(self.params):
             p = live.get(t.name)
             if module is not None:
@@ -129,3 +153,5 @@ class ModuleTies:
 _REASSIGNED = (" (a new nn.Parameter set in its place, load_state_dict(assign=True), a replaced layer), and the "
                "graph still reads the old tensors; trace again (load_state_dict without assign=True copies into "
                "the traced tensors)")
+_REHOOKED = (" (added or removed since): the graph computes what forward() did with the hooks of then; trace "
+             "again")

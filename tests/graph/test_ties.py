@@ -100,3 +100,34 @@ def test_a_source_read_as_it_is_and_changed_in_place_is_read_changed():
         ref = module_grads(module, (x,), (y,))
         for name in EXACT:
             assert_grads_match(RULES[name](g, (x,), y), ref)
+
+
+def _scaled(module, inputs, output):
+    return output * 2.0
+
+
+@pytest.mark.parametrize("change", ["remove", "add", "global"])
+def test_a_forward_hook_added_or_removed_since_the_trace_is_refused(change):
+    # before: the graph computed what forward() did with the trace's hooks; zil was 1.38 relative off autograd on
+    # the module once the hook was removed, without a word
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    handle = net[0].register_forward_hook(_scaled) if change == "remove" else None
+    x, y = torch.randn(2, 4, dtype=DT), torch.randn(2, 3, dtype=DT)
+    graph = pcsim.trace(net, x)
+    assert_grads_match(pcsim.zil(graph, (x,), y), module_grads(net, (x,), (y,)))  # with the hook, as traced
+    if change == "remove":
+        handle.remove()
+    elif change == "add":
+        handle = net[2].register_forward_pre_hook(lambda m, args: (args[0] ** 2,))
+    else:
+        handle = nn.modules.module.register_module_forward_hook(_scaled)
+    try:
+        where = {"remove": "module '0'", "add": "module '2'", "global": "nn.Module's global forward hooks"}[change]
+        with pytest.raises(pcsim.InputError, match=f"{where}.*other.*than when.*traced.*trace again"):
+            pcsim.zil(graph, (x,), y)
+    finally:
+        if change != "remove":
+            handle.remove()
+    if change != "remove":  # the hooks as at the trace again: the graph holds
+        assert_grads_match(pcsim.zil(graph, (x,), y), module_grads(net, (x,), (y,)))
