@@ -164,9 +164,9 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     _refuse_hidden_leaves(module)
     _warn_gradient_hooks(module)
     try:
-        program = export_program(module, tuple(example_inputs), types)
+        program, counters = export_program(module, tuple(example_inputs), types)
         _refuse_kept_history(module, program)
-        graph = Builder(module, program, tuple(example_inputs)).run()
+        graph = Builder(module, program, tuple(example_inputs), counters).run()
     except TraceError as e:
         hint = _dtype_hint(module, example_inputs)
         if not hint:

@@ -97,8 +97,9 @@ def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
 
 
 class Builder:
-    def __init__(self, module: nn.Module, program: torch.export.ExportedProgram, inputs: tuple[torch.Tensor, ...]):
-        self.module, self.program, self.example = module, program, inputs
+    def __init__(self, module: nn.Module, program: torch.export.ExportedProgram, inputs: tuple[torch.Tensor, ...],
+                 counters: frozenset = frozenset()):
+        self.module, self.program, self.example, self.counters = module, program, inputs, counters
         self.params = dict(module.named_parameters())
         # every name a parameter is reachable by (a tied weight, a module registered twice) -> its own name
         canonical = {id(p): n for n, p in self.params.items()}
@@ -162,7 +163,7 @@ class Builder:
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
-                     ties=module_ties(self.module, self.program, self.kind, self.values))
+                     ties=module_ties(self.module, self.program, self.kind, self.values, self.counters))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running

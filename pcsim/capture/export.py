@@ -64,8 +64,9 @@ _CAPTURING = threading.Lock()
 
 
 def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: frozenset[type[nn.Module]]
-                   ) -> torch.export.ExportedProgram:
-    """`module` on `inputs` as a core ATen `ExportedProgram`; a `TraceError` naming the user's line otherwise."""
+                   ) -> tuple[torch.export.ExportedProgram, frozenset[tuple[int, str]]]:
+    """`module` on `inputs` as a core ATen `ExportedProgram`, and the (module id, attribute) of the Python numbers
+    and flags forward() changed (a step counter; warned about); a `TraceError` naming the user's line otherwise."""
     name = type(module).__name__
     try:
         with _CAPTURING, warnings.catch_warnings(), _torch_logs_quiet():
@@ -93,7 +94,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                       "after its one run: the graph computes as that run did, at every rule call, where later calls "
                       f"of the module read {where} changed again (a step counter); if that changes what forward() "
                       "computes, the graph holds for that one call only", stacklevel=4)
-    return program
+    return program, frozenset((id(owner), attr) for owner, attr in changed)
 
 
 # torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)

@@ -11,6 +11,9 @@ The graph is the module's function as it was at the trace. It stops being so whe
 - a parameter converted or resized (`.float()`): the captured calls were specialised to its dtype and shape;
 - a forward hook or pre-hook added or removed (on a submodule, or nn.Module's global ones): the trace ran the hooks
   there were, into the graph.
+A Python number, flag or string attribute set anew (`m.temperature = 0.5`) may be one forward() reads, and the graph
+computes with the value of the trace (torch.export specialises to it), or one it never reads (an epoch count): a
+warning says so, once per attribute, and the rules go on.
 
 The module is held by weak references only; a copy of the graph (pickle, deepcopy) holds copies of the
 parameters, so it keeps the checks that need no module (frozen, dtype and shape) and drops the others.
@@ -18,9 +21,10 @@ parameters, so it keeps the checks that need no module (frozen, dtype and shape)
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -63,6 +67,17 @@ def hooks(m: nn.Module) -> tuple:
     return (tuple(pre), tuple(post)) if pre or post else ()
 
 
+_SETTINGS = (int, float, bool, str, type(None))
+
+
+def settings(m: nn.Module, leave_out: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], tuple]:
+    """The names and values of `m`'s public Python number, flag, string and None attributes (its mode aside, which
+    the normalisations' ties follow; dropout runs as the identity in either), but those in `leave_out`."""
+    items = [(k, v) for k, v in vars(m).items()
+             if type(v) in _SETTINGS and k[:1] != "_" and k != "training" and k not in leave_out]
+    return tuple(k for k, _ in items), tuple(v for _, v in items)
+
+
 def global_hooks() -> tuple:
     return tuple(module_hooks._global_forward_pre_hooks), tuple(module_hooks._global_forward_hooks)
 
@@ -90,12 +105,15 @@ class ModuleTies:
 
     params: tuple[TracedParam, ...]
     module: weakref.ref | None = None
-    edges: tuple[tuple[str, weakref.ref, str, weakref.ref, tuple], ...] = ()
+    # (path, parent, attribute, child, the child's hooks, its settings' names, their values)
+    edges: tuple[tuple[str, weakref.ref, str, weakref.ref, tuple, tuple, tuple], ...] = ()
     owners: tuple[tuple[weakref.ref, str], ...] = ()
     modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
     sources: tuple[Source, ...] = ()
     root_hooks: tuple = ()
+    root_settings: tuple = ((), ())
     global_hooks: tuple = ()
+    warned: set = field(default_factory=set, repr=False)  # the settings already warned about
 
     def __getstate__(self) -> dict:
         # pickle cannot store weak references; a copy's parameters are no longer the module's anyway
@@ -108,12 +126,17 @@ class ModuleTies:
         if module is not None:
             if hooks(module) != self.root_hooks:
                 return f"module '{type(module).__name__}' has other forward hooks than when traced{_REHOOKED}"
-            for path, parent, attr, child, was in self.edges:
+            keys, values = self.root_settings
+            if keys and tuple(map(module.__dict__.get, keys)) != values:
+                self._note_settings("self", module, keys, values)
+            for path, parent, attr, child, was, keys, values in self.edges:
                 p, c = parent(), child()
                 if p is None or p._modules.get(attr) is not c:
                     return f"module '{path}' was replaced since the trace{_REASSIGNED}"
                 if hooks(c) != was:
                     return f"module '{path}' has other forward hooks than when traced{_REHOOKED}"
+                if keys and tuple(map(c.__dict__.get, keys)) != values:
+                    self._note_settings(f"self.{path}", c, keys, values)
             if global_hooks() != self.global_hooks:
                 return f"nn.Module's global forward hooks are others than when the module was traced{_REHOOKED}"
         for i, t in enumerate(self.params):
@@ -137,6 +160,17 @@ class ModuleTies:
                         f"{_MODE[was]} mode when traced: the graph normalises with the "
                         f"{'batch' if was else 'running'} statistics, as it did then; trace again")
         return next((why for s in self.sources if (why := s.stale())), None)
+
+    def _note_settings(self, path: str, m: nn.Module, keys: tuple, values: tuple) -> None:
+        d = m.__dict__
+        for k, then in zip(keys, values, strict=True):
+            now = d.get(k)
+            if (now is then or now == then) or (path, k) in self.warned:
+                continue
+            self.warned.add((path, k))
+            warnings.warn(f"{path}.{k} is {now!r} now but was {then!r} when the module was traced: where forward() "
+                          f"reads it, the graph computes with {then!r} (torch.export specialises Python values); "
+                          "trace again after changing it", stacklevel=5)
 
     def retyped(self, params: Mapping[str, torch.Tensor]) -> str | None:
         """Why a parameter in `params` (the graph's, or values given for them) cannot run the captured calls: a

@@ -8,6 +8,8 @@ Those are refused, naming the tensor. The oracle is autograd on the module itsel
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -131,3 +133,41 @@ def test_a_forward_hook_added_or_removed_since_the_trace_is_refused(change):
             handle.remove()
     if change != "remove":  # the hooks as at the trace again: the graph holds
         assert_grads_match(pcsim.zil(graph, (x,), y), module_grads(net, (x,), (y,)))
+
+
+class _Tempered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.temperature = 2.0
+        self.calls = 0
+        self.body = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+
+    def forward(self, x):
+        self.calls += 1  # a counter forward() changes: warned about at the trace, and not a setting
+        return self.body(x) / self.temperature
+
+
+def test_a_python_setting_changed_since_the_trace_is_warned_about_once():
+    # before: `m.temperature = 0.5` after the trace left the graph dividing by 2.0, and every rule 0.75 relative off
+    # autograd on the module, without a word
+    torch.manual_seed(0)
+    net = _Tempered().to(DT)
+    x, y = torch.randn(2, 4, dtype=DT), torch.randn(2, 3, dtype=DT)
+    with pytest.warns(UserWarning, match=r"self.calls \(0 -> 1\)"):
+        graph = pcsim.trace(net, x)
+    net(x)  # the counter moves on: no setting of the graph's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_grads_match(pcsim.zil(graph, (x,), y), module_grads(net, (x,), (y,)))
+    net.temperature = 0.5
+    net.body[0].note = "a new attribute: not read when traced"
+    net.body[2].in_features = 6
+    with pytest.warns(UserWarning) as record:
+        pcsim.zil(graph, (x,), y)
+    messages = [str(r.message) for r in record]
+    assert any("self.temperature is 0.5 now but was 2.0 when the module was traced" in m for m in messages), messages
+    assert any("self.body.2.in_features is 6 now but was 5" in m for m in messages), messages
+    assert not any("note" in m for m in messages), messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per setting
+        pcsim.zil(graph, (x,), y)
