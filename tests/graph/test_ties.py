@@ -148,7 +148,7 @@ class _Tempered(nn.Module):
 
 
 def test_a_python_setting_changed_since_the_trace_is_warned_about_once():
-    # before: `m.temperature = 0.5` after the trace left the graph dividing by 2.0, and every rule 0.75 relative off
+    # before: `m.temperature = 0.5` after the trace left the graph dividing by 2.0, and zil 0.83 relative off
     # autograd on the module, without a word
     torch.manual_seed(0)
     net = _Tempered().to(DT)
