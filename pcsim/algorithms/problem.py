@@ -182,8 +182,8 @@ class Problem:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
             tmap[name] = lmap[name].as_target(y.detach())
-        _refuse_nan({**{f"input '{n}'": values[n] for n in graph.inputs},
-                     **{f"the target for output '{n}'": y for n, y in tmap.items()}})
+        _refuse_nan({f"input '{n}'": values[n] for n in graph.inputs},
+                    {f"the target for output '{n}'": y for n, y in tmap.items()})
         return Problem(graph, params, values, tmap, lmap)
 
     # -- local computations ---------------------------------------------------------------------
@@ -314,16 +314,24 @@ def _refuse_retyped(graph: Graph, params: Mapping[str, torch.Tensor]) -> None:
                              f"{dtype} of shape {shape} (was the module converted or changed since? trace again)")
 
 
-def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:
-    """A NaN in the data would run to NaN updates or a blow-up far from its cause. (An inf may be meant: an
-    additive -inf mask.) One synchronisation for all, and one reduction per tensor: a NaN makes its sum NaN
-    (every rule call pays this check, so it costs a sum, not a mask); a NaN sum of numbers, +inf and -inf, is
-    told apart below."""
-    floating = {k: v for k, v in data.items() if v.is_floating_point()}
+def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> None:
+    """A NaN in the data would run to NaN updates or a blow-up far from its cause. An inf in an input may be meant
+    (an additive -inf mask: the forward pass decides what it makes of it); in a target it is not: the output error
+    is infinite, and every rule returned inf and NaN updates silently. One synchronisation for all, and one
+    reduction per tensor: a NaN or inf makes its sum non-finite (every rule call pays this check, so it costs a
+    sum, not a mask); a sum that overflowed or met +inf and -inf is told apart below."""
+    floating = {k: (v, k in targets) for k, v in {**inputs, **targets}.items() if v.is_floating_point()}
     if not floating:
         return
-    sums = torch.stack([v.sum() for v in floating.values()]).isnan().tolist()
-    for (what, v), nan_sum in zip(floating.items(), sums, strict=True):
-        if nan_sum and torch.isnan(v).any():
+    sums = torch.stack([v.sum() for v, _ in floating.values()])
+    for (what, (v, target)), (nan_sum, inf_sum) in zip(floating.items(), torch.stack(
+            [sums.isnan(), sums.isinf()], 1).tolist(), strict=True):
+        if not (nan_sum or inf_sum and target):
+            continue
+        if torch.isnan(v).any():
             at = tuple(torch.isnan(v).nonzero()[0].tolist())
             raise InputError(f"{what} holds NaN (the first at index {at}); pcsim needs numbers there")
+        if target and torch.isinf(v).any():
+            at = tuple(torch.isinf(v).nonzero()[0].tolist())
+            raise InputError(f"{what} holds {v[at].item()} (the first at index {at}): its loss and output error are "
+                             "infinite, and every update would be inf or NaN; pcsim needs finite targets")

@@ -50,6 +50,23 @@ def test_nan_in_the_data_is_refused_naming_where(mlp, rule):
         pcsim.simulate(g, (bad_x,), y, t_end=1.0, tau_x=1.0)
 
 
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_an_infinite_target_is_refused_naming_where(mlp, rule):
+    """An inf target makes the loss and the output error infinite: bp, zil and fa_zil returned inf and NaN
+    updates without a word (autograd on the module gives the same non-numbers: there is no gradient to match)."""
+    module, (x,), y, g = mlp
+    for bad in (float("inf"), -float("inf")):
+        bad_y = y.clone()
+        bad_y[3, 0] = bad
+        with pytest.raises(pcsim.InputError, match=rf"target for output '.*' holds {bad} \(the first at index "
+                                                   r"\(3, 0\)\).*finite targets"):
+            rule(g, (x,), bad_y)
+    with pytest.raises(pcsim.InputError, match="holds inf"):
+        pcsim.check(module, (x,), bad_y.neg())
+    with pytest.raises(pcsim.InputError, match="holds inf"):
+        pcsim.simulate(g, (x,), bad_y.neg(), t_end=1.0, tau_x=1.0)
+
+
 def test_an_infinite_input_is_data_not_an_error(mlp):
     """An additive -inf mask is an input a model may want: the forward pass decides what it makes of it."""
     _, (x,), y, g = mlp
