@@ -12,23 +12,51 @@ from pcsim.errors import InputError
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss on one output vertex. Subclasses give the value and its negative gradient."""
+    """A loss on one output vertex: subclass it with `value(mu, target)` (summed over the batch) and, if you
+    like, `error` (-dL/dmu) or `gradient` (dL/dmu) in closed form; what is not given follows from what is
+    (the error from the value by autograd). `check_target` refuses targets the loss cannot read (by default
+    those not of the output's shape)."""
 
     name: str = ""
 
+    def __init_subclass__(cls, **kwargs):
+        # The derivatives follow the most derived definition. Z-IL and Fa-Z-IL read `gradient`, IL and the ODEs
+        # `error`, the energy and check's oracle `value`: a subclass of MSE that redefines its error alone kept
+        # MSE's one-pass gradient (Z-IL silently MSE's updates, IL the subclass's), one that redefines its value
+        # alone kept MSE's error for every rule.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "value" in own and "error" not in own and "gradient" not in own:
+            cls.error, cls.gradient = Loss.error, Loss.gradient
+        elif "error" in own and "gradient" not in own:
+            cls.gradient = Loss.gradient
+        elif "gradient" in own and "error" not in own:
+            cls.error = Loss._negated_gradient
+        if ("error" in own or "gradient" in own) and "value" not in own and cls.value is not Loss.value:
+            raise TypeError(f"{cls.__name__} redefines the output error but keeps {_definer(cls, 'value')}'s "
+                            "value(mu, target): the energy, the loss reported and check's oracle would not be the "
+                            "loss its error descends; define value too")
+
     def check_target(self, output: str, shape: tuple[int, ...], target: torch.Tensor) -> None:
-        raise NotImplementedError
+        if tuple(target.shape) != tuple(shape):
+            raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, the output has shape "
+                             f"{tuple(shape)} (loss {type(self).__name__}: override check_target for targets of "
+                             "another shape)")
 
     def as_target(self, target: torch.Tensor) -> torch.Tensor:
         """`target` (checked) in the form `value`, `error` and `gradient` read."""
         return target
 
     def value(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"loss {type(self).__name__} gives no value(mu, target): define it (a scalar "
+                                  "tensor, summed over the batch)")
 
     def error(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The output error population's value: -dL/dmu (y - mu for MSE)."""
-        raise NotImplementedError
+        """The output error population's value: -dL/dmu (y - mu for MSE). By default from `value` by autograd."""
+        leaf = mu.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.value(leaf, target), leaf)
+        return grad.neg_()
 
     def gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """dL/dmu, bit for bit `-error(mu, target)` (the exact rules run in autograd's sign).
@@ -36,6 +64,14 @@ class Loss:
         Subclasses that can compute it in one pass (`mu - y` is exactly `-(y - mu)`) override it.
         """
         return -self.error(mu, target)
+
+    def _negated_gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -self.gradient(mu, target)
+
+
+def _definer(cls: type, attribute: str) -> str:
+    """The class in `cls`'s MRO that defines `attribute`."""
+    return next(c.__name__ for c in cls.__mro__ if attribute in c.__dict__)
 
 
 @dataclass(frozen=True)
