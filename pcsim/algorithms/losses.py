@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,10 @@ class Loss:
     def as_target(self, target: torch.Tensor) -> torch.Tensor:
         """`target` (checked) in the form `value`, `error` and `gradient` read."""
         return target
+
+    def for_target(self, target: torch.Tensor) -> Loss:
+        """The loss as it reads `target` (checked): itself, unless the target changes what it computes."""
+        return self
 
     def value(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"loss {type(self).__name__} gives no value(mu, target): define it (a scalar "
@@ -97,32 +101,49 @@ class MSE(Loss):
         return mu - target
 
 
+# torch's cross_entropy leaves out entries of this class index (Hugging Face pads labels with it)
+IGNORE_INDEX = -100
+
+
 @dataclass(frozen=True)
 class CrossEntropy(Loss):
-    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype)."""
+    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype).
+    Entries whose index is -100 count for nothing, as in `F.cross_entropy` (its `ignore_index`)."""
 
     name: str = "ce"
+    ignoring: bool = False  # whether the target holds -100 entries (for_target sets it): their error is zero
 
     def as_target(self, target):
         # torch's cross_entropy and scatter read int64 indices (int32 stopped bp inside torch, uint8 Z-IL):
         # checked to lie in [0, classes), the indices are the same numbers in int64
         return target if target.dtype == torch.int64 else target.long()
 
+    def for_target(self, target):
+        # one check per target rather than a mask at every inference step for the many targets without -100
+        ignoring = bool((target == IGNORE_INDEX).any()) if target.numel() and target.dtype != torch.uint8 else False
+        return replace(self, ignoring=True) if ignoring and not self.ignoring else self
+
     def check_target(self, output, shape, target):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}")
+            soft = " (class probabilities, 'soft labels', are not supported)" if target.is_floating_point() else ""
+            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}{soft}")
         if len(shape) < 2:
             raise InputError(f"loss 'ce' on output '{output}' needs logits of shape (batch, classes, ...), "
                              f"the output has shape {tuple(shape)}")
         want = (shape[0],) + tuple(shape[2:])
         if tuple(target.shape) != want:
             raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, "
-                             f"'ce' on logits of shape {tuple(shape)} needs {want}")
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= shape[1]):
-            raise InputError(f"target for output '{output}' has class indices outside [0, {shape[1]})")
+                             f"'ce' on logits of shape {tuple(shape)} needs {want} (classes on dim 1, as in "
+                             "F.cross_entropy)")
+        if target.numel():
+            bad = ((target < 0) & (target != IGNORE_INDEX)) | (target >= shape[1])
+            if bool(bad.any()):
+                at = tuple(bad.nonzero()[0].tolist())
+                raise InputError(f"target for output '{output}' has class index {int(target[at])} at {at}, outside "
+                                 f"[0, {shape[1]}) (-100 leaves an entry out, as in F.cross_entropy)")
 
     def value(self, mu, target):
-        return F.cross_entropy(mu, target, reduction="sum")
+        return F.cross_entropy(mu, target, reduction="sum")  # ignore_index -100: those entries count for nothing
 
     def error(self, mu, target):
         return self._add_at_target(torch.softmax(mu, dim=1).neg_(), target, 1.0)  # onehot - softmax
@@ -130,15 +151,19 @@ class CrossEntropy(Loss):
     def gradient(self, mu, target):
         return self._add_at_target(torch.softmax(mu, dim=1), target, -1.0)  # softmax - onehot
 
-    @staticmethod
-    def _add_at_target(p, target, value):
-        """`p` plus `value` at each sample's target class, in place: the bits of `p -/+ onehot`.
+    def _add_at_target(self, p, target, value):
+        """`p` plus `value` at each sample's target class, in place: the bits of `p -/+ onehot`; zero at the entries
+        left out (-100), where the loss does not depend on `mu`.
 
         One scatter instead of building the one-hot (F.one_hot validates, allocates and casts): 40 us
         against 70 us a call on a 256x10 output, paid at every inference step of IL.
         """
         index = target.unsqueeze(1)
-        return p.scatter_add_(1, index, torch.full(index.shape, value, dtype=p.dtype, device=p.device))
+        if not self.ignoring:
+            return p.scatter_add_(1, index, torch.full(index.shape, value, dtype=p.dtype, device=p.device))
+        kept = index != IGNORE_INDEX
+        p.scatter_add_(1, index.clamp(min=0), kept.to(p.dtype).mul_(value))
+        return p.mul_(kept)
 
 
 LOSSES: dict[str, Loss] = {"mse": MSE(), "ce": CrossEntropy()}

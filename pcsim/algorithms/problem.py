@@ -181,6 +181,7 @@ class Problem:
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
+            lmap[name] = lmap[name].for_target(y)
             tmap[name] = lmap[name].as_target(y.detach())
         _refuse_nan({f"input '{n}'": values[n] for n in graph.inputs},
                     {f"the target for output '{n}'": y for n, y in tmap.items()})

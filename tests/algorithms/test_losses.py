@@ -151,3 +151,54 @@ def test_a_users_loss_refuses_a_target_of_another_shape_by_default():
     with pytest.raises(pcsim.InputError, match=r"target for output '.*' has shape \(6,\), the output has shape "
                                                r"\(6, 3\) \(loss _Huber: override check_target"):
         pcsim.zil(pcsim.trace(net, x), (x,), torch.randn(6, generator=gen, dtype=torch.float64), loss=_Huber())
+
+
+@pytest.mark.parametrize("layout", ["(batch, classes)", "(batch, classes, time)"])
+def test_class_index_minus_100_leaves_the_entry_out_as_torchs_cross_entropy_does(layout):
+    """F.cross_entropy leaves out entries labelled -100 (its ignore_index; Hugging Face pads labels with it): they
+    were refused as 'class indices outside [0, 3)', so a padded batch could not be learned from at all."""
+    gen = torch.Generator().manual_seed(11)
+    if layout == "(batch, classes)":
+        net, x, gen = _small_net(11)
+        y = torch.randint(0, 3, (6,), generator=gen)
+        y[[1, 4]] = -100
+    else:
+        net = nn.Sequential(nn.Tanh(), nn.Linear(4, 5)).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+        net = _Transposed(net)
+        x = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
+        y = torch.randint(0, 5, (2, 3), generator=gen)
+        y[1, 2] = y[0, 0] = -100
+    want = _autograd(net, x, lambda o: torch.nn.functional.cross_entropy(o, y, reduction="sum"))
+    g = pcsim.trace(net, x)
+    for rule, run in _EXACT.items():
+        for ids in (y, y.int()):
+            got = run(g, (x,), ids, loss="ce")
+            assert max(relative_difference(got[n], w) for n, w in want.items()) <= tolerance(torch.float64), rule
+    il = pcsim.il(g, (x,), y, loss="ce", gamma=0.1, steps=300, fixed_prediction=True)
+    assert max(relative_difference(il[n], w) for n, w in want.items()) <= 1e-8
+    tr = pcsim.simulate(g, (x,), y, loss="ce", backend="torch", t_end=4.0, tau_x=1.0, dt=1.0, method="euler",
+                        plasticity="zil", record=[])
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), w) for n, w in want.items()) <= tolerance(
+        torch.float64)
+    assert pcsim.check(net, (x,), y, loss="ce", rule="fa-zil-autonomous").passed
+
+
+class _Transposed(nn.Module):
+    """(batch, time, classes) logits as F.cross_entropy reads them: classes on dim 1."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).transpose(1, 2)
+
+
+def test_class_indices_out_of_range_are_named():
+    net, x, gen = _small_net(12)
+    y = torch.tensor([0, 1, -5, 2, 0, 1])
+    with pytest.raises(pcsim.InputError, match=r"has class index -5 at \(2,\), outside \[0, 3\) \(-100 leaves"):
+        pcsim.zil(pcsim.trace(net, x), (x,), y, loss="ce")

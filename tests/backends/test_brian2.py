@@ -277,6 +277,14 @@ def test_a_subclass_of_a_rendered_loss_is_refused_not_rendered_as_its_parent():
             pcsim.simulate(graph, (x,), y, loss=loss, backend="brian2", t_end=0.5, dt=0.1)
 
 
+def test_a_cross_entropy_target_leaving_entries_out_is_refused():
+    """Brian2's cross-entropy circuit counts every entry; a -100 entry (left out, as in F.cross_entropy) is refused."""
+    module, (x,), _ = tiny_mlp()
+    with pytest.raises(NotImplementedError, match=r"target for output '.*' leaves entries out \(class index -100\)"):
+        pcsim.simulate(pcsim.trace(module, x), (x,), torch.tensor([1, -100]), loss="ce", backend="brian2",
+                       t_end=0.5, dt=0.1)
+
+
 def test_other_refusals_are_explained():
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
     graph = pcsim.trace(module, *inputs)

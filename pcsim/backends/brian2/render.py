@@ -107,6 +107,9 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             raise RenderError(f"the brian2 backend renders the MSE and cross-entropy output errors; output "
                               f"'{loss_vertex}' has loss {type(loss).__name__} ('{loss.name}'). Use backend='scipy' "
                               "or 'torch' for it.")
+        if field.target_shown and isinstance(loss, CrossEntropy) and loss.ignoring:
+            raise RenderError(f"the target for output '{loss_vertex}' leaves entries out (class index -100), which "
+                              "the brian2 backend's cross-entropy circuit does not; use backend='scipy' or 'torch'")
     pops: dict[str, Population] = {}
     helpers: list[Population] = []
     projections: list[Projection] = []
