@@ -85,7 +85,12 @@ def as_targets(target, spec: pytree.TreeSpec | None = None) -> tuple:
         raise InputError(f"target must be a tensor or a tuple of tensors, got {type(target).__name__}")
     if spec is not None:
         target = _arranged(target, spec)
-    return tuple(t for t in pytree.tree_leaves(target) if t is not None)
+    leaves = tuple(t for t in pytree.tree_leaves(target) if t is not None)
+    numbers = [t for t in leaves if isinstance(t, int | float | complex)]  # bool is an int
+    if numbers:  # a list of labels was counted as one target per output: 'the graph has 1 output(s), got 6'
+        raise InputError(f"target holds Python numbers ({len(numbers)} of {len(leaves)} entries, e.g. "
+                         f"{numbers[0]!r}); give each output's target as one tensor (torch.tensor(labels))")
+    return leaves
 
 
 def _arranged(target, spec: pytree.TreeSpec, where: str = "target"):

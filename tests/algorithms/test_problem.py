@@ -67,6 +67,20 @@ def test_an_infinite_target_is_refused_naming_where(mlp, rule):
         pcsim.simulate(g, (x,), bad_y.neg(), t_end=1.0, tau_x=1.0)
 
 
+def test_a_list_of_labels_is_refused_as_numbers_not_counted_as_targets():
+    """A Python list of class labels was read as one target per output: 'the graph has 1 output(s), got 6
+    target(s): give one for every output', for a module with one output."""
+    net = nn.Sequential(nn.Linear(4, 3)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    for rule in RULES:
+        with pytest.raises(pcsim.InputError, match=r"target holds Python numbers \(6 of 6 entries, e.g. 0\); give "
+                                                   r"each output's target as one tensor"):
+            rule(g, (x,), [0, 2, 1, 1, 0, 2], loss="ce")
+    with pytest.raises(pcsim.InputError, match="target holds Python numbers"):
+        pcsim.check(net, (x,), [0.5] * 6)
+
+
 def test_an_infinite_input_is_data_not_an_error(mlp):
     """An additive -inf mask is an input a model may want: the forward pass decides what it makes of it."""
     _, (x,), y, g = mlp
