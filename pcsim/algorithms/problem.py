@@ -93,6 +93,19 @@ def as_targets(target, spec: pytree.TreeSpec | None = None) -> tuple:
     return leaves
 
 
+def as_losses(loss, n_outputs: int, spec: pytree.TreeSpec | None = None) -> tuple:
+    """One loss per output: a name or Loss for all of them, a tuple of them in the outputs' order, or, as targets
+    are, a dict matched to dict outputs by key (`spec`, the outputs' TreeSpec)."""
+    if isinstance(loss, str | Loss):  # one loss for every output
+        return (loss,) * n_outputs
+    if isinstance(loss, Mapping) and spec is not None:  # by key: `tuple(loss)` would be the keys
+        return tuple(lo for lo in pytree.tree_leaves(_arranged(loss, spec, "loss")) if lo is not None)
+    if isinstance(loss, Sequence):  # one per output
+        return tuple(loss)
+    raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them (one per "
+                     f"output; a dict for dict outputs), got {type(loss).__name__}")
+
+
 def _arranged(target, spec: pytree.TreeSpec, where: str = "target"):
     """`target` with every mapping's entries in the order of the output's keys at the same place: pytree
     flattens a dict in its insertion order, so `{"a": ya, "z": yz}` for outputs `{"z": .., "a": ..}` would
@@ -165,13 +178,7 @@ class Problem:
         targets = () if target is NO_TARGET else as_targets(target, graph.output_spec)
         if not targets and target is not NO_TARGET:
             raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
-        if isinstance(loss, (str, Loss)):  # one loss for every output
-            losses = (loss,) * len(graph.outputs)
-        elif isinstance(loss, Sequence):  # one per output
-            losses = tuple(loss)
-        else:
-            raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them "
-                             f"(one per output), got {type(loss).__name__}")
+        losses = as_losses(loss, len(graph.outputs), graph.output_spec)
         if targets and len(targets) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s) {_where_returned(graph)}, got "
                              f"{len(targets)} target(s): give one for every output")

@@ -318,6 +318,31 @@ def test_a_dict_of_targets_is_matched_to_the_outputs_by_key_not_by_its_order(mod
         rule(g, (x,), {"a": ya, "b": yz})
 
 
+def test_a_dict_of_losses_is_matched_to_the_outputs_by_key_as_targets_are():
+    """Targets could be a dict for dict outputs, losses not: {'a': 'ce', 'z': 'mse'} was refused ('got dict'), and
+    check's oracle would have taken the dict's keys for loss names."""
+    torch.manual_seed(1)
+    module = _KeyedHeads().double()
+    x, yz = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    ya = torch.tensor([0, 2, 1, 1, 0, 2])
+    out = module(x)
+    loss = 0.5 * ((out["z"] - yz) ** 2).sum() + torch.nn.functional.cross_entropy(out["a"], ya, reduction="sum")
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    g = pcsim.trace(module, x)
+    for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil, lambda *a, **k: pcsim.fa_zil(*a, mode="autonomous", **k)):
+        got = rule(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "z": "mse"})
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+    report = pcsim.check(module, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "z": "mse"})
+    assert report.passed and report.loss == "mse,ce"  # in the outputs' order
+    assert all(relative_difference(report.reference[n], w) <= tolerance(torch.float64) for n, w in want.items())
+    with pytest.raises(pcsim.InputError, match=r"loss has key\(s\) \['b'\] that the module's output has not"):
+        pcsim.zil(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "b": "mse"})
+    with pytest.raises(pcsim.InputError, match=r"the graph has 2 output\(s\), got 1 losses"):
+        pcsim.zil(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce"})
+
+
 @pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)
 def test_a_parameter_frozen_or_unfrozen_since_the_trace_is_refused_by_name(rule):
     """The trace reads a frozen parameter as a constant. Unfrozen afterwards (a fine-tuning schedule), it got a
