@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,6 +27,8 @@ class Loss:
         # alone kept MSE's error for every rule.
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
+        if "value" in own and cls.__module__ != __name__:  # a user's value is checked where it is read
+            cls.value = _checked_value(own["value"])
         if "value" in own and "error" not in own and "gradient" not in own:
             cls.error, cls.gradient = Loss.error, Loss.gradient
         elif "error" in own and "gradient" not in own:
@@ -71,6 +74,26 @@ class Loss:
 
     def _negated_gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return -self.gradient(mu, target)
+
+
+def _checked_value(value):
+    """A user's `value`, refused unless it gives a differentiable scalar tensor: a loss not summed (a tensor per
+    entry) or turned into a Python number stopped the rules inside torch ('grad can be implicitly created only for
+    scalar outputs'), and check blamed the module's own backward."""
+    @functools.wraps(value)
+    def checked(self, mu, target):
+        out = value(self, mu, target)
+        what = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) and out.ndim
+                else None if isinstance(out, torch.Tensor) else f"a {type(out).__name__}")
+        if what is None and mu.requires_grad and not out.requires_grad:
+            what = "a tensor that autograd cannot differentiate in mu (through .item(), float(), .detach() or numpy?)"
+        if what is not None:
+            code = getattr(value, "__code__", None)
+            at = f" at {code.co_filename}:{code.co_firstlineno}" if code is not None else ""
+            raise InputError(f"loss {type(self).__name__}: value(mu, target){at} must give a scalar tensor "
+                             f"differentiable in mu (the loss summed over the batch), got {what}")
+        return out
+    return checked
 
 
 def _definer(cls: type, attribute: str) -> str:

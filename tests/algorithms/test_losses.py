@@ -202,3 +202,31 @@ def test_class_indices_out_of_range_are_named():
     y = torch.tensor([0, 1, -5, 2, 0, 1])
     with pytest.raises(pcsim.InputError, match=r"has class index -5 at \(2,\), outside \[0, 3\) \(-100 leaves"):
         pcsim.zil(pcsim.trace(net, x), (x,), y, loss="ce")
+
+
+@dataclass(frozen=True)
+class _NotSummed(Loss):
+    def value(self, mu, target):
+        return 0.5 * (mu - target) ** 2
+
+
+@dataclass(frozen=True)
+class _AsNumber(Loss):
+    def value(self, mu, target):
+        return float(0.5 * ((mu - target) ** 2).sum())
+
+
+@pytest.mark.parametrize("loss, got", [(_NotSummed(), r"a tensor of shape \(6, 3\)"), (_AsNumber(), "a float")])
+def test_a_users_value_that_is_no_differentiable_scalar_is_refused_at_its_line(loss, got):
+    """A value not summed, or turned into a Python number, stopped every rule inside torch ('grad can be implicitly
+    created only for scalar outputs'; "'float' object is not iterable"), and check blamed the module's backward."""
+    net, x, gen = _small_net(13)
+    y = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    pattern = (rf"loss {type(loss).__name__}: value\(mu, target\) at .*test_losses.py:\d+ must give a scalar tensor "
+               rf"differentiable in mu .*, got {got}")
+    for rule in (*_EXACT.values(), pcsim.il):
+        with pytest.raises(pcsim.InputError, match=pattern):
+            rule(g, (x,), y, loss=loss)
+    with pytest.raises(pcsim.InputError, match=pattern):
+        pcsim.check(net, (x,), y, loss=loss)
