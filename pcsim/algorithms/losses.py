@@ -148,7 +148,8 @@ class CrossEntropy(Loss):
 
     def check_target(self, output, shape, target):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            soft = " (class probabilities, 'soft labels', are not supported)" if target.is_floating_point() else ""
+            soft = (" (class probabilities, 'soft labels', are not supported)"
+                    if target.is_floating_point() and tuple(target.shape) == tuple(shape) else "")
             raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}{soft}")
         if len(shape) < 2:
             raise InputError(f"loss 'ce' on output '{output}' needs logits of shape (batch, classes, ...), "

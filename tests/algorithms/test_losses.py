@@ -200,8 +200,15 @@ class _Transposed(nn.Module):
 def test_class_indices_out_of_range_are_named():
     net, x, gen = _small_net(12)
     y = torch.tensor([0, 1, -5, 2, 0, 1])
+    g = pcsim.trace(net, x)
     with pytest.raises(pcsim.InputError, match=r"has class index -5 at \(2,\), outside \[0, 3\) \(-100 leaves"):
-        pcsim.zil(pcsim.trace(net, x), (x,), y, loss="ce")
+        pcsim.zil(g, (x,), y, loss="ce")
+    probabilities = torch.softmax(torch.randn(6, 3, generator=gen, dtype=torch.float64), 1)
+    with pytest.raises(pcsim.InputError, match=r"needs integer class indices, got torch.float64 \(class "
+                                               r"probabilities, 'soft labels', are not supported\)"):
+        pcsim.zil(g, (x,), probabilities, loss="ce")
+    with pytest.raises(pcsim.InputError, match=r"needs integer class indices, got torch.float64$"):
+        pcsim.zil(g, (x,), probabilities[:, 0], loss="ce")  # not of the logits' shape: no word on probabilities
 
 
 @dataclass(frozen=True)
