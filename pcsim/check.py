@@ -16,8 +16,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree  # the flattening torch.export applies to outputs
 
-from pcsim.algorithms.losses import Loss, get_loss
-from pcsim.algorithms.problem import Problem, as_targets, as_tuple
+from pcsim.algorithms.losses import get_loss
+from pcsim.algorithms.problem import Problem, as_losses, as_targets, as_tuple
 from pcsim.capture import attribute_tensors, trace
 from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
@@ -142,7 +142,7 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse", dtypes: se
         dtypes.update(mode.dtypes)
     outs = _flat_outputs(out)
     targets = as_targets(target, pytree.tree_flatten(out)[1])  # a dict of targets by the output's keys
-    losses = (loss,) * len(outs) if isinstance(loss, str | Loss) else tuple(loss)
+    losses = as_losses(loss, len(outs), pytree.tree_flatten(out)[1])
     if len(targets) != len(outs):
         raise InputError(f"the module returns {len(outs)} output(s), got {len(targets)} target(s)")
     losses = tuple(get_loss(lo) for lo in losses)
@@ -221,7 +221,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)
     return CheckReport(
-        rule=rule, loss=",".join(get_loss(lo).name for lo in ((loss,) if isinstance(loss, str | Loss) else loss)),
+        rule=rule, loss=",".join(get_loss(lo).name for lo in as_losses(loss, 1, graph.output_spec)),
         dtype=dtype,
         max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
         per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,

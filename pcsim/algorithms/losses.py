@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -12,23 +13,57 @@ from pcsim.errors import InputError
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss on one output vertex. Subclasses give the value and its negative gradient."""
+    """A loss on one output vertex: subclass it with `value(mu, target)` (summed over the batch) and, if you
+    like, `error` (-dL/dmu) or `gradient` (dL/dmu) in closed form; what is not given follows from what is
+    (the error from the value by autograd). `check_target` refuses targets the loss cannot read (by default
+    those not of the output's shape)."""
 
     name: str = ""
 
+    def __init_subclass__(cls, **kwargs):
+        # The derivatives follow the most derived definition. Z-IL and Fa-Z-IL read `gradient`, IL and the ODEs
+        # `error`, the energy and check's oracle `value`: a subclass of MSE that redefines its error alone kept
+        # MSE's one-pass gradient (Z-IL silently MSE's updates, IL the subclass's), one that redefines its value
+        # alone kept MSE's error for every rule.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "value" in own and cls.__module__ != __name__:  # a user's value is checked where it is read
+            cls.value = _checked_value(own["value"])
+        if "value" in own and "error" not in own and "gradient" not in own:
+            cls.error, cls.gradient = Loss.error, Loss.gradient
+        elif "error" in own and "gradient" not in own:
+            cls.gradient = Loss.gradient
+        elif "gradient" in own and "error" not in own:
+            cls.error = Loss._negated_gradient
+        if ("error" in own or "gradient" in own) and "value" not in own and cls.value is not Loss.value:
+            raise TypeError(f"{cls.__name__} redefines the output error but keeps {_definer(cls, 'value')}'s "
+                            "value(mu, target): the energy, the loss reported and check's oracle would not be the "
+                            "loss its error descends; define value too")
+
     def check_target(self, output: str, shape: tuple[int, ...], target: torch.Tensor) -> None:
-        raise NotImplementedError
+        if tuple(target.shape) != tuple(shape):
+            raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, the output has shape "
+                             f"{tuple(shape)} (loss {type(self).__name__}: override check_target for targets of "
+                             "another shape)")
 
     def as_target(self, target: torch.Tensor) -> torch.Tensor:
         """`target` (checked) in the form `value`, `error` and `gradient` read."""
         return target
 
+    def for_target(self, target: torch.Tensor) -> Loss:
+        """The loss as it reads `target` (checked): itself, unless the target changes what it computes."""
+        return self
+
     def value(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"loss {type(self).__name__} gives no value(mu, target): define it (a scalar "
+                                  "tensor, summed over the batch)")
 
     def error(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The output error population's value: -dL/dmu (y - mu for MSE)."""
-        raise NotImplementedError
+        """The output error population's value: -dL/dmu (y - mu for MSE). By default from `value` by autograd."""
+        leaf = mu.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.value(leaf, target), leaf)
+        return grad.neg_()
 
     def gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """dL/dmu, bit for bit `-error(mu, target)` (the exact rules run in autograd's sign).
@@ -36,6 +71,34 @@ class Loss:
         Subclasses that can compute it in one pass (`mu - y` is exactly `-(y - mu)`) override it.
         """
         return -self.error(mu, target)
+
+    def _negated_gradient(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -self.gradient(mu, target)
+
+
+def _checked_value(value):
+    """A user's `value`, refused unless it gives a differentiable scalar tensor: a loss not summed (a tensor per
+    entry) or turned into a Python number stopped the rules inside torch ('grad can be implicitly created only for
+    scalar outputs'), and check blamed the module's own backward."""
+    @functools.wraps(value)
+    def checked(self, mu, target):
+        out = value(self, mu, target)
+        what = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) and out.ndim
+                else None if isinstance(out, torch.Tensor) else f"a {type(out).__name__}")
+        if what is None and mu.requires_grad and not out.requires_grad:
+            what = "a tensor that autograd cannot differentiate in mu (through .item(), float(), .detach() or numpy?)"
+        if what is not None:
+            code = getattr(value, "__code__", None)
+            at = f" at {code.co_filename}:{code.co_firstlineno}" if code is not None else ""
+            raise InputError(f"loss {type(self).__name__}: value(mu, target){at} must give a scalar tensor "
+                             f"differentiable in mu (the loss summed over the batch), got {what}")
+        return out
+    return checked
+
+
+def _definer(cls: type, attribute: str) -> str:
+    """The class in `cls`'s MRO that defines `attribute`."""
+    return next(c.__name__ for c in cls.__mro__ if attribute in c.__dict__)
 
 
 @dataclass(frozen=True)
@@ -61,32 +124,50 @@ class MSE(Loss):
         return mu - target
 
 
+# torch's cross_entropy leaves out entries of this class index (Hugging Face pads labels with it)
+IGNORE_INDEX = -100
+
+
 @dataclass(frozen=True)
 class CrossEntropy(Loss):
-    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype)."""
+    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype).
+    Entries whose index is -100 count for nothing, as in `F.cross_entropy` (its `ignore_index`)."""
 
     name: str = "ce"
+    ignoring: bool = False  # whether the target holds -100 entries (for_target sets it): their error is zero
 
     def as_target(self, target):
         # torch's cross_entropy and scatter read int64 indices (int32 stopped bp inside torch, uint8 Z-IL):
         # checked to lie in [0, classes), the indices are the same numbers in int64
         return target if target.dtype == torch.int64 else target.long()
 
+    def for_target(self, target):
+        # one check per target rather than a mask at every inference step for the many targets without -100
+        ignoring = bool((target == IGNORE_INDEX).any()) if target.numel() and target.dtype != torch.uint8 else False
+        return replace(self, ignoring=True) if ignoring and not self.ignoring else self
+
     def check_target(self, output, shape, target):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}")
+            soft = (" (class probabilities, 'soft labels', are not supported)"
+                    if target.is_floating_point() and tuple(target.shape) == tuple(shape) else "")
+            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}{soft}")
         if len(shape) < 2:
             raise InputError(f"loss 'ce' on output '{output}' needs logits of shape (batch, classes, ...), "
                              f"the output has shape {tuple(shape)}")
         want = (shape[0],) + tuple(shape[2:])
         if tuple(target.shape) != want:
             raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, "
-                             f"'ce' on logits of shape {tuple(shape)} needs {want}")
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= shape[1]):
-            raise InputError(f"target for output '{output}' has class indices outside [0, {shape[1]})")
+                             f"'ce' on logits of shape {tuple(shape)} needs {want} (classes on dim 1, as in "
+                             "F.cross_entropy)")
+        if target.numel():
+            bad = ((target < 0) & (target != IGNORE_INDEX)) | (target >= shape[1])
+            if bool(bad.any()):
+                at = tuple(bad.nonzero()[0].tolist())
+                raise InputError(f"target for output '{output}' has class index {int(target[at])} at {at}, outside "
+                                 f"[0, {shape[1]}) (-100 leaves an entry out, as in F.cross_entropy)")
 
     def value(self, mu, target):
-        return F.cross_entropy(mu, target, reduction="sum")
+        return F.cross_entropy(mu, target, reduction="sum")  # ignore_index -100: those entries count for nothing
 
     def error(self, mu, target):
         return self._add_at_target(torch.softmax(mu, dim=1).neg_(), target, 1.0)  # onehot - softmax
@@ -94,15 +175,19 @@ class CrossEntropy(Loss):
     def gradient(self, mu, target):
         return self._add_at_target(torch.softmax(mu, dim=1), target, -1.0)  # softmax - onehot
 
-    @staticmethod
-    def _add_at_target(p, target, value):
-        """`p` plus `value` at each sample's target class, in place: the bits of `p -/+ onehot`.
+    def _add_at_target(self, p, target, value):
+        """`p` plus `value` at each sample's target class, in place: the bits of `p -/+ onehot`; zero at the entries
+        left out (-100), where the loss does not depend on `mu`.
 
         One scatter instead of building the one-hot (F.one_hot validates, allocates and casts): 40 us
         against 70 us a call on a 256x10 output, paid at every inference step of IL.
         """
         index = target.unsqueeze(1)
-        return p.scatter_add_(1, index, torch.full(index.shape, value, dtype=p.dtype, device=p.device))
+        if not self.ignoring:
+            return p.scatter_add_(1, index, torch.full(index.shape, value, dtype=p.dtype, device=p.device))
+        kept = index != IGNORE_INDEX
+        p.scatter_add_(1, index.clamp(min=0), kept.to(p.dtype).mul_(value))
+        return p.mul_(kept)
 
 
 LOSSES: dict[str, Loss] = {"mse": MSE(), "ce": CrossEntropy()}

@@ -84,7 +84,25 @@ def as_targets(target, spec: pytree.TreeSpec | None = None) -> tuple:
         raise InputError(f"target must be a tensor or a tuple of tensors, got {type(target).__name__}")
     if spec is not None:
         target = _arranged(target, spec)
-    return tuple(t for t in pytree.tree_leaves(target) if t is not None)
+    leaves = tuple(t for t in pytree.tree_leaves(target) if t is not None)
+    numbers = [t for t in leaves if isinstance(t, int | float | complex)]  # bool is an int
+    if numbers:  # a list of labels was counted as one target per output: 'the graph has 1 output(s), got 6'
+        raise InputError(f"target holds Python numbers ({len(numbers)} of {len(leaves)} entries, e.g. "
+                         f"{numbers[0]!r}); give each output's target as one tensor (torch.tensor(labels))")
+    return leaves
+
+
+def as_losses(loss, n_outputs: int, spec: pytree.TreeSpec | None = None) -> tuple:
+    """One loss per output: a name or Loss for all of them, a tuple of them in the outputs' order, or, as targets
+    are, a dict matched to dict outputs by key (`spec`, the outputs' TreeSpec)."""
+    if isinstance(loss, str | Loss):  # one loss for every output
+        return (loss,) * n_outputs
+    if isinstance(loss, Mapping) and spec is not None:  # by key: `tuple(loss)` would be the keys
+        return tuple(lo for lo in pytree.tree_leaves(_arranged(loss, spec, "loss")) if lo is not None)
+    if isinstance(loss, Sequence):  # one per output
+        return tuple(loss)
+    raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them (one per "
+                     f"output; a dict for dict outputs), got {type(loss).__name__}")
 
 
 def _arranged(target, spec: pytree.TreeSpec, where: str = "target"):
@@ -161,13 +179,7 @@ class Problem:
         targets = () if target is NO_TARGET else as_targets(target, graph.output_spec)
         if not targets and target is not NO_TARGET:
             raise InputError(f"target is empty; give one target per output {list(graph.outputs)}")
-        if isinstance(loss, (str, Loss)):  # one loss for every output
-            losses = (loss,) * len(graph.outputs)
-        elif isinstance(loss, Sequence):  # one per output
-            losses = tuple(loss)
-        else:
-            raise InputError(f"loss must be a name ({', '.join(sorted(LOSSES))}), a Loss, or a tuple of them "
-                             f"(one per output), got {type(loss).__name__}")
+        losses = as_losses(loss, len(graph.outputs), graph.output_spec)
         if targets and len(targets) != len(graph.outputs):
             raise InputError(f"the graph has {len(graph.outputs)} output(s) {_where_returned(graph)}, got "
                              f"{len(targets)} target(s): give one for every output")
@@ -182,9 +194,10 @@ class Problem:
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
+            lmap[name] = lmap[name].for_target(y)
             tmap[name] = lmap[name].as_target(y.detach())
-        _refuse_nan({**{f"input '{n}'": values[n] for n in graph.inputs},
-                     **{f"the target for output '{n}'": y for n, y in tmap.items()}})
+        _refuse_nan({f"input '{n}'": values[n] for n in graph.inputs},
+                    {f"the target for output '{n}'": y for n, y in tmap.items()})
         return Problem(graph, params, values, tmap, lmap)
 
     # -- local computations ---------------------------------------------------------------------
@@ -283,16 +296,24 @@ def _where_returned(graph: Graph) -> str:
                                                                                         strict=True))
 
 
-def _refuse_nan(data: Mapping[str, torch.Tensor]) -> None:
-    """A NaN in the data would run to NaN updates or a blow-up far from its cause. (An inf may be meant: an
-    additive -inf mask.) One synchronisation for all, and one reduction per tensor: a NaN makes its sum NaN
-    (every rule call pays this check, so it costs a sum, not a mask); a NaN sum of numbers, +inf and -inf, is
-    told apart below."""
-    floating = {k: v for k, v in data.items() if v.is_floating_point()}
+def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> None:
+    """A NaN in the data would run to NaN updates or a blow-up far from its cause. An inf in an input may be meant
+    (an additive -inf mask: the forward pass decides what it makes of it); in a target it is not: the output error
+    is infinite, and every rule returned inf and NaN updates silently. One synchronisation for all, and one
+    reduction per tensor: a NaN or inf makes its sum non-finite (every rule call pays this check, so it costs a
+    sum, not a mask); a sum that overflowed or met +inf and -inf is told apart below."""
+    floating = {k: (v, k in targets) for k, v in {**inputs, **targets}.items() if v.is_floating_point()}
     if not floating:
         return
-    sums = torch.stack([v.sum() for v in floating.values()]).isnan().tolist()
-    for (what, v), nan_sum in zip(floating.items(), sums, strict=True):
-        if nan_sum and torch.isnan(v).any():
+    sums = torch.stack([v.sum() for v, _ in floating.values()])
+    for (what, (v, target)), (nan_sum, inf_sum) in zip(floating.items(), torch.stack(
+            [sums.isnan(), sums.isinf()], 1).tolist(), strict=True):
+        if not (nan_sum or inf_sum and target):
+            continue
+        if torch.isnan(v).any():
             at = tuple(torch.isnan(v).nonzero()[0].tolist())
             raise InputError(f"{what} holds NaN (the first at index {at}); pcsim needs numbers there")
+        if target and torch.isinf(v).any():
+            at = tuple(torch.isinf(v).nonzero()[0].tolist())
+            raise InputError(f"{what} holds {v[at].item()} (the first at index {at}): its loss and output error are "
+                             "infinite, and every update would be inf or NaN; pcsim needs finite targets")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+from pcsim.algorithms.losses import Loss, get_loss
 from pcsim.algorithms.problem import NO_TARGET, Problem
 from pcsim.dynamics.discretise import zil_mismatch
 from pcsim.dynamics.divergence import warn_if_diverged
@@ -73,7 +74,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     meta = {"dt": solver.step, **solver.meta(), "t_end": t_end, "t_on": t_on,
             "tau_x": tau_x, "tau_e": tau_e, "tau_w": field.tau_w, "target_shown": target_shown,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
-            "loss": loss if isinstance(loss, str) else list(loss)}
+            "loss": _loss_names(loss, problem)}
     meta.update({k: v for k, v in backend_options.items() if isinstance(v, str | int | float | bool)})
     if added is not None:
         meta["identity_populations"] = added
@@ -83,6 +84,13 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     if named:  # as asked: scipy's fixed-step methods run torch's integrator on the field
         meta["backend"] = backend
     return recorder.trajectory(final, meta)
+
+
+def _loss_names(loss, problem: Problem):
+    """`loss` as names for the record, one per output unless one was given for all (a Loss instance stopped the
+    run at its end when its meta took `list(loss)`, and a dict of losses would have given its keys)."""
+    return get_loss(loss).name if isinstance(loss, str | Loss) else [problem.losses[o].name
+                                                                     for o in problem.graph.outputs]
 
 
 def _warn_unfinished(gate: Windows, graph: Graph, t_end: float) -> None:

@@ -50,6 +50,37 @@ def test_nan_in_the_data_is_refused_naming_where(mlp, rule):
         pcsim.simulate(g, (bad_x,), y, t_end=1.0, tau_x=1.0)
 
 
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_an_infinite_target_is_refused_naming_where(mlp, rule):
+    """An inf target makes the loss and the output error infinite: bp, zil and fa_zil returned inf and NaN
+    updates without a word (autograd on the module gives the same non-numbers: there is no gradient to match)."""
+    module, (x,), y, g = mlp
+    for bad in (float("inf"), -float("inf")):
+        bad_y = y.clone()
+        bad_y[3, 0] = bad
+        with pytest.raises(pcsim.InputError, match=rf"target for output '.*' holds {bad} \(the first at index "
+                                                   r"\(3, 0\)\).*finite targets"):
+            rule(g, (x,), bad_y)
+    with pytest.raises(pcsim.InputError, match="holds inf"):
+        pcsim.check(module, (x,), bad_y.neg())
+    with pytest.raises(pcsim.InputError, match="holds inf"):
+        pcsim.simulate(g, (x,), bad_y.neg(), t_end=1.0, tau_x=1.0)
+
+
+def test_a_list_of_labels_is_refused_as_numbers_not_counted_as_targets():
+    """A Python list of class labels was read as one target per output: 'the graph has 1 output(s), got 6
+    target(s): give one for every output', for a module with one output."""
+    net = nn.Sequential(nn.Linear(4, 3)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    g = pcsim.trace(net, x)
+    for rule in RULES:
+        with pytest.raises(pcsim.InputError, match=r"target holds Python numbers \(6 of 6 entries, e.g. 0\); give "
+                                                   r"each output's target as one tensor"):
+            rule(g, (x,), [0, 2, 1, 1, 0, 2], loss="ce")
+    with pytest.raises(pcsim.InputError, match="target holds Python numbers"):
+        pcsim.check(net, (x,), [0.5] * 6)
+
+
 def test_an_infinite_input_is_data_not_an_error(mlp):
     """An additive -inf mask is an input a model may want: the forward pass decides what it makes of it."""
     _, (x,), y, g = mlp
@@ -285,6 +316,31 @@ def test_a_dict_of_targets_is_matched_to_the_outputs_by_key_not_by_its_order(mod
     with pytest.raises(pcsim.InputError, match=r"target has key\(s\) \['b'\] that the module's output has not "
                                                r"\(its keys: \['z', 'a'\]\)"):
         rule(g, (x,), {"a": ya, "b": yz})
+
+
+def test_a_dict_of_losses_is_matched_to_the_outputs_by_key_as_targets_are():
+    """Targets could be a dict for dict outputs, losses not: {'a': 'ce', 'z': 'mse'} was refused ('got dict'), and
+    check's oracle would have taken the dict's keys for loss names."""
+    torch.manual_seed(1)
+    module = _KeyedHeads().double()
+    x, yz = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    ya = torch.tensor([0, 2, 1, 1, 0, 2])
+    out = module(x)
+    loss = 0.5 * ((out["z"] - yz) ** 2).sum() + torch.nn.functional.cross_entropy(out["a"], ya, reduction="sum")
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    g = pcsim.trace(module, x)
+    for rule in (pcsim.bp, pcsim.zil, pcsim.fa_zil, lambda *a, **k: pcsim.fa_zil(*a, mode="autonomous", **k)):
+        got = rule(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "z": "mse"})
+        for n, w in want.items():
+            assert relative_difference(got[n], w) <= tolerance(torch.float64), n
+    report = pcsim.check(module, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "z": "mse"})
+    assert report.passed and report.loss == "mse,ce"  # in the outputs' order
+    assert all(relative_difference(report.reference[n], w) <= tolerance(torch.float64) for n, w in want.items())
+    with pytest.raises(pcsim.InputError, match=r"loss has key\(s\) \['b'\] that the module's output has not"):
+        pcsim.zil(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce", "b": "mse"})
+    with pytest.raises(pcsim.InputError, match=r"the graph has 2 output\(s\), got 1 losses"):
+        pcsim.zil(g, (x,), {"a": ya, "z": yz}, loss={"a": "ce"})
 
 
 @pytest.mark.parametrize("rule", [*RULES, pcsim.ipc], ids=lambda f: f.__name__)

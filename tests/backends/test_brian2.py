@@ -251,6 +251,40 @@ def test_unsupported_op_names_the_vertex_and_why():
     assert "The brian2 backend renders:" in msg and "_softmax" in msg  # the list names what does render
 
 
+def test_a_subclass_of_a_rendered_loss_is_refused_not_rendered_as_its_parent():
+    """Brian2 renders MSE's and cross-entropy's output errors in equations of its own, chosen by the loss's name; a
+    subclass keeps its parent's name unless it sets one, so a label-smoothed CrossEntropy ran as plain CE (Z-IL's
+    updates 0.12 relative off the smoothed loss's gradient on this MLP), silently."""
+    from dataclasses import dataclass
+
+    from pcsim.algorithms.losses import MSE, CrossEntropy
+
+    @dataclass(frozen=True)
+    class Smoothed(CrossEntropy):
+        def value(self, mu, target):
+            return torch.nn.functional.cross_entropy(mu, target, reduction="sum", label_smoothing=0.1)
+
+    @dataclass(frozen=True)
+    class Halved(MSE):
+        def value(self, mu, target):
+            return 0.25 * ((mu - target) ** 2).sum()
+
+    module, (x,), _ = tiny_mlp()
+    graph = pcsim.trace(module, x)
+    for loss, y in ((Smoothed(), torch.tensor([0, 1])), (Halved(), torch.randn(2, 2))):
+        with pytest.raises(NotImplementedError, match=rf"output '.*' has loss {type(loss).__name__} "
+                                                      rf"\('{loss.name}'\). Use backend='scipy' or 'torch'"):
+            pcsim.simulate(graph, (x,), y, loss=loss, backend="brian2", t_end=0.5, dt=0.1)
+
+
+def test_a_cross_entropy_target_leaving_entries_out_is_refused():
+    """Brian2's cross-entropy circuit counts every entry; a -100 entry (left out, as in F.cross_entropy) is refused."""
+    module, (x,), _ = tiny_mlp()
+    with pytest.raises(NotImplementedError, match=r"target for output '.*' leaves entries out \(class index -100\)"):
+        pcsim.simulate(pcsim.trace(module, x), (x,), torch.tensor([1, -100]), loss="ce", backend="brian2",
+                       t_end=0.5, dt=0.1)
+
+
 def test_other_refusals_are_explained():
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
     graph = pcsim.trace(module, *inputs)

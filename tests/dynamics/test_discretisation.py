@@ -53,6 +53,52 @@ def test_euler_at_dt_tau_with_zil_gates_is_zil(arch, tau_e):
         assert relative_difference(got, zil[name]) <= TOL, name
 
 
+@pytest.mark.parametrize("backend", ["torch", "scipy"])
+def test_a_loss_object_runs_and_is_recorded_by_name(backend):
+    """simulate takes a pcsim Loss, or a tuple of them, as every rule does: the run stopped at its end with
+    "TypeError: 'CrossEntropy' object is not iterable" while writing the loss into its record."""
+    from pcsim.algorithms.losses import MSE, CrossEntropy
+
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 1, 0, 2])
+    graph = pcsim.trace(module, x)
+    ce = torch.nn.functional.cross_entropy(module(x), y, reduction="sum")
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(ce, list(module.parameters())),
+                    strict=True))
+    for loss, recorded in ((CrossEntropy(), "ce"), ((CrossEntropy(),), ["ce"])):
+        tr = pcsim.simulate(graph, (x,), y, loss=loss, backend=backend, t_end=4.0, tau_x=1.0, dt=1.0,
+                            method="euler", plasticity="zil", record=[])
+        assert tr.meta["loss"] == recorded
+        assert max(relative_difference(torch.as_tensor(tr.updates[n]), w) for n, w in want.items()) <= TOL
+    with pytest.raises(pcsim.InputError, match="has shape"):  # MSE() on class indices: refused by the target check
+        pcsim.simulate(graph, (x,), y.double(), loss=MSE(), backend=backend, t_end=4.0, tau_x=1.0, dt=1.0)
+
+
+class _Heads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return {"logits": self.a(torch.tanh(x)), "reg": self.b(torch.tanh(x))}
+
+
+def test_a_dict_of_losses_is_recorded_in_the_outputs_order():
+    """The record took `list(loss)`: a dict's keys, which get_loss refused as unknown losses after the whole run."""
+    torch.manual_seed(4)
+    module = _Heads().double()
+    x, yl, yr = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 1, 0, 2]), torch.randn(6, 2)
+    out = module(x)
+    total = torch.nn.functional.cross_entropy(out["logits"], yl, reduction="sum") + 0.5 * ((out["reg"] - yr) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(total, list(module.parameters())),
+                    strict=True))
+    tr = pcsim.simulate(pcsim.trace(module, x), (x,), {"reg": yr, "logits": yl}, loss={"reg": "mse", "logits": "ce"},
+                        backend="torch", t_end=4.0, tau_x=1.0, dt=1.0, method="euler", plasticity="zil", record=[])
+    assert tr.meta["loss"] == ["ce", "mse"]
+    assert max(relative_difference(torch.as_tensor(tr.updates[n]), w) for n, w in want.items()) <= TOL
+
+
 def test_leaky_errors_with_the_instant_schedule_are_not_exact():
     """The shift matters: gates at step d (not 2d + 1) miss the leaky errors."""
     module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")

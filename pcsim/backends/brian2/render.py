@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pcsim.algorithms.losses import MSE, CrossEntropy
 from pcsim.backends.brian2.circuits import Circuit, circuit_of, cross_entropy
 from pcsim.backends.brian2.expressions import gate_equation, quiet, quiet_times, rename, split, switch
 from pcsim.backends.brian2.ops import edges_of
@@ -100,9 +101,15 @@ def _synapse_times(field: VectorField, name: str, dt: float) -> dict[str, float]
 def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = True) -> Network:
     problem, graph = field.problem, field.problem.graph
     for loss_vertex, loss in problem.losses.items():
-        if field.target_shown and loss.name not in ("mse", "ce"):
+        # by type, not name: a subclass of MSE or CrossEntropy keeps the name 'mse' or 'ce' unless it sets its
+        # own, and was rendered as the loss it changed
+        if field.target_shown and type(loss) not in (MSE, CrossEntropy):
             raise RenderError(f"the brian2 backend renders the MSE and cross-entropy output errors; output "
-                              f"'{loss_vertex}' has loss '{loss.name}'. Use backend='scipy' or 'torch' for it.")
+                              f"'{loss_vertex}' has loss {type(loss).__name__} ('{loss.name}'). Use backend='scipy' "
+                              "or 'torch' for it.")
+        if field.target_shown and isinstance(loss, CrossEntropy) and loss.ignoring:
+            raise RenderError(f"the target for output '{loss_vertex}' leaves entries out (class index -100), which "
+                              "the brian2 backend's cross-entropy circuit does not; use backend='scipy' or 'torch'")
     pops: dict[str, Population] = {}
     helpers: list[Population] = []
     projections: list[Projection] = []
@@ -174,7 +181,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
     for name in graph.latent:
         _latent_equations(field, pops[name], incoming[name], feedback[name], offsets[name], gates[name],
                           linked[name], circuits.get(name))
-        if name in field.outputs and field.target_shown and problem.losses[name].name == "ce":
+        if name in field.outputs and field.target_shown and type(problem.losses[name]) is CrossEntropy:
             _wire(field, name, cross_entropy(graph[name].shape), population_of, helpers, feedback, projections, dt)
         quiet(pops[name], quiet_times(field, name, dt))
     shapes = {p: tuple(problem.params[p].shape) for p in problem.params}
@@ -251,7 +258,7 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         eqs += [E.free_output, err]
     else:
         target = problem.targets[name]
-        if problem.losses[name].name == "ce":  # class indices; the softmax's normaliser zr: cross_entropy
+        if type(problem.losses[name]) is CrossEntropy:  # class indices; the softmax's normaliser zr: cross_entropy
             onehot = np.zeros(tuple(problem.graph[name].shape))
             np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
             pop.values["y"] = onehot.reshape(-1)
