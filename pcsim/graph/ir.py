@@ -179,6 +179,8 @@ class Graph:
     # parameter assigned anew since the trace (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`, a
     # replaced layer) is not the tensor in `params`, which the rules would differentiate instead
     traced_tree: Any = field(default=None, compare=False, repr=False)
+    # Python numbers the program took from the inputs' values (`pcsim.graph.guards`): each rule recomputes them
+    number_guards: tuple = field(default=(), compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
