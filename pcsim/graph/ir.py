@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pcsim.errors import GraphError
+from pcsim.graph.portable import portable, resolved
 
 INPUT_OP = "input"
 # Python values a forward() argument may take instead of a tensor (and None): a constant of the program
@@ -56,6 +57,12 @@ class Computed:
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     label: str = ""  # what it computes, for messages (`permute(fc1.weight)`)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "fn": portable(self.fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "fn": resolved(state["fn"])})
 
 
 def template_slots(template: Any):
@@ -143,6 +150,14 @@ class Vertex:
     def describe(self) -> str:
         return f"vertex '{self.name}' (op {self.op}, shape {tuple(self.shape)})"
 
+    def __getstate__(self) -> dict:
+        # pickled (or copied) without the cached call binder, a closure, and with an op overload by name
+        state = {k: v for k, v in self.__dict__.items() if k not in ("bind", "params", "constants")}
+        return {**state, "fn": portable(self.fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "fn": resolved(state["fn"])})
+
 
 @dataclass(frozen=True, eq=False)
 class Graph:
@@ -190,7 +205,8 @@ class Graph:
     def __getstate__(self) -> dict:
         # A copy (pickle, deepcopy) holds copies of the parameters: no longer the module's graph, it drops the weak
         # references to the module (which pickle cannot store; they would refuse every copied parameter).
-        return {**self.__dict__, "traced_modes": (), "traced_tree": None, "sources": ()}
+        # What was worked out from its structure is left behind (it holds closures), and worked out again.
+        return {**self.__dict__, "traced_modes": (), "traced_tree": None, "sources": (), "_derived": {}}
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so
