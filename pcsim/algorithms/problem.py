@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree  # the flattening torch.export applies
 
 from pcsim.algorithms.losses import LOSSES, Loss, get_loss
 from pcsim.errors import InputError
+from pcsim.graph.guards import refuse_moved_numbers
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import call
 
@@ -175,6 +176,7 @@ class Problem:
         for v in graph.vertices:  # clamped non-input vertices: computed once from the data
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
+        refuse_moved_numbers(graph.number_guards, values, params, graph.constants)
 
         targets = () if target is NO_TARGET else as_targets(target, graph.output_spec)
         if not targets and target is not NO_TARGET:

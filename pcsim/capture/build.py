@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-import warnings
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from pcsim.capture.names import VertexNamer, module_path
 from pcsim.capture.ties import module_ties
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
+from pcsim.graph.guards import NumberGuard, warn_numbers
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.level import fresh_name
 from pcsim.graph.provenance import user_line
@@ -113,7 +113,7 @@ class Builder:
         self.namer = VertexNamer()
         self.probed: set = set()  # calls without a table entry whose derivative has been tried
         self.vertex_values: dict[str, torch.Tensor] = {}
-        self.value_sizes: list[str] = []  # sizes taken from input values (data-dependent shapes), for a warning
+        self.number_guards: list[NumberGuard] = []  # Python numbers taken from input values (sizes, .item())
         self.dropouts: list[str] = []  # dropouts the module runs (train mode, or forced): identities here, a warning
 
     # -- running the program ---------------------------------------------------------------------
@@ -156,13 +156,12 @@ class Builder:
         outputs = self._rename(self._outputs(out_node))
         self.vertices = tidy.reaching(self.vertices, outputs)
         outputs = tidy.sink_outputs(self.vertices, outputs)
-        if self.value_sizes:
-            warnings.warn(f"{self.value_sizes[0]}: the graph holds for inputs where such sizes are the same "
-                          "as in the example (trace again otherwise)", stacklevel=3)
+        warn_numbers(self.number_guards)
         tidy.warn_dropouts(self.dropouts)
         return Graph(vertices=tuple(self.vertices), inputs=tuple(self.inputs), outputs=tuple(outputs),
                      params=self.params, constants=self.constants, param_names=tuple(self.params),
                      literal_inputs=tuple(self.literal_inputs), output_spec=self.program.call_spec.out_spec,
+                     number_guards=tuple(g.renamed(self.renamed) for g in self.number_guards),
                      ties=module_ties(self.module, self.program, self.kind, self.values, self.counters))
 
     def _live(self, out_node: fx.Node) -> set[fx.Node]:
@@ -281,9 +280,10 @@ class Builder:
             raise UnsupportedOpError(where(n, f"computes the Python value {value!r} from populations or "
                                               "parameters; pcsim captures one program, so what it computes may not "
                                               "depend on their values"))
-        if parents and not self.value_sizes:
-            self.value_sizes.append(f"{where(n, frame=False)} takes a size from the *values* of {parents[0]!r} "
-                                    f"({value!r} here)")
+        if parents:  # recomputed from each batch by the rules, which refuse one where it moved
+            number = Vertex(n.name, op_name(n.target), (), torch.float64, parents=tuple(parents), fn=n.target,
+                            args=tuple(args), kwargs=tuple(kwargs.items()), source=where(n, frame=False))
+            self.number_guards.append(NumberGuard.of(number, value, self.vertices))
         self.kind[n] = value
 
     def _item(self, n: fx.Node, multi: _Multi, index: Any, value: Any) -> None:
@@ -387,7 +387,7 @@ class Builder:
 
     def _rename(self, outputs: list[str]) -> list[str]:
         """Give every vertex its readable name (`names.py`); returns the outputs' new names."""
-        new = self.namer.final()
+        self.renamed = new = self.namer.final()
         for name in self.inputs:
             new.setdefault(name, name)
         self.vertices = [dataclasses.replace(v, name=new[v.name], parents=tuple(new[p] for p in v.parents))

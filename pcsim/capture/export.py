@@ -31,8 +31,8 @@ from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import changed_attributes, refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
-from pcsim.errors import InputError, TraceError, first_line
-from pcsim.graph.provenance import exception_user_line
+from pcsim.errors import InputError, TraceError, UnsupportedOpError, first_line
+from pcsim.graph.provenance import exception_user_line, user_line
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
@@ -85,6 +85,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                 program = program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
         raise _export_error(name, inputs, e, module) from None
+    _refuse_higher_order(program)
     if changed:
         paths = {id(m): path for path, m in module.named_modules()}
         (owner, attr), (old, new) = next(iter(changed.items()))
@@ -95,6 +96,31 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                       f"of the module read {where} changed again (a step counter); if that changes what forward() "
                       "computes, the graph holds for that one call only", stacklevel=4)
     return program, frozenset((id(owner), attr) for owner, attr in changed)
+
+
+# what a higher-order op left in the decomposed program stands for, and what to write instead
+_HIGHER_ORDER = {
+    "cond": "branches on a tensor's value (torch.cond): a graph of populations is one program, and inference moves "
+            "the values the branch is chosen by. Compute both branches and pick with torch.where",
+    "while_loop": "loops on a tensor's value (torch.while_loop): unroll it to a fixed number of steps",
+    "with_effects": "calls {effect}, an op with a side effect (torch.export threads it through a token), which a "
+                    "graph of populations cannot hold",
+}
+
+
+def _refuse_higher_order(program: torch.export.ExportedProgram) -> None:
+    """A higher-order op the decompositions leave (torch.cond, while_loop, map, scan, an effectful op) runs
+    subgraphs or effects pcsim does not follow: refused at the user's line (it stopped with a KeyError on the
+    subgraph's name, or 'takes a TOKEN input')."""
+    for n in program.graph.nodes:
+        if n.op == "call_function" and isinstance(n.target, torch._ops.HigherOrderOperator):
+            name = n.target.name()
+            effect = str(n.args[1]) if name == "with_effects" and len(n.args) > 1 else "an op"
+            why = _HIGHER_ORDER.get(name, f"runs a subgraph through the higher-order op torch.ops.higher_order."
+                                          f"{name}, which pcsim does not follow").format(effect=effect)
+            line = user_line(n.meta.get("stack_trace"))
+            at = f" at {line.short}" if line else ""
+            raise UnsupportedOpError(f"op {name} ('{n.name}'){at}: forward() {why}" + (f"\n{line}" if line else ""))
 
 
 # torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pcsim.errors import GraphError
+from pcsim.graph.portable import portable, resolved
 from pcsim.graph.ties import ModuleTies
 
 INPUT_OP = "input"
@@ -57,6 +58,12 @@ class Computed:
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     label: str = ""  # what it computes, for messages (`permute(fc1.weight)`)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "fn": portable(self.fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "fn": resolved(state["fn"])})
 
 
 def template_slots(template: Any):
@@ -144,6 +151,14 @@ class Vertex:
     def describe(self) -> str:
         return f"vertex '{self.name}' (op {self.op}, shape {tuple(self.shape)})"
 
+    def __getstate__(self) -> dict:
+        # pickled (or copied) without the cached call binder, a closure, and with an op overload by name
+        state = {k: v for k, v in self.__dict__.items() if k not in ("bind", "params", "constants")}
+        return {**state, "fn": portable(self.fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "fn": resolved(state["fn"])})
+
 
 @dataclass(frozen=True, eq=False)
 class Graph:
@@ -168,11 +183,18 @@ class Graph:
     # what ties the graph to the module it was traced from, checked at every rule call (`pcsim.graph.ties`;
     # None: not traced)
     ties: ModuleTies | None = field(default=None, compare=False, repr=False)
+    # Python numbers the program took from the inputs' values (`pcsim.graph.guards`): each rule recomputes them
+    number_guards: tuple = field(default=(), compare=False, repr=False)
     # what `derived` computed from this graph's structure, by key (not part of the graph's value)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.validate()
+
+    def __getstate__(self) -> dict:
+        # What was worked out from its structure is left behind (it holds closures), and worked out again. (The
+        # ties drop their weak references themselves.)
+        return {**self.__dict__, "_derived": {}}
 
     def derived(self, key: Hashable, build: Callable[[Graph], Any]) -> Any:
         """`build(self)`, computed on the first call for `key` and kept: a graph never changes, so

@@ -180,7 +180,15 @@ OPS: dict[str, OpEntry] = {e.name: e for e in ENTRIES}
 # Composite ops pcsim keeps whole rather than decomposing: one vertex whose forward and backward
 # are each one kernel, as in backprop (`linear` would otherwise be a weight transpose and an addmm).
 KEPT_WHOLE = (aten.linear.default, aten.conv1d.default, aten.conv2d.default, aten.dropout.default,
-              aten._safe_softmax.default, aten.hardswish.default, aten.hardsigmoid.default)
+              aten._safe_softmax.default, aten.hardswish.default, aten.hardsigmoid.default,
+              # torch's derivative is defined where the decomposition's is 0/0 (NaN from every rule where backprop
+              # is finite): std at a constant row (var -> sqrt at 0), sinc at 0 (sin(pi x) / (pi x))
+              aten.std.correction, aten.std.dim, aten.std_mean.correction, aten.sinc.default,
+              # decomposed, each raises through an effectful check (`_linalg_check_errors` under a token) that a
+              # graph of populations cannot hold; whole, they raise on a singular matrix as in torch
+              aten.linalg_inv.default, aten.inverse.default, aten.linalg_solve.default,
+              aten.linalg_cholesky.default, aten.linalg_lu_factor.default, aten.linalg_ldl_factor.default,
+              aten.linalg_matrix_power.default, aten.linalg_tensorinv.default, aten.linalg_tensorsolve.default)
 
 # trace(fused=...): the recurrent layers kept whole, and the ATen kernels their forward calls
 FUSED_OPS: dict[type[nn.Module], tuple] = {

@@ -561,3 +561,18 @@ def test_a_required_keyword_only_argument_is_named_with_the_way_around_it():
 def test_too_few_or_too_many_example_inputs_say_what_forward_takes(n):
     with pytest.raises(pcsim.InputError, match=rf"_TwoInputs.forward takes 2 to 3 input\(s\) \(x, y, z\), got {n}"):
         pcsim.trace(_TwoInputs(), *[torch.randn(2, 2)] * n)
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    (lambda s, x: torch.cond(x.sum() > 0, lambda h: h * 2, lambda h: h.sin(), (s.lin(x),)),
+     r"op cond \('cond'\) at helpers.py:\d+: forward\(\) branches on a tensor's value \(torch.cond\).*torch.where"),
+    (lambda s, x: torch._higher_order_ops.while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, h * 2),
+                                                     (torch.tensor(0), s.lin(x)))[1],
+     r"op while_loop \('while_loop'\) at helpers.py:\d+: forward\(\) loops on a tensor's value"),
+], ids=["cond", "while_loop"])
+def test_control_flow_operators_are_refused_at_the_users_line(body, said):
+    """torch.cond stopped the capture with a bare KeyError('true_graph_0'): its branches are subgraphs the
+    graph builder does not follow. (torch records the line in the module's forward(), helpers.py here.)"""
+    net = _net(lambda s, x: s.out(body(s, x)), lin=nn.Linear(4, 4), out=nn.Linear(4, 2))
+    with pytest.raises(pcsim.UnsupportedOpError, match=said):
+        pcsim.trace(net, _x(3, 4))
