@@ -59,8 +59,11 @@ def observation(relax: Relaxation, eps: dict[str, torch.Tensor], shown: bool, na
     `relax` may be any reader of a state with the step's `problem`, `base`, `outputs`, `value` and `prediction`
     (the Brian2 backend's monitors at one step)."""
     errors = {n: eps[n] if n in eps else torch.zeros_like(relax.base[n]) for n in names}
-    # a shown output's value is its prediction plus its error (MSE: the target)
-    values = {n: relax.prediction(n) + errors[n] if shown and n in relax.outputs else relax.value(n) for n in names}
+    problem = relax.problem
+    # a shown output's value is its prediction plus its output error -dL/dmu (MSE: the target it is clamped to),
+    # not plus its error population, which lags it when leaky (mu + eps read 0.77 off the target at onset)
+    values = {n: relax.prediction(n) + problem.losses[n].error(relax.prediction(n), problem.target(n))
+              if shown and n in relax.outputs else relax.value(n) for n in names}
     mu = {n: relax.prediction(n) for n in names if n in relax.outputs}
     terms = relax.problem.energy(mu, eps, shown=shown, names=names)
     totals = torch.stack(list(terms.values())).tolist() if terms else []  # one synchronisation

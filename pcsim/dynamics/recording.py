@@ -134,7 +134,7 @@ class Recorder:
         straddles a discontinuity: yields (a, b, the sample times in (a, b] or None for every step), after
         recording t = 0. Each piece starts just after its switch, where the field is evaluated from the right."""
         field, sample = self.field, self.sample_times()
-        if sample is None or sample[0] == 0.0:
+        if sample is None or (sample.size and sample[0] == 0.0):  # Record(times=[]): the updates alone
             self.see(0.0, field.initial_state())
         grid = [0.0, *field.switches(self.t_end), float(self.t_end)]
         with tqdm(total=self.t_end, desc=f"pcsim {desc}", disable=not progress, leave=False,
@@ -174,10 +174,13 @@ class Recorder:
             self.energy[n].append(obs.energy[n])
 
     def trajectory(self, final: State, meta: dict) -> Trajectory:
+        def empty(n):  # no time recorded (Record(times=[])): still (len(t), *shape), as the docs say
+            return torch.zeros((0, *self.field.shapes["u", n]), dtype=self._dtypes[n]).numpy()
+
         def stack(d):
             if self._rows is not None:
-                return {n: v[:len(self.t)].numpy() if v is not None else np.zeros((0,)) for n, v in d.items()}
-            return {n: np.stack(v) if v else np.zeros((0,)) for n, v in d.items()}
+                return {n: v[:len(self.t)].numpy() if v is not None else empty(n) for n, v in d.items()}
+            return {n: np.stack(v) if v else empty(n) for n, v in d.items()}
         return Trajectory(t=np.array(self.t), values=stack(self.values), errors=stack(self.errors),
                           energy={n: np.array(v) for n, v in self.energy.items()},
                           updates={n: to_numpy(u) for n, u in self.field.updates(final).items()},

@@ -88,7 +88,10 @@ class Network:
 
 
 def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+    """A vertex name as part of a Brian2 object name, which must be ASCII: a module attribute may be any Python
+    identifier (`self.ñame`), and regex's \\W keeps non-ASCII letters. The objects' numbered prefixes keep names
+    that this maps alike apart."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 def _synapse_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
@@ -157,8 +160,9 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
             if not pre.clamped:
                 feedback[parent].append(f"fb_{len(feedback[parent])}")
                 eqs.append(f"{feedback[parent][-1]}_pre = {edge.backward} : 1 (summed)")
-            proj = Projection(f"s{len(projections)}_{_identifier(name)}_{edge.parent}", pre.name, post.name,
-                              edge.i, edge.j, eqs, fwd, {} if edge.weight is None else {"weight": edge.weight},
+            label = f"s{len(projections)}_{_identifier(name)}_{_identifier(str(edge.parent))}"
+            proj = Projection(label, pre.name, post.name, edge.i, edge.j, eqs, fwd,
+                              {} if edge.weight is None else {"weight": edge.weight},
                               {"tau_w": field.tau_w, **_synapse_times(field, name, dt)})
             gate = gates[name]
             if edge.param is not None and gate is not None:
