@@ -87,5 +87,5 @@ register(Rule("zil-euler", zil_euler, "Z-IL as Euler on the ODEs: dt = tau_x, Z-
 register(Rule("il", il, "IL: T inference steps from the feed-forward state, then one update (approximate)",
               inference=True, accepts=frozenset({"fixed_prediction", "output_precision", "compile"})))
 register(Rule("ipc", ipc, "iPC: the weights move at every inference step, alongside the values (approximate)",
-              inference=True))
+              inference=True, accepts=frozenset({"lr"})))
 register(Rule("bp", bp, "backprop over the traced graph (autograd)", exact=True))

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pcsim.algorithms import il_compiled
+from pcsim.algorithms.descent import energies, feedforward_energy, refuse_climb
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, check_finite
 from pcsim.graph.ir import Graph
@@ -35,18 +36,25 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     """
     relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
     problem = relax.problem
+    start = feedforward_energy(relax)
     bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
     if compile:
         il_compiled.run(relax, steps, bar)
     else:
         relax.run(steps, bar)
     plastic = {n for n in relax.latent if problem.graph[n].params}  # only their errors enter the update
-    update = _update(problem, relax.hebbian(relax.errors(only=plastic)), output_precision)
+    eps = relax.errors(only=plastic | relax.outputs)
+    # their energy, a lower bound of F's (the others' errors are not recomputed); fixed prediction descends no energy
+    end = None if fixed_prediction else energies(relax, eps, plastic | relax.outputs)
+    update = _update(problem, relax.hebbian(eps), output_precision)
 
     def replay():  # built only if a replay is asked for: on failure
         yield from _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision,
                                fixed_prediction).errors_along(steps)
-    return check_finite(update, "IL", problem, gamma, replay())
+    update = check_finite(update, "IL", problem, gamma, replay())
+    if end is not None:
+        refuse_climb("IL", relax, start, end, steps, partial=len(end) < len(relax.latent))
+    return update
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
@@ -82,6 +90,10 @@ def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, p
         raise ValueError(f"output_precision must be > 0 and finite, got {precision}")
     if not isinstance(fixed, bool) and fixed not in (0, 1):  # "no" is truthy: it ran the fixed-prediction variant
         raise ValueError(f"fixed_prediction must be True or False, got {fixed!r}")
+    if fixed and gamma >= 2:  # each error steps as e <- (1 - gamma) e + gamma drive: |1 - gamma| >= 1 never settles
+        raise ValueError(f"gamma must be < 2 with fixed_prediction, got {gamma}: each error moves as "
+                         "e <- (1 - gamma) e + gamma (its children's feedback), which converges (to BP's error) only "
+                         "for 0 < gamma < 2")
     return Relaxation(Problem.build(graph, inputs, target, loss, params), gamma, precision, fixed)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from pcsim.algorithms.descent import energies, feedforward_energy, refuse_climb
 from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem, refuse_changed
 from pcsim.algorithms.relaxation import Relaxation, check_finite
@@ -41,20 +42,23 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
         raise ValueError(f"lr must be > 0 and finite, got {lr}")
     if params is None:
         refuse_changed(graph)
-    start = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
+    theta = {n: p.detach() for n, p in (graph.params if params is None else params).items()}
 
     def relaxation() -> Relaxation:  # the weights move in copies: the relaxation's ops read the problem's tensors
-        return Relaxation(Problem.build(graph, inputs, target, loss, {n: p.clone() for n, p in start.items()}), gamma)
+        return Relaxation(Problem.build(graph, inputs, target, loss, {n: p.clone() for n, p in theta.items()}), gamma)
 
     def replay():  # built only if a replay is asked for: on failure
         yield from _inference(relaxation(), lr, steps)
 
     relax = relaxation()
+    start = feedforward_energy(relax)
     for _ in tqdm(_inference(relax, lr, steps), total=steps, desc="iPC inference", disable=not progress, leave=False):
         pass
     weights = relax.problem.params
-    update = {n: (start[n] - weights[n]) / (lr * steps) for n in graph.params}
-    return check_finite(update, "iPC", relax.problem, gamma, replay())
+    update = {n: (theta[n] - weights[n]) / (lr * steps) for n in graph.params}
+    update = check_finite(update, "iPC", relax.problem, gamma, replay())
+    refuse_climb("iPC", relax, start, energies(relax, relax.errors()), steps)  # values and weights descend F
+    return update
 
 
 def _inference(relax: Relaxation, lr: float, steps: int) -> Iterator[dict[str, torch.Tensor]]:

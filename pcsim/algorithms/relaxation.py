@@ -362,7 +362,7 @@ def check_finite(updates: dict[str, torch.Tensor], rule: str, problem: Problem, 
     for t, eps in enumerate(replay):
         first = nonfinite(eps)
         if first:
-            where = "; ".join(f"{_named(problem.graph[n])} became {nan_or_inf(eps[n])}" for n in first[:3])
+            where = "; ".join(f"{named(problem.graph[n])} became {nan_or_inf(eps[n])}" for n in first[:3])
             raise DivergenceError(f"{rule} diverged at gamma = {gamma}: at step {t} the error of {where}"
                                   f"{f' (and {len(first) - 3} more)' if len(first) > 3 else ''}, the first to leave "
                                   "finite values. Each step moves a value by gamma times its drive: a smaller gamma "
@@ -371,7 +371,7 @@ def check_finite(updates: dict[str, torch.Tensor], rule: str, problem: Problem, 
                           "Hebbian term overflowed")
 
 
-def _named(vertex) -> str:
+def named(vertex) -> str:
     """The vertex, with the user's source line where the capture knows it."""
     if not vertex.source:
         return vertex.describe()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -24,8 +25,9 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.divergence import DivergenceWarning
+from pcsim.errors import DivergenceError, first_line
 from pcsim.graph.ir import Graph
-from pcsim.numerics import deviation_and_angle, relative_difference
+from pcsim.numerics import deviation_and_angle, relative_difference, tolerance
 from pcsim.ops.il_ops import local_op
 from pcsim.ops.local import linearise, records_autograd
 from pcsim.ops.table import entry
@@ -224,12 +226,21 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
             raise ValueError(f"{name} is empty: no combination to run (one row per combination)")
     gammas, steps, precisions, fixed_prediction = settings.values()
     bp = backprop(graph, inputs, target, loss)
-    rows = []
+    rows, diverged = [], []
     for fixed, gamma, precision, t in itertools.product(fixed_prediction, gammas, precisions, steps):
-        got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed, output_precision=precision)
-        rel, angle = deviation_and_angle(got, bp)
+        try:
+            got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
+                     output_precision=precision)
+            rel, angle = deviation_and_angle(got, bp)
+        except DivergenceError as e:  # one setting past the stable rate: its row says so, the sweep goes on
+            rel, angle = math.inf, math.nan
+            diverged.append(f"gamma {gamma}, {t} steps{', fixed prediction' if fixed else ''} ({first_line(e)})")
         rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,
                      "steps": t, "relative_error": rel, "angle_deg": angle})
+    if diverged:
+        warnings.warn(f"il_convergence: {len(diverged)} setting(s) diverged, their relative error is inf and their "
+                      f"angle NaN: {'; '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''}",
+                      DivergenceWarning, stacklevel=3)
     return rows
 
 
@@ -257,6 +268,11 @@ def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1
 def _warn_if_not_finite(trace: dict[str, np.ndarray], gamma: float) -> None:
     """A relaxation past its stable rate overflows; il raises then, a trace shows it but must say so."""
     first = {n: int(np.argmax(~np.isfinite(e))) for n, e in trace.items() if not np.isfinite(e).all()}
+    total = sum(trace.values())
+    if not first and total[-1] > total[0] * (1 + tolerance(torch.float64)):  # descent that climbed: no overflow yet
+        warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: the energy, which IL's inference "
+                      f"descends, rose from {total[0]:.4g} to {total[-1]:.4g} over {len(total) - 1} steps; a smaller "
+                      "gamma keeps the inference stable", DivergenceWarning, stacklevel=4)
     if first:
         where = ", ".join(f"{n} from step {t}" for n, t in sorted(first.items(), key=lambda kv: kv[1]))
         warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: energies are inf or NaN ({where}); "

@@ -225,7 +225,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             loss, correct = _score(run, x, y)
             if len(idx[mine]):
                 before = snapshot(run.module)  # tracing, the rule and the check each may move the buffers
-                grads = _gradients(run, x[mine], target[mine], graphs)
+                grads = _gradients(run, x[mine], target[mine], graphs, _lr(cfg, run.step, total) / len(idx))
                 if cfg.check_every and run.step % cfg.check_every == 0:
                     _check(run, grads, autograd_gradients(run.module, (x[mine],), target[mine], run.loss))
                 restore(run.module, before)
@@ -270,9 +270,10 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     return run.history
 
 
-def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict) -> dict[str, torch.Tensor]:
+def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict, rate: float) -> dict[str, torch.Tensor]:
     """The configured rule's gradients for a batch, in autograd's sign; "bp" is autograd on the module itself,
-    the others run on its traced graph (specialised to shapes: `graphs` holds one per batch shape)."""
+    the others run on its traced graph (specialised to shapes: `graphs` holds one per batch shape). `rate`: this
+    step's learning rate over the (global) batch size, the step on the summed loss that SGD will take."""
     cfg = run.config
     if cfg.rule == "bp":
         return autograd_gradients(run.module, (x,), y, run.loss)
@@ -284,6 +285,8 @@ def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict) -> dict
     options = {k: v for k, v in settings.items() if k in rule.accepts}
     if rule.inference:  # IL's inference settings, for every rule that relaxes the values
         options.update(gamma=cfg.il_gamma, steps=cfg.il_steps)
+    if "lr" in rule.accepts:  # iPC: its weights' rate per inference step, lr / T, so that SGD's step of lr on its
+        options["lr"] = rate / cfg.il_steps  # mean estimate lands where its inference left them (its 1e-3 diverged)
     return rule(graphs[key], (x,), y, run.loss, **options)
 
 

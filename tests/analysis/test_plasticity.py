@@ -292,6 +292,42 @@ def test_energy_trace_says_when_the_relaxation_diverged():
         energy_trace(graph, x, y, steps=2.5)
 
 
+def test_energy_trace_says_when_the_energy_climbed_without_overflowing():
+    # before: at gamma = 2 the trace rose from 3.7 to 3.5e13 in 30 steps (the oracle's too) with no word
+    from pcsim.dynamics import DivergenceWarning
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(3, 4), torch.randn(3, 3)
+    graph = pcsim.trace(module, x)
+    literal = _literal_energy(module, x, y, 2.0, 30)
+    assert np.isfinite(literal).all() and literal[-1] > 1e6 * literal[0]
+    with pytest.warns(DivergenceWarning, match=f"diverged at gamma = 2.0: the energy, .* rose from {literal[0]:.4g}"):
+        trace = energy_trace(graph, x, y, gamma=2.0, steps=30)
+    np.testing.assert_allclose(sum(trace.values()), literal, rtol=tolerance(torch.float64))  # right: it had to say it
+
+
+def test_il_convergence_marks_a_diverged_setting_and_goes_on():
+    """A setting past the stable rate (il refuses it) is a row of inf relative error and NaN angle, named in a
+    warning; the other rows are il's as called directly. Oracle: plain PC's energy climbs at gamma = 1."""
+    from pcsim.dynamics import DivergenceWarning
+    from tests.algorithms import plain_pc
+    from tests.algorithms.test_descent import _net
+
+    seq, x, y = _net()
+    _, f0, f1 = plain_pc.il(seq, x, y, "mse", 1.0, 10)
+    assert f1 > f0
+    graph = pcsim.trace(seq, x)
+    with pytest.warns(DivergenceWarning, match="1 setting.* diverged.*: gamma 1.0, 10 steps"):
+        rows = il_convergence(graph, (x,), y, gammas=(0.2, 1.0), steps=(10,), fixed_prediction=(False,))
+    assert rows[1]["relative_error"] == float("inf") and np.isnan(rows[1]["angle_deg"])
+    ref = plain_pc.il(seq, x, y, "mse", 0.2, 10)[0]
+    bp = torch.autograd.grad(0.5 * ((seq(x) - y) ** 2).sum(), list(seq.parameters()))
+    flat = torch.cat([g.reshape(-1) for g in bp])
+    rel = torch.cat([(ref[n] - g).reshape(-1) for n, g in zip(ref, bp, strict=True)]).norm() / flat.norm()
+    assert rows[0]["relative_error"] == pytest.approx(float(rel), rel=tolerance(torch.float64))
+
+
 def test_a_callable_rule_without_an_update_for_a_parameter_is_named():
     # before: KeyError 'a.weight' from inside the audit
     graph, inputs, target = _problem()

@@ -188,6 +188,33 @@ def test_ipc_is_a_registered_rule_that_trains(digits64):
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"], [h["train_loss"] for h in history]
 
 
+def test_an_ipc_batch_lands_where_ipc_leaves_the_weights():
+    """iPC's weights move at each of its T inference steps at the rate lr / T on the batch-mean loss, so one SGD step
+    of lr on its estimate puts them where its inference left them. Oracle: iPC in plain torch from its equations
+    (tests/algorithms/plain_pc.py). Before, training ran iPC at its default 1e-3 on the summed loss, whatever the
+    --lr and batch (on the zoo mlp at batch 64 that climbed the energy, 147 -> 613), and the trained weights were
+    1.1e-3 relative off the oracle's here."""
+    from pcsim.numerics import relative_difference, tolerance
+    from pcsim.training.data import Dataset
+    from tests.algorithms import plain_pc
+
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    data = Dataset("mine", x, y, x, y, 3)
+    lr, steps = 0.5, 5
+    start = copy.deepcopy(seq)
+    config = TrainConfig(rule="ipc", epochs=1, batch_size=8, lr=lr, momentum=0.0, dtype="float64", il_steps=steps,
+                         il_gamma=0.2)
+    run = build_run(config, data, module=seq, loss="ce")
+    train(run, progress=False)
+    rate = lr / (len(x) * steps)  # per inference step, on the summed loss plain_pc descends
+    mean, _, _ = plain_pc.il(start, x, y, "ce", gamma=0.2, steps=steps, lr=rate)  # the epoch's one batch
+    for name, p in run.module.named_parameters():
+        expected = dict(start.named_parameters())[name].detach() - rate * steps * mean[name]
+        assert relative_difference(p.detach(), expected) <= tolerance(torch.float64), name
+
+
 def test_your_own_module_with_integer_inputs_trains_exactly_like_bp():
     """build_run(config, data, module=, loss=): a module of your own, fed token ids (integers stay integers)."""
 
