@@ -21,6 +21,7 @@ from pcsim.algorithms.problem import Problem, as_targets, as_tuple
 from pcsim.capture import attribute_tensors, trace
 from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
+from pcsim.graph.guard import described
 from pcsim.numerics import DTYPES, relative_difference, rounding_floor, tolerance
 from pcsim.ops.local import records_autograd
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
@@ -172,6 +173,10 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
 
     `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
     """
+    if not isinstance(module, nn.Module):  # a graph failed on 'named_modules' inside the copy
+        raise TypeError(f"check() takes the module itself (it compares with autograd on the module), got "
+                        f"{described(module)}" + (": a graph goes to the rules, pcsim.zil(graph, inputs, target)"
+                                                   if isinstance(module, Graph) else ""))
     learning_rule = get(rule)
     m, detached = _copy(module)
     m = m.to(dtype)

@@ -22,10 +22,12 @@ from tqdm.auto import tqdm
 from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem, refuse_changed
 from pcsim.algorithms.relaxation import Relaxation, check_finite
+from pcsim.graph.guard import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 20, lr: float = 1e-3,
         params=None, progress: bool = False) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.divergence import DivergenceWarning
+from pcsim.graph.guard import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.numerics import deviation_and_angle, relative_difference
 from pcsim.ops.il_ops import local_op
@@ -83,6 +84,7 @@ def _rule(rule: str | UpdateRule) -> UpdateRule:
     return AUDITED_RULES[rule]
 
 
+@takes_graph
 @records_autograd
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
                    rule: str | UpdateRule = "zil") -> list[LocalityReport]:
@@ -144,6 +146,7 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
     return reports
 
 
+@takes_graph
 @records_autograd
 def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterable[int] = range(-1, 3)
                        ) -> tuple[list[int], list[int], np.ndarray]:
@@ -196,6 +199,7 @@ def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
         DivergenceWarning, stacklevel=4)
 
 
+@takes_graph
 @records_autograd
 def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
                    precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
@@ -218,6 +222,7 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
     return rows
 
 
+@takes_graph
 @records_autograd
 def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
                  ) -> dict[str, np.ndarray]:

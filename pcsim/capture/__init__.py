@@ -15,6 +15,7 @@ from torch import nn
 from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
+from pcsim.graph.guard import described
 from pcsim.graph.ir import LITERALS, Graph
 from pcsim.ops.local import records_autograd
 from pcsim.ops.table import RECURRENT_LAYERS
@@ -149,7 +150,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     gate and time step.
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(f"trace() needs a torch.nn.Module, got {described(module)}")
     types = fused_types(fused)
     for i, x in enumerate(example_inputs):
         if not isinstance(x, (torch.Tensor, *LITERALS)) and x is not None:

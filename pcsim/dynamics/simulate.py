@@ -12,10 +12,12 @@ from pcsim.dynamics.protocol import Windows, make_gate
 from pcsim.dynamics.recording import Record, Recorder
 from pcsim.dynamics.solver import SOLVERS, Solver
 from pcsim.dynamics.trajectory import Trajectory
+from pcsim.graph.guard import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None, backend: str = "scipy",
              loss="mse", t_end: float = 10.0, tau_x=1.0, tau_e=0.0, tau_w: float | None = None, t_on: float = 0.0,
