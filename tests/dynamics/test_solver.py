@@ -147,6 +147,37 @@ def test_record_times_are_kept_once_each_in_order(net, solver):
     np.testing.assert_allclose(tr.t, [0.2, 0.5, 1.0], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", [pcsim.Euler(0.1), pcsim.Scipy("RK45")], ids=lambda s: s.method)
+@pytest.mark.parametrize("record, says", [
+    ({"times": []}, r"Record\(times=\[\]\) records no time: .*record=\[\]"),
+    (pcsim.Record, r"Record's snapshots must be an integer, got 3\.5"),
+    ({"snapshots": 3.5}, r"Record's snapshots must be an integer, got 3\.5"),
+    ({"times": 0.5}, r"Record's times must be a list of numbers, got 0\.5"),
+], ids=["no-times", "float-snapshots", "float-snapshots-dict", "scalar-times"])
+def test_a_record_that_cannot_be_taken_is_refused_by_name(net, solver, record, says):
+    """An empty `times` stopped scipy's run with an IndexError from inside the recorder (Euler recorded no time
+    point at all), a fractional snapshot count stopped in numpy's linspace (or was truncated, from a dict), and
+    one time for a list in float()."""
+    graph, inputs, target = net
+    with pytest.raises(ValueError, match=says):
+        record = record(snapshots=3.5) if record is pcsim.Record else record
+        pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, record=record)
+
+
+def test_a_record_takes_its_times_from_any_iterable_and_one_population_by_name(net):
+    """A generator of times was read once; a population given as one string was taken letter by letter. The
+    oracle: the same run recorded with the times and the name written out."""
+    graph, inputs, target = net
+    name = graph.latent[-1]
+    kw = dict(solver=pcsim.Euler(0.1), t_end=T_END, tau_x=TAU)
+    want = pcsim.simulate(graph, inputs, target, record=pcsim.Record(populations=(name,), times=(0.5, 1.0)), **kw)
+    got = pcsim.simulate(graph, inputs, target, record=pcsim.Record(populations=name, times=(t for t in (0.5, 1.0))),
+                         **kw)
+    assert list(got.values) == [name]
+    np.testing.assert_array_equal(got.t, want.t)
+    np.testing.assert_array_equal(got.values[name], want.values[name])
+
+
 @pytest.mark.parametrize("solver", [pcsim.Scipy("RK45"), pcsim.Tsit5()], ids=lambda s: s.method)
 def test_an_adaptive_solve_shows_progress_inside_a_piece(net, solver, monkeypatch):
     """The progress bar used to move only at the end of a piece between switches: a solve of one long piece
