@@ -202,3 +202,14 @@ def test_an_adaptive_solve_shows_progress_inside_a_piece(net, solver, monkeypatc
     monkeypatch.setattr("pcsim.dynamics.recording.tqdm", Bar)
     pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, tau_x=TAU, progress=True)
     assert len(moves) > 3 and moves == sorted(moves) and moves[-1] == pytest.approx(T_END), moves
+
+
+@pytest.mark.parametrize("make", [lambda: pcsim.Euler("0.1"), lambda: pcsim.Euler(True), lambda: pcsim.RK4([0.1]),
+                                  lambda: pcsim.Dopri5(rtol="1e-6"), lambda: pcsim.Scipy("RK45", atol="0"),
+                                  lambda: pcsim.discretise(tau_x="1", dt=1.0)],
+                         ids=["str-dt", "bool-dt", "list-dt", "str-rtol", "str-atol", "str-tau"])
+def test_a_setting_that_is_not_a_number_is_refused_by_name(make):
+    """Euler('0.1') stopped in a comparison ("'>' not supported between instances of 'str' and 'int'") and
+    Euler(True) integrated at dt = 1."""
+    with pytest.raises(ValueError, match=r"(dt|rtol|atol|tau_x) must be a number, got "):
+        make()
