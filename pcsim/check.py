@@ -7,6 +7,7 @@ hide behind a matching mistake in pcsim's own BP.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from pcsim.algorithms.problem import Problem, as_losses, as_targets, as_tuple
 from pcsim.capture import attribute_tensors, trace
 from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
-from pcsim.numerics import DTYPES, relative_difference, rounding_floor, tolerance
+from pcsim.graph.argument import described
+from pcsim.numerics import DTYPES, float_dtype, relative_difference, rounding_floor, tolerance
 from pcsim.ops.local import records_autograd
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
 
@@ -168,10 +170,18 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse", dtypes: se
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
           dtype: torch.dtype = torch.float64, tol: float | None = None, fused: bool | Iterable[type[nn.Module]] = False,
           **rule_kwargs) -> CheckReport:
-    """Run `rule` on a copy of `module` in `dtype` and compare with autograd's gradients.
+    """Run `rule` on a copy of `module` in `dtype` (a torch dtype or its name) and compare with autograd's
+    gradients; `tol`: the relative tolerance (default `pcsim.tolerance(dtype)`).
 
     `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
     """
+    if not isinstance(module, nn.Module):  # a graph failed on 'named_modules' inside the copy
+        raise TypeError(f"check() takes the module itself (it compares with autograd on the module), got "
+                        f"{described(module)}" + (": a graph goes to the rules, pcsim.zil(graph, inputs, target)"
+                                                   if isinstance(module, Graph) else ""))
+    dtype = float_dtype(dtype)
+    if tol is not None and not 0 <= tol < math.inf:  # a negative or NaN tol failed every check, silently
+        raise ValueError(f"tol (the relative tolerance) must be >= 0 and finite, got {tol}")
     learning_rule = get(rule)
     m, detached = _copy(module)
     m = m.to(dtype)

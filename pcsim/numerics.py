@@ -18,11 +18,20 @@ _REL_TOL = {
 }
 
 
+def float_dtype(dtype) -> torch.dtype:
+    """`dtype` as the torch floating dtype it names: a torch.dtype with a tolerance, or its name ('float64').
+    check(dtype='float64') stopped in nn.Module.to with torch's 'Invalid device string', an integer dtype with its
+    'only accepts floating point or complex dtypes'."""
+    named = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if named not in _REL_TOL:
+        raise ValueError(f"dtype must be a floating dtype, one of {', '.join(str(d) for d in _REL_TOL)} "
+                         f"(or its name, 'float64'), got {dtype!r}")
+    return named
+
+
 def tolerance(dtype: torch.dtype) -> float:
-    """Relative tolerance within which a PC update counts as equal to BP's in `dtype`."""
-    if dtype not in _REL_TOL:
-        raise ValueError(f"no tolerance defined for dtype {dtype}; use a floating dtype")
-    return _REL_TOL[dtype]
+    """Relative tolerance within which a PC update counts as equal to BP's in `dtype` (a dtype or its name)."""
+    return _REL_TOL[float_dtype(dtype)]
 
 
 def relative_difference(got: torch.Tensor, ref: torch.Tensor, scale: float = 0.0) -> float:

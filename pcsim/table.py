@@ -77,6 +77,8 @@ def zoo_table(models: Sequence[str] | None = None, dtype: torch.dtype = torch.fl
     unknown = [c for c in columns or () if c not in COLUMNS]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; choose from {list(COLUMNS)}")
+    for name in names:  # a misspelt last name stopped the table after every model before it had run (minutes)
+        load_model_file(name)
     return [zoo_row(n, dtype, columns, (dims or {}).get(n), progress) for n in names]
 
 

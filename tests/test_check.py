@@ -1,5 +1,6 @@
 """`pcsim.check`: a module's outputs as torch.export flattens them, the oracle autograd on the module."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -299,3 +300,21 @@ def test_a_target_is_taken_in_its_outputs_dtype():
     assert report.passed, report.table()
     for n, w in want.items():
         assert relative_difference(report.reference[n], w) <= tolerance(torch.float32), n
+
+
+def test_a_dtype_given_by_name_is_taken_and_a_dtype_or_tol_that_cannot_be_is_refused():
+    """check(dtype='float64') (the CLI's spelling) stopped in nn.Module.to with torch's 'Invalid device string:
+    float64', an integer dtype with torch's own refusal; a negative or NaN `tol` failed every check silently,
+    however close the update. The oracle: autograd on the module, float64."""
+    module, x, y1, y2, want = _two_heads_and_autograd()
+    report = pcsim.check(module, (x,), (y1, y2), dtype="float64")
+    assert report.dtype == torch.float64 and report.passed
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64), n
+    for dtype in ("float8", torch.int32, torch.complex128):
+        with pytest.raises(ValueError, match=r"dtype must be a floating dtype, one of torch.float64, .* got"):
+            pcsim.check(module, (x,), (y1, y2), dtype=dtype)
+    for tol in (-1e-12, float("nan")):
+        with pytest.raises(ValueError, match=r"tol \(the relative tolerance\) must be >= 0 and finite"):
+            pcsim.check(module, (x,), (y1, y2), tol=tol)
+    assert tolerance("float32") == tolerance(torch.float32)

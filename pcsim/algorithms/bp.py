@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from pcsim.algorithms.problem import Problem, traced_shape
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import call, records_autograd
 
 
+@takes_graph
 @records_autograd
 def bp(graph: Graph, inputs, target, loss="mse", *, params=None) -> dict[str, torch.Tensor]:
     """dL/dtheta for every parameter of the traced module (zeros for unused ones)."""

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from pcsim.graph.provenance import user_stacklevel
+
 INDUCTOR_OPTIONS = {"pattern_matcher": False}
 aten = torch.ops.aten
 
@@ -107,7 +109,7 @@ def _same_layout(*nodes: torch.fx.Node) -> bool:
 
 
 def compile_function(fn: Callable, example: Sequence[torch.Tensor], what: str, *, mutated: int = 0,
-                     fold: bool = False, options: dict | None = None, stacklevel: int = 2) -> Callable | None:
+                     fold: bool = False, options: dict | None = None) -> Callable | None:
     """`fn` compiled for arguments laid out as `example`, or None (warned) where that fails.
 
     `mutated`: the first `mutated` arguments are written in place by `fn`; the compiling call runs
@@ -128,5 +130,5 @@ def compile_function(fn: Callable, example: Sequence[torch.Tensor], what: str, *
     except Exception as exc:  # noqa: BLE001 - the optional compiler's failures all fall back
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         warnings.warn(f"pcsim: compiling {what} failed ({type(exc).__name__}: {first}); it runs eagerly",
-                      RuntimeWarning, stacklevel=stacklevel + 1)
+                      RuntimeWarning, stacklevel=user_stacklevel())
         return None

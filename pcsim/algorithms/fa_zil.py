@@ -14,12 +14,14 @@ from pcsim.algorithms.fa_zil_wavefront import WavePlan, compiled_wavefront, wave
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
 from pcsim.algorithms.zil import feedforward, synchronous_step
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 MODES = ("wavefront", "autonomous")
 
 
+@takes_graph
 @records_autograd
 def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront", gamma: float = 1.0,
            params=None, compile: bool = False) -> dict[str, torch.Tensor]:

@@ -135,7 +135,7 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
     losses = tuple(problem.losses.items())  # their gradients are traced into the function
     fn = g.derived(("fa-zil-wavefront", gamma, losses, names, layout_key(tensors)),
                    lambda _: compile_function(wave, tensors, "the Fa-Z-IL wavefront", fold=True,
-                                              options=_inductor_options(g, plan), stacklevel=5))
+                                              options=_inductor_options(g, plan)))
     if fn is None:
         return wavefront(problem, gamma, plan)
     return dict(zip(g.params, fn(*tensors), strict=True))

@@ -19,10 +19,12 @@ from pcsim.algorithms import il_compiled
 from pcsim.algorithms.descent import energies, feedforward_energy, refuse_climb
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, check_finite
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
        fixed_prediction: bool = False, output_precision: float = 1.0, params=None,
@@ -73,6 +75,7 @@ def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale
     return problem.complete(grads)  # zero where no vertex with an error reads the parameter
 
 
+@takes_graph
 @records_autograd
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:

@@ -59,7 +59,7 @@ def _steady(relax: Relaxation, sig: Signature, remaining: int, it) -> None:
         return
     tensors = step.tensors
     compiled = relax.problem.graph.derived(step.key(tensors), lambda _: compile_function(
-        step, tensors, "IL's steady inference step", mutated=len(step.moved), stacklevel=6))
+        step, tensors, "IL's steady inference step", mutated=len(step.moved)))
     n_disp = len(step.moved)
     for k in range(remaining):
         if k:

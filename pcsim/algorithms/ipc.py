@@ -23,10 +23,12 @@ from pcsim.algorithms.descent import energies, feedforward_energy, refuse_climb
 from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem, refuse_changed
 from pcsim.algorithms.relaxation import Relaxation, check_finite
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 20, lr: float = 1e-3,
         params=None, progress: bool = False) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from pcsim.algorithms.displacement import Values, advance_displacements, linear_
 from pcsim.algorithms.problem import Problem, aligned, traced_shape
 from pcsim.algorithms.schedule import Schedule
 from pcsim.algorithms.sums import Sums
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import Autograd, Placement, linearise, pull_back, records_autograd
 
@@ -25,6 +26,7 @@ UPDATE_TIMINGS = ("deferred", "immediate")
 INITS = ("feedforward", "random")
 
 
+@takes_graph
 @records_autograd
 def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: bool = True,
         schedule: Schedule | Mapping[str, int] | None = None, init: str = "feedforward",

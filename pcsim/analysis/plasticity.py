@@ -26,7 +26,9 @@ from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.divergence import DivergenceWarning
 from pcsim.errors import DivergenceError, first_line
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
+from pcsim.graph.provenance import user_stacklevel
 from pcsim.numerics import deviation_and_angle, relative_difference, tolerance
 from pcsim.ops.il_ops import local_op
 from pcsim.ops.local import linearise, records_autograd
@@ -85,6 +87,7 @@ def _rule(rule: str | UpdateRule) -> UpdateRule:
     return AUDITED_RULES[rule]
 
 
+@takes_graph
 @records_autograd
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
                    rule: str | UpdateRule = "zil") -> list[LocalityReport]:
@@ -146,6 +149,7 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
     return reports
 
 
+@takes_graph
 @records_autograd
 def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterable[int] = range(-1, 3)
                        ) -> tuple[list[int], list[int], np.ndarray]:
@@ -198,7 +202,7 @@ def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
         f"after the level's step, where inference at gamma = 1 is unstable and grows about geometrically with "
         f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where BP's "
         f"update is zero, any other update is infinitely far from it in relative terms.",
-        DivergenceWarning, stacklevel=4)
+        DivergenceWarning, stacklevel=user_stacklevel())
 
 
 def _explain_shared(shared: dict[int, list[str]], n_levels: int) -> None:
@@ -210,9 +214,11 @@ def _explain_shared(shared: dict[int, list[str]], n_levels: int) -> None:
     scope = "every row" if len(shared) == n_levels else f"{len(shared)} of {n_levels} rows"
     warnings.warn(f"timing_sensitivity: {scope} are NaN: their parameters are shared with other levels (a recurrent "
                   f"weight read at every time step, a layer applied at two depths), so moving one level's step "
-                  f"moves only part of their update, which has no one level to measure ({rows})", stacklevel=3)
+                  f"moves only part of their update, which has no one level to measure ({rows})",
+                  stacklevel=user_stacklevel())
 
 
+@takes_graph
 @records_autograd
 def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), steps=(1, 10, 100),
                    precisions=(1.0,), fixed_prediction=(False, True)) -> list[dict]:
@@ -240,10 +246,11 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
     if diverged:
         warnings.warn(f"il_convergence: {len(diverged)} setting(s) diverged, their relative error is inf and their "
                       f"angle NaN: {'; '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''}",
-                      DivergenceWarning, stacklevel=3)
+                      DivergenceWarning, stacklevel=user_stacklevel())
     return rows
 
 
+@takes_graph
 @records_autograd
 def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
                  ) -> dict[str, np.ndarray]:
@@ -272,8 +279,8 @@ def _warn_if_not_finite(trace: dict[str, np.ndarray], gamma: float) -> None:
     if not first and total[-1] > total[0] * (1 + tolerance(torch.float64)):  # descent that climbed: no overflow yet
         warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: the energy, which IL's inference "
                       f"descends, rose from {total[0]:.4g} to {total[-1]:.4g} over {len(total) - 1} steps; a smaller "
-                      "gamma keeps the inference stable", DivergenceWarning, stacklevel=4)
+                      "gamma keeps the inference stable", DivergenceWarning, stacklevel=user_stacklevel())
     if first:
         where = ", ".join(f"{n} from step {t}" for n, t in sorted(first.items(), key=lambda kv: kv[1]))
         warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: energies are inf or NaN ({where}); "
-                      f"a smaller gamma keeps the inference stable", DivergenceWarning, stacklevel=4)
+                      f"a smaller gamma keeps the inference stable", DivergenceWarning, stacklevel=user_stacklevel())

@@ -28,6 +28,7 @@ from pcsim.algorithms.relaxation import Relaxation
 from pcsim.dynamics.field import State, VectorField, observation
 from pcsim.dynamics.recording import Recorder, guard, n_steps
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+from pcsim.graph.provenance import user_stacklevel
 
 # Errors are checked for NaN and inf every this many steps (and at the last step): a value that overflows stays
 # non-finite, and so does its error, so a blow-up is still caught, for 1/16 of the checks. A snapshot recorded
@@ -79,7 +80,8 @@ class Euler(_FixedStep):
             return _relaxed(field, recorder, t_end, self.dt, progress, self.compile)
         if self.compile:
             warnings.warn("pcsim: Euler(compile=True) compiles IL's step, which needs instantaneous errors, one tau_x "
-                          "and fast=True: this run evaluates the vector field eagerly", RuntimeWarning, stacklevel=4)
+                          "and fast=True: this run evaluates the vector field eagerly", RuntimeWarning,
+                          stacklevel=user_stacklevel())
         return super().run(field, recorder, t_end=t_end, progress=progress)
 
     def advance(self, field, state, t, t_next, switches):

@@ -25,6 +25,7 @@ import torch
 from pcsim.backends.torch_fused import fused_step
 from pcsim.dynamics.recording import SimulationError
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
+from pcsim.graph.provenance import user_stacklevel
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class _Adaptive(Solver):
                 y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, self.method, fused)
         if eager:
             warnings.warn(f"pcsim: {self.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
-                          RuntimeWarning, stacklevel=4)
+                          RuntimeWarning, stacklevel=user_stacklevel())
         return field.views(y[0])
 
 

@@ -90,7 +90,7 @@ def fused_step(field, step, y: torch.Tensor, method: str, t0: float, t1: float) 
     example = (y, y.clone(), dt, *fixed)
     key = ("rk-fused", method, tuple(sorted(tau.items())), steady.key(steady.tensors), layout_key(example[:3]))
     compiled = field.problem.graph.derived(key, lambda _: compile_function(
-        rk_step, example, f"the fused {method} step", stacklevel=4))
+        rk_step, example, f"the fused {method} step"))
     if compiled is None:
         return None, "compiling failed"
     return (lambda y0, k0, h: compiled(y0, k0, h, *fixed)), None

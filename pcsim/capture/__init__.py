@@ -15,7 +15,9 @@ from torch import nn
 from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
+from pcsim.graph.argument import described
 from pcsim.graph.ir import LITERALS, Graph
+from pcsim.graph.provenance import user_stacklevel
 from pcsim.ops.local import records_autograd
 from pcsim.ops.table import RECURRENT_LAYERS
 
@@ -123,13 +125,13 @@ def _warn_gradient_hooks(module: nn.Module) -> None:
     if hooked:
         warnings.warn(f"{type(module).__name__}: parameter(s) {', '.join(hooked)} have gradient hooks; pcsim's "
                       "updates are dL/dtheta before them, where backprop's .grad is what the hooks return",
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
     hooked = [n or type(module).__name__ for n, m in module.named_modules()
               if m._backward_hooks or m._backward_pre_hooks]
     if hooked:  # the global ones (nn.modules.module.register_module_full_backward_hook) are the caller's own
         warnings.warn(f"{type(module).__name__}: module(s) {', '.join(hooked)} have backward hooks; pcsim's updates "
                       "are dL/dtheta without them, where backprop's .grad follows what the hooks return",
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
 
 
 def _warn_unread(graph: Graph, module: nn.Module) -> None:
@@ -137,7 +139,7 @@ def _warn_unread(graph: Graph, module: nn.Module) -> None:
     if unread:
         shown = ", ".join(unread[:6]) + (f" and {len(unread) - 6} more" if len(unread) > 6 else "")
         warnings.warn(f"{type(module).__name__}: parameter(s) {shown} are read by no vertex on these inputs; "
-                      "their updates are zero, as autograd's gradients would be", stacklevel=3)
+                      "their updates are zero, as autograd's gradients would be", stacklevel=user_stacklevel())
 
 
 @records_autograd
@@ -154,7 +156,7 @@ def trace(module: nn.Module, *example_inputs: torch.Tensor,
     gate and time step.
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"trace() needs a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(f"trace() needs a torch.nn.Module, got {described(module)}")
     types = fused_types(fused)
     for i, x in enumerate(example_inputs):
         if not isinstance(x, (torch.Tensor, *LITERALS)) and x is not None:

@@ -32,7 +32,7 @@ from pcsim.capture.functions import changed_attributes, refuse_custom_backwards,
 from pcsim.capture.recurrent import UNROLLED
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, UnsupportedOpError, first_line
-from pcsim.graph.provenance import exception_user_line, user_line
+from pcsim.graph.provenance import exception_user_line, user_line, user_stacklevel
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
@@ -94,7 +94,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
         warnings.warn(f"{name}: forward() changes {where} ({old!r} -> {new!r}){more}, which torch.export restores "
                       "after its one run: the graph computes as that run did, at every rule call, where later calls "
                       f"of the module read {where} changed again (a step counter); if that changes what forward() "
-                      "computes, the graph holds for that one call only", stacklevel=4)
+                      "computes, the graph holds for that one call only", stacklevel=user_stacklevel())
     return program, frozenset((id(owner), attr) for owner, attr in changed)
 
 

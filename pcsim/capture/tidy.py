@@ -12,6 +12,7 @@ import torch.fx as fx
 
 from pcsim.graph.ir import ParentArg, Vertex
 from pcsim.graph.level import fresh_name
+from pcsim.graph.provenance import user_stacklevel
 from pcsim.ops.table import identity
 
 
@@ -77,4 +78,4 @@ def warn_dropouts(dropouts: list[str]) -> None:
         more = f" (and {len(dropouts) - 1} more)" if len(dropouts) > 1 else ""
         warnings.warn(f"{dropouts[0]}{more}: pcsim runs dropout as the identity, as in eval mode, so that its rules "
                       "and autograd see one deterministic function (module.eval() or training=False silences this)",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.solver import check_positive
 
+PLASTICITY = ("off", "always", "zil")  # simulate's named gates
+
 
 @dataclass(frozen=True)
 class Discretisation:
@@ -52,9 +54,13 @@ class Discretisation:
 def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil",
                tau_w: float | None = None) -> Discretisation:
     """Map (tau_x, tau_e, dt, gates) to the discrete algorithm that explicit Euler runs. tau_w: the plasticity
-    time constant, tau_x by default as in `simulate`; each gated step adds dt / tau_w of the Hebbian term."""
+    time constant, tau_x by default as in `simulate`; each gated step adds dt / tau_w of the Hebbian term.
+    plasticity: 'zil' (Z-IL's gates) or another of simulate's gates ('off', 'always', a Gate, a function),
+    under which an Euler run is IL."""
     tau_w = tau_x if tau_w is None else tau_w
     check_positive(tau_x=tau_x, dt=dt, tau_w=tau_w)
+    if isinstance(plasticity, str) and plasticity not in PLASTICITY:  # 'ZIL' was mapped to IL, 'not exact'
+        raise ValueError(f"plasticity must be one of {PLASTICITY} (as simulate takes it), got {plasticity!r}")
     if not tau_e >= 0:
         raise ValueError(f"tau_e must be >= 0, got {tau_e}")
     gamma, rate = dt / tau_x, dt / tau_w

@@ -9,6 +9,7 @@ import warnings
 import torch
 
 from pcsim.dynamics.field import State, VectorField
+from pcsim.graph.provenance import user_stacklevel
 
 # Beyond this multiple of the network's own scale (its feed-forward values, inputs and targets) a final state is
 # taken to have diverged: PC's relaxation descends an energy no larger than the loss at the feed-forward state,
@@ -33,7 +34,7 @@ def scale(field: VectorField) -> float:
     return max(1.0, _largest(field.base.values()), _largest(targets))
 
 
-def warn_if_diverged(field: VectorField, final: State, dt: float | None, stacklevel: int = 2) -> None:
+def warn_if_diverged(field: VectorField, final: State, dt: float | None) -> None:
     """Warn, naming the populations, when the final state lies GROWTH times beyond the network's scale, with the
     explicit-step limits it breaks where the run had a fixed step dt."""
     s = scale(field)
@@ -56,4 +57,4 @@ def warn_if_diverged(field: VectorField, final: State, dt: float | None, stackle
         hint += ": try a smaller dt, or an adaptive solver"
     warnings.warn(f"the run diverged: at t_end {named}{more}, more than {GROWTH:g} times the network's scale "
                   f"({s:.3g}: its feed-forward values and targets); {hint}", DivergenceWarning,
-                  stacklevel=stacklevel + 1)
+                  stacklevel=user_stacklevel())

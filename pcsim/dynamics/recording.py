@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -37,8 +38,20 @@ class Record:
     snapshots: int = SNAPSHOTS
 
     def __post_init__(self):
+        # checked here, not where the solver reads them: a float count stopped in numpy's linspace
+        if isinstance(self.snapshots, bool) or not isinstance(self.snapshots, Integral):
+            raise ValueError(f"Record's snapshots must be an integer, got {self.snapshots!r}")
         if self.snapshots < 2:
             raise ValueError(f"Record needs at least 2 snapshots (t = 0 and t_end), got {self.snapshots}")
+        if isinstance(self.populations, str):  # one name, not its letters
+            object.__setattr__(self, "populations", (self.populations,))
+        if self.times is None:
+            return
+        try:  # kept as a tuple of floats: a generator would be read once, here
+            times = tuple(float(t) for t in self.times)
+        except (TypeError, ValueError):
+            raise ValueError(f"Record's times must be a list of numbers, got {self.times!r}") from None
+        object.__setattr__(self, "times", times)
 
     @staticmethod
     def parse(record) -> Record:
@@ -51,8 +64,8 @@ class Record:
             if unknown:
                 raise ValueError(f"record has unknown keys {unknown}; use populations, times, every_step, snapshots")
             pops, times = record.get("populations"), record.get("times")
-            return Record(None if pops is None else tuple(pops), None if times is None else tuple(map(float, times)),
-                          bool(record.get("every_step", False)), int(record.get("snapshots", SNAPSHOTS)))
+            return Record(None if pops is None else tuple(pops), times,
+                          bool(record.get("every_step", False)), record.get("snapshots", SNAPSHOTS))
         if isinstance(record, Sequence) and not isinstance(record, str):
             return Record(populations=tuple(record))
         raise ValueError("record must be None, a pcsim Record, a list of population names, "

@@ -13,10 +13,13 @@ from pcsim.dynamics.protocol import Windows, make_gate
 from pcsim.dynamics.recording import Record, Recorder
 from pcsim.dynamics.solver import SOLVERS, Solver
 from pcsim.dynamics.trajectory import Trajectory
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
+from pcsim.graph.provenance import user_stacklevel
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None, backend: str = "scipy",
              loss="mse", t_end: float = 10.0, tau_x=1.0, tau_e=0.0, tau_w: float | None = None, t_on: float = 0.0,
@@ -67,10 +70,10 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         if plasticity == "zil" and solver.order == 1 and solver.step is not None:  # Euler: what discretise maps
             why = zil_mismatch(tau_x=tau_x, tau_e=tau_e, tau_w=field.tau_w, dt=solver.step)
             if why is not None:
-                warnings.warn(f"plasticity='zil' at dt = {solver.step:g}: {why}", stacklevel=3)
+                warnings.warn(f"plasticity='zil' at dt = {solver.step:g}: {why}", stacklevel=user_stacklevel())
     recorder = Recorder(field, Record.parse(record), t_end)
     final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
-    warn_if_diverged(field, final, solver.step, stacklevel=3)
+    warn_if_diverged(field, final, solver.step)
     meta = {"dt": solver.step, **solver.meta(), "t_end": t_end, "t_on": t_on,
             "tau_x": tau_x, "tau_e": tau_e, "tau_w": field.tau_w, "target_shown": target_shown,
             "plasticity": plasticity if isinstance(plasticity, str) else type(gate).__name__,
@@ -103,7 +106,7 @@ def _warn_unfinished(gate: Windows, graph: Graph, t_end: float) -> None:
         warnings.warn(f"t_end = {t_end:g} ends before the Z-IL windows of {len(late)} vertices with parameters close "
                       f"(the last, '{last}', at t = {close:.6g}): the updates of {len(params)} parameters "
                       f"({', '.join(repr(p) for p in params[:3])}{', ...' if len(params) > 3 else ''}) are partial, "
-                      f"not BP's gradients; run to t_end >= {close:.6g} for all of them", stacklevel=4)
+                      f"not BP's gradients; run to t_end >= {close:.6g} for all of them", stacklevel=user_stacklevel())
 
 
 def _levelled(graph: Graph, plasticity, level: bool) -> tuple[Graph, list[str] | None]:
@@ -114,7 +117,7 @@ def _levelled(graph: Graph, plasticity, level: bool) -> tuple[Graph, list[str] |
         return graph, []
     if not level:
         warnings.warn("plasticity='zil' on a graph that is not levelled (level=False): edges that skip levels "
-                      "break Z-IL's schedule, so the updates are not BP's gradients", stacklevel=3)
+                      "break Z-IL's schedule, so the updates are not BP's gradients", stacklevel=user_stacklevel())
         return graph, None
     levelled = graph.level()
     return levelled, [n for n in levelled.identity_vertices if n not in graph.identity_vertices]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import asdict
+from numbers import Real
 from typing import ClassVar
 
 
@@ -80,7 +81,13 @@ SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only aft
 
 def check_positive(**settings: float | None) -> None:
     for name, value in settings.items():
-        if value is not None and not value > 0:
+        if value is None:
+            continue
+        # Euler('0.1') stopped in the comparison ("'>' not supported between 'str' and 'int'"); Euler(True) ran
+        # with dt = 1
+        if isinstance(value, bool) or not (isinstance(value, Real) or getattr(value, "ndim", None) == 0):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 

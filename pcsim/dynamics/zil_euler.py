@@ -11,10 +11,12 @@ import torch
 
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.simulate import simulate
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
 
 
+@takes_graph
 @records_autograd
 def zil_euler(graph: Graph, inputs, target, loss="mse", *, steps: int = 200, backend: str = "torch",
               leaky: bool = False, level: bool = True) -> dict[str, torch.Tensor]:

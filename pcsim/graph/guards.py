@@ -19,6 +19,7 @@ import torch
 
 from pcsim.errors import InputError
 from pcsim.graph.ir import Vertex
+from pcsim.graph.provenance import user_stacklevel
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,12 @@ class NumberGuard:
 
 
 def warn_numbers(guards: list[NumberGuard]) -> None:
-    """The trace's word on the first guarded number (trace() -> Builder.run -> here: stacklevel 4)."""
+    """The trace's word on the first guarded number, at the user's call of trace()."""
     if guards:
         first = guards[0]
         warnings.warn(f"{first.number.source} takes a number from the *values* of {first.number.parents[0]!r} "
                       f"({first.value!r} here): the graph holds for inputs where it is the same as in the example, "
-                      "and the rules refuse others (trace again for them)", stacklevel=4)
+                      "and the rules refuse others (trace again for them)", stacklevel=user_stacklevel())
 
 
 def _run(v: Vertex, values: Mapping[str, torch.Tensor], params, constants) -> Any:

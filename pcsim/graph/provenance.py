@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,15 @@ def _is_user(file: str) -> bool:
     except (OSError, RuntimeError):
         resolved = file
     return not resolved.startswith(_LIBRARIES) and not file.startswith("<")
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` for a `warnings.warn` in the caller that names the first frame outside torch and pcsim:
+    the user's call (a number written by hand went stale whenever a decorator or helper came in between)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and not _is_user(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def user_line(stack_trace: str | None) -> UserLine | None:

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks  # nn.Module's global hooks live there
 
+from pcsim.graph.provenance import user_stacklevel
+
 _MODE = {True: "train", False: "eval"}
 
 
@@ -170,7 +172,7 @@ class ModuleTies:
             self.warned.add((path, k))
             warnings.warn(f"{path}.{k} is {now!r} now but was {then!r} when the module was traced: where forward() "
                           f"reads it, the graph computes with {then!r} (torch.export specialises Python values); "
-                          "trace again after changing it", stacklevel=5)
+                          "trace again after changing it", stacklevel=user_stacklevel())
 
     def retyped(self, params: Mapping[str, torch.Tensor]) -> str | None:
         """Why a parameter in `params` (the graph's, or values given for them) cannot run the captured calls: a

@@ -88,3 +88,13 @@ def test_check_all_refuses_what_it_cannot_do_before_the_run(tmp_path, capsys, mo
     monkeypatch.setattr(pcsim.table, "zoo_table", lambda *a, **k: pytest.fail("the table should not run"))
     code, _, err = run(["check", "--all", *(f.format(tmp=tmp_path) for f in flags)], capsys)
     assert code == 2 and message.format(tmp=tmp_path) in err, err
+
+
+def test_check_all_refuses_a_misspelt_model_before_running_the_others(capsys, monkeypatch):
+    """`--models residual_mlp,no_such_model` checked residual_mlp (at full size, minutes for the larger models)
+    before it found the second name missing and stopped with exit 2: every name is resolved first."""
+    import pcsim.table
+
+    monkeypatch.setattr(pcsim.table, "zoo_row", lambda *a, **k: pytest.fail("no model should run"))
+    code, out, err = run(["check", "--all", "--models", "residual_mlp,no_such_model"], capsys)
+    assert code == 2 and out == "" and "no zoo model named 'no_such_model'" in err and "Traceback" not in err

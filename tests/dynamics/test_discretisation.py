@@ -123,6 +123,17 @@ def test_discretise_names_what_each_setting_becomes():
         pcsim.discretise(tau_x=0.0, dt=1.0)
 
 
+@pytest.mark.parametrize("typo", ["ZIL", "z-il", "Z-IL", "on"])
+def test_discretise_refuses_a_gate_simulate_does_not_know(typo):
+    """A misspelt 'zil' was taken as a gate other than Z-IL's: dt = tau_x was mapped to IL, not exact, with no
+    word (simulate itself refuses the name). The closed form: dt = tau_x under Z-IL's gates is Z-IL, exact."""
+    with pytest.raises(ValueError, match=f"plasticity must be one of .*got '{typo}'"):
+        pcsim.discretise(tau_x=1.0, dt=1.0, plasticity=typo)
+    assert pcsim.discretise(tau_x=1.0, dt=1.0, plasticity="zil").exact
+    for gate in ("always", pcsim.after(0.5), lambda vertex, t: True):  # simulate's other gates: IL
+        assert pcsim.discretise(tau_x=1.0, dt=0.1, plasticity=gate).algorithm == "il"
+
+
 @pytest.mark.parametrize("dt,tau_x,tau_w", [(0.5, 1.0, None), (0.5, 1.0, 0.5), (1.0, 1.0, 2.0), (0.25, 0.5, 0.1)])
 def test_discretise_scales_each_level_as_the_euler_run_does(dt, tau_x, tau_w):
     """Off gamma = 1, or with tau_w != dt, Z-IL's gates give BP's gradient scaled per level: (dt / tau_w) gamma^d.

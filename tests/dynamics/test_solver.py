@@ -171,6 +171,35 @@ def test_no_record_times_keeps_the_updates_alone(solver):
         assert np.abs(tr.updates[name] - ref.numpy()).max() <= tol * ref.abs().max().item(), name
 
 
+@pytest.mark.parametrize("solver", [pcsim.Euler(0.1), pcsim.Scipy("RK45")], ids=lambda s: s.method)
+@pytest.mark.parametrize("record, says", [
+    (pcsim.Record, r"Record's snapshots must be an integer, got 3\.5"),
+    ({"snapshots": 3.5}, r"Record's snapshots must be an integer, got 3\.5"),
+    ({"times": 0.5}, r"Record's times must be a list of numbers, got 0\.5"),
+], ids=["float-snapshots", "float-snapshots-dict", "scalar-times"])
+def test_a_record_that_cannot_be_taken_is_refused_by_name(net, solver, record, says):
+    """A fractional snapshot count stopped in numpy's linspace (or was truncated, from a dict), and one time for a
+    list in float(). (An empty `times` records no time, and keeps the updates: tested above.)"""
+    graph, inputs, target = net
+    with pytest.raises(ValueError, match=says):
+        record = record(snapshots=3.5) if record is pcsim.Record else record
+        pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, record=record)
+
+
+def test_a_record_takes_its_times_from_any_iterable_and_one_population_by_name(net):
+    """A generator of times was read once; a population given as one string was taken letter by letter. The
+    oracle: the same run recorded with the times and the name written out."""
+    graph, inputs, target = net
+    name = graph.latent[-1]
+    kw = dict(solver=pcsim.Euler(0.1), t_end=T_END, tau_x=TAU)
+    want = pcsim.simulate(graph, inputs, target, record=pcsim.Record(populations=(name,), times=(0.5, 1.0)), **kw)
+    got = pcsim.simulate(graph, inputs, target, record=pcsim.Record(populations=name, times=(t for t in (0.5, 1.0))),
+                         **kw)
+    assert list(got.values) == [name]
+    np.testing.assert_array_equal(got.t, want.t)
+    np.testing.assert_array_equal(got.values[name], want.values[name])
+
+
 @pytest.mark.parametrize("solver", [pcsim.Scipy("RK45"), pcsim.Tsit5()], ids=lambda s: s.method)
 def test_an_adaptive_solve_shows_progress_inside_a_piece(net, solver, monkeypatch):
     """The progress bar used to move only at the end of a piece between switches: a solve of one long piece
@@ -195,3 +224,14 @@ def test_an_adaptive_solve_shows_progress_inside_a_piece(net, solver, monkeypatc
     monkeypatch.setattr("pcsim.dynamics.recording.tqdm", Bar)
     pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, tau_x=TAU, progress=True)
     assert len(moves) > 3 and moves == sorted(moves) and moves[-1] == pytest.approx(T_END), moves
+
+
+@pytest.mark.parametrize("make", [lambda: pcsim.Euler("0.1"), lambda: pcsim.Euler(True), lambda: pcsim.RK4([0.1]),
+                                  lambda: pcsim.Dopri5(rtol="1e-6"), lambda: pcsim.Scipy("RK45", atol="0"),
+                                  lambda: pcsim.discretise(tau_x="1", dt=1.0)],
+                         ids=["str-dt", "bool-dt", "list-dt", "str-rtol", "str-atol", "str-tau"])
+def test_a_setting_that_is_not_a_number_is_refused_by_name(make):
+    """Euler('0.1') stopped in a comparison ("'>' not supported between instances of 'str' and 'int'") and
+    Euler(True) integrated at dt = 1."""
+    with pytest.raises(ValueError, match=r"(dt|rtol|atol|tau_x) must be a number, got "):
+        make()

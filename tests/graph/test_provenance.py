@@ -118,3 +118,34 @@ def test_user_line_skips_torch_and_pcsim_frames():
     assert user_line(f'File "{torch_file}", line 5, in f\n    g()\n') is None
     assert user_line(None) is None
     assert UserLine("/a/b/model.py", 3, "forward", "x").short == "model.py:3"
+
+
+def _warnings_of(call) -> list:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        call()
+    return list(record)
+
+
+def test_warnings_name_the_users_call_through_any_decorators():
+    """A stacklevel written by hand went stale when a decorator came in between: simulate's and the analysis
+    tools' warnings named pcsim/graph/argument.py:40. The oracle: this file, and the line of each call."""
+    from pcsim.analysis import timing_sensitivity
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Dropout(0.5), nn.Linear(5, 3)).double().train()
+    x, y = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    calls = {"trace (dropout)": lambda: pcsim.trace(net, x)}
+    graph = pcsim.trace(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double(), x)
+    calls["simulate (partial Z-IL window)"] = lambda: pcsim.simulate(graph, (x,), y, backend="torch", t_end=1.0,
+                                                                       tau_x=1.0, dt=1.0, plasticity="zil")
+    twice = nn.Linear(4, 4).double()
+    calls["timing_sensitivity (shared rows)"] = lambda: timing_sensitivity(
+        pcsim.trace(nn.Sequential(twice, nn.Tanh(), twice, nn.Tanh(), nn.Linear(4, 3)).double(), x), x, y,
+        offsets=[0])
+    for what, call in calls.items():
+        record = _warnings_of(call)
+        assert record, what
+        assert {r.filename for r in record} == {THIS_FILE}, (what, [(r.filename, str(r.message)[:60]) for r in record])
