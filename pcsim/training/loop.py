@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 import pcsim
 from pcsim.algorithms.losses import get_loss
-from pcsim.check import autograd_gradients
+from pcsim.check import DropoutAsIdentity, autograd_gradients
 from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
@@ -179,8 +179,10 @@ def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
 
 
 def _score(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-    """(summed loss, correct predictions) of the module's own forward pass on a batch (its buffers kept)."""
-    with torch.no_grad(), buffers_kept(run.module):
+    """(summed loss, correct predictions) of the module's own forward pass on a batch (its buffers kept), with
+    dropout as the identity, as the rules took the gradients: a train-mode dropout here logged the loss of a
+    random other function, drawn from the global RNG, so two identical runs logged different train losses."""
+    with torch.no_grad(), buffers_kept(run.module), DropoutAsIdentity():
         out = run.module(x)
     return float(get_loss(run.loss).value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
 
