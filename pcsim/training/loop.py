@@ -27,7 +27,15 @@ from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.state import advance, buffers_kept, check_output_fits, evaluating, restore, snapshot
+from pcsim.training.state import (
+    advance,
+    buffers_kept,
+    check_batch_sizes,
+    check_output_fits,
+    evaluating,
+    restore,
+    snapshot,
+)
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -208,6 +216,8 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     out = out if rank == 0 else None
     progress = progress and rank == 0
+    if run.epoch < cfg.epochs:  # before any step: a partial batch the module cannot take would stop the epoch
+        check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
     graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)

@@ -126,3 +126,22 @@ def test_the_train_loss_of_a_dropout_model_is_that_of_the_function_the_rules_dif
     for row in rows:
         assert abs(row["train_loss"] - summed / len(order)) <= tolerance(torch.float64) * summed / len(order)
         assert row["train_acc"] == correct / len(order)
+
+
+@pytest.mark.parametrize("rule", ["bp", "zil"])
+def test_a_last_batch_the_module_cannot_train_on_is_refused_before_the_first_step(rule):
+    # before: 13 samples in batches of 4 trained a whole epoch, then the last batch (1 sample) stopped the run with
+    # torch's 'Expected more than 1 value per channel when training', raised from inside F.batch_norm
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(13, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (13,), generator=g)
+    module = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    with pytest.raises(ValueError, match="Expected more than 1 value"):  # the oracle: torch refuses the batch
+        copy.deepcopy(module)(x[:1])
+    start = copy.deepcopy(module.state_dict())
+    run = build_run(TrainConfig(model="bn", rule=rule, epochs=1, batch_size=4, dtype="float64"),
+                    Dataset("toy", x, y, x, y, 3), module=module, loss="ce")
+    with pytest.raises(ValueError, match=r"bn cannot train on a batch of 1 sample of toy, the last batch of each "
+                                         r"epoch \(13 training samples in batches of 4 leave 1\): ValueError: "
+                                         r"Expected more than 1 value per channel"):
+        train(run, progress=False)
+    assert all(torch.equal(v, start[k]) for k, v in module.state_dict().items())  # no step was taken
