@@ -216,6 +216,10 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     out = out if rank == 0 else None
     progress = progress and rank == 0
+    if world > 1 and not get(cfg.rule).additive:  # each process would run it on its shard alone
+        raise TrainingError(f"rule {cfg.rule} cannot train data-parallel ({world} processes): its update on a batch "
+                            "is not the sum of its updates on the batch's shards (iPC's weights move on the whole "
+                            "batch during its inference); run it in one process")
     if run.epoch < cfg.epochs:  # before any step: a partial batch the module cannot take would stop the epoch
         check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
     graphs: dict = {}  # traced once per batch shape
