@@ -35,6 +35,7 @@ from pcsim.training.state import (
     evaluating,
     restore,
     snapshot,
+    warn_if_eval_mode,
 )
 
 OPTIMISERS = ("sgd", "adam")
@@ -165,6 +166,7 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     module = module.to(dtype)
     check_output_fits(module, data, loss, config.model)
+    warn_if_eval_mode(module, data, config.model)
     params = list(module.parameters())
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)

@@ -10,6 +10,7 @@ the buffers as it found them, and `advance` makes the one forward that moves the
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -111,3 +112,27 @@ def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str
                              f"{data.name}, {which}{part}{f' (at {line.short})' if line else ''}: "
                              f"{type(e).__name__}: {first_line(e)}; choose a batch size that gives no such batch"
                              ) from e
+
+
+def warn_if_eval_mode(module: torch.nn.Module, data, label: str) -> None:
+    """A module handed over wholly in eval mode trains in eval mode, as given. Where a train-mode forward would
+    move its buffers (BatchNorm, which also normalises by the batch's statistics there, not the running ones) a
+    torch loop's `model.train()` trains another function, so say so; a forward that differs by dropout alone (a
+    model put in eval mode to turn dropout off) is left be. Buffers and the RNG are left as they were."""
+    if any(m.training for m in module.modules()) or next(module.buffers(), None) is None:
+        return
+    before = snapshot(module)
+    with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=[]), DropoutAsIdentity():
+        try:
+            module.train()
+            module(data.x_train[:2])
+            moved = [n for n, b in module.named_buffers() if n in before and not torch.equal(b, before[n])]
+        except Exception:  # noqa: BLE001 - a module that cannot run in train mode is trained as given
+            moved = []
+        finally:
+            module.eval()
+    if moved:
+        warnings.warn(f"{label} is in eval mode, and a train-mode forward would move its buffers "
+                      f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}: BatchNorm's running statistics, "
+                      "say): it trains as given, in eval mode, where a torch loop's model.train() trains it in train "
+                      "mode; call module.train() first unless eval mode is meant", UserWarning, stacklevel=3)

@@ -2,6 +2,7 @@
 test split scored in eval mode. Oracle: the same module trained by a hand-written torch SGD loop."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -145,3 +146,27 @@ def test_a_last_batch_the_module_cannot_train_on_is_refused_before_the_first_ste
                                          r"Expected more than 1 value per channel"):
         train(run, progress=False)
     assert all(torch.equal(v, start[k]) for k, v in module.state_dict().items())  # no step was taken
+
+
+def test_a_module_handed_over_in_eval_mode_whose_buffers_training_would_move_is_warned_about():
+    # before: a BatchNorm model left in eval mode (after an evaluation, or as a loaded model comes) trained in eval
+    # mode, with its running statistics in place of the batch's, silently: 1.26 relative off a torch loop that calls
+    # model.train() after 2 epochs
+    data, start = _data(), nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    with torch.no_grad():  # the oracle: torch's own forward differs between the modes, and moves the statistics
+        x, trained = data.x_train[:2].double(), copy.deepcopy(start).train()
+        assert not torch.equal(trained(x), copy.deepcopy(start).eval()(x))
+        assert int(trained[1].num_batches_tracked) == 1
+    config = TrainConfig(model="bn", rule="zil", epochs=1, batch_size=5, dtype="float64")
+    with pytest.warns(UserWarning, match=r"bn is in eval mode, and a train-mode forward would move its buffers "
+                                         r"\(1.running_mean, 1.running_var, 1.num_batches_tracked: .* call "
+                                         r"module.train\(\) first unless eval mode is meant"):
+        run = build_run(config, data, module=copy.deepcopy(start).eval(), loss="ce")
+    assert not run.module.training and not run.module[1].training  # trained as given
+    assert int(run.module[1].num_batches_tracked) == 0
+    quiet = [copy.deepcopy(start),  # in train mode
+             nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 3)).double().eval()]  # the same either way
+    for module in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            build_run(config, data, module=module, loss="ce")
