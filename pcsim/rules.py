@@ -6,7 +6,9 @@ A rule is a function `(graph, inputs, target, loss, **options) -> {parameter: dL
 - `levelled`: it runs on the levelled graph (it levels the graph itself; `check` reports that one);
 - `inference`: it takes IL's inference settings (`gamma`, `steps`), which training passes on;
 - `options`: keyword arguments it is always called with (`fa-zil-autonomous` is `fa_zil(mode=...)`);
-- `accepts`: the further settings it takes from its caller, such as `compile` (training passes these on).
+- `accepts`: the further settings it takes from its caller, such as `compile` (training passes these on);
+- `additive`: its update is a sum of one term per sample, so the shards' updates under data-parallel training
+  sum to the global batch's (iPC's weights move on the whole batch during its inference: not).
 
 A new rule is one `register(Rule(...))`, here or in the rule's own module.
 """
@@ -34,6 +36,7 @@ class Rule:
     inference: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     accepts: frozenset[str] = frozenset()
+    additive: bool = True
 
     @cached_property
     def takes(self) -> frozenset[str] | None:
@@ -87,5 +90,5 @@ register(Rule("zil-euler", zil_euler, "Z-IL as Euler on the ODEs: dt = tau_x, Z-
 register(Rule("il", il, "IL: T inference steps from the feed-forward state, then one update (approximate)",
               inference=True, accepts=frozenset({"fixed_prediction", "output_precision", "compile"})))
 register(Rule("ipc", ipc, "iPC: the weights move at every inference step, alongside the values (approximate)",
-              inference=True, accepts=frozenset({"lr"})))
+              inference=True, accepts=frozenset({"lr"}), additive=False))
 register(Rule("bp", bp, "backprop over the traced graph (autograd)", exact=True))

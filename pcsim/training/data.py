@@ -63,6 +63,10 @@ class Dataset:
         if low < 0 or high >= self.n_classes:
             raise DataError(f"{where}: labels run from {low} to {high}; expected class indices "
                             f"0..{self.n_classes - 1}")
+        # as int64, the one index type torch's one_hot and cross_entropy take: int32 labels (NumPy's on some
+        # platforms) or uint8 ones (an IDX file's) stopped the first step inside torch's loss
+        for name in ("y_train", "y_test"):
+            object.__setattr__(self, name, getattr(self, name).long())
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -21,13 +21,22 @@ from tqdm.auto import tqdm
 
 import pcsim
 from pcsim.algorithms.losses import get_loss
-from pcsim.check import autograd_gradients
+from pcsim.check import DropoutAsIdentity, autograd_gradients
 from pcsim.errors import PcsimError
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
 from pcsim.training.data import Dataset, load_dataset
-from pcsim.training.state import advance, buffers_kept, check_output_fits, evaluating, restore, snapshot
+from pcsim.training.state import (
+    advance,
+    buffers_kept,
+    check_batch_sizes,
+    check_output_fits,
+    evaluating,
+    restore,
+    snapshot,
+    warn_if_eval_mode,
+)
 
 OPTIMISERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -157,6 +166,7 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
     module = module.to(dtype)
     check_output_fits(module, data, loss, config.model)
+    warn_if_eval_mode(module, data, config.model)
     params = list(module.parameters())
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
@@ -179,8 +189,10 @@ def _targets(run: Run, y: torch.Tensor) -> torch.Tensor:
 
 
 def _score(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-    """(summed loss, correct predictions) of the module's own forward pass on a batch (its buffers kept)."""
-    with torch.no_grad(), buffers_kept(run.module):
+    """(summed loss, correct predictions) of the module's own forward pass on a batch (its buffers kept), with
+    dropout as the identity, as the rules took the gradients: a train-mode dropout here logged the loss of a
+    random other function, drawn from the global RNG, so two identical runs logged different train losses."""
+    with torch.no_grad(), buffers_kept(run.module), DropoutAsIdentity():
         out = run.module(x)
     return float(get_loss(run.loss).value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
 
@@ -206,6 +218,12 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     out = out if rank == 0 else None
     progress = progress and rank == 0
+    if world > 1 and not get(cfg.rule).additive:  # each process would run it on its shard alone
+        raise TrainingError(f"rule {cfg.rule} cannot train data-parallel ({world} processes): its update on a batch "
+                            "is not the sum of its updates on the batch's shards (iPC's weights move on the whole "
+                            "batch during its inference); run it in one process")
+    if run.epoch < cfg.epochs:  # before any step: a partial batch the module cannot take would stop the epoch
+        check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
     graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)

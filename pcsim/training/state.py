@@ -10,6 +10,7 @@ the buffers as it found them, and `advance` makes the one forward that moves the
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -84,3 +85,54 @@ def check_output_fits(module: torch.nn.Module, data, loss: str, label: str) -> N
                else f"a {type(out).__name__}")
         raise ValueError(f"{label} gives {got} for {len(x)} samples of {data.name}; training with loss '{loss}' "
                          f"needs one score per class, a floating tensor of shape {want} ({data.n_classes} classes)")
+
+
+def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str, world: int = 1,
+                      rank: int = 0) -> None:
+    """The module runs in train mode on every batch size an epoch gives this process: the full batch and the
+    last, partial one (n % batch_size, kept), or their shards under torchrun. A BatchNorm on a last batch of one
+    sample stopped the run after a whole epoch with torch's 'Expected more than 1 value per channel when
+    training', raised from inside torch. Buffers and the RNG are left as they were (dropout as the identity)."""
+    n = len(data.x_train)
+    sizes = {min(batch_size, n): "a full batch"}
+    if n > batch_size and n % batch_size:
+        sizes.setdefault(n % batch_size, f"the last batch of each epoch ({n} training samples in batches of "
+                                         f"{batch_size} leave {n % batch_size})")
+    for size, which in sizes.items():
+        shard = len(range(rank, size, world))  # this process's every world-th sample
+        if not shard:
+            continue
+        try:
+            with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=[]), DropoutAsIdentity():
+                module(data.x_train[:shard])
+        except Exception as e:  # noqa: BLE001 - the model's own error on the batch: said with the batch's size
+            line = exception_user_line(e)
+            part = f", process {rank}'s share of {size}" if world > 1 else ""
+            raise ValueError(f"{label} cannot train on a batch of {shard} sample{'s' * (shard != 1)} of "
+                             f"{data.name}, {which}{part}{f' (at {line.short})' if line else ''}: "
+                             f"{type(e).__name__}: {first_line(e)}; choose a batch size that gives no such batch"
+                             ) from e
+
+
+def warn_if_eval_mode(module: torch.nn.Module, data, label: str) -> None:
+    """A module handed over wholly in eval mode trains in eval mode, as given. Where a train-mode forward would
+    move its buffers (BatchNorm, which also normalises by the batch's statistics there, not the running ones) a
+    torch loop's `model.train()` trains another function, so say so; a forward that differs by dropout alone (a
+    model put in eval mode to turn dropout off) is left be. Buffers and the RNG are left as they were."""
+    if any(m.training for m in module.modules()) or next(module.buffers(), None) is None:
+        return
+    before = snapshot(module)
+    with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=[]), DropoutAsIdentity():
+        try:
+            module.train()
+            module(data.x_train[:2])
+            moved = [n for n, b in module.named_buffers() if n in before and not torch.equal(b, before[n])]
+        except Exception:  # noqa: BLE001 - a module that cannot run in train mode is trained as given
+            moved = []
+        finally:
+            module.eval()
+    if moved:
+        warnings.warn(f"{label} is in eval mode, and a train-mode forward would move its buffers "
+                      f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}: BatchNorm's running statistics, "
+                      "say): it trains as given, in eval mode, where a torch loop's model.train() trains it in train "
+                      "mode; call module.train() first unless eval mode is meant", UserWarning, stacklevel=3)

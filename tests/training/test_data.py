@@ -95,3 +95,34 @@ def test_a_cifar_batch_of_another_shape_is_refused_naming_the_file(tmp_path, wid
     with pytest.raises(DataError, match=rf"data_batch_3: b'data' has shape \(2, {width}\) and b'labels' "
                                         rf"\({labels},\); a CIFAR-10 batch holds \(N, 3072\) bytes"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("label_dtype", [torch.int32, torch.uint8])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_integer_labels_of_any_width_train_as_a_torch_loop_on_int64_labels_does(label_dtype, loss):
+    # before: int32 labels (NumPy's on some platforms) or uint8 ones (an IDX file's) stopped the first step inside
+    # torch: 'one_hot is only applicable to index tensor of type LongTensor' (mse)
+    from pcsim.numerics import tolerance
+    from pcsim.training import TrainConfig, build_run, train
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (10,), generator=g)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    data = Dataset("toy", x, y.to(label_dtype), x, y.to(label_dtype), 3)
+    run = build_run(TrainConfig(model="m", rule="zil", epochs=1, batch_size=5, lr=0.1, dtype="float64", seed=2),
+                    data, module=pickle.loads(pickle.dumps(start)), loss=loss)
+    row = train(run, progress=False)[0]
+    module, summed = pickle.loads(pickle.dumps(start)), 0.0  # the torch loop, on int64 labels
+    opt = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    for idx in torch.randperm(10, generator=torch.Generator().manual_seed(2)).split(5):
+        out = module(x[idx])
+        total = (torch.nn.functional.cross_entropy(out, y[idx], reduction="sum") if loss == "ce" else
+                 0.5 * ((out - torch.nn.functional.one_hot(y[idx], 3).double()) ** 2).sum())
+        summed += total.item()
+        opt.zero_grad()
+        (total / len(idx)).backward()
+        opt.step()
+    assert abs(row["train_loss"] - summed / 10) <= tolerance(torch.float64) * summed / 10
+    for got, want in zip(run.module.parameters(), module.parameters(), strict=True):
+        assert ((got - want).norm() / want.norm()).item() <= tolerance(torch.float64)

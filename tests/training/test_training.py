@@ -454,3 +454,24 @@ def test_the_train_loss_is_the_mean_batch_loss_before_each_step_as_a_torch_loop_
         opt.step()
     assert row["train_loss"] == pytest.approx(summed / 24, rel=pcsim.tolerance(torch.float64))
     assert row["train_acc"] == correct / 24
+
+
+def test_ipc_is_refused_data_parallel_where_its_shards_would_not_sum_to_the_batch(monkeypatch):
+    # iPC's weights move on the batch during its inference, so its update on a batch is not the sum of its updates on
+    # the batch's shards (here 4.1e-2 relative off, by the plain formula below); under torchrun each process ran it on
+    # its shard and the summed result was taken as the global batch's, silently
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    graph, lr, steps = pcsim.trace(module, x), 1e-3, 20
+    full = pcsim.ipc(graph, (x,), y, loss="ce", lr=lr, steps=steps)
+    halves = [pcsim.ipc(pcsim.trace(module, x[i::2]), (x[i::2],), y[i::2], loss="ce", lr=lr, steps=steps)
+              for i in (0, 1)]
+    assert max(float((full[k] - halves[0][k] - halves[1][k]).norm() / full[k].norm()) for k in full) > 1e-3
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # two processes, as torchrun starts them
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    run = build_run(TrainConfig(model="mine", rule="ipc", epochs=1, batch_size=4, dtype="float64"),
+                    Dataset("mine", x, y, x, y, 3), module=module, loss="ce")
+    with pytest.raises(TrainingError, match=r"rule ipc cannot train data-parallel \(2 processes\)"):
+        train(run, progress=False)
