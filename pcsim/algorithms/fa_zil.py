@@ -27,6 +27,9 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
            params=None, compile: bool = False) -> dict[str, torch.Tensor]:
     """Fa-Z-IL on the levelled graph; returns dL/dtheta per parameter (autograd's sign).
 
+    `mode`: 'wavefront' (the vertices at distance t touched at step t) or 'autonomous' (no clock: each
+    vertex's gate opens at the first step its error is non-zero). `gamma`: the inference rate; at 1 (C3) the
+    updates are BP's, otherwise level d's is scaled by gamma^d, as in `zil`.
     `compile` (wavefront only): the forward pass and the wave as one inductor-compiled function
     (`compiled_wavefront`), compiled on the first call per graph and layout (seconds).
     """

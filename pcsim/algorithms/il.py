@@ -31,6 +31,9 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
        progress: bool = False, compile: bool = False) -> dict[str, torch.Tensor]:
     """IL's update after `steps` inference steps, as dL/dtheta estimates (autograd's sign).
 
+    `gamma`: the inference rate, each synchronous step's size; `steps`: T, from the feed-forward state.
+    `fixed_prediction`: every vertex's prediction and Jacobian stay at the feed-forward state (the update then
+    tends to BP's as T grows). `output_precision`: the output error's weight (its precision) in the energy.
     `compile`: once the error wave has reached every vertex, run each remaining step as one
     inductor-compiled function (`pcsim.algorithms.il_compiled`): the same dynamics with the element-wise
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,

@@ -37,7 +37,7 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     level: level the graph first (identity vertices on skip edges); False runs it as traced.
     schedule: a `Schedule` on the levelled graph, or {vertex: step} overriding some vertices' steps
         (default: `Schedule.of`, each vertex at its distance to the output).
-    init: 'feedforward' (C1) or 'random' hidden values.
+    init: 'feedforward' (C1) or 'random' hidden values, drawn from `seed`.
     update_timing: 'deferred' applies parameter changes after inference; 'immediate' applies
         each at its step with learning rate `lr`, so later steps see the changed parameters.
     """
@@ -45,6 +45,13 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
         raise ValueError(f"update_timing must be one of {UPDATE_TIMINGS}, got '{update_timing}'")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
+    # each is read by one variant alone: given to another, it changed nothing, silently
+    if update_timing == "deferred" and lr != 1.0:
+        raise ValueError(f"lr = {lr} moves the parameters during inference, with update_timing='immediate' only; "
+                         "deferred updates are dL/dtheta whatever the learning rate")
+    if init == "feedforward" and seed != 0:
+        raise ValueError(f"seed = {seed} draws the hidden values of init='random' only; the feed-forward start has "
+                         "no draw")
     g = graph.level() if level else graph
     on_time = not schedule  # C2 as is: no Schedule given, no step moved
     if init == "feedforward" and on_time:  # vertices that reach no output change no update (Graph.pruned)

@@ -71,3 +71,33 @@ def test_a_step_visits_the_vertices_it_may_move_not_the_whole_graph(monkeypatch)
     assert sum(asked.values()) <= 4 * len(g.level().latent), sum(asked.values())
     for n, w in autograd_gradients(net, (x,), y, "mse").items():
         assert relative_difference(got[n], w) <= tolerance(DT), n
+
+
+def test_a_setting_of_another_variant_is_refused_not_ignored():
+    """lr moves the parameters under update_timing='immediate' alone and seed draws init='random''s values alone:
+    zil(lr=0.5) and zil(seed=5) on the default run returned dL/dtheta unchanged, bit for bit, with no word. Each is
+    refused now; with its own variant it still changes the run (oracle: autograd on the module for the default)."""
+    net, x, y, graph = _chain(2)
+    want = autograd_gradients(net, (x,), y)
+    with pytest.raises(ValueError, match=r"lr = 0.5 .* update_timing='immediate' only"):
+        pcsim.zil(graph, (x,), y, lr=0.5)
+    with pytest.raises(ValueError, match=r"seed = 5 .* init='random' only"):
+        pcsim.zil(graph, (x,), y, seed=5)
+    default = pcsim.zil(graph, (x,), y)
+    assert max(relative_difference(default[n], g) for n, g in want.items()) <= tolerance(DT)
+    drawn = [pcsim.zil(graph, (x,), y, init="random", seed=s) for s in (0, 5)]
+    assert any(not torch.equal(drawn[0][n], drawn[1][n]) for n in want)
+    shared = _Shared().to(DT)  # immediate updates change what a later use of a shared weight reads
+    shared_graph = pcsim.trace(shared, x)
+    moved = [pcsim.zil(shared_graph, (x,), y, update_timing="immediate", lr=lr) for lr in (1.0, 0.5)]
+    assert any(not torch.equal(moved[0][n], moved[1][n]) for n in moved[0])
+
+
+class _Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.layer = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.layer(torch.tanh(self.layer(x)))
