@@ -71,6 +71,10 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
             why = zil_mismatch(tau_x=tau_x, tau_e=tau_e, tau_w=field.tau_w, dt=solver.step)
             if why is not None:
                 warnings.warn(f"plasticity='zil' at dt = {solver.step:g}: {why}", stacklevel=user_stacklevel())
+        elif plasticity == "zil":  # RK4, scipy, adaptive: the ODE's own updates under the gates
+            warnings.warn(f"plasticity='zil' with {type(solver).__name__} ({solver.method}): the updates are the ODE's "
+                          "under Z-IL's gates, not BP's gradients; Euler at dt = tau_x is Z-IL, exactly",
+                          stacklevel=user_stacklevel())
     recorder = Recorder(field, Record.parse(record), t_end)
     final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
     warn_if_diverged(field, final, solver.step)
