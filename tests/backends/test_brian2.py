@@ -435,3 +435,10 @@ def test_an_empty_batch_is_refused_naming_the_vertex():
     with pytest.raises(pcsim.InputError, match=r"the brian2 backend makes one neuron per entry, and vertex '0' "
                                                r"\(op linear, shape \(0, 5\)\) has none"):
         pcsim.simulate(g, (x,), y, backend="brian2", dt=0.1, t_end=1.0)
+
+
+@pytest.mark.parametrize("threads", [-1, 1.5, True, "2"])
+def test_a_thread_count_that_is_not_a_whole_number_is_refused(threads):
+    # before: Brian2(threads=-1) was accepted and handed to Brian2's OpenMP preference
+    with pytest.raises(ValueError, match=r"Brian2 threads must be a whole number >= 0"):
+        pcsim.Brian2(dt=0.1, threads=threads)

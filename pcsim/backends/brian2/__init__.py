@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import ClassVar
 
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
@@ -49,6 +50,8 @@ class Brian2(Solver):
         check_step(self.dt, self.method)
         if self.target not in TARGETS:
             raise ValueError(f"unknown Brian2 code-generation target '{self.target}'; choose one of {list(TARGETS)}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, Integral) or self.threads < 0:
+            raise ValueError(f"Brian2 threads must be a whole number >= 0 (0: no OpenMP), got {self.threads!r}")
 
     def run(self, field, recorder, *, t_end, progress=False):
         from pcsim.backends.brian2.runner import run
