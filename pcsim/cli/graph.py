@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
             fig = plot_graph(lay, title=title, labels={"on": True, "off": False}.get(args.labels))
             fig.savefig(out, dpi=120)
-    print(f"wrote {args.out} ({len(graph.latent)} latent vertices, {graph.n_identity} identity inserted, "
-          f"{lay.n_levels} levels)")
+    # the columns drawn are the levels 0..depth and the inputs' column: said as such, or it reads as another depth
+    print(f"wrote {args.out} ({len(graph.latent)} latent vertices, depth {graph.depth}, {graph.n_identity} identity "
+          f"inserted; {lay.n_levels} columns, the inputs' included)")
     return 0

@@ -20,6 +20,11 @@ def test_graph_draws_the_levelled_residual_mlp(tmp_path, capsys):
     code, out, _ = run(["graph", "residual_mlp", "--level", "--out", dot], capsys)
     text = dot.read_text()
     assert code == 0 and text.startswith("digraph") and text.count("shape=square") == 1
+    # the depth said is the listing's, not the number of columns drawn (the inputs' column too: "6 levels" on a
+    # graph of depth 4, before)
+    listed = run(["graph", "residual_mlp", "--level"], capsys)[1]
+    depth = int(listed.split("depth ")[1].split(",")[0])
+    assert f"depth {depth}," in out and f"{depth + 2} columns, the inputs' included" in out, out
     code, out, _ = run(["graph", "residual_mlp", "--out", tmp_path / "u.svg"], capsys)
     assert code == 0 and "0 identity inserted" in out and (tmp_path / "u.svg").read_text().lstrip().startswith("<")
 
