@@ -238,7 +238,9 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
             got = il(graph, inputs, target, loss, gamma=gamma, steps=t, fixed_prediction=fixed,
                      output_precision=precision)
             rel, angle = deviation_and_angle(got, bp)
-        except DivergenceError as e:  # one setting past the stable rate: its row says so, the sweep goes on
+        except (DivergenceError, ValueError) as e:  # one setting past the stable rate: its row says so, the sweep
+            if isinstance(e, ValueError) and not (fixed and gamma >= 2):  # goes on (fixed prediction refuses
+                raise  # gamma >= 2, where it never settles); any other bad setting is the caller's to mend
             rel, angle = math.inf, math.nan
             diverged.append(f"gamma {gamma}, {t} steps{', fixed prediction' if fixed else ''} ({first_line(e)})")
         rows.append({"fixed_prediction": fixed, "gamma": gamma, "output_precision": precision,

@@ -328,6 +328,23 @@ def test_il_convergence_marks_a_diverged_setting_and_goes_on():
     assert rows[0]["relative_error"] == pytest.approx(float(rel), rel=tolerance(torch.float64))
 
 
+def test_il_convergence_marks_fixed_prediction_at_a_rate_where_it_never_settles():
+    # before: the gamma = 2 row held IL's update 1e5 times autograd's gradient away (the oracle's too), as a number
+    from pcsim.dynamics import DivergenceWarning
+    from tests.algorithms import plain_pc
+    from tests.algorithms.test_descent import _autograd, _far, _net
+
+    seq, x, y = _net()
+    assert _far(plain_pc.il_fixed_prediction(seq, x, y, "mse", 2.0, 40), _autograd(seq, x, y)) > 1e3
+    graph = pcsim.trace(seq, x)
+    with pytest.warns(DivergenceWarning, match="gamma 2.0, 40 steps, fixed prediction .*gamma must be < 2"):
+        rows = il_convergence(graph, (x,), y, gammas=(1.0, 2.0), steps=(40,), fixed_prediction=(True,))
+    assert rows[0]["relative_error"] <= tolerance(torch.float64)  # gamma 1 and 40 >= depth steps: BP's
+    assert rows[1]["relative_error"] == float("inf") and np.isnan(rows[1]["angle_deg"])
+    with pytest.raises(ValueError, match="gamma"):  # any other bad setting still stops the sweep
+        il_convergence(graph, (x,), y, gammas=(-1.0,), steps=(4,), fixed_prediction=(True,))
+
+
 def test_a_callable_rule_without_an_update_for_a_parameter_is_named():
     # before: KeyError 'a.weight' from inside the audit
     graph, inputs, target = _problem()
