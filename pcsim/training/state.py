@@ -17,7 +17,7 @@ import torch
 
 from pcsim.check import DropoutAsIdentity
 from pcsim.errors import first_line
-from pcsim.graph.provenance import exception_user_line
+from pcsim.graph.provenance import exception_user_line, user_stacklevel
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,4 +135,5 @@ def warn_if_eval_mode(module: torch.nn.Module, data, label: str) -> None:
         warnings.warn(f"{label} is in eval mode, and a train-mode forward would move its buffers "
                       f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}: BatchNorm's running statistics, "
                       "say): it trains as given, in eval mode, where a torch loop's model.train() trains it in train "
-                      "mode; call module.train() first unless eval mode is meant", UserWarning, stacklevel=3)
+                      "mode; call module.train() first unless eval mode is meant", UserWarning,
+                      stacklevel=user_stacklevel())
