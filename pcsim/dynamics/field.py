@@ -22,6 +22,7 @@ import torch
 
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
+from pcsim.algorithms.schedule import SLACK
 from pcsim.dynamics.protocol import Gate, Off
 from pcsim.dynamics.solver import check_positive
 from pcsim.numerics import to_numpy
@@ -74,7 +75,7 @@ class VectorField:
     """d state / dt for a Problem, with time constants, target onset and plasticity gates."""
 
     def __init__(self, problem: Problem, *, tau_x, tau_e=0.0, tau_w: float | None = None,
-                 t_on: float = 0.0, gate: Gate | None = None, target_shown: bool = True):
+                 t_on: float = 0.0, gate: Gate | None = None, target_shown: bool = True, grid: float | None = None):
         graph = problem.graph
         self.problem = problem
         self.outputs = set(graph.outputs)
@@ -85,6 +86,11 @@ class VectorField:
         check_positive(tau_w=self.tau_w)
         self.leaky = [n for n in self.latent if self.tau_e[n] > 0]
         self.t_on = float(t_on)
+        # A fixed-step solver (step `grid`) reads the switches at its grid times k dt, which rounding may put just
+        # below the time meant (3 * 0.3 = 0.8999999999999999 < t_on = 0.9: the target came a step late and Z-IL's
+        # windows missed the wave, updates 100% off BP's). Switches are read SLACK of a step later, as windows'
+        # edges are set SLACK early: a grid point within rounding of a switch reads the regime that starts there.
+        self.nudge = 0.0 if grid is None else SLACK * float(grid)
         self.gate = Off() if gate is None else gate
         self.target_shown = target_shown
         self.levels = dict(graph.min_distance)
@@ -111,7 +117,7 @@ class VectorField:
 
     def held(self, t: float) -> set[str]:
         """The populations that hold at t (their protocol has ended: `Gate.holds_from`)."""
-        return {n for n, h in self.holds_from.items() if t >= h}
+        return {n for n, h in self.holds_from.items() if t + self.nudge >= h}
 
     def initial_state(self) -> State:
         """The feed-forward state: zero displacement, zero errors, nothing accumulated."""
@@ -124,7 +130,7 @@ class VectorField:
         return self.views(torch.as_tensor(np.ascontiguousarray(vec), dtype=self.dtype, device=self.device))
 
     def shown(self, t: float) -> bool:
-        return self.target_shown and t >= self.t_on
+        return self.target_shown and t + self.nudge >= self.t_on
 
     def views(self, flat: torch.Tensor) -> State:
         """The components of a flat state vector (`size` numbers, in `layout` order) as views of it."""
@@ -159,6 +165,7 @@ class VectorField:
         """The open plasticity gates at t, of the vertices with parameters: name -> gate value."""
         if isinstance(self.gate, Off):
             return {}
+        t = t + self.nudge if self.gate.nudged else t
         gates = {n: self.gate(n, self.levels[n], t) for n in self.latent if n in self.levels}
         return {n: g for n, g in gates.items() if g and self.problem.graph[n].params}
 

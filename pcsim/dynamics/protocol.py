@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pcsim.algorithms.schedule import SLACK, Schedule
 from pcsim.graph.ir import Graph
@@ -21,6 +22,10 @@ from pcsim.graph.ir import Graph
 
 class Gate:
     """Abstract plasticity gate: `gate(vertex, level, t) -> 0.0 or 1.0`."""
+
+    # pcsim's own gates switch at times the user gave as numbers, which a fixed-step grid time k dt may miss by a
+    # rounding: they are read just after it (`VectorField.nudge`). Any other gate is called at the grid time itself.
+    nudged: ClassVar[bool] = False
 
     def __call__(self, vertex: str, level: int, t: float) -> float:
         raise NotImplementedError
@@ -64,6 +69,7 @@ class Always(Gate):
 class After(Gate):
     """Open from `start` on (e.g. from target onset)."""
 
+    nudged: ClassVar[bool] = True
     start: float
 
     def __call__(self, vertex, level, t):
@@ -78,6 +84,7 @@ class Windows(Gate):
     """Each vertex open during its schedule step's window after t_on, `width` long
     (`Schedule.window`): Z-IL's schedule in continuous time."""
 
+    nudged: ClassVar[bool] = True
     schedule: Schedule  # bound to the simulated graph (`Schedule.of`)
     t_on: float
     width: float

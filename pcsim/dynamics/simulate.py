@@ -64,7 +64,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
     gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)
     field = VectorField(problem, tau_x=tau_x, tau_e=tau_e, tau_w=tau_w, t_on=t_on, gate=gate,
-                        target_shown=target_shown)
+                        target_shown=target_shown, grid=getattr(solver, "dt", None))
     if isinstance(gate, Windows) and target_shown:
         _warn_unfinished(gate, problem.graph, float(t_end))
         if plasticity == "zil" and solver.order == 1 and solver.step is not None:  # Euler: what discretise maps

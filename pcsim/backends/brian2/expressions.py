@@ -34,8 +34,9 @@ def switch(eq: str, after: str) -> str:
     return f"{lhs} = shown * ({after}) + (1 - shown) * ({before}) : 1"
 
 
-def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: float):
-    """('gate = ... : 1', times, tables), or None when the gate never opens for this vertex."""
+def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: float, nudge: float = 0.0):
+    """('gate = ... : 1', times, tables), or None when the gate never opens for this vertex. The gate is read
+    `nudge` after each grid time, as the field reads it (`VectorField.nudge`): its switching times move back."""
     if level is None or isinstance(gate, Off):
         return None
     # Every gate closes at t_stop = (n - 1/2) dt: the network runs one step past t_end only to
@@ -44,12 +45,12 @@ def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: 
     if isinstance(gate, Always):
         return "gate = int(t < t_stop) : 1", stop, {}
     if isinstance(gate, After):
-        return "gate = int(t >= gate_start) * int(t < t_stop) : 1", {"gate_start": gate.start, **stop}, {}
+        return "gate = int(t >= gate_start) * int(t < t_stop) : 1", {"gate_start": gate.start - nudge, **stop}, {}
     if isinstance(gate, Windows):
         start, close = gate.window(vertex)
         return ("gate = int(t >= gate_open) * int(t < gate_close) * int(t < t_stop) : 1",
-                {"gate_open": start, "gate_close": close, **stop}, {})
-    # any other gate: sampled where Euler evaluates it, at t = k dt
+                {"gate_open": start - nudge, "gate_close": close - nudge, **stop}, {})
+    # any other gate (not `Gate.nudged`): sampled where Euler evaluates it, at t = k dt
     table = np.array([float(gate(vertex, level, k * dt)) for k in range(n_steps)] + [0.0])
     if not table.any():
         return None
@@ -61,7 +62,7 @@ def quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
     hold (`Gate.holds_from`; from before the first step for one that holds throughout)."""
     times = {}
     if name in field.holds_from:
-        times["hold_from"] = max(field.holds_from[name], -dt)
+        times["hold_from"] = max(field.holds_from[name] - field.nudge, -dt)
     wave = field.gate.wave_arrives(name)
     if wave is not None and wave > 0:
         times["wave_from"] = wave

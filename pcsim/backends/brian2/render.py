@@ -97,7 +97,7 @@ def _identifier(name: str) -> str:
 def _synapse_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
     """A synapse into `name` evaluates err_post, which switches at t_on and is quiet with its population
     (`quiet`), in its own namespace."""
-    shown = {"t_on": field.t_on} if field.target_shown and field.t_on > 0 else {}
+    shown = {"t_on": field.t_on - field.nudge} if field.target_shown and field.t_on > 0 else {}
     return {**shown, **quiet_times(field, name, dt)}
 
 
@@ -133,7 +133,7 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
         return pops[name]
 
     plastic = any(k[0] == "w" for k in field.layout)
-    gates = {n: gate_equation(field.gate, n, field.levels.get(n), n_steps, dt) if plastic else None
+    gates = {n: gate_equation(field.gate, n, field.levels.get(n), n_steps, dt, field.nudge) if plastic else None
              for n in graph.latent}
 
     for name in graph.latent:
@@ -274,7 +274,7 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         if field.t_on <= 0.0:
             eqs += ["x : 1 (constant)", shown_err]  # clamped from the start: only the error moves
         else:  # free until t_on, clamped from then on
-            pop.times["t_on"] = field.t_on
+            pop.times["t_on"] = field.t_on - field.nudge  # read as the field reads it (`VectorField.nudge`)
             eqs += ["shown = int(t >= t_on) : 1", switch(E.free_output, "0"), switch(err, split(shown_err)[1])]
     if gate is not None:
         # one accumulator of err serves every bias (and embedding row) the vertex adds; a circuit's
