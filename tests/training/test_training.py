@@ -448,3 +448,29 @@ def test_ipc_is_refused_data_parallel_where_its_shards_would_not_sum_to_the_batc
                     Dataset("mine", x, y, x, y, 3), module=module, loss="ce")
     with pytest.raises(TrainingError, match=r"rule ipc cannot train data-parallel \(2 processes\)"):
         train(run, progress=False)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01)])
+def test_the_cosine_schedule_is_torchs_cosine_annealing_stepped_each_batch_over_the_run(optimizer, lr):
+    # 13 samples in batches of 5 (a partial last batch) for 2 epochs: 6 steps, annealed over all 6
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(13, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (13,), generator=g)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    config = TrainConfig(model="mine", rule="zil", epochs=2, batch_size=5, lr=lr, optimizer=optimizer,
+                         lr_schedule="cosine", dtype="float64", seed=4)
+    run = build_run(config, Dataset("mine", x, y, x, y, 3), module=copy.deepcopy(start), loss="ce")
+    train(run, progress=False)
+    module = copy.deepcopy(start)
+    opt = (torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.Adam(module.parameters(), lr=lr))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        for idx in torch.randperm(13, generator=gen).split(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(module(x[idx]), y[idx]).backward()
+            opt.step()
+            schedule.step()
+    for got, want in zip(run.module.parameters(), module.parameters(), strict=True):
+        assert ((got - want).norm() / want.norm()).item() <= pcsim.tolerance(torch.float64)
