@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -75,6 +76,11 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got '{self.lr_schedule}'")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got '{self.dtype}'")
+        # a fraction ran past it: epochs=2.5 trained 3 epochs with the cosine schedule laid over 2.5 (its rate
+        # rising again in the third); batch_size=4.0 stopped in the slicing with Python's TypeError
+        for name in ("epochs", "batch_size", "check_every", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, name), numbers.Integral) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

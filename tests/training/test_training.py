@@ -373,6 +373,12 @@ def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up
     # 'steps must be >= 0' once the data had loaded, none naming the setting
     ({"momentum": -1.0}, "momentum must be >= 0 and finite, got -1.0"),
     ({"seed": -5}, "seed must be >= 0, got -5"),
+    # before: epochs=2.5 trained 3 epochs, the cosine schedule laid over 2.5 (its rate rising again in the third);
+    # batch_size=4.0 stopped in the slicing with Python's TypeError, seed=1.5 in torch's manual_seed
+    ({"epochs": 2.5, "lr_schedule": "cosine"}, "epochs must be an integer, got 2.5"),
+    ({"batch_size": 4.0}, "batch_size must be an integer, got 4.0"),
+    ({"checkpoint_every": 0.5}, "checkpoint_every must be an integer, got 0.5"),
+    ({"seed": 1.5}, "seed must be an integer, got 1.5"),
     ({"rule": "il", "il_steps": -3}, "il_steps must be an integer >= 1, got -3"),
     ({"rule": "ipc", "il_steps": 0}, "il_steps must be an integer >= 1, got 0"),
     ({"rule": "il", "il_gamma": float("inf")}, "il_gamma must be finite, got inf"),
