@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -229,7 +230,11 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
                             "is not the sum of its updates on the batch's shards (iPC's weights move on the whole "
                             "batch during its inference); run it in one process")
     if run.epoch < cfg.epochs:  # before any step: a partial batch the module cannot take would stop the epoch
-        check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
+        dropped = check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
+        if dropped and cfg.rule == "bp":  # the other rules trace the module, and the trace says so
+            warnings.warn(f"{cfg.model} calls dropout {dropped} time(s) in train mode: rule bp, as every pcsim rule, "
+                          "runs dropout as the identity (as in eval mode), so it trains without dropout", UserWarning,
+                          stacklevel=2)
     graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)
