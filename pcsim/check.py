@@ -113,13 +113,17 @@ def _flat_outputs(out) -> tuple[torch.Tensor, ...]:
 class DropoutAsIdentity(TorchFunctionMode):
     """Dropout as pcsim runs it, the identity, for a call that forces it (`F.dropout(x, p, training=True)`
     runs even in eval mode): PC and its oracle must differentiate one deterministic function. It also records
-    the floating dtypes the module computes in (`dtypes`)."""
+    the floating dtypes the module computes in (`dtypes`) and how many calls it kept from dropping (`dropped`)."""
 
     def __init__(self):
         super().__init__()
         self.dtypes: set[torch.dtype] = set()
+        self.dropped = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.dropout or func is torch.dropout or func is torch.native_dropout:
+            given = {**dict(zip(("input", "p", "training"), args, strict=False)), **(kwargs or {})}  # or p, train
+            self.dropped += bool(given.get("p", 0.5) > 0 and given.get("training", given.get("train", True)))
         if func is torch.nn.functional.dropout or func is torch.dropout:
             return args[0]
         if func is torch.native_dropout:

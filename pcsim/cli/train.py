@@ -32,7 +32,8 @@ def add_parser(commands) -> None:
     p.add_argument("--optimizer", choices=OPTIMISERS, default="sgd", help="the torch optimiser (default: sgd)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum (default: 0.9; sgd only)")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
-                   help="constant, or cosine from --lr to 0 over the epochs (default: constant)")
+                   help="constant, or cosine from --lr towards 0 over the run's steps, set each batch "
+                        "(default: constant)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32",
                    help="the model's and the data's precision (default: float32)")
     p.add_argument("--il-steps", type=int, default=20, help="IL inference steps T (default 20)")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -75,6 +77,11 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got '{self.lr_schedule}'")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got '{self.dtype}'")
+        # a fraction ran past it: epochs=2.5 trained 3 epochs with the cosine schedule laid over 2.5 (its rate
+        # rising again in the third); batch_size=4.0 stopped in the slicing with Python's TypeError
+        for name in ("epochs", "batch_size", "check_every", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, name), numbers.Integral) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -223,7 +230,11 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
                             "is not the sum of its updates on the batch's shards (iPC's weights move on the whole "
                             "batch during its inference); run it in one process")
     if run.epoch < cfg.epochs:  # before any step: a partial batch the module cannot take would stop the epoch
-        check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
+        dropped = check_batch_sizes(run.module, data, cfg.batch_size, cfg.model, world, rank)
+        if dropped and cfg.rule == "bp":  # the other rules trace the module, and the trace says so
+            warnings.warn(f"{cfg.model} calls dropout {dropped} time(s) in train mode: rule bp, as every pcsim rule, "
+                          "runs dropout as the identity (as in eval mode), so it trains without dropout", UserWarning,
+                          stacklevel=2)
     graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)

@@ -88,12 +88,13 @@ def check_output_fits(module: torch.nn.Module, data, loss: str, label: str) -> N
 
 
 def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str, world: int = 1,
-                      rank: int = 0) -> None:
+                      rank: int = 0) -> int:
     """The module runs in train mode on every batch size an epoch gives this process: the full batch and the
     last, partial one (n % batch_size, kept), or their shards under torchrun. A BatchNorm on a last batch of one
     sample stopped the run after a whole epoch with torch's 'Expected more than 1 value per channel when
-    training', raised from inside torch. Buffers and the RNG are left as they were (dropout as the identity)."""
-    n = len(data.x_train)
+    training', raised from inside torch. Buffers and the RNG are left as they were (dropout as the identity).
+    Returns how many dropout calls would have dropped."""
+    n, dropped = len(data.x_train), 0
     sizes = {min(batch_size, n): "a full batch"}
     if n > batch_size and n % batch_size:
         sizes.setdefault(n % batch_size, f"the last batch of each epoch ({n} training samples in batches of "
@@ -103,8 +104,9 @@ def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str
         if not shard:
             continue
         try:
-            with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=[]), DropoutAsIdentity():
+            with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=[]), DropoutAsIdentity() as mode:
                 module(data.x_train[:shard])
+            dropped = max(dropped, mode.dropped)
         except Exception as e:  # noqa: BLE001 - the model's own error on the batch: said with the batch's size
             line = exception_user_line(e)
             part = f", process {rank}'s share of {size}" if world > 1 else ""
@@ -112,6 +114,7 @@ def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str
                              f"{data.name}, {which}{part}{f' (at {line.short})' if line else ''}: "
                              f"{type(e).__name__}: {first_line(e)}; choose a batch size that gives no such batch"
                              ) from e
+    return dropped
 
 
 def warn_if_eval_mode(module: torch.nn.Module, data, label: str) -> None:

@@ -170,3 +170,17 @@ def test_a_module_handed_over_in_eval_mode_whose_buffers_training_would_move_is_
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             build_run(config, data, module=module, loss="ce")
+
+
+def test_bp_training_of_a_model_that_would_drop_says_it_runs_dropout_as_the_identity():
+    # before: the traced rules warned (the trace does) but bp, autograd on the module, trained without dropout silently
+    data = _data()
+    config = TrainConfig(model="drop", rule="bp", epochs=1, batch_size=5, dtype="float64")
+    dropping = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 3)).double()
+    with pytest.warns(UserWarning, match=r"drop calls dropout 1 time\(s\) in train mode: rule bp, as every pcsim rule, "
+                                         r"runs dropout as the identity"):
+        train(build_run(config, data, module=dropping, loss="ce"), progress=False)
+    for quiet in (copy.deepcopy(dropping).eval(), nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.0)).double()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            train(build_run(config, data, module=quiet, loss="ce"), progress=False)

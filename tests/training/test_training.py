@@ -400,6 +400,12 @@ def test_your_own_data_set_with_an_empty_split_and_a_bad_il_gamma_are_refused_up
     # 'steps must be >= 0' once the data had loaded, none naming the setting
     ({"momentum": -1.0}, "momentum must be >= 0 and finite, got -1.0"),
     ({"seed": -5}, "seed must be >= 0, got -5"),
+    # before: epochs=2.5 trained 3 epochs, the cosine schedule laid over 2.5 (its rate rising again in the third);
+    # batch_size=4.0 stopped in the slicing with Python's TypeError, seed=1.5 in torch's manual_seed
+    ({"epochs": 2.5, "lr_schedule": "cosine"}, "epochs must be an integer, got 2.5"),
+    ({"batch_size": 4.0}, "batch_size must be an integer, got 4.0"),
+    ({"checkpoint_every": 0.5}, "checkpoint_every must be an integer, got 0.5"),
+    ({"seed": 1.5}, "seed must be an integer, got 1.5"),
     ({"rule": "il", "il_steps": -3}, "il_steps must be an integer >= 1, got -3"),
     ({"rule": "ipc", "il_steps": 0}, "il_steps must be an integer >= 1, got 0"),
     ({"rule": "il", "il_gamma": float("inf")}, "il_gamma must be finite, got inf"),
@@ -475,3 +481,29 @@ def test_ipc_is_refused_data_parallel_where_its_shards_would_not_sum_to_the_batc
                     Dataset("mine", x, y, x, y, 3), module=module, loss="ce")
     with pytest.raises(TrainingError, match=r"rule ipc cannot train data-parallel \(2 processes\)"):
         train(run, progress=False)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01)])
+def test_the_cosine_schedule_is_torchs_cosine_annealing_stepped_each_batch_over_the_run(optimizer, lr):
+    # 13 samples in batches of 5 (a partial last batch) for 2 epochs: 6 steps, annealed over all 6
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(13, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (13,), generator=g)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    config = TrainConfig(model="mine", rule="zil", epochs=2, batch_size=5, lr=lr, optimizer=optimizer,
+                         lr_schedule="cosine", dtype="float64", seed=4)
+    run = build_run(config, Dataset("mine", x, y, x, y, 3), module=copy.deepcopy(start), loss="ce")
+    train(run, progress=False)
+    module = copy.deepcopy(start)
+    opt = (torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.Adam(module.parameters(), lr=lr))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        for idx in torch.randperm(13, generator=gen).split(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(module(x[idx]), y[idx]).backward()
+            opt.step()
+            schedule.step()
+    for got, want in zip(run.module.parameters(), module.parameters(), strict=True):
+        assert ((got - want).norm() / want.norm()).item() <= pcsim.tolerance(torch.float64)
