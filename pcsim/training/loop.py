@@ -25,6 +25,7 @@ import pcsim
 from pcsim.algorithms.losses import get_loss
 from pcsim.check import DropoutAsIdentity, autograd_gradients
 from pcsim.errors import PcsimError
+from pcsim.graph.provenance import user_stacklevel
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
 from pcsim.training.checkpoint import check_fits, load_checkpoint, save_atomic, save_checkpoint
@@ -234,7 +235,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
         if dropped and cfg.rule == "bp":  # the other rules trace the module, and the trace says so
             warnings.warn(f"{cfg.model} calls dropout {dropped} time(s) in train mode: rule bp, as every pcsim rule, "
                           "runs dropout as the identity (as in eval mode), so it trains without dropout", UserWarning,
-                          stacklevel=2)
+                          stacklevel=user_stacklevel())
     graphs: dict = {}  # traced once per batch shape
     n = len(data.x_train)
     per_epoch = math.ceil(n / cfg.batch_size)
