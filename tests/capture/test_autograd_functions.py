@@ -401,3 +401,26 @@ def test_a_derivative_taken_in_forward_is_refused_at_the_users_line(how):
     with pytest.raises(pcsim.TraceError, match=r"at test_autograd_functions.py:\d+: .*forward\(\) takes a derivative"):
         pcsim.trace(net, x)
     assert torch.autograd._engine_run_backward.__module__ == "torch.autograd.graph"  # torch's own again
+
+
+class _Checkpointed(nn.Module):
+    def __init__(self, reentrant: bool):
+        super().__init__()
+        self.a, self.b, self.reentrant = nn.Linear(5, 6), nn.Linear(6, 3), reentrant
+
+    def forward(self, x):
+        h = torch.utils.checkpoint.checkpoint(lambda t: torch.tanh(self.a(t)), x, use_reentrant=self.reentrant)
+        return self.b(h)
+
+
+def test_a_reentrant_checkpoint_is_refused_at_the_users_line_and_the_other_kind_is_exact():
+    # before: torch.export captured the layer after a reentrant checkpoint under no_grad as well, and every rule
+    # returned zero for it where backprop's gradient is not (and none for the checkpointed layer, as backprop on
+    # inputs that need no gradient): check failed at 1.0, pcsim.zil was silently zero
+    seeded()
+    x, y = torch.randn(4, 5, dtype=DT), torch.randn(4, 3, dtype=DT)
+    with pytest.raises(pcsim.TraceError, match=r"test_autograd_functions.py:\d+.*use_reentrant=True.*use_reentrant=False"):
+        pcsim.trace(_Checkpointed(reentrant=True).to(DT), x)
+    module = _Checkpointed(reentrant=False).to(DT)
+    report = pcsim.check(module, (x,), y, rule="zil")  # the oracle: autograd on the module
+    assert report.passed and all(v.norm() > 0 for v in report.reference.values()), report
