@@ -65,10 +65,11 @@ def _applying(hook) -> Iterator[None]:
         if cls is _REENTRANT_CHECKPOINT:
             # its backward exists only where an input needs a gradient, and torch.export captured the code after it
             # under no_grad too: every rule's update of the layers that follow was zero, silently
-            raise TraceError("torch.utils.checkpoint(..., use_reentrant=True) cannot be captured: its gradient depends "
-                             "on whether its inputs require grad (where none does, backprop leaves the checkpointed layers "
-                             "without one), and torch.export records the code after it without gradients. Pass "
-                             "use_reentrant=False: the same values and gradients as without checkpointing")
+            raise TraceError("torch.utils.checkpoint(..., use_reentrant=True) cannot be captured: its gradient "
+                             "depends on whether its inputs require grad (where none does, backprop leaves the "
+                             "checkpointed layers without one), and torch.export records the code after it without "
+                             "gradients. Pass use_reentrant=False: the same values and gradients as without "
+                             "checkpointing")
         if not _custom(cls):
             return _APPLY(cls, *args, **kwargs)
         if kwargs:  # `apply(x, beta=3.0)`, which torch passes on: the hook takes forward's arguments in order

@@ -419,7 +419,8 @@ def test_a_reentrant_checkpoint_is_refused_at_the_users_line_and_the_other_kind_
     # inputs that need no gradient): check failed at 1.0, pcsim.zil was silently zero
     seeded()
     x, y = torch.randn(4, 5, dtype=DT), torch.randn(4, 3, dtype=DT)
-    with pytest.raises(pcsim.TraceError, match=r"test_autograd_functions.py:\d+.*use_reentrant=True.*use_reentrant=False"):
+    said = r"test_autograd_functions.py:\d+.*use_reentrant=True.*use_reentrant=False"
+    with pytest.raises(pcsim.TraceError, match=said):
         pcsim.trace(_Checkpointed(reentrant=True).to(DT), x)
     module = _Checkpointed(reentrant=False).to(DT)
     report = pcsim.check(module, (x,), y, rule="zil")  # the oracle: autograd on the module
