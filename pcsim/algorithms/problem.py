@@ -173,6 +173,9 @@ class Problem:
         missing = [n for v in graph.vertices for n in v.params if n not in params]
         if missing:
             raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
+        device = next(iter(params.values())).device if params else None
+        for name in graph.inputs:  # torch said 'Tensor on device cpu is not on the expected device ...', in a vertex
+            _same_device(f"input '{name}'", values[name], device)
         for v in graph.vertices:  # clamped non-input vertices: computed once from the data
             if v.name in graph.clamped and not v.is_input:
                 values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
@@ -193,6 +196,7 @@ class Problem:
             if not isinstance(y, torch.Tensor):
                 raise InputError(f"target for output '{name}' must be a tensor, got {type(y).__name__}")
             lmap[name].check_target(name, graph[name].shape, y)
+            _same_device(f"target for output '{name}'", y, device)
             if y.is_floating_point() and y.dtype != graph[name].dtype:
                 raise InputError(f"target for output '{name}' has dtype {y.dtype}, the output is "
                                  f"{graph[name].dtype}")
@@ -284,6 +288,12 @@ def refuse_changed(graph: Graph) -> None:
     why = graph.ties.changed(graph.params) if graph.ties is not None else None
     if why:
         raise InputError(why)
+
+
+def _same_device(what: str, t: torch.Tensor, device: torch.device | None) -> None:
+    if device is not None and t.device != device:
+        raise InputError(f"{what} is on {t.device}, the graph's parameters on {device}: move it with "
+                         f".to({str(device)!r}) (or the module, and trace again)")
 
 
 def _where_returned(graph: Graph) -> str:

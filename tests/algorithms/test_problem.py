@@ -525,3 +525,14 @@ def test_targets_for_some_outputs_only_are_refused_naming_the_outputs_as_returne
         with pytest.raises(pcsim.InputError, match=r"2 output\(s\) out\['z'\] \(vertex '.*'\), out\['a'\] \(vertex "
                                                    r"'.*'\), got 1 target\(s\): give one for every output"):
             rule(g, (x,), {"a": y})
+
+
+@pytest.mark.parametrize("moved", ["input", "target"])
+def test_data_on_another_device_than_the_parameters_is_refused_by_name(moved):
+    # before: torch stopped inside a vertex's call ('Tensor on device cpu is not on the expected device meta')
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    graph = pcsim.trace(net, x)
+    x, y = (x.to("meta"), y) if moved == "input" else (x, y.to("meta"))
+    with pytest.raises(pcsim.InputError, match=rf"{moved} .* is on meta, the graph's parameters on cpu"):
+        pcsim.zil(graph, (x,), y)
