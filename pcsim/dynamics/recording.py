@@ -174,7 +174,11 @@ class Recorder:
         """Record what a backend observed (e.g. Brian2's monitors) at time t: a copy, as `obs` may hold views of
         storage the backend updates in place."""
         row = len(self.t)
-        self.t.append(float(t))
+        t = float(t)
+        if self.times is not None and self.times.size:  # a time asked for is kept as asked: k dt may round off it
+            near = float(self.times[np.abs(self.times - t).argmin()])
+            t = near if abs(near - t) <= 1e-9 * max(abs(t), 1.0) else t
+        self.t.append(t)
         for n in self.populations:
             dtype = self._dtypes[n]
             for kept, v in ((self.values, obs.values[n]), (self.errors, obs.errors[n])):

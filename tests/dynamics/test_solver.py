@@ -235,3 +235,12 @@ def test_a_setting_that_is_not_a_number_is_refused_by_name(make):
     Euler(True) integrated at dt = 1."""
     with pytest.raises(ValueError, match=r"(dt|rtol|atol|tau_x) must be a number, got "):
         make()
+
+
+@pytest.mark.parametrize("solver", [pcsim.Euler(0.3), pcsim.RK4(0.3)], ids=lambda s: s.method)
+def test_a_recorded_time_is_the_time_asked_for(net, solver):
+    """3 * 0.3 is 0.8999999999999999 in floating point: the record at t = 0.9 said so, and `traj.t == 0.9` found
+    nothing. The oracle: the numbers asked for."""
+    graph, inputs, target = net
+    tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=1.8, record={"times": [0.9, 1.8, 0.3]})
+    assert tr.t.tolist() == [0.3, 0.9, 1.8]
