@@ -442,3 +442,26 @@ def test_a_thread_count_that_is_not_a_whole_number_is_refused(threads):
     # before: Brian2(threads=-1) was accepted and handed to Brian2's OpenMP preference
     with pytest.raises(ValueError, match=r"Brian2 threads must be a whole number >= 0"):
         pcsim.Brian2(dt=0.1, threads=threads)
+
+
+def test_pcsims_warnings_are_not_swallowed_by_brian2s_first_import(tmp_path):
+    """Brian2's import turns on logging.captureWarnings: a warning of the first Brian2 run went to Brian2's log,
+    missing from warnings.catch_warnings (and pytest.warns) entered before it. In a fresh interpreter, where Brian2
+    is not imported yet."""
+    import os
+    import subprocess
+
+    probe = (
+        "import warnings, torch, pcsim\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()\n"
+        "x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)\n"
+        "g = pcsim.trace(net, x)\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    pcsim.simulate(g, (x,), y, solver=pcsim.Brian2(dt=1.0), tau_x=1.0, t_end=1.0, plasticity='zil')\n"
+        "print(sum('Z-IL windows' in str(r.message) for r in w))\n")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1", done.stdout + done.stderr[-1000:]

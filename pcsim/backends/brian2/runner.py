@@ -15,8 +15,10 @@ Time is in Brian2's seconds: pcsim's time unit is one second of Brian2 time.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import re
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -47,12 +49,15 @@ class Brian2Unavailable(PcsimError, ImportError):
 
 
 def import_brian2():
+    first = "brian2" not in sys.modules
     try:
         import brian2
     except ImportError as e:
         raise Brian2Unavailable(f"the brian2 backend needs Brian2, which could not be imported ({e}); install it "
                                 "with `pip install 'brian2>=2.7' 'numpy<2.4'` (Brian2 2.9 fails at import with numpy "
                                 ">= 2.4), or run `make install`, which puts it in .venv") from e
+    if first:  # Brian2's import routes every Python warning into its log (logging.captureWarnings): pcsim's own
+        logging.captureWarnings(False)  # warnings went missing from warnings.catch_warnings and pytest.warns
     return brian2
 
 
