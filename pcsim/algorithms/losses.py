@@ -20,6 +20,10 @@ class Loss:
 
     name: str = ""
 
+    def __post_init__(self):
+        if not self.name:  # a user's loss that names itself not: its class names it in reports and records
+            object.__setattr__(self, "name", type(self).__name__)
+
     def __init_subclass__(cls, **kwargs):
         # The derivatives follow the most derived definition. Z-IL and Fa-Z-IL read `gradient`, IL and the ODEs
         # `error`, the energy and check's oracle `value`: a subclass of MSE that redefines its error alone kept

@@ -237,3 +237,19 @@ def test_a_users_value_that_is_no_differentiable_scalar_is_refused_at_its_line(l
             rule(g, (x,), y, loss=loss)
     with pytest.raises(pcsim.InputError, match=pattern):
         pcsim.check(net, (x,), y, loss=loss)
+
+
+class _Nameless(Loss):
+    def value(self, mu, target):
+        return 0.5 * ((mu - target) ** 2).sum()
+
+
+def test_a_users_loss_without_a_name_is_named_by_its_class_in_reports():
+    # before: check's report and simulate's record named it '' (the base class's default name)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    assert _Nameless().name == "_Nameless" and _Huber().name == "huber" and MSE().name == "mse"
+    graph = pcsim.trace(net, x)
+    tr = pcsim.simulate(graph, (x,), y, backend="torch", dt=0.5, t_end=1.0, loss=_Nameless(), record=[])
+    assert "_Nameless" in str(tr.meta["loss"]), tr.meta["loss"]
