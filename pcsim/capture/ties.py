@@ -12,7 +12,7 @@ from torch import nn
 from torch.export.graph_signature import InputKind
 
 from pcsim.graph.ir import ConstArg
-from pcsim.graph.ties import ModuleTies, Source, TracedParam, global_hooks, hooks, settings, where
+from pcsim.graph.ties import ModuleTies, Source, TracedParam, Watch, global_hooks, where
 
 aten = torch.ops.aten
 # calls that read their tensor argument's shape and dtype only: a constant made by them changes with no value
@@ -64,13 +64,12 @@ def module_ties(module: nn.Module, program: torch.export.ExportedProgram, kind: 
     `counters`: the (module id, attribute) that forward() itself changes (warned about at the trace), left out of
     the settings: each call of the module changes them again."""
     def own(m):
-        return settings(m, frozenset(a for i, a in counters if i == id(m)))
+        return Watch.of(m, frozenset(a for i, a in counters if i == id(m)))
 
     modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
                   if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
     # checked at every rule call, so kept as direct references (a walk by get_submodule cost ~5 us a parameter)
-    edges = tuple((f"{path}.{attr}" if path else attr, weakref.ref(m), attr, weakref.ref(child), hooks(child),
-                   *own(child))
+    edges = tuple((f"{path}.{attr}" if path else attr, weakref.ref(m), attr, weakref.ref(child), own(child))
                   for path, m in module.named_modules() for attr, child in m._modules.items() if child is not None)
     params, owners = [], []
     for name, p in module.named_parameters():
@@ -78,4 +77,4 @@ def module_ties(module: nn.Module, program: torch.export.ExportedProgram, kind: 
         params.append(TracedParam(name, not p.requires_grad, tuple(p.shape), p.dtype))
         owners.append((weakref.ref(module.get_submodule(path)), attr))
     return ModuleTies(tuple(params), weakref.ref(module), edges, tuple(owners), modes,
-                      _sources(module, program, kind, values), hooks(module), own(module), global_hooks())
+                      _sources(module, program, kind, values), own(module), global_hooks())

@@ -21,6 +21,7 @@ parameters, so it keeps the checks that need no module (frozen, dtype and shape)
 
 from __future__ import annotations
 
+import operator
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -62,22 +63,33 @@ class Source:
         return None
 
 
-def hooks(m: nn.Module) -> tuple:
-    """The forward hooks and pre-hooks of `m`, by their handles' ids (checked per module at every rule call: most
-    have none, which costs a truth test)."""
-    pre, post = m._forward_pre_hooks, m._forward_hooks
-    return (tuple(pre), tuple(post)) if pre or post else ()
-
-
 _SETTINGS = (int, float, bool, str, type(None))
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks")
 
 
-def settings(m: nn.Module, leave_out: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], tuple]:
-    """The names and values of `m`'s public Python number, flag, string and None attributes (its mode aside, which
-    the normalisations' ties follow; dropout runs as the identity in either), but those in `leave_out`."""
-    items = [(k, v) for k, v in vars(m).items()
-             if type(v) in _SETTINGS and k[:1] != "_" and k != "training" and k not in leave_out]
-    return tuple(k for k, _ in items), tuple(v for _, v in items)
+@dataclass(frozen=True)
+class Watch:
+    """What of a module the graph depends on beyond its tensors, read from its `__dict__` in one call at every rule
+    call: its forward hooks and pre-hooks, and its public Python number, flag, string and None attributes (its mode
+    aside, which the normalisations' ties follow; dropout runs as the identity in either). `was`: at the trace."""
+
+    keys: tuple[str, ...]
+    getter: operator.itemgetter
+    was: tuple
+
+    @staticmethod
+    def of(m: nn.Module, leave_out: frozenset[str] = frozenset()) -> Watch:
+        keys = tuple(k for k, v in vars(m).items()
+                     if type(v) in _SETTINGS and k[:1] != "_" and k != "training" and k not in leave_out)
+        getter = operator.itemgetter(*_HOOKS, *keys)
+        pre, post, *values = getter(vars(m))
+        return Watch(keys, getter, (dict(pre), dict(post), *values))
+
+    def same(self, m: nn.Module) -> bool:
+        try:
+            return self.getter(m.__dict__) == self.was
+        except KeyError:  # an attribute deleted since
+            return False
 
 
 def global_hooks() -> tuple:
@@ -101,44 +113,43 @@ class TracedParam:
 @dataclass(frozen=True, eq=False)
 class ModuleTies:
     """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child, the child's
-    `hooks`) top-down; the module's own forward hooks and nn.Module's global ones, at the trace;
+    `Watch`) top-down; the module's own `Watch` and nn.Module's global forward hooks, at the trace;
     each parameter as traced, with its owner and attribute (`owners`, in the same order; empty in a copy); the
     normalisations whose statistics follow the mode, as (path, module, mode at the trace); the sources."""
 
     params: tuple[TracedParam, ...]
     module: weakref.ref | None = None
-    # (path, parent, attribute, child, the child's hooks, its settings' names, their values)
-    edges: tuple[tuple[str, weakref.ref, str, weakref.ref, tuple, tuple, tuple], ...] = ()
+    # (path, parent, attribute, child, the child's `Watch`)
+    edges: tuple[tuple[str, weakref.ref, str, weakref.ref, Watch], ...] = ()
     owners: tuple[tuple[weakref.ref, str], ...] = ()
     modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
     sources: tuple[Source, ...] = ()
-    root_hooks: tuple = ()
-    root_settings: tuple = ((), ())
+    root: Watch | None = None
     global_hooks: tuple = ()
     warned: set = field(default_factory=set, repr=False)  # the settings already warned about
 
     def __getstate__(self) -> dict:
         # pickle cannot store weak references; a copy's parameters are no longer the module's anyway
-        return {**self.__dict__, "module": None, "edges": (), "owners": (), "modes": (), "sources": ()}
+        return {**self.__dict__, "module": None, "edges": (), "owners": (), "modes": (), "sources": (), "root": None}
 
     def changed(self, live: Mapping[str, torch.Tensor]) -> str | None:
         """Why the graph, whose parameters are `live` (by name), no longer computes what the module does; None
         where it does. Called at every rule call, so one pass over the parameters, by direct references."""
         module = self.module() if self.module is not None else None
         if module is not None:
-            if hooks(module) != self.root_hooks:
-                return f"module '{type(module).__name__}' has other forward hooks than when traced{_REHOOKED}"
-            keys, values = self.root_settings
-            if keys and tuple(map(module.__dict__.get, keys)) != values:
-                self._note_settings("self", module, keys, values)
-            for path, parent, attr, child, was, keys, values in self.edges:
+            if self.root is not None and not self.root.same(module) and (
+                    why := self._watched(type(module).__name__, module, self.root)):
+                return why
+            for path, parent, attr, child, watch in self.edges:  # a module's `Watch.same`, inlined: the hot loop
                 p, c = parent(), child()
                 if p is None or p._modules.get(attr) is not c:
                     return f"module '{path}' was replaced since the trace{_REASSIGNED}"
-                if hooks(c) != was:
-                    return f"module '{path}' has other forward hooks than when traced{_REHOOKED}"
-                if keys and tuple(map(c.__dict__.get, keys)) != values:
-                    self._note_settings(f"self.{path}", c, keys, values)
+                try:
+                    same = watch.getter(c.__dict__) == watch.was
+                except KeyError:
+                    same = False
+                if not same and (why := self._watched(path, c, watch)):
+                    return why
             if global_hooks() != self.global_hooks:
                 return f"nn.Module's global forward hooks are others than when the module was traced{_REHOOKED}"
         for i, t in enumerate(self.params):
@@ -163,16 +174,22 @@ class ModuleTies:
                         f"{'batch' if was else 'running'} statistics, as it did then; trace again")
         return next((why for s in self.sources if (why := s.stale())), None)
 
-    def _note_settings(self, path: str, m: nn.Module, keys: tuple, values: tuple) -> None:
+    def _watched(self, path: str, m: nn.Module, watch: Watch) -> str | None:
+        """Why `m` (at `path`) is not as watched: its hooks are others (a refusal); or None, having warned, once
+        each, about the settings set anew (they may be ones forward() never reads)."""
         d = m.__dict__
-        for k, then in zip(keys, values, strict=True):
+        if tuple(d.get(h) for h in _HOOKS) != watch.was[:2]:
+            return f"module '{path}' has other forward hooks than when traced{_REHOOKED}"
+        shown = "self" if path == type(m).__name__ and m is self.module() else f"self.{path}"
+        for k, then in zip(watch.keys, watch.was[2:], strict=True):
             now = d.get(k)
-            if (now is then or now == then) or (path, k) in self.warned:
+            if (now is then or now == then) or (shown, k) in self.warned:
                 continue
-            self.warned.add((path, k))
-            warnings.warn(f"{path}.{k} is {now!r} now but was {then!r} when the module was traced: where forward() "
+            self.warned.add((shown, k))
+            warnings.warn(f"{shown}.{k} is {now!r} now but was {then!r} when the module was traced: where forward() "
                           f"reads it, the graph computes with {then!r} (torch.export specialises Python values); "
                           "trace again after changing it", stacklevel=user_stacklevel())
+        return None
 
     def retyped(self, params: Mapping[str, torch.Tensor]) -> str | None:
         """Why a parameter in `params` (the graph's, or values given for them) cannot run the captured calls: a
