@@ -138,7 +138,7 @@ class ModuleTies:
         module = self.module() if self.module is not None else None
         if module is not None:
             if self.root is not None and not self.root.same(module) and (
-                    why := self._watched(type(module).__name__, module, self.root)):
+                    why := self._watched(type(module).__name__, "self", module, self.root)):
                 return why
             for path, parent, attr, child, watch in self.edges:  # a module's `Watch.same`, inlined: the hot loop
                 p, c = parent(), child()
@@ -148,7 +148,7 @@ class ModuleTies:
                     same = watch.getter(c.__dict__) == watch.was
                 except KeyError:
                     same = False
-                if not same and (why := self._watched(path, c, watch)):
+                if not same and (why := self._watched(path, f"self.{path}", c, watch)):
                     return why
             if global_hooks() != self.global_hooks:
                 return f"nn.Module's global forward hooks are others than when the module was traced{_REHOOKED}"
@@ -174,13 +174,12 @@ class ModuleTies:
                         f"{'batch' if was else 'running'} statistics, as it did then; trace again")
         return next((why for s in self.sources if (why := s.stale())), None)
 
-    def _watched(self, path: str, m: nn.Module, watch: Watch) -> str | None:
+    def _watched(self, path: str, shown: str, m: nn.Module, watch: Watch) -> str | None:
         """Why `m` (at `path`) is not as watched: its hooks are others (a refusal); or None, having warned, once
         each, about the settings set anew (they may be ones forward() never reads)."""
         d = m.__dict__
         if tuple(d.get(h) for h in _HOOKS) != watch.was[:2]:
             return f"module '{path}' has other forward hooks than when traced{_REHOOKED}"
-        shown = "self" if path == type(m).__name__ and m is self.module() else f"self.{path}"
         for k, then in zip(watch.keys, watch.was[2:], strict=True):
             now = d.get(k)
             if (now is then or now == then) or (shown, k) in self.warned:

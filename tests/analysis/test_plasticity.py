@@ -272,14 +272,18 @@ def _literal_energy(module, x, y, gamma, steps):
     return np.array(energies)
 
 
+def _small_tanh_net():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(3, 4), torch.randn(3, 3)
+    return module, x, y, pcsim.trace(module, x)
+
+
 def test_energy_trace_says_when_the_relaxation_diverged():
     # before: at gamma past the stable rate the trace held inf with no word (il raises there)
     from pcsim.dynamics import DivergenceWarning
 
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    x, y = torch.randn(3, 4), torch.randn(3, 3)
-    graph = pcsim.trace(module, x)
+    module, x, y, graph = _small_tanh_net()
     literal = _literal_energy(module, x, y, 5.0, 400)
     assert not np.isfinite(literal[-1]), literal[-5:]  # the oracle diverges too at gamma = 5
     with pytest.warns(DivergenceWarning, match="diverged at gamma = 5.0"):
@@ -296,10 +300,7 @@ def test_energy_trace_says_when_the_energy_climbed_without_overflowing():
     # before: at gamma = 2 the trace rose from 3.7 to 3.5e13 in 30 steps (the oracle's too) with no word
     from pcsim.dynamics import DivergenceWarning
 
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    x, y = torch.randn(3, 4), torch.randn(3, 3)
-    graph = pcsim.trace(module, x)
+    module, x, y, graph = _small_tanh_net()
     literal = _literal_energy(module, x, y, 2.0, 30)
     assert np.isfinite(literal).all() and literal[-1] > 1e6 * literal[0]
     with pytest.warns(DivergenceWarning, match=f"diverged at gamma = 2.0: the energy, .* rose from {literal[0]:.4g}"):
