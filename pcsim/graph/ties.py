@@ -140,15 +140,11 @@ class ModuleTies:
             if self.root is not None and not self.root.same(module) and (
                     why := self._watched(type(module).__name__, "self", module, self.root)):
                 return why
-            for path, parent, attr, child, watch in self.edges:  # a module's `Watch.same`, inlined: the hot loop
+            for path, parent, attr, child, watch in self.edges:
                 p, c = parent(), child()
                 if p is None or p._modules.get(attr) is not c:
                     return f"module '{path}' was replaced since the trace{_REASSIGNED}"
-                try:
-                    same = watch.getter(c.__dict__) == watch.was
-                except KeyError:
-                    same = False
-                if not same and (why := self._watched(path, f"self.{path}", c, watch)):
+                if not watch.same(c) and (why := self._watched(path, f"self.{path}", c, watch)):
                     return why
             if global_hooks() != self.global_hooks:
                 return f"nn.Module's global forward hooks are others than when the module was traced{_REHOOKED}"
