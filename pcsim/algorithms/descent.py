@@ -7,13 +7,16 @@ that overflowed is (`relaxation.check_finite`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
 from pcsim.algorithms.relaxation import Relaxation, named
 from pcsim.errors import DivergenceError
 from pcsim.numerics import tolerance
+
+# Asked only once a run has diverged: (the setting at fault, as 'lr = 0.02', and its cure), or None for gamma.
+Blame = Callable[[], "tuple[str, str] | None"]
 
 
 def feedforward_energy(relax: Relaxation) -> float:
@@ -32,17 +35,25 @@ def energies(relax: Relaxation, eps: Mapping[str, torch.Tensor], names: Iterable
 
 
 def refuse_climb(rule: str, relax: Relaxation, start: float, end: Mapping[str, float], steps: int,
-                 partial: bool = False) -> None:
+                 partial: bool = False, blame: Blame | None = None) -> None:
     """A DivergenceError where the energy `end` (terms per vertex, `energies`) after `steps` steps exceeds `start`
-    (`feedforward_energy`) by more than rounding; `partial`: `end` covers some vertices only (a lower bound)."""
+    (`feedforward_energy`) by more than rounding; `partial`: `end` covers some vertices only (a lower bound).
+    `blame`: called only then, it may name another setting at fault than gamma (`Blame`)."""
     total = sum(end.values())
-    dtype = next(iter(relax.base.values())).dtype
-    slack = tolerance(dtype if dtype.is_floating_point else torch.float64)
-    if total <= start * (1 + slack):  # NaN is not: check_finite has named it already where the update is NaN
+    if not climbed(relax, start, total):  # NaN is not: check_finite has named it already where the update is NaN
         return
     worst = max(end, key=lambda n: end[n])
+    at, cure = (blame() if blame else None) or (
+        f"gamma = {relax.gamma}", "A step of gamma times the drive is stable only below 2 / the energy's curvature: "
+        "try a smaller gamma")
     raise DivergenceError(
-        f"{rule} diverged at gamma = {relax.gamma}: its inference descends the energy, which rose from {start:.4g} "
+        f"{rule} diverged at {at}: its inference descends the energy, which rose from {start:.4g} "
         f"at the feed-forward state to {'at least ' if partial else ''}{total:.4g} after {steps} steps (the largest "
         f"term {end[worst]:.4g} at {named(relax.problem.graph[worst])}), so its update is meaningless, though "
-        "finite. A step of gamma times the drive is stable only below 2 / the energy's curvature: try a smaller gamma")
+        f"finite. {cure}")
+
+
+def climbed(relax: Relaxation, start: float, total: float) -> bool:
+    """Whether the energy `total` exceeds `start` by more than the dtype's rounding (NaN has not climbed)."""
+    dtype = next(iter(relax.base.values())).dtype
+    return total > start * (1 + tolerance(dtype if dtype.is_floating_point else torch.float64))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from pcsim.algorithms.descent import energies, feedforward_energy, refuse_climb
+from pcsim.algorithms.descent import climbed, energies, feedforward_energy, refuse_climb
 from pcsim.algorithms.il import count
 from pcsim.algorithms.problem import Problem, refuse_changed
 from pcsim.algorithms.relaxation import Relaxation, check_finite
@@ -58,9 +58,23 @@ def ipc(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: 
         pass
     weights = relax.problem.params
     update = {n: (theta[n] - weights[n]) / (lr * steps) for n in graph.params}
-    update = check_finite(update, "iPC", relax.problem, gamma, replay())
-    refuse_climb("iPC", relax, start, energies(relax, relax.errors()), steps)  # values and weights descend F
+    blame = lambda: _weights_at_fault(relaxation(), start, lr, steps)  # noqa: E731
+    update = check_finite(update, "iPC", relax.problem, gamma, replay(), blame)
+    refuse_climb("iPC", relax, start, energies(relax, relax.errors()), steps, blame=blame)  # values, weights descend F
     return update
+
+
+def _weights_at_fault(relax: Relaxation, start: float, lr: float, steps: int) -> tuple[str, str] | None:
+    """Where iPC diverged: if its values alone (IL's inference, the weights held) descend F at the same gamma, the
+    weights' rate is at fault, and a smaller gamma would never cure it (the message said to try one)."""
+    relax.run(steps)
+    alone = sum(energies(relax, relax.errors()).values())
+    if not math.isfinite(alone) or climbed(relax, start, alone):
+        return None  # the values climb on their own: gamma is at fault
+    return (f"lr = {lr} (gamma = {relax.gamma})",
+            f"With the weights held, the values alone descend it at gamma = {relax.gamma} (to {alone:.4g} after "
+            f"{steps} steps): the weights' steps of lr times dF/dtheta overshoot (F sums the loss over the batch, so "
+            "a larger batch wants a smaller lr): try a smaller lr")
 
 
 def _inference(relax: Relaxation, lr: float, steps: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -353,9 +353,10 @@ def value_drive(e, fb: Feedback | None, out: torch.Tensor | None = None) -> torc
 
 
 def check_finite(updates: dict[str, torch.Tensor], rule: str, problem: Problem, gamma: float,
-                 replay: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+                 replay: Iterable[dict[str, torch.Tensor]], blame=None) -> dict[str, torch.Tensor]:
     """`updates`, if every one is finite. Else the run is replayed (`replay`: its errors step by step, from a
-    fresh start) to name the vertices whose error left finite values first, in a DivergenceError."""
+    fresh start) to name the vertices whose error left finite values first, in a DivergenceError. `blame`
+    (`descent.Blame`) may name another setting at fault than gamma."""
     bad = nonfinite(updates)
     if not bad:
         return updates
@@ -363,10 +364,16 @@ def check_finite(updates: dict[str, torch.Tensor], rule: str, problem: Problem, 
         first = nonfinite(eps)
         if first:
             where = "; ".join(f"{named(problem.graph[n])} became {nan_or_inf(eps[n])}" for n in first[:3])
-            raise DivergenceError(f"{rule} diverged at gamma = {gamma}: at step {t} the error of {where}"
+            at, cure = (blame() if blame else None) or (
+                f"gamma = {gamma}", "Each step moves a value by gamma times its drive: a smaller gamma keeps steep "
+                "ops (the rsqrt of a small variance, say) from overshooting")
+            raise DivergenceError(f"{rule} diverged at {at}: at step {t} the error of {where}"
                                   f"{f' (and {len(first) - 3} more)' if len(first) > 3 else ''}, the first to leave "
-                                  "finite values. Each step moves a value by gamma times its drive: a smaller gamma "
-                                  "keeps steep ops (the rsqrt of a small variance, say) from overshooting")
+                                  f"finite values. {cure}")
+    at_fault = blame() if blame else None  # iPC's weights, say, overflowed at the last step
+    if at_fault:
+        raise DivergenceError(f"{rule} diverged at {at_fault[0]}: its update of {bad[0]!r} is not finite while every "
+                              f"error stayed finite. {at_fault[1]}")
     raise DivergenceError(f"{rule}'s update of {bad[0]!r} is not finite while every error stayed finite: the "
                           "Hebbian term overflowed")
 

@@ -74,6 +74,32 @@ def test_ipc_that_climbed_the_energy_is_refused():
         pcsim.ipc(graph, (x,), y, gamma=1.0, steps=10, lr=0.2)
 
 
+@pytest.mark.parametrize(("steps", "lr", "gammas", "finding"), [
+    (3, 0.4, (0.1, 0.01), r"its inference descends the energy, which rose from"),  # a finite climb
+    (10, 1.0, (0.1, 0.01), r"at step \d+ the error of vertex .* the first to leave finite values"),  # errors: NaN
+    (9, 0.62, (0.1,), r"its update of '4.weight' is not finite while every error stayed finite"),  # weights: inf
+])
+def test_ipc_diverging_by_its_weights_names_lr_not_gamma(steps, lr, gammas, finding):
+    """iPC that diverged through its weights' rate is blamed on lr. The message said 'try a smaller gamma' (or, where
+    the weights overflowed at the last step, that 'the Hebbian term overflowed'), and no smaller gamma ever cured it:
+    on a CNN with a LayerNorm (found against PCX's iPC, which climbed alike), gamma 0.05, 0.01 and 0.001 at lr 0.02
+    were all refused, and lr 0.002 ran. Oracle: plain_pc's iPC climbs or leaves finite values at gamma and at a tenth
+    of it, while its values alone (lr = 0, IL) descend the energy at both."""
+    seq, x, y = _net()
+    graph = pcsim.trace(seq, x)
+    for gamma in gammas:
+        _, f0, f_ipc = plain_pc.il(seq, x, y, "mse", gamma, steps, lr=lr)
+        _, _, f_il = plain_pc.il(seq, x, y, "mse", gamma, steps)
+        assert not f_ipc <= f0 and f_il < f0  # the weights climb (or overflow); the values alone descend
+        with pytest.raises(pcsim.DivergenceError, match=rf"^iPC diverged at lr = {lr} \(gamma = {gamma}\): "
+                                                        rf"{finding}.* try a smaller lr$") as info:
+            pcsim.ipc(graph, (x,), y, gamma=gamma, steps=steps, lr=lr)
+        assert "smaller gamma" not in str(info.value)
+    # with a stable lr it runs, and is the oracle's iPC
+    ref = plain_pc.il(seq, x, y, "mse", 0.1, steps, lr=0.05)[0]
+    assert _far(pcsim.ipc(graph, (x,), y, gamma=0.1, steps=steps, lr=0.05), ref) <= tolerance(DT)
+
+
 @pytest.mark.parametrize("gamma", [2.0, 2.5])
 def test_fixed_prediction_refuses_a_rate_at_which_it_never_settles(gamma):
     """Each error steps as e <- (1 - gamma) e + gamma drive: at gamma >= 2 it never reaches BP's error. Before, IL
