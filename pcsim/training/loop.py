@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import pcsim
 from pcsim.algorithms.losses import get_loss
 from pcsim.check import DropoutAsIdentity, autograd_gradients
-from pcsim.errors import PcsimError
+from pcsim.errors import DivergenceError, PcsimError
 from pcsim.graph.provenance import user_stacklevel
 from pcsim.numerics import DTYPES, deviation_and_angle, tolerance
 from pcsim.rules import RULES, get
@@ -317,7 +317,13 @@ def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict, rate: f
         options.update(gamma=cfg.il_gamma, steps=cfg.il_steps)
     if "lr" in rule.accepts:  # iPC: its weights' rate per inference step, lr / T, so that SGD's step of lr on its
         options["lr"] = rate / cfg.il_steps  # mean estimate lands where its inference left them (its 1e-3 diverged)
-    return rule(graphs[key], (x,), y, run.loss, **options)
+    try:
+        return rule(graphs[key], (x,), y, run.loss, **options)
+    except DivergenceError as e:  # its 'lr = ...' is the per-step rate, not a number the user set
+        if "lr" not in options or "diverged at lr" not in str(e):
+            raise
+        raise DivergenceError(f"{e}. Here iPC's lr is this step's learning rate {rate * len(x):.4g} over the batch of "
+                              f"{len(x)} and the {cfg.il_steps} inference steps: lower lr (--lr)") from None
 
 
 def _check(run: Run, grads: dict, reference: dict) -> None:

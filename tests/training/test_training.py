@@ -215,6 +215,29 @@ def test_an_ipc_batch_lands_where_ipc_leaves_the_weights():
         assert relative_difference(p.detach(), expected) <= tolerance(torch.float64), name
 
 
+def test_ipc_diverging_in_training_names_the_training_lr():
+    """iPC's own message names its per-step rate, lr / (batch x T): at --lr 20 on a batch of 8 and 5 steps it said
+    'iPC diverged at lr = 0.5', a number the user never set. Training adds the learning rate it came from. Oracle:
+    plain_pc's iPC at that per-step rate climbs the energy while its values alone (IL) descend it."""
+    from pcsim.training.data import Dataset
+    from tests.algorithms import plain_pc
+
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    lr, steps = 20.0, 5
+    _, f0, f_ipc = plain_pc.il(seq, x, y, "ce", gamma=0.2, steps=steps, lr=lr / (len(x) * steps))
+    _, _, f_il = plain_pc.il(seq, x, y, "ce", gamma=0.2, steps=steps)
+    assert f_ipc > f0 > f_il
+    config = TrainConfig(rule="ipc", epochs=1, batch_size=8, lr=lr, momentum=0.0, dtype="float64", il_steps=steps,
+                         il_gamma=0.2)
+    run = build_run(config, Dataset("mine", x, y, x, y, 3), module=seq, loss="ce")
+    with pytest.raises(pcsim.DivergenceError, match=r"iPC diverged at lr = 0.5 .* try a smaller lr\. Here iPC's lr "
+                                                    r"is this step's learning rate 20 over the batch of 8 and the 5 "
+                                                    r"inference steps: lower lr \(--lr\)$"):
+        train(run, progress=False)
+
+
 def test_your_own_module_with_integer_inputs_trains_exactly_like_bp():
     """build_run(config, data, module=, loss=): a module of your own, fed token ids (integers stay integers)."""
 
