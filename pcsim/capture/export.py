@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import changed_attributes, refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
+from pcsim.capture.state import registered_tensors_kept
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, UnsupportedOpError, first_line
 from pcsim.graph.provenance import exception_user_line, user_line, user_stacklevel
@@ -76,7 +77,8 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", category=FutureWarning)
             functions: list[type] = []  # the custom autograd.Functions forward() applies
             changed: dict = {}  # Python attributes forward() changes (a step counter)
-            with seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed):
+            with (seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed),
+                  registered_tensors_kept(module)):
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
