@@ -200,6 +200,9 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
+    # the oracle runs on a copy of its own: a forward() that changes the module's state (assigns a buffer, registers
+    # a cache) would leave the trace's copy changed since the trace, which the rule then refuses ('trace again')
+    oracle = copy.deepcopy(m)
     graph = trace(m, *inputs, fused=fused)
     stale = [detached[c.data_ptr()] for c in graph.constants.values() if c.data_ptr() in detached]
     if stale:  # the copy lost its history: trace on the module itself refuses it (capture's _refuse_kept_history)
@@ -216,7 +219,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     target = targets[0] if len(targets) == 1 else targets
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     computed_in: set[torch.dtype] = set()
-    reference = autograd_gradients(m, inputs, target, loss, computed_in)
+    reference = autograd_gradients(oracle, inputs, target, loss, computed_in)
     # a module that computes part of itself in a coarser dtype (DINOv2 interpolates its position embeddings in
     # float32) may agree with its oracle to that dtype's rounding only: the report says so, the tolerance stays
     coarsest = max(computed_in & set(DTYPES.values()) | {dtype}, key=lambda d: torch.finfo(d).eps)

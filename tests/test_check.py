@@ -318,3 +318,36 @@ def test_a_dtype_given_by_name_is_taken_and_a_dtype_or_tol_that_cannot_be_is_ref
         with pytest.raises(ValueError, match=r"tol \(the relative tolerance\) must be >= 0 and finite"):
             pcsim.check(module, (x,), (y1, y2), tol=tol)
     assert tolerance("float32") == tolerance(torch.float32)
+
+
+class _RunningMean(nn.Module):
+    """Keeps a running mean of its hidden layer in a buffer it assigns anew at every call (an EMA teacher's
+    statistics), and adds it to its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("mean", torch.full((3,), 0.5))
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        self.mean = 0.9 * self.mean + 0.1 * h.detach().mean(0)
+        return h * self.mean
+
+
+@pytest.mark.parametrize("rule", ["zil", "fa-zil-wavefront", "fa-zil-autonomous"])
+def test_a_module_that_assigns_a_buffer_in_forward_is_checked(rule):
+    # check ran its oracle on the copy it had traced: the oracle's call assigned the buffer anew, and the rule then
+    # refused the graph ('buffer mean was replaced by another tensor since the trace'; trace again)
+    torch.manual_seed(0)
+    module = _RunningMean().double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    oracle = _RunningMean().double()
+    oracle.load_state_dict(module.state_dict())
+    loss = 0.5 * ((oracle(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in oracle.named_parameters()], torch.autograd.grad(loss, list(oracle.parameters())),
+                    strict=True))
+    report = pcsim.check(module, (x,), y, rule=rule)
+    assert report.passed and report.max_rel_diff <= tolerance(torch.float64), report.table()
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64)
