@@ -19,13 +19,16 @@ _REGISTRIES = ("_parameters", "_buffers")
 
 
 @contextlib.contextmanager
-def registered_tensors_kept(module: nn.Module) -> Iterator[None]:
-    """Put back every submodule's parameters and buffers (which names, which tensors) as they were on entry."""
+def registered_tensors_kept(module: nn.Module, registered: list[str]) -> Iterator[None]:
+    """Put back every submodule's parameters and buffers (which names, which tensors) as they were on entry, and
+    list in `registered` the buffers of `module` itself that were registered meanwhile, where there was none."""
     saved = [(sub, {r: dict(sub.__dict__[r]) for r in _REGISTRIES}, set(sub._non_persistent_buffers_set))
              for sub in module.modules()]
     try:
         yield
     finally:
+        before = saved[0][1]["_buffers"]
+        registered.extend(k for k, v in module._buffers.items() if v is not None and before.get(k) is None)
         for sub, registries, non_persistent in saved:
             for r, before in registries.items():
                 now = sub.__dict__[r]

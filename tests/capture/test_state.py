@@ -76,3 +76,29 @@ def test_a_buffer_registered_in_forward_is_left_as_it_was(prebuilt):
         assert rep.passed and rep.max_rel_diff <= TOL, rep.table()
     for n, ref in reference.items():
         torch.testing.assert_close(grads[n], ref, rtol=TOL, atol=TOL * ref.abs().max().item())
+
+
+class RootBias(Attention):
+    """The bias registered on the traced module itself, as LazyBias does on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("slope", torch.tensor(0.5), persistent=False)
+        self.register_buffer("bias", None, persistent=False)
+
+    def forward(self, x):
+        LazyBias.forward(self, x.shape[1])
+        return super().forward(x)
+
+    _build = LazyBias._build
+
+
+def test_a_buffer_registered_in_forward_on_the_traced_module_itself_is_refused_by_name():
+    # torch.export copies such a buffer into the input in its index's place: x here, whose shape it does not fit,
+    # and torch's 'expand: attempting to expand a dimension of length 5 -> 4' was all the user read
+    with seeded(0):
+        module = RootBias().to(DT)
+        x = torch.randn(2, 5, 4, dtype=DT)
+    with pytest.raises(pcsim.TraceError, match="registers buffer 'bias' on the module itself"):
+        pcsim.trace(module, x)
+    assert module.bias is None
