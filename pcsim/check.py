@@ -92,7 +92,47 @@ def _copy(module: nn.Module) -> tuple[nn.Module, dict[int, str]]:
     forward() reads as it is (a cache kept from an earlier call) would be a constant of both sides."""
     kept = {name: t for name, t in attribute_tensors(module) if isinstance(t, torch.Tensor) and not t.is_leaf}
     memo = {id(t): t.detach().clone() for t in kept.values()}
-    return copy.deepcopy(module, memo), {memo[id(t)].data_ptr(): name for name, t in kept.items()}
+    return _deepcopy(module, memo), {memo[id(t)].data_ptr(): name for name, t in kept.items()}
+
+
+# a function wrapped as an attribute (rotary-embedding-torch's `self.apply_rotary_emb = staticmethod(...)`): copy
+# shares functions, but refuses these wrappers ("cannot pickle 'staticmethod' object"); they are shared too
+_SHARED = (staticmethod, classmethod)
+
+
+def _deepcopy(module: nn.Module, memo: dict | None = None) -> nn.Module:
+    memo = dict(memo or {})
+    memo.update({id(v): v for _, v in _attributes(module) if isinstance(v, _SHARED)})
+    try:
+        return copy.deepcopy(module, memo)
+    except Exception as e:  # noqa: BLE001 - named by the attribute at fault, not copy's stack
+        culprit = next((name for name, v in _attributes(module) if not _copies(v)), None)
+        at = f": {type(module).__name__}.{culprit} cannot be copied" if culprit else ""
+        raise InputError(f"check() runs a copy of the module (in the dtype checked, leaving yours as it is), and "
+                         f"copy.deepcopy failed{at} ({type(e).__name__}: {first_line(e)}); check the module's "
+                         "gradients with pcsim.trace and a rule on the module itself") from None
+
+
+# nn.Module's own tables (submodules, parameters, hooks): their contents are looked into, or torch's own
+_MODULE_TABLES = frozenset(vars(nn.Module()))
+
+
+def _attributes(module: nn.Module):
+    """Every module's own attributes, by qualified name, less nn.Module's tables."""
+    for path, sub in module.named_modules():
+        for name, value in vars(sub).items():
+            if name not in _MODULE_TABLES:
+                yield (f"{path}.{name}" if path else name), value
+
+
+def _copies(value) -> bool:
+    if isinstance(value, _SHARED):
+        return True
+    try:
+        copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - any failure is the answer
+        return False
+    return True
 
 
 def _cast(t, dtype: torch.dtype):
@@ -200,6 +240,9 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     inputs = tuple(_cast(x, dtype) for x in as_tuple(inputs, "inputs"))
     if not any(True for _ in m.parameters()):
         raise InputError(f"{type(module).__name__} has no parameters: there is no update to check")
+    # the oracle runs on a copy of its own: a forward() that changes the module's state (assigns a buffer, registers
+    # a cache) would leave the trace's copy changed since the trace, which the rule then refuses ('trace again')
+    oracle = _deepcopy(m)
     graph = trace(m, *inputs, fused=fused)
     stale = [detached[c.data_ptr()] for c in graph.constants.values() if c.data_ptr() in detached]
     if stale:  # the copy lost its history: trace on the module itself refuses it (capture's _refuse_kept_history)
@@ -216,7 +259,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     target = targets[0] if len(targets) == 1 else targets
     Problem.build(graph, inputs, target, loss)  # validates inputs, targets and losses first
     computed_in: set[torch.dtype] = set()
-    reference = autograd_gradients(m, inputs, target, loss, computed_in)
+    reference = autograd_gradients(oracle, inputs, target, loss, computed_in)
     # a module that computes part of itself in a coarser dtype (DINOv2 interpolates its position embeddings in
     # float32) may agree with its oracle to that dtype's rounding only: the report says so, the tolerance stays
     coarsest = max(computed_in & set(DTYPES.values()) | {dtype}, key=lambda d: torch.finfo(d).eps)

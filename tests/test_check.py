@@ -318,3 +318,79 @@ def test_a_dtype_given_by_name_is_taken_and_a_dtype_or_tol_that_cannot_be_is_ref
         with pytest.raises(ValueError, match=r"tol \(the relative tolerance\) must be >= 0 and finite"):
             pcsim.check(module, (x,), (y1, y2), tol=tol)
     assert tolerance("float32") == tolerance(torch.float32)
+
+
+class _RunningMean(nn.Module):
+    """Keeps a running mean of its hidden layer in a buffer it assigns anew at every call (an EMA teacher's
+    statistics), and adds it to its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("mean", torch.full((3,), 0.5))
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        self.mean = 0.9 * self.mean + 0.1 * h.detach().mean(0)
+        return h * self.mean
+
+
+@pytest.mark.parametrize("rule", ["zil", "fa-zil-wavefront", "fa-zil-autonomous"])
+def test_a_module_that_assigns_a_buffer_in_forward_is_checked(rule):
+    # check ran its oracle on the copy it had traced: the oracle's call assigned the buffer anew, and the rule then
+    # refused the graph ('buffer mean was replaced by another tensor since the trace'; trace again)
+    torch.manual_seed(0)
+    module = _RunningMean().double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    oracle = _RunningMean().double()
+    oracle.load_state_dict(module.state_dict())
+    loss = 0.5 * ((oracle(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in oracle.named_parameters()], torch.autograd.grad(loss, list(oracle.parameters())),
+                    strict=True))
+    report = pcsim.check(module, (x,), y, rule=rule)
+    assert report.passed and report.max_rel_diff <= tolerance(torch.float64), report.table()
+    for n, g in want.items():
+        assert relative_difference(report.grads[n], g) <= tolerance(torch.float64)
+
+
+def _rotate_half(x):
+    a, b = x.chunk(2, -1)
+    return torch.cat((-b, a), -1)
+
+
+class _Rotary(nn.Module):
+    """Keeps the function it applies as an attribute wrapped in staticmethod, as rotary-embedding-torch does."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+        self.rotate = staticmethod(_rotate_half)
+
+    def forward(self, x):
+        return torch.tanh(self.rotate(self.q(x)))
+
+
+def test_a_function_kept_as_a_staticmethod_attribute_is_shared_by_checks_copy():
+    # copy.deepcopy refuses staticmethod objects: check stopped in copy.py with "cannot pickle 'staticmethod' object"
+    torch.manual_seed(0)
+    module = _Rotary().double()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    loss = 0.5 * ((module(x) - y) ** 2).sum()
+    want = dict(zip([n for n, _ in module.named_parameters()], torch.autograd.grad(loss, list(module.parameters())),
+                    strict=True))
+    for rule in ("zil", "fa-zil-wavefront", "fa-zil-autonomous"):
+        report = pcsim.check(module, (x,), y, rule=rule)
+        assert report.passed and report.max_rel_diff <= tolerance(torch.float64), report.table()
+        for n, g in want.items():
+            assert relative_difference(report.grads[n], g) <= tolerance(torch.float64)
+
+
+def test_a_module_that_cannot_be_copied_is_refused_naming_the_attribute():
+    import threading
+
+    torch.manual_seed(0)
+    module = _Rotary().double()
+    module.q.guard = threading.Lock()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(pcsim.InputError, match=r"_Rotary\.q\.guard cannot be copied"):
+        pcsim.check(module, (x,), y)

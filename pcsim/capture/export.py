@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import changed_attributes, refuse_custom_backwards, seen_functions
 from pcsim.capture.recurrent import UNROLLED
+from pcsim.capture.state import registered_tensors_kept
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, UnsupportedOpError, first_line
 from pcsim.graph.provenance import exception_user_line, user_line, user_stacklevel
@@ -68,6 +69,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
     """`module` on `inputs` as a core ATen `ExportedProgram`, and the (module id, attribute) of the Python numbers
     and flags forward() changed (a step counter; warned about); a `TraceError` naming the user's line otherwise."""
     name = type(module).__name__
+    registered: list[str] = []  # buffers forward() registered on the module itself
     try:
         with _CAPTURING, warnings.catch_warnings(), _torch_logs_quiet():
             # RNN layers and the legacy weight_norm hook assign tensor attributes while exported: torch's
@@ -76,7 +78,8 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             warnings.filterwarnings("ignore", category=FutureWarning)
             functions: list[type] = []  # the custom autograd.Functions forward() applies
             changed: dict = {}  # Python attributes forward() changes (a step counter)
-            with seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed):
+            with (seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed),
+                  registered_tensors_kept(module, registered)):
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
@@ -84,6 +87,12 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             with _dispatcher_read_once():
                 program = program.run_decompositions(decomposition_table(fused).copy())
     except Exception as e:  # noqa: BLE001 - reported at the user's line, without torch's stack
+        if registered:  # torch's own bug: it copies such a buffer into another of its inputs, in its index's place
+            raise TraceError(f"{name} could not be captured: forward() registers buffer '{registered[0]}' on the "
+                             "module itself (self.register_buffer in forward(), where it was None or absent), which "
+                             "torch.export writes into another of the program's inputs, and that failed "
+                             f"({type(e).__name__}: {first_line(e)}). Register it in __init__, or in a submodule's "
+                             "forward()") from None
         raise _export_error(name, inputs, e, module) from None
     _refuse_higher_order(program)
     if changed:
