@@ -18,8 +18,12 @@ ROW_SUM_SLACK = 1e-4
 def check_probabilities(output: str, shape: tuple[int, ...], target: torch.Tensor) -> None:
     """Refuse a soft-label target for the logits `shape` (classes on dim 1) unless it has their shape, is finite,
     non-negative, and each row over dim 1 sums to 1."""
+    want = (shape[0],) + tuple(shape[2:])
+    if tuple(target.shape) == want:  # class indices held as floats (a label column read from a float array)
+        raise InputError(f"target for output '{output}' is {target.dtype} of shape {want}, the shape of class "
+                         f"indices: 'ce' takes indices as integers (target.long()), or class probabilities of the "
+                         f"logits' shape {tuple(shape)}")
     if tuple(target.shape) != tuple(shape):
-        want = (shape[0],) + tuple(shape[2:])
         raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}: 'ce' on logits of shape "
                          f"{tuple(shape)} takes class probabilities of that same shape, or integer class indices of "
                          f"shape {want} (classes on dim 1, as in F.cross_entropy)")

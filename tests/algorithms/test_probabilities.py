@@ -134,6 +134,9 @@ def test_probabilities_that_are_no_distribution_are_refused_by_entry():
     _refused(bad, r"has row \[1, :, 2\] summing to 100, not 1 .*y / y.sum\(dim=1, keepdim=True\)")
     _refused(y[:, :, :2], r"has shape \(2, 3, 2\): 'ce' on logits of shape \(2, 3, 3\) takes class probabilities "
                           r"of that same shape, or integer class indices of shape \(2, 3\)")
+    _refused(y.argmax(dim=1).double(), r"is torch.float64 of shape \(2, 3\), the shape of class indices: 'ce' takes "
+                                       r"indices as integers \(target.long\(\)\), or class probabilities of the "
+                                       r"logits' shape \(2, 3, 3\)")
     _refused(y > 0.5, r"needs integer class indices or floating class probabilities, got torch.bool")
     with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\], got 1.5"):
         CrossEntropy(label_smoothing=1.5)
