@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from pcsim.algorithms.probabilities import check_probabilities
 from pcsim.errors import InputError
 
 
@@ -134,35 +135,49 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class CrossEntropy(Loss):
-    """Summed cross-entropy of logits `mu` (classes on dim 1) against class indices (of any integer dtype).
-    Entries whose index is -100 count for nothing, as in `F.cross_entropy` (its `ignore_index`)."""
+    """Summed cross-entropy of logits `mu` (classes on dim 1), `F.cross_entropy(mu, y, reduction="sum",
+    label_smoothing=...)`, against class indices (of any integer dtype) or class probabilities ('soft labels': a
+    floating target of the logits' shape whose rows over dim 1 sum to 1). Index entries of -100 count for nothing,
+    as in `F.cross_entropy` (its `ignore_index`; it does not apply to probabilities)."""
 
     name: str = "ce"
     ignoring: bool = False  # whether the target holds -100 entries (for_target sets it): their error is zero
+    label_smoothing: float = 0.0  # torch's: the target distribution mixed with the uniform one, (1 - s) y + s / C
+
+    def __post_init__(self):
+        super().__post_init__()
+        s = self.label_smoothing
+        if isinstance(s, bool) or not isinstance(s, int | float) or not 0.0 <= s <= 1.0:
+            raise ValueError(f"CrossEntropy's label_smoothing must be a number in [0, 1], got {s!r}")
 
     def as_target(self, target):
         # torch's cross_entropy and scatter read int64 indices (int32 stopped bp inside torch, uint8 Z-IL):
         # checked to lie in [0, classes), the indices are the same numbers in int64
-        return target if target.dtype == torch.int64 else target.long()
+        return target if target.dtype == torch.int64 or target.is_floating_point() else target.long()
 
     def for_target(self, target):
         # one check per target rather than a mask at every inference step for the many targets without -100
-        ignoring = bool((target == IGNORE_INDEX).any()) if target.numel() and target.dtype != torch.uint8 else False
-        return replace(self, ignoring=True) if ignoring and not self.ignoring else self
+        if target.is_floating_point() or not target.numel() or target.dtype == torch.uint8:
+            ignoring = False
+        else:
+            ignoring = bool((target == IGNORE_INDEX).any())
+        return replace(self, ignoring=ignoring) if ignoring != self.ignoring else self
 
     def check_target(self, output, shape, target):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            soft = (" (class probabilities, 'soft labels', are not supported)"
-                    if target.is_floating_point() and tuple(target.shape) == tuple(shape) else "")
-            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices, got {target.dtype}{soft}")
+        if target.is_complex() or target.dtype == torch.bool:
+            raise InputError(f"loss 'ce' on output '{output}' needs integer class indices or floating class "
+                             f"probabilities, got {target.dtype}")
         if len(shape) < 2:
             raise InputError(f"loss 'ce' on output '{output}' needs logits of shape (batch, classes, ...), "
                              f"the output has shape {tuple(shape)}")
+        if target.is_floating_point():
+            check_probabilities(output, shape, target)
+            return
         want = (shape[0],) + tuple(shape[2:])
         if tuple(target.shape) != want:
             raise InputError(f"target for output '{output}' has shape {tuple(target.shape)}, "
-                             f"'ce' on logits of shape {tuple(shape)} needs {want} (classes on dim 1, as in "
-                             "F.cross_entropy)")
+                             f"'ce' on logits of shape {tuple(shape)} needs {want} (class indices; classes on dim 1, "
+                             f"as in F.cross_entropy) or {tuple(shape)} (class probabilities)")
         if target.numel():
             bad = ((target < 0) & (target != IGNORE_INDEX)) | (target >= shape[1])
             if bool(bad.any()):
@@ -171,13 +186,35 @@ class CrossEntropy(Loss):
                                  f"[0, {shape[1]}) (-100 leaves an entry out, as in F.cross_entropy)")
 
     def value(self, mu, target):
-        return F.cross_entropy(mu, target, reduction="sum")  # ignore_index -100: those entries count for nothing
+        # ignore_index -100: those entries count for nothing
+        return F.cross_entropy(mu, target, reduction="sum", label_smoothing=self.label_smoothing)
 
     def error(self, mu, target):
+        if target.is_floating_point() or self.label_smoothing:
+            return self.gradient(mu, target).neg_()
         return self._add_at_target(torch.softmax(mu, dim=1).neg_(), target, 1.0)  # onehot - softmax
 
     def gradient(self, mu, target):
-        return self._add_at_target(torch.softmax(mu, dim=1), target, -1.0)  # softmax - onehot
+        p = torch.softmax(mu, dim=1)
+        s = self.label_smoothing
+        if target.is_floating_point():
+            # -sum q log softmax(mu) with q = (1 - s) y + s / C: softmax * sum(q) - q, torch's own derivative (the
+            # rows of y sum to 1 up to rounding, which this keeps exact)
+            q = target * (1.0 - s) + s / mu.shape[1] if s else target
+            return p.mul_(q.sum(dim=1, keepdim=True)).sub_(q)
+        if s:
+            p.sub_(s / mu.shape[1])
+        return self._add_at_target(p, target, -(1.0 - s))  # softmax - ((1 - s) onehot + s / C)
+
+    def distribution(self, target: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """The class distribution the loss reads from `target` for logits of `shape`: the probabilities, or the
+        indices one-hot on dim 1, mixed with the uniform one by label_smoothing (the Brian2 circuit's y)."""
+        if target.is_floating_point():
+            q = target.to(dtype)
+        else:
+            q = torch.zeros(shape, dtype=dtype, device=target.device).scatter_(1, target.unsqueeze(1), 1.0)
+        s = self.label_smoothing
+        return q * (1.0 - s) + s / shape[1] if s else q
 
     def _add_at_target(self, p, target, value):
         """`p` plus `value` at each sample's target class, in place: the bits of `p -/+ onehot`; zero at the entries

@@ -45,6 +45,10 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         BP's gradients only on a levelled graph: level=False runs the graph as traced, to study that.
     """
     named = solver is None
+    if named and isinstance(method, Solver | type) and (not isinstance(method, type) or issubclass(method, Solver)):
+        # read as a name, it was 'unknown method 'Tsit5(rtol=...)' for backend 'scipy'', the default backend
+        raise TypeError(f"method= takes a method's name ('euler', 'tsit5', 'RK45'); a solver object such as "
+                        f"{method!r} goes to solver= (simulate(graph, inputs, target, solver=...))")
     if named:
         solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options)
     elif method is not None or dt is not None or backend_options:

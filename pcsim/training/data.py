@@ -22,6 +22,11 @@ class DataError(PcsimError):
     """A data set is missing or malformed; the message names the file and the expected format."""
 
 
+# training reads labels as class indices throughout (one-hot for mse, accuracy by index); the rules do not
+_SOFT = ("; training takes no class probabilities (soft labels): pcsim.bp, zil, fa_zil, il, ipc, check and "
+         "simulate do, with loss='ce' and a target of the logits' shape")
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Inputs (N, ...) and integer class labels (N,) for a train and a test split.
@@ -47,7 +52,7 @@ class Dataset:
                 raise DataError(f"{where}: the {part} split holds no samples")
             if y.ndim != 1 or len(y) != len(x):
                 raise DataError(f"{where}: {part} labels have shape {tuple(y.shape)}; expected one class index "
-                                f"per sample, shape ({len(x)},)")
+                                f"per sample, shape ({len(x)},){_SOFT if y.is_floating_point() else ''}")
             # a NaN sample trained BP to NaN parameters silently, and stopped a PC rule at a batch unnamed
             if x.is_floating_point() and not bool(x.isfinite().all()):
                 index = tuple(int(i) for i in (~x.isfinite()).nonzero()[0])
@@ -58,7 +63,8 @@ class Dataset:
                             f"{tuple(self.x_test.shape[1:])}; both splits need the same sample shape")
         labels = torch.cat([self.y_train, self.y_test])
         if labels.is_floating_point() or labels.is_complex():
-            raise DataError(f"{where}: labels are {labels.dtype}; expected integer class indices")
+            raise DataError(f"{where}: labels are {labels.dtype}; expected integer class indices"
+                            f"{_SOFT if labels.is_floating_point() else ''}")
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= self.n_classes:
             raise DataError(f"{where}: labels run from {low} to {high}; expected class indices "

@@ -203,12 +203,6 @@ def test_class_indices_out_of_range_are_named():
     g = pcsim.trace(net, x)
     with pytest.raises(pcsim.InputError, match=r"has class index -5 at \(2,\), outside \[0, 3\) \(-100 leaves"):
         pcsim.zil(g, (x,), y, loss="ce")
-    probabilities = torch.softmax(torch.randn(6, 3, generator=gen, dtype=torch.float64), 1)
-    with pytest.raises(pcsim.InputError, match=r"needs integer class indices, got torch.float64 \(class "
-                                               r"probabilities, 'soft labels', are not supported\)"):
-        pcsim.zil(g, (x,), probabilities, loss="ce")
-    with pytest.raises(pcsim.InputError, match=r"needs integer class indices, got torch.float64$"):
-        pcsim.zil(g, (x,), probabilities[:, 0], loss="ce")  # not of the logits' shape: no word on probabilities
 
 
 @dataclass(frozen=True)

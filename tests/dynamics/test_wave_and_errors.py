@@ -55,6 +55,14 @@ def test_bad_settings(mlp, kw, match):
         pcsim.simulate(graph, inputs, target, **args)
 
 
+@pytest.mark.parametrize("method", [pcsim.Tsit5(), pcsim.Euler(0.1), pcsim.Tsit5])
+def test_a_solver_object_given_as_method_is_sent_to_solver(mlp, method):
+    """It was read as a name: 'unknown method 'Tsit5(rtol=1e-06, ...)' for backend 'scipy'' (the default)."""
+    graph, inputs, target = mlp
+    with pytest.raises(TypeError, match=r"method= takes a method's name .*goes to solver="):
+        pcsim.simulate(graph, inputs, target, t_end=1.0, method=method)
+
+
 @pytest.mark.parametrize("solver,match", [("RK45", "got 'RK45'"), (pcsim.Euler, "the class Euler: make one")])
 def test_a_solver_that_is_no_solver_object_is_refused(mlp, solver, match):
     """A name or a class passed as solver= used to fail inside simulate with AttributeError or TypeError."""

@@ -72,6 +72,21 @@ def test_a_data_set_you_build_is_checked_as_the_loaders_sets_are():
     assert Dataset("mine", x, y, x, y, 2).to(torch.float64).x_test.dtype == torch.float64
 
 
+def test_soft_labels_are_refused_saying_training_takes_none_but_the_rules_do():
+    """Class probabilities were refused as 'expected one class index per sample', no word that the rules take them
+    (loss='ce', a target of the logits' shape) while training reads class indices throughout."""
+    x = torch.rand(4, 3)
+    soft = torch.softmax(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), dim=1)
+    y = torch.tensor([0, 1, 0, 1])
+    with pytest.raises(DataError, match=r"train labels have shape \(4, 2\); expected one class index per sample, "
+                                        r"shape \(4,\); training takes no class probabilities \(soft labels\): "
+                                        r"pcsim.bp, .*simulate do"):
+        Dataset("mine", x, soft, x, y, 2)
+    with pytest.raises(DataError, match=r"labels are torch.float\d+; expected integer class indices; training takes "
+                                        r"no class probabilities"):
+        Dataset("mine", x, soft[:, 0], x, y, 2)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_sample_that_is_not_finite_is_refused_by_split_and_index(bad):
     # before: BP trained to NaN parameters, exit as usual; Z-IL stopped at the batch with "input 'input' holds NaN"

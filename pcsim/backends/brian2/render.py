@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from pcsim.algorithms.losses import MSE, CrossEntropy
 from pcsim.backends.brian2.circuits import Circuit, circuit_of, cross_entropy
@@ -262,11 +263,11 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
         eqs += [E.free_output, err]
     else:
         target = problem.targets[name]
-        if type(problem.losses[name]) is CrossEntropy:  # class indices; the softmax's normaliser zr: cross_entropy
-            onehot = np.zeros(tuple(problem.graph[name].shape))
-            np.put_along_axis(onehot, target.long().cpu().numpy()[:, None], 1.0, axis=1)
-            pop.values["y"] = onehot.reshape(-1)
-            eqs += ["y : 1 (constant)", "target_err = y - exp(mu) / zr : 1", "zr : 1"]  # -dL/dmu
+        loss = problem.losses[name]
+        if type(loss) is CrossEntropy:  # the class distribution; the softmax's normaliser zr: cross_entropy
+            shape = tuple(problem.graph[name].shape)
+            pop.values["y"] = to_numpy(loss.distribution(target, shape, torch.float64)).reshape(-1)
+            eqs += ["y : 1 (constant)", "target_err = y - exp(mu) / zr : 1", "zr : 1"]  # -dL/dmu, rows of y sum to 1
         else:
             pop.values["y"] = to_numpy(target)
             eqs += ["y : 1 (constant)", "target_err = y - mu : 1"]  # MSE: -dL/dmu
