@@ -22,7 +22,7 @@ from pcsim.algorithms.problem import Problem, as_losses, as_targets, as_tuple
 from pcsim.capture import attribute_tensors, trace
 from pcsim.errors import InputError, OracleError, TraceError, first_line
 from pcsim.graph import Graph
-from pcsim.graph.argument import described
+from pcsim.graph.argument import checked, described
 from pcsim.numerics import DTYPES, float_dtype, relative_difference, rounding_floor, tolerance
 from pcsim.ops.local import records_autograd
 from pcsim.rules import RULES, get  # noqa: F401 - the CLI's --rule choices are RULES' keys
@@ -210,6 +210,7 @@ def autograd_gradients(module: nn.Module, inputs, target, loss="mse", dtypes: se
             for n, p in named.items()}
 
 
+@checked
 @records_autograd
 def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
           dtype: torch.dtype = torch.float64, tol: float | None = None, fused: bool | Iterable[type[nn.Module]] = False,

@@ -13,7 +13,7 @@ import torch
 from pcsim.algorithms.fa_zil_wavefront import WavePlan, compiled_wavefront, wavefront
 from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.sums import Sums
-from pcsim.algorithms.zil import feedforward, synchronous_step
+from pcsim.algorithms.zil import feedforward, inference_rate, synchronous_step
 from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.ops.local import records_autograd
@@ -35,6 +35,7 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+    inference_rate(gamma)
     if compile and mode != "wavefront":
         raise ValueError("compile=True applies to mode='wavefront' only; the autonomous mode runs eagerly")
     g = graph.level().pruned()  # vertices that reach no output change no update (Graph.pruned)

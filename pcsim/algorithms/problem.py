@@ -156,7 +156,7 @@ class Problem:
                 raise InputError(f"input '{name}' has shape {tuple(x.shape)}; the graph was traced with "
                                  f"{tuple(v.shape)} (trace again for another shape)")
             if x.dtype != v.dtype:
-                kind = "integer" if not x.is_floating_point() else "floating"
+                kind = "floating" if x.is_floating_point() else "complex" if x.is_complex() else "integer"
                 same_kind = x.is_floating_point() == v.dtype.is_floating_point
                 fix = (f"convert the input, or trace the module in {x.dtype}" if same_kind
                        else f"convert the input to {v.dtype}" if v.dtype.is_floating_point

@@ -10,6 +10,7 @@ The keyword arguments that break these conditions exist for the mutation tests a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -24,6 +25,13 @@ from pcsim.ops.local import Autograd, Placement, linearise, pull_back, records_a
 
 UPDATE_TIMINGS = ("deferred", "immediate")
 INITS = ("feedforward", "random")
+
+
+def inference_rate(gamma: float) -> None:
+    """Z-IL's and Fa-Z-IL's gamma: > 0 and finite. NaN or inf gave NaN updates below the output level with no word
+    (gamma^d scales level d), and a rate <= 0 is no inference (IL refuses it too)."""
+    if not 0 < gamma < math.inf:
+        raise ValueError(f"gamma (the inference rate) must be > 0 and finite, got {gamma}; gamma = 1 is Z-IL's C3")
 
 
 @takes_graph
@@ -45,6 +53,11 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
         raise ValueError(f"update_timing must be one of {UPDATE_TIMINGS}, got '{update_timing}'")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got '{init}'")
+    inference_rate(gamma)
+    if not isinstance(schedule, Schedule | Mapping | None):  # a list stopped with "has no attribute 'items'"
+        raise ValueError(f"schedule must be a pcsim Schedule or a dict {{vertex: step}}, got {schedule!r}")
+    if update_timing == "immediate" and not 0 < lr < math.inf:  # NaN moved every parameter to NaN
+        raise ValueError(f"lr must be > 0 and finite, got {lr}")
     # each is read by one variant alone: given to another, it changed nothing, silently
     if update_timing == "deferred" and lr != 1.0:
         raise ValueError(f"lr = {lr} moves the parameters during inference, with update_timing='immediate' only; "

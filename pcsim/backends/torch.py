@@ -28,6 +28,7 @@ from pcsim.algorithms.relaxation import Relaxation
 from pcsim.dynamics.field import State, VectorField, observation
 from pcsim.dynamics.recording import Recorder, guard, n_steps
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
+from pcsim.graph.argument import check_fields
 from pcsim.graph.provenance import user_stacklevel
 
 # Errors are checked for NaN and inf every this many steps (and at the last step): a value that overflows stays
@@ -42,6 +43,7 @@ class _FixedStep(Solver):
     backend: ClassVar[str] = "torch"
 
     def __post_init__(self):
+        check_fields(self)
         check_step(self.dt, self.method)
 
     def run(self, field, recorder, *, t_end, progress=False) -> State:

@@ -25,6 +25,7 @@ import torch
 from pcsim.backends.torch_fused import fused_step
 from pcsim.dynamics.recording import SimulationError
 from pcsim.dynamics.solver import SOLVERS, Solver, check_positive
+from pcsim.graph.argument import check_fields
 from pcsim.graph.provenance import user_stacklevel
 
 
@@ -42,6 +43,7 @@ class _Adaptive(Solver):
     backend: ClassVar[str] = "torch"
 
     def __post_init__(self):
+        check_fields(self)
         check_positive(rtol=self.rtol, atol=self.atol, max_step=self.max_step)
 
     def run(self, field, recorder, *, t_end, progress=False):

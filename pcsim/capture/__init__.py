@@ -15,7 +15,7 @@ from torch import nn
 from pcsim.capture.build import Builder
 from pcsim.capture.export import export_program
 from pcsim.errors import InputError, TraceError
-from pcsim.graph.argument import described
+from pcsim.graph.argument import checked, described
 from pcsim.graph.ir import LITERALS, Graph
 from pcsim.graph.provenance import user_stacklevel
 from pcsim.ops.local import records_autograd
@@ -142,6 +142,7 @@ def _warn_unread(graph: Graph, module: nn.Module) -> None:
                       "their updates are zero, as autograd's gradients would be", stacklevel=user_stacklevel())
 
 
+@checked
 @records_autograd
 def trace(module: nn.Module, *example_inputs: torch.Tensor,
           fused: bool | Iterable[type[nn.Module]] = False) -> Graph:

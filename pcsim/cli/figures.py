@@ -51,7 +51,11 @@ def _load(path: Path):
 
 def run(args: argparse.Namespace) -> int:
     with paths.using(figures=args.dir):
-        scripts = sorted(figures_dir(must_exist=True).glob("fig*.py"))
+        folder = figures_dir(must_exist=True)
+        scripts = sorted(folder.glob("fig*.py"))
+        if not scripts:  # a --dir naming the wrong folder wrote '0 of 0 figure(s)' and exited 0
+            raise ValueError(f"{folder} holds no figure script (fig*.py): pass --dir the folder of the figure scripts "
+                             "(the repository's figures/)")
         if args.only:
             wanted = {name.strip() for name in args.only.split(",") if name.strip()}
             # every name must match: a misspelt one was dropped and the others ran, exit 0

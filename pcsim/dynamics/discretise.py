@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass
 
 from pcsim.algorithms.schedule import Schedule
+from pcsim.dynamics.protocol import Gate
 from pcsim.dynamics.solver import check_positive
+from pcsim.graph.argument import checked
 
 PLASTICITY = ("off", "always", "zil")  # simulate's named gates
 
@@ -51,6 +53,7 @@ class Discretisation:
         return self.schedule.at_level(level)
 
 
+@checked
 def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str = "zil",
                tau_w: float | None = None) -> Discretisation:
     """Map (tau_x, tau_e, dt, gates) to the discrete algorithm that explicit Euler runs. tau_w: the plasticity
@@ -59,6 +62,9 @@ def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str =
     under which an Euler run is IL."""
     tau_w = tau_x if tau_w is None else tau_w
     check_positive(tau_x=tau_x, dt=dt, tau_w=tau_w)
+    if not (isinstance(plasticity, str | Gate) or callable(plasticity)):  # None was mapped to IL, 'not exact'
+        raise ValueError(f"plasticity must be one of {PLASTICITY}, a Gate or a function (vertex, t) -> bool (as "
+                         f"simulate takes it), got {plasticity!r}")
     if isinstance(plasticity, str) and plasticity not in PLASTICITY:  # 'ZIL' was mapped to IL, 'not exact'
         raise ValueError(f"plasticity must be one of {PLASTICITY} (as simulate takes it), got {plasticity!r}")
     if not tau_e >= 0:

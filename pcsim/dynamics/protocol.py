@@ -12,11 +12,13 @@ no later update can read it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from pcsim.algorithms.schedule import SLACK, Schedule
+from pcsim.graph.argument import checked
 from pcsim.graph.ir import Graph
 
 
@@ -171,8 +173,11 @@ class UserGate(Gate):
         return bool(self.switch_times)
 
 
+@checked
 def after(t: float) -> After:
     """Plasticity open from time t on."""
+    if not -math.inf < t < math.inf:  # NaN and inf never opened: every update zero, with no word
+        raise ValueError(f"after(t): t must be a finite time, got {t} (plasticity='off' never opens)")
     return After(float(t))
 
 

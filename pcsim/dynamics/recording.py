@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from pcsim.dynamics.field import Observation, State, VectorField
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.errors import PcsimError
+from pcsim.graph.argument import check_fields
 from pcsim.numerics import nan_or_inf, nonfinite, numpy_dtype, to_numpy
 
 
@@ -43,8 +44,11 @@ class Record:
             raise ValueError(f"Record's snapshots must be an integer, got {self.snapshots!r}")
         if self.snapshots < 2:
             raise ValueError(f"Record needs at least 2 snapshots (t = 0 and t_end), got {self.snapshots}")
+        check_fields(self)
         if isinstance(self.populations, str):  # one name, not its letters
             object.__setattr__(self, "populations", (self.populations,))
+        elif not isinstance(self.populations, Iterable | None):  # Record(populations=3) stopped in the recorder
+            raise ValueError(f"Record's populations must be a list of population names, got {self.populations!r}")
         if self.times is None:
             return
         try:  # kept as a tuple of floats: a generator would be read once, here
@@ -65,7 +69,7 @@ class Record:
                 raise ValueError(f"record has unknown keys {unknown}; use populations, times, every_step, snapshots")
             pops, times = record.get("populations"), record.get("times")
             return Record(None if pops is None else tuple(pops), times,
-                          bool(record.get("every_step", False)), record.get("snapshots", SNAPSHOTS))
+                          record.get("every_step", False), record.get("snapshots", SNAPSHOTS))
         if isinstance(record, Sequence) and not isinstance(record, str):
             return Record(populations=tuple(record))
         raise ValueError("record must be None, a pcsim Record, a list of population names, "

@@ -53,14 +53,18 @@ class Registry:
         return sorted({b for b, _ in self._entries})
 
     def methods(self, backend: str) -> list[str]:
+        self._known(backend)  # an unknown backend had no methods, [], as a known one without any would
         return [m for b, m in self._entries if b == backend]
 
     def default_method(self, backend: str) -> str:
+        self._known(backend)  # it stopped with a bare StopIteration
         return next(m for (b, m), (_, default) in self._entries.items() if b == backend and default)
 
-    def make(self, backend: str, method: str | None = None, **settings) -> Solver:
+    def _known(self, backend: str) -> None:
         if backend not in self.backends():
             raise ValueError(f"unknown backend '{backend}'; choose one of {self.backends()}")
+
+    def make(self, backend: str, method: str | None = None, **settings) -> Solver:
         method = method or self.default_method(backend)
         if (backend, method) not in self._entries:
             raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of "

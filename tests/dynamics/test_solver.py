@@ -71,6 +71,10 @@ def test_the_registry_lists_every_backend_and_refuses_duplicates():
     assert pcsim.SOLVERS.default_method("scipy") == "RK45" and "LSODA" in pcsim.SOLVERS.methods("scipy")
     with pytest.raises(ValueError, match="unknown backend 'nest'"):
         pcsim.SOLVERS.make("nest")
+    # methods() gave [] for an unknown backend, as for one without methods; default_method a bare StopIteration
+    for ask in (pcsim.SOLVERS.methods, pcsim.SOLVERS.default_method, lambda b: pcsim.SOLVERS.make(b, "euler")):
+        with pytest.raises(ValueError, match=r"unknown backend 'nest'; choose one of \['brian2', 'scipy', 'torch'\]"):
+            ask("nest")
     registry = Registry()
     registry.register("mine", "euler", pcsim.Euler, default=True)
     with pytest.raises(ValueError, match="registered twice"):

@@ -30,6 +30,14 @@ def test_unknown_figure_is_a_clear_error(capsys, only, unknown):
     assert "the figures are fig1, fig2, fig3, fig4, fig5, fig6, fig7" in captured.err and not captured.out
 
 
+def test_a_folder_without_figure_scripts_is_a_clear_error(capsys, tmp_path):
+    # before: --dir naming a folder with no fig*.py (a typo, the repository root) wrote '0 of 0 figure(s)', exit 0
+    (tmp_path / "notes.py").write_text("")
+    assert main(["figures", "--smoke", "--dir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert f"{tmp_path} holds no figure script (fig*.py)" in captured.err and not captured.out
+
+
 def test_timing_figure_data_is_exact_on_its_diagonal():
     """The figure shows what the analysis computes: only k = 0 is at rounding level."""
     import numpy as np

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from pcsim.dynamics.solver import SOLVERS, Solver, check_step
 from pcsim.errors import InputError
+from pcsim.graph.argument import check_fields
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
 
@@ -52,6 +53,7 @@ class Brian2(Solver):
             raise ValueError(f"unknown Brian2 code-generation target '{self.target}'; choose one of {list(TARGETS)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, Integral) or self.threads < 0:
             raise ValueError(f"Brian2 threads must be a whole number >= 0 (0: no OpenMP), got {self.threads!r}")
+        check_fields(self)
 
     def run(self, field, recorder, *, t_end, progress=False):
         from pcsim.backends.brian2.runner import run
