@@ -30,6 +30,12 @@ class Schedule:
     levels: Mapping[str, int] = field(default_factory=dict)  # vertex -> distance to the output
     offsets: Mapping[str, int] = field(default_factory=dict)  # vertex -> steps late (timing studies, mutations)
 
+    def __post_init__(self):  # a negative step is never reached: its vertices would update by zero, silently
+        for name in ("first", "per_level"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not _is_whole(value) or value < 0:
+                raise ValueError(f"Schedule's {name} must be a whole number of steps >= 0, got {value!r}")
+
     @classmethod
     def for_errors(cls, leaky: bool) -> Schedule:
         return cls(first=1, per_level=2) if leaky else cls()
@@ -88,6 +94,14 @@ class Schedule:
         """[open, close): the window of the vertex's step in time, steps `width` long from t_on."""
         start = t_on + self.steps[name] * width - SLACK * width
         return start, start + width
+
+
+def _is_whole(value) -> bool:
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _whole(steps: Mapping[str, int], what: str) -> dict[str, int]:

@@ -132,3 +132,14 @@ def test_a_fraction_of_a_step_is_refused(residual):
     with pytest.raises(ValueError, match=r"step of vertex 'b' must be a whole number of steps, got 3.5"):
         schedule.moved_to({"b": 3.5})
     assert schedule.shifted({"b": torch.tensor(1)}).steps["b"] == BY_HAND["b"] + 1  # an integer tensor is whole
+
+
+@pytest.mark.parametrize("setting", [dict(first=-1), dict(per_level=-1), dict(first="0"), dict(per_level=0.5),
+                                     dict(first=True)])
+def test_a_negative_or_non_whole_clock_is_refused_by_name(residual, setting):
+    # before: per_level=-1 was taken (its levels due before step 0: zero updates, silently), first='0' failed
+    # inside `steps` with Python's TypeError
+    _, graph, _, _ = residual
+    with pytest.raises(ValueError, match=rf"Schedule's {next(iter(setting))} must be a whole number of steps >= 0"):
+        Schedule(**setting).on(graph)
+    assert Schedule(first=2, per_level=3).on(graph).steps == {n: 2 + 3 * d for n, d in BY_HAND.items()}
