@@ -147,7 +147,8 @@ class CrossEntropy(Loss):
 
     def for_target(self, target):
         # one check per target rather than a mask at every inference step for the many targets without -100
-        ignoring = bool((target == IGNORE_INDEX).any()) if target.numel() and target.dtype != torch.uint8 else False
+        # (checked: every entry is -100 or a class index, so a negative least entry is a -100; one reduction)
+        ignoring = int(target.min()) < 0 if target.numel() and target.dtype != torch.uint8 else False
         return replace(self, ignoring=True) if ignoring and not self.ignoring else self
 
     def check_target(self, output, shape, target):
@@ -164,6 +165,10 @@ class CrossEntropy(Loss):
                              f"'ce' on logits of shape {tuple(shape)} needs {want} (classes on dim 1, as in "
                              "F.cross_entropy)")
         if target.numel():
+            # one reduction and one synchronisation on the usual target, every index a class; masks only otherwise
+            least, most = torch.stack(torch.aminmax(target)).tolist()
+            if 0 <= least and most < shape[1]:
+                return
             bad = ((target < 0) & (target != IGNORE_INDEX)) | (target >= shape[1])
             if bool(bad.any()):
                 at = tuple(bad.nonzero()[0].tolist())
