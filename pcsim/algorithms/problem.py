@@ -277,7 +277,9 @@ class Problem:
 def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
     """`value`, checked to have the shape `v` was traced with: an op whose size depends on the inputs' values
     (a boolean mask's selection, `nonzero`) gives another size on other inputs, where the graph does not hold."""
-    if tuple(value.shape) != tuple(v.shape):
+    # a torch.Size equals the traced tuple without a tuple() of each (every vertex, every call); the exact test
+    # decides where that says they differ
+    if value.shape != v.shape and tuple(value.shape) != tuple(v.shape):
         raise InputError(f"{v.describe()} has shape {tuple(value.shape)} on these inputs: its size depends on "
                          "the inputs' values, and the graph holds only where it is the traced one (trace again "
                          "on these inputs)")
