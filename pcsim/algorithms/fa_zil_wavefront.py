@@ -38,6 +38,9 @@ class WavePlan:
     frees: dict[str, tuple[str, ...]]  # values no later vertex reads, dropped after this vertex
     tuple_calls: dict[str, Hashable]  # vertex -> key of the tuple-valued call it shares with others
     tuple_users: dict[Hashable, int]  # key -> number of vertices selecting from that call
+    vertices: tuple[Vertex, ...]  # those of `order`, looked up once rather than at every call
+    wanted: tuple[str, ...]  # the parameters they read, in first-use order
+    outputs: frozenset[str]
 
     @classmethod
     def of(cls, g: Graph) -> WavePlan:
@@ -56,7 +59,8 @@ class WavePlan:
             if p not in g.clamped:
                 frees.setdefault(last, []).append(p)
         return cls(order, {n: tuple(ps) for n, ps in frees.items()},
-                   {n: k for n, k in keys.items() if k in shared}, shared)
+                   {n: k for n, k in keys.items() if k in shared}, shared, tuple(g[n] for n in order),
+                   tuple(dict.fromkeys(q for n in order for q in g[n].params)), frozenset(g.outputs))
 
 
 def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) -> dict[str, torch.Tensor]:
@@ -66,21 +70,20 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) ->
     them as arguments)."""
     g = problem.graph
     constants = g.constants if constants is None else constants
-    outputs = set(g.outputs)
-    wanted = list(dict.fromkeys(q for n in plan.order for q in g[n].params))
-    leaves = {q: problem.params[q].detach().requires_grad_(True) for q in wanted}
+    outputs, frees, tuple_calls, clamped = plan.outputs, plan.frees, plan.tuple_calls, problem.clamped
+    leaves = {q: problem.params[q].detach().requires_grad_(True) for q in plan.wanted}
     params = {**problem.params, **leaves}
     values: dict[str, torch.Tensor] = {}  # the values some later vertex still reads
     calls: dict[Hashable, list] = {}  # tuple-valued results still to select from, with their count
     roots, cotangents = [], []
     with torch.enable_grad():
-        for name in plan.order:  # the forward pass
-            v = g[name]
-            parents = [values[p] if p in values else problem.clamped[p] for p in v.parents]
+        for v in plan.vertices:  # the forward pass
+            name = v.name
+            parents = [values[p] if p in values else clamped[p] for p in v.parents]
             if v.inserted:  # an identity level() inserted: the parent's tensor, no call to make
                 out = parents[0]
-            elif name in plan.tuple_calls:
-                out = _selected(v, plan.tuple_calls[name], plan.tuple_users, calls, parents, params, constants)
+            elif name in tuple_calls:
+                out = _selected(v, tuple_calls[name], plan.tuple_users, calls, parents, params, constants)
             else:
                 out = traced_shape(v, call(v, parents, params, constants))
             if name in outputs:  # a sink (Graph.validate): its error is its loss's alone
@@ -94,7 +97,7 @@ def wavefront(problem: Problem, gamma: float, plan: WavePlan, constants=None) ->
                     out.register_hook(lambda delta: gamma * delta)
                 values[name] = out
             del parents, out
-            for p in plan.frees.get(name, ()):
+            for p in frees.get(name, ()):
                 values.pop(p, None)
     del values
     grads = torch.autograd.grad(roots, list(leaves.values()), cotangents, allow_unused=True) if roots else ()

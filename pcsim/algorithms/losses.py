@@ -159,8 +159,8 @@ class CrossEntropy(Loss):
         # one check per target rather than a mask at every inference step for the many targets without -100
         if target.is_floating_point() or not target.numel() or target.dtype == torch.uint8:
             ignoring = False
-        else:
-            ignoring = bool((target == IGNORE_INDEX).any())
+        else:  # (checked: every entry is -100 or a class index, so a negative least entry is a -100; one reduction)
+            ignoring = int(target.min()) < 0
         return replace(self, ignoring=ignoring) if ignoring != self.ignoring else self
 
     def check_target(self, output, shape, target):
@@ -179,6 +179,10 @@ class CrossEntropy(Loss):
                              f"'ce' on logits of shape {tuple(shape)} needs {want} (class indices; classes on dim 1, "
                              f"as in F.cross_entropy) or {tuple(shape)} (class probabilities)")
         if target.numel():
+            # one reduction and one synchronisation on the usual target, every index a class; masks only otherwise
+            least, most = torch.stack(torch.aminmax(target)).tolist()
+            if 0 <= least and most < shape[1]:
+                return
             bad = ((target < 0) & (target != IGNORE_INDEX)) | (target >= shape[1])
             if bool(bad.any()):
                 at = tuple(bad.nonzero()[0].tolist())

@@ -7,6 +7,7 @@ autograd's sign convention (`dL/dtheta`) keyed by `module.named_parameters()` na
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -170,15 +171,15 @@ class Problem:
         why = graph.ties.retyped(params) if graph.ties is not None else None
         if why:
             raise InputError(why)
-        missing = [n for v in graph.vertices for n in v.params if n not in params]
+        read, computed = graph.derived(_fixed, _fixed)
+        missing = read.difference(params)
         if missing:
-            raise InputError(f"no value given for parameter(s) {sorted(set(missing))}")
+            raise InputError(f"no value given for parameter(s) {sorted(missing)}")
         device = next(iter(params.values())).device if params else None
         for name in graph.inputs:  # torch said 'Tensor on device cpu is not on the expected device ...', in a vertex
             _same_device(f"input '{name}'", values[name], device)
-        for v in graph.vertices:  # clamped non-input vertices: computed once from the data
-            if v.name in graph.clamped and not v.is_input:
-                values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
+        for v in computed:  # clamped non-input vertices: computed once from the data
+            values[v.name] = traced_shape(v, call(v, [values[p] for p in v.parents], params, graph.constants))
         refuse_moved_numbers(graph.number_guards, values, params, graph.constants)
 
         targets = () if target is NO_TARGET else as_targets(target, graph.output_spec)
@@ -276,7 +277,9 @@ class Problem:
 def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
     """`value`, checked to have the shape `v` was traced with: an op whose size depends on the inputs' values
     (a boolean mask's selection, `nonzero`) gives another size on other inputs, where the graph does not hold."""
-    if tuple(value.shape) != tuple(v.shape):
+    # a torch.Size equals the traced tuple without a tuple() of each (every vertex, every call); the exact test
+    # decides where that says they differ
+    if value.shape != v.shape and tuple(value.shape) != tuple(v.shape):
         raise InputError(f"{v.describe()} has shape {tuple(value.shape)} on these inputs: its size depends on "
                          "the inputs' values, and the graph holds only where it is the traced one (trace again "
                          "on these inputs)")
@@ -308,19 +311,27 @@ def _where_returned(graph: Graph) -> str:
                                                                                         strict=True))
 
 
+def _fixed(graph: Graph) -> tuple[frozenset[str], tuple]:
+    """What `Problem.build` reads of a graph's structure, worked out once per graph: the parameters its vertices
+    read, and its clamped vertices other than the inputs (in order)."""
+    read = frozenset(n for v in graph.vertices for n in v.params)
+    return read, tuple(v for v in graph.vertices if v.name in graph.clamped and not v.is_input)
+
+
 def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> None:
     """A NaN in the data would run to NaN updates or a blow-up far from its cause. An inf in an input may be meant
     (an additive -inf mask: the forward pass decides what it makes of it); in a target it is not: the output error
     is infinite, and every rule returned inf and NaN updates silently. One synchronisation for all, and one
     reduction per tensor: a NaN or inf makes its sum non-finite (every rule call pays this check, so it costs a
-    sum, not a mask); a sum that overflowed or met +inf and -inf is told apart below."""
-    floating = {k: (v, k in targets) for k, v in {**inputs, **targets}.items() if v.is_floating_point()}
+    sum, not a mask; the sums are read as Python numbers, not tested by more kernels); a sum that overflowed or
+    met +inf and -inf is told apart below."""
+    floating = [(k, v, k in targets) for k, v in {**inputs, **targets}.items() if v.is_floating_point()]
     if not floating:
         return
-    sums = torch.stack([v.sum() for v, _ in floating.values()])
-    for (what, (v, target)), (nan_sum, inf_sum) in zip(floating.items(), torch.stack(
-            [sums.isnan(), sums.isinf()], 1).tolist(), strict=True):
-        if not (nan_sum or inf_sum and target):
+    sums = ([floating[0][1].sum().item()] if len(floating) == 1
+            else torch.stack([v.sum() for _, v, _ in floating]).tolist())
+    for (what, v, target), s in zip(floating, sums, strict=True):
+        if not (s != s or target and s in _INFS):  # finite (or an inf in an input)
             continue
         if torch.isnan(v).any():
             at = tuple(torch.isnan(v).nonzero()[0].tolist())
@@ -329,3 +340,6 @@ def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.
             at = tuple(torch.isinf(v).nonzero()[0].tolist())
             raise InputError(f"{what} holds {v[at].item()} (the first at index {at}): its loss and output error are "
                              "infinite, and every update would be inf or NaN; pcsim needs finite targets")
+
+
+_INFS = (math.inf, -math.inf)

@@ -70,8 +70,10 @@ def zil(graph: Graph, inputs, target, loss="mse", *, gamma: float = 1.0, level: 
     if init == "feedforward" and on_time:  # vertices that reach no output change no update (Graph.pruned)
         g = g.pruned()
     problem = Problem.build(g, inputs, target, loss, params)
-    if not isinstance(schedule, Schedule):
-        schedule = Schedule.of(g).moved_to(schedule or {})
+    if not schedule:  # C2 on this graph: worked out once per graph (the schedule is immutable), not per call
+        schedule = g.derived(Schedule, Schedule.of)
+    elif not isinstance(schedule, Schedule):
+        schedule = Schedule.of(g).moved_to(schedule)
     elif schedule.levels != g.min_distance:  # vertices missing from it would silently never update
         raise ValueError("schedule was built on another graph: build it on the one Z-IL runs on (graph.level())")
     if init == "feedforward":  # C1; each vertex's local graph at that state is kept for its first use

@@ -192,7 +192,7 @@ class ModuleTies:
         inside torch ('mat1 and mat2 must have the same dtype'), deep in a vertex's call."""
         for t in self.params:
             p = params.get(t.name)
-            if p is not None and (tuple(p.shape) != t.shape or p.dtype != t.dtype):
+            if p is not None and (p.shape != t.shape or p.dtype != t.dtype):  # a torch.Size is a tuple
                 return (f"parameter '{t.name}' is {p.dtype} of shape {tuple(p.shape)}; the graph was traced with "
                         f"{t.dtype} of shape {t.shape} (was the module converted or changed since? trace again)")
         return None

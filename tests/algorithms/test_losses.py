@@ -203,6 +203,10 @@ def test_class_indices_out_of_range_are_named():
     g = pcsim.trace(net, x)
     with pytest.raises(pcsim.InputError, match=r"has class index -5 at \(2,\), outside \[0, 3\) \(-100 leaves"):
         pcsim.zil(g, (x,), y, loss="ce")
+    # the first bad entry is named whichever end of the range it leaves, with or without -100 entries beside it
+    for bad, at in ((torch.tensor([0, 1, 2, 3, 0, 1]), 3), (torch.tensor([-100, 1, 2, 0, 3, -100]), 4)):
+        with pytest.raises(pcsim.InputError, match=rf"has class index 3 at \({at},\), outside \[0, 3\)"):
+            pcsim.fa_zil(g, (x,), bad, loss="ce")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,35 @@ def test_an_infinite_target_is_refused_naming_where(mlp, rule):
         pcsim.simulate(g, (x,), bad_y.neg(), t_end=1.0, tau_x=1.0)
 
 
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+
+    def forward(self, x1, x2):
+        return self.a(x1) + self.b(x2)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda f: f.__name__)
+def test_nan_is_refused_in_any_input_beside_a_class_index_target(rule):
+    """The check reads one sum per floating tensor (inputs and targets alike, one synchronisation): a NaN in the
+    second input is named, and so is one in the only floating tensor there is (a class-index target has none)."""
+    gen = torch.Generator().manual_seed(5)
+    net = _TwoInputs().double()
+    x1, x2 = (torch.randn(4, n, generator=gen, dtype=torch.float64) for n in (3, 2))
+    y = torch.tensor([0, 3, 1, 2])
+    g = pcsim.trace(net, x1, x2)
+    bad = x2.clone()
+    bad[1, 1] = float("nan")
+    with pytest.raises(pcsim.InputError, match=r"input 'x2' holds NaN \(the first at index \(1, 1\)\)"):
+        rule(g, (x1, bad), y, loss="ce")
+    one = pcsim.trace(net.a, x1)
+    bad = x1.clone()
+    bad[2, 0] = float("nan")
+    with pytest.raises(pcsim.InputError, match=r"input '.*' holds NaN \(the first at index \(2, 0\)\)"):
+        rule(one, (bad,), y, loss="ce")
+
+
 def test_a_list_of_labels_is_refused_as_numbers_not_counted_as_targets():
     """A Python list of class labels was read as one target per output: 'the graph has 1 output(s), got 6
     target(s): give one for every output', for a module with one output."""
