@@ -14,6 +14,7 @@ its error is target_err = -dL/dmu (the output value clamped to the target, for M
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -109,7 +110,12 @@ class VectorField:
         self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), self.offsets[k])
                          for k in self.layout]
         ref = next(iter(self.base.values()))
-        self.dtype, self.device = ref.dtype, ref.device
+        # the state holds every population in the widest dtype among them; each is loaded back in its own, as the
+        # module computes it (a float64 state loaded into a float32 RMSNorm moved its predictions off the feed-forward
+        # values: errors of 2e-6 at the fixed point, NaN by t = 2 on a Llama block)
+        self.dtype = functools.reduce(torch.promote_types, (self.base[n].dtype for n in self.latent))
+        self.device = ref.device
+        self.narrow = {n: self.base[n].dtype for n in self.latent if self.base[n].dtype != self.dtype}
         # IL's step, which evaluates the field: `load` a state into it, then read its errors and feedback
         self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)
         # the gate's end of the protocol, per population
@@ -150,7 +156,7 @@ class VectorField:
         """Per vertex: error (absent: exactly zero), the drive x - mu of a leaky error, and the step at the
         state, whose prediction and feedback are then current; the switches read at time t."""
         step, shown, held = self.relaxation, self.shown(t), self.held(t)
-        step.load({n: state["u", n] for n in self.latent})
+        step.load({n: state["u", n] if n not in self.narrow else state["u", n].to(self.narrow[n]) for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
         if not shown:  # a free output's error is x - mu, not the loss's
             drive.update({n: (self.base[n] - step.prediction(n)) + state["u", n]
@@ -206,7 +212,10 @@ class VectorField:
             if n in held or (n in self.outputs and shown) or (e is None and f is None):
                 o.zero_()  # held, or a shown output (clamped), or no drive at all
             else:  # (feedback - eps) / tau, the products `cot @ W` accumulated in place
-                value_drive(e, f, out=o)
+                if n in self.narrow:  # computed in the population's dtype, stored in the state's
+                    o.copy_(value_drive(e, f))
+                else:
+                    value_drive(e, f, out=o)
                 if tau != 1.0:
                     o.div_(tau)
         for n in self.leaky:
