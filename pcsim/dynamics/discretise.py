@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pcsim.algorithms.schedule import Schedule
-from pcsim.dynamics.solver import check_positive
+from pcsim.dynamics.solver import check_number, check_positive
 
 PLASTICITY = ("off", "always", "zil")  # simulate's named gates
 
@@ -59,6 +59,7 @@ def discretise(*, tau_x: float, dt: float, tau_e: float = 0.0, plasticity: str =
     under which an Euler run is IL."""
     tau_w = tau_x if tau_w is None else tau_w
     check_positive(tau_x=tau_x, dt=dt, tau_w=tau_w)
+    check_number(tau_e=tau_e)
     if isinstance(plasticity, str) and plasticity not in PLASTICITY:  # 'ZIL' was mapped to IL, 'not exact'
         raise ValueError(f"plasticity must be one of {PLASTICITY} (as simulate takes it), got {plasticity!r}")
     if not tau_e >= 0:

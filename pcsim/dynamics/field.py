@@ -25,7 +25,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.algorithms.schedule import SLACK
 from pcsim.dynamics.protocol import Gate, Off
-from pcsim.dynamics.solver import check_positive
+from pcsim.dynamics.solver import check_number, check_positive
 from pcsim.numerics import to_numpy
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
@@ -77,6 +77,7 @@ class VectorField:
 
     def __init__(self, problem: Problem, *, tau_x, tau_e=0.0, tau_w: float | None = None,
                  t_on: float = 0.0, gate: Gate | None = None, target_shown: bool = True, grid: float | None = None):
+        check_number(tau_x=tau_x, tau_e=tau_e, t_on=t_on)  # float('1') would take a string
         graph = problem.graph
         self.problem = problem
         self.outputs = set(graph.outputs)
