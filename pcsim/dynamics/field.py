@@ -14,6 +14,7 @@ its error is target_err = -dL/dmu (the output value clamped to the target, for M
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from pcsim.algorithms.problem import Problem
 from pcsim.algorithms.relaxation import Relaxation, value_drive
 from pcsim.algorithms.schedule import SLACK
 from pcsim.dynamics.protocol import Gate, Off
-from pcsim.dynamics.solver import check_positive
+from pcsim.dynamics.solver import check_number, check_positive
 from pcsim.numerics import to_numpy
 
 State = dict[tuple[str, str], torch.Tensor]  # (kind, name) -> tensor; kinds "u", "e", "w"
@@ -76,6 +77,7 @@ class VectorField:
 
     def __init__(self, problem: Problem, *, tau_x, tau_e=0.0, tau_w: float | None = None,
                  t_on: float = 0.0, gate: Gate | None = None, target_shown: bool = True, grid: float | None = None):
+        check_number(tau_x=tau_x, tau_e=tau_e, t_on=t_on)  # float('1') would take a string
         graph = problem.graph
         self.problem = problem
         self.outputs = set(graph.outputs)
@@ -109,7 +111,12 @@ class VectorField:
         self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), self.offsets[k])
                          for k in self.layout]
         ref = next(iter(self.base.values()))
-        self.dtype, self.device = ref.dtype, ref.device
+        # the state holds every population in the widest dtype among them; each is loaded back in its own, as the
+        # module computes it (a float64 state loaded into a float32 RMSNorm moved its predictions off the feed-forward
+        # values: errors of 2e-6 at the fixed point, NaN by t = 2 on a Llama block)
+        self.dtype = functools.reduce(torch.promote_types, (self.base[n].dtype for n in self.latent))
+        self.device = ref.device
+        self.narrow = {n: self.base[n].dtype for n in self.latent if self.base[n].dtype != self.dtype}
         # IL's step, which evaluates the field: `load` a state into it, then read its errors and feedback
         self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)
         # the gate's end of the protocol, per population
@@ -150,7 +157,7 @@ class VectorField:
         """Per vertex: error (absent: exactly zero), the drive x - mu of a leaky error, and the step at the
         state, whose prediction and feedback are then current; the switches read at time t."""
         step, shown, held = self.relaxation, self.shown(t), self.held(t)
-        step.load({n: state["u", n] for n in self.latent})
+        step.load({n: state["u", n] if n not in self.narrow else state["u", n].to(self.narrow[n]) for n in self.latent})
         drive = step.errors(only=[n for n in self.latent if n not in held])
         if not shown:  # a free output's error is x - mu, not the loss's
             drive.update({n: (self.base[n] - step.prediction(n)) + state["u", n]
@@ -206,7 +213,10 @@ class VectorField:
             if n in held or (n in self.outputs and shown) or (e is None and f is None):
                 o.zero_()  # held, or a shown output (clamped), or no drive at all
             else:  # (feedback - eps) / tau, the products `cot @ W` accumulated in place
-                value_drive(e, f, out=o)
+                if n in self.narrow:  # computed in the population's dtype, stored in the state's
+                    o.copy_(value_drive(e, f))
+                else:
+                    value_drive(e, f, out=o)
                 if tau != 1.0:
                     o.div_(tau)
         for n in self.leaky:

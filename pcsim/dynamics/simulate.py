@@ -11,7 +11,7 @@ from pcsim.dynamics.divergence import warn_if_diverged
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import Windows, make_gate
 from pcsim.dynamics.recording import Record, Recorder
-from pcsim.dynamics.solver import SOLVERS, Solver
+from pcsim.dynamics.solver import SOLVERS, Solver, check_number
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.graph.argument import check_value, takes_graph
 from pcsim.graph.ir import Graph
@@ -58,6 +58,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
             else repr(solver)
         raise TypeError(f"solver= takes a solver object such as pcsim.Euler(dt), pcsim.Scipy('RK45') or pcsim.Tsit5() "
                         f"(a name goes to backend= and method=); got {what}")
+    check_number(tau_x=tau_x, tau_e=tau_e)  # a number or a dict of them; the annotated settings are `checked`
     target_shown = target is not None
     t_on = t_on if target_shown else float(t_on)
     if not 0 < t_end < float("inf") or (target_shown and not t_end > t_on) or t_on < 0:

@@ -9,7 +9,7 @@ choices and the docs all read one table; this module imports no backend.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from numbers import Real
 from typing import ClassVar
@@ -83,14 +83,21 @@ class Registry:
 SOLVERS = Registry()  # filled once, at import, by pcsim.backends; read-only afterwards
 
 
+def check_number(**settings) -> None:
+    """Each setting (None: not given) is a real number, or a dict of them (a time constant per population)."""
+    for name, value in settings.items():
+        for key, v in value.items() if isinstance(value, Mapping) else [(None, value)]:
+            # Euler('0.1') stopped in the comparison ("'>' not supported between 'str' and 'int'"); Euler(True) ran
+            # with dt = 1; simulate(t_end='10') and tau_e='0.1' (values read from a config file) the same
+            if v is not None and (isinstance(v, bool) or not (isinstance(v, Real) or getattr(v, "ndim", None) == 0)):
+                raise ValueError(f"{name if key is None else f'{name}[{key!r}]'} must be a number, got {v!r}")
+
+
 def check_positive(**settings: float | None) -> None:
+    check_number(**settings)
     for name, value in settings.items():
         if value is None:
             continue
-        # Euler('0.1') stopped in the comparison ("'>' not supported between 'str' and 'int'"); Euler(True) ran
-        # with dt = 1
-        if isinstance(value, bool) or not (isinstance(value, Real) or getattr(value, "ndim", None) == 0):
-            raise ValueError(f"{name} must be a number, got {value!r}")
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 

@@ -241,6 +241,26 @@ def test_a_setting_that_is_not_a_number_is_refused_by_name(make):
         make()
 
 
+@pytest.mark.parametrize("setting", [{"t_end": "1.0"}, {"t_on": "0.5"}, {"t_on": True}, {"tau_e": "0.1"},
+                                     {"tau_x": "1"}, {"tau_w": "1"}, {"tau_x": "per population"}],
+                         ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_simulate_refuses_a_time_that_is_not_a_number_by_name(net, setting):
+    """simulate(t_end='1.0'), t_on='0.5' and tau_e='0.1' (values read from a config file) stopped in a comparison
+    inside simulate ("'<' not supported between instances of 'int' and 'str'"); tau_x='1' ran, read by float();
+    t_on=True showed the target at t = 1."""
+    graph, inputs, target = net
+    if setting.get("tau_x") == "per population":
+        setting = {"tau_x": {n: "1" for n in graph.latent}}
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=rf"^(simulate\(\): )?{name}(\['[^']+'\])? must be a number, got "):
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1), **{"t_end": 2.0, **setting})
+
+
+def test_discretise_refuses_a_tau_e_that_is_not_a_number():
+    with pytest.raises(ValueError, match=r"^discretise\(\): tau_e must be a number, got '1'"):
+        pcsim.discretise(tau_x=1.0, dt=1.0, tau_e="1")
+
+
 @pytest.mark.parametrize("solver", [pcsim.Euler(0.3), pcsim.RK4(0.3)], ids=lambda s: s.method)
 def test_a_recorded_time_is_the_time_asked_for(net, solver):
     """3 * 0.3 is 0.8999999999999999 in floating point: the record at t = 0.9 said so, and `traj.t == 0.9` found
