@@ -9,6 +9,9 @@ Oracles: torch autograd on the module (Z-IL at dt = tau_x gives its gradients); 
 feed-forward state (README: continuous time), torch's forward pass on the module.
 """
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +72,24 @@ def test_with_no_target_a_mixed_dtype_network_stays_at_its_feedforward_state(sol
         free = module(x).numpy()
     assert np.abs(traj.values[out] - free).max() <= tolerance(torch.float64) * np.abs(free).max()
     assert all(np.abs(e).max() == 0.0 for e in traj.errors.values())
+
+
+def test_brian2_says_it_computes_the_narrow_populations_in_float64():
+    # before: Brian2 rendered the float32 norm in float64 without a word; its Z-IL updates were 4e-8 relative off
+    # autograd's (the torch and scipy backends: float64 rounding)
+    module, x, y = _problem()
+    graph = pcsim.trace(module, x).level()  # as simulate levels it
+    narrow = [n for n in graph.latent if graph[n].dtype == torch.float32]
+    kw = dict(tau_x=0.5, t_on=0.5, t_end=2.0, dt=0.5, method="euler", plasticity="zil", record=[])
+
+    def said(g):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pcsim.simulate(g, (x,), y, backend="brian2", **kw)
+        return [w for w in caught if "computes every population in float64" in str(w.message)]
+    (warning,) = said(graph)
+    assert warning.filename == __file__  # names the user's call
+    assert re.search(rf"module computes '{narrow[0]}' \(float32\), .* and {len(narrow) - 4} more in a narrower "
+                     r"dtype.*backend='torch' or 'scipy'", str(warning.message)), warning.message
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    assert said(pcsim.trace(plain, x)) == []  # one dtype: nothing to say

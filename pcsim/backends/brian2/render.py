@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,9 @@ from pcsim.backends.brian2.synapses import WHY, Offset, size, to_numpy, unsuppor
 from pcsim.dynamics.equations import EQUATIONS
 from pcsim.dynamics.field import VectorField
 from pcsim.errors import PcsimError
+from pcsim.graph.provenance import user_stacklevel
+
+NAMED = 4  # populations a message names before it counts the rest
 
 
 class RenderError(PcsimError, NotImplementedError):
@@ -114,6 +118,12 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
         if field.target_shown and isinstance(loss, CrossEntropy) and loss.ignoring:
             raise RenderError(f"the target for output '{loss_vertex}' leaves entries out (class index -100), which "
                               "the brian2 backend's cross-entropy circuit does not; use backend='scipy' or 'torch'")
+    if field.narrow:  # the torch and scipy backends compute each population in its own dtype, as autograd does
+        named = [f"'{n}' ({str(d).removeprefix('torch.')})" for n, d in field.narrow.items()]
+        narrow = ", ".join(named[:NAMED]) + (f" and {len(named) - NAMED} more" if len(named) > NAMED else "")
+        warnings.warn(f"the brian2 backend computes every population in float64, the module computes {narrow} in a "
+                      "narrower dtype: the run differs from autograd's by that dtype's rounding (backend='torch' or "
+                      "'scipy' keep each population's own dtype)", stacklevel=user_stacklevel())
     pops: dict[str, Population] = {}
     helpers: list[Population] = []
     projections: list[Projection] = []
