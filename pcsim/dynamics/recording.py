@@ -29,9 +29,9 @@ WHAT = {"u": "value", "e": "error", "w": "plasticity"}
 
 @dataclass(frozen=True)
 class Record:
-    """What a simulation keeps: populations (None: every latent vertex) at `times` if given, else at every
-    step (`every_step`: Euler's grid or each accepted adaptive step), else at `snapshots` evenly spaced
-    grid times from 0 to t_end."""
+    """What a simulation keeps: populations (None: every latent vertex) at `times`, or at every step
+    (`every_step`: Euler's grid or each accepted adaptive step), or at `snapshots` evenly spaced grid times
+    from 0 to t_end (the default); one of the three."""
 
     populations: tuple[str, ...] | None = None
     times: tuple[float, ...] | None = None
@@ -45,6 +45,11 @@ class Record:
         if self.snapshots < 2:
             raise ValueError(f"Record needs at least 2 snapshots (t = 0 and t_end), got {self.snapshots}")
         check_fields(self)
+        # times win over every_step, which wins over snapshots: a second one set was ignored without a word
+        chosen = [f for f, on in (("times", self.times is not None), ("every_step", self.every_step),
+                                  ("snapshots", self.snapshots != SNAPSHOTS)) if on]
+        if len(chosen) > 1:
+            raise ValueError(f"Record takes one of times, every_step and snapshots, got {' and '.join(chosen)}")
         if isinstance(self.populations, str):  # one name, not its letters
             object.__setattr__(self, "populations", (self.populations,))
         elif not isinstance(self.populations, Iterable | None):  # Record(populations=3) stopped in the recorder

@@ -180,7 +180,13 @@ def test_no_record_times_keeps_the_updates_alone(solver):
     (pcsim.Record, r"Record's snapshots must be an integer, got 3\.5"),
     ({"snapshots": 3.5}, r"Record's snapshots must be an integer, got 3\.5"),
     ({"times": 0.5}, r"Record's times must be a list of numbers, got 0\.5"),
-], ids=["float-snapshots", "float-snapshots-dict", "scalar-times"])
+    # two ways of saying when: the second was ignored without a word (every step recorded, or the times alone)
+    ({"every_step": True, "snapshots": 3}, r"Record takes one of times, every_step and snapshots, got every_step and "
+                                           r"snapshots$"),
+    ({"times": [0.5], "every_step": True}, r"got times and every_step$"),
+    ({"times": [0.5], "snapshots": 3}, r"got times and snapshots$"),
+], ids=["float-snapshots", "float-snapshots-dict", "scalar-times", "every-step-and-snapshots", "times-and-every-step",
+        "times-and-snapshots"])
 def test_a_record_that_cannot_be_taken_is_refused_by_name(net, solver, record, says):
     """A fractional snapshot count stopped in numpy's linspace (or was truncated, from a dict), and one time for a
     list in float(). (An empty `times` records no time, and keeps the updates: tested above.)"""
