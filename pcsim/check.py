@@ -64,7 +64,9 @@ class CheckReport:
         }
 
     def table(self, model: str = "") -> str:
-        """A readable per-parameter table."""
+        """A readable per-parameter table, headed by the model's name if given."""
+        if not isinstance(model, str):  # table(5) stopped in the string concatenation
+            raise TypeError(f"table() takes the model's name to head the table, a string; got {model!r}")
         head = (f"{model + ': ' if model else ''}rule {self.rule}, loss {self.loss}, "
                 f"{str(self.dtype).replace('torch.', '')}, {self.n_vertices} vertices "
                 f"({self.identity_vertices} identity inserted), {self.seconds:.3f} s")

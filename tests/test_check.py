@@ -394,3 +394,13 @@ def test_a_module_that_cannot_be_copied_is_refused_naming_the_attribute():
     x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     with pytest.raises(pcsim.InputError, match=r"_Rotary\.q\.guard cannot be copied"):
         pcsim.check(module, (x,), y)
+
+
+def test_a_report_table_headed_by_something_other_than_a_name_is_refused():
+    # before: table(5) stopped in the string concatenation with Python's TypeError
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.Tanh()).double()
+    report = pcsim.check(net, (torch.randn(2, 3, dtype=torch.float64),), torch.randn(2, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"table\(\) takes the model's name to head the table, a string; got 5"):
+        report.table(5)
+    assert report.table("tiny").startswith("tiny: rule zil") and report.passed
