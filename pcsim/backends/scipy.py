@@ -40,6 +40,10 @@ class Scipy(Solver):
     def order(self) -> int | None:
         return ORDERS[self.method]
 
+    @property
+    def stiff(self) -> bool:  # type: ignore[override]
+        return self.method in (*IMPLICIT, "LSODA")
+
     def run(self, field, recorder, *, t_end, progress=False):
         if self.method == "LSODA":
             _check_dense_jacobian(field.size)

@@ -11,7 +11,7 @@ from pcsim.dynamics.divergence import warn_if_diverged
 from pcsim.dynamics.field import VectorField
 from pcsim.dynamics.protocol import Windows, make_gate
 from pcsim.dynamics.recording import Record, Recorder
-from pcsim.dynamics.solver import SOLVERS, Solver, check_number
+from pcsim.dynamics.solver import SOLVERS, Solver, check_number, warn_if_long
 from pcsim.dynamics.trajectory import Trajectory
 from pcsim.graph.argument import check_value, takes_graph
 from pcsim.graph.ir import Graph
@@ -84,6 +84,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
                           "under Z-IL's gates, not BP's gradients; Euler at dt = tau_x is Z-IL, exactly",
                           stacklevel=user_stacklevel())
     recorder = Recorder(field, Record.parse(record), t_end)
+    warn_if_long(solver, float(t_end), min([*field.tau_x.values(), *(field.tau_e[n] for n in field.leaky)]))
     final = solver.run(field, recorder, t_end=float(t_end), progress=progress)
     warn_if_diverged(field, final, solver.step)
     meta = {"dt": solver.step, **solver.meta(), "t_end": t_end, "t_on": t_on,

@@ -9,10 +9,16 @@ choices and the docs all read one table; this module imports no backend.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from numbers import Real
 from typing import ClassVar
+
+from pcsim.graph.provenance import user_stacklevel
+
+# More steps than this take hours on a mid-size graph: said before the run starts, not after an hour of silence
+LONG_RUN_STEPS = 10**7
 
 
 class Solver:
@@ -24,6 +30,9 @@ class Solver:
 
     def run(self, field, recorder, *, t_end: float, progress: bool = False):
         raise NotImplementedError
+
+    # an implicit method: its steps are not bounded by the fastest time constant (scipy's LSODA, Radau, BDF)
+    stiff: ClassVar[bool] = False
 
     @property
     def step(self) -> float | None:
@@ -109,3 +118,19 @@ def check_step(dt: float | None, method: str) -> float:
     if dt == float("inf"):  # 0 * inf is NaN: the run would record one time, NaN, and take no step
         raise ValueError(f"dt must be finite, got {dt}")
     return float(dt)
+
+
+def warn_if_long(solver: Solver, t_end: float, fastest_tau: float) -> None:
+    """Warn before a run of more than LONG_RUN_STEPS steps: a fixed step far below t_end, or an explicit adaptive
+    method whose steps stay within a few of the fastest time constant (tau_e = 1e-9 with RK45 ran on, silently)."""
+    if solver.step is not None:
+        steps, why = t_end / solver.step, f"steps of {solver.step:g} to t_end = {t_end:g}"
+    elif not solver.stiff:
+        steps = t_end / fastest_tau
+        why = (f"steps: the fastest time constant, {fastest_tau:g}, bounds the steps of an explicit method "
+               f"({solver.method}) to t_end = {t_end:g}; an implicit one (Scipy('LSODA'), 'Radau' or 'BDF') steps "
+               "past it")
+    else:
+        return
+    if steps > LONG_RUN_STEPS:
+        warnings.warn(f"this run takes about {steps:.3g} {why}", stacklevel=user_stacklevel())

@@ -1,6 +1,7 @@
 """The solver protocol: solver objects, their registry, their order, and the default recording."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -274,3 +275,30 @@ def test_a_recorded_time_is_the_time_asked_for(net, solver):
     graph, inputs, target = net
     tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=1.8, record={"times": [0.9, 1.8, 0.3]})
     assert tr.t.tolist() == [0.3, 0.9, 1.8]
+
+
+@pytest.mark.parametrize("solver, settings, says", [
+    (pcsim.Scipy("RK45"), dict(tau_e=1e-9), r"about 1e\+09 steps: the fastest time constant, 1e-09, bounds the steps "
+                                            r"of an explicit method \(RK45\).*Scipy\('LSODA'\)"),
+    (pcsim.Tsit5(), dict(tau_x={"*": 1e-9}), r"bounds the steps of an explicit method \(tsit5\)"),
+    (pcsim.Euler(1e-300), {}, r"about 1e\+300 steps of 1e-300 to t_end = 1"),
+], ids=["rk45-fast-error", "tsit5-fast-value", "euler-tiny-step"])
+def test_a_run_of_hours_is_said_before_it_starts(net, solver, settings, says):
+    # before: each ran on without a word (RK45 at tau_e = 1e-9 past 8 minutes); the warning is raised as an error
+    # here, so the run never starts
+    graph, inputs, target = net
+    if "tau_x" in settings:
+        settings = {"tau_x": {n: 1.0 for n in graph.latent} | {graph.latent[0]: 1e-9}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match=says):
+            pcsim.simulate(graph, inputs, target, solver=solver, t_end=T_END, **settings)
+
+
+def test_a_stiff_method_or_a_short_run_says_nothing(net):
+    graph, inputs, target = net
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an implicit method steps past tau_e = 1e-9: nothing to say
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA"), t_end=T_END, tau_e=1e-9)
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("RK45"), t_end=T_END, tau_x=TAU)
+        pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1), t_end=T_END, tau_x=TAU)
