@@ -167,7 +167,7 @@ def test_class_index_minus_100_leaves_the_entry_out_as_torchs_cross_entropy_does
         with torch.no_grad():
             for p in net.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
-        net = _Transposed(net)
+        net = Transposed(net)
         x = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
         y = torch.randint(0, 5, (2, 3), generator=gen)
         y[1, 2] = y[0, 0] = -100
@@ -186,7 +186,7 @@ def test_class_index_minus_100_leaves_the_entry_out_as_torchs_cross_entropy_does
     assert pcsim.check(net, (x,), y, loss="ce", rule="fa-zil-autonomous").passed
 
 
-class _Transposed(nn.Module):
+class Transposed(nn.Module):
     """(batch, time, classes) logits as F.cross_entropy reads them: classes on dim 1."""
 
     def __init__(self, inner):

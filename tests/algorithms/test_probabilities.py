@@ -11,20 +11,10 @@ import pcsim
 from pcsim.algorithms.losses import CrossEntropy
 from pcsim.numerics import relative_difference, tolerance
 from tests.algorithms import plain_pc
+from tests.algorithms.test_losses import Transposed
 
 _EXACT = {"bp": pcsim.bp, "zil": pcsim.zil, "fa_zil": pcsim.fa_zil,
           "fa_zil_autonomous": lambda *a, **k: pcsim.fa_zil(*a, mode="autonomous", **k)}
-
-
-class _Transposed(nn.Module):
-    """(batch, time, classes) logits as F.cross_entropy reads them: classes on dim 1."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return self.inner(x).transpose(1, 2)
 
 
 def _case(layout: str, seed: int = 5):
@@ -37,7 +27,7 @@ def _case(layout: str, seed: int = 5):
         x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
         return seq, seq, x, torch.softmax(2 * torch.randn(6, 3, generator=gen, dtype=torch.float64), dim=1)
     x = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
-    return seq, _Transposed(seq), x, torch.softmax(2 * torch.randn(2, 3, 3, generator=gen, dtype=torch.float64), 1)
+    return seq, Transposed(seq), x, torch.softmax(2 * torch.randn(2, 3, 3, generator=gen, dtype=torch.float64), 1)
 
 
 def _autograd(net, x, y, smoothing=0.0):
