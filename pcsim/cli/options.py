@@ -49,6 +49,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (simulate's --dt 0 was reported as the model file's fault,
+    'models/mlp.py: dt must be > 0')."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a time, or an error time constant where 0 is instantaneous)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def output_file(path: str, flag: str) -> Path:
     """An output file's path, checked before the work that fills it (a simulation may take minutes): not a folder,
     and its nearest existing folder is a writable folder. Writing it may still fail: see `writing`."""

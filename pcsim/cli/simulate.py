@@ -6,6 +6,8 @@ import argparse
 
 from pcsim.backends.brian2 import TARGETS
 from pcsim.cli.options import add_model_flags, build_spec, figure_file, in_model_file, output_file, writing
+from pcsim.cli.options import non_negative_float as at_least_0
+from pcsim.cli.options import positive_float as above_0
 from pcsim.dynamics.recording import SNAPSHOTS, Record
 from pcsim.dynamics.solver import SOLVERS
 from pcsim.numerics import DTYPES
@@ -22,14 +24,15 @@ def add_parser(commands) -> None:
     sim.add_argument("--method", default=None,
                      help="; ".join(f"{b}: {', '.join(SOLVERS.methods(b))} (default {SOLVERS.default_method(b)})"
                                     for b in SOLVERS.backends()))
-    sim.add_argument("--dt", type=float, default=None,
+    sim.add_argument("--dt", type=above_0, default=None,
                      help="step for euler/rk4 (which need it); caps adaptive steps (default: none)")
-    sim.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of adaptive methods (default 1e-8)")
-    sim.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance of adaptive methods (default 1e-10)")
-    sim.add_argument("--t-end", type=float, default=10.0, help="end time (default 10)")
-    sim.add_argument("--t-on", type=float, default=0.0, help="target onset (default 0)")
-    sim.add_argument("--tau-x", type=float, default=1.0, help="value time constant (default 1)")
-    sim.add_argument("--tau-e", type=float, default=0.0, help="error time constant; 0 = instantaneous (default 0)")
+    sim.add_argument("--rtol", type=above_0, default=1e-8, help="relative tolerance of adaptive methods (default 1e-8)")
+    sim.add_argument("--atol", type=above_0, default=1e-10,
+                     help="absolute tolerance of adaptive methods (default 1e-10)")
+    sim.add_argument("--t-end", type=above_0, default=10.0, help="end time (default 10)")
+    sim.add_argument("--t-on", type=at_least_0, default=0.0, help="target onset (default 0)")
+    sim.add_argument("--tau-x", type=above_0, default=1.0, help="value time constant (default 1)")
+    sim.add_argument("--tau-e", type=at_least_0, default=0.0, help="error time constant; 0 = instantaneous (default 0)")
     sim.add_argument("--plasticity", choices=["off", "always", "zil"], default="off",
                      help="weight updates: none, always on, or under Z-IL's gates (default: off)")
     sim.add_argument("--no-target", action="store_true", help="never show the target")
@@ -55,6 +58,8 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     import pcsim
 
+    if not args.no_target and args.t_on >= args.t_end:  # the flags' fault, not the model file's
+        raise ValueError(f"--t-on {args.t_on:g} must come before --t-end {args.t_end:g} (or pass --no-target)")
     if args.target and args.backend != "brian2":
         raise ValueError(f"--target {args.target} is a Brian2 code-generation target: use it with --backend brian2")
     out, plot = output_file(args.out, "--out"), args.plot and figure_file(args.plot, "--plot")

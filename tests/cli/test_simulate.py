@@ -40,8 +40,9 @@ def test_simulate_reports_bad_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "unknown method 'leapfrog'" in err and "Traceback" not in err
     assert not (tmp_path / "x.npz").exists()
-    code = main(["simulate", "mlp", "--tau-x", "-1", "--out", str(tmp_path / "x.npz")])
-    assert code == 2 and "tau_x" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's: the flag is at fault
+        main(["simulate", "mlp", "--tau-x", "-1", "--out", str(tmp_path / "x.npz")])
+    assert exit_.value.code == 2 and "argument --tau-x" in capsys.readouterr().err
 
 
 def test_plot_trajectory_draws_every_population():
@@ -171,3 +172,26 @@ def test_snapshots_beside_every_step_is_refused(tmp_path, capsys):
         main(["simulate", "mlp", "--every-step", "--snapshots", "5", "--out", str(tmp_path / "run.npz")])
     assert exit_.value.code == 2
     assert "argument --snapshots: not allowed with argument --every-step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--dt", "0", "argument --dt: must be a finite number > 0, got 0"),
+    ("--t-end", "-1", "argument --t-end: must be a finite number > 0, got -1"),
+    ("--tau-x", "inf", "argument --tau-x: must be a finite number > 0, got inf"),
+    ("--tau-e", "-0.1", "argument --tau-e: must be a finite number >= 0, got -0.1"),
+    ("--rtol", "nan", "argument --rtol: must be a finite number > 0, got nan"),
+])
+def test_a_bad_number_flag_is_the_flags_fault_not_the_model_files(tmp_path, capsys, monkeypatch, flag, value, says):
+    # before: the run stopped inside simulate, reported as the model file's fault ('models/mlp.py: dt must be > 0')
+    monkeypatch.setattr(pcsim, "simulate", lambda *a, **k: pytest.fail("the run should not start"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "mlp", flag, value, "--out", str(tmp_path / "run.npz")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and "mlp.py" not in err, err
+
+
+def test_an_onset_after_the_end_is_the_flags_fault(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pcsim, "simulate", lambda *a, **k: pytest.fail("the run should not start"))
+    code = main(["simulate", "mlp", "--t-on", "5", "--t-end", "2", "--out", str(tmp_path / "run.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--t-on 5 must come before --t-end 2 (or pass --no-target)" in err and "mlp.py" not in err, err
