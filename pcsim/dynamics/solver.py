@@ -121,16 +121,15 @@ def check_step(dt: float | None, method: str) -> float:
 
 
 def warn_if_long(solver: Solver, t_end: float, fastest_tau: float) -> None:
-    """Warn before a run of more than LONG_RUN_STEPS steps: a fixed step far below t_end, or an explicit adaptive
-    method whose steps stay within a few of the fastest time constant (tau_e = 1e-9 with RK45 ran on, silently)."""
-    if solver.step is not None:
-        steps, why = t_end / solver.step, f"steps of {solver.step:g} to t_end = {t_end:g}"
-    elif not solver.stiff:
-        steps = t_end / fastest_tau
-        why = (f"steps: the fastest time constant, {fastest_tau:g}, bounds the steps of an explicit method "
-               f"({solver.method}) to t_end = {t_end:g}; an implicit one (Scipy('LSODA'), 'Radau' or 'BDF') steps "
-               "past it")
-    else:
-        return
+    """Warn before a run of more than LONG_RUN_STEPS steps: a fixed step (or a cap on adaptive steps) far below
+    t_end, or an explicit adaptive method, whose steps stay within a few of the fastest time constant (tau_e = 1e-9
+    with RK45 ran on, silently)."""
+    fixed = getattr(solver, "dt", None)  # a fixed step; `solver.step` is also an adaptive method's cap
+    said = [(t_end / solver.step, f"steps of at most {solver.step:g} to t_end = {t_end:g}")] if solver.step else []
+    if fixed is None and not solver.stiff:
+        said.append((t_end / fastest_tau, f"steps: the fastest time constant, {fastest_tau:g}, bounds the steps of an "
+                                          f"explicit method ({solver.method}) to t_end = {t_end:g}; an implicit one "
+                                          "(Scipy('LSODA'), 'Radau' or 'BDF') steps past it"))
+    steps, why = max(said, default=(0.0, ""))
     if steps > LONG_RUN_STEPS:
         warnings.warn(f"this run takes about {steps:.3g} {why}", stacklevel=user_stacklevel())

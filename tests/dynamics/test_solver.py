@@ -281,8 +281,10 @@ def test_a_recorded_time_is_the_time_asked_for(net, solver):
     (pcsim.Scipy("RK45"), dict(tau_e=1e-9), r"about 1e\+09 steps: the fastest time constant, 1e-09, bounds the steps "
                                             r"of an explicit method \(RK45\).*Scipy\('LSODA'\)"),
     (pcsim.Tsit5(), dict(tau_x={"*": 1e-9}), r"bounds the steps of an explicit method \(tsit5\)"),
-    (pcsim.Euler(1e-300), {}, r"about 1e\+300 steps of 1e-300 to t_end = 1"),
-], ids=["rk45-fast-error", "tsit5-fast-value", "euler-tiny-step"])
+    (pcsim.Euler(1e-300), {}, r"about 1e\+300 steps of at most 1e-300 to t_end = 1"),
+    (pcsim.Scipy("RK45", max_step=0.5), dict(tau_e=1e-9), r"about 1e\+09 steps: the fastest time constant"),
+    (pcsim.Scipy("LSODA", max_step=1e-9), {}, r"about 1e\+09 steps of at most 1e-09 to t_end = 1"),
+], ids=["rk45-fast-error", "tsit5-fast-value", "euler-tiny-step", "rk45-capped-fast-error", "lsoda-tiny-cap"])
 def test_a_run_of_hours_is_said_before_it_starts(net, solver, settings, says):
     # before: each ran on without a word (RK45 at tau_e = 1e-9 past 8 minutes); the warning is raised as an error
     # here, so the run never starts
