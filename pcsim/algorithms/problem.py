@@ -277,9 +277,7 @@ class Problem:
 def traced_shape(v, value: torch.Tensor) -> torch.Tensor:
     """`value`, checked to have the shape `v` was traced with: an op whose size depends on the inputs' values
     (a boolean mask's selection, `nonzero`) gives another size on other inputs, where the graph does not hold."""
-    # a torch.Size equals the traced tuple without a tuple() of each (every vertex, every call); the exact test
-    # decides where that says they differ
-    if value.shape != v.shape and tuple(value.shape) != tuple(v.shape):
+    if value.shape != v.shape:  # a torch.Size is a tuple: no tuple() of each, at every vertex of every call
         raise InputError(f"{v.describe()} has shape {tuple(value.shape)} on these inputs: its size depends on "
                          "the inputs' values, and the graph holds only where it is the traced one (trace again "
                          "on these inputs)")
@@ -331,7 +329,7 @@ def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.
     sums = ([floating[0][1].sum().item()] if len(floating) == 1
             else torch.stack([v.sum() for _, v, _ in floating]).tolist())
     for (what, v, target), s in zip(floating, sums, strict=True):
-        if not (s != s or target and s in _INFS):  # finite (or an inf in an input)
+        if not (math.isnan(s) or target and math.isinf(s)):  # finite (or an inf in an input)
             continue
         if torch.isnan(v).any():
             at = tuple(torch.isnan(v).nonzero()[0].tolist())
@@ -341,5 +339,3 @@ def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.
             raise InputError(f"{what} holds {v[at].item()} (the first at index {at}): its loss and output error are "
                              "infinite, and every update would be inf or NaN; pcsim needs finite targets")
 
-
-_INFS = (math.inf, -math.inf)

@@ -13,7 +13,7 @@ from pcsim.dynamics.protocol import Windows, make_gate
 from pcsim.dynamics.recording import Record, Recorder
 from pcsim.dynamics.solver import SOLVERS, Solver, check_number, warn_if_long
 from pcsim.dynamics.trajectory import Trajectory
-from pcsim.graph.argument import check_value, takes_graph
+from pcsim.graph.argument import takes_graph
 from pcsim.graph.ir import Graph
 from pcsim.graph.provenance import user_stacklevel
 from pcsim.ops.local import records_autograd
@@ -65,9 +65,6 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         raise ValueError(f"need 0 <= t_on < t_end < inf; got t_on = {t_on}, t_end = {t_end}")
     graph, added = _levelled(graph, plasticity, level)
     problem = Problem.build(graph, inputs, target if target_shown else NO_TARGET, loss, params)
-    for name, tau in (("tau_x", tau_x), ("tau_e", tau_e)):  # a float or a dict, so not annotated for `checked`
-        if not isinstance(tau, dict):
-            check_value("simulate()", name, "float", tau)
     leaky = (max(tau_e.values()) if isinstance(tau_e, dict) else tau_e) > 0
     tau_x_min = min(tau_x.values()) if isinstance(tau_x, dict) else tau_x
     gate = make_gate(plasticity, t_on=t_on, dt=solver.step, tau_x=tau_x_min, leaky=leaky, graph=problem.graph)

@@ -12,9 +12,9 @@ import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from numbers import Real
 from typing import ClassVar
 
+from pcsim.graph.argument import fits
 from pcsim.graph.provenance import user_stacklevel
 
 # More steps than this take hours on a mid-size graph: said before the run starts, not after an hour of silence
@@ -98,7 +98,7 @@ def check_number(**settings) -> None:
         for key, v in value.items() if isinstance(value, Mapping) else [(None, value)]:
             # Euler('0.1') stopped in the comparison ("'>' not supported between 'str' and 'int'"); Euler(True) ran
             # with dt = 1; simulate(t_end='10') and tau_e='0.1' (values read from a config file) the same
-            if v is not None and (isinstance(v, bool) or not (isinstance(v, Real) or getattr(v, "ndim", None) == 0)):
+            if v is not None and not fits("float", v):
                 raise ValueError(f"{name if key is None else f'{name}[{key!r}]'} must be a number, got {v!r}")
 
 

@@ -55,7 +55,8 @@ def _scalar(value) -> bool:
 _PLAIN = {"bool": (bool,), "int": (int,), "float": (float, int)}  # exact types: the usual case, no ABC lookup
 
 
-def _fits(kind: str, value) -> bool:
+def fits(kind: str, value) -> bool:
+    """Whether `value` is a setting of `kind` ('bool', 'int' or 'float'): numpy and 0-d tensor scalars too."""
     if type(value) in _PLAIN[kind]:
         return True
     if kind == "bool":  # 1 and 0 read as flags; 'no' is truthy, so a string never does
@@ -75,7 +76,7 @@ def _fits(kind: str, value) -> bool:
 
 def check_value(where: str, name: str, kind: str, value) -> None:
     """`value` of setting `name` is of `kind` ('bool', 'int' or 'float'), else a ValueError naming both."""
-    if _fits(kind, value):
+    if fits(kind, value):
         return
     wanted = {"bool": "True or False", "int": "an integer", "float": "a number"}[kind]
     raise ValueError(f"{where}: {name} must be {wanted}, got {value!r}")
