@@ -78,15 +78,6 @@ def _fast_il_hebbian(problem: Problem, values, errors, vertex: str) -> dict[str,
 AUDITED_RULES = {"zil": _wave_hebbian, "fa-zil": _wave_hebbian, "il": _fast_il_hebbian}
 
 
-def _rule(rule: str | UpdateRule) -> UpdateRule:
-    if callable(rule):
-        return rule
-    if not (isinstance(rule, str) and rule in AUDITED_RULES):
-        raise ValueError(f"rule must be one of {tuple(AUDITED_RULES)} or a callable (problem, values, errors, vertex), "
-                         f"got {rule!r}")
-    return AUDITED_RULES[rule]
-
-
 @takes_graph
 @records_autograd
 def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
@@ -100,7 +91,10 @@ def locality_audit(graph: Graph, inputs, target, loss="mse", seed: int = 0,
     its plasticity; a callable `(problem, values, errors, vertex) -> {parameter: update}` audits any
     other rule. It sees every population's value and error; a local rule reads only its own.
     """
-    update = _rule(rule)
+    if not (callable(rule) or (isinstance(rule, str) and rule in AUDITED_RULES)):
+        raise ValueError(f"rule must be one of {tuple(AUDITED_RULES)} or a callable (problem, values, errors, vertex), "
+                         f"got {rule!r}")
+    update = rule if callable(rule) else AUDITED_RULES[rule]
     if rule in ("zil", "fa-zil"):
         graph = graph.level()
     problem = Problem.build(graph, inputs, target, loss)
@@ -187,35 +181,22 @@ def timing_sensitivity(graph: Graph, inputs, target, loss="mse", offsets: Iterab
             out[i, j] = relative_difference(update, ref)
             if out[i, j] == np.inf:
                 infinite[(d, k)] = "BP's update is zero" if not bool(ref.any()) else f"overflowed {update.dtype}"
-    _explain_infinite(infinite)
-    _explain_shared(shared, len(levels))
+    if infinite:  # a table of inf with no word reads as a fault of the tool: say which cells and why
+        cells = ", ".join(f"level {d} at offset {k} ({why})" for (d, k), why in infinite.items())
+        warnings.warn(
+            f"timing_sensitivity: {len(infinite)} cell(s) are inf: {cells}. An update taken late reads Z-IL's state "
+            f"after the level's step, where inference at gamma = 1 is unstable and grows about geometrically with "
+            f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where "
+            f"BP's update is zero, any other update is infinitely far from it in relative terms.",
+            DivergenceWarning, stacklevel=user_stacklevel())
+    if shared:  # rows of NaN (every row, for a recurrent net) with no word read as a fault of the tool too
+        rows = "; ".join(f"level {d}: {', '.join(ps[:3])}{' ...' if len(ps) > 3 else ''}" for d, ps in shared.items())
+        scope = "every row" if len(shared) == len(levels) else f"{len(shared)} of {len(levels)} rows"
+        warnings.warn(f"timing_sensitivity: {scope} are NaN: their parameters are shared with other levels (a "
+                      f"recurrent weight read at every time step, a layer applied at two depths), so moving one "
+                      f"level's step moves only part of their update, which has no one level to measure ({rows})",
+                      stacklevel=user_stacklevel())
     return levels, offsets, out
-
-
-def _explain_infinite(infinite: dict[tuple[int, int], str]) -> None:
-    """A table of inf with no word reads as a fault of the tool: say which cells and why."""
-    if not infinite:
-        return
-    cells = ", ".join(f"level {d} at offset {k} ({why})" for (d, k), why in infinite.items())
-    warnings.warn(
-        f"timing_sensitivity: {len(infinite)} cell(s) are inf: {cells}. An update taken late reads Z-IL's state "
-        f"after the level's step, where inference at gamma = 1 is unstable and grows about geometrically with "
-        f"the delay, here past the dtype's range (the relative difference is then as large as it gets); where BP's "
-        f"update is zero, any other update is infinitely far from it in relative terms.",
-        DivergenceWarning, stacklevel=user_stacklevel())
-
-
-def _explain_shared(shared: dict[int, list[str]], n_levels: int) -> None:
-    """Rows of NaN with no word (every row, for a recurrent net, whose weights are read at every time step) read
-    as a fault of the tool: say which levels and which parameters."""
-    if not shared:
-        return
-    rows = "; ".join(f"level {d}: {', '.join(ps[:3])}{' ...' if len(ps) > 3 else ''}" for d, ps in shared.items())
-    scope = "every row" if len(shared) == n_levels else f"{len(shared)} of {n_levels} rows"
-    warnings.warn(f"timing_sensitivity: {scope} are NaN: their parameters are shared with other levels (a recurrent "
-                  f"weight read at every time step, a layer applied at two depths), so moving one level's step "
-                  f"moves only part of their update, which has no one level to measure ({rows})",
-                  stacklevel=user_stacklevel())
 
 
 @takes_graph

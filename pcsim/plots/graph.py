@@ -56,8 +56,7 @@ def plot_graph(lay, title: str = "", labels: bool | None = None, max_labels: int
     ax.set_xlabel("level (distance to the output)")
     ax.set_yticks([])
     ax.margins(x=0.05, y=0.15)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
+    ax.spines[["top", "right", "left"]].set_visible(False)
     ax.legend(loc="upper left", fontsize=7, frameon=False)
     ident = len(lay.identity)
     ax.set_title(f"{title}{': ' if title else ''}{n} vertices, {lay.n_levels} levels, {ident} identity "

@@ -64,9 +64,8 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def check_fits(saved: dict, module: torch.nn.Module, path: Path) -> None:
-    """The checkpoint's weights fit the module they are loaded into, or a CheckpointError naming the first
-    tensor that differs: a model file edited since the run (a layer resized, added or removed) stopped
-    resuming with torch's 'Error(s) in loading state_dict for Net', blamed on the model, without the tensor."""
+    """The checkpoint's weights fit the module they are loaded into, or a CheckpointError naming the first tensor
+    that differs (a model file edited since the run), rather than torch's load_state_dict error on the model."""
     own = module.state_dict()
     for name in sorted(saved.keys() ^ own.keys()):  # a layer added or removed, before the shapes it shifts
         where = "the model has no" if name not in own else "the checkpoint has no"

@@ -128,13 +128,9 @@ def synthetic(seed: int = 0, n: int = 512, features: int = 16, n_classes: int = 
 
 
 # -- files the user names ---------------------------------------------------------------------
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
 def _read_idx(path: Path) -> np.ndarray:
     try:
-        with _open(path) as f:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
@@ -156,8 +152,7 @@ def idx_folder(folder: Path, name: str) -> Dataset:
     paths = {}
     for key, stem in (("x_train", "train-images-idx3-ubyte"), ("y_train", "train-labels-idx1-ubyte"),
                       ("x_test", "t10k-images-idx3-ubyte"), ("y_test", "t10k-labels-idx1-ubyte")):
-        found = [folder / stem, folder / f"{stem}.gz"]
-        paths[key] = next((p for p in found if p.exists()), None)
+        paths[key] = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.exists()), None)
         if paths[key] is None:
             raise DataError(f"{folder} has no {stem}[.gz]: an MNIST-format folder holds train-images-idx3-ubyte, "
                             "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")

@@ -72,12 +72,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every N steps (0: only at the end)
 
     def validate(self) -> None:
-        if self.optimizer not in OPTIMISERS:
-            raise ValueError(f"optimizer must be one of {OPTIMISERS}, got '{self.optimizer}'")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got '{self.lr_schedule}'")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got '{self.dtype}'")
+        for name, known in (("optimizer", OPTIMISERS), ("lr_schedule", SCHEDULES), ("dtype", sorted(DTYPES))):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name} must be one of {known}, got '{getattr(self, name)}'")
         # a fraction ran past it: epochs=2.5 trained 3 epochs with the cosine schedule laid over 2.5 (its rate
         # rising again in the third); batch_size=4.0 stopped in the slicing with Python's TypeError
         for name in ("epochs", "batch_size", "check_every", "checkpoint_every", "seed"):
@@ -106,19 +103,27 @@ class TrainConfig:
             raise ValueError(f"momentum applies to the optimizer sgd, not '{self.optimizer}'")
         rule = get(self.rule)  # an unknown rule: a ValueError naming the known ones
         # a setting the rule does not take would be dropped silently (iPC has no fixed prediction, Z-IL no steps)
-        given = {"compile": self.compile, "fixed_prediction": self.il_fixed_prediction,
-                 "output_precision": self.il_output_precision != _DEFAULTS["il_output_precision"]}
-        for option in (o for o, on in given.items() if on and o not in rule.accepts):
-            takers = [n for n, r in RULES.items() if option in r.accepts]
-            name = option if option == "compile" else f"il_{option}"
-            raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
-        for name in ("il_steps", "il_gamma"):  # IL's inference settings, which only relaxing rules read
-            if not rule.inference and getattr(self, name) != _DEFAULTS[name]:
-                takers = [n for n, r in RULES.items() if r.inference]
+        for name in ("compile", "il_fixed_prediction", "il_output_precision", "il_steps", "il_gamma"):
+            if getattr(self, name) != _DEFAULTS[name] and not _takes(rule, name):
+                takers = [n for n, r in RULES.items() if _takes(r, name)]
                 raise ValueError(f"{name} applies to the rules {', '.join(takers)}, not '{self.rule}'")
 
 
+def _takes(rule, setting: str) -> bool:
+    """Whether `rule` reads a TrainConfig setting: IL's inference settings go to the relaxing rules, the others
+    by the name the rule accepts."""
+    if setting in ("il_steps", "il_gamma"):
+        return rule.inference
+    return setting.removeprefix("il_") in rule.accepts
+
+
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # what an unset flag holds
+
+
+def _new_epoch() -> dict:
+    """An epoch's running sums, as `Run.running` holds them."""
+    return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "deviation": [], "angle": []}
+
 
 @dataclass
 class Run:
@@ -135,8 +140,7 @@ class Run:
     step: int = 0
     order: torch.Tensor | None = None  # this epoch's permutation of the training set
     history: list[dict] = field(default_factory=list)
-    running: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
-                                                    "deviation": [], "angle": []})
+    running: dict = field(default_factory=_new_epoch)
 
     def state(self) -> dict:
         return {"config": asdict(self.config), "model": self.module.state_dict(),
@@ -291,7 +295,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
             row["mean_angle_deg"] = sum(r["angle"]) / len(r["angle"])
         run.history.append(row)
         run.epoch, run.batch, run.order = run.epoch + 1, 0, None
-        run.running = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "deviation": [], "angle": []}
+        run.running = _new_epoch()
         if on_epoch is not None:
             on_epoch(row)
         if out is not None:

@@ -67,18 +67,16 @@ def evaluating(module: torch.nn.Module):
 
 
 def check_output_fits(module: torch.nn.Module, data, loss: str, label: str) -> None:
-    """The module gives one score per class of the data set, shape (batch, classes), as both losses read it
-    against the labels: checked on two samples before training, where a reconstruction (an autoencoder on
-    digits) stopped the first step with torch's 'The size of tensor a (64) must match the size of tensor b
-    (10)', blamed on the model. Buffers and the RNG are left as they were (dropout as the identity)."""
+    """The module gives one score per class, shape (batch, classes), as both losses read it against the labels:
+    checked on two samples before training, not at the first step inside torch (an autoencoder on digits).
+    Buffers and the RNG are left as they were (dropout as the identity)."""
     x = data.x_train[:2]
     try:
         with torch.no_grad(), buffers_kept(module), DropoutAsIdentity():
             out = module(x)
     except Exception as e:  # noqa: BLE001 - the model's own error on the data: said with the data's shape
-        line = exception_user_line(e)
-        raise ValueError(f"{label} cannot run on {data.name}'s samples of shape {data.input_shape}"
-                         f"{f' (at {line.short})' if line else ''}: {type(e).__name__}: {first_line(e)}") from e
+        raise ValueError(f"{label} cannot run on {data.name}'s samples of shape {data.input_shape}{_failure(e)}"
+                         ) from e
     want = (len(x), data.n_classes)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want or not out.is_floating_point():
         got = (f"shape {tuple(out.shape)} ({out.dtype})".replace("torch.", "") if isinstance(out, torch.Tensor)
@@ -90,10 +88,9 @@ def check_output_fits(module: torch.nn.Module, data, loss: str, label: str) -> N
 def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str, world: int = 1,
                       rank: int = 0) -> int:
     """The module runs in train mode on every batch size an epoch gives this process: the full batch and the
-    last, partial one (n % batch_size, kept), or their shards under torchrun. A BatchNorm on a last batch of one
-    sample stopped the run after a whole epoch with torch's 'Expected more than 1 value per channel when
-    training', raised from inside torch. Buffers and the RNG are left as they were (dropout as the identity).
-    Returns how many dropout calls would have dropped."""
+    last, partial one (n % batch_size, kept), or their shards under torchrun; checked before the first epoch, not
+    at its end (a BatchNorm on a last batch of one sample). Buffers and the RNG are left as they were (dropout as
+    the identity). Returns how many dropout calls would have dropped."""
     n, dropped = len(data.x_train), 0
     sizes = {min(batch_size, n): "a full batch"}
     if n > batch_size and n % batch_size:
@@ -108,13 +105,17 @@ def check_batch_sizes(module: torch.nn.Module, data, batch_size: int, label: str
                 module(data.x_train[:shard])
             dropped = max(dropped, mode.dropped)
         except Exception as e:  # noqa: BLE001 - the model's own error on the batch: said with the batch's size
-            line = exception_user_line(e)
             part = f", process {rank}'s share of {size}" if world > 1 else ""
             raise ValueError(f"{label} cannot train on a batch of {shard} sample{'s' * (shard != 1)} of "
-                             f"{data.name}, {which}{part}{f' (at {line.short})' if line else ''}: "
-                             f"{type(e).__name__}: {first_line(e)}; choose a batch size that gives no such batch"
+                             f"{data.name}, {which}{part}{_failure(e)}; choose a batch size that gives no such batch"
                              ) from e
     return dropped
+
+
+def _failure(e: Exception) -> str:
+    """' (at the user's line): Type: message' of the model's own error."""
+    line = exception_user_line(e)
+    return f"{f' (at {line.short})' if line else ''}: {type(e).__name__}: {first_line(e)}"
 
 
 def warn_if_eval_mode(module: torch.nn.Module, data, label: str) -> None:
