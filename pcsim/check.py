@@ -166,10 +166,7 @@ class DropoutAsIdentity(TorchFunctionMode):
         if func is torch.nn.functional.dropout or func is torch.dropout or func is torch.native_dropout:
             given = {**dict(zip(("input", "p", "training"), args, strict=False)), **(kwargs or {})}  # or p, train
             self.dropped += bool(given.get("p", 0.5) > 0 and given.get("training", given.get("train", True)))
-        if func is torch.nn.functional.dropout or func is torch.dropout:
-            return args[0]
-        if func is torch.native_dropout:
-            return args[0], torch.ones_like(args[0], dtype=torch.bool)
+            return (args[0], torch.ones_like(args[0], dtype=torch.bool)) if func is torch.native_dropout else args[0]
         out = func(*args, **(kwargs or {}))
         self.dtypes.update(t.dtype for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
                            and t.is_floating_point())
@@ -281,8 +278,7 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     limit = tolerance(dtype) if tol is None else tol
     max_rel = max((d.rel for d in per_param.values()), default=0.0)
     return CheckReport(
-        rule=rule, loss=",".join(get_loss(lo).name for lo in as_losses(loss, 1, graph.output_spec)),
-        dtype=dtype,
+        rule=rule, loss=",".join(get_loss(lo).name for lo in as_losses(loss, 1, graph.output_spec)), dtype=dtype,
         max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
         per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
         n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds, computed_in=coarsest,

@@ -19,9 +19,8 @@ _REL_TOL = {
 
 
 def float_dtype(dtype) -> torch.dtype:
-    """`dtype` as the torch floating dtype it names: a torch.dtype with a tolerance, or its name ('float64').
-    check(dtype='float64') stopped in nn.Module.to with torch's 'Invalid device string', an integer dtype with its
-    'only accepts floating point or complex dtypes'."""
+    """`dtype` as the torch floating dtype it names: a torch.dtype with a tolerance, or its name ('float64'),
+    refused here by name rather than inside nn.Module.to."""
     named = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
     if named not in _REL_TOL:
         raise ValueError(f"dtype must be a floating dtype, one of {', '.join(str(d) for d in _REL_TOL)} "

@@ -86,10 +86,6 @@ def fmt_deviation(x: float | None) -> str:
     return "" if x is None else (f"{x:.1e}" if math.isfinite(x) else str(x))
 
 
-def _shape(shapes: tuple[tuple[int, ...], ...]) -> str:
-    return ", ".join("×".join(map(str, s)) for s in shapes)
-
-
 def markdown(rows: Sequence[ZooRow], dtype: torch.dtype = torch.float64, wall_seconds: float | None = None,
              command: str = "pcsim check --all") -> str:
     """The table as Markdown, with a header saying how and where it was made."""
@@ -113,7 +109,8 @@ def markdown(rows: Sequence[ZooRow], dtype: torch.dtype = torch.float64, wall_se
     for r in rows:
         devs = [fmt_deviation(r.deviation.get(c)) for c in columns]
         secs = " / ".join(f"{r.seconds[c]:.1f}" for c in columns if c in r.seconds)
-        lines.append(f"| {r.model} | {r.params:,} | {_shape(r.input_shapes)} | {r.vertices} | {r.identity} | "
+        shapes = ", ".join("×".join(map(str, s)) for s in r.input_shapes)
+        lines.append(f"| {r.model} | {r.params:,} | {shapes} | {r.vertices} | {r.identity} | "
                      f"{r.depth} | " + " | ".join(devs) + f" | {secs} | {r.total_seconds:.1f} |")
     lines.append("")
     failed = [r.model for r in rows if not r.passed]

@@ -19,6 +19,7 @@ from pcsim.demo import FULL, QUICK, STAGE_FUNCTIONS, DemoConfig, Stage, first_li
 
 STAGES = tuple(STAGE_FUNCTIONS)
 
+
 def add_parser(commands) -> None:
     p = commands.add_parser(
         "demo", help="a 1-2 minute tour: Z-IL vs backprop on the zoo, continuous time, training; writes a summary",
@@ -86,7 +87,6 @@ def _run_stage(counter: str, work, config: DemoConfig, out: Path, debug: bool) -
     return stage
 
 
-
 # -- summary -----------------------------------------------------------------------------------
 def write_summary(path: Path, stages: list[Stage], wall: float, quick: bool) -> Path:
     import platform
@@ -105,4 +105,3 @@ def write_summary(path: Path, stages: list[Stage], wall: float, quick: bool) -> 
         lines += ["## Files", "", *(f"- [{name}]({name})" for name in files), ""]
     path.write_text("\n".join(lines))
     return path
-

@@ -33,20 +33,16 @@ def add_parser(commands) -> None:
                    help="the folder of figure scripts (default: $PCSIM_FIGURES, else ./figures); PNGs go to DIR/out/")
 
 
-def _package(folder: Path) -> str:
-    """A package whose only search location is `folder`, registered under a name unique to its path."""
-    folder = folder.resolve()
+def _load(path: Path):
+    """A figure script (or `_common.py`) as a module of a package whose only search location is its folder,
+    registered under a name unique to the folder's path: `from ._common import` works."""
+    folder = Path(path).parent.resolve()
     name = f"_pcsim_figures_{hashlib.sha1(str(folder).encode()).hexdigest()[:12]}"
     if name not in sys.modules:
         package = types.ModuleType(name, f"the figure scripts in {folder}")
         package.__path__ = [str(folder)]
         sys.modules[name] = package
-    return name
-
-
-def _load(path: Path):
-    """A figure script (or `_common.py`) as a module of its folder's package: `from ._common import` works."""
-    return importlib.import_module(f"{_package(Path(path).parent)}.{Path(path).stem}")
+    return importlib.import_module(f"{name}.{Path(path).stem}")
 
 
 def run(args: argparse.Namespace) -> int:

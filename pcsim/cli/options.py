@@ -41,29 +41,26 @@ def in_model_file(spec):
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: an integer > 0 (check's --threads 0 stopped in torch, 'set_num_threads expects a positive
-    integer', printed as the model's failure)."""
+    """An argparse type: an integer > 0 (check's --threads 0 is the flag's fault, not the model's)."""
     value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (simulate's --dt 0 was reported as the model file's fault,
-    'models/mlp.py: dt must be > 0')."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def _finite(zero: bool):
+    """An argparse type: a finite number > 0, or >= 0 with `zero` (a time, or an error time constant where 0 is
+    instantaneous). Checked as a flag: simulate's --dt 0 was reported as the model file's fault."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (0 <= value if zero else 0 < value) or not value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if zero else '>'} 0, got {text}")
+        return value
+    parse.__name__ = "non_negative_float" if zero else "positive_float"  # argparse's "invalid ... value"
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number >= 0 (a time, or an error time constant where 0 is instantaneous)."""
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+positive_float, non_negative_float = _finite(zero=False), _finite(zero=True)
 
 
 def output_file(path: str, flag: str) -> Path:
@@ -72,10 +69,7 @@ def output_file(path: str, flag: str) -> Path:
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder: name a file in it")
-    nearest = next(p for p in out.absolute().parents if p.exists())  # its folder, or the nearest above
-    if not nearest.is_dir() or not os.access(nearest, os.W_OK):
-        what = "read-only" if nearest.is_dir() else "a file"
-        raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
+    _writable(flag, path, out.absolute().parents)
     return out
 
 
@@ -99,11 +93,16 @@ def output_folder(path: str, flag: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {path} is a file: name a folder")
-    nearest = next(p for p in [out.absolute(), *out.absolute().parents] if p.exists())
+    _writable(flag, path, [out.absolute(), *out.absolute().parents])
+    return out
+
+
+def _writable(flag: str, path: str, candidates) -> None:
+    """The first existing path of `candidates` (the output's folders, nearest first) is a writable folder."""
+    nearest = next(p for p in candidates if p.exists())
     if not nearest.is_dir() or not os.access(nearest, os.W_OK):
         what = "read-only" if nearest.is_dir() else "a file"
         raise ValueError(f"cannot write {flag} {path}: {nearest} is {what}")
-    return out
 
 
 @contextlib.contextmanager
