@@ -115,10 +115,9 @@ def one_hot_for_mse(module: nn.Module, inputs, target, loss: str):
 
 
 def _is_tensors(x) -> bool:
-    if isinstance(x, torch.Tensor):
-        return True
-    return isinstance(x, Sequence) and not isinstance(x, str) and len(x) > 0 and all(
-        isinstance(t, torch.Tensor) for t in x)
+    """A tensor, or a non-empty sequence of tensors."""
+    return isinstance(x, torch.Tensor) or (isinstance(x, Sequence) and not isinstance(x, str) and len(x) > 0
+                                            and all(isinstance(t, torch.Tensor) for t in x))
 
 
 def _validated(result, path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...], object]:

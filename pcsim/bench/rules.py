@@ -38,7 +38,7 @@ RULES = ("bp", "bp-graph", *(n for n, r in REGISTERED.items() if n not in _SKIPP
          *(f"{n}-T{t}" for n, r in REGISTERED.items() if r.inference for t in INFERENCE_STEPS))
 _INFERENCE = re.compile(r"(.+)-T(\d+)")  # an inference rule's family and its steps T
 # compile=True (pcsim.algorithms.compiled): chosen with --rules only; each compiles once, in its warm-up
-COMPILED = ("fa-zil-wavefront-compiled", "il-T5-compiled", "il-T20-compiled", "il-T100-compiled")
+COMPILED = ("fa-zil-wavefront-compiled", *(f"il-T{t}-compiled" for t in INFERENCE_STEPS))
 # Realistic sizes and batches (issue 8): the MLP at 256, the image models at 128 on 32x32x3, sequences
 # at 128. Zoo models whose defaults are the paper's toy figures (8 -> 16 -> 4, 8x8 digits, 8 hidden
 # units) are widened here to the sizes a researcher trains; on toy sizes every rule is dominated by
@@ -100,12 +100,10 @@ def case(name: str, device: torch.device, rules: list[str], batch: int | None = 
 
     every = {"bp": bp, "bp-graph": registered(REGISTERED["bp"]),
              "fa-zil-wavefront-compiled": registered(REGISTERED["fa-zil-wavefront"], compile=True),
-             **{f"il-T{t}-compiled": registered(REGISTERED["il"], steps=t, compile=True) for t in INFERENCE_STEPS}}
-    for n, r in REGISTERED.items():
-        if r.inference:
-            every.update({f"{n}-T{t}": registered(r, steps=t) for t in INFERENCE_STEPS})
-        elif n not in _SKIPPED:
-            every[n] = registered(r)
+             **{f"il-T{t}-compiled": registered(REGISTERED["il"], steps=t, compile=True) for t in INFERENCE_STEPS},
+             **{n: registered(r) for n, r in REGISTERED.items() if n not in _SKIPPED and not r.inference},
+             **{f"{n}-T{t}": registered(r, steps=t) for n, r in REGISTERED.items() if r.inference
+                for t in INFERENCE_STEPS}}
     size = ", ".join(f"{k}={v}" for k, v in dims.items() if k != "batch") or "zoo default"
     fused = fused and any(isinstance(m, pcsim.RECURRENT_LAYERS) for m in module.modules())  # label what ran
     label = f"{name}, fused layers" if fused else name
@@ -201,8 +199,7 @@ def _positive(kind, zero: bool = False):
 
 
 def _device(text: str) -> str:
-    """An argparse type: a device torch has here ('gpu' and a cuda on a CPU-only torch each stopped in the first
-    model's setup, printed as that model's failure)."""
+    """An argparse type: a device torch has here, checked before the first model's setup."""
     try:
         device = torch.device(text)
     except RuntimeError:

@@ -1,9 +1,6 @@
-"""`pcsim demo [--out DIR] [--quick] [--only STAGES]`: the tour a newcomer runs first (`make demo`).
-
-Runs the stages of `pcsim.demo` (zoo table, continuous time, training), each with a headline and a
-verdict, writes `DIR/summary.md` linking the figures and holding the table, and ends by naming the
-files it wrote. Exit code 1 if an exact rule left autograd's gradients (or a stage could not run),
-2 on a usage error, else 0. A stage's unexpected error is one line, not a traceback (--debug).
+"""`pcsim demo [--out DIR] [--quick] [--only STAGES]`: the tour a newcomer runs first (`make demo`): the stages of
+`pcsim.demo`, then `DIR/summary.md` and the files written. Exit code 1 if an exact rule left autograd's gradients (or
+a stage could not run), 2 on a usage error, else 0; a stage's unexpected error is one line (--debug: its traceback).
 """
 
 from __future__ import annotations

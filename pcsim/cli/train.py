@@ -106,11 +106,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     with _process_group() as rank:
-        return _run(args, say=tqdm.write if rank == 0 else _quiet)  # tqdm.write: above any progress bar
-
-
-def _quiet(_line: str) -> None:
-    """Ranks other than 0 train their shard silently: rank 0 speaks for the run and writes its files."""
+        # rank 0 speaks for the run (tqdm.write: above any progress bar); the others train their shard silently
+        return _run(args, say=tqdm.write if rank == 0 else lambda _line: None)
 
 
 def _run(args: argparse.Namespace, say) -> int:
