@@ -110,11 +110,8 @@ class TrainConfig:
 
 
 def _takes(rule, setting: str) -> bool:
-    """Whether `rule` reads a TrainConfig setting: IL's inference settings go to the relaxing rules, the others
-    by the name the rule accepts."""
-    if setting in ("il_steps", "il_gamma"):
-        return rule.inference
-    return setting.removeprefix("il_") in rule.accepts
+    """Whether `rule` reads a setting: IL's inference settings if it relaxes, the others if it accepts them."""
+    return rule.inference if setting in ("il_steps", "il_gamma") else setting.removeprefix("il_") in rule.accepts
 
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # what an unset flag holds
