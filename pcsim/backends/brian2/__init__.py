@@ -1,11 +1,8 @@
 """The Brian2 backend: pcsim's value and error populations as NeuronGroups, projections as Synapses.
 
-`render.py` turns the vector field's populations into Brian2 equations (from
-`pcsim.dynamics.equations.EQUATIONS`) and connectivity, op by op; `runner.py` builds them as real
-Brian2 objects in their own `Network`, runs them on a code-generation target ('numpy', 'cython',
-'cpp_standalone') and reads the monitors and synaptic accumulators back into a Trajectory.
-
-Brian2 is imported only when a simulation runs: `import pcsim` never imports it.
+`render.py` writes the vector field as Brian2 equations and connectivity (data); `runner.py` builds them in their
+own `Network`, runs them on a code-generation target and reads them back. Brian2 is imported only when a
+simulation runs: `import pcsim` never imports it.
 """
 
 from __future__ import annotations
@@ -60,7 +57,7 @@ class Brian2(Solver):
 
         graph = field.problem.graph
         empty = [graph[n].describe() for n in graph.latent if 0 in graph[n].shape]
-        if empty:  # Brian2 stopped with its own 'NeuronGroup size should be at least 1'
+        if empty:  # (Brian2 says 'NeuronGroup size should be at least 1')
             raise InputError(f"the brian2 backend makes one neuron per entry, and {empty[0]} has none (an empty "
                              "batch?): there is nothing to simulate")
         return run(self, field, recorder, t_end=t_end, progress=progress)

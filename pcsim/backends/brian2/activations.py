@@ -70,13 +70,8 @@ def _act_pow(a):
     if isinstance(e, bool) or not isinstance(e, int | float):
         return None  # a population as the exponent, or a number to a population's power
     e = float(e)
-    if e == 0.0:
-        return "0 * x_pre + 1", "0"
-    if e == 1.0:
-        return "x_pre", "1"
-    if e == 2.0:
-        return PLAIN["square"]
-    return f"x_pre ** {e!r}", f"{e!r} * x_pre ** {e - 1.0!r}"
+    special = {0.0: ("0 * x_pre + 1", "0"), 1.0: ("x_pre", "1"), 2.0: PLAIN["square"]}
+    return special.get(e, (f"x_pre ** {e!r}", f"{e!r} * x_pre ** {e - 1.0!r}"))
 
 
 _SQRT1_2 = 0.7071067811865476  # M_SQRT1_2, as torch's gelu kernels

@@ -99,7 +99,6 @@ def cross_entropy(shape) -> Circuit:
                          copy("self", "zr", "softmax", "z", row, READS_MU + 1)])
 
 
-# -- elementwise functions of several populations ---------------------------------------------------------
 ELEMENTWISE = {"mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}"}
 
 
@@ -119,7 +118,6 @@ def _elementwise(vertex: Vertex, shapes, params, constants) -> Circuit:
     return Circuit(mu, eqs, {}, [], sums + links)
 
 
-# -- matrix products of two populations -------------------------------------------------------------------
 def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
     """out[..., i, j] = sum_d a[..., i, d] b[..., d, j]: one helper neuron per product a * b."""
     a, b = vertex.args[:2]
@@ -144,8 +142,8 @@ def _matmul(vertex: Vertex, shapes, params, constants) -> Circuit:
     return Circuit("prod_sum", ["prod_sum : 1"], groups=[products], sums=sums)
 
 
-# -- softmax over a dimension -------------------------------------------------------------------------------
 def _softmax(vertex: Vertex, shapes, params, constants) -> Circuit:
+    """softmax or log_softmax over a dimension: helper neurons pool each row's normaliser and its error dot."""
     x, dim = vertex.args[0], vertex.args[1]
     if not isinstance(x, ParentArg):
         raise unsupported(vertex, "its input is not a population")
@@ -164,7 +162,6 @@ def _softmax(vertex: Vertex, shapes, params, constants) -> Circuit:
     return Circuit(mu, ["xp : 1", "zr : 1", "dr : 1"], {}, groups, sums)
 
 
-# -- normalisations: layer, group and batch norm ------------------------------------------------------------
 def _norm_parts(vertex: Vertex, shape):
     """(rows pooled by the statistics, eps, scale/shift slots and each neuron's index into them, stats):
     stats None = from the batch, else constant (mean, var) per neuron."""
@@ -188,6 +185,7 @@ def _norm_parts(vertex: Vertex, shape):
 
 
 def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
+    """Layer, group and batch norm: each neuron's xhat from its row's mean and variance (pooled or constant)."""
     x = vertex.args[0]
     if not isinstance(x, ParentArg) or vertex.select not in (None, 0):
         raise unsupported(vertex, "only the normalised output of a population is rendered")
@@ -234,7 +232,6 @@ def _normalise(vertex: Vertex, shapes, params, constants) -> Circuit:
     return Circuit("gam * xhat + bet", eqs, values, groups, sums + links, accs)
 
 
-# -- max pooling ----------------------------------------------------------------------------------------------
 def _max_pool(vertex: Vertex, shapes, params, constants) -> Circuit:
     """A window's max and its first argmax (torch's choice on ties), kept as the population's own variables
     by a comparison over one copied value per window offset (Brian2 code run at each step), and the error

@@ -58,8 +58,8 @@ def gate_equation(gate: Gate, vertex: str, level: int | None, n_steps: int, dt: 
 
 
 def quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
-    """When the population is quiet: before the error wave reaches it (`Gate.wave_arrives`) and from its
-    hold (`Gate.holds_from`; from before the first step for one that holds throughout)."""
+    """When the population is quiet: before the error wave reaches it (`Gate.wave_arrives`) and from its hold
+    (`Gate.holds_from`; from before the first step for one that holds throughout)."""
     times = {}
     if name in field.holds_from:
         times["hold_from"] = max(field.holds_from[name] - field.nudge, -dt)
@@ -70,10 +70,8 @@ def quiet_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
 
 
 def quiet(pop, times: dict[str, float]) -> None:
-    """While quiet the population holds its value. Before the wave its error is zero (a leaky one holds its
-    state, zero there); from its hold, which ends the protocol for it (`Gate.holds_from`), its error is zero,
-    leaky or instantaneous. Before the wave it changes nothing
-    pcsim computes (both are exact zeros there), but keeps out the rounding residues of Brian2's sums."""
+    """While quiet a population holds its value and its error is zero: before the wave (exact zeros in pcsim too:
+    this keeps out the rounding residues of Brian2's sums) and from its hold, which ends the protocol for it."""
     if not times:
         return
     flags = [v for v in ("hold", "wave") if f"{v}_from" in times]

@@ -53,7 +53,7 @@ def _index_map(vertex, shapes, params, constants, values=None):
     shifted by S the second time: an output that moves by S is a source, one that stays put is a constant (a
     pad value: an `Offset`); anything else is not an index map and is refused. One Edge per parent."""
     fixed = _integer_parents(values, len(shapes))
-    base = np.concatenate([[0], np.cumsum([size(s) for s in shapes], dtype=np.int64)]).astype(np.int64)
+    base = np.cumsum([0, *(size(s) for s in shapes)], dtype=np.int64)  # each parent's first id
     shift = float(base[-1] + 1)
 
     def run(offset):

@@ -73,12 +73,12 @@ def _dense(vertex, shapes, W, b):
     return [W.edge(i, j, k)], b.offsets(per_neuron % b.value.numel()) if b else []
 
 
-CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+CONV = ("input", "weight", "bias", "stride", "padding", "dilation")
 CONV_ARGS = {  # op -> (argument names, defaults)
-    "conv1d": (CONV, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}),
-    "convolution": ((*CONV[:6], "transposed", "output_padding", "groups"), {"bias": None}),
+    **dict.fromkeys(("conv1d", "conv2d"), ((*CONV, "groups"), {"bias": None, "stride": 1, "padding": 0,
+                                                                "dilation": 1, "groups": 1})),
+    "convolution": ((*CONV, "transposed", "output_padding", "groups"), {"bias": None}),
 }
-CONV_ARGS["conv2d"] = CONV_ARGS["conv1d"]
 
 
 def _conv(vertex, shapes, params, constants, values=None):

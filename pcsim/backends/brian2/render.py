@@ -1,13 +1,9 @@
 """pcsim's populations as Brian2 equations and connectivity: data only, no Brian2 import.
 
-Every latent vertex becomes one neuron population (batch x features neurons) whose equations are
-`EQUATIONS` (dynamics/equations.py) with `mu` and `fb` spelled out as sums of per-projection
-summed variables (`mu_0 + mu_1 + b`, `fb_0 + fb_1`): two Synapses summing into one variable keep
-only the last (brian2 issue 766). Every edge into a latent vertex becomes one projection that
-carries both directions: its prediction onto the post-synaptic population (`mu_k_post = ...
-(summed)`) and J^T err onto the pre-synaptic one (`fb_m_pre = ... (summed)`); ops.py says what
-each op's synapses compute. Plasticity is synaptic state: a per-synapse accumulator `w` gated by
-its post-synaptic vertex's gate. Biases are per-neuron constants `b` with their own accumulators.
+A latent vertex is a population (one neuron per entry) with the `EQUATIONS` of dynamics/equations.py, `mu` and
+`fb` spelled out as sums of one summed variable per projection (`mu_0 + mu_1 + b`): two Synapses summing into one
+variable keep only the last (brian2 issue 766). An edge is one projection carrying its prediction forward and
+J^T err back, plasticity as a per-synapse accumulator `w`; biases are per-neuron constants `b` with accumulators.
 Clamped vertices (inputs, and what is computed from inputs alone) are constant populations `x`.
 """
 
@@ -86,36 +82,31 @@ class Network:
         blocks = [(f"NeuronGroup {p.name} ({p.vertex}, N = {p.n})", p) for p in self.populations.values()]
         blocks += [(f"NeuronGroup {p.name} (helper of {p.vertex}, N = {p.n})", p) for p in self.helpers]
         blocks += [(f"Synapses {s.name} ({s.pre} -> {s.post}, {s.i.size} synapses)", s) for s in self.projections]
-        lines = []
-        for head, obj in blocks:
-            lines += [f"{head}:", *(f"    {e}" for e in obj.equations)]
-        return "\n".join(lines)
+        return "\n".join(line for head, obj in blocks for line in [f"{head}:", *(f"    {e}" for e in obj.equations)])
 
 
 def _identifier(name: str) -> str:
-    """A vertex name as part of a Brian2 object name, which must be ASCII: a module attribute may be any Python
-    identifier (`self.ñame`), and regex's \\W keeps non-ASCII letters. The objects' numbered prefixes keep names
-    that this maps alike apart."""
+    """A vertex name as part of a Brian2 object name, which must be ASCII (an attribute may be `self.ñame`, which
+    regex's \\W keeps); the objects' numbered prefixes keep names that this maps alike apart."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 def _synapse_times(field: VectorField, name: str, dt: float) -> dict[str, float]:
-    """A synapse into `name` evaluates err_post, which switches at t_on and is quiet with its population
-    (`quiet`), in its own namespace."""
+    """A synapse into `name` reads err_post, which switches at t_on and is quiet with its population, in its own
+    namespace."""
     shown = {"t_on": field.t_on - field.nudge} if field.target_shown and field.t_on > 0 else {}
     return {**shown, **quiet_times(field, name, dt)}
 
 
 def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = True) -> Network:
     problem, graph = field.problem, field.problem.graph
-    for loss_vertex, loss in problem.losses.items():
-        # by type, not name: a subclass of MSE or CrossEntropy keeps the name 'mse' or 'ce' unless it sets its
-        # own, and was rendered as the loss it changed
-        if field.target_shown and type(loss) not in (MSE, CrossEntropy):
+    for loss_vertex, loss in problem.losses.items() if field.target_shown else ():
+        # by type, not name: a subclass of MSE or CrossEntropy keeps its parent's name, and would render as it
+        if type(loss) not in (MSE, CrossEntropy):
             raise RenderError(f"the brian2 backend renders the MSE and cross-entropy output errors; output "
                               f"'{loss_vertex}' has loss {type(loss).__name__} ('{loss.name}'). Use backend='scipy' "
                               "or 'torch' for it.")
-        if field.target_shown and isinstance(loss, CrossEntropy) and loss.ignoring:
+        if isinstance(loss, CrossEntropy) and loss.ignoring:
             raise RenderError(f"the target for output '{loss_vertex}' leaves entries out (class index -100), which "
                               "the brian2 backend's cross-entropy circuit does not; use backend='scipy' or 'torch'")
     if field.narrow:  # the torch and scipy backends compute each population in its own dtype, as autograd does
@@ -177,8 +168,8 @@ def render(field: VectorField, *, dt: float, n_steps: int, inputs_once: bool = T
                               {"tau_w": field.tau_w, **_synapse_times(field, name, dt)})
             gate = gates[name]
             if edge.param is not None and gate is not None:
-                # plasticity as synaptic state: per-synapse accumulator of the Hebbian term
-                # (the synapse's gate is `gate_syn`: Brian2 refuses a synaptic name that hides a neuron's)
+                # a per-synapse accumulator of the Hebbian term, gated by `gate_syn` (Brian2 refuses a synaptic
+                # name that hides a neuron's)
                 proj.equations += [rename(EQUATIONS.plasticity, gate="gate_syn") + " (clock-driven)",
                                    "hebb = err_post * x_pre : 1", rename(gate[0], gate="gate_syn"),
                                    "kidx : integer (constant)"]

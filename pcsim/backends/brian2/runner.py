@@ -24,17 +24,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from pcsim.backends.brian2 import environment
 from pcsim.backends.brian2.activations import FUNCTIONS
 from pcsim.backends.brian2.circuits import BACKWARD
-from pcsim.backends.brian2.environment import (
-    ByName,
-    CythonFallbackWarning,  # noqa: F401 - where users import it from
-    brian2_function,
-    network_class,
-    preferences,
-    standalone,
-    standalone_folder,
-)
+from pcsim.backends.brian2.environment import CythonFallbackWarning  # noqa: F401 - where users import it from
 from pcsim.backends.brian2.render import Network as Spec
 from pcsim.backends.brian2.render import checked_steps, render
 from pcsim.dynamics.field import VectorField, observation
@@ -64,9 +57,9 @@ def import_brian2():
 class Built:
     """The Brian2 objects of one rendered network, in their own Network (what `Brian2(on_build=f)` hands f).
 
-    network: the `Network`; groups: vertex name -> `NeuronGroup` (value `x`, error `err`); drives: the
-    input drive groups; synapses: (projection spec, `Synapses`) pairs; monitors: vertex -> pcsim's own
-    `StateMonitor`; clock: the simulation clock (step dt); spec: the rendered network.
+    network: the `Network`; groups: vertex name -> `NeuronGroup` (value `x`, error `err`); drives: the input drive
+    groups; synapses: (projection spec, `Synapses`) pairs; monitors: vertex -> pcsim's own `StateMonitor`; clock:
+    the simulation clock (step dt); spec: the rendered network.
     """
 
     def __init__(self, b2, spec: Spec, populations, monitor_every: int | None, final_recorded: bool):
@@ -86,7 +79,7 @@ class Built:
             text = "\n".join(obj.equations)
             for fname in FUNCTIONS:  # functions Brian2 lacks (erf), where an expression calls them
                 if re.search(rf"\b{fname}\s*\(", text):
-                    ns[fname] = functions[fname] = functions.get(fname) or brian2_function(b2, fname)
+                    ns[fname] = functions[fname] = functions.get(fname) or environment.brian2_function(b2, fname)
             return ns
 
         by_name = {}
@@ -133,12 +126,8 @@ class Built:
             every = b2.Clock(dt=monitor_every * spec.dt * second, name="pcsim_monitor_clock")
             self.monitors = {name: monitor(name, spec.populations[name].monitor, every, "m") for name in populations}
         monitors = [*self.final.values(), *self.monitors.values()]
-        self.network = network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
-                                          [s for _, s in self.synapses], monitors, name="pcsim_network")
-
-    def run(self, b2, report):
-        """n + 1 steps: Euler's n, and one more that only observes the state at t_end (gates are shut)."""
-        self.network.run((self.spec.n_steps + 1) * self.spec.dt * b2.second, report=report, namespace={})
+        self.network = environment.network_class(b2)(list(self.groups.values()), self.helpers, self.drives,
+                                                      [s for _, s in self.synapses], monitors, name="pcsim_network")
 
 
 def run(solver, field: VectorField, recorder: Recorder, *, t_end: float, progress: bool):
@@ -153,17 +142,18 @@ def run(solver, field: VectorField, recorder: Recorder, *, t_end: float, progres
     # Freezing what exists now leaves those collections only the objects made here.
     gc.freeze()
     try:
-        with preferences(b2, solver.target) as target:
-            with standalone(b2, solver.threads) if target == "cpp_standalone" else nullcontext() as device:
+        with environment.preferences(b2, solver.target) as target:
+            with environment.standalone(b2, solver.threads) if target == "cpp_standalone" else nullcontext() as device:
                 built = Built(b2, spec, pops, every, n in wanted)
                 if solver.on_build is not None:
                     solver.on_build(built)
                 if device is not None and type(device.clocks) is set:  # (as for the network's clocks: network_class)
-                    device.clocks = ByName(device.clocks)
-                built.run(b2, "text" if progress else None)
+                    device.clocks = environment.ByName(device.clocks)
+                # Euler's n steps, and one more that only observes the state at t_end (the gates are shut)
+                built.network.run((n + 1) * dt * b2.second, report="text" if progress else None, namespace={})
                 if device is not None:
-                    device.build(directory=str(standalone_folder(spec, solver.directory)), compile=True, run=True,
-                                 with_output=False)
+                    folder = environment.standalone_folder(spec, solver.directory)
+                    device.build(directory=str(folder), compile=True, run=True, with_output=False)
                 final, monitors = _read(built, field)
         gc.collect()  # free this run's Brian2 objects now, so the next run's names (and code) repeat
     finally:
