@@ -135,15 +135,12 @@ def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | 
 def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
             delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
             gamma: float, neg_pred: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
+    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign: `delta = -eps`,
+    `neg_feedback = -feedback` and the returned `-(x - x_ff)`, so (negation being exact) the literal
+    `advance_values` (tests/algorithms/sweep_reference.py) with every bit mirrored.
 
-    Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
-    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is the literal
-    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored.
-
-    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its
-    closed form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass over the state
-    instead of two (it rounds differently: see the module docstring).
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its closed
+    form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass instead of two (rounding otherwise).
     """
     new = dict(neg_disp)
     closed = gamma == 1.0 and neg_pred is not None

@@ -1,12 +1,9 @@
-"""A vertex's local vector-Jacobian product: its prediction `mu = g(parents; theta)`, the pullback
-of a cotangent (its error) to its parents (`J^T err`, their feedback) and to its parameters
-(`(d mu / d theta)^T err`, the Hebbian term). Nothing outside the vertex is touched.
+"""A vertex's local vector-Jacobian product: its prediction `mu = g(parents; theta)`, the pullback of a
+cotangent (its error) to its parents (`J^T err`, their feedback) and to its parameters (the Hebbian term).
 
-One strategy per vertex, all exact: `Autograd` on the vertex's one call, for every op, or
-`Placement` for a strict view of its one tracked parent. `pull_back` pulls many vertices back in
-one engine call (their local graphs share nothing, so each gets its own terms).
-
-IL's per-vertex ops, moved from point to point and pulled back at every step, are `pcsim.ops.il_ops`.
+One strategy per vertex, all exact: `Autograd` on the vertex's one call, for every op, or `Placement` for a
+strict view of its one tracked parent. `pull_back` pulls many vertices back in one engine call (their local
+graphs share nothing). IL's ops, moved from point to point at every step, are `pcsim.ops.il_ops`.
 """
 
 from __future__ import annotations
