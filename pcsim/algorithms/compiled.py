@@ -1,26 +1,14 @@
 """Compiling a rule's work once per graph and layout: `il(compile=True)`, `fa_zil(compile=True)`.
 
-A rule hands over a function of tensors only (every value it reads is an argument) and example
-arguments. The function is recorded as a graph of ATen ops (`make_fx` on fake tensors: nothing
-runs), and that graph is compiled by inductor, which fuses element-wise work into loops around
-the matrix products and convolutions it leaves to MKL and oneDNN.
+A rule hands over a function of tensors only (every value it reads is an argument) and example arguments.
+It is recorded as a graph of ATen ops (`make_fx` on fake tensors: nothing runs) and compiled by inductor,
+which fuses element-wise work into loops around the matrix products and convolutions.
 
-Inductor is called directly, without dynamo. Dynamo would check each call's arguments against
-guards, a cost per call comparable to a small step's (benchmarks/results/design_measurements.md).
-Here, what those guards would check (shapes, strides, offsets, dtypes, devices, which arguments
-share memory) is part of `layout_key`, under which the caller keeps the compiled function on its
-graph (`Graph.derived`). Each new layout compiles once, and no call runs code compiled for another.
-
-Inductor's pattern matcher is off: in torch 2.13 it rewrites `add(x, mm(a, b), alpha=g)` into
-an addmm that drops the alpha. Any failure (no C++ compiler, an op inductor cannot lower) returns
-None with a warning, and the caller runs its eager code, which computes the same result.
-
-`fold_products` rewrites what autograd records for a weight shared over time steps, the sum of
-one product per use, `add(acc, mm(a, b))`, into `addmm(acc, a, b)`. Left as adds, inductor fuses
-the whole sum into one loop that reads every step's product, so it keeps all of them alive at
-once, and its memory-aware ordering also postpones each product to the end, holding every step's
-error until then (on the RNN, well above BP's peak memory: design_measurements.md). As addmm chains,
-each product accumulates where it is made.
+Inductor is called directly: dynamo's guards would cost per call about a small step's time. What they would
+check (shapes, strides, offsets, dtypes, devices, aliasing) is `layout_key`, under which the caller keeps the
+compiled function on its graph (`Graph.derived`), so no call runs code compiled for another layout.
+Inductor's pattern matcher is off: in torch 2.13 it rewrites `add(x, mm(a, b), alpha=g)` into an addmm that
+drops the alpha. Any failure returns None with a warning, and the caller runs its eager code.
 """
 
 from __future__ import annotations
@@ -62,10 +50,12 @@ def layout_key(tensors: Sequence[torch.Tensor]) -> tuple:
 
 
 def fold_products(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """`add(acc, mm(a, b))`, the product up to transposes and used nowhere else, as `addmm(acc, a, b)`.
+    """`add(acc, mm(a, b))`, the product up to transposes and used nowhere else, as `addmm(acc, a, b)`, in place.
 
-    Only a plain add (no alpha: see the module docstring) whose operands and result share one
-    shape and dtype; `t(mm(a, b))` is `mm(t(b), t(a))`. Rewrites `gm` in place and returns it.
+    What autograd records for a weight shared over time steps is such a sum, one product per use. Left as
+    adds, inductor fuses the sum into one loop that keeps every step's product (and error) alive at once;
+    as addmm chains, each product accumulates where it is made. Only a plain add (no alpha) whose operands
+    and result share one shape and dtype; `t(mm(a, b))` is `mm(t(b), t(a))`.
     """
     graph = gm.graph
     for node in list(graph.nodes):

@@ -1,8 +1,7 @@
-"""IL's and iPC's inference descends the energy F (`Problem.energy`), from the feed-forward state where F is the
-loss. A run that ends above that energy has climbed it: a step gamma past the stable rate (below 2 / the
-energy's curvature) grows the state geometrically, and the update read there is finite but meaningless (a tanh
-MLP at gamma 1.5, 30 steps: 1e23 where BP's is about 1, returned without a word). Such a run is refused, as one
-that overflowed is (`relaxation.check_finite`).
+"""IL's and iPC's inference descends the energy F (`Problem.energy`) from the feed-forward state, where F is the
+loss. A run that ends above that energy has climbed it (a step gamma past 2 / the energy's curvature grows the
+state geometrically): its update is finite but meaningless, so it is refused, as an overflow is
+(`relaxation.check_finite`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """The synchronous sweeps' state in displacement form: each vertex's error and its update.
 
-Z-IL and autonomous Fa-Z-IL carry the state as the feed-forward values `x_ff` and negated
-displacements `neg_disp = -(x - x_ff)` (absent: zero), errors as `delta = -eps = mu - x`: the
-pullbacks are then autograd's own sign (see `advance_displacements`). A general vertex's delta comes
-from its prediction (`vertex_delta`); one whose prediction is a linear map of its latent parents
-needs no value at all (`linear_form`), and at gamma 1 the update has a closed form. These forms round
-differently from the general one; where they are used at Z-IL's conditions the values they change
-are read by no later due vertex.
+Z-IL and autonomous Fa-Z-IL carry the feed-forward values `x_ff` and negated displacements
+`neg_disp = -(x - x_ff)` (absent: zero), errors as `delta = -eps = mu - x`, so the pullbacks are in
+autograd's sign. A general vertex's delta comes from its prediction (`vertex_delta`); one whose
+prediction is a linear map of its latent parents needs no value (`linear_form`), and at gamma 1 the
+update has a closed form. These round differently from the general form; at Z-IL's conditions no
+later due vertex reads the values they change.
 """
 
 from __future__ import annotations
@@ -50,9 +49,8 @@ def identity_delta(name: str, parent: str, neg_disp: Mapping[str, torch.Tensor]
     """(delta, neg_pred) of an identity vertex inserted by `level()` that moved or whose parent moved.
 
     Its prediction is its parent's value and both share the feed-forward value, so `neg_pred` is the
-    parent's `neg_disp` itself: one pass, no autograd, and no cancellation of `(x_ff - d_p) - x_ff`.
-    Where the parent has not moved, as at Z-IL's due step, these are the general form's bits. A levelled
-    GRU has more inserted identities than vertices of its own, so the sweeps spend much of their time here.
+    parent's `neg_disp` itself: no autograd, and no cancellation of `(x_ff - d_p) - x_ff`. Where the
+    parent has not moved, as at Z-IL's due step, these are the general form's bits.
     """
     own, up = neg_disp.get(name), neg_disp.get(parent)
     return (own, None) if up is None else (_minus(own, up), up)
@@ -125,11 +123,8 @@ def linear_form(vertex: Vertex, neg_disp: Mapping[str, torch.Tensor], params: Ma
 def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | None, with_pred: bool
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(delta, neg_pred) of a hidden vertex: `delta = (mu - x_ff) + neg_disp` in autograd's sign, and
-    `neg_pred = x_ff - mu` when the closed-form update (`advance_displacements` at gamma 1) wants it.
-
-    `neg_disp - (x_ff - mu)` is `(mu - x_ff) + neg_disp` bit for bit (negation is exact), so both
-    forms give the same delta.
-    """
+    `neg_pred = x_ff - mu` when the closed-form update (`advance_displacements` at gamma 1) wants it
+    (`neg_disp - (x_ff - mu)` is the same delta bit for bit: negation is exact)."""
     if not with_pred:
         d = mu - x_ff
         return (d if neg_disp is None else d.add_(neg_disp)), None  # d is fresh: in place, the same sum
@@ -140,15 +135,12 @@ def vertex_delta(mu: torch.Tensor, x_ff: torch.Tensor, neg_disp: torch.Tensor | 
 def advance_displacements(latent: Sequence[str], outputs: set[str], neg_disp: Mapping[str, torch.Tensor],
             delta: Mapping[str, torch.Tensor], neg_feedback: Mapping[str, torch.Tensor],
             gamma: float, neg_pred: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign.
+    """x_i += gamma (-eps_i + feedback_i) for every hidden vertex, carried in autograd's sign: `delta = -eps`,
+    `neg_feedback = -feedback` and the returned `-(x - x_ff)`, so (negation being exact) the literal
+    `advance_values` (tests/algorithms/sweep_reference.py) with every bit mirrored.
 
-    Everything is negated: `delta = -eps`, `neg_feedback = -feedback` (the pullbacks of delta),
-    and the returned displacements are `-(x - x_ff)`. Negation is exact, so this is the literal
-    `advance_values` (tests/algorithms/sweep_reference.py) term for term with every bit mirrored.
-
-    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its
-    closed form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass over the state
-    instead of two (it rounds differently: see the module docstring).
+    At gamma 1 with `neg_pred` (`x_ff - mu` per vertex in `delta`; absent: zero) the update takes its closed
+    form x <- mu + feedback, `neg_disp <- neg_feedback + neg_pred`: one pass instead of two (rounding otherwise).
     """
     new = dict(neg_disp)
     closed = gamma == 1.0 and neg_pred is not None

@@ -46,9 +46,6 @@ def fa_zil(graph: Graph, inputs, target, loss="mse", *, mode: str = "wavefront",
     return _autonomous(problem, gamma)
 
 
-WAITING, FIRED, LOCKED = "waiting", "fired", "locked"
-
-
 class Gates:
     """Autonomous Fa-Z-IL's local plasticity gates, as `zil.synchronous_step` asks its policy.
 
@@ -60,8 +57,8 @@ class Gates:
     final = False
 
     def __init__(self, reachable):
-        self.state = dict.fromkeys(reachable, WAITING)
-        self.waiting = len(self.state)
+        self.waiting = set(reachable)
+        self.shut: set[str] = set()  # fired or locked
         self.moved: set[str] = set()
         self._seen: dict[str, tuple[torch.Tensor, bool]] = {}  # vertex -> (its displacement, whether non-zero)
 
@@ -74,34 +71,31 @@ class Gates:
         self.moved = {n for n, (_, nonzero) in seen.items() if nonzero}
 
     def skip(self, name: str) -> bool:
-        # After its gate fired or locked a vertex holds: on the levelled graph no later update reads it (its
-        # parents, a level further, took their terms from the step before). Run on, it integrated the unstable
-        # gamma = 1 dynamics above the wave, whose overflow (inf, then NaN through an exactly zero Jacobian such
-        # as a one-key softmax's) fired gates still waiting with NaN terms (Hugging Face's LeViT).
-        return self.state.get(name) in (FIRED, LOCKED)
+        # After its gate shut a vertex holds: on the levelled graph no later update reads it (its parents, a level
+        # further, took their terms from the step before). Run on, it integrated the unstable gamma = 1 dynamics
+        # above the wave, whose overflow (inf, then NaN through an exactly zero Jacobian such as a one-key
+        # softmax's) fired gates still waiting with NaN terms (Hugging Face's LeViT).
+        return name in self.shut
 
     def formable(self, name: str, params, unchanged: bool, latent_parents) -> bool:
         # the displacement forms never where a plastic vertex's gate could still open
         return not (params and self.wants(name, latent_parents))
 
     def wants(self, name: str, latent_parents) -> bool:
-        return self.state.get(name) == WAITING and not any(p in self.moved for p in latent_parents)
+        return name in self.waiting and not any(p in self.moved for p in latent_parents)
 
     def gate(self, name: str, delta: torch.Tensor, latent_parents) -> bool:
-        if self.state.get(name) != WAITING:
+        if name not in self.waiting:
             return False
-        if any(p in self.moved for p in latent_parents):
-            self.state[name] = LOCKED
-            self.waiting -= 1
+        locked = any(p in self.moved for p in latent_parents)
+        if not locked and not bool((delta != 0).any()):
             return False
-        if bool((delta != 0).any()):
-            self.state[name] = FIRED
-            self.waiting -= 1
-            return True
-        return False
+        self.waiting.remove(name)
+        self.shut.add(name)
+        return not locked
 
     def done(self) -> bool:
-        return self.waiting == 0
+        return not self.waiting
 
 
 def _autonomous(problem: Problem, gamma: float) -> dict[str, torch.Tensor]:

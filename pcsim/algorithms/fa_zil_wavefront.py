@@ -1,19 +1,14 @@
 """Fa-Z-IL's wavefront: one forward pass recording one autograd graph, then the wave as one engine call.
 
-The wave's step t pulls back every vertex at distance t from the outputs, once, after all its
-children: a reverse topological sweep in which a vertex's error is the sum of its children's
-pullbacks (times gamma: one inference step from a zero error) and its Hebbian term the pullback
-of that error to its parameters. Autograd's engine runs exactly that sweep, in C++, on the
-tensors the forward pass saved, with one node per vertex op: the work and the memory of backprop.
-It is carried in autograd's sign, delta = -eps, so each parameter's result is dL/dtheta itself.
-The engine orders each vertex's sum of its children's terms (and each shared weight's) its own
-way, so the result equals the reference wave (tests/algorithms) to rounding, not always bit for bit.
+The wave's step t pulls back every vertex at distance t from the outputs, once, after all its children:
+a vertex's error is the sum of its children's pullbacks (times gamma: one inference step from a zero
+error) and its Hebbian term the pullback of that error to its parameters. Autograd's engine runs exactly
+that sweep, in autograd's sign (delta = -eps, so each result is dL/dtheta), with backprop's work and
+memory. It orders each sum its own way, so the result equals the reference wave to rounding.
 
-Two things keep it at backprop's cost on graphs traced into many small vertices (`WavePlan`):
-only vertices that reach an output are computed, each value freed after its last child; and the
-vertices that select one item of the same tuple-valued call (the four gates of an LSTM step,
-each `chunk(...)[k]`) share one call, so the engine sees one split instead of four, each
-padding its gate's gradient with zeros.
+`WavePlan` keeps it at backprop's cost on graphs traced into many small vertices: only vertices that
+reach an output are computed, each value freed after its last child, and the vertices that select items
+of the same tuple-valued call (an LSTM step's four `chunk(...)[k]` gates) share one call.
 """
 
 from __future__ import annotations
@@ -118,13 +113,9 @@ def _selected(v: Vertex, key: Hashable, users: dict[Hashable, int], calls: dict[
 
 
 def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[str, torch.Tensor]:
-    """`wavefront`, forward pass and wave, as one compiled function of the data and parameters.
-
-    Inductor fuses what the eager wave runs as separate kernels and autograd nodes: on a graph traced
-    per gate, an LSTM step's gate activations, products and their VJPs. The result is the same
-    wave's, to rounding; it falls back to `wavefront` where compiling fails
-    (`pcsim.algorithms.compiled`).
-    """
+    """`wavefront`, forward pass and wave, as one compiled function of the data and parameters: inductor fuses
+    what the eager wave runs as separate kernels and autograd nodes (an LSTM step's gates, products and their
+    VJPs). The same wave's result, to rounding; `wavefront` itself where compiling fails."""
     g = problem.graph
     source = {"clamped": problem.clamped, "target": problem.targets, "param": problem.params, "const": g.constants}
     names, tensors = flatten(source)
@@ -145,10 +136,6 @@ def compiled_wavefront(problem: Problem, gamma: float, plan: WavePlan) -> dict[s
 
 
 def _inductor_options(g: Graph, plan: WavePlan) -> dict:
-    """Inductor's channels-last conversion off on graphs with batch norm.
-
-    There, inductor stored each normalised activation once per layout its readers ask for (up to
-    three copies on ResNet-18); without the conversion, memory is at BP's and time no worse.
-    Without batch norm the conversion pays. (The figures: benchmarks/results/design_measurements.md.)
-    """
+    """Inductor's channels-last conversion off on graphs with batch norm, where it stored each normalised
+    activation once per layout its readers ask for (benchmarks/results/design_measurements.md)."""
     return {"layout_optimization": False} if any("batch_norm" in g[n].op for n in plan.order) else {}

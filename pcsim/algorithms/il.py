@@ -9,6 +9,7 @@ steps as the longest path is exact).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -39,7 +40,9 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
     and falls back to the eager loop with a warning where compiling fails.
     """
-    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
+    fresh = functools.partial(_relaxation, graph, inputs, target, loss, params, steps, gamma, output_precision,
+                              fixed_prediction)
+    relax = fresh()
     problem = relax.problem
     start = feedforward_energy(relax)
     bar = lambda r: tqdm(r, desc="IL inference", disable=not progress, leave=False)  # noqa: E731
@@ -54,8 +57,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     update = _update(problem, relax.hebbian(eps), output_precision)
 
     def replay():  # built only if a replay is asked for: on failure
-        yield from _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision,
-                               fixed_prediction).errors_along(steps)
+        yield from fresh().errors_along(steps)
     update = check_finite(update, "IL", problem, gamma, replay())
     if end is not None:
         refuse_climb("IL", relax, start, end, steps, partial=len(end) < len(relax.latent))
@@ -63,11 +65,8 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
 
 
 def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
-    """The oracle's `accumulate` of every vertex's Hebbian terms onto zero, in the terms' own storage.
-
-    The terms are fresh tensors nobody else reads (`Op.hebbian`): negating them in place saves
-    a 4 MB allocation, and its page faults, per weight matrix of the 784-1000-1000-10 MLP.
-    """
+    """The oracle's `accumulate` of every vertex's Hebbian terms onto zero, in the terms' own storage: they are
+    fresh tensors nobody else reads (`Op.hebbian`), so no allocation per weight matrix."""
     grads: dict[str, torch.Tensor] = {}
     for terms in hebbian.values():  # graph order, as `accumulate` would add them
         for p, h in terms.items():

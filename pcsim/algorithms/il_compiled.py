@@ -1,18 +1,14 @@
 """IL's inference steps after the error wave has settled, as one compiled function (`il(compile=True)`).
 
-From the feed-forward start the first steps differ from each other: the error wave spreads one
-vertex per step, and `Relaxation` skips what has not moved. Once the sets of moved, stale and
-feed-forward vertices at the start of a step repeat (its `Signature`), every later step runs the
-same ops on new values. That step is written here as a function of the state with every tensor
-it reads passed in as an argument, recorded as a graph of ATen ops (`make_fx`), and compiled by
-inductor, which fuses the element-wise work around the matrix products: on the 784-1000-1000-10
-MLP, each tanh vertex's prediction, error, VJP and displacement update become one loop instead
-of seven passes over memory, and the new displacements are written into the state's own buffers.
+From the feed-forward start the error wave spreads one vertex per step, and `Relaxation` skips what has
+not moved. Once the sets of moved, stale and feed-forward vertices at a step's start repeat (its
+`Signature`), every later step runs the same ops on new values: that step is recorded as a function of
+tensors (`make_fx`) and compiled by inductor, which fuses each vertex's prediction, error, VJP and
+displacement update into one loop and writes the new displacements into the state's own buffers.
 
-The errors and feedback are `Relaxation`'s own functions (`vertex_error`, `feedback_from`), run
-out of place; rounding differs by a few ulps where the compiled loops associate differently, and
-the tests hold the result to the literal loop at the dtype's tolerance. How it is compiled, and
-kept per layout, is `pcsim.algorithms.compiled`.
+The errors and feedback are `Relaxation`'s own functions (`vertex_error`, `feedback_from`), run out of
+place; the compiled loops may associate sums differently, so the tests hold the result to the literal
+loop at the dtype's tolerance. How it is compiled and kept per layout: `pcsim.algorithms.compiled`.
 """
 
 from __future__ import annotations

@@ -26,12 +26,8 @@ def _storage(t: torch.Tensor) -> int:
 
 
 def _fresh(t: torch.Tensor, taken: set[int]) -> torch.Tensor:
-    """`t` detached, in its own allocator-aligned contiguous storage (never a view).
-
-    An op's result that already owns such storage, shared with no tensor in `taken` (storage
-    pointers), is kept as it is: a copy would cost a pass and the page faults of a new buffer
-    for the same bits.
-    """
+    """`t` detached, in its own allocator-aligned contiguous storage (never a view): kept as it is where it owns
+    such storage, shared with no tensor in `taken` (storage pointers), rather than copied to the same bits."""
     t = t.detach()
     owns = (t.is_contiguous() and t.storage_offset() == 0
             and t.untyped_storage().nbytes() == t.numel() * t.element_size())
@@ -317,12 +313,9 @@ def _fixed(graph: Graph) -> tuple[frozenset[str], tuple]:
 
 
 def _refuse_nan(inputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> None:
-    """A NaN in the data would run to NaN updates or a blow-up far from its cause. An inf in an input may be meant
-    (an additive -inf mask: the forward pass decides what it makes of it); in a target it is not: the output error
-    is infinite, and every rule returned inf and NaN updates silently. One synchronisation for all, and one
-    reduction per tensor: a NaN or inf makes its sum non-finite (every rule call pays this check, so it costs a
-    sum, not a mask; the sums are read as Python numbers, not tested by more kernels); a sum that overflowed or
-    met +inf and -inf is told apart below."""
+    """A NaN in the data would run to NaN updates far from its cause; an inf in a target (not in an input: an
+    additive -inf mask is meant) to an infinite output error. Every rule call pays this check, so it costs one sum
+    per tensor and one synchronisation: a NaN or inf makes a sum non-finite, and only then are masks looked at."""
     floating = [(k, v, k in targets) for k, v in {**inputs, **targets}.items() if v.is_floating_point()]
     if not floating:
         return

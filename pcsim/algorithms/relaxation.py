@@ -1,25 +1,19 @@
 """The one PC step: IL's synchronous inference loop, computing only what changes (run by
 `pcsim.il`, `pcsim.ipc` and `pcsim.analysis.energy_trace`).
 
-The dynamics are those of the literal loop in tests/algorithms/sweep_reference.py (`sweep`, then
-`advance_values`), step for step; the tests hold the two to float64 rounding (on LSTMs the
-literal loop loses more digits than this one, to the cancellation the increments below avoid;
-tested against float64 from float32). What this loop does not recompute, and why that is exact:
+Its dynamics are the literal loop's (tests/algorithms/sweep_reference.py), step for step, to float64
+rounding. What it does not recompute, and why that is exact:
 
-- a vertex whose latent parents have not moved since its last linearisation keeps its
-  prediction and its linearisation (same inputs, same outputs). From the feed-forward start
-  that is every vertex until the error wave reaches its parents, and the first layer (whose
-  parent is the clamped input) at every step;
-- a hidden vertex whose prediction is still its feed-forward value has error `disp` exactly,
-  and exactly zero until it moves; a zero error sends no feedback, a zero drive moves nothing;
-- feedback goes only to latent parents (never to a clamped input), and Hebbian terms are taken
-  only from the final state, the only one IL's update reads;
+- a vertex whose latent parents have not moved since its last linearisation keeps its prediction and
+  linearisation: from the feed-forward start, every vertex until the error wave reaches its parents,
+  and the first layer (whose parent is the clamped input) at every step;
+- a hidden vertex whose prediction is still its feed-forward value has error `disp` exactly (zero
+  until it moves); a zero error sends no feedback, a zero drive moves nothing;
+- feedback goes only to latent parents, and Hebbian terms are taken from the final state alone;
 - with `fixed_prediction` every linearisation stays at the feed-forward state.
 
-Hot ops (linear, tanh, sigmoid, relu, residual add) use their explicit VJP kernels
-(`pcsim.ops.il_ops`); every other op goes through autograd on its one call. A linear child's
-feedback `eps W` is never formed (`feedback_from`); what each saving buys:
-benchmarks/results/design_measurements.md.
+Hot ops use explicit VJP kernels (`pcsim.ops.il_ops`), every other op autograd on its one call; a
+linear child's feedback `eps W` is never formed (`feedback_from`).
 """
 
 from __future__ import annotations
@@ -159,31 +153,24 @@ class Relaxation:
                     d = torch.sub(dense, e).mul_(gamma) if e is not None else dense * gamma
                 elif e is not None:
                     d = e * -gamma
-                for cot, w in products:
-                    p = self.packed.get(id(w))
-                    if d is None:
-                        d = (torch.mm(cot, w) if p is None else p.times(cot)).mul_(gamma)
-                    elif p is None:
-                        d.addmm_(cot, w, alpha=gamma)
-                    else:
-                        d.add_(p.times(cot), alpha=gamma)
-                self.disp[n] = d
-            else:
-                if e is d and dense is not None:  # at the feed-forward prediction: d + gamma (dense - d)
-                    d.lerp_(dense, gamma)
-                elif e is d:
-                    d.mul_(1 - gamma)
-                else:  # d + gamma dense - gamma e: no buffer for the drive
-                    if dense is not None:
-                        d.add_(dense, alpha=gamma)
-                    if e is not None:
-                        d.sub_(e, alpha=gamma)
-                for cot, w in products:
-                    p = self.packed.get(id(w))
-                    if p is None:
-                        d.addmm_(cot, w, alpha=gamma)
-                    else:
-                        d.add_(p.times(cot), alpha=gamma)
+            elif e is d and dense is not None:  # at the feed-forward prediction: d + gamma (dense - d)
+                d.lerp_(dense, gamma)
+            elif e is d:
+                d.mul_(1 - gamma)
+            else:  # d + gamma dense - gamma e: no buffer for the drive
+                if dense is not None:
+                    d.add_(dense, alpha=gamma)
+                if e is not None:
+                    d.sub_(e, alpha=gamma)
+            for cot, w in products:
+                p = self.packed.get(id(w))
+                if d is None:
+                    d = (torch.mm(cot, w) if p is None else p.times(cot)).mul_(gamma)
+                elif p is None:
+                    d.addmm_(cot, w, alpha=gamma)
+                else:
+                    d.add_(p.times(cot), alpha=gamma)
+            self.disp[n] = d
             moved.append(n)
         for n in moved:
             if n in self.needs_x:

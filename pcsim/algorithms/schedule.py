@@ -33,7 +33,7 @@ class Schedule:
     def __post_init__(self):  # a negative step is never reached: its vertices would update by zero, silently
         for name in ("first", "per_level"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not _is_whole(value) or value < 0:
+            if isinstance(value, bool) or _index(value) is None or value < 0:
                 raise ValueError(f"Schedule's {name} must be a whole number of steps >= 0, got {value!r}")
 
     @classmethod
@@ -96,20 +96,18 @@ class Schedule:
         return start, start + width
 
 
-def _is_whole(value) -> bool:
+def _index(value) -> int | None:
+    """`value` as an int where it is a whole number (an int, numpy's, a 0-d integer tensor), else None."""
     try:
-        operator.index(value)
+        return operator.index(value)
     except TypeError:
-        return False
-    return True
+        return None
 
 
 def _whole(steps: Mapping[str, int], what: str) -> dict[str, int]:
     """Whole numbers of steps: a fraction matches no clock tick, so its vertex would update by zero, silently."""
-    out = {}
-    for n, k in steps.items():
-        try:
-            out[n] = operator.index(k)
-        except TypeError:
-            raise ValueError(f"{what} of vertex {n!r} must be a whole number of steps, got {k!r}") from None
+    out = {n: _index(k) for n, k in steps.items()}
+    bad = next((n for n, k in out.items() if k is None), None)
+    if bad is not None:
+        raise ValueError(f"{what} of vertex {bad!r} must be a whole number of steps, got {steps[bad]!r}")
     return out

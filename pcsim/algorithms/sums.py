@@ -11,13 +11,11 @@ from pcsim.ops.local import Placed
 class Sums(dict):
     """Running sums by key, bit for bit `prev + term` in arrival order, with one allocation per key.
 
-    The first term is stored as given (a VJP result may alias a cotangent still in use); the
-    second makes a fresh tensor that this object owns, and later terms are added into that one
-    in place. A weight shared by many vertices (an unrolled RNN's) then costs one buffer, as in
-    autograd's own accumulation, instead of a new allocation per term. A `Placed` term is added
-    into its part of an owned, contiguous buffer (zeros where nothing arrived yet), instead of
-    being padded to the parent's size first: the same values as adding its zero-padded form, up to
-    the sign of zero. A popped tensor is the caller's: it is never written again.
+    The first term is stored as given (a VJP result may alias a cotangent still in use); the second
+    makes a fresh tensor this object owns, into which later terms are added in place (a weight shared
+    by an unrolled RNN's vertices costs one buffer, as in autograd). A `Placed` term is added into its
+    part of an owned buffer (zeros elsewhere): its zero-padded form's values, up to the sign of zero.
+    A popped tensor is the caller's: it is never written again.
     """
 
     __slots__ = ("_owned",)

@@ -1,12 +1,9 @@
-"""A vertex's local vector-Jacobian product: its prediction `mu = g(parents; theta)`, the pullback
-of a cotangent (its error) to its parents (`J^T err`, their feedback) and to its parameters
-(`(d mu / d theta)^T err`, the Hebbian term). Nothing outside the vertex is touched.
+"""A vertex's local vector-Jacobian product: its prediction `mu = g(parents; theta)`, the pullback of a
+cotangent (its error) to its parents (`J^T err`, their feedback) and to its parameters (the Hebbian term).
 
-One strategy per vertex, all exact: `Autograd` on the vertex's one call, for every op, or
-`Placement` for a strict view of its one tracked parent. `pull_back` pulls many vertices back in
-one engine call (their local graphs share nothing, so each gets its own terms).
-
-IL's per-vertex ops, moved from point to point and pulled back at every step, are `pcsim.ops.il_ops`.
+One strategy per vertex, all exact: `Autograd` on the vertex's one call, for every op, or `Placement` for a
+strict view of its one tracked parent. `pull_back` pulls many vertices back in one engine call (their local
+graphs share nothing). IL's ops, moved from point to point at every step, are `pcsim.ops.il_ops`.
 """
 
 from __future__ import annotations
@@ -33,11 +30,9 @@ def records_autograd(fn: F) -> F:
     @functools.wraps(fn)
     def run(*args, **kwargs):
         if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():  # the usual case: no context to enter
-            args, kwargs = _normal_copies(args, kwargs)
-            return fn(*args, **kwargs)
+            return _with_normal_copies(fn, args, kwargs)
         with torch.inference_mode(False), torch.enable_grad():  # copies made here are normal tensors
-            args, kwargs = _normal_copies(args, kwargs)
-            return fn(*args, **kwargs)
+            return _with_normal_copies(fn, args, kwargs)
     return run  # type: ignore[return-value]
 
 
@@ -57,15 +52,12 @@ def _holds_inference_tensors(tree) -> bool:
     return False
 
 
-def _normal_copies(args: tuple, kwargs: dict):
-    """(args, kwargs) with a normal copy of each tensor made under inference mode (call outside inference mode)."""
+def _with_normal_copies(fn, args: tuple, kwargs: dict):
+    """`fn(*args, **kwargs)` with a normal copy of each tensor made under inference mode (call outside that mode)."""
     if _holds_inference_tensors((args, kwargs)):
-        args, kwargs = pytree.tree_map_only(torch.Tensor, _normal, (args, kwargs))
-    return args, kwargs
-
-
-def _normal(t: torch.Tensor) -> torch.Tensor:
-    return t.clone() if t.is_inference() else t
+        args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.clone() if t.is_inference() else t,
+                                            (args, kwargs))
+    return fn(*args, **kwargs)
 
 
 def call(vertex: Vertex, parents: Sequence[torch.Tensor], params: Params, constants: Params) -> torch.Tensor:

@@ -1,11 +1,9 @@
 """Products with a weight matrix, `a @ W` and `a @ W^T`, through oneDNN where torch's own GEMM is slow.
 
-torch's CPU float32 GEMM is MKL's, and MKL picks its code path by CPU vendor: on AMD EPYC its 64x300x300
-product takes about twice as long as oneDNN's with a packed weight (`benchmarks/bench_kernels.py`,
-`benchmarks/results/kernels_cpu.md`). IL's loop makes two such products per linear vertex and step, so on
-AMD CPUs it packs each weight once per run (`Packed`), its feed-forward pass reads the packs, and its linear
-Hebbian terms go through oneDNN too (`gram`). On other CPUs, in float64 and on GPUs torch's product is kept.
-The choice depends on the machine alone, never on a timing, so one machine rounds a run the same way every time.
+torch's CPU float32 GEMM is MKL's, which picks a slow code path on AMD CPUs (benchmarks/results/kernels_cpu.md).
+There IL packs each weight once per run (`Packed`) for its two products per linear vertex and step, and forms its
+linear Hebbian terms through oneDNN too (`gram`); other CPUs, float64 and GPUs keep torch's product. The choice
+depends on the machine alone, never on a timing, so one machine rounds a run the same way every time.
 """
 
 from __future__ import annotations

@@ -1,32 +1,10 @@
-"""The op table: one entry per ATen op, holding what every consumer of an op needs to know.
+"""The op table: one entry per ATen op, holding what every consumer of an op needs to know (`OpEntry`).
 
-A captured vertex calls one ATen op (`torch.ops.aten.<name>.<overload>`). Its prediction is that
-call; its local VJP is autograd on that single call, which needs nothing per op, so **every
-differentiable ATen op works** without an entry. An entry adds what is known beyond that:
-
-- `elementwise`: output element i depends on input element i only (identity Jacobian pattern);
-  taken from torch's own `pointwise` tag when the op has no entry;
-- `linear`: linear in its population arguments (a view, a sum, a concatenation);
-- `selection`: its value is a part of one parent (a view into it): its feedback is placed, not pulled;
-- `backward`: the ATen kernel giving `J^T cot` from the op's *output* (tanh, sigmoid, relu), which
-  the hand-written fast paths run instead of autograd;
-- `locality`: the form of its Hebbian term, for the plasticity analysis;
-- `brian2`: which synaptic rendering of `pcsim.backends.brian2.ops` it takes, where one exists
-  (`linear`, `conv2d` (every convolution), `pooling`, `activation`, `affine`, `index`: a wiring of neuron
-  indices, `linear_map`: a fixed linear map read from the op's Jacobian, `embedding`; `circuit`: helper
-  neurons and staged sums, `pcsim.backends.brian2.circuits`);
-- `replace`: a call pcsim runs instead of the captured one (dropout runs as the identity);
-- `zero`: what the op makes of an argument that is a structural zero (a zero initial state):
-  `absorb` (the result is zero: a product), `drop` (the argument can be left out: a sum),
-  `bias` (the result is the bias: `linear`). `pcsim.capture.zeros` applies it;
-- `call`: a torch function taking every overload's arguments, run instead of the ATen overload
-  (the same kernel, a third less Python per call on the hot ops);
-- `passthrough`: a copy or view that is the identity where its result has its input's shape, strides
-  and dtype (an eval-mode dropout is captured as `clone`): the capture reads the input instead.
-
-Adding an op is one `OpEntry` in `ENTRIES`. Integer and boolean results are never populations
-(`pcsim.capture` makes them clamped constants or refuses them), so non-differentiable ops need
-no entry either: they only ever see inputs and constants.
+A captured vertex calls one ATen op (`torch.ops.aten.<name>.<overload>`). Its prediction is that call; its
+local VJP is autograd on that single call, which needs nothing per op, so **every differentiable ATen op
+works** without an entry: an entry adds what is known beyond that. Adding an op is one `OpEntry` in `ENTRIES`.
+Integer and boolean results are never populations (`pcsim.capture` makes them clamped constants or refuses
+them), so non-differentiable ops need no entry either: they only ever see inputs and constants.
 """
 
 from __future__ import annotations
@@ -89,15 +67,26 @@ class OpEntry:
 
     name: str
     family: str = "other"
+    # output element i depends on input element i only (torch's `pointwise` tag where the op has no entry)
     elementwise: bool = False
-    linear: bool = False
-    selection: bool = False
+    linear: bool = False  # linear in its population arguments (a view, a sum, a concatenation)
+    selection: bool = False  # its value is a part of one parent (a view into it): its feedback is placed, not pulled
+    # the ATen kernel giving `J^T cot` from the op's *output* (tanh, sigmoid, relu), which the fast paths run
     backward: tuple[Callable[..., Any], tuple] | None = None
-    locality: str = ""
+    locality: str = ""  # the form of its Hebbian term, for the plasticity analysis
+    # its rendering in `pcsim.backends.brian2.ops`, where one exists: `linear`, `conv2d` (every convolution),
+    # `pooling`, `activation`, `affine`, `index` (a wiring of neuron indices), `linear_map` (a fixed linear map read
+    # from the op's Jacobian), `embedding`; `circuit`: helper neurons and staged sums (`brian2.circuits`)
     brian2: str | None = None
-    replace: Callable[..., Any] | None = None
+    replace: Callable[..., Any] | None = None  # a call pcsim runs instead of the captured one (dropout: identity)
+    # what the op makes of a structural zero argument (a zero initial state; `pcsim.capture.zeros`): `absorb` (the
+    # result is zero: a product), `drop` (the argument can be left out: a sum), `bias` (the result is the bias)
     zero: str = ""
+    # a torch function taking every overload's arguments, run instead of the ATen overload (the same kernel, a
+    # third less Python per call on the hot ops)
     call: Callable[..., Any] | None = None
+    # a copy or view that is the identity where its result has its input's shape, strides and dtype (an eval-mode
+    # dropout is captured as `clone`): the capture reads the input instead
     passthrough: bool = False
 
 
