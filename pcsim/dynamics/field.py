@@ -100,11 +100,10 @@ class VectorField:
         self.offsets = {k: int(o) for k, o in zip(self.layout, np.cumsum([0, *self.sizes.values()]), strict=False)}
         self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), self.offsets[k])
                          for k in self.layout]
-        ref = next(iter(self.base.values()))
         # the state holds every population in the widest dtype among them; each is loaded back in its own, as the
         # module computes it (else a float32 RMSNorm fed float64 moves off its feed-forward values)
         self.dtype = functools.reduce(torch.promote_types, (self.base[n].dtype for n in self.latent))
-        self.device = ref.device
+        self.device = next(iter(self.base.values())).device
         self.narrow = {n: self.base[n].dtype for n in self.latent if self.base[n].dtype != self.dtype}
         self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)  # `load` a state, read errors and feedback
         self.holds_from = {n: h for n in self.latent if (h := self.gate.holds_from(n)) is not None}
