@@ -63,11 +63,56 @@ class _Adaptive(Solver):
                 fused, why = fused_step(field, step, y, self.method, a, b) if self.compile else (None, None)
                 if why:
                     eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
-                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, self.method, fused)
+                y = self._piece(step, control, y, a, b, wanted, field, recorder, fused)
         if eager:
             warnings.warn(f"pcsim: {self.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
                           RuntimeWarning, stacklevel=user_stacklevel())
         return field.views(y[0])
+
+    def _piece(self, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, fused=None):
+        """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and controller,
+        recording at the `wanted` times from the step's dense output; returns y(b)."""
+        import torchode
+        from torchode.single_step_methods import StepResult
+        from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
+
+        def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
+            return torch.tensor(v, dtype=torch.float64, device=y.device)
+        t, end = times([a]), times([b])
+        problem = torchode.InitialValueProblem(y0=y, t_start=t, t_end=end)
+        stats: dict = {}
+        dt, cstate, f0 = control.init(None, problem, step.convergence_order(), None, stats=stats, args=None)
+        mstate = step.init(None, problem, f0, stats=stats, args=None)
+        running = torch.ones(1, dtype=torch.bool, device=y.device)
+        now, pending = a, list(wanted)
+        while now < b:
+            dt = torch.minimum(dt, end - t)  # never step past the switch at b
+            if fused is None:
+                result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
+            else:  # the same step, compiled with the field: torchode's state, result and dense output from its stages
+                y1, error, k = fused(y, mstate.prev_vf1, dt.to(y.dtype))
+                result, interp = StepResult(y1, error), ERKInterpolationData(mstate.tableau, t, dt, y, y1, k)
+                mstate_next = ERKState(mstate.tableau, k[-1])
+            accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
+            ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
+            if not ok:
+                raise SimulationError(f"torch {self.method} failed between t = {a:.6g} and {b:.6g} "
+                                      f"({torchode.Status(int(status[0])).name}): {_why_failed(y.dtype, control)}")
+            if accepted:
+                t_next = t + dt
+                now = float(t_next[0])
+                inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
+                pending = [s for s in pending if s > now]
+                if inside:
+                    at = step.build_interpolation(interp).evaluate(
+                        times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
+                    for i, s in enumerate(inside):
+                        recorder.see(float(s), field.views(at[i]))
+                t, y, mstate = t_next, result.y, mstate_next
+                recorder.reached(now)
+            dt = dt_next
+        recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
+        return y
 
 
 @dataclass(frozen=True)
@@ -84,52 +129,6 @@ class Tsit5(_Adaptive):
 
     method: ClassVar[str] = "tsit5"
     order: ClassVar[int] = 5
-
-
-def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str,
-           fused=None):
-    """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and controller,
-    recording at the `wanted` times from the step's dense output; returns y(b)."""
-    from torchode.single_step_methods import StepResult
-    from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
-
-    def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
-        return torch.tensor(v, dtype=torch.float64, device=y.device)
-    t, end = times([a]), times([b])
-    problem = torchode.InitialValueProblem(y0=y, t_start=t, t_end=end)
-    stats: dict = {}
-    dt, cstate, f0 = control.init(None, problem, step.convergence_order(), None, stats=stats, args=None)
-    mstate = step.init(None, problem, f0, stats=stats, args=None)
-    running = torch.ones(1, dtype=torch.bool, device=y.device)
-    now, pending = a, list(wanted)
-    while now < b:
-        dt = torch.minimum(dt, end - t)  # never step past the switch at b
-        if fused is None:
-            result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
-        else:  # the same step, compiled with the field: torchode's state, result and dense output from its stages
-            y1, error, k = fused(y, mstate.prev_vf1, dt.to(y.dtype))
-            result, interp = StepResult(y1, error), ERKInterpolationData(mstate.tableau, t, dt, y, y1, k)
-            mstate_next = ERKState(mstate.tableau, k[-1])
-        accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
-        ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
-        if not ok:
-            raise SimulationError(f"torch {method} failed between t = {a:.6g} and {b:.6g} "
-                                  f"({torchode.Status(int(status[0])).name}): {_why_failed(y.dtype, control)}")
-        if accepted:
-            t_next = t + dt
-            now = float(t_next[0])
-            inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
-            pending = [s for s in pending if s > now]
-            if inside:
-                at = step.build_interpolation(interp).evaluate(
-                    times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
-                for i, s in enumerate(inside):
-                    recorder.see(float(s), field.views(at[i]))
-            t, y, mstate = t_next, result.y, mstate_next
-            recorder.reached(now)
-        dt = dt_next
-    recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
-    return y
 
 
 for _cls in (Dopri5, Tsit5):
