@@ -1,6 +1,5 @@
-"""The reference backend: scipy.integrate.solve_ivp (`Scipy(method, rtol=, atol=)`), plus the vector field
-stepped by fixed-step Euler and RK4. Implicit methods get the Jacobian's neuron-level sparsity
-(dynamics/sparsity.py), which keeps finite-difference Jacobians tractable for thousands of neurons.
+"""The reference backend: scipy.integrate.solve_ivp (`Scipy(method, rtol=, atol=)`), plus fixed-step Euler and RK4.
+Implicit methods get the Jacobian's sparsity (dynamics/sparsity.py): finite differences for thousands of neurons.
 """
 
 from __future__ import annotations
@@ -45,23 +44,13 @@ class Scipy(Solver):
         return self.method in (*IMPLICIT, "LSODA")
 
     def run(self, field, recorder, *, t_end, progress=False):
-        if self.method == "LSODA":
-            _check_dense_jacobian(field.size)
-        # numpy's BLAS threads contend with torch's for the same cores (4.9x slower on 2 cores with both at 2
-        # threads); solve_ivp's own work is vector arithmetic that gains nothing from them
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._solve(field, recorder, progress)
-
-    def _solve(self, field, recorder, progress):
         # imported here: scipy.integrate (and scipy.sparse) took more of `import pcsim` than pcsim itself
         from scipy.integrate import solve_ivp
 
         from pcsim.dynamics.sparsity import jacobian_sparsity
 
-        extra = {"jac_sparsity": jacobian_sparsity(field)} if self.method in IMPLICIT else {}
-        if self.max_step is not None:
-            extra["max_step"] = self.max_step
-
+        if self.method == "LSODA":
+            _check_dense_jacobian(field.size)
         inside = [0.0]  # a time inside the piece being solved: its regime holds up to the stage at its end
 
         def fun(t, vec):
@@ -71,23 +60,28 @@ class Scipy(Solver):
                 guard(t, field.unpack(d))
             return d
 
-        y = field.pack(field.initial_state())
-        for a, b, wanted in recorder.pieces(self.method, progress):
-            inside[0] = 0.5 * (a + b)
-            t_eval = None if wanted is None else np.union1d(wanted, [b])  # b too: the next piece starts from it
-            sol = solve_ivp(fun, (a, b), y, method=self.method, t_eval=t_eval, rtol=self.rtol, atol=self.atol, **extra)
-            if sol.status < 0:
-                raise SimulationError(f"solve_ivp ({self.method}) failed between t = {a:.6g} and {b:.6g}: "
-                                      f"{sol.message}")
-            first = 0 if t_eval is not None else 1  # without t_eval, sol.t starts at a, recorded already
-            for t, col in zip(sol.t[first:], sol.y.T[first:], strict=True):
-                recorder.see(t, field.unpack(col), wanted is None or np.any(wanted == t))
-            y = sol.y[:, -1]
+        # numpy's BLAS threads contend with torch's for the same cores; solve_ivp's vector arithmetic gains nothing
+        with threadpool_limits(limits=1, user_api="blas"):
+            extra = {"jac_sparsity": jacobian_sparsity(field)} if self.method in IMPLICIT else {}
+            if self.max_step is not None:
+                extra["max_step"] = self.max_step
+            y = field.pack(field.initial_state())
+            for a, b, wanted in recorder.pieces(self.method, progress):
+                inside[0] = 0.5 * (a + b)
+                t_eval = None if wanted is None else np.union1d(wanted, [b])  # b: the next piece starts from it
+                sol = solve_ivp(fun, (a, b), y, method=self.method, t_eval=t_eval, rtol=self.rtol, atol=self.atol,
+                                **extra)
+                if sol.status < 0:
+                    raise SimulationError(f"solve_ivp ({self.method}) failed between t = {a:.6g} and {b:.6g}: "
+                                          f"{sol.message}")
+                first = 0 if t_eval is not None else 1  # without t_eval, sol.t starts at a, recorded already
+                for t, col in zip(sol.t[first:], sol.y.T[first:], strict=True):
+                    recorder.see(t, field.unpack(col), wanted is None or np.any(wanted == t))
+                y = sol.y[:, -1]
         return field.unpack(y)
 
 
-def physical_memory() -> int:
-    """This machine's memory in bytes."""
+def physical_memory() -> int:  # in bytes
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

@@ -1,17 +1,9 @@
-"""The torch backend: fixed-step Euler and RK4 on tensors, on whatever device the data is on.
+"""The torch backend: fixed-step Euler and RK4 on tensors, on the data's device, with no NumPy round trip.
 
-The state stays in torch from step to step (no NumPy round trip), so large batched networks run
-as fast as their VJPs do; on a CUDA machine, trace and pass CUDA tensors to run there.
-
-Euler as IL's own inference step: with instantaneous errors (tau_e = 0) and one value time constant
-tau_x, an Euler step of the vector field (`field.py`) is IL's synchronous step at gamma = dt / tau_x:
-every error from the same state, then x_i += dt / tau_x (-e_i + sum_c J_ci^T e_c), outputs clamped
-once the target is shown. So `Euler` runs `algorithms.relaxation.Relaxation`, the loop `pcsim.il`
-runs, with its fast kernels and its skipping of what has not moved, and adds what the ODEs have
-beyond IL: target onset (before it every error is zero, so nothing moves), plasticity gates (the
-Hebbian term of each vertex whose gate is open, integrated with the step) and the recording;
-`compile=True` compiles it between recorded steps and switches. `fast=False`, and the cases where
-Euler is not IL's step, evaluate the vector field instead: the same dynamics (`tests/backends/test_torch.py`).
+With instantaneous errors and one tau_x, an Euler step of the vector field is IL's synchronous step at
+gamma = dt / tau_x, so `Euler` runs `Relaxation` (the loop `pcsim.il` runs, with its fast kernels) and adds
+target onset, plasticity gates and the recording; `compile=True` compiles it between recorded steps and switches.
+`fast=False`, and the cases where Euler is not IL's step, evaluate the vector field: the same dynamics.
 """
 
 from __future__ import annotations
@@ -31,9 +23,8 @@ from pcsim.dynamics.solver import SOLVERS, Solver, check_step
 from pcsim.graph.argument import check_fields
 from pcsim.graph.provenance import user_stacklevel
 
-# Errors are checked for NaN and inf every this many steps (and at the last step): a value that overflows stays
-# non-finite, and so does its error, so a blow-up is still caught, for 1/16 of the checks. A snapshot recorded
-# between checks may hold it; the run then raises before any of it is returned.
+# errors are checked for NaN and inf every this many steps (and at the last): a non-finite value stays so, and its
+# error too, so a blow-up is still caught, and raised before a snapshot holding it is returned
 GUARD_EVERY = 16
 
 
@@ -47,8 +38,8 @@ class _FixedStep(Solver):
         check_step(self.dt, self.method)
 
     def run(self, field, recorder, *, t_end, progress=False) -> State:
-        """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt computed by
-        multiplication, not accumulation, so gate windows at multiples of dt are hit exactly; every state guarded."""
+        """The vector field stepped from 0 to t_end (the last step shorter if needed) at grid times k dt, multiplied,
+        not accumulated, so gate windows at multiples of dt are hit exactly; every state guarded."""
         dt = self.dt
         n = n_steps(t_end, dt)
         wanted = set(recorder.plan_grid(n, dt))
@@ -64,8 +55,7 @@ class _FixedStep(Solver):
         return state
 
     def advance(self, field, state: State, t: float, t_next: float, switches: list[float]) -> State:
-        """One step of the method from t to t_next."""
-        raise NotImplementedError
+        raise NotImplementedError  # one step of the method from t to t_next
 
 
 @dataclass(frozen=True)
@@ -87,8 +77,7 @@ class Euler(_FixedStep):
         return super().run(field, recorder, t_end=t_end, progress=progress)
 
     def advance(self, field, state, t, t_next, switches):
-        """Euler reads the field at the step's start alone: the regime there is the discretisation's (Z-IL's windows
-        and onset at grid times), whatever switches inside the step."""
+        """Euler reads the field at the step's start alone: the discretisation's regime, whatever switches inside."""
         return _axpy(state, field(t, state), t_next - t)
 
 
@@ -100,9 +89,8 @@ class RK4(_FixedStep):
     order: ClassVar[int] = 4
 
     def advance(self, field, state, t, t_next, switches):
-        """RK4's stages straddle no switch: a step with a switch inside is taken in parts that end at it, and each
-        part reads the regime inside it. Otherwise a stage at the end of the step before target onset (or a gate's
-        opening) would already see the target shown (the gate open), an error of O(dt) that makes RK4 first order."""
+        """A step with a switch inside is taken in parts that end at it, each reading the regime inside it: a stage
+        seeing the next regime early is an error of O(dt) that makes RK4 first order."""
         edges = [t, *(s for s in switches if t < s < t_next), t_next]
         for a, b in zip(edges[:-1], edges[1:], strict=False):
             h, inside = b - a, 0.5 * (a + b)
@@ -120,10 +108,8 @@ def _axpy(state: State, d: State, h: float) -> State:
 
 def _relaxed(field: VectorField, recorder: Recorder, t_end: float, dt: float, progress: bool,
              compile: bool) -> State:
-    """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed) as IL's step.
-
-    compile: the runs of plain steps (target shown, no gate open, nothing held, nothing recorded, a full
-    dt) go through `il_compiled.run`, IL's steady step compiled; the errors are checked after each run."""
+    """Euler from the feed-forward state at t = 0 to t_end (the last step shorter if needed) as IL's step; with
+    `compile`, runs of plain steps (`_plain_steps`) go through `il_compiled.run`, errors checked after each."""
     tau = next(iter(field.tau_x.values()))
     relax = Relaxation(field.problem, gamma=dt / tau, base=field.base)
     plastic = {k[1]: torch.zeros(field.shapes[k], dtype=field.dtype, device=field.device)

@@ -1,16 +1,10 @@
 """Adaptive Runge-Kutta solvers on torch (torchode): error-controlled steps on any device.
 
-The state is one flat (1, n) tensor on the data's device (torchode's layout: a batch of one system), so on a
-CUDA machine the whole solve runs there; the field reads its components as views of it and writes its
-derivative into the components of a fresh flat vector (`VectorField.views`), with no packing per evaluation.
-The steps are torchode's: its Runge-Kutta step (tableau, stages, FSAL, error estimate, dense output) and its
-IntegralController (the rms norm of the error over atol + rtol |y|, diffrax's default controller), driven by a
-plain loop for the one system instead of `AutoDiffAdjoint.solve`, whose per-instance bookkeeping of a batch
-(masked merges of the state and of the last stage, status and evaluation masks) a batch of one does not need.
-As with scipy, the solve runs in pieces between switches (`Recorder.pieces`). torchode was chosen over
-torchdiffeq by measurement on the MLP 784-300-300-10 at rtol = atol = 1e-3: the same number of field
-evaluations, and torchdiffeq's own stepping costing more than they do (benchmarks/bench_torch_adaptive.py,
-benchmarks/results/torch_adaptive.md).
+The state is one flat (1, n) tensor on the data's device (torchode's batch of one system); the field reads and
+writes its components as views (`VectorField.views`), with no packing per evaluation. torchode's Runge-Kutta step
+and IntegralController are driven by a plain loop rather than `AutoDiffAdjoint.solve`, whose per-instance batch
+bookkeeping one system does not need; as with scipy, the solve runs in pieces between switches (`Recorder.pieces`).
+torchode over torchdiffeq: benchmarks/results/torch_adaptive.md.
 """
 
 from __future__ import annotations
@@ -31,10 +25,8 @@ from pcsim.graph.provenance import user_stacklevel
 
 @dataclass(frozen=True)
 class _Adaptive(Solver):
-    """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps.
-
-    compile=True: on plain-inference pieces a step, stages and field evaluations, is one function compiled by
-    inductor (`torch_fused`: once per network and layout, seconds to minutes); elsewhere, or if that fails, eager."""
+    """An embedded Runge-Kutta pair of torchode with rtol and atol; max_step caps the steps. compile=True: on
+    plain-inference pieces a step is one function compiled by inductor (`torch_fused`); elsewhere eager."""
 
     rtol: float = 1e-6
     atol: float = 1e-8
@@ -55,7 +47,7 @@ class _Adaptive(Solver):
 
         inside = [0.0]  # a time inside the piece being solved: its regime holds up to the stage at its end
 
-        def rhs(t, y):  # the field writes each component into its place in a fresh flat vector: no cat, no split
+        def rhs(t, y):  # each component written into its place in a fresh flat vector
             out = torch.empty_like(y)
             field(float(t[0]), field.views(y[0]), field.views(out[0]), regime=inside[0], piece=True)
             return out
@@ -71,11 +63,56 @@ class _Adaptive(Solver):
                 fused, why = fused_step(field, step, y, self.method, a, b) if self.compile else (None, None)
                 if why:
                     eager.append(f"[{a:.6g}, {b:.6g}]: {why}")
-                y = _piece(torchode, step, control, y, a, b, wanted, field, recorder, self.method, fused)
+                y = self._piece(step, control, y, a, b, wanted, field, recorder, fused)
         if eager:
             warnings.warn(f"pcsim: {self.method}(compile=True) ran these pieces eagerly: " + "; ".join(eager),
                           RuntimeWarning, stacklevel=user_stacklevel())
         return field.views(y[0])
+
+    def _piece(self, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, fused=None):
+        """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and controller,
+        recording at the `wanted` times from the step's dense output; returns y(b)."""
+        import torchode
+        from torchode.single_step_methods import StepResult
+        from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
+
+        def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
+            return torch.tensor(v, dtype=torch.float64, device=y.device)
+        t, end = times([a]), times([b])
+        problem = torchode.InitialValueProblem(y0=y, t_start=t, t_end=end)
+        stats: dict = {}
+        dt, cstate, f0 = control.init(None, problem, step.convergence_order(), None, stats=stats, args=None)
+        mstate = step.init(None, problem, f0, stats=stats, args=None)
+        running = torch.ones(1, dtype=torch.bool, device=y.device)
+        now, pending = a, list(wanted)
+        while now < b:
+            dt = torch.minimum(dt, end - t)  # never step past the switch at b
+            if fused is None:
+                result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
+            else:  # the same step, compiled with the field: torchode's state, result and dense output from its stages
+                y1, error, k = fused(y, mstate.prev_vf1, dt.to(y.dtype))
+                result, interp = StepResult(y1, error), ERKInterpolationData(mstate.tableau, t, dt, y, y1, k)
+                mstate_next = ERKState(mstate.tableau, k[-1])
+            accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
+            ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
+            if not ok:
+                raise SimulationError(f"torch {self.method} failed between t = {a:.6g} and {b:.6g} "
+                                      f"({torchode.Status(int(status[0])).name}): {_why_failed(y.dtype, control)}")
+            if accepted:
+                t_next = t + dt
+                now = float(t_next[0])
+                inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
+                pending = [s for s in pending if s > now]
+                if inside:
+                    at = step.build_interpolation(interp).evaluate(
+                        times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
+                    for i, s in enumerate(inside):
+                        recorder.see(float(s), field.views(at[i]))
+                t, y, mstate = t_next, result.y, mstate_next
+                recorder.reached(now)
+            dt = dt_next
+        recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
+        return y
 
 
 @dataclass(frozen=True)
@@ -94,53 +131,6 @@ class Tsit5(_Adaptive):
     order: ClassVar[int] = 5
 
 
-def _piece(torchode, step, control, y, a: float, b: float, wanted: np.ndarray, field, recorder, method: str,
-           fused=None):
-    """Integrate from (a, y) to b with torchode's Runge-Kutta step (or its `fused` compiled form) and step-size
-    controller, recording at the `wanted` times from the step's dense output, and return y(b) (the last
-    accepted step ends at b)."""
-    from torchode.single_step_methods import StepResult
-    from torchode.single_step_methods.runge_kutta import ERKInterpolationData, ERKState
-
-    def times(v):  # time in float64 whatever the data's dtype (torchode converts dt for the data)
-        return torch.tensor(v, dtype=torch.float64, device=y.device)
-    t, end = times([a]), times([b])
-    problem = torchode.InitialValueProblem(y0=y, t_start=t, t_end=end)
-    stats: dict = {}
-    dt, cstate, f0 = control.init(None, problem, step.convergence_order(), None, stats=stats, args=None)
-    mstate = step.init(None, problem, f0, stats=stats, args=None)
-    running = torch.ones(1, dtype=torch.bool, device=y.device)
-    now, pending = a, list(wanted)
-    while now < b:
-        dt = torch.minimum(dt, end - t)  # never step past the switch at b
-        if fused is None:
-            result, interp, mstate_next, _ = step.step(None, running, y, t, dt, mstate, stats=stats, args=None)
-        else:  # the same step, compiled with the field: torchode's state, result and dense output from its stages
-            y1, error, k = fused(y, mstate.prev_vf1, dt.to(y.dtype))
-            result, interp = StepResult(y1, error), ERKInterpolationData(mstate.tableau, t, dt, y, y1, k)
-            mstate_next = ERKState(mstate.tableau, k[-1])
-        accept, dt_next, cstate, status = control.adapt_step_size(t, dt, y, result, cstate, stats)
-        ok, accepted = torch.stack([status == torchode.Status.SUCCESS.value, accept]).view(-1).tolist()  # one sync
-        if not ok:
-            raise SimulationError(f"torch {method} failed between t = {a:.6g} and {b:.6g} "
-                                  f"({torchode.Status(int(status[0])).name}): {_why_failed(y.dtype, control)}")
-        if accepted:
-            t_next = t + dt
-            now = float(t_next[0])
-            inside = [s for s in pending if s <= now and s < b]  # from this step's interpolant (b: below, from y)
-            pending = [s for s in pending if s > now]
-            if inside:
-                at = step.build_interpolation(interp).evaluate(
-                    times(inside), torch.zeros(len(inside), dtype=torch.long, device=y.device))
-                for i, s in enumerate(inside):
-                    recorder.see(float(s), field.views(at[i]))
-            t, y, mstate = t_next, result.y, mstate_next
-            recorder.reached(now)
-        dt = dt_next
-    recorder.see(b, field.views(y[0]), len(wanted) > 0 and wanted[-1] == b)
-    return y
-
-
 for _cls in (Dopri5, Tsit5):
     SOLVERS.register("torch", _cls.method,
                      lambda *, dt=None, rtol=1e-8, atol=1e-10, compile=False, _cls=_cls:
@@ -148,9 +138,8 @@ for _cls in (Dopri5, Tsit5):
 
 
 def _why_failed(dtype: torch.dtype, control) -> str:
-    """The likely cause of a failed adaptive solve. torchode scales each step's error by atol + rtol |y| in the
-    data's dtype: in float16 (largest 65504) an atol finer than about 1e-4 overflows that norm from the
-    very first step, where the displacements are zero, which is no blow-up."""
+    """The likely cause of a failed adaptive solve: torchode's error norm, error / (atol + rtol |y|) in the data's
+    dtype, overflows float16 from the first step at an atol finer than about 1e-4, which is no blow-up."""
     finfo = torch.finfo(dtype)
     if float(control.atol) * finfo.max < 10:  # an error of 0.1 over atol overflows
         return (f"the step's error norm, error / (atol + rtol |y|), overflows {str(dtype).replace('torch.', '')} "

@@ -1,16 +1,10 @@
 """An adaptive Runge-Kutta step fused with the vector field and compiled: `Tsit5(compile=True)`.
 
-On a piece of a solve that is plain inference (the target shown, instantaneous errors, every plasticity
-gate shut, no population holding), the field at a state is, per hidden population, its feedback minus its
-error over tau_x, and zero for the clamped outputs: IL's steady step (`il_compiled.SteadyStep.local`) read at
-that state, not a second copy of the equations. One step of torchode's tableau (the stages' sums, the field
-evaluations and the error estimate) is written as a function of tensors, recorded as one graph of ATen ops and
-compiled by inductor (`pcsim.algorithms.compiled`), which fuses the element-wise work of the stages and of the
-non-linear populations into loops around the matrix products. torchode keeps the rest: the tableau's
-coefficients, the step-size controller and the dense output built from the stages.
-
-The compiled step is kept per graph and layout (`Graph.derived`), so later solves on the same network compile
-nothing; where compiling fails (no C++ compiler) the step runs eagerly, with a warning.
+On a piece of plain inference (target shown, instantaneous errors, gates shut, nothing held) the field is IL's
+steady step (`il_compiled.SteadyStep.local`), not a second copy of the equations. One step of torchode's tableau
+(stage sums, field evaluations, error estimate) is recorded as one ATen graph and compiled by inductor
+(`pcsim.algorithms.compiled`); torchode keeps the coefficients, the controller and the dense output. The compiled
+step is kept per graph and layout (`Graph.derived`); where compiling fails the step runs eagerly, with a warning.
 """
 
 from __future__ import annotations

@@ -48,8 +48,7 @@ class Discretisation:
     def steps_per_level(self) -> int:  # 1 with instantaneous errors, 2 with leaky errors at dt = tau_e
         return self.schedule.per_level
 
-    def update_step(self, level: int) -> int:
-        """The Euler step whose plasticity window holds the update of a vertex at `level`."""
+    def update_step(self, level: int) -> int:  # the Euler step whose window holds the update of a vertex at `level`
         return self.schedule.at_level(level)
 
 

@@ -1,6 +1,5 @@
-"""The end-of-run check for a run that diverged without overflowing: an explicit step beyond its stability
-limit grows a population geometrically, to 1e18 in 100 Euler steps at dt = 2.5 tau_x on a small MLP, and a
-run that ends before the numbers overflow (where the blow-up guard stops it) returned them without a word."""
+"""The end-of-run check for a run that diverged without overflowing (which the blow-up guard would catch): an
+explicit step beyond its stability limit grows a population geometrically."""
 
 from __future__ import annotations
 
@@ -11,16 +10,14 @@ import torch
 from pcsim.dynamics.field import State, VectorField
 from pcsim.graph.provenance import user_stacklevel
 
-# Beyond this multiple of the network's own scale (its feed-forward values, inputs and targets) a final state is
-# taken to have diverged: PC's relaxation descends an energy no larger than the loss at the feed-forward state,
-# so its values stay within a few of those scales, and Z-IL's holds stop the growth above the error wave.
+# Beyond this multiple of the network's own scale a final state has diverged: PC's relaxation descends an energy no
+# larger than the loss at the feed-forward state, so its values stay within a few of those scales.
 GROWTH = 1e6
 WHAT = {"u": "value", "e": "error"}
 
 
 class DivergenceWarning(RuntimeWarning):
-    """A run ended with populations far beyond the network's scale: most often an explicit step past its
-    stability limit."""
+    """A run ended with populations far beyond the network's scale: most often an explicit step past its limit."""
 
 
 def _largest(tensors) -> float:
@@ -46,7 +43,7 @@ def warn_if_diverged(field: VectorField, final: State, dt: float | None) -> None
     named = ", ".join(f"the {WHAT[kind]} population '{name}' reached {m:.3g}" for m, kind, name in big[:3])
     more = f" (and {len(big) - 3} more)" if len(big) > 3 else ""
     if dt is None:
-        hint = ("the solver followed the equations: look at the time constants, the gates and the target")
+        hint = "the solver followed the equations: look at the time constants, the gates and the target"
     else:
         hint = (f"an explicit step of dt = {dt:g} is stable only below 2 tau_x / lambda (lambda >= 1, the "
                 f"energy's curvature; here dt / tau_x = {dt / min(field.tau_x.values()):.3g} at the smallest tau_x)")

@@ -1,15 +1,11 @@
-"""The vector field of the PC populations: the continuous-time equations, on IL's own step.
+"""The vector field of the PC populations (equations.py) on IL's own step: errors, feedback and Hebbian terms are
+`Relaxation`'s at the loaded state; this module adds time constants, leaky errors, target onset and gates.
 
-The errors, feedback and Hebbian terms at a state are `Relaxation`'s (the loop `pcsim.il` runs),
-loaded with that state; this module adds time constants, leaky errors, target onset and gates.
-
-State components, per latent vertex i and parameter p (see equations.py):
-  u_i  value displacement from the feed-forward state (x_i = x_i^ff + u_i; the change of
-       variables keeps errors free of cancellation, as in the discrete algorithms),
+State components, per latent vertex i and parameter p:
+  u_i  value displacement from the feed-forward state (x_i = x_i^ff + u_i: errors free of cancellation),
   e_i  error population, only for leaky vertices (tau_e > 0); otherwise eps_i is algebraic,
   w_p  plasticity accumulator: tau_w dw_p/dt = sum over users i of gate_i(t) hebb_i.
-Before the target is shown each output's value is free and follows its prediction; afterwards
-its error is target_err = -dL/dmu (the output value clamped to the target, for MSE).
+An output is free (following its prediction) until the target is shown, then its error is -dL/dmu.
 """
 
 from __future__ import annotations
@@ -56,14 +52,11 @@ class Observation:
 
 
 def observation(relax: Relaxation, eps: dict[str, torch.Tensor], shown: bool, names) -> Observation:
-    """What monitors of the populations `names` read of IL's step at its current state, with errors `eps` (absent:
-    exactly zero). Values and errors may be views of the step's storage, overwritten by its next evaluation.
-    `relax` may be any reader of a state with the step's `problem`, `base`, `outputs`, `value` and `prediction`
-    (the Brian2 backend's monitors at one step)."""
+    """What monitors of the populations `names` read of IL's step `relax` (or any reader with its `problem`, `base`,
+    `outputs`, `value` and `prediction`: Brian2's monitors) with errors `eps` (absent: zero); may hold views."""
     errors = {n: eps[n] if n in eps else torch.zeros_like(relax.base[n]) for n in names}
     problem = relax.problem
-    # a shown output's value is its prediction plus its output error -dL/dmu (MSE: the target it is clamped to),
-    # not plus its error population, which lags it when leaky (mu + eps read 0.77 off the target at onset)
+    # a shown output's value is mu - dL/dmu (MSE: the target), not mu + its error population, which lags when leaky
     values = {n: relax.prediction(n) + problem.losses[n].error(relax.prediction(n), problem.target(n))
               if shown and n in relax.outputs else relax.value(n) for n in names}
     mu = {n: relax.prediction(n) for n in names if n in relax.outputs}
@@ -88,10 +81,8 @@ class VectorField:
         check_positive(tau_w=self.tau_w)
         self.leaky = [n for n in self.latent if self.tau_e[n] > 0]
         self.t_on = float(t_on)
-        # A fixed-step solver (step `grid`) reads the switches at its grid times k dt, which rounding may put just
-        # below the time meant (3 * 0.3 = 0.8999999999999999 < t_on = 0.9: the target came a step late and Z-IL's
-        # windows missed the wave, updates 100% off BP's). Switches are read SLACK of a step later, as windows'
-        # edges are set SLACK early: a grid point within rounding of a switch reads the regime that starts there.
+        # a fixed-step grid time k dt may round just below a switch (3 * 0.3 < 0.9): switches are read SLACK of a
+        # step later, so a grid point within rounding of a switch reads the regime that starts there
         self.nudge = 0.0 if grid is None else SLACK * float(grid)
         self.gate = Off() if gate is None else gate
         self.target_shown = target_shown
@@ -106,20 +97,15 @@ class VectorField:
                        for k in self.layout}
         self.sizes = {k: int(np.prod(s, dtype=np.int64)) for k, s in self.shapes.items()}
         self.size = sum(self.sizes.values())
-        # where each component starts in a flat state vector (`layout` order; `sizes` numbers each)
         self.offsets = {k: int(o) for k, o in zip(self.layout, np.cumsum([0, *self.sizes.values()]), strict=False)}
         self._strided = [(k, self.shapes[k], torch.empty(self.shapes[k], device="meta").stride(), self.offsets[k])
                          for k in self.layout]
-        ref = next(iter(self.base.values()))
         # the state holds every population in the widest dtype among them; each is loaded back in its own, as the
-        # module computes it (a float64 state loaded into a float32 RMSNorm moved its predictions off the feed-forward
-        # values: errors of 2e-6 at the fixed point, NaN by t = 2 on a Llama block)
+        # module computes it (else a float32 RMSNorm fed float64 moves off its feed-forward values)
         self.dtype = functools.reduce(torch.promote_types, (self.base[n].dtype for n in self.latent))
-        self.device = ref.device
+        self.device = next(iter(self.base.values())).device
         self.narrow = {n: self.base[n].dtype for n in self.latent if self.base[n].dtype != self.dtype}
-        # IL's step, which evaluates the field: `load` a state into it, then read its errors and feedback
-        self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)
-        # the gate's end of the protocol, per population
+        self.relaxation = Relaxation(problem, gamma=1.0, base=self.base)  # `load` a state, read errors and feedback
         self.holds_from = {n: h for n in self.latent if (h := self.gate.holds_from(n)) is not None}
 
     def held(self, t: float) -> set[str]:
@@ -189,19 +175,14 @@ class VectorField:
 
     def __call__(self, t: float, state: State, out: State | None = None, *, regime: float | None = None,
                  piece: bool = False) -> State:
-        """d state / dt at (t, state), into `out` (tensors of the layout's shapes, say `views` of one flat
-        vector) or else into views of one fresh flat vector. Each value and error component is written once: the
-        feedback products accumulate into it, with no intermediate tensors for the drive.
+        """d state / dt at (t, state), into `out` (tensors of the layout's shapes) or views of a fresh flat vector;
+        each component is written once, the feedback products accumulated into it.
 
-        regime: the time at which the switches (target onset, gates, holds) are read; default t. The switches are
-        right-continuous, so a stage at the end b of a step [a, b] read at b would see the regime that starts at
-        b: a solver stepping between switches passes a time inside its step (`switches`). piece: the regime is that
-        of a whole piece between switches (an adaptive solve), not of one step: a gate that does not know its
-        switches (`Gate.switches_known`) is then read at t, and the solver's step control finds its switches."""
+        regime: the time at which the switches are read (default t): they are right-continuous, so a solver stepping
+        between switches passes a time inside its step. piece: the regime is a whole piece's (an adaptive solve):
+        a gate of unknown switches is then read at t, and the step control finds them."""
         if out is None:
             out = self.views(torch.empty(self.size, dtype=self.dtype, device=self.device))
-        # the field depends on time through its switches alone, read at the regime's time; a gate whose switches
-        # are unknown (a function of t) cannot be read once for a whole piece: it would hold open or shut over it
         gate_t = t if regime is None or (piece and not self.gate.switches_known) else regime
         t = t if regime is None else regime
         err, drive_target = self._local(t, state)

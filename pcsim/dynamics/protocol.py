@@ -1,12 +1,8 @@
 """Presentation protocols and plasticity gates.
 
-The input is shown from t = 0 with the output free; the network starts at (or settles to) the
-feed-forward state where every error is zero. At `t_on` the target is shown: clamped for MSE,
-injected as the output error -dL/dmu for other losses. Plasticity runs through gates: a gate
-is a function of (vertex, its level, t) returning 0 or 1, and its switching times are
-breakpoints at which adaptive solvers restart, so no step straddles a discontinuity. A gate may
-also end the protocol for a population (`holds_from`): Z-IL's windows hold each population once
-no later update can read it.
+The network starts at the feed-forward state (every error zero); at `t_on` the target is shown (clamped for MSE,
+the output error -dL/dmu otherwise). A gate is a function of (vertex, its level, t) returning 0 or 1; its switching
+times are breakpoints where adaptive solvers restart, and it may end the protocol for a population (`holds_from`).
 """
 
 from __future__ import annotations
@@ -25,8 +21,7 @@ from pcsim.graph.ir import Graph
 class Gate:
     """Abstract plasticity gate: `gate(vertex, level, t) -> 0.0 or 1.0`."""
 
-    # pcsim's own gates switch at times the user gave as numbers, which a fixed-step grid time k dt may miss by a
-    # rounding: they are read just after it (`VectorField.nudge`). Any other gate is called at the grid time itself.
+    # pcsim's own gates switch at times a grid time k dt may miss by a rounding: read just after (`VectorField.nudge`)
     nudged: ClassVar[bool] = False
 
     def __call__(self, vertex: str, level: int, t: float) -> float:
@@ -38,20 +33,18 @@ class Gate:
 
     @property
     def switches_known(self) -> bool:
-        """Whether `breakpoints` lists every switch. Solvers read a known gate once per piece between switches;
-        an unknown one (a function with no `switch_times`) is read at each stage's own time instead."""
+        """Whether `breakpoints` lists every switch: then solvers read the gate once per piece between switches,
+        otherwise at each stage's own time."""
         return True
 
     def holds_from(self, vertex: str) -> float | None:
-        """When the protocol ends for the vertex (None: never): from then on its value population holds and
-        its error falls silent (zero, leaky or instantaneous: it feeds its parents nothing). Only a schedule
-        whose later updates read nothing of the population may set it."""
+        """When the protocol ends for the vertex (None: never): its value holds and its error falls silent (zero).
+        Only a schedule whose later updates read nothing of the population may set it."""
         return None
 
     def wave_arrives(self, vertex: str) -> float | None:
-        """When the error wave reaches the vertex (None: no such time), before which its error and the
-        drive of its value are exactly zero: a backend whose arithmetic differs from pcsim's may
-        hold them at zero until then (Brian2 does)."""
+        """When the error wave reaches the vertex (None: no such time); before it its error and drive are exactly
+        zero, which a backend with other arithmetic may enforce (Brian2 does)."""
         return None
 
 
@@ -99,24 +92,13 @@ class Windows(Gate):
         return 1.0 if start <= t < stop else 0.0
 
     def holds_from(self, vertex: str) -> float:
-        """When the vertex's window closes; from the start for a vertex that reaches no output.
+        """When the vertex's window closes; from the start for a vertex that reaches no output (it feeds its
+        parents only after their windows: `Graph.pruned`); never for an output (clamped, or free before the target).
 
-        Why the updates stay BP's, on a levelled graph, for a vertex c due at step s: its value is read
-        by its own update and its children's (due earlier) up to step s, and by its error, which its
-        parents read at the step before theirs, s + per_level - 1; that error is computed from the state
-        of the step before it (leaky errors) or of the same step (instantaneous), so the value of step
-        s + 1 and the error of step s + per_level (the first to come from a held value) are never read,
-        nor is an error after step s: a parent reads it only through its own value of the step after,
-        which only its own errors of later steps read, and those no update reads (a leaky error
-        at step s + 1 enters x_p(s + 2), which only e_p(s + 3) reads, after p's step s + 2). Holding the
-        population from s + 1, its error silent, changes no update, and stops the values above the error
-        wave from growing without bound at gamma = 1 (condition C3), doubly exponentially through
-        products of populations; a held leaky error kept feeding its parents through their moving
-        Jacobian would grow them so (exp(x_p) e: NaN by step 38 on the multi-op graph at tau_e = dt).
-        A vertex that reaches no output feeds its parents only after their windows (`Graph.pruned`): it
-        holds from the start. An output needs no hold (its value is clamped, or
-        free before the target, and its parents hold from step 2), so its recorded value stays the
-        target's: prediction plus error."""
+        On a levelled graph no update reads a value after its own step s, nor an error from a held value (its
+        parents read it at step s + per_level - 1 at the latest), so holding changes no update; it stops the values
+        above the error wave from growing without bound at gamma = 1 (condition C3), and a held error falls silent
+        because one fed through its parents' moving Jacobian grows them so too."""
         if vertex not in self.schedule.levels:
             return float("-inf")
         if self.schedule.levels[vertex] == 0:
@@ -130,12 +112,9 @@ class Windows(Gate):
         return sorted(((c, n) for c, n in late if c > t_end), reverse=True)
 
     def wave_arrives(self, vertex: str) -> float | None:
-        """When its children's errors first move: the window of the level below it opens (a vertex at distance
-        d reads its children's errors, and its value first moves, at step `at_level(d - 1)`). Offsets
-        (a vertex made late) move windows, not the wave. Before then, from a feed-forward start, its error
-        is x - mu of unchanged values and its feedback is zero: exact zeros in pcsim's arithmetic, while a
-        backend that sums predictions in another order leaves rounding residues that gamma = 1 amplifies
-        step after step on a deep graph."""
+        """When its children's errors first move: the window of the level below it opens (offsets move windows, not
+        the wave). Before then its error and feedback are exact zeros in pcsim's arithmetic, where another order of
+        sums leaves residues that gamma = 1 amplifies on a deep graph."""
         level = self.schedule.levels.get(vertex)
         if not level:
             return None
@@ -201,7 +180,6 @@ def make_gate(plasticity, *, t_on: float, dt: float | None, tau_x: float, leaky:
         return Windows(Schedule.of(graph, leaky), t_on=t_on, width=width)
     raise ValueError(f"plasticity must be 'off', 'always', 'zil', a Gate or a function (vertex, t) -> bool; "
                      f"got {plasticity!r}")
-
 
 
 def _name(fn) -> str:

@@ -21,17 +21,14 @@ class SimulationError(PcsimError):
     """The simulation blew up, or a solver failed; the message says when and where."""
 
 
-# The default recording: every population at this many evenly spaced grid times (ends included).
-# Cheap (a few copies of the state, whatever the number of steps); every step is opt-in (every_step=True).
-SNAPSHOTS = 21
+SNAPSHOTS = 21  # the default recording: every population at this many evenly spaced grid times, ends included
 WHAT = {"u": "value", "e": "error", "w": "plasticity"}
 
 
 @dataclass(frozen=True)
 class Record:
-    """What a simulation keeps: populations (None: every latent vertex) at `times`, or at every step
-    (`every_step`: Euler's grid or each accepted adaptive step), or at `snapshots` evenly spaced grid times
-    from 0 to t_end (the default); one of the three."""
+    """What a simulation keeps: populations (None: every latent vertex) at one of `times`, every step (`every_step`:
+    the grid or each accepted adaptive step) or `snapshots` evenly spaced grid times from 0 to t_end (the default)."""
 
     populations: tuple[str, ...] | None = None
     times: tuple[float, ...] | None = None
@@ -39,13 +36,11 @@ class Record:
     snapshots: int = SNAPSHOTS
 
     def __post_init__(self):
-        # checked here, not where the solver reads them: a float count stopped in numpy's linspace
         if isinstance(self.snapshots, bool) or not isinstance(self.snapshots, Integral):
             raise ValueError(f"Record's snapshots must be an integer, got {self.snapshots!r}")
         if self.snapshots < 2:
             raise ValueError(f"Record needs at least 2 snapshots (t = 0 and t_end), got {self.snapshots}")
         check_fields(self)
-        # times win over every_step, which wins over snapshots: a second one set was ignored without a word
         chosen = [f for f, on in (("times", self.times is not None), ("every_step", self.every_step),
                                   ("snapshots", self.snapshots != SNAPSHOTS)) if on]
         if len(chosen) > 1:
@@ -104,8 +99,7 @@ class Recorder:
         self.field = field
         unknown = sorted(set(record.populations or ()) - set(field.latent))
         if unknown:
-            raise ValueError(f"record names populations not in the graph: {unknown}; "
-                             f"known: {field.latent}")
+            raise ValueError(f"record names populations not in the graph: {unknown}; known: {field.latent}")
         self.populations = list(field.latent if record.populations is None else record.populations)
         # records in the graph's dtype whatever the backend computed in (Brian2 works in float64)
         self._dtypes = {n: numpy_dtype(field.problem.graph[n].dtype) for n in self.populations}
@@ -124,8 +118,8 @@ class Recorder:
         self._rows: int | None = None  # known (a fixed-step grid): values and errors go into preallocated arrays
 
     def plan_grid(self, n: int, dt: float) -> list[int]:
-        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order, and storage
-        for exactly that many rows: each observation is then copied once into place, with no stacking at the end."""
+        """Which of a fixed-step run's grid points 0..n (at min(k dt, t_end)) to record, in order; storage for that
+        many rows is then made at the first observation, each copied once into place."""
         if self.times is not None:  # the grid points within rounding of a wanted time
             grid = np.minimum(np.arange(n + 1) * dt, self.t_end)
             near = np.abs(grid[:, None] - self.times[None, :]) <= 1e-9 * dt
@@ -152,9 +146,8 @@ class Recorder:
         return np.linspace(0.0, self.t_end, self.record.snapshots)
 
     def pieces(self, desc: str, progress: bool):
-        """An adaptive solve from 0 to t_end, split at target onset and the gates' switching times so that no step
-        straddles a discontinuity: yields (a, b, the sample times in (a, b] or None for every step), after
-        recording t = 0. Each piece starts just after its switch, where the field is evaluated from the right."""
+        """An adaptive solve from 0 to t_end split at the field's switches, so that no step straddles one: yields
+        (a, b, the sample times in (a, b] or None for every step), after recording t = 0."""
         field, sample = self.field, self.sample_times()
         if sample is None or (sample.size and sample[0] == 0.0):  # Record(times=[]): the updates alone
             self.see(0.0, field.initial_state())
@@ -168,8 +161,7 @@ class Recorder:
         self._bar = None
 
     def reached(self, t: float) -> None:
-        """An adaptive solver has got to t: the progress bar follows it inside a piece, which may take minutes of
-        small steps (a ReLU population sliding along its kink), not only at the piece's end."""
+        """An adaptive solver has got to t: the progress bar follows it inside a piece, not only at its end."""
         if self._bar is not None and t > self._bar.n:
             self._bar.update(t - self._bar.n)
 
@@ -180,8 +172,7 @@ class Recorder:
             self.add_observation(t, self.field.observe(t, state, self.populations))
 
     def add_observation(self, t: float, obs: Observation) -> None:
-        """Record what a backend observed (e.g. Brian2's monitors) at time t: a copy, as `obs` may hold views of
-        storage the backend updates in place."""
+        """Record a copy of what a backend observed (e.g. Brian2's monitors) at time t: `obs` may hold views."""
         row = len(self.t)
         t = float(t)
         if self.times is not None and self.times.size:  # a time asked for is kept as asked: k dt may round off it

@@ -46,7 +46,6 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     """
     named = solver is None
     if named and isinstance(method, Solver | type) and (not isinstance(method, type) or issubclass(method, Solver)):
-        # read as a name, it was 'unknown method 'Tsit5(rtol=...)' for backend 'scipy'', the default backend
         raise TypeError(f"method= takes a method's name ('euler', 'tsit5', 'RK45'); a solver object such as "
                         f"{method!r} goes to solver= (simulate(graph, inputs, target, solver=...))")
     if named:
@@ -100,15 +99,13 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
 
 
 def _loss_names(loss, problem: Problem):
-    """`loss` as names for the record, one per output unless one was given for all (a Loss instance stopped the
-    run at its end when its meta took `list(loss)`, and a dict of losses would have given its keys)."""
+    """`loss` as names for the record: one, or one per output."""
     return get_loss(loss).name if isinstance(loss, str | Loss) else [problem.losses[o].name
                                                                      for o in problem.graph.outputs]
 
 
 def _warn_unfinished(gate: Windows, graph: Graph, t_end: float) -> None:
-    """A run that ends before the last Z-IL window closes returns part of the updates: say which, and how long
-    to run (a GRU's 33 levels need 34 steps; at 30 its updates were 0.24 relative off BP's, without a word)."""
+    """A run that ends before the last Z-IL window closes returns part of the updates: say which, and how long."""
     late = gate.unfinished(graph, t_end)
     if late:
         close, last = late[0]

@@ -1,9 +1,6 @@
-"""The solver protocol: what integrates the populations is an object, not a string (diffrax's style).
-
-A solver carries its own settings (`Euler(dt)`, `Scipy("LSODA", rtol=, atol=)`, `Brian2(dt, target=)`), knows
-its order, and runs a vector field from its feed-forward state to t_end into a recorder. Backends define
-their solvers and register them here by (backend, method), so `simulate(backend=, method=)`, the CLI's
-choices and the docs all read one table; this module imports no backend.
+"""The solver protocol: a solver is an object carrying its settings (`Euler(dt)`, `Scipy("LSODA", rtol=)`), as in
+diffrax, that runs a vector field from its feed-forward state to t_end into a recorder. Backends register theirs by
+(backend, method) in `SOLVERS`, the one table `simulate`, the CLI and the docs read; this module imports no backend.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from typing import ClassVar
 from pcsim.graph.argument import fits
 from pcsim.graph.provenance import user_stacklevel
 
-# More steps than this take hours on a mid-size graph: said before the run starts, not after an hour of silence
+# more steps than this take hours on a mid-size graph: said before the run starts
 LONG_RUN_STEPS = 10**7
 
 
@@ -28,11 +25,10 @@ class Solver:
     method: ClassVar[str]
     order: ClassVar[int | None]  # None: variable order (LSODA, BDF)
 
+    stiff: ClassVar[bool] = False  # an implicit method: its steps are not bounded by the fastest time constant
+
     def run(self, field, recorder, *, t_end: float, progress: bool = False):
         raise NotImplementedError
-
-    # an implicit method: its steps are not bounded by the fastest time constant (scipy's LSODA, Radau, BDF)
-    stiff: ClassVar[bool] = False
 
     @property
     def step(self) -> float | None:
@@ -96,8 +92,6 @@ def check_number(**settings) -> None:
     """Each setting (None: not given) is a real number, or a dict of them (a time constant per population)."""
     for name, value in settings.items():
         for key, v in value.items() if isinstance(value, Mapping) else [(None, value)]:
-            # Euler('0.1') stopped in the comparison ("'>' not supported between 'str' and 'int'"); Euler(True) ran
-            # with dt = 1; simulate(t_end='10') and tau_e='0.1' (values read from a config file) the same
             if v is not None and not fits("float", v):
                 raise ValueError(f"{name if key is None else f'{name}[{key!r}]'} must be a number, got {v!r}")
 
@@ -105,9 +99,7 @@ def check_number(**settings) -> None:
 def check_positive(**settings: float | None) -> None:
     check_number(**settings)
     for name, value in settings.items():
-        if value is None:
-            continue
-        if not value > 0:
+        if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 
@@ -122,11 +114,9 @@ def check_step(dt: float | None, method: str) -> float:
 
 def warn_if_long(solver: Solver, t_end: float, fastest_tau: float) -> None:
     """Warn before a run of more than LONG_RUN_STEPS steps: a fixed step (or a cap on adaptive steps) far below
-    t_end, or an explicit adaptive method, whose steps stay within a few of the fastest time constant (tau_e = 1e-9
-    with RK45 ran on, silently)."""
-    fixed = getattr(solver, "dt", None)  # a fixed step; `solver.step` is also an adaptive method's cap
+    t_end, or an explicit adaptive method, whose steps stay within a few of the fastest time constant."""
     said = [(t_end / solver.step, f"steps of at most {solver.step:g} to t_end = {t_end:g}")] if solver.step else []
-    if fixed is None and not solver.stiff:
+    if getattr(solver, "dt", None) is None and not solver.stiff:  # `step` is also an adaptive method's cap
         said.append((t_end / fastest_tau, f"steps: the fastest time constant, {fastest_tau:g}, bounds the steps of an "
                                           f"explicit method ({solver.method}) to t_end = {t_end:g}; an implicit one "
                                           "(Scipy('LSODA'), 'Radau' or 'BDF') steps past it"))

@@ -1,11 +1,8 @@
 """Neuron-level sparsity of the vector field's Jacobian, for implicit solvers.
 
-Each (vertex, parent) edge gets a pattern of which parent neurons can move which vertex neurons:
-the identity for elementwise ops, block-diagonal over the batch for ops that never mix samples
-(found by probing the op with a perturbation of one sample), dense otherwise. The field's
-Jacobian blocks are products of these patterns: a value neuron feels its parents through its
-prediction (P), its children through their errors (P^T), and its children's other parents
-through the children's predictions (P^T P).
+Each (vertex, parent) edge's pattern P is the identity for elementwise ops, block-diagonal over the batch for ops
+that never mix samples (probed with a perturbation of one sample), dense otherwise. A value neuron feels its parents
+through its prediction (P), its children through their errors (P^T), their other parents through them (P^T P).
 """
 
 from __future__ import annotations
