@@ -9,8 +9,9 @@ with a KeyError. Captures themselves run one at a time (`export._CAPTURING`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def this_thread_only(patch: Callable, original: Callable) -> Callable:
@@ -20,3 +21,15 @@ def this_thread_only(patch: Callable, original: Callable) -> Callable:
     def either(*args, **kwargs):
         return (patch if threading.get_ident() == owner else original)(*args, **kwargs)
     return either
+
+
+@contextlib.contextmanager
+def patched(owner, attr: str, patch: Callable, original: Callable, wrap: Callable = lambda f: f) -> Iterator[None]:
+    """`owner.attr` is `wrap(patch)` in this thread while inside, and `wrap(original)` elsewhere and after.
+
+    `original` is torch's own, taken once at import: a run restores it, never another run's stand-in."""
+    setattr(owner, attr, wrap(this_thread_only(patch, original)))
+    try:
+        yield
+    finally:
+        setattr(owner, attr, wrap(original))

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import torch
 import torch.fx as fx
 
-from pcsim.capture.patching import this_thread_only
+from pcsim.capture.patching import patched
 
 aten = torch.ops.aten
 
@@ -38,11 +38,7 @@ def _stop_gradient(x: torch.Tensor) -> torch.Tensor:
     return x.clone()  # an op's output may not alias its input
 
 
-@_stop_gradient.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
+_stop_gradient.register_fake(torch.empty_like)
 STOP_GRADIENT = torch.ops.pcsim.stop_gradient.default
 
 
@@ -51,11 +47,7 @@ def _straight_through(source: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     return value.clone()
 
 
-@_straight_through.register_fake
-def _(source, value):
-    return torch.empty_like(value)
-
-
+_straight_through.register_fake(lambda source, value: torch.empty_like(value))
 STRAIGHT_THROUGH = torch.ops.pcsim.straight_through.default
 
 
@@ -75,12 +67,9 @@ def _exit_as_grad_mode(self, *exc) -> None:
 @contextlib.contextmanager
 def inference_mode_as_grad_mode() -> Iterator[None]:
     """Inside, `torch.inference_mode(mode)` (as a context or a decorator) is `set_grad_enabled(not mode)`."""
-    _INFERENCE_MODE.__enter__ = this_thread_only(_enter_as_grad_mode, _INFERENCE_ENTER)
-    _INFERENCE_MODE.__exit__ = this_thread_only(_exit_as_grad_mode, _INFERENCE_EXIT)
-    try:
+    with (patched(_INFERENCE_MODE, "__enter__", _enter_as_grad_mode, _INFERENCE_ENTER),
+          patched(_INFERENCE_MODE, "__exit__", _exit_as_grad_mode, _INFERENCE_EXIT)):
         yield
-    finally:
-        _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__ = _INFERENCE_ENTER, _INFERENCE_EXIT
 
 
 def _grad_disabled_block(n: fx.Node) -> bool:
