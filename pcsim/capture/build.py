@@ -168,19 +168,17 @@ class Builder:
         value = self.values[n]
         if spec.kind == InputKind.PARAMETER and value.requires_grad:
             self.kind[n] = ParamArg(self.param_alias[spec.target])
-        elif spec.kind == InputKind.PARAMETER:  # frozen (`requires_grad=False`): a constant, as backprop has it
+        elif spec.kind != InputKind.USER_INPUT:  # a buffer, or a frozen parameter: a constant, as backprop has it
             self.kind[n] = self._const(spec.target, value)
-        elif spec.kind == InputKind.USER_INPUT and not isinstance(value, torch.Tensor):  # None, a number, a flag
+        elif not isinstance(value, torch.Tensor):  # None, a number, a flag
             self.kind[n] = value
             self.literal_inputs.append((len(self.inputs) + len(self.literal_inputs), value))
-        elif spec.kind == InputKind.USER_INPUT:
+        else:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))
             self.inputs.append(name)
             self.vertex_values[name] = value  # what a probed reader's call is pulled back on
             self.kind[n] = name
-        else:
-            self.kind[n] = self._const(spec.target, value)
 
     def _const(self, name: str, value: Any) -> Any:
         if not isinstance(value, torch.Tensor):

@@ -94,7 +94,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                              "torch.export writes into another of the program's inputs, and that failed "
                              f"({type(e).__name__}: {first_line(e)}). Register it in __init__, or in a submodule's "
                              "forward()") from None
-        raise _export_error(name, inputs, e, module) from None
+        raise _export_error(module, inputs, e) from None
     _refuse_higher_order(program)
     if changed:
         paths = {id(m): path for path, m in module.named_modules()}
@@ -192,13 +192,13 @@ def _packs_sequences(e: Exception) -> bool:
     return False
 
 
-def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, module: nn.Module | None = None
-                  ) -> TraceError:
+def _export_error(module: nn.Module, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
     # a RecursionError stops wherever the stack ran out (copy.py, torch), not at a line of the user's
     line = None if isinstance(e, RecursionError) else exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
+    text = (f"{type(module).__name__} could not be captured{where}: {type(e).__name__}: {first_line(e)}"
+            + (f"\n{line}" if line else ""))
     if _packs_sequences(e):  # torch fails inside the recurrent layer, on a size that is a fake tensor
         text += ("\nforward() runs a recurrent layer on a PackedSequence (pack_padded_sequence, pack_sequence): its "
                  "batch sizes are taken from the lengths' *values*, which torch.export cannot capture as sizes. Run "
@@ -219,7 +219,7 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, modul
         text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
                  "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
                  "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
-    elif isinstance(e, RecursionError) and module is not None:
+    elif isinstance(e, RecursionError):
         # torch.export follows each module call with about eight Python frames of its own: a model that runs fine
         # nested some 120 modules deep (an nn.Sequential wrapped in another, over and over) exceeds the default
         # limit here, and the inputs' shapes are not the matter

@@ -156,8 +156,7 @@ def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> bool:
 
 # The example values scaled and with flipped signs, then random values at several scales: a backward that differs
 # from forward's derivative only away from the examples (a straight-through sign whose window |x| <= 1 no example
-# falls in, an identity backward for a clamp no example reaches) gave every rule forward's derivative once values
-# moved (another batch, the rules' own inference), silently: 1.0 relative off autograd.
+# falls in) is seen there, where the rules' values go once they move.
 _SCALES = (0.01, 0.3, 3.0, 100.0)
 
 
