@@ -38,8 +38,8 @@ from pcsim.graph.provenance import exception_user_line, user_stacklevel
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
-_DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
-                   "Could not extract", "Dynamic control flow")
+_DATA_DEPENDENT = ("data-dependent", "could not extract specialized integer", "Could not extract",
+                   "Dynamic control flow")
 # torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
 _LIFTED_FAKE = "fake tensor in the exported program constant"
 # torch's message for an output object it cannot flatten (a Hugging Face DynamicCache returned with use_cache=True)

@@ -34,9 +34,8 @@ _MODE = {True: "train", False: "eval"}
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """A module tensor the graph reads as a constant: `name` (what it is and its qualified name), at
-    `owner.<attr>` (`owner` a weak reference); its storage and layout at the trace; `copy`, a copy of its values
-    where the graph folded a value computed from it (None where the graph reads it as it is)."""
+    """A module tensor the graph reads as a constant, at `owner.<attr>`; `copy`: its values at the trace where the
+    graph folded a value computed from it (None where it reads the tensor as it is)."""
 
     name: str
     owner: weakref.ref
@@ -108,20 +107,17 @@ class TracedParam:
 
 @dataclass(frozen=True, eq=False)
 class ModuleTies:
-    """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child, the child's
-    `Watch`) top-down; the module's own `Watch` and nn.Module's global forward hooks, at the trace;
-    each parameter as traced, with its owner and attribute (`owners`, in the same order; empty in a copy); the
-    normalisations whose statistics follow the mode, as (path, module, mode at the trace); the sources."""
+    """The traced module's parts by weak references (all but `params` dropped in a copy), as they were at the trace."""
 
     params: tuple[TracedParam, ...]
     module: weakref.ref | None = None
-    # (path, parent, attribute, child, the child's `Watch`)
+    # (path, parent, attribute, child, the child's `Watch`), top-down
     edges: tuple[tuple[str, weakref.ref, str, weakref.ref, Watch], ...] = ()
-    owners: tuple[tuple[weakref.ref, str], ...] = ()
-    modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
+    owners: tuple[tuple[weakref.ref, str], ...] = ()  # each parameter's (owner, attribute), in `params`' order
+    modes: tuple[tuple[str, weakref.ref, bool], ...] = ()  # normalisations following the mode: (path, module, mode)
     sources: tuple[Source, ...] = ()
-    root: Watch | None = None
-    global_hooks: tuple = ()
+    root: Watch | None = None  # the module's own
+    global_hooks: tuple = ()  # nn.Module's global forward hooks
     warned: set = field(default_factory=set, repr=False)  # the settings already warned about
 
     def __getstate__(self) -> dict:
