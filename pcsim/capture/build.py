@@ -31,14 +31,13 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pcsim.capture import tidy
-from pcsim.capture.names import VertexNamer, module_path
+from pcsim.capture.names import VertexNamer, module_path, where
 from pcsim.capture.ties import module_ties
 from pcsim.capture.zeros import Rewrite, StructuralZeros, split_of_broadcast
 from pcsim.errors import TraceError, UnsupportedOpError, first_line
 from pcsim.graph.guards import NumberGuard, warn_numbers
 from pcsim.graph.ir import INPUT_OP, Computed, ConstArg, Graph, ParamArg, ParentArg, Vertex, template_slots
 from pcsim.graph.level import fresh_name
-from pcsim.graph.provenance import user_line
 from pcsim.ops.local import Autograd
 from pcsim.ops.table import DROPOUTS, OPS, draws_random, entry, identity, op_name
 
@@ -87,13 +86,6 @@ class _ValueInterpreter(fx.Interpreter):
         if op_name(target) in DROPOUTS:
             return entry(target).replace(*args, **kwargs)
         return super().call_function(target, args, kwargs)
-
-
-def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
-    """"op name ('node') at file.py:12: why", then the user's frame unless `frame` is False."""
-    line = user_line(n.meta.get("stack_trace"))
-    text = f"op {op_name(n.target)} ('{n.name}')" + (f" at {line.short}" if line else "") + (f": {why}" if why else "")
-    return text + (f"\n{line}" if line and frame else "")
 
 
 class Builder:
@@ -154,7 +146,7 @@ class Builder:
             elif n.op == "call_function" and n in live:
                 self._call(n)
         outputs = self._rename(self._outputs(out_node))
-        self.vertices = tidy.reaching(self.vertices, outputs)
+        self.vertices = tidy.upstream(self.vertices, outputs)
         outputs = tidy.sink_outputs(self.vertices, outputs)
         warn_numbers(self.number_guards)
         tidy.warn_dropouts(self.dropouts)
@@ -168,34 +160,25 @@ class Builder:
         """The nodes the user's outputs are computed from; the rest (a training BatchNorm's new running
         statistics, which export returns as buffer updates) are never populations."""
         specs = self.program.graph_signature.output_specs
-        stack = [a for s, a in zip(specs, out_node.args[0], strict=True)
-                 if s.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)]
-        live: set[fx.Node] = set()
-        while stack:
-            n = stack.pop()
-            if n not in live:
-                live.add(n)
-                stack.extend(n.all_input_nodes)
-        return live
+        return tidy.computed_from([a for s, a in zip(specs, out_node.args[0], strict=True)
+                                   if s.kind == OutputKind.USER_OUTPUT and isinstance(a, fx.Node)])
 
     # -- classification ---------------------------------------------------------------------------
     def _placeholder(self, n: fx.Node, spec) -> None:
         value = self.values[n]
         if spec.kind == InputKind.PARAMETER and value.requires_grad:
             self.kind[n] = ParamArg(self.param_alias[spec.target])
-        elif spec.kind == InputKind.PARAMETER:  # frozen (`requires_grad=False`): a constant, as backprop has it
+        elif spec.kind != InputKind.USER_INPUT:  # a buffer, or a frozen parameter: a constant, as backprop has it
             self.kind[n] = self._const(spec.target, value)
-        elif spec.kind == InputKind.USER_INPUT and not isinstance(value, torch.Tensor):  # None, a number, a flag
+        elif not isinstance(value, torch.Tensor):  # None, a number, a flag
             self.kind[n] = value
             self.literal_inputs.append((len(self.inputs) + len(self.literal_inputs), value))
-        elif spec.kind == InputKind.USER_INPUT:
+        else:
             name = self.namer.take(n.name)
             self.vertices.append(Vertex(name, INPUT_OP, tuple(value.shape), value.dtype, source="input"))
             self.inputs.append(name)
             self.vertex_values[name] = value  # what a probed reader's call is pulled back on
             self.kind[n] = name
-        else:
-            self.kind[n] = self._const(spec.target, value)
 
     def _const(self, name: str, value: Any) -> Any:
         if not isinstance(value, torch.Tensor):
@@ -283,7 +266,8 @@ class Builder:
         if parents:  # recomputed from each batch by the rules, which refuse one where it moved
             number = Vertex(n.name, op_name(n.target), (), torch.float64, parents=tuple(parents), fn=n.target,
                             args=tuple(args), kwargs=tuple(kwargs.items()), source=where(n, frame=False))
-            self.number_guards.append(NumberGuard.of(number, value, self.vertices))
+            chain = tuple(v for v in tidy.upstream(self.vertices, number.parents) if not v.is_input)
+            self.number_guards.append(NumberGuard(chain, number, value))
         self.kind[n] = value
 
     def _item(self, n: fx.Node, multi: _Multi, index: Any, value: Any) -> None:

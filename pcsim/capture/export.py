@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch._export.utils
@@ -29,16 +29,17 @@ from torch.nn.utils.rnn import PackedSequence
 
 from pcsim.capture.attention import DECOMPOSITIONS as ATTENTION
 from pcsim.capture.functions import changed_attributes, refuse_custom_backwards, seen_functions
+from pcsim.capture.names import where
+from pcsim.capture.patching import patched
 from pcsim.capture.recurrent import UNROLLED
-from pcsim.capture.state import registered_tensors_kept
 from pcsim.capture.stop_gradient import inference_mode_as_grad_mode, mark_stop_gradients
 from pcsim.errors import InputError, TraceError, UnsupportedOpError, first_line
-from pcsim.graph.provenance import exception_user_line, user_line, user_stacklevel
+from pcsim.graph.provenance import exception_user_line, user_stacklevel
 from pcsim.ops.table import FUSED_OPS, KEPT_WHOLE
 
 # Messages torch gives for control flow on tensor values, and what the user can do about it.
-_DATA_DEPENDENT = ("data-dependent", "Could not guard on data-dependent", "could not extract specialized integer",
-                   "Could not extract", "Dynamic control flow")
+_DATA_DEPENDENT = ("data-dependent", "could not extract specialized integer", "Could not extract",
+                   "Dynamic control flow")
 # torch.export's message where forward() reads `.data`: the value is a fake tensor it cannot trace through
 _LIFTED_FAKE = "fake tensor in the exported program constant"
 # torch's message for an output object it cannot flatten (a Hugging Face DynamicCache returned with use_cache=True)
@@ -79,7 +80,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
             functions: list[type] = []  # the custom autograd.Functions forward() applies
             changed: dict = {}  # Python attributes forward() changes (a step counter)
             with (seen_functions(functions), inference_mode_as_grad_mode(), changed_attributes(changed),
-                  registered_tensors_kept(module, registered)):
+                  _registered_tensors_kept(module, registered)):
                 program = torch.export.export(module, tuple(inputs), strict=False)
             if functions:
                 refuse_custom_backwards(module, tuple(inputs))
@@ -93,7 +94,7 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                              "torch.export writes into another of the program's inputs, and that failed "
                              f"({type(e).__name__}: {first_line(e)}). Register it in __init__, or in a submodule's "
                              "forward()") from None
-        raise _export_error(name, inputs, e, module) from None
+        raise _export_error(module, inputs, e) from None
     _refuse_higher_order(program)
     if changed:
         paths = {id(m): path for path, m in module.named_modules()}
@@ -105,6 +106,31 @@ def export_program(module: nn.Module, inputs: tuple[torch.Tensor, ...], fused: f
                       f"of the module read {where} changed again (a step counter); if that changes what forward() "
                       "computes, the graph holds for that one call only", stacklevel=user_stacklevel())
     return program, frozenset((id(owner), attr) for owner, attr in changed)
+
+
+_REGISTRIES = ("_parameters", "_buffers")  # the dicts of a module that hold its registered tensors
+
+
+@contextlib.contextmanager
+def _registered_tensors_kept(module: nn.Module, registered: list[str]) -> Iterator[None]:
+    """Put back every submodule's parameters and buffers (which names, which tensors) as they were on entry, and
+    list in `registered` the buffers of `module` itself that were registered meanwhile, where there was none.
+
+    torch.export restores a module's plain attributes after its run of forward() on fake tensors, but not its
+    registered tensors: a buffer forward() (re-)registers itself (a lazily built cache, as x-transformers' ALiBi
+    bias) was left in the user's module as a fake tensor, and its next call stopped inside torch ('Could not guard
+    on data-dependent expression'). forward() builds such a tensor again when it runs for real."""
+    saved = [(sub, {r: dict(sub.__dict__[r]) for r in _REGISTRIES}, set(sub._non_persistent_buffers_set))
+             for sub in module.modules()]
+    try:
+        yield
+    finally:
+        before = saved[0][1]["_buffers"]
+        registered.extend(k for k, v in module._buffers.items() if v is not None and before.get(k) is None)
+        for sub, registries, non_persistent in saved:
+            for table, before in [*registries.items(), ("_non_persistent_buffers_set", non_persistent)]:
+                sub.__dict__[table].clear()
+                sub.__dict__[table].update(before)
 
 
 # what a higher-order op left in the decomposed program stands for, and what to write instead
@@ -127,28 +153,20 @@ def _refuse_higher_order(program: torch.export.ExportedProgram) -> None:
             effect = str(n.args[1]) if name == "with_effects" and len(n.args) > 1 else "an op"
             why = _HIGHER_ORDER.get(name, f"runs a subgraph through the higher-order op torch.ops.higher_order."
                                           f"{name}, which pcsim does not follow").format(effect=effect)
-            line = user_line(n.meta.get("stack_trace"))
-            at = f" at {line.short}" if line else ""
-            raise UnsupportedOpError(f"op {name} ('{n.name}'){at}: forward() {why}" + (f"\n{line}" if line else ""))
+            raise UnsupportedOpError(where(n, f"forward() {why}"))
 
 
-# torch's own function, taken once: a run restores it, never another run's stand-in (two threads may trace)
 _DISPATCHER_READ = getattr(torch._export.utils, "_materialize_cpp_cia_ops", None)
 
 
-@contextlib.contextmanager
-def _dispatcher_read_once():
+def _dispatcher_read_once() -> contextlib.AbstractContextManager:
     """torch's `run_decompositions` reads every composite op's registration from the C++ dispatcher once per op
     namespace, twice: the same answer each time within one run, and most of capturing a small model. Within
     one run it is read once (torch.export's own code and result otherwise; nothing registers ops meanwhile)."""
     if _DISPATCHER_READ is None:  # another torch: its own way
-        yield
-        return
-    torch._export.utils._materialize_cpp_cia_ops = functools.cache(_DISPATCHER_READ)  # the first call reads
-    try:
-        yield
-    finally:
-        torch._export.utils._materialize_cpp_cia_ops = _DISPATCHER_READ
+        return contextlib.nullcontext()
+    cached = functools.cache(_DISPATCHER_READ)  # the first call reads
+    return patched(torch._export.utils, "_materialize_cpp_cia_ops", cached, _DISPATCHER_READ)
 
 
 @contextlib.contextmanager
@@ -174,13 +192,13 @@ def _packs_sequences(e: Exception) -> bool:
     return False
 
 
-def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, module: nn.Module | None = None
-                  ) -> TraceError:
+def _export_error(module: nn.Module, inputs: Iterable[torch.Tensor], e: Exception) -> TraceError:
     # a RecursionError stops wherever the stack ran out (copy.py, torch), not at a line of the user's
     line = None if isinstance(e, RecursionError) else exception_user_line(e)
     where = f" at {line.short}" if line else ""
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-    text = f"{name} could not be captured{where}: {type(e).__name__}: {first_line(e)}" + (f"\n{line}" if line else "")
+    text = (f"{type(module).__name__} could not be captured{where}: {type(e).__name__}: {first_line(e)}"
+            + (f"\n{line}" if line else ""))
     if _packs_sequences(e):  # torch fails inside the recurrent layer, on a size that is a fake tensor
         text += ("\nforward() runs a recurrent layer on a PackedSequence (pack_padded_sequence, pack_sequence): its "
                  "batch sizes are taken from the lengths' *values*, which torch.export cannot capture as sizes. Run "
@@ -201,7 +219,7 @@ def _export_error(name: str, inputs: Iterable[torch.Tensor], e: Exception, modul
         text += ("\nThe forward pass needs the *values* of a tensor in Python: a branch on it (`if t.sum() > 0`), or "
                  "float(), int(), bool() of it. pcsim captures one program for the example inputs' shapes: compute "
                  "that from shapes or Python values, keep it a tensor (torch.where), or move it outside forward().")
-    elif isinstance(e, RecursionError) and module is not None:
+    elif isinstance(e, RecursionError):
         # torch.export follows each module call with about eight Python frames of its own: a model that runs fine
         # nested some 120 modules deep (an nn.Sequential wrapped in another, over and over) exceeds the default
         # limit here, and the inputs' shapes are not the matter

@@ -22,17 +22,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from pcsim.capture.patching import this_thread_only
+from pcsim.capture.patching import patched
 from pcsim.errors import TraceError, first_line
 from pcsim.numerics import relative_difference, tolerance
 
 _Function = torch.autograd.Function
-_APPLY = _Function.__dict__["apply"].__func__  # torch's own, taken once: a run restores it, never a stand-in
-
-
-def _custom(cls: type) -> bool:
-    """A Function written outside torch (torch's own, such as checkpointing, are backprop's gradient)."""
-    return not cls.__module__.startswith("torch.")
+_APPLY = _Function.__dict__["apply"].__func__  # torch's own (`patched`)
 
 
 def _ctx_free(cls: type) -> bool:
@@ -58,8 +53,7 @@ def _positional(cls: type, args: tuple, kwargs: dict) -> tuple:
 _REENTRANT_CHECKPOINT = torch.utils.checkpoint.CheckpointFunction
 
 
-@contextlib.contextmanager
-def _applying(hook) -> Iterator[None]:
+def _applying(hook) -> contextlib.AbstractContextManager:
     """Every `Function.apply` runs through `hook(cls, args)` (which returns the outputs) while inside."""
     def apply(cls, *args, **kwargs):
         if cls is _REENTRANT_CHECKPOINT:
@@ -70,19 +64,15 @@ def _applying(hook) -> Iterator[None]:
                              "checkpointed layers without one), and torch.export records the code after it without "
                              "gradients. Pass use_reentrant=False: the same values and gradients as without "
                              "checkpointing")
-        if not _custom(cls):
+        if cls.__module__.startswith("torch."):  # torch's own Functions are backprop's gradient
             return _APPLY(cls, *args, **kwargs)
         if kwargs:  # `apply(x, beta=3.0)`, which torch passes on: the hook takes forward's arguments in order
             args = _positional(cls, args, kwargs)
         return hook(cls, args)
-    _Function.apply = classmethod(this_thread_only(apply, _APPLY))
-    try:
-        yield
-    finally:
-        _Function.apply = classmethod(_APPLY)
+    return patched(_Function, "apply", apply, _APPLY, classmethod)
 
 
-_REGISTER_HOOK = torch.Tensor.register_hook  # torch's own, as `_APPLY`
+_REGISTER_HOOK = torch.Tensor.register_hook
 
 
 def _refuse_hook(tensor, hook):
@@ -109,14 +99,9 @@ def seen_functions(seen: list[type]) -> Iterator[None]:
     def record(cls, args):
         seen.append(cls)
         return _APPLY(cls, *args)
-    torch.Tensor.register_hook = this_thread_only(_refuse_hook, _REGISTER_HOOK)
-    torch.autograd._engine_run_backward = this_thread_only(_refuse_derivative, _RUN_BACKWARD)
-    try:
-        with _applying(record):
-            yield
-    finally:
-        torch.Tensor.register_hook = _REGISTER_HOOK
-        torch.autograd._engine_run_backward = _RUN_BACKWARD
+    with (patched(torch.Tensor, "register_hook", _refuse_hook, _REGISTER_HOOK),
+          patched(torch.autograd, "_engine_run_backward", _refuse_derivative, _RUN_BACKWARD), _applying(record)):
+        yield
 
 
 class _Context:
@@ -129,8 +114,8 @@ class _Context:
         return lambda *args, **kwargs: None
 
 
-def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool, object]:
-    """(custom backward == autograd through forward, on these arguments and a fixed random cotangent; outputs).
+def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> bool:
+    """Custom backward == autograd through forward, on these arguments and a fixed random cotangent.
     With `domain_only`, cotangents' results that are not finite are not compared (arguments outside the domain)."""
     leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
               for a in args]
@@ -141,12 +126,12 @@ def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool
     with torch.enable_grad():
         custom = _APPLY(cls, *own())
         plain = cls.forward(*own()) if _ctx_free(cls) else cls.forward(_Context(), *own())
-    outs = [o for o in (custom if isinstance(custom, tuple) else (custom,))]
-    plains = [o for o in (plain if isinstance(plain, tuple) else (plain,))]
+    outs = custom if isinstance(custom, tuple) else (custom,)
+    plains = plain if isinstance(plain, tuple) else (plain,)
     pairs = [(o, p) for o, p in zip(outs, plains, strict=False) if isinstance(o, torch.Tensor)
              and o.is_floating_point() and o.requires_grad]
     if not pairs or not tracked:
-        return True, custom
+        return True
     gen = torch.Generator(device=pairs[0][0].device).manual_seed(0)
     cots = [torch.randn(o.shape, dtype=o.dtype, device=o.device, generator=gen) for o, _ in pairs]
     differentiable = [(p, c) for (_, p), c in zip(pairs, cots, strict=True) if p.requires_grad]
@@ -165,14 +150,13 @@ def _matches_at(cls: type, args: tuple, domain_only: bool = False) -> tuple[bool
             if domain_only and not (torch.isfinite(w).all() and torch.isfinite(g).all()):
                 continue  # outside the Function's domain (a log of a negative): nothing to compare there
             if w.shape != g.shape or relative_difference(g, w) > limit:
-                return False, custom
-    return True, custom
+                return False
+    return True
 
 
 # The example values scaled and with flipped signs, then random values at several scales: a backward that differs
 # from forward's derivative only away from the examples (a straight-through sign whose window |x| <= 1 no example
-# falls in, an identity backward for a clamp no example reaches) gave every rule forward's derivative once values
-# moved (another batch, the rules' own inference), silently: 1.0 relative off autograd.
+# falls in) is seen there, where the rules' values go once they move.
 _SCALES = (0.01, 0.3, 3.0, 100.0)
 
 
@@ -192,28 +176,25 @@ def _elsewhere(args: tuple) -> Iterator[tuple]:
         yield moved(lambda a, s=s: s * torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device))
 
 
-def _forward_derivative_matches(cls: type, args: tuple) -> tuple[bool, object]:
-    """(custom backward == autograd through forward at the example arguments and at others; the outputs on the
-    examples). Arguments the Function's own code fails on, other than the examples, are outside its domain."""
-    same, custom = _matches_at(cls, args)
-    if not same:
-        return False, custom
+def _forward_derivative_matches(cls: type, args: tuple) -> bool:
+    """Custom backward == autograd through forward at the example arguments and at others. Arguments the
+    Function's own code fails on, other than the examples, are outside its domain."""
+    if not _matches_at(cls, args):
+        return False
     for other in _elsewhere(args):
         try:
-            same_there, _ = _matches_at(cls, other, domain_only=True)
+            if not _matches_at(cls, other, domain_only=True):
+                return False
         except Exception:  # noqa: BLE001, S112 - the Function refuses these values (its domain): not compared
             continue
-        if not same_there:
-            return False, custom
-    return True, custom
+    return True
 
 
-_SETATTR = nn.Module.__setattr__  # torch's own, as `_APPLY`
+_SETATTR = nn.Module.__setattr__
 _SCALARS = (int, float, bool)
 
 
-@contextlib.contextmanager
-def changed_attributes(changed: dict) -> Iterator[None]:
+def changed_attributes(changed: dict) -> contextlib.AbstractContextManager:
     """Record into `changed`, by (module, name), the first change of each Python number or flag attribute of a
     module meanwhile, as (old, new): a step counter (`self.calls += 1`). torch.export restores them after its one
     run of forward(), and the graph holds what that run computed, with the values it read then."""
@@ -222,11 +203,7 @@ def changed_attributes(changed: dict) -> Iterator[None]:
         if type(old) in _SCALARS and type(value) in _SCALARS and old != value and not name.startswith("_"):
             changed.setdefault((self, name), (old, value))
         _SETATTR(self, name, value)
-    nn.Module.__setattr__ = this_thread_only(record, _SETATTR)  # another thread's modules are not the trace's
-    try:
-        yield
-    finally:
-        nn.Module.__setattr__ = _SETATTR
+    return patched(nn.Module, "__setattr__", record, _SETATTR)  # another thread's modules are not the trace's
 
 
 def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
@@ -234,7 +211,7 @@ def refuse_custom_backwards(module: nn.Module, inputs: tuple) -> None:
     a `TraceError` from the first that differs (raised inside forward(), so it is reported at the user's line)."""
     def check(cls, args):
         try:
-            same, _ = _forward_derivative_matches(cls, args)
+            same = _forward_derivative_matches(cls, args)
         except Exception as e:  # noqa: BLE001 - the Function's own code failed: said as such, not as a bad input
             # Hugging Face's Reformer: its reversible layers' backward asserts training mode, and its forward
             # cannot be run twice on the same arguments

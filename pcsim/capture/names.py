@@ -16,6 +16,8 @@ from collections import defaultdict
 import torch.fx as fx
 
 from pcsim.graph.level import fresh_name
+from pcsim.graph.provenance import user_line
+from pcsim.ops.table import op_name
 
 _SUFFIX = re.compile(r"_\d+$")
 
@@ -27,6 +29,13 @@ def module_path(n: fx.Node) -> str:
         return ""
     path, _ = list(stack.values())[-1]
     return path if isinstance(path, str) else ""
+
+
+def where(n: fx.Node, why: str = "", frame: bool = True) -> str:
+    """"op name ('node') at file.py:12: why", then the user's frame unless `frame` is False."""
+    line = user_line(n.meta.get("stack_trace"))
+    text = f"op {op_name(n.target)} ('{n.name}')" + (f" at {line.short}" if line else "") + (f": {why}" if why else "")
+    return text + (f"\n{line}" if line and frame else "")
 
 
 class VertexNamer:

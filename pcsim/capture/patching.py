@@ -9,14 +9,22 @@ with a KeyError. Captures themselves run one at a time (`export._CAPTURING`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
-def this_thread_only(patch: Callable, original: Callable) -> Callable:
-    """A function that is `patch` in the thread calling this, and `original` in every other."""
-    owner = threading.get_ident()
+@contextlib.contextmanager
+def patched(owner, attr: str, patch: Callable, original: Callable, wrap: Callable = lambda f: f) -> Iterator[None]:
+    """`owner.attr` is `wrap(patch)` in this thread while inside, and `wrap(original)` in every other and after.
+
+    `original` is torch's own, taken once at import: a run restores it, never another run's stand-in."""
+    thread = threading.get_ident()
 
     def either(*args, **kwargs):
-        return (patch if threading.get_ident() == owner else original)(*args, **kwargs)
-    return either
+        return (patch if threading.get_ident() == thread else original)(*args, **kwargs)
+    setattr(owner, attr, wrap(either))
+    try:
+        yield
+    finally:
+        setattr(owner, attr, wrap(original))

@@ -3,9 +3,9 @@
 torch's own decomposition projects the whole input sequence at once (one `linear` over every step,
 then a slice per step) and feeds a stacked layer into the next. Exact, and one kernel in backprop,
 but in a PC graph every step of the next layer then depends on the stack of *all* steps below: the
-levelled graph needs an identity chain from each early step up to it (a two-layer GRU over 10 steps:
-1804 identity vertices against 420). Here each step's input projection reads that step alone, and
-a layer hands its steps to the next one by one; the stacked `output` is built once, for the model.
+levelled graph needs an identity chain from each early step up to it. Here each step's input
+projection reads that step alone, and a layer hands its steps to the next one by one; the stacked
+`output` is built once, for the model.
 `trace(fused=...)` keeps the ATen call whole instead.
 """
 

@@ -1,21 +1,17 @@
 """`.detach()` and `torch.no_grad()` inside forward(): stop-gradients, kept through torch's decompositions.
 
-torch.export records both (`aten.detach`, and a `wrap_with_set_grad_enabled(False, ...)` block), but its
-functionalisation turns `detach` into `alias` and inlines the block: the program that reaches pcsim
-computes the same values with nothing left to say that backprop ignores those paths. Before decomposing,
-each `detach`, and each output of a gradient-free block, is therefore rewritten as a call of
-`pcsim::stop_gradient`, an op no decomposition touches. The op table runs it as `detach`: a vertex whose
-Jacobian is zero, so its error reaches no parent and its parameters (a `weight.detach()`) get no term.
+torch.export records both (`aten.detach`, a `wrap_with_set_grad_enabled(False, ...)` block), but functionalisation
+turns `detach` into `alias` and inlines the block, leaving nothing to say that backprop ignores those paths. So
+before decomposing, each `detach` and each output of a gradient-free block becomes a call of `pcsim::stop_gradient`,
+an op no decomposition touches, which the op table runs as `detach` (a zero Jacobian).
 
-A tensor changed in place inside such a block (`weight.clamp_(-c, c)` under `no_grad`, weight clipping) is
-another case: autograd keeps its history, so the new value passes gradient to the tensor as the identity would.
-That output becomes `pcsim::straight_through(tensor, new value)`. So does a tensor changed in place through a
-detached alias (`w.detach().clamp_(-c, c)`, nn.Embedding's `max_norm` renormalising its weight): the alias shares
-the tensor's storage, but export reads the tensor unchanged after the change (the update was silently off).
+A tensor changed in place inside such a block (`weight.clamp_(-c, c)` under `no_grad`), or through a detached alias
+(`w.detach().clamp_(-c, c)`, nn.Embedding's `max_norm`), keeps its history in autograd: the new value passes
+gradient to the tensor as the identity would. That becomes `pcsim::straight_through(tensor, new value)` (export
+read the tensor unchanged after the change).
 
-`torch.inference_mode()` disables gradients as `no_grad` does, but torch.export drops it without a trace
-(the block's ops are recorded as if gradients flowed through them). While exporting, it is entered as
-`no_grad` (and `inference_mode(False)`, which turns gradients back on, as `enable_grad`), which export records.
+`torch.inference_mode()` disables gradients as `no_grad` does, but torch.export drops it without a trace. While
+exporting it is entered as `no_grad` (and `inference_mode(False)` as `enable_grad`), which export records.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from collections.abc import Iterator
 import torch
 import torch.fx as fx
 
-from pcsim.capture.patching import this_thread_only
+from pcsim.capture.patching import patched
 
 aten = torch.ops.aten
 
@@ -38,11 +34,7 @@ def _stop_gradient(x: torch.Tensor) -> torch.Tensor:
     return x.clone()  # an op's output may not alias its input
 
 
-@_stop_gradient.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
+_stop_gradient.register_fake(torch.empty_like)
 STOP_GRADIENT = torch.ops.pcsim.stop_gradient.default
 
 
@@ -51,11 +43,7 @@ def _straight_through(source: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     return value.clone()
 
 
-@_straight_through.register_fake
-def _(source, value):
-    return torch.empty_like(value)
-
-
+_straight_through.register_fake(lambda source, value: torch.empty_like(value))
 STRAIGHT_THROUGH = torch.ops.pcsim.straight_through.default
 
 
@@ -75,12 +63,9 @@ def _exit_as_grad_mode(self, *exc) -> None:
 @contextlib.contextmanager
 def inference_mode_as_grad_mode() -> Iterator[None]:
     """Inside, `torch.inference_mode(mode)` (as a context or a decorator) is `set_grad_enabled(not mode)`."""
-    _INFERENCE_MODE.__enter__ = this_thread_only(_enter_as_grad_mode, _INFERENCE_ENTER)
-    _INFERENCE_MODE.__exit__ = this_thread_only(_exit_as_grad_mode, _INFERENCE_EXIT)
-    try:
+    with (patched(_INFERENCE_MODE, "__enter__", _enter_as_grad_mode, _INFERENCE_ENTER),
+          patched(_INFERENCE_MODE, "__exit__", _exit_as_grad_mode, _INFERENCE_EXIT)):
         yield
-    finally:
-        _INFERENCE_MODE.__enter__, _INFERENCE_MODE.__exit__ = _INFERENCE_ENTER, _INFERENCE_EXIT
 
 
 def _grad_disabled_block(n: fx.Node) -> bool:

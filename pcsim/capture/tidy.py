@@ -33,14 +33,26 @@ def unchanged(n: fx.Node, value: Any, values: dict) -> bool:
             and value.stride() == source.stride() and value.dtype == source.dtype and value.device == source.device)
 
 
-def reaching(vertices: list[Vertex], outputs: list[str]) -> list[Vertex]:
-    """The inputs and the vertices some output is computed from; the others (a forget gate at the first
-    step, whose product with the zero cell state was dropped) have no error and move nothing."""
+def upstream(vertices: list[Vertex], outputs) -> list[Vertex]:
+    """The inputs and the vertices some of `outputs` is computed from, in order. The others (a forget gate at the
+    first step, whose product with the zero cell state was dropped) have no error and move nothing."""
     needed = set(outputs)
     for v in reversed(vertices):
         if v.name in needed:
             needed.update(v.parents)
     return [v for v in vertices if v.name in needed or v.is_input]
+
+
+def computed_from(nodes: list[fx.Node], through=lambda n: True) -> set[fx.Node]:
+    """`nodes` and the program's nodes they are computed from, following the inputs of those `through` allows."""
+    seen: set[fx.Node] = set()
+    while nodes:
+        n = nodes.pop()
+        if n not in seen:
+            seen.add(n)
+            if through(n):
+                nodes.extend(n.all_input_nodes)
+    return seen
 
 
 def sink_outputs(vertices: list[Vertex], outputs: list[str]) -> list[str]:

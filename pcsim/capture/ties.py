@@ -11,6 +11,7 @@ import torch.fx as fx
 from torch import nn
 from torch.export.graph_signature import InputKind
 
+from pcsim.capture.tidy import computed_from
 from pcsim.graph.ir import ConstArg
 from pcsim.graph.ties import ModuleTies, Source, TracedParam, Watch, global_hooks, where
 
@@ -23,15 +24,8 @@ _SHAPE_ONLY = {aten.zeros_like.default, aten.ones_like.default, aten.empty_like.
 
 def _folded_from(graph: fx.Graph, kind: dict) -> set[fx.Node]:
     """The placeholders whose values the calls folded into constants (`kind` ConstArg) were computed from."""
-    stack = [n for n in graph.nodes if n.op == "call_function" and isinstance(kind.get(n), ConstArg)]
-    seen: set[fx.Node] = set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if n.op == "call_function" and n.target not in _SHAPE_ONLY:
-            stack.extend(n.all_input_nodes)
+    seen = computed_from([n for n in graph.nodes if n.op == "call_function" and isinstance(kind.get(n), ConstArg)],
+                         lambda n: n.op == "call_function" and n.target not in _SHAPE_ONLY)
     return {n for n in seen if n.op == "placeholder"}
 
 
@@ -68,7 +62,7 @@ def module_ties(module: nn.Module, program: torch.export.ExportedProgram, kind: 
 
     modes = tuple((path or type(module).__name__, weakref.ref(m), m.training) for path, m in module.named_modules()
                   if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
-    # checked at every rule call, so kept as direct references (a walk by get_submodule cost ~5 us a parameter)
+    # checked at every rule call, so kept as direct references (not walked by get_submodule)
     edges = tuple((f"{path}.{attr}" if path else attr, weakref.ref(m), attr, weakref.ref(child), own(child))
                   for path, m in module.named_modules() for attr, child in m._modules.items() if child is not None)
     params, owners = [], []

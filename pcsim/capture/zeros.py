@@ -1,15 +1,13 @@
 """Structural zeros: a zero the program itself fixes (a zero initial state), and what it makes of its readers.
 
-`nn.GRU` and `nn.LSTM` called without a state, and hand-written cells starting from `torch.zeros`,
-compute `linear(h0, W_hh, b_hh)` and `f * c0` at the first step with `h0 = c0 = 0`. As captured,
-those are a matrix product per gate per update that BP pays for too, but whose result is known:
-the bias, or zero. Backprop's gradient through them is exactly zero too (`0 x error`), so leaving
-them out changes no value and no update, to the bit.
+`nn.GRU` and `nn.LSTM` called without a state, and hand-written cells starting from `torch.zeros`, compute
+`linear(h0, W_hh, b_hh)` and `f * c0` at the first step with `h0 = c0 = 0`: a matrix product per gate per update
+whose result is known, the bias or zero. Backprop's gradient through them is exactly zero too (`0 x error`), so
+leaving them out changes no value and no update, to the bit.
 
-A zero is *structural* only when nothing can change it: it is computed inside the program from
-nothing that varies (`zeros`, `new_zeros`, `full(0)` and views of them), never read from a buffer
-or a user input, whose values can change after the trace. What an op makes of one is its op-table
-entry's `zero` rule (`pcsim.ops.table`).
+A zero is *structural* only when computed inside the program from nothing that varies (`zeros`, `new_zeros`,
+`full(0)` and views of them), never read from a buffer or an input, which can change after the trace. What an op
+makes of one is its op-table entry's `zero` rule (`pcsim.ops.table`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """The public functions refuse what they cannot take by name, before any work.
 
-`takes_graph`: `pcsim.check` takes the module and the rules take its graph: passing the module to `pcsim.zil`
-(or None, or a path) failed on the first graph attribute the rule read, as `AttributeError: 'Sequential' object
-has no attribute 'level'` ('pruned', 'literal_inputs', 'sources' in other rules), which says nothing of the call.
+`takes_graph`: the rules take the graph `pcsim.trace` returns; given the module (or None, a path) they failed on the
+first graph attribute they read (`'Sequential' object has no attribute 'level'`), which says nothing of the call.
 
 `checked`: a setting annotated `bool`, `int` or `float` (or `... | None`) is held to that type, and `params=` to a
-mapping of tensors. A flag given as a string ran the other way silently (`level='no'`, `compile='no'` and
-`progress='no'` are truthy); a number given as a string stopped in a comparison inside the rule ("'>' not supported
-between instances of 'str' and 'int'", or torch's 'only integer tensors of a single element can be converted to an
-index'); a list for `params=` stopped with `'list' object has no attribute 'items'`. Ranges stay with each function.
+mapping of tensors: a flag given as a string ran the other way silently (`level='no'` is truthy), and a number
+given as a string stopped deep inside the rule. Ranges stay with each function.
 """
 
 from __future__ import annotations
@@ -87,9 +84,8 @@ def check_fields(obj) -> None:
     function's settings: Euler(0.1, compile='no') compiled, Record(every_step='no') recorded every step."""
     for f in dataclasses.fields(obj):
         kind = _kind(f.type)
-        value = getattr(obj, f.name)
-        if kind is not None and not (value is None and kind[1]):
-            check_value(type(obj).__name__, f.name, kind[0], value)
+        if kind is not None:
+            _check_setting(type(obj).__name__, f.name, kind, getattr(obj, f.name))
 
 
 def check_params(where: str, params) -> None:
@@ -102,6 +98,15 @@ def check_params(where: str, params) -> None:
     bad = next(((n, p) for n, p in params.items() if not isinstance(p, torch.Tensor)), None)
     if bad is not None:
         raise ValueError(f"{where}: params['{bad[0]}'] must be a tensor, got {described(bad[1])}")
+
+
+def _check_setting(where: str, name: str, kind: tuple[str, bool], value) -> None:
+    """`value` of setting `name` fits `kind` (as `_kind` gives it, or ('params', True) for `params=`)."""
+    kind_name, optional = kind
+    if kind_name == "params":
+        check_params(where, value)
+    elif not (value is None and optional):
+        check_value(where, name, kind_name, value)
 
 
 def _checker(fn) -> Callable[[tuple, dict], None]:
@@ -119,26 +124,19 @@ def _checker(fn) -> Callable[[tuple, dict], None]:
     by_position = [(i, n) for i, n in enumerate(positional) if n in kinds]
     plain = {n: _PLAIN.get(k[0], ()) for n, k in kinds.items()}
 
-    def check_one(name: str, value) -> None:
-        kind, optional = kinds[name]
-        if kind == "params":
-            check_params(where, value)
-        elif not (value is None and optional):
-            check_value(where, name, kind, value)
-
     def check(args: tuple, kwargs: dict) -> None:
         for key, value in kwargs.items():
             kind = kinds.get(key)
             if kind is not None:
                 if type(value) not in plain[key]:  # a float for a float, a bool for a flag: nothing more to see
-                    check_one(key, value)
+                    _check_setting(where, key, kind, value)
             elif key not in names and not any_keyword:
                 near = difflib.get_close_matches(key, named, n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise TypeError(f"{where} takes no argument '{key}'{hint}; it takes {', '.join(named)}")
         for i, name in by_position:
             if i < len(args):
-                check_one(name, args[i])
+                _check_setting(where, name, kinds[name], args[i])
     return check
 
 

@@ -20,6 +20,7 @@ import torch
 from pcsim.errors import InputError
 from pcsim.graph.ir import Vertex
 from pcsim.graph.provenance import user_stacklevel
+from pcsim.ops.local import call
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,6 @@ class NumberGuard:
             return replace(v, name=new.get(v.name, v.name), parents=tuple(new.get(p, p) for p in v.parents))
         return NumberGuard(tuple(rename(v) for v in self.chain), rename(self.number), self.value)
 
-    @staticmethod
-    def of(number: Vertex, value: Any, vertices: list[Vertex]) -> NumberGuard:
-        """The guard of `number` (a call reading vertices computed from the inputs alone), with the non-input
-        vertices it is computed from among `vertices` (in order)."""
-        needed = set(number.parents)
-        for v in reversed(vertices):
-            if v.name in needed:
-                needed.update(v.parents)
-        return NumberGuard(tuple(v for v in vertices if v.name in needed and not v.is_input), number, value)
-
 
 def warn_numbers(guards: list[NumberGuard]) -> None:
     """The trace's word on the first guarded number, at the user's call of trace()."""
@@ -54,12 +45,6 @@ def warn_numbers(guards: list[NumberGuard]) -> None:
         warnings.warn(f"{first.number.source} takes a number from the *values* of {first.number.parents[0]!r} "
                       f"({first.value!r} here): the graph holds for inputs where it is the same as in the example, "
                       "and the rules refuse others (trace again for them)", stacklevel=user_stacklevel())
-
-
-def _run(v: Vertex, values: Mapping[str, torch.Tensor], params, constants) -> Any:
-    args, kwargs = v.bind([values[p] for p in v.parents], params, constants)
-    out = v.fn(*args, **kwargs)
-    return out if v.select is None else out[v.select]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -77,8 +62,8 @@ def refuse_moved_numbers(guards: tuple[NumberGuard, ...], values: Mapping[str, t
         with torch.no_grad():
             for v in guard.chain:
                 if v.name not in local:
-                    local[v.name] = _run(v, local, params, constants)
-            now = _run(guard.number, local, params, constants)
+                    local[v.name] = call(v, [local[p] for p in v.parents], params, constants)
+            now = call(guard.number, [local[p] for p in guard.number.parents], params, constants)
         if not _same(now, guard.value):
             raise InputError(f"{guard.number.source} takes the Python number {guard.value!r} from the inputs' values "
                              f"at the trace, and {now!r} from these: torch.export captured that number as a "

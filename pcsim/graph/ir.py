@@ -44,8 +44,20 @@ class ConstArg:
     name: str
 
 
+class _PortableFn:
+    """Pickled (or copied) with an op overload by name (`portable`) and without what is cached from the fields
+    (`Vertex.bind`, a closure)."""
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("bind", "params", "constants")}
+        return {**state, "fn": portable(self.fn)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "fn": resolved(state["fn"])})
+
+
 @dataclass(frozen=True)
-class Computed:
+class Computed(_PortableFn):
     """Slot filled with a call of other slots, computed inside the vertex's own call; never a population.
 
     Parameter functions (a weight's transpose, a tied `W.T`, a weight-normed `g * v / ||v||`): autograd
@@ -58,12 +70,6 @@ class Computed:
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     label: str = ""  # what it computes, for messages (`permute(fc1.weight)`)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "fn": portable(self.fn)}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({**state, "fn": resolved(state["fn"])})
 
 
 def template_slots(template: Any):
@@ -110,7 +116,7 @@ def compile_template(template: Any) -> Callable[[Any, Any, Any], Any]:
 
 
 @dataclass(frozen=True)
-class Vertex:
+class Vertex(_PortableFn):
     """One population: an input (clamped to data) or a latent vertex with a prediction."""
 
     name: str
@@ -150,14 +156,6 @@ class Vertex:
 
     def describe(self) -> str:
         return f"vertex '{self.name}' (op {self.op}, shape {tuple(self.shape)})"
-
-    def __getstate__(self) -> dict:
-        # pickled (or copied) without the cached call binder, a closure, and with an op overload by name
-        state = {k: v for k, v in self.__dict__.items() if k not in ("bind", "params", "constants")}
-        return {**state, "fn": portable(self.fn)}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({**state, "fn": resolved(state["fn"])})
 
 
 @dataclass(frozen=True, eq=False)

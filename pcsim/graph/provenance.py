@@ -68,8 +68,4 @@ def user_line(stack_trace: str | None) -> UserLine | None:
 
 def exception_user_line(error: BaseException) -> UserLine | None:
     """The innermost user frame of an exception's traceback, or None."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_user(f.filename)]
-    if not frames:
-        return None
-    f = frames[-1]
-    return UserLine(f.filename, f.lineno or 0, f.name, (f.line or "").strip())
+    return user_line("".join(traceback.format_tb(error.__traceback__)))

@@ -1,22 +1,18 @@
 """What ties a graph to the module it was traced from, checked by every rule call (`ModuleTies.changed`).
 
-The graph is the module's function as it was at the trace. It stops being so where the module changed since:
-- a parameter assigned anew (`m.weight = nn.Parameter(..)`, `load_state_dict(assign=True)`) or a submodule
-  replaced: the graph still reads the old tensors, and every rule would differentiate them;
-- a parameter (un)frozen: the trace took `requires_grad` as it found it (a frozen one is a constant);
-- a normalisation with running statistics put in the other mode: the graph normalises as at the trace;
-- a buffer or frozen parameter the graph reads as a constant, replaced, or changed in place where the graph folded
-  a value computed from it (`inv_freq.exp()`, a frozen weight's norm). One read as it is stays a view of the
-  module's tensor, so a change in place (a BatchNorm's running statistics) is read by every rule;
-- a parameter converted or resized (`.float()`): the captured calls were specialised to its dtype and shape;
-- a forward hook or pre-hook added or removed (on a submodule, or nn.Module's global ones): the trace ran the hooks
-  there were, into the graph.
-A Python number, flag or string attribute set anew (`m.temperature = 0.5`) may be one forward() reads, and the graph
-computes with the value of the trace (torch.export specialises to it), or one it never reads (an epoch count): a
-warning says so, once per attribute, and the rules go on.
+The graph is the module's function at the trace. It stops being so where, since then:
+- a parameter or submodule was assigned anew (`load_state_dict(assign=True)`): the graph reads the old tensors;
+- a parameter was (un)frozen: the trace took a frozen one for a constant;
+- a normalisation with running statistics changed mode: the graph normalises as at the trace;
+- a buffer or frozen parameter read as a constant was replaced, or changed in place where the graph folded a value
+  computed from it (`inv_freq.exp()`); one read as it is stays a view, so a change in place is seen;
+- a parameter was converted or resized (`.float()`): the captured calls are specialised to its dtype and shape;
+- a forward hook or pre-hook was added or removed (on a submodule, or the global ones): the trace ran those there were.
+A Python number, flag or string attribute set anew (`m.temperature = 0.5`) may or may not be read by forward()
+(torch.export specialises to the value at the trace): a warning says so, once per attribute, and the rules go on.
 
-The module is held by weak references only; a copy of the graph (pickle, deepcopy) holds copies of the
-parameters, so it keeps the checks that need no module (frozen, dtype and shape) and drops the others.
+The module is held by weak references only; a copy of the graph (pickle, deepcopy) keeps the checks that need no
+module (frozen, dtype and shape).
 """
 
 from __future__ import annotations
@@ -38,9 +34,8 @@ _MODE = {True: "train", False: "eval"}
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """A module tensor the graph reads as a constant: `name` (what it is and its qualified name), at
-    `owner.<attr>` (`owner` a weak reference); its storage and layout at the trace; `copy`, a copy of its values
-    where the graph folded a value computed from it (None where the graph reads it as it is)."""
+    """A module tensor the graph reads as a constant, at `owner.<attr>`; `copy`: its values at the trace where the
+    graph folded a value computed from it (None where it reads the tensor as it is)."""
 
     name: str
     owner: weakref.ref
@@ -112,20 +107,17 @@ class TracedParam:
 
 @dataclass(frozen=True, eq=False)
 class ModuleTies:
-    """The traced module (weakly, None in a copy); its submodule edges (path, parent, attribute, child, the child's
-    `Watch`) top-down; the module's own `Watch` and nn.Module's global forward hooks, at the trace;
-    each parameter as traced, with its owner and attribute (`owners`, in the same order; empty in a copy); the
-    normalisations whose statistics follow the mode, as (path, module, mode at the trace); the sources."""
+    """The traced module's parts by weak references (all but `params` dropped in a copy), as they were at the trace."""
 
     params: tuple[TracedParam, ...]
     module: weakref.ref | None = None
-    # (path, parent, attribute, child, the child's `Watch`)
+    # (path, parent, attribute, child, the child's `Watch`), top-down
     edges: tuple[tuple[str, weakref.ref, str, weakref.ref, Watch], ...] = ()
-    owners: tuple[tuple[weakref.ref, str], ...] = ()
-    modes: tuple[tuple[str, weakref.ref, bool], ...] = ()
+    owners: tuple[tuple[weakref.ref, str], ...] = ()  # each parameter's (owner, attribute), in `params`' order
+    modes: tuple[tuple[str, weakref.ref, bool], ...] = ()  # normalisations following the mode: (path, module, mode)
     sources: tuple[Source, ...] = ()
-    root: Watch | None = None
-    global_hooks: tuple = ()
+    root: Watch | None = None  # the module's own
+    global_hooks: tuple = ()  # nn.Module's global forward hooks
     warned: set = field(default_factory=set, repr=False)  # the settings already warned about
 
     def __getstate__(self) -> dict:
