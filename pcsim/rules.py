@@ -24,6 +24,7 @@ from typing import Any
 from pcsim.algorithms import bp, fa_zil, il, zil
 from pcsim.algorithms.ipc import ipc
 from pcsim.dynamics.zil_euler import zil_euler
+from pcsim.graph.argument import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ class Rule:
     def __call__(self, graph, inputs, target, loss="mse", **options) -> dict:
         unknown = sorted(set(options) - self.takes) if options and self.takes is not None else []
         if unknown:  # Python's "got an unexpected keyword argument" named neither the rule nor what it takes
-            raise TypeError(f"rule '{self.name}' takes no option {', '.join(unknown)}; its options: "
-                            f"{', '.join(sorted(self.takes - set(self.options)))}")
+            options = sorted(self.takes - set(self.options))
+            hint = did_you_mean(unknown[0], options) if len(unknown) == 1 else ""
+            raise TypeError(f"rule '{self.name}' takes no option {', '.join(unknown)}{hint}; its options: "
+                            f"{', '.join(options)}")
         # an option the rule fixes, given otherwise, would run another rule under this one's name
         clash = {k: v for k, v in options.items() if k in self.options and v != self.options[k]}
         if clash:

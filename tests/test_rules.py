@@ -76,4 +76,6 @@ def test_an_option_a_rule_does_not_take_is_refused_naming_the_rule_and_its_optio
     listed = set(inspect.signature(rule.fn).parameters) - {"graph", "inputs", "target", "loss", "mode"}
     with pytest.raises(TypeError, match=", ".join(sorted(listed))):
         rule(pcsim.trace(net, x), (x,), y, steps=3)
+    with pytest.raises(TypeError, match=r"rule 'il' takes no option stpes \(did you mean steps\?\); its options"):
+        pcsim.check(net, (x,), y, rule="il", stpes=5)
     assert pcsim.check(net, (x,), y, rule="zil", gamma=1.0).passed  # an option it takes still runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 from pcsim.algorithms.losses import Loss, get_loss
@@ -49,7 +50,8 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
         raise TypeError(f"method= takes a method's name ('euler', 'tsit5', 'RK45'); a solver object such as "
                         f"{method!r} goes to solver= (simulate(graph, inputs, target, solver=...))")
     if named:
-        solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options)
+        solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options,
+                              _suggest=inspect.signature(simulate).parameters)
     elif method is not None or dt is not None or backend_options:
         raise ValueError("pass either solver= or backend=/method=/dt= and backend options, not both")
     elif not isinstance(solver, Solver):

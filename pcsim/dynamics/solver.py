@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import ClassVar
 
-from pcsim.graph.argument import fits
+from pcsim.graph.argument import did_you_mean, fits
 from pcsim.graph.provenance import user_stacklevel
 
 # more steps than this take hours on a mid-size graph: said before the run starts
@@ -69,7 +69,9 @@ class Registry:
         if backend not in self.backends():
             raise ValueError(f"unknown backend '{backend}'; choose one of {self.backends()}")
 
-    def make(self, backend: str, method: str | None = None, **settings) -> Solver:
+    def make(self, backend: str, method: str | None = None, *, _suggest: Iterable[str] = (), **settings) -> Solver:
+        """The solver `method` of `backend` with `settings`; a misspelt setting is matched against the solver's
+        options and `_suggest` (the caller's own keywords, as simulate's t_end)."""
         method = method or self.default_method(backend)
         if (backend, method) not in self._entries:
             raise ValueError(f"unknown method '{method}' for backend '{backend}'; choose one of "
@@ -80,8 +82,9 @@ class Registry:
             options = [k for k in params if not k.startswith("_")]
             unknown = sorted(set(settings) - set(options))
             if unknown:
-                raise ValueError(f"solver '{method}' of backend '{backend}' takes no option {', '.join(unknown)}; "
-                                 f"its options: {', '.join(options)}")
+                hint = did_you_mean(unknown[0], [*options, *_suggest]) if len(unknown) == 1 else ""
+                raise ValueError(f"solver '{method}' of backend '{backend}' takes no option {', '.join(unknown)}"
+                                 f"{hint}; its options: {', '.join(options)}")
         return make(**settings)
 
 

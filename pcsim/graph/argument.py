@@ -15,7 +15,7 @@ import difflib
 import functools
 import inspect
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
@@ -131,13 +131,18 @@ def _checker(fn) -> Callable[[tuple, dict], None]:
                 if type(value) not in plain[key]:  # a float for a float, a bool for a flag: nothing more to see
                     _check_setting(where, key, kind, value)
             elif key not in names and not any_keyword:
-                near = difflib.get_close_matches(key, named, n=1)
-                hint = f" (did you mean {near[0]}?)" if near else ""
-                raise TypeError(f"{where} takes no argument '{key}'{hint}; it takes {', '.join(named)}")
+                raise TypeError(f"{where} takes no argument '{key}'{did_you_mean(key, named)}; it takes "
+                                f"{', '.join(named)}")
         for i, name in by_position:
             if i < len(args):
                 _check_setting(where, name, kinds[name], args[i])
     return check
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """' (did you mean k?)' for the known name closest to a misspelt `key`, or ''."""
+    near = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def checked(fn: F) -> F:

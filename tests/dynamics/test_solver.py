@@ -304,3 +304,17 @@ def test_a_stiff_method_or_a_short_run_says_nothing(net):
         pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("LSODA"), t_end=T_END, tau_e=1e-9)
         pcsim.simulate(graph, inputs, target, solver=pcsim.Scipy("RK45"), t_end=T_END, tau_x=TAU)
         pcsim.simulate(graph, inputs, target, solver=pcsim.Euler(0.1), t_end=T_END, tau_x=TAU)
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant():
+    """simulate(t_edn=1.0) reached the solver as a backend option, which said only that it took no 't_edn'."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 2), nn.Tanh()).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    graph = pcsim.trace(module, x)
+    with pytest.raises(ValueError, match=r"takes no option t_edn \(did you mean t_end\?\); its options: dt, "):
+        pcsim.simulate(graph, (x,), None, backend="torch", dt=0.1, t_edn=1.0)
+    with pytest.raises(ValueError, match=r"takes no option rtool \(did you mean rtol\?\)"):
+        pcsim.SOLVERS.make("torch", "tsit5", rtool=1e-3)
+    with pytest.raises(ValueError, match=r"takes no option zzz; its options"):  # nothing near: no guess
+        pcsim.SOLVERS.make("torch", "euler", dt=0.1, zzz=1)
