@@ -40,7 +40,7 @@ def il(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: i
     work fused. The first call per graph and layout compiles (seconds); it needs a C++ compiler,
     and falls back to the eager loop with a warning where compiling fails.
     """
-    fresh = functools.partial(_relaxation, graph, inputs, target, loss, params, steps, gamma, output_precision,
+    fresh = functools.partial(relaxation, graph, inputs, target, loss, params, steps, gamma, output_precision,
                               fixed_prediction)
     relax = fresh()
     problem = relax.problem
@@ -82,13 +82,14 @@ def _update(problem: Problem, hebbian: dict[str, dict[str, torch.Tensor]], scale
 def il_path(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 100,
             fixed_prediction: bool = False, output_precision: float = 1.0, params=None) -> list[dict]:
     """The errors of every latent vertex at steps 0..steps (for comparing with continuous time)."""
-    relax = _relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
+    relax = relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
     return [{n: eps[n].clone() if n in eps else torch.zeros_like(relax.base[n]) for n in relax.latent}
             for eps in relax.errors_along(steps)]
 
 
-def _relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool
-                ) -> Relaxation:
+def relaxation(graph, inputs, target, loss, params, steps: int, gamma: float, precision: float, fixed: bool
+               ) -> Relaxation:
+    """IL's inference from the feed-forward state, its settings checked: what il, il_path and energy_trace run."""
     if count(steps, "steps") < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not 0 < precision < math.inf:  # inf: an infinite output error, reported as a divergence 'at gamma'

@@ -20,9 +20,8 @@ import torch
 
 from pcsim.algorithms import bp as backprop
 from pcsim.algorithms import il, zil
-from pcsim.algorithms.il import count
+from pcsim.algorithms.il import count, relaxation
 from pcsim.algorithms.problem import Problem
-from pcsim.algorithms.relaxation import Relaxation
 from pcsim.algorithms.schedule import Schedule
 from pcsim.dynamics.divergence import DivergenceWarning
 from pcsim.errors import DivergenceError, first_line
@@ -235,31 +234,31 @@ def il_convergence(graph: Graph, inputs, target, loss="mse", *, gammas=(0.1,), s
 
 @takes_graph
 @records_autograd
-def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50
+def energy_trace(graph: Graph, inputs, target, loss="mse", *, gamma: float = 0.1, steps: int = 50,
+                 fixed_prediction: bool = False, output_precision: float = 1.0, params=None
                  ) -> dict[str, np.ndarray]:
-    """Energy of each population at IL inference steps 0..steps (outputs: the loss)."""
-    if count(steps, "steps") < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    problem = Problem.build(graph, inputs, target, loss)
-    relax = Relaxation(problem, gamma)
+    """Energy of each population at IL inference steps 0..steps (outputs: the loss times the output precision),
+    for the relaxation `pcsim.il` runs with the same settings."""
+    relax = relaxation(graph, inputs, target, loss, params, steps, gamma, output_precision, fixed_prediction)
     trace: dict[str, list[float]] = {n: [] for n in graph.latent}
     for t in range(steps + 1):
         eps = relax.errors()
         mu = {o: relax.prediction(o) for o in graph.outputs}  # the energy reads predictions at outputs only
-        for n, e in problem.energy(mu, eps).items():
+        for n, e in relax.problem.energy(mu, eps, precision=output_precision).items():
             trace[n].append(float(e))
         if t < steps:
             relax.advance(eps, relax.feedback(eps))
     out = {n: np.array(v) for n, v in trace.items()}
-    _warn_if_not_finite(out, gamma)
+    _warn_if_not_finite(out, gamma, descends=not fixed_prediction)
     return out
 
 
-def _warn_if_not_finite(trace: dict[str, np.ndarray], gamma: float) -> None:
-    """A relaxation past its stable rate overflows; il raises then, a trace shows it but must say so."""
+def _warn_if_not_finite(trace: dict[str, np.ndarray], gamma: float, descends: bool) -> None:
+    """A relaxation past its stable rate overflows; il raises then, a trace shows it but must say so. With fixed
+    predictions the errors move towards BP's, not down the energy (`descends` False): only overflow tells."""
     first = {n: int(np.argmax(~np.isfinite(e))) for n, e in trace.items() if not np.isfinite(e).all()}
     total = sum(trace.values())
-    if not first and total[-1] > total[0] * (1 + tolerance(torch.float64)):  # descent that climbed: no overflow yet
+    if descends and not first and total[-1] > total[0] * (1 + tolerance(torch.float64)):  # climbed, no overflow yet
         warnings.warn(f"energy_trace: the relaxation diverged at gamma = {gamma}: the energy, which IL's inference "
                       f"descends, rose from {total[0]:.4g} to {total[-1]:.4g} over {len(total) - 1} steps; a smaller "
                       "gamma keeps the inference stable", DivergenceWarning, stacklevel=user_stacklevel())

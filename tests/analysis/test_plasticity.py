@@ -1,11 +1,15 @@
 """The analysis functions answer their questions correctly (oracles: closed forms and autograd)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 import pcsim
+from pcsim.algorithms.il import il_path
 from pcsim.analysis import energy_trace, il_convergence, locality_audit, timing_sensitivity
+from pcsim.dynamics.divergence import DivergenceWarning
 from pcsim.numerics import tolerance
 from pcsim.zoo import SMALL_DIMS
 from tests.algorithms.sweep_reference import linearise
@@ -380,3 +384,42 @@ def test_timing_sensitivity_says_which_rows_are_nan_and_why():
     for d in nan_rows:
         assert f"level {d}: inner.bias, inner.weight" in message, message
     assert not np.isnan(matrix[levels.index(graph.level().min_distance["head"])]).any()
+
+
+def test_energy_trace_is_ils_relaxation_with_its_output_precision_and_fixed_prediction():
+    """energy_trace took neither output_precision nor fixed_prediction: the trace of il(output_precision=p) could
+    not be drawn. Oracle: gradient descent at rate gamma on F = p L(out) + sum 1/2 ||x_n - f_n(parents)||^2 over
+    the hidden values, its gradient from autograd."""
+    torch.manual_seed(0)
+    l1, l2 = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    x, y = torch.randn(5, 3), torch.randn(5, 2)
+    p, gamma, steps = 0.3, 0.2, 6
+    graph = pcsim.trace(torch.nn.Sequential(l1, torch.nn.Tanh(), l2), x)
+    trace = energy_trace(graph, (x,), y, gamma=gamma, steps=steps, output_precision=p)
+
+    with torch.no_grad():
+        h0 = l1(x)
+        h1 = torch.tanh(h0)
+    expected = []
+    for _ in range(steps + 1):
+        h0, h1 = h0.detach().requires_grad_(), h1.detach().requires_grad_()
+        parts = (0.5 * (h0 - l1(x)).square().sum(), 0.5 * (h1 - torch.tanh(h0)).square().sum(),
+                 p * 0.5 * (l2(h1) - y).square().sum())
+        expected.append([float(e) for e in parts])
+        g0, g1 = torch.autograd.grad(sum(parts), (h0, h1))
+        h0, h1 = h0 - gamma * g0, h1 - gamma * g1
+    hidden = [n for n in graph.latent if n not in graph.outputs]
+    names = [*hidden, *graph.outputs]
+    got = np.array([trace[n] for n in names]).T
+    assert np.abs(got - np.array(expected)).max() <= tolerance(torch.float64) * np.abs(expected).max()
+
+    # fixed prediction: the hidden energies are 1/2 ||eps||^2 of the errors il_path gives with the same settings
+    with warnings.catch_warnings():  # fixed predictions move the errors to BP's, not down the energy: no alarm
+        warnings.simplefilter("error", DivergenceWarning)
+        fixed = energy_trace(graph, (x,), y, gamma=gamma, steps=steps, output_precision=p, fixed_prediction=True)
+    total = np.sum(list(fixed.values()), axis=0)
+    assert np.isfinite(total).all() and total[-1] > total[0]  # it rose, as it may here
+    path = il_path(graph, (x,), y, gamma=gamma, steps=steps, output_precision=p, fixed_prediction=True)
+    for n in hidden:
+        assert np.allclose(fixed[n], [0.5 * float(e[n].square().sum()) for e in path], rtol=tolerance(torch.float64))
+    assert not np.allclose(fixed[hidden[0]], trace[hidden[0]])  # the setting did reach the relaxation
