@@ -40,6 +40,9 @@ def add_parser(commands) -> None:
     p.add_argument("--il-gamma", type=float, default=0.1, help="IL inference rate (default 0.1)")
     p.add_argument("--il-fixed-prediction", action="store_true", help="IL with predictions frozen at feed-forward")
     p.add_argument("--il-output-precision", type=float, default=1.0, help="IL output precision (default 1)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="S",
+                   help="cross-entropy's label smoothing, as torch's: the target (1 - S) one-hot + S / classes "
+                        "(default 0; loss ce only)")
     p.add_argument("--compile", action="store_true",
                    help="il: compile the inference steps after the error wave settles; fa-zil: compile the wavefront "
                         "(inductor; needs a C++ compiler; seconds on the first batch of each shape)")

@@ -24,7 +24,8 @@ class DataError(PcsimError):
 
 # training reads labels as class indices throughout (one-hot for mse, accuracy by index); the rules do not
 _SOFT = ("; training takes no class probabilities (soft labels): pcsim.bp, zil, fa_zil, il, ipc, check and "
-         "simulate do, with loss='ce' and a target of the logits' shape")
+         "simulate do, with loss='ce' and a target of the logits' shape (training smooths labels itself with "
+         "label_smoothing=, --label-smoothing)")
 
 
 @dataclass(frozen=True, eq=False)

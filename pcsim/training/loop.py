@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import pcsim
-from pcsim.algorithms.losses import get_loss
+from pcsim.algorithms.losses import CrossEntropy, Loss, get_loss
 from pcsim.check import DropoutAsIdentity, autograd_gradients
 from pcsim.errors import DivergenceError, PcsimError
 from pcsim.graph.provenance import user_stacklevel
@@ -66,6 +66,7 @@ class TrainConfig:
     il_steps: int = 20
     il_fixed_prediction: bool = False
     il_output_precision: float = 1.0
+    label_smoothing: float = 0.0  # loss "ce": torch's label_smoothing, the target (1 - s) one-hot + s / classes
     compile: bool = False  # il, fa-zil: their work compiled by inductor (pcsim.algorithms.compiled)
     fused_recurrent: bool = False  # nn.RNN/LSTM/GRU as one vertex per call, on torch's fused kernel
     check_every: int = 0  # compare with autograd every N steps (0: never)
@@ -93,6 +94,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:  # at 1 the target is uniform: nothing left to learn from the labels
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.momentum < math.inf:
             raise ValueError(f"momentum must be >= 0 and finite, got {self.momentum}")
         if not isinstance(self.il_steps, int) or self.il_steps < 1:  # iPC needs one; IL at 0 steps moves one layer
@@ -139,6 +142,13 @@ class Run:
     history: list[dict] = field(default_factory=list)
     running: dict = field(default_factory=_new_epoch)
 
+    @property
+    def criterion(self) -> Loss:
+        """The loss every rule, the oracle and the scores read: `loss` with the config's label smoothing."""
+        if self.config.label_smoothing:
+            return CrossEntropy(label_smoothing=self.config.label_smoothing)
+        return get_loss(self.loss)
+
     def state(self) -> dict:
         return {"config": asdict(self.config), "model": self.module.state_dict(),
                 "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
@@ -173,6 +183,8 @@ def build_run(config: TrainConfig, data: Dataset | None = None, *, module: torch
         loss = spec.loss
     elif loss not in ("mse", "ce"):
         raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    if config.label_smoothing and loss != "ce":
+        raise ValueError(f"label_smoothing applies to the loss 'ce', and {config.model} trains with '{loss}'")
     module = module.to(dtype)
     check_output_fits(module, data, loss, config.model)
     warn_if_eval_mode(module, data, config.model)
@@ -203,7 +215,7 @@ def _score(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
     random other function, drawn from the global RNG, so two identical runs logged different train losses."""
     with torch.no_grad(), buffers_kept(run.module), DropoutAsIdentity():
         out = run.module(x)
-    return float(get_loss(run.loss).value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
+    return float(run.criterion.value(out, _targets(run, y))), int((out.argmax(1) == y).sum())
 
 
 def evaluate(run: Run, batch_size: int = 512) -> tuple[float, float]:
@@ -258,7 +270,7 @@ def train(run: Run, *, out: Path | None = None, progress: bool = True, on_epoch=
                 before = snapshot(run.module)  # tracing, the rule and the check each may move the buffers
                 grads = _gradients(run, x[mine], target[mine], graphs, _lr(cfg, run.step, total) / len(idx))
                 if cfg.check_every and run.step % cfg.check_every == 0:
-                    _check(run, grads, autograd_gradients(run.module, (x[mine],), target[mine], run.loss))
+                    _check(run, grads, autograd_gradients(run.module, (x[mine],), target[mine], run.criterion))
                 restore(run.module, before)
                 advance(run.module, (x[mine],))
             else:  # fewer samples than processes in the last batch
@@ -307,7 +319,7 @@ def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict, rate: f
     step's learning rate over the (global) batch size, the step on the summed loss that SGD will take."""
     cfg = run.config
     if cfg.rule == "bp":
-        return autograd_gradients(run.module, (x,), y, run.loss)
+        return autograd_gradients(run.module, (x,), y, run.criterion)
     rule, key = get(cfg.rule), (tuple(x.shape), x.dtype)
     if key not in graphs:
         graphs[key] = pcsim.trace(run.module, x, fused=cfg.fused_recurrent)
@@ -319,7 +331,7 @@ def _gradients(run: Run, x: torch.Tensor, y: torch.Tensor, graphs: dict, rate: f
     if "lr" in rule.accepts:  # iPC: its weights' rate per inference step, lr / T, so that SGD's step of lr on its
         options["lr"] = rate / cfg.il_steps  # mean estimate lands where its inference left them (its 1e-3 diverged)
     try:
-        return rule(graphs[key], (x,), y, run.loss, **options)
+        return rule(graphs[key], (x,), y, run.criterion, **options)
     except DivergenceError as e:  # its 'lr = ...' is the per-step rate, not a number the user set
         if "lr" not in options or "diverged at lr" not in str(e):
             raise

@@ -485,6 +485,45 @@ def test_the_train_loss_is_the_mean_batch_loss_before_each_step_as_a_torch_loop_
     assert row["train_acc"] == correct / 24
 
 
+@pytest.mark.parametrize("rule", ["bp", "zil", "fa-zil"])
+def test_label_smoothing_trains_as_torchs_cross_entropy_with_it(rule):
+    """Soft targets reached the rules (CrossEntropy(label_smoothing=)) but not training. Oracle: a torch loop on
+    F.cross_entropy(label_smoothing=s), the parameters after an epoch and the logged train loss."""
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 4, dtype=torch.float64), torch.randint(0, 3, (24,))
+    data = Dataset("mine", x, y, x[:6], y[:6], 3)
+    start = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    config = TrainConfig(model="mine", rule=rule, epochs=1, batch_size=8, lr=0.5, dtype="float64", seed=3,
+                         label_smoothing=0.2)
+    run = build_run(config, data, module=copy.deepcopy(start), loss="ce")
+    row = train(run, progress=False)[0]
+    module, order = copy.deepcopy(start), torch.randperm(24, generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.SGD(module.parameters(), lr=0.5, momentum=0.9)
+    summed = 0.0
+    for i in range(0, 24, 8):
+        idx = order[i:i + 8]
+        loss = torch.nn.functional.cross_entropy(module(x[idx]), y[idx], reduction="sum", label_smoothing=0.2)
+        summed += float(loss)
+        opt.zero_grad()
+        (loss / len(idx)).backward()
+        opt.step()
+    assert row["train_loss"] == pytest.approx(summed / 24, rel=pcsim.tolerance(torch.float64))
+    for (name, got), (_, want) in zip(run.module.named_parameters(), module.named_parameters(), strict=True):
+        assert float((got - want).norm() / want.norm()) <= pcsim.tolerance(torch.float64), name
+
+
+@pytest.mark.parametrize("smoothing, loss, message", [
+    (1.0, "ce", r"label_smoothing must be in \[0, 1\), got 1.0"),
+    (-0.1, "ce", r"label_smoothing must be in \[0, 1\), got -0.1"),
+    (0.1, "mse", "label_smoothing applies to the loss 'ce', and mine trains with 'mse'"),
+])
+def test_a_label_smoothing_training_cannot_use_is_refused(smoothing, loss, message):
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match=message):
+        build_run(TrainConfig(model="mine", label_smoothing=smoothing), Dataset("mine", x, y, x, y, 3),
+                  module=torch.nn.Linear(4, 3), loss=loss)
+
+
 def test_ipc_is_refused_data_parallel_where_its_shards_would_not_sum_to_the_batch(monkeypatch):
     # iPC's weights move on the batch during its inference, so its update on a batch is not the sum of its updates on
     # the batch's shards (here 4.1e-2 relative off, by the plain formula below); under torchrun each process ran it on
