@@ -206,6 +206,24 @@ def test_importing_pcsim_and_the_backend_does_not_import_brian2():
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
+def test_an_error_the_script_leaves_uncaught_after_a_brian2_run_is_not_blamed_on_brian2(tmp_path):
+    """Brian2's import set sys.excepthook: a script's own error after a brian2 run printed 'Brian 2 encountered an
+    unexpected error ... report this issue ... to the issue tracker' above the traceback."""
+    import subprocess
+
+    script = tmp_path / "mine.py"
+    script.write_text("import torch, pcsim\n"
+                      "net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh()).double()\n"
+                      "x = torch.ones(2, 3, dtype=torch.float64)\n"
+                      "pcsim.simulate(pcsim.trace(net, x), (x,), None, backend='brian2', t_end=0.2, dt=0.1)\n"
+                      "raise ValueError('my own mistake')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith("ValueError: my own mistake"), done.stderr[-2000:]
+    assert "Brian 2 encountered" not in done.stderr
+
+
 # -- clear messages ------------------------------------------------------------------------------------
 def test_missing_brian2_says_how_to_install(monkeypatch):
     module, inputs, target = tiny_mlp()

@@ -42,7 +42,7 @@ class Brian2Unavailable(PcsimError, ImportError):
 
 
 def import_brian2():
-    first = "brian2" not in sys.modules
+    first, hook = "brian2" not in sys.modules, sys.excepthook
     try:
         import brian2
     except ImportError as e:
@@ -51,6 +51,9 @@ def import_brian2():
                                 ">= 2.4), or run `make install`, which puts it in .venv") from e
     if first:  # Brian2's import routes every Python warning into its log (logging.captureWarnings): pcsim's own
         logging.captureWarnings(False)  # warnings went missing from warnings.catch_warnings and pytest.warns
+        # and takes over sys.excepthook: any error the script left uncaught afterwards (pcsim's, the user's own)
+        # printed 'Brian 2 encountered an unexpected error', asking for a report on Brian2's tracker
+        sys.excepthook = hook
     return brian2
 
 
