@@ -62,3 +62,21 @@ def test_a_gate_that_opens_at_t_end_integrates_nothing(solver):
     graph = pcsim.trace(module, *inputs)
     tr = pcsim.simulate(graph, inputs, target, solver=solver, t_end=1.0, tau_x=0.5, plasticity=pcsim.after(1.0))
     assert tr.updates and all(not u.any() for u in tr.updates.values())
+
+
+def test_tau_w_defaults_to_the_fastest_value_population():
+    """tau_w unset: the smallest tau_x of the populations (simulate's 'tau_x by default' with a tau_x per population).
+    Before: no test gave the populations different tau_x with plasticity on; the largest passed as well."""
+    module, inputs, target = ARCHS["mlp_tanh_bias"](torch.float64, "mse")
+    graph = pcsim.trace(module, *inputs)
+    problem = Problem.build(graph, inputs, target, "mse")
+    taus = {n: 0.5 + 0.25 * i for i, n in enumerate(graph.latent)}
+    default = VectorField(problem, tau_x=taus, gate=pcsim.dynamics.Always())
+    explicit = VectorField(problem, tau_x=taus, tau_w=min(taus.values()), gate=pcsim.dynamics.Always())
+    gen = torch.Generator().manual_seed(4)
+    state = {k: 0.1 * torch.randn(default.shapes[k], generator=gen, dtype=torch.float64) for k in default.layout}
+    got, want = default(1.0, state), explicit(1.0, state)
+    plastic = [k for k in default.layout if k[0] == "w"]
+    assert plastic and all(float(want[k].abs().max()) > 0 for k in plastic)
+    for k in plastic:
+        assert torch.equal(got[k], want[k]), k
