@@ -84,3 +84,23 @@ def test_describe_shows_the_circuit():
     assert "mu = (xp0 * xp1) : 1" in text and "xp0_post = x_pre : 1 (summed)" in text
     assert "fb_0_pre = err_post * d0_post : 1 (summed)" in text  # d0 = xp1: sympy's derivative of the product
     assert "(helper of _softmax" in text and "s_post = exp(x_pre) : 1 (summed)" in text
+
+
+def test_a_log_softmax_output_under_cross_entropy_is_rendered():
+    """The log_softmax circuit and the cross-entropy's output both named their normaliser zr: a model ending in
+    log_softmax with loss='ce' stopped in Brian2 ('Duplicate definition of variable zr'). Oracles: pcsim's Euler
+    path (scipy) and, at Z-IL's discretisation, autograd's gradients on the module."""
+    from tests.backends.brian2_oracle import check_zil_on_brian2
+
+    torch.manual_seed(0)
+
+    class LogSoftmaxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(3, 5), nn.Linear(5, 4)
+
+        def forward(self, x):
+            return F.log_softmax(self.fc2(torch.tanh(self.fc1(x))), dim=1)
+
+    x, y = torch.randn(3, 3, dtype=torch.float64), torch.tensor([0, 3, 1])
+    check_zil_on_brian2(LogSoftmaxHead().double(), (x,), y, "ce")

@@ -90,13 +90,14 @@ def pooled_rows(shape, dims) -> tuple[np.ndarray, int, int]:
 
 
 def cross_entropy(shape) -> Circuit:
-    """The normaliser zr = sum of exp(mu) over the classes (dim 1) of the cross-entropy's output error
-    y - exp(mu) / zr (render.py): a helper neuron per sample (and position) pools it, and the output reads it back."""
+    """The normaliser zce = sum of exp(mu) over the classes (dim 1) of the cross-entropy's output error
+    y - exp(mu) / zce (render.py): a helper neuron per sample (and position) pools it, and the output reads it back.
+    Its own name: an output computed by log_softmax holds that op's normaliser zr beside it."""
     row, rows, _ = pooled_rows(tuple(shape), [1])
     every = np.arange(row.size)
     return Circuit("", groups=[Group("softmax", rows, ["z : 1"])],
                    sums=[Sum("self", "softmax", every, row, "z", "post", "exp(mu_pre)", READS_MU),
-                         copy("self", "zr", "softmax", "z", row, READS_MU + 1)])
+                         copy("self", "zce", "softmax", "z", row, READS_MU + 1)])
 
 
 ELEMENTWISE = {"mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}"}

@@ -265,10 +265,10 @@ def _latent_equations(field: VectorField, pop: Population, mu_terms, fb_terms, o
     else:
         target = problem.targets[name]
         loss = problem.losses[name]
-        if type(loss) is CrossEntropy:  # the class distribution; the softmax's normaliser zr: cross_entropy
+        if type(loss) is CrossEntropy:  # the class distribution; the softmax's normaliser zce: cross_entropy
             shape = tuple(problem.graph[name].shape)
             pop.values["y"] = to_numpy(loss.distribution(target, shape, torch.float64)).reshape(-1)
-            eqs += ["y : 1 (constant)", "target_err = y - exp(mu) / zr : 1", "zr : 1"]  # -dL/dmu, rows of y sum to 1
+            eqs += ["y : 1 (constant)", "target_err = y - exp(mu) / zce : 1", "zce : 1"]  # -dL/dmu, rows of y sum to 1
         else:
             pop.values["y"] = to_numpy(target)
             eqs += ["y : 1 (constant)", "target_err = y - mu : 1"]  # MSE: -dL/dmu
