@@ -51,7 +51,7 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
                         f"{method!r} goes to solver= (simulate(graph, inputs, target, solver=...))")
     if named:
         solver = SOLVERS.make(backend, method, dt=dt, rtol=rtol, atol=atol, **backend_options,
-                              _suggest=inspect.signature(simulate).parameters)
+                              _suggest=_KEYWORDS)
     elif method is not None or dt is not None or backend_options:
         raise ValueError("pass either solver= or backend=/method=/dt= and backend options, not both")
     elif not isinstance(solver, Solver):
@@ -98,6 +98,10 @@ def simulate(graph: Graph, inputs, target=None, *, solver: Solver | None = None,
     if named:  # as asked: scipy's fixed-step methods run torch's integrator on the field
         meta["backend"] = backend
     return recorder.trajectory(final, meta)
+
+
+# what a misspelt backend option is matched against besides the solver's options (read once, not per call)
+_KEYWORDS = tuple(inspect.signature(simulate).parameters)
 
 
 def _loss_names(loss, problem: Problem):
