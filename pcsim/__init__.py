@@ -8,7 +8,7 @@ from pcsim.algorithms import Schedule, bp, fa_zil, il, zil
 from pcsim.algorithms.ipc import ipc
 from pcsim.backends import RK4, Brian2, Dopri5, Euler, Scipy, Tsit5
 from pcsim.capture import trace
-from pcsim.check import CheckReport, check
+from pcsim.check import CheckReport, check, check_rules
 from pcsim.dynamics import SOLVERS, Record, SimulationError, Trajectory, after, discretise, simulate
 from pcsim.errors import (
     DivergenceError,
@@ -25,7 +25,7 @@ from pcsim.ops.table import RECURRENT_LAYERS
 
 __version__ = "0.1.0"
 __all__ = ["trace", "RECURRENT_LAYERS", "Graph", "Vertex", "bp", "il", "ipc", "zil", "fa_zil", "Schedule", "check",
-           "CheckReport", "tolerance", "simulate", "Euler", "RK4", "Dopri5", "Tsit5", "Scipy", "Brian2",
+           "check_rules", "CheckReport", "tolerance", "simulate", "Euler", "RK4", "Dopri5", "Tsit5", "Scipy", "Brian2",
            "SOLVERS", "discretise", "Trajectory",
            "Record", "after", "SimulationError", "PcsimError",
            "UnsupportedOpError", "TraceError", "GraphError", "InputError", "OracleError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -219,6 +219,19 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
 
     `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
     """
+    return check_rules(module, inputs, target, [(rule, rule_kwargs)], loss, dtype, tol, fused)[0]
+
+
+@checked
+@records_autograd
+def check_rules(module: nn.Module, inputs, target, rules: Sequence[str | tuple[str, dict]], loss="mse",
+                dtype: torch.dtype = torch.float64, tol: float | None = None,
+                fused: bool | Iterable[type[nn.Module]] = False) -> list[CheckReport]:
+    """`check` for several rules on one capture of `module` and one autograd oracle: a report per rule, in the
+    order of `rules`, whose items are a rule's name or (its name, its keyword arguments), e.g.
+    `["zil", "fa-zil-wavefront", ("zil", {"level": False})]`. Capturing and the oracle are most of a check's
+    time on a small model; the rules share them, as they would share one `pcsim.trace`.
+    """
     if not isinstance(module, nn.Module):  # a graph failed on 'named_modules' inside the copy
         raise TypeError(f"check() takes the module itself (it compares with autograd on the module), got "
                         f"{described(module)}" + (": a graph goes to the rules, pcsim.zil(graph, inputs, target)"
@@ -226,7 +239,14 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     dtype = float_dtype(dtype)
     if tol is not None and not 0 <= tol < math.inf:  # a negative or NaN tol failed every check, silently
         raise ValueError(f"tol (the relative tolerance) must be >= 0 and finite, got {tol}")
-    learning_rule = get(rule)
+    specs = [(item, {}) if isinstance(item, str) else item for item in
+             (rules if isinstance(rules, Sequence) and not isinstance(rules, str) else ())]
+    if not specs or not all(isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str)
+                            and isinstance(s[1], Mapping) for s in specs):
+        raise TypeError("rules must be a non-empty list whose items are a rule name or a (name, keyword arguments) "
+                        f"pair, got {rules!r}" + (f": [{rules!r}], or check(..., rule={rules!r})"
+                                                   if isinstance(rules, str) else ""))
+    learning_rules = [get(name) for name, _ in specs]  # an unknown name is refused before any work
     m, detached = _copy(module)
     m = m.to(dtype)
     # pcsim runs dropout as the identity, as in eval mode (nn.Dropout, the dropout inside nn.LSTM or
@@ -263,23 +283,26 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     # a module that computes part of itself in a coarser dtype (DINOv2 interpolates its position embeddings in
     # float32) may agree with its oracle to that dtype's rounding only: the report says so, the tolerance stays
     coarsest = max(computed_in & set(DTYPES.values()) | {dtype}, key=lambda d: torch.finfo(d).eps)
-    ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
-    start = time.perf_counter()
-    grads = learning_rule(graph, inputs, target, loss, **rule_kwargs)
-    seconds = time.perf_counter() - start
+    limit = tolerance(dtype) if tol is None else tol
     scale = max((torch.linalg.vector_norm(r.double()).item() for r in reference.values()), default=0.0)
     floor = rounding_floor(scale, dtype)
-    per_param = {}
-    for n, ref in reference.items():
-        got = grads[n]
-        max_abs = float((got - ref).abs().max()) if ref.numel() else 0.0
-        per_param[n] = ParamDiff(max_abs=max_abs if max_abs == max_abs else float("inf"),
-                                 rel=relative_difference(got, ref, floor))
-    limit = tolerance(dtype) if tol is None else tol
-    max_rel = max((d.rel for d in per_param.values()), default=0.0)
-    return CheckReport(
-        rule=rule, loss=",".join(get_loss(lo).name for lo in as_losses(loss, 1, graph.output_spec)), dtype=dtype,
-        max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0), max_rel_diff=max_rel,
-        per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
-        n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds, computed_in=coarsest,
-        grads=grads, reference=reference, graph=graph)
+    losses = ",".join(get_loss(lo).name for lo in as_losses(loss, 1, graph.output_spec))
+    reports = []
+    for (rule, rule_kwargs), learning_rule in zip(specs, learning_rules, strict=True):
+        ran_on = graph.level() if learning_rule.levelled and rule_kwargs.get("level", True) else graph
+        start = time.perf_counter()
+        grads = learning_rule(graph, inputs, target, loss, **rule_kwargs)
+        seconds = time.perf_counter() - start
+        per_param = {}
+        for n, ref in reference.items():
+            got = grads[n]
+            max_abs = float((got - ref).abs().max()) if ref.numel() else 0.0
+            per_param[n] = ParamDiff(max_abs=max_abs if max_abs == max_abs else float("inf"),
+                                     rel=relative_difference(got, ref, floor))
+        max_rel = max((d.rel for d in per_param.values()), default=0.0)
+        reports.append(CheckReport(
+            rule=rule, loss=losses, dtype=dtype, max_abs_diff=max((d.max_abs for d in per_param.values()), default=0.0),
+            max_rel_diff=max_rel, per_param=per_param, passed=bool(max_rel <= limit), tolerance=limit,
+            n_vertices=len(ran_on.latent), identity_vertices=ran_on.n_identity, seconds=seconds,
+            computed_in=coarsest, grads=grads, reference=reference, graph=graph))
+    return reports

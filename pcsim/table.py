@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pcsim.check import check
+from pcsim.check import check_rules
 from pcsim.numerics import tolerance
 from pcsim.zoo import load_model_file, zoo_names
 
-# column -> (rule passed to check(), extra keyword arguments, whether exactness is expected)
+# column -> (rule passed to check_rules(), extra keyword arguments, whether exactness is expected)
 COLUMNS: dict[str, tuple[str, dict, bool]] = {
     "Z-IL": ("zil", {}, True),
     "Fa-Z-IL wavefront": ("fa-zil-wavefront", {}, True),
@@ -54,14 +54,14 @@ def zoo_row(name: str, dtype: torch.dtype = torch.float64, columns: Sequence[str
     start = time.perf_counter()
     spec = load_model_file(name)
     module, inputs, target = spec.build_model(seed=0, **(dims or {}))
+    columns = list(columns or COLUMNS)
+    reports = check_rules(module, inputs, target, [COLUMNS[c][:2] for c in columns], loss=spec.loss, dtype=dtype)
     deviation, seconds = {}, {}
-    for column in columns or COLUMNS:
-        rule, kwargs, _ = COLUMNS[column]
-        report = check(module, inputs, target, rule=rule, loss=spec.loss, dtype=dtype, **kwargs)
+    for column, report in zip(columns, reports, strict=True):
         deviation[column], seconds[column] = report.max_rel_diff, report.seconds
         if progress:
             progress(f"{name}: {column} max relative deviation {report.max_rel_diff:.2e} ({report.seconds:.1f} s)")
-    graph = report.graph  # as check() traced it, in `dtype`
+    graph = report.graph  # as check_rules() traced it, in `dtype`
     levelled = graph.level()
     return ZooRow(model=name, params=sum(p.numel() for p in module.parameters()),
                   input_shapes=tuple(tuple(x.shape) for x in inputs), vertices=len(graph.latent),
