@@ -38,6 +38,26 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+
+@pytest.fixture(scope="session")
+def captured():
+    """`captured(arch, dtype, loss) -> (module, inputs, target, graph)`: tests/equivalence's `ARCHS[arch](dtype, loss)`
+    and its graph, traced once per worker for each (arch, dtype) (module and inputs do not depend on the loss, and
+    capturing is most of a small test's time). For tests that only read them: no rule changes the module or graph."""
+    import pcsim
+    from tests.equivalence.archs import ARCHS
+
+    graphs = {}
+
+    def get(arch: str, dtype: torch.dtype = torch.float64, loss: str = "mse"):
+        target = ARCHS[arch](dtype, loss)[2]
+        if (arch, dtype) not in graphs:
+            module, inputs, _ = ARCHS[arch](dtype, loss)
+            graphs[arch, dtype] = module, inputs, pcsim.trace(module, *inputs)
+        module, inputs, graph = graphs[arch, dtype]
+        return module, inputs, target, graph
+    return get
+
 # -- xdist balance ------------------------------------------------------------------------------------------
 # `make test` hands out whole files (`--dist loadfile`), by default in order of their number of tests, so the
 # files of a few long tests (a property test, a smoke run, the notebooks, compiled code) came last, and one

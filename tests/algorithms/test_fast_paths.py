@@ -37,8 +37,8 @@ def _problem(arch, loss="mse", dtype=torch.float64):
 
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_fast_rules_equal_the_reference(arch, loss):
-    g, inputs, target = _problem(arch, loss)
+def test_fast_rules_equal_the_reference(arch, loss, captured):
+    _, inputs, target, g = captured(arch, torch.float64, loss)
     _same(pcsim.zil(g, inputs, target, loss), ref.zil(g, inputs, target, loss))
     _close(pcsim.fa_zil(g, inputs, target, loss, mode="wavefront"), ref.fa_zil_wavefront(g, inputs, target, loss))
     _same(pcsim.fa_zil(g, inputs, target, loss, mode="autonomous"), ref.fa_zil_autonomous(g, inputs, target, loss))

@@ -56,9 +56,8 @@ VARIANTS = {
 @pytest.mark.parametrize("arch", ["mlp_tanh_bias", "mlp_sigmoid_nobias", "mlp_relu_bias", "residual_block",
                                   "cnn_pools", "rnn_manual", "rnn_shared", "gru"])
 @pytest.mark.parametrize("loss", ["mse", "ce"])
-def test_fast_il_equals_the_literal_loop(arch, variant, loss):
-    module, inputs, target = ARCHS[arch](torch.float64, loss)
-    graph = pcsim.trace(module, *inputs)
+def test_fast_il_equals_the_literal_loop(arch, variant, loss, captured):
+    _, inputs, target, graph = captured(arch, torch.float64, loss)
     ref, _ = literal_il(graph, inputs, target, loss, **VARIANTS[variant])
     got = il(graph, inputs, target, loss, **VARIANTS[variant])
     assert list(got) == list(ref)

@@ -37,11 +37,14 @@ def test_200_euler_steps_equal_autograd_on_every_zoo_model(name):
 
 
 @pytest.mark.parametrize("arch", ["multi_ops", "attention", "lstm_manual", "resnet_conv_block", "gru"])
-@pytest.mark.parametrize("backend,leaky", [("scipy", False), ("torch", True), ("scipy", True)])
-def test_the_field_backends_and_leaky_errors_are_exact_too(arch, backend, leaky):
+def test_the_field_backends_and_leaky_errors_are_exact_too(arch):
     """scipy's fixed-step Euler evaluates the vector field (not IL's step); leaky errors at tau_e = dt follow
     the 2d + 1 schedule."""
-    _check(*ARCHS[arch](torch.float64, "mse"), "mse", backend=backend, leaky=leaky)
+    settings = [dict(backend="scipy", leaky=False), dict(backend="torch", leaky=True),
+                dict(backend="scipy", leaky=True)]
+    reports = pcsim.check_rules(*ARCHS[arch](torch.float64, "mse"), [("zil-euler", s) for s in settings], loss="mse")
+    for report, options in zip(reports, settings, strict=True):
+        assert report.passed and report.max_rel_diff <= TOL, f"{options}\n{report.table()}"
 
 
 def _updates(arch, gate, steps=200):
