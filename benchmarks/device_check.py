@@ -52,7 +52,7 @@ from pcsim.numerics import tolerance  # noqa: E402
 from pcsim.zoo import load_model_file  # noqa: E402
 from tests.equivalence.archs import ARCHS  # noqa: E402
 
-EXACT_RULES = ("zil", "fa-zil-wavefront", "fa-zil-autonomous")
+EXACT_RULES = ["zil", "fa-zil-wavefront", "fa-zil-autonomous"]
 # Cheapest first: when the lease runs short, the models left out are the big image ones.
 DEVICE_ORDER = ("mlp", "rnn", "lstm", "gru", "tied_autoencoder", "residual_mlp", "cnn", "transformer",
                 "alexnet", "resnet18", "densenet_block")
@@ -67,8 +67,7 @@ def equivalence(device: torch.device, archs) -> list[dict]:
             def worst(arch=arch, dtype=dtype):
                 module, inputs, target = ARCHS[arch](dtype, "mse")
                 module, inputs, target = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
-                return max(pcsim.check(module, inputs, target, rule=rule, dtype=dtype).max_rel_diff
-                           for rule in EXACT_RULES)
+                return max(r.max_rel_diff for r in pcsim.check_rules(module, inputs, target, EXACT_RULES, dtype=dtype))
 
             rows.append(_row(device, dtype, arch, worst, EXACT_RULES))
     return rows
@@ -77,15 +76,15 @@ def equivalence(device: torch.device, archs) -> list[dict]:
 def fused_equivalence(device: torch.device, batch: int = 16) -> list[dict]:
     """The zoo's LSTM and GRU traced with fused layers (cuDNN's kernel on CUDA in float32)."""
     rows = []
-    rules = ("zil", "fa-zil-wavefront")
+    rules = ["zil", "fa-zil-wavefront"]
     for dtype in (torch.float64, torch.float32):
         for name in ("lstm", "gru"):
             def worst(name=name, dtype=dtype):
                 spec = load_model_file(name)
                 module, inputs, target = spec.build_model(0, batch=batch)
                 module, inputs, target = module.to(device), tuple(x.to(device) for x in inputs), target.to(device)
-                return max(pcsim.check(module, inputs, target, rule=rule, loss=spec.loss, dtype=dtype,
-                                       fused=True).max_rel_diff for rule in rules)
+                return max(r.max_rel_diff for r in pcsim.check_rules(module, inputs, target, rules, loss=spec.loss,
+                                                                      dtype=dtype, fused=True))
 
             rows.append(_row(device, dtype, f"{name} (fused)", worst, rules))
     return rows
