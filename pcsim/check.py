@@ -217,7 +217,8 @@ def check(module: nn.Module, inputs, target, rule: str = "zil", loss="mse",
     """Run `rule` on a copy of `module` in `dtype` (a torch dtype or its name) and compare with autograd's
     gradients; `tol`: the relative tolerance (default `pcsim.tolerance(dtype)`).
 
-    `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`).
+    `fused`: module types traced as one vertex per call (`pcsim.trace(..., fused=...)`). Several rules on one
+    capture and one oracle: `check_rules`.
     """
     return check_rules(module, inputs, target, [(rule, rule_kwargs)], loss, dtype, tol, fused)[0]
 

@@ -38,7 +38,6 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-
 @pytest.fixture(scope="session")
 def captured():
     """`captured(arch, dtype, loss) -> (module, inputs, target, graph)`: tests/equivalence's `ARCHS[arch](dtype, loss)`
@@ -50,13 +49,14 @@ def captured():
     graphs = {}
 
     def get(arch: str, dtype: torch.dtype = torch.float64, loss: str = "mse"):
-        target = ARCHS[arch](dtype, loss)[2]
+        module, inputs, target = ARCHS[arch](dtype, loss)
         if (arch, dtype) not in graphs:
-            module, inputs, _ = ARCHS[arch](dtype, loss)
             graphs[arch, dtype] = module, inputs, pcsim.trace(module, *inputs)
-        module, inputs, graph = graphs[arch, dtype]
-        return module, inputs, target, graph
+        kept, kept_inputs, graph = graphs[arch, dtype]
+        assert all(torch.equal(a, b) for a, b in zip(inputs, kept_inputs, strict=True)), "inputs depend on the loss"
+        return kept, kept_inputs, target, graph
     return get
+
 
 # -- xdist balance ------------------------------------------------------------------------------------------
 # `make test` hands out whole files (`--dist loadfile`), by default in order of their number of tests, so the
